@@ -1,0 +1,90 @@
+//! Catalog changes (admin): locations, groups, channel policies. Writers are
+//! serialised and publish a new snapshot; readers keep the one they loaded.
+
+use std::sync::Arc;
+
+use super::Ledger;
+use super::catalog::{Catalog, ChannelPolicy, Location, PickupMethod, PickupSla, PolicyScope};
+use super::ids::{Channel, GroupName, LocId, LocationCode};
+use super::refusal::{Invalid, Refusal};
+
+impl Ledger {
+    /// A snapshot of locations, groups and policies.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    fn update_catalog<T>(
+        &self,
+        change: impl FnOnce(&mut Catalog) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        let _writer = self.catalog_writer.lock();
+        let mut next = Catalog::clone(&self.catalog.load());
+        let result = change(&mut next)?;
+        self.catalog.store(Arc::new(next));
+        Ok(result)
+    }
+
+    /// Creates or replaces a location (by code). Its id never changes.
+    pub fn put_location(&self, location: Location) -> Result<LocId, Refusal> {
+        if location.name.chars().count() > 200 || location.name.chars().any(char::is_control) {
+            return Err(Invalid::Other(
+                "name must be at most 200 characters, without control characters",
+            )
+            .into());
+        }
+        if let Some(pickup) = location.pickup {
+            let needs_sla = pickup.method != PickupMethod::NotSupported;
+            if needs_sla != pickup.sla.is_some() {
+                return Err(Invalid::Other(
+                    "pickup sla is required exactly when the pickup method is not 'not supported'",
+                )
+                .into());
+            }
+            if let Some(PickupSla::Days(days)) = pickup.sla
+                && !(2..=7).contains(&days)
+            {
+                return Err(Invalid::Other("pickup sla days must be 2 to 7").into());
+            }
+        }
+        self.update_catalog(|catalog| Ok(catalog.put_location(location)))
+    }
+
+    /// Creates or replaces a group; every member must be a known location.
+    pub fn put_group(&self, name: GroupName, members: &[LocationCode]) -> Result<(), Refusal> {
+        self.update_catalog(|catalog| {
+            let ids = members
+                .iter()
+                .map(|code| {
+                    catalog
+                        .location_id(code.as_str())
+                        .ok_or_else(|| Refusal::UnknownLocation(code.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            catalog.put_group(name, ids);
+            Ok(())
+        })
+    }
+
+    /// Sets (or with `None`, removes) a channel's policy at a location or group.
+    pub fn put_policy(
+        &self,
+        channel: Channel,
+        scope: PolicyScope,
+        policy: Option<ChannelPolicy>,
+    ) -> Result<(), Refusal> {
+        self.update_catalog(|catalog| {
+            match &scope {
+                PolicyScope::Location(code) if catalog.location_id(code.as_str()).is_none() => {
+                    return Err(Refusal::UnknownLocation(code.clone()));
+                }
+                PolicyScope::Group(name) if catalog.group(name.as_str()).is_none() => {
+                    return Err(Refusal::UnknownGroup(name.clone()));
+                }
+                _ => {}
+            }
+            catalog.put_policy(channel, scope, policy);
+            Ok(())
+        })
+    }
+}

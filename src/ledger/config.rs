@@ -1,0 +1,63 @@
+//! Every limit of the ledger in one place (TigerBeetle style: a limit on everything).
+
+/// Limits and sizes of a [`crate::Ledger`]. `Default` gives production values.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// Position shards (rounded up to a power of two). More shards, less
+    /// contention between unrelated SKUs; each costs one cache-padded lock.
+    pub position_shards: usize,
+    /// Reservation shards (rounded up to a power of two).
+    pub reservation_shards: usize,
+    /// Most lines in one reservation or sale.
+    pub max_lines_per_request: usize,
+    /// Most units on one line.
+    pub max_qty_per_line: u32,
+    /// Shortest and longest hold a reservation may ask for.
+    pub min_ttl_ms: u64,
+    pub max_ttl_ms: u64,
+    /// How far ahead incoming receipts count towards ATO.
+    pub ato_horizon_ms: u64,
+    /// Journal entries kept in memory; a consumer further behind is told it lagged.
+    pub journal_capacity: usize,
+    /// Per position, how many on-hand movements are kept to re-apply after an
+    /// `as_of` count. Older movements are dropped and a count older than the
+    /// oldest dropped one is refused (`Refusal::AsOfBeyondHistory`).
+    pub position_history_len: usize,
+    /// Expected receipts kept per position; one more is refused.
+    pub max_incoming_per_position: usize,
+    /// How long a resolved reservation stays readable.
+    pub resolved_retention_ms: u64,
+    /// How many reservations (held and resolved) are kept in the id-indexed
+    /// rings at most, over all shards; beyond it the oldest resolved ones are
+    /// forgotten early, and held ones move to a side map.
+    pub max_resolved_reservations: usize,
+    /// How long an idempotency key and its outcome are remembered.
+    pub idempotency_ttl_ms: u64,
+    /// Most idempotency keys remembered at once; a new keyed write beyond it
+    /// is refused (`Refusal::IdempotencyStoreFull`) rather than evicting a live key.
+    pub max_idempotency_keys: usize,
+    /// A count's `as_of` may be at most this far in the future (clock skew).
+    pub max_as_of_skew_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            position_shards: 64,
+            reservation_shards: 64,
+            max_lines_per_request: 100,
+            max_qty_per_line: 1_000_000,
+            min_ttl_ms: 1_000,
+            max_ttl_ms: 7 * 24 * 3_600_000,
+            ato_horizon_ms: 14 * 24 * 3_600_000,
+            journal_capacity: 1 << 16,
+            position_history_len: 32,
+            max_incoming_per_position: 16,
+            resolved_retention_ms: 24 * 3_600_000,
+            max_resolved_reservations: 1_000_000,
+            idempotency_ttl_ms: 24 * 3_600_000,
+            max_idempotency_keys: 2_000_000,
+            max_as_of_skew_ms: 60_000,
+        }
+    }
+}

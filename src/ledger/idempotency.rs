@@ -1,0 +1,146 @@
+//! Idempotency: a write carrying a key is applied at most once; a retry with
+//! the same key and the same request gets the original outcome back.
+//!
+//! A key is claimed (`Pending`) before the operation runs and completed after,
+//! so two concurrent duplicates can never both apply: the second sees
+//! `Pending` and is refused with `IdempotencyInFlight` (retry later).
+//! Memory is bounded by `max_idempotency_keys`; past it new keyed writes are
+//! refused rather than evicting a live key, which would silently break the
+//! at-most-once promise.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use parking_lot::Mutex;
+
+use super::ids::{IdempotencyKey, TimestampMs};
+use super::refusal::Refusal;
+
+/// A stable digest of a request: the same request always hashes the same,
+/// across processes and restarts (SipHash-1-3 with fixed keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub u64);
+
+impl Fingerprint {
+    pub fn of(operation: &'static str, request: &impl Hash) -> Fingerprint {
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(0x6f6d_6e69, 0x7374_6f63);
+        operation.hash(&mut hasher);
+        request.hash(&mut hasher);
+        Fingerprint(hasher.finish())
+    }
+}
+
+enum Slot<T> {
+    Pending(Fingerprint),
+    Done {
+        fingerprint: Fingerprint,
+        outcome: Arc<Result<T, Refusal>>,
+    },
+}
+
+/// What a caller should do after [`IdempotencyStore::begin`].
+pub(crate) enum Claim<T> {
+    /// First use: run the operation, then `complete` (or `abandon`).
+    Run,
+    /// Already done: return this outcome.
+    Replay(Arc<Result<T, Refusal>>),
+}
+
+pub(crate) struct IdempotencyStore<T> {
+    slots: DashMap<IdempotencyKey, Slot<T>>,
+    /// Completed keys in completion order with their expiry, for purging.
+    expiries: Mutex<VecDeque<(TimestampMs, IdempotencyKey)>>,
+    len: AtomicUsize,
+    ttl_ms: u64,
+    max_keys: usize,
+}
+
+impl<T> IdempotencyStore<T> {
+    pub fn new(ttl_ms: u64, max_keys: usize) -> Self {
+        IdempotencyStore {
+            slots: DashMap::new(),
+            expiries: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            ttl_ms,
+            max_keys,
+        }
+    }
+
+    pub fn begin(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Claim<T>, Refusal> {
+        match self.slots.entry(key.clone()) {
+            Entry::Occupied(entry) => match entry.get() {
+                Slot::Pending(f) if *f == fingerprint => Err(Refusal::IdempotencyInFlight),
+                Slot::Done {
+                    fingerprint: f,
+                    outcome,
+                } if *f == fingerprint => Ok(Claim::Replay(Arc::clone(outcome))),
+                _ => Err(Refusal::IdempotencyKeyReused),
+            },
+            Entry::Vacant(entry) => {
+                if self.len.load(Ordering::Relaxed) >= self.max_keys {
+                    return Err(Refusal::IdempotencyStoreFull);
+                }
+                self.len.fetch_add(1, Ordering::Relaxed);
+                entry.insert(Slot::Pending(fingerprint));
+                Ok(Claim::Run)
+            }
+        }
+    }
+
+    pub fn complete(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        outcome: Arc<Result<T, Refusal>>,
+        now: TimestampMs,
+    ) {
+        self.slots.insert(
+            key.clone(),
+            Slot::Done {
+                fingerprint,
+                outcome,
+            },
+        );
+        self.expiries
+            .lock()
+            .push_back((now.plus_ms(self.ttl_ms), key.clone()));
+    }
+
+    /// Releases a claim whose operation must not be remembered.
+    pub fn abandon(&self, key: &IdempotencyKey) {
+        if self.slots.remove(key).is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets keys whose time is up; at most `budget` per call.
+    pub fn purge(&self, now: TimestampMs, budget: usize) -> usize {
+        let mut purged = 0;
+        let mut expiries = self.expiries.lock();
+        while purged < budget {
+            match expiries.front() {
+                Some((expires_at, _)) if *expires_at <= now => {}
+                _ => break,
+            }
+            if let Some((_, key)) = expiries.pop_front()
+                && self.slots.remove(&key).is_some()
+            {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                purged += 1;
+            }
+        }
+        purged
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}

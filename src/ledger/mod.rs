@@ -1,0 +1,343 @@
+//! The stock ledger: the single authority for every SKU x location.
+//!
+//! Architecture invariant: this module is a pure, synchronous core. It imports
+//! no tokio, axum, redis or serde, does no I/O and never reads a clock: time
+//! is an argument (`now`). Everything else in omnistock is a shell around it.
+//!
+//! Lock order (deadlock freedom): idempotency slot (never held across an
+//! operation) -> one reservation shard -> position shards in ascending index.
+//! No code path takes a reservation shard while holding a position shard.
+
+mod admin;
+mod catalog;
+mod config;
+mod idempotency;
+mod ids;
+mod journal;
+mod position;
+mod queries;
+mod refusal;
+mod requests;
+mod reservation;
+mod reservations;
+mod shards;
+mod skus;
+mod stock;
+#[cfg(test)]
+mod tests;
+
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+pub use catalog::{
+    Catalog, ChannelPolicy, GeoPoint, Location, LocationKind, Pickup, PickupMethod, PickupSla,
+    PolicyScope,
+};
+pub use config::LedgerConfig;
+pub use ids::{
+    Channel, GroupName, IdError, IdempotencyKey, LocId, LocationCode, MAX_ID_CHARS,
+    MAX_IDEMPOTENCY_KEY_CHARS, PosKey, Qty, ReservationId, Seq, Sku, SkuId, TimestampMs,
+};
+pub use journal::{JournalRead, Movement, MovementKind, MovementNote};
+pub use position::{Incoming, PositionCounts};
+pub use queries::InvariantReport;
+pub use refusal::{Invalid, Refusal, Shortfall};
+pub use requests::{
+    AdjustmentRequest, CommitRequest, CountRequest, IncomingRequest, Line, NearbyQuery,
+    NearbyStore, PositionView, ReceiptRequest, ReservationLineView, ReservationView,
+    ReserveRequest, ReturnRequest, SaleRequest, Scope, SkuAvailability, TransferRequest,
+    WriteOutput,
+};
+pub use reservation::ReservationState;
+
+use idempotency::{Claim, Fingerprint, IdempotencyStore};
+use journal::Journal;
+use position::Position;
+use reservation::ReservationShards;
+use shards::PositionShards;
+use skus::SkuTable;
+
+/// Called after every write with the newest journal sequence, so a shell can
+/// wake its consumers without the core knowing about async runtimes.
+pub type ChangeListener = Box<dyn Fn(Seq) + Send + Sync>;
+
+/// The in-memory stock ledger. Share it behind an `Arc`; every method takes
+/// `&self` and is safe to call from many threads at once.
+pub struct Ledger {
+    config: LedgerConfig,
+    catalog: ArcSwap<Catalog>,
+    /// Serialises catalog writers (readers never wait).
+    catalog_writer: Mutex<()>,
+    skus: SkuTable,
+    positions: PositionShards,
+    reservations: ReservationShards,
+    journal: Journal,
+    idempotency: IdempotencyStore<WriteOutput>,
+    change_listener: OnceLock<ChangeListener>,
+}
+
+/// Who and why, attached to every movement of one operation.
+struct OpContext {
+    now: TimestampMs,
+    channel: Option<Channel>,
+    reservation: Option<ReservationId>,
+    note: Option<Arc<MovementNote>>,
+}
+
+impl Ledger {
+    pub fn new(config: LedgerConfig) -> Ledger {
+        Ledger {
+            catalog: ArcSwap::from_pointee(Catalog::default()),
+            catalog_writer: Mutex::new(()),
+            skus: SkuTable::default(),
+            positions: PositionShards::new(config.position_shards),
+            reservations: ReservationShards::new(config.reservation_shards),
+            journal: Journal::new(config.journal_capacity),
+            idempotency: IdempotencyStore::new(
+                config.idempotency_ttl_ms,
+                config.max_idempotency_keys,
+            ),
+            change_listener: OnceLock::new(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// Installs the one change listener (later calls are ignored and return false).
+    pub fn set_change_listener(&self, listener: ChangeListener) -> bool {
+        self.change_listener.set(listener).is_ok()
+    }
+
+    /// Movements from `from` on, at most `max`. See [`JournalRead`].
+    pub fn read_journal(&self, from: Seq, max: usize) -> JournalRead {
+        self.journal.read(from, max)
+    }
+
+    /// Idempotency keys currently remembered (for metrics).
+    pub fn idempotency_key_count(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// The sequence the next change will get.
+    pub fn journal_head(&self) -> Seq {
+        self.journal.head()
+    }
+
+    /// Housekeeping a shell calls often (every few ms): expires due
+    /// reservations and forgets old idempotency keys. Bounded by `budget`
+    /// items of each kind; returns the number of reservations expired.
+    pub fn tick(&self, now: TimestampMs, budget: usize) -> usize {
+        self.idempotency.purge(now, budget);
+        self.expire_due(now, budget)
+    }
+
+    fn resolve_location(&self, catalog: &Catalog, code: &LocationCode) -> Result<LocId, Refusal> {
+        catalog
+            .location_id(code.as_str())
+            .ok_or_else(|| Refusal::UnknownLocation(code.clone()))
+    }
+
+    /// Runs `op` at most once per idempotency key. Shape refusals
+    /// (`Refusal::Invalid`) are not remembered: they do not depend on state.
+    fn idempotent<T: Clone>(
+        &self,
+        key: Option<&IdempotencyKey>,
+        now: TimestampMs,
+        fingerprint: impl FnOnce() -> Fingerprint,
+        wrap: fn(T) -> WriteOutput,
+        unwrap: fn(&WriteOutput) -> Option<&T>,
+        op: impl FnOnce() -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        let Some(key) = key else {
+            let result = op();
+            self.notify();
+            return result;
+        };
+        let fingerprint = fingerprint();
+        match self.idempotency.begin(key, fingerprint)? {
+            Claim::Replay(outcome) => match &*outcome {
+                Ok(output) => unwrap(output).cloned().ok_or(Refusal::IdempotencyKeyReused),
+                Err(refusal) => Err(refusal.clone()),
+            },
+            Claim::Run => {
+                let result = op();
+                if matches!(result, Err(Refusal::Invalid(_))) {
+                    self.idempotency.abandon(key);
+                } else {
+                    let stored = Arc::new(result.clone().map(wrap));
+                    self.idempotency.complete(key, fingerprint, stored, now);
+                }
+                self.notify();
+                result
+            }
+        }
+    }
+
+    fn notify(&self) {
+        if let Some(listener) = self.change_listener.get() {
+            listener(Seq(self.journal.head().0.saturating_sub(1)));
+        }
+    }
+
+    /// Sets the position's version to `seq`, remembers on-hand changes for
+    /// `as_of` counts and appends the movement. `before` is the position's
+    /// quantities before the caller changed it.
+    fn record(
+        &self,
+        ctx: &OpContext,
+        kind: MovementKind,
+        key: PosKey,
+        position: &mut Position,
+        before: PositionCounts,
+        incoming_delta: i64,
+        seq: Seq,
+    ) {
+        debug_assert!(seq > position.version, "versions only grow");
+        let after = position.counts();
+        let on_hand_delta = i64::from(after.on_hand.0) - i64::from(before.on_hand.0);
+        if kind != MovementKind::Extend {
+            position.version = seq;
+        }
+        if kind != MovementKind::Count {
+            position.remember_on_hand_change(
+                ctx.now,
+                on_hand_delta,
+                self.config.position_history_len,
+            );
+        }
+        self.journal.append(Movement {
+            seq,
+            at: ctx.now,
+            kind,
+            position: key,
+            on_hand_delta,
+            reserved_delta: i64::from(after.reserved.0) - i64::from(before.reserved.0),
+            safety_stock_delta: i64::from(after.safety_stock.0) - i64::from(before.safety_stock.0),
+            non_sellable_delta: i64::from(after.non_sellable.0) - i64::from(before.non_sellable.0),
+            incoming_delta,
+            after,
+            channel: ctx.channel,
+            reservation: ctx.reservation,
+            note: ctx.note.clone(),
+        });
+    }
+
+    fn view(
+        &self,
+        catalog: &Catalog,
+        sku: Sku,
+        loc: LocId,
+        position: Option<&Position>,
+        channel: Option<Channel>,
+        now: TimestampMs,
+    ) -> PositionView {
+        let location = catalog
+            .location(loc)
+            .map(|l| l.code.clone())
+            .expect("positions only exist at registered locations");
+        let empty = Position::new();
+        let p = position.unwrap_or(&empty);
+        let raw_atf = p.atf();
+        let atf = match channel {
+            Some(channel) => catalog.policy(channel, loc).apply(raw_atf),
+            None => raw_atf,
+        };
+        let incoming = p.incoming_until(now.plus_ms(self.config.ato_horizon_ms));
+        PositionView {
+            sku,
+            location,
+            on_hand: Qty(p.on_hand),
+            reserved: Qty(p.reserved),
+            safety_stock: Qty(p.safety_stock),
+            non_sellable: Qty(p.non_sellable),
+            incoming,
+            atf: Qty(atf),
+            ato: u64::from(atf) + incoming,
+            version: p.version,
+            shortage: Qty(p.reserved.saturating_sub(p.on_hand)),
+        }
+    }
+
+    /// Validates request lines and resolves them to positions, summing lines
+    /// on the same position. Unknown SKUs resolve to `None` (no stock).
+    fn resolve_lines(
+        &self,
+        catalog: &Catalog,
+        lines: &[Line],
+    ) -> Result<SmallVec<[(Option<PosKey>, LocId, usize, Qty); 4]>, Refusal> {
+        let mut merged: SmallVec<[(Option<PosKey>, LocId, usize, Qty); 4]> = SmallVec::new();
+        for (index, line) in lines.iter().enumerate() {
+            let loc = self.resolve_location(catalog, &line.location)?;
+            let key = self.skus.get(&line.sku).map(|sku| PosKey::new(sku, loc));
+            if let Some(existing) = merged
+                .iter_mut()
+                .find(|(_, l, i, _)| *l == loc && lines[*i].sku == line.sku)
+            {
+                existing.3 = Qty(existing.3.0.saturating_add(line.qty.0));
+            } else {
+                merged.push((key, loc, index, line.qty));
+            }
+        }
+        Ok(merged)
+    }
+
+    fn validate_lines(&self, lines: &[Line], allow_zero: bool) -> Result<(), Refusal> {
+        if lines.is_empty() {
+            return Err(Invalid::NoLines.into());
+        }
+        if lines.len() > self.config.max_lines_per_request {
+            return Err(Invalid::TooManyLines {
+                max: self.config.max_lines_per_request,
+            }
+            .into());
+        }
+        for (line, l) in lines.iter().enumerate() {
+            if l.qty.0 == 0 && !allow_zero {
+                return Err(Invalid::ZeroQuantity { line }.into());
+            }
+            if l.qty.0 > self.config.max_qty_per_line {
+                return Err(Invalid::QuantityTooLarge {
+                    line,
+                    max: self.config.max_qty_per_line,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_ttl(&self, ttl_ms: u64) -> Result<(), Refusal> {
+        if !(self.config.min_ttl_ms..=self.config.max_ttl_ms).contains(&ttl_ms) {
+            return Err(Invalid::TtlOutOfRange {
+                min_ms: self.config.min_ttl_ms,
+                max_ms: self.config.max_ttl_ms,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Lines of one request summed per position, in request order.
+fn merged_keys(
+    merged: &[(Option<PosKey>, LocId, usize, Qty)],
+) -> impl Iterator<Item = PosKey> + '_ {
+    merged.iter().filter_map(|(key, ..)| *key)
+}
+
+/// Hashable, order-independent digest input for requests with free maps.
+fn fingerprint_of<T: Hash>(operation: &'static str, request: &T) -> Fingerprint {
+    Fingerprint::of(operation, request)
+}
+
+/// A map from position to the units held there by active reservations,
+/// used by the invariant check.
+type HeldByPosition = FxHashMap<PosKey, u64>;

@@ -1,0 +1,187 @@
+//! One SKU at one location: the unit of locking, versioning and publishing.
+
+use std::collections::VecDeque;
+
+use super::ids::{Qty, Seq, TimestampMs};
+
+/// The stored form, kept small on purpose (48 bytes with its key): a million
+/// positions must fit in 128 MB with the hash table's overhead. Rarely used
+/// parts live behind `extras`, allocated on first use.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Position {
+    pub on_hand: u32,
+    pub reserved: u32,
+    pub safety_stock: u32,
+    /// Returned units that cannot be sold again (damaged, opened).
+    pub non_sellable: u32,
+    /// Sequence of the latest change.
+    pub version: Seq,
+    /// `as_of` of the latest absolute count applied (`MIN`: none).
+    pub last_count_as_of: TimestampMs,
+    pub extras: Option<Box<PositionExtras>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PositionExtras {
+    pub incoming: Vec<Incoming>,
+    /// On-hand movements (sales, commits, receipts, returns, adjustments),
+    /// oldest first, bounded by `LedgerConfig::position_history_len`.
+    pub history: VecDeque<OnHandMovement>,
+    /// Time of the newest movement dropped from `history` (`MIN`: none).
+    pub history_horizon: TimestampMs,
+}
+
+/// An expected receipt (purchase order, transfer in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub qty: Qty,
+    pub expected_at: TimestampMs,
+    /// The document it is expected under; a receipt with the same reference
+    /// consumes it.
+    pub reference: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OnHandMovement {
+    pub at: TimestampMs,
+    pub delta: i64,
+}
+
+impl Position {
+    pub fn new() -> Position {
+        Position {
+            last_count_as_of: TimestampMs::MIN,
+            ..Position::default()
+        }
+    }
+
+    /// ATF = max(0, on_hand - reserved - safety_stock).
+    pub fn atf(&self) -> u32 {
+        self.on_hand
+            .saturating_sub(self.reserved)
+            .saturating_sub(self.safety_stock)
+    }
+
+    /// Incoming units expected no later than `horizon_end`.
+    pub fn incoming_until(&self, horizon_end: TimestampMs) -> u64 {
+        self.extras.as_ref().map_or(0, |extras| {
+            extras
+                .incoming
+                .iter()
+                .filter(|i| i.expected_at <= horizon_end)
+                .map(|i| u64::from(i.qty.0))
+                .sum()
+        })
+    }
+
+    pub fn extras_mut(&mut self) -> &mut PositionExtras {
+        self.extras.get_or_insert_with(|| {
+            Box::new(PositionExtras {
+                history_horizon: TimestampMs::MIN,
+                ..PositionExtras::default()
+            })
+        })
+    }
+
+    /// Records an on-hand change for later `as_of` counts, dropping the oldest
+    /// beyond `max_len` and remembering how far back the history is complete.
+    pub fn remember_on_hand_change(&mut self, at: TimestampMs, delta: i64, max_len: usize) {
+        if max_len == 0 || delta == 0 {
+            return;
+        }
+        let extras = self.extras_mut();
+        while extras.history.len() >= max_len {
+            if let Some(dropped) = extras.history.pop_front() {
+                extras.history_horizon = extras.history_horizon.max(dropped.at);
+            }
+        }
+        extras.history.push_back(OnHandMovement { at, delta });
+    }
+
+    /// Sum of on-hand movements strictly after `as_of`, or the history horizon
+    /// if movements after `as_of` may have been dropped.
+    pub fn on_hand_changes_after(&self, as_of: TimestampMs) -> Result<i64, TimestampMs> {
+        let Some(extras) = &self.extras else {
+            return Ok(0);
+        };
+        if as_of < extras.history_horizon {
+            return Err(extras.history_horizon);
+        }
+        Ok(extras
+            .history
+            .iter()
+            .filter(|m| m.at > as_of)
+            .map(|m| m.delta)
+            .sum())
+    }
+
+    pub fn counts(&self) -> PositionCounts {
+        PositionCounts {
+            on_hand: Qty(self.on_hand),
+            reserved: Qty(self.reserved),
+            safety_stock: Qty(self.safety_stock),
+            non_sellable: Qty(self.non_sellable),
+        }
+    }
+}
+
+/// The absolute quantities of a position, as carried in journal entries so a
+/// consumer never needs to replay deltas to know the current state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PositionCounts {
+    pub on_hand: Qty,
+    pub reserved: Qty,
+    pub safety_stock: Qty,
+    pub non_sellable: Qty,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atf_never_negative() {
+        let cases = [
+            (10, 3, 2, 5),
+            (10, 10, 0, 0),
+            (2, 5, 0, 0),
+            (5, 0, 9, 0),
+            (0, 0, 0, 0),
+        ];
+        for (on_hand, reserved, safety_stock, atf) in cases {
+            let p = Position {
+                on_hand,
+                reserved,
+                safety_stock,
+                ..Position::new()
+            };
+            assert_eq!(p.atf(), atf, "{on_hand} {reserved} {safety_stock}");
+        }
+    }
+
+    #[test]
+    fn history_is_bounded_and_tracks_horizon() {
+        let mut p = Position::new();
+        for t in 1..=5 {
+            p.remember_on_hand_change(TimestampMs(t * 10), -1, 3);
+        }
+        // Kept 30, 40, 50; dropped 10 and 20.
+        assert_eq!(p.on_hand_changes_after(TimestampMs(25)), Ok(-3));
+        assert_eq!(p.on_hand_changes_after(TimestampMs(20)), Ok(-3));
+        assert_eq!(p.on_hand_changes_after(TimestampMs(45)), Ok(-1));
+        assert_eq!(
+            p.on_hand_changes_after(TimestampMs(19)),
+            Err(TimestampMs(20))
+        );
+    }
+
+    #[test]
+    fn stored_position_is_small() {
+        // Memory per position is a product target; this guards the layout.
+        assert!(
+            std::mem::size_of::<Position>() <= 40,
+            "{}",
+            std::mem::size_of::<Position>()
+        );
+    }
+}

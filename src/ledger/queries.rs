@@ -1,0 +1,237 @@
+//! Reads: positions, per-SKU availability, batches, nearby stores, snapshots,
+//! and the full invariant check used by tests and operators.
+
+use super::catalog::LocationKind;
+use super::ids::{Channel, LocationCode, PosKey, Qty, Sku, SkuId, TimestampMs};
+use super::refusal::Refusal;
+use super::requests::{NearbyQuery, NearbyStore, PositionView, Scope, SkuAvailability};
+use super::reservation::ReservationState;
+use super::{HeldByPosition, Ledger};
+
+/// Totals gathered by [`Ledger::check_invariants`] on a consistent cut.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InvariantReport {
+    pub positions: usize,
+    pub held_reservations: usize,
+    pub on_hand: u64,
+    pub reserved: u64,
+    /// Positions where a count left fewer units on hand than reserved.
+    pub positions_short: usize,
+}
+
+impl Ledger {
+    /// One position; a SKU never stocked there reads as all zeros.
+    pub fn position(
+        &self,
+        sku: &Sku,
+        location: &LocationCode,
+        channel: Option<Channel>,
+        now: TimestampMs,
+    ) -> Result<PositionView, Refusal> {
+        let catalog = self.catalog.load();
+        let loc = self.resolve_location(&catalog, location)?;
+        let Some(sku_id) = self.skus.get(sku) else {
+            return Ok(self.view(&catalog, sku.clone(), loc, None, channel, now));
+        };
+        let key = PosKey::new(sku_id, loc);
+        let shard = self.positions.lock_one(key);
+        Ok(self.view(&catalog, sku.clone(), loc, shard.get(&key), channel, now))
+    }
+
+    /// A SKU across locations: every location stocking it, a list, or a group.
+    pub fn availability(
+        &self,
+        sku: &Sku,
+        scope: &Scope,
+        channel: Option<Channel>,
+        now: TimestampMs,
+    ) -> Result<SkuAvailability, Refusal> {
+        let catalog = self.catalog.load();
+        let locations = match scope {
+            Scope::All => catalog.locations().map(|(id, _)| id).collect::<Vec<_>>(),
+            Scope::Locations(codes) => codes
+                .iter()
+                .map(|code| self.resolve_location(&catalog, code))
+                .collect::<Result<Vec<_>, _>>()?,
+            Scope::Group(name) => catalog
+                .group(name.as_str())
+                .ok_or_else(|| Refusal::UnknownGroup(name.clone()))?
+                .to_vec(),
+        };
+        let sku_id = self.skus.get(sku);
+        let mut views = Vec::new();
+        for loc in locations {
+            let stored = sku_id.and_then(|s| {
+                let key = PosKey::new(s, loc);
+                self.positions.lock_one(key).get(&key).cloned()
+            });
+            if stored.is_none() && *scope == Scope::All {
+                continue;
+            }
+            views.push(self.view(&catalog, sku.clone(), loc, stored.as_ref(), channel, now));
+        }
+        Ok(SkuAvailability {
+            sku: sku.clone(),
+            total_atf: views.iter().map(|v| u64::from(v.atf.0)).sum(),
+            locations: views,
+        })
+    }
+
+    /// Stores within `radius_km` that can supply `qty` to the channel,
+    /// nearest first.
+    pub fn nearby(&self, query: &NearbyQuery) -> Vec<NearbyStore> {
+        let catalog = self.catalog.load();
+        let sku_id = self.skus.get(&query.sku);
+        let mut stores: Vec<NearbyStore> = catalog
+            .locations()
+            .filter(|(_, l)| l.kind == LocationKind::Store)
+            .filter(|(_, l)| !query.pickup_only || l.pickup.is_some_and(|p| p.sla.is_some()))
+            .filter_map(|(loc, l)| {
+                let distance_km = l.coords?.distance_km(query.point);
+                (distance_km <= query.radius_km).then_some((loc, l, distance_km))
+            })
+            .filter_map(|(loc, l, distance_km)| {
+                let key = PosKey::new(sku_id?, loc);
+                let atf = self.positions.lock_one(key).get(&key).map(|p| p.atf())?;
+                let seen = catalog.policy(query.channel, loc).apply(atf);
+                (seen >= query.qty.0 && seen > 0).then(|| NearbyStore {
+                    location: l.code.clone(),
+                    name: l.name.clone(),
+                    distance_km,
+                    atf: Qty(seen),
+                    pickup: l.pickup,
+                })
+            })
+            .collect();
+        stores.sort_by(|a, b| {
+            a.distance_km
+                .total_cmp(&b.distance_km)
+                .then_with(|| a.location.cmp(&b.location))
+        });
+        stores.truncate(query.limit);
+        stores
+    }
+
+    /// The SKU code behind an interned id (journal consumers use this).
+    pub fn sku_code(&self, id: SkuId) -> Option<Sku> {
+        self.skus.code(id)
+    }
+
+    pub fn sku_count(&self) -> usize {
+        self.skus.len()
+    }
+
+    pub fn position_shard_count(&self) -> usize {
+        self.positions.count()
+    }
+
+    /// Every position of one shard, copied out under the shard's lock so the
+    /// lock is held only for the copy. Iterate `0..position_shard_count()`
+    /// for a full snapshot with memory bounded by one shard.
+    pub fn positions_in_shard(
+        &self,
+        shard: usize,
+        channel: Option<Channel>,
+        now: TimestampMs,
+    ) -> Vec<PositionView> {
+        let catalog = self.catalog.load();
+        let copied: Vec<_> = {
+            let map = self.positions.lock_index(shard);
+            map.iter()
+                .map(|(key, position)| (*key, position.clone()))
+                .collect()
+        };
+        copied
+            .into_iter()
+            .filter_map(|(key, position)| {
+                let sku = self.skus.code(key.sku())?;
+                Some(self.view(&catalog, sku, key.loc(), Some(&position), channel, now))
+            })
+            .collect()
+    }
+
+    /// Reservations remembered (held and recently resolved), for metrics.
+    pub fn reservation_count(&self) -> usize {
+        (0..self.reservations.count())
+            .map(|i| self.reservations.lock_index(i).stored())
+            .sum()
+    }
+
+    /// Number of positions (walks every shard; for metrics, not hot paths).
+    pub fn position_count(&self) -> usize {
+        (0..self.positions.count())
+            .map(|i| self.positions.lock_index(i).len())
+            .sum()
+    }
+
+    /// Checks every invariant on a consistent cut: all reservation shards,
+    /// then all position shards, are locked in the global lock order, so no
+    /// operation is half-applied while it runs. Expensive (stops writers for
+    /// the duration): for tests, audits and operators, not for hot paths.
+    ///
+    /// - `reserved` of each position equals the sum of its held lines;
+    /// - every held line points at an existing position;
+    /// - versions never exceed the journal head.
+    pub fn check_invariants(&self) -> Result<InvariantReport, String> {
+        let reservation_guards: Vec<_> = (0..self.reservations.count())
+            .map(|i| self.reservations.lock_index(i))
+            .collect();
+        let position_guards: Vec<_> = (0..self.positions.count())
+            .map(|i| self.positions.lock_index(i))
+            .collect();
+        let head = self.journal.head();
+
+        let mut held = HeldByPosition::default();
+        let mut report = InvariantReport::default();
+        for shard in &reservation_guards {
+            for (id, reservation) in shard.iter() {
+                let in_index = shard.deadlines.contains(&(reservation.expires_at, id));
+                if (reservation.state == ReservationState::Held) != in_index {
+                    return Err(format!(
+                        "reservation {id}: state {:?} but deadline indexed: {in_index}",
+                        reservation.state
+                    ));
+                }
+                if reservation.state != ReservationState::Held {
+                    continue;
+                }
+                report.held_reservations += 1;
+                for line in &reservation.lines {
+                    if line.qty.0 == 0 {
+                        return Err(format!("reservation {id} holds an empty line"));
+                    }
+                    *held.entry(line.position).or_default() += u64::from(line.qty.0);
+                }
+            }
+        }
+        for map in &position_guards {
+            for (key, position) in map.iter() {
+                report.positions += 1;
+                report.on_hand += u64::from(position.on_hand);
+                report.reserved += u64::from(position.reserved);
+                if position.reserved > position.on_hand {
+                    report.positions_short += 1;
+                }
+                let expected = held.remove(key).unwrap_or(0);
+                if u64::from(position.reserved) != expected {
+                    return Err(format!(
+                        "position {key:?}: reserved {} but held lines sum to {expected}",
+                        position.reserved
+                    ));
+                }
+                if position.version >= head {
+                    return Err(format!(
+                        "position {key:?}: version {:?} not below journal head {head:?}",
+                        position.version
+                    ));
+                }
+            }
+        }
+        if let Some((key, units)) = held.into_iter().next() {
+            return Err(format!(
+                "held line of {units} units on missing position {key:?}"
+            ));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,105 @@
+//! Refusals are values. The variants are declared in precedence order: when a
+//! request is wrong in several ways, the ledger reports the first that applies
+//! (shape, then existence, then idempotency, then state, then versions, then
+//! stock), because that is the order in which it checks them.
+
+use super::ids::{GroupName, IdError, LocationCode, Qty, ReservationId, Seq, Sku, TimestampMs};
+use super::reservation::ReservationState;
+
+/// One line that could not be granted, and by how much it fell short.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Shortfall {
+    pub sku: Sku,
+    pub location: LocationCode,
+    /// Units asked for on this position (lines on the same position summed).
+    pub requested: Qty,
+    /// What the requesting channel could have had.
+    pub available: Qty,
+}
+
+/// What is wrong with the shape of a request; such refusals do not depend on
+/// ledger state, so they are never stored under an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Invalid {
+    #[error("a request needs at least one line")]
+    NoLines,
+    #[error("at most {max} lines per request")]
+    TooManyLines { max: usize },
+    #[error("line {line}: quantity must be at least 1")]
+    ZeroQuantity { line: usize },
+    #[error("line {line}: quantity must be at most {max}")]
+    QuantityTooLarge { line: usize, max: u32 },
+    #[error("ttl must be between {min_ms} and {max_ms} ms")]
+    TtlOutOfRange { min_ms: u64, max_ms: u64 },
+    #[error("line {line}: cannot commit {requested}, only {held} held")]
+    CommitMoreThanHeld {
+        line: usize,
+        requested: Qty,
+        held: Qty,
+    },
+    #[error("line {line}: the same position is listed twice")]
+    DuplicateLine { line: usize },
+    #[error("transfer destination is the line's own location")]
+    TransferToSameLocation,
+    #[error("an adjustment needs a reason")]
+    MissingReason,
+    #[error("an adjustment delta must not be zero")]
+    ZeroDelta,
+    #[error("{field}: {error}")]
+    BadId { field: &'static str, error: IdError },
+    #[error("{0}")]
+    Other(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refusal {
+    #[error("invalid request: {0}")]
+    Invalid(Invalid),
+    #[error("unknown location {0}")]
+    UnknownLocation(LocationCode),
+    #[error("unknown location group {0}")]
+    UnknownGroup(GroupName),
+    #[error("idempotency key already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyInFlight,
+    #[error("too many idempotency keys remembered; retry later")]
+    IdempotencyStoreFull,
+    #[error("reservation {0} not found")]
+    ReservationNotFound(ReservationId),
+    #[error("reservation {id} is {state:?}, not held")]
+    ReservationNotHeld {
+        id: ReservationId,
+        state: ReservationState,
+    },
+    #[error("reservation has no line for {sku} at {location}")]
+    LineNotInReservation { sku: Sku, location: LocationCode },
+    #[error("version is {actual:?}, expected {expected:?}")]
+    StaleVersion { expected: Seq, actual: Seq },
+    #[error("a count taken at {last_as_of:?} was already applied; this one is from {as_of:?}")]
+    CountOlderThanLast {
+        as_of: TimestampMs,
+        last_as_of: TimestampMs,
+    },
+    #[error("as_of {as_of:?} is older than the movement history kept ({horizon:?}); count again")]
+    AsOfBeyondHistory {
+        as_of: TimestampMs,
+        horizon: TimestampMs,
+    },
+    #[error("as_of {as_of:?} is in the future")]
+    AsOfInFuture { as_of: TimestampMs },
+    #[error("insufficient stock on {} line(s)", shortfalls.len())]
+    InsufficientStock { shortfalls: Vec<Shortfall> },
+    #[error("not enough units physically on hand on {} line(s)", shortfalls.len())]
+    InsufficientOnHand { shortfalls: Vec<Shortfall> },
+    #[error("position {sku} at {location} already has too many expected receipts")]
+    TooManyIncoming { sku: Sku, location: LocationCode },
+    #[error("quantity of {sku} at {location} would exceed the per-position maximum")]
+    QuantityOverflow { sku: Sku, location: LocationCode },
+}
+
+impl From<Invalid> for Refusal {
+    fn from(invalid: Invalid) -> Refusal {
+        Refusal::Invalid(invalid)
+    }
+}

@@ -1,0 +1,287 @@
+//! Reservations: holds with a deadline (TigerBeetle's pending transfers).
+//! A reservation resolves exactly once: held -> committed | released | expired.
+//!
+//! Storage: each shard allocates its own ids, densely, under its lock and
+//! only when a reservation is granted, so a shard's reservations form a
+//! contiguous run of local ids kept in a ring (`slab`): lookup is an index,
+//! creation a push, forgetting a pop from the front. No hashing, and memory
+//! is sequential. A held reservation that reaches the front of a full ring is
+//! moved to a small side map so it never blocks forgetting resolved ones.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use super::ids::{Channel, PosKey, Qty, ReservationId, TimestampMs};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReservationState {
+    Held,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl ReservationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationState::Held => "held",
+            ReservationState::Committed => "committed",
+            ReservationState::Released => "released",
+            ReservationState::Expired => "expired",
+        }
+    }
+}
+
+/// A held line: units on one position (lines on the same position are merged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeldLine {
+    pub position: PosKey,
+    pub qty: Qty,
+    /// Units that left on hand when the reservation was committed.
+    pub committed: Qty,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Reservation {
+    pub channel: Channel,
+    pub state: ReservationState,
+    pub lines: SmallVec<[HeldLine; 2]>,
+    pub created_at: TimestampMs,
+    pub expires_at: TimestampMs,
+    pub resolved_at: Option<TimestampMs>,
+}
+
+pub(crate) struct ReservationShard {
+    index: u64,
+    shard_bits: u32,
+    /// Reservation with local id `base + i` is `slab[i]`.
+    slab: VecDeque<Reservation>,
+    base: u64,
+    /// Held reservations moved out of the front of a full slab.
+    evicted_held: FxHashMap<u64, Reservation>,
+    /// Held reservations ordered by deadline: expiry pops from the front
+    /// instead of scanning.
+    pub deadlines: BTreeSet<(TimestampMs, ReservationId)>,
+}
+
+impl ReservationShard {
+    fn local(&self, id: ReservationId) -> Option<u64> {
+        (id.0 & ((1 << self.shard_bits) - 1) == self.index).then_some(id.0 >> self.shard_bits)
+    }
+
+    /// The id the next reservation of this shard will get.
+    pub fn next_id(&self) -> ReservationId {
+        ReservationId(((self.base + self.slab.len() as u64) << self.shard_bits) | self.index)
+    }
+
+    /// Stores a new reservation under `next_id()`.
+    pub fn insert(&mut self, reservation: Reservation) -> ReservationId {
+        let id = self.next_id();
+        if reservation.state == ReservationState::Held {
+            self.deadlines.insert((reservation.expires_at, id));
+        }
+        self.slab.push_back(reservation);
+        id
+    }
+
+    pub fn get(&self, id: ReservationId) -> Option<&Reservation> {
+        let local = self.local(id)?;
+        match local.checked_sub(self.base) {
+            Some(offset) => self.slab.get(usize::try_from(offset).ok()?),
+            None => self.evicted_held.get(&local),
+        }
+    }
+
+    pub fn get_mut(&mut self, id: ReservationId) -> Option<&mut Reservation> {
+        let local = self.local(id)?;
+        match local.checked_sub(self.base) {
+            Some(offset) => self.slab.get_mut(usize::try_from(offset).ok()?),
+            None => self.evicted_held.get_mut(&local),
+        }
+    }
+
+    /// Every stored reservation with its id (held and still-remembered resolved).
+    pub fn iter(&self) -> impl Iterator<Item = (ReservationId, &Reservation)> {
+        let id_of = |local: u64| ReservationId((local << self.shard_bits) | self.index);
+        self.slab
+            .iter()
+            .enumerate()
+            .map(move |(i, r)| (id_of(self.base + i as u64), r))
+            .chain(
+                self.evicted_held
+                    .iter()
+                    .map(move |(local, r)| (id_of(*local), r)),
+            )
+    }
+
+    /// Marks a held reservation resolved.
+    pub fn resolve(&mut self, id: ReservationId, state: ReservationState, now: TimestampMs) {
+        debug_assert_ne!(state, ReservationState::Held);
+        let Some(reservation) = self.get_mut(id) else {
+            return;
+        };
+        debug_assert_eq!(
+            reservation.state,
+            ReservationState::Held,
+            "a reservation resolves once"
+        );
+        let deadline = reservation.expires_at;
+        reservation.state = state;
+        reservation.resolved_at = Some(now);
+        self.deadlines.remove(&(deadline, id));
+        // An evicted reservation is only kept while held.
+        if let Some(local) = self.local(id)
+            && local < self.base
+        {
+            self.evicted_held.remove(&local);
+        }
+    }
+
+    /// Forgets resolved reservations at the front of the ring once they are
+    /// older than the retention, or when the ring is over `capacity`. At most
+    /// `budget` steps per call keeps the cost amortised on the write path.
+    pub fn forget_resolved(
+        &mut self,
+        now: TimestampMs,
+        retention_ms: u64,
+        capacity: usize,
+        budget: usize,
+    ) {
+        for _ in 0..budget {
+            let over_capacity = self.slab.len() > capacity;
+            let Some(front) = self.slab.front() else {
+                return;
+            };
+            let forget = match front.resolved_at {
+                Some(resolved_at) => over_capacity || resolved_at.plus_ms(retention_ms) <= now,
+                None => over_capacity,
+            };
+            if !forget {
+                return;
+            }
+            if let Some(front) = self.slab.pop_front() {
+                if front.state == ReservationState::Held {
+                    self.evicted_held.insert(self.base, front);
+                }
+                self.base += 1;
+            }
+        }
+    }
+
+    pub fn stored(&self) -> usize {
+        self.slab.len() + self.evicted_held.len()
+    }
+}
+
+pub(crate) struct ReservationShards {
+    shards: Box<[CachePadded<Mutex<ReservationShard>>]>,
+}
+
+impl ReservationShards {
+    pub fn new(count: usize) -> ReservationShards {
+        let count = count.clamp(1, 1 << 12).next_power_of_two();
+        let shard_bits = count.trailing_zeros().max(1);
+        ReservationShards {
+            shards: (0..count)
+                .map(|index| {
+                    CachePadded::new(Mutex::new(ReservationShard {
+                        index: index as u64,
+                        shard_bits,
+                        slab: VecDeque::new(),
+                        // Local ids start at 1 so no reservation id is 0.
+                        base: 1,
+                        evicted_held: FxHashMap::default(),
+                        deadlines: BTreeSet::new(),
+                    }))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn lock_for(&self, id: ReservationId) -> MutexGuard<'_, ReservationShard> {
+        self.shards[(id.0 as usize) & (self.shards.len() - 1)].lock()
+    }
+
+    /// The shard new reservations on this position go to: spreading by the
+    /// first line's position keeps unrelated carts apart.
+    pub fn shard_for_position(&self, key: PosKey) -> usize {
+        (key.raw().wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40) as usize & (self.shards.len() - 1)
+    }
+
+    pub fn lock_index(&self, index: usize) -> MutexGuard<'_, ReservationShard> {
+        self.shards[index].lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(expires_at: i64) -> Reservation {
+        Reservation {
+            channel: Channel::Web,
+            state: ReservationState::Held,
+            lines: SmallVec::new(),
+            created_at: TimestampMs(0),
+            expires_at: TimestampMs(expires_at),
+            resolved_at: None,
+        }
+    }
+
+    #[test]
+    fn ids_are_dense_per_shard_and_route_back() {
+        let shards = ReservationShards::new(4);
+        let mut shard = shards.lock_index(3);
+        let a = shard.insert(held(10));
+        let b = shard.insert(held(20));
+        assert_ne!(a, b);
+        assert_eq!((a.0 & 3, b.0 & 3), (3, 3));
+        assert!(shard.get(a).is_some() && shard.get(b).is_some());
+        assert!(
+            shard.get(ReservationId(a.0 + 1)).is_none(),
+            "other shard's id"
+        );
+        drop(shard);
+        assert!(shards.lock_for(b).get(b).is_some());
+    }
+
+    #[test]
+    fn forgetting_respects_retention_capacity_and_held_fronts() {
+        let shards = ReservationShards::new(1);
+        let mut shard = shards.lock_index(0);
+        let long_hold = shard.insert(held(1_000));
+        let ids: Vec<_> = (0..4).map(|_| shard.insert(held(10))).collect();
+        for id in &ids {
+            shard.resolve(*id, ReservationState::Released, TimestampMs(5));
+        }
+        // Within retention and capacity: nothing forgotten.
+        shard.forget_resolved(TimestampMs(6), 100, 10, 100);
+        assert_eq!(shard.stored(), 5);
+        // Over capacity 2: the held front moves aside, resolved ones go.
+        shard.forget_resolved(TimestampMs(6), 100, 2, 100);
+        assert_eq!(
+            shard.get(long_hold).map(|r| r.state),
+            Some(ReservationState::Held)
+        );
+        assert!(shard.get(ids[0]).is_none());
+        assert!(shard.get(ids[3]).is_some());
+        // Past retention: all resolved forgotten, the held one stays.
+        shard.forget_resolved(TimestampMs(200), 100, 10, 100);
+        assert_eq!(shard.stored(), 1);
+        shard.resolve(long_hold, ReservationState::Expired, TimestampMs(1_000));
+        assert_eq!(
+            shard.stored(),
+            0,
+            "an evicted reservation is dropped once resolved"
+        );
+        assert!(shard.deadlines.is_empty());
+    }
+}

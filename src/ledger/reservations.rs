@@ -1,0 +1,685 @@
+//! Reserve, commit, release, extend, transfer and expire.
+//!
+//! A held reservation is valid while `now < expires_at`. Any operation on it
+//! at or after its deadline expires it on the spot (units back to ATF at
+//! once) and is refused with state `Expired`; the sweep (`expire_due`) does
+//! the same for reservations nobody touches.
+
+use smallvec::SmallVec;
+
+use super::catalog::Catalog;
+use super::ids::{IdempotencyKey, PosKey, Qty, ReservationId, Seq, TimestampMs};
+use super::journal::{MovementKind, MovementNote};
+use super::refusal::{Invalid, Refusal, Shortfall};
+use super::requests::{
+    CommitRequest, Line, ReservationLineView, ReservationView, ReserveRequest, TransferRequest,
+    WriteOutput,
+};
+use super::reservation::{HeldLine, Reservation, ReservationShard, ReservationState};
+use super::shards::LockedShards;
+use super::{Ledger, OpContext, fingerprint_of, merged_keys};
+
+/// How many resolved reservations a write may forget on the way (amortised
+/// clean-up, so the resolved set stays bounded without a sweeper).
+const FORGET_BUDGET_PER_WRITE: usize = 2;
+
+impl Ledger {
+    /// Holds every line or none. Lines on the same position are summed
+    /// before the check; each position must show the channel at least that
+    /// many units after the channel's policy.
+    pub fn reserve(
+        &self,
+        request: &ReserveRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        self.validate_lines(&request.lines, false)?;
+        self.validate_ttl(request.ttl_ms)?;
+        self.idempotent(
+            key,
+            now,
+            || fingerprint_of("reserve", request),
+            WriteOutput::Reservation,
+            WriteOutput::as_reservation,
+            || self.reserve_unchecked(request, now, key),
+        )
+    }
+
+    fn reserve_unchecked(
+        &self,
+        request: &ReserveRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        let catalog = self.catalog.load();
+        let merged = self.resolve_lines(&catalog, &request.lines)?;
+        let expires_at = now.plus_ms(request.ttl_ms);
+        // With no known SKU at all, every line falls short: no lock needed.
+        let shard_index = merged_keys(&merged)
+            .next()
+            .map_or(0, |k| self.reservations.shard_for_position(k));
+
+        let mut shard = self.reservations.lock_index(shard_index);
+        let mut locked = self.positions.lock_many(merged_keys(&merged));
+
+        let mut shortfalls = Vec::new();
+        for (pos_key, loc, line_index, qty) in &merged {
+            let seen = pos_key
+                .and_then(|k| locked.get(k))
+                .map_or(0, |p| catalog.policy(request.channel, *loc).apply(p.atf()));
+            if seen < qty.0 {
+                let line = &request.lines[*line_index];
+                shortfalls.push(Shortfall {
+                    sku: line.sku.clone(),
+                    location: line.location.clone(),
+                    requested: *qty,
+                    available: Qty(seen),
+                });
+            }
+        }
+        if !shortfalls.is_empty() {
+            return Err(Refusal::InsufficientStock { shortfalls });
+        }
+
+        let id = shard.next_id();
+        let ctx = OpContext {
+            now,
+            channel: Some(request.channel),
+            reservation: Some(id),
+            note: MovementNote::shared(None, None, key),
+        };
+        let first_seq = self.journal.allocate(merged.len() as u64);
+        let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
+        for (offset, (pos_key, _, _, qty)) in merged.iter().enumerate() {
+            // Every line passed the check, so its position exists.
+            let pos_key = pos_key.expect("checked lines have positions");
+            let position = locked
+                .get_mut(pos_key)
+                .expect("checked lines have positions");
+            let before = position.counts();
+            position.reserved += qty.0;
+            debug_assert!(
+                position.reserved <= position.on_hand,
+                "never reserve beyond on hand"
+            );
+            self.record(
+                &ctx,
+                MovementKind::Reserve,
+                pos_key,
+                position,
+                before,
+                0,
+                Seq(first_seq.0 + offset as u64),
+            );
+            held.push(HeldLine {
+                position: pos_key,
+                qty: *qty,
+                committed: Qty::ZERO,
+            });
+        }
+        drop(locked);
+
+        let view = ReservationView {
+            id,
+            channel: request.channel,
+            state: ReservationState::Held,
+            created_at: now,
+            expires_at,
+            resolved_at: None,
+            lines: merged
+                .iter()
+                .map(|(_, _, line_index, qty)| {
+                    let line = &request.lines[*line_index];
+                    ReservationLineView {
+                        sku: line.sku.clone(),
+                        location: line.location.clone(),
+                        qty: *qty,
+                        committed: Qty::ZERO,
+                    }
+                })
+                .collect(),
+        };
+        self.forget_resolved(&mut shard, now);
+        let stored_id = shard.insert(Reservation {
+            channel: request.channel,
+            state: ReservationState::Held,
+            lines: held,
+            created_at: now,
+            expires_at,
+            resolved_at: None,
+        });
+        debug_assert_eq!(stored_id, id);
+        Ok(view)
+    }
+
+    fn slab_capacity_per_shard(&self) -> usize {
+        (self.config.max_resolved_reservations / self.reservations.count()).max(1)
+    }
+
+    /// Looks up a held reservation for an operation at `now`, expiring it on
+    /// the spot if its deadline has passed.
+    fn held_reservation(
+        &self,
+        shard: &mut ReservationShard,
+        id: ReservationId,
+        now: TimestampMs,
+    ) -> Result<(), Refusal> {
+        let reservation = shard.get(id).ok_or(Refusal::ReservationNotFound(id))?;
+        if reservation.state != ReservationState::Held {
+            return Err(Refusal::ReservationNotHeld {
+                id,
+                state: reservation.state,
+            });
+        }
+        if reservation.expires_at <= now {
+            self.unhold(shard, id, now, ReservationState::Expired, None);
+            return Err(Refusal::ReservationNotHeld {
+                id,
+                state: ReservationState::Expired,
+            });
+        }
+        Ok(())
+    }
+
+    /// Returns every held unit to ATF and resolves the reservation as
+    /// `Released` or `Expired`.
+    fn unhold(
+        &self,
+        shard: &mut ReservationShard,
+        id: ReservationId,
+        now: TimestampMs,
+        state: ReservationState,
+        key: Option<&IdempotencyKey>,
+    ) {
+        let Some(reservation) = shard.get(id) else {
+            return;
+        };
+        let kind = if state == ReservationState::Expired {
+            MovementKind::Expire
+        } else {
+            MovementKind::Release
+        };
+        let ctx = OpContext {
+            now,
+            channel: Some(reservation.channel),
+            reservation: Some(id),
+            note: MovementNote::shared(None, None, key),
+        };
+        let mut locked = self
+            .positions
+            .lock_many(reservation.lines.iter().map(|l| l.position));
+        let first_seq = self.journal.allocate(reservation.lines.len() as u64);
+        for (offset, line) in reservation.lines.iter().enumerate() {
+            self.take_reserved(
+                &mut locked,
+                &ctx,
+                kind,
+                line.position,
+                line.qty,
+                Qty::ZERO,
+                Seq(first_seq.0 + offset as u64),
+            );
+        }
+        drop(locked);
+        self.forget_resolved(shard, now);
+        shard.resolve(id, state, now);
+    }
+
+    /// Forgets a few old resolved reservations; called before resolving one
+    /// so the one just resolved is always readable afterwards.
+    fn forget_resolved(&self, shard: &mut ReservationShard, now: TimestampMs) {
+        shard.forget_resolved(
+            now,
+            self.config.resolved_retention_ms,
+            self.slab_capacity_per_shard(),
+            FORGET_BUDGET_PER_WRITE,
+        );
+    }
+
+    /// Removes `held` units from `reserved` and `shipped` units from on hand.
+    #[allow(clippy::too_many_arguments)]
+    fn take_reserved(
+        &self,
+        locked: &mut LockedShards<'_>,
+        ctx: &OpContext,
+        kind: MovementKind,
+        key: PosKey,
+        held: Qty,
+        shipped: Qty,
+        seq: Seq,
+    ) {
+        let position = locked
+            .get_mut(key)
+            .expect("a position with held units exists");
+        let before = position.counts();
+        debug_assert!(
+            position.reserved >= held.0,
+            "reserved covers every held line"
+        );
+        debug_assert!(
+            position.on_hand >= shipped.0,
+            "callers check on hand before shipping"
+        );
+        position.reserved = position.reserved.saturating_sub(held.0);
+        position.on_hand = position.on_hand.saturating_sub(shipped.0);
+        self.record(ctx, kind, key, position, before, 0, seq);
+    }
+
+    /// Cancels a held reservation: its units are available again at once.
+    pub fn release(
+        &self,
+        id: ReservationId,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        self.idempotent(
+            key,
+            now,
+            || fingerprint_of("release", &id),
+            WriteOutput::Reservation,
+            WriteOutput::as_reservation,
+            || {
+                let mut shard = self.reservations.lock_for(id);
+                self.held_reservation(&mut shard, id, now)?;
+                self.unhold(&mut shard, id, now, ReservationState::Released, key);
+                self.reservation_view(&shard, id)
+                    .ok_or(Refusal::ReservationNotFound(id))
+            },
+        )
+    }
+
+    /// Fulfils a reservation: committed units leave on hand, the rest of each
+    /// line is released.
+    pub fn commit(
+        &self,
+        request: &CommitRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        if let Some(lines) = &request.lines {
+            self.validate_lines(lines, true)?;
+            for (index, line) in lines.iter().enumerate() {
+                if lines[..index]
+                    .iter()
+                    .any(|l| l.sku == line.sku && l.location == line.location)
+                {
+                    return Err(Invalid::DuplicateLine { line: index }.into());
+                }
+            }
+        }
+        self.idempotent(
+            key,
+            now,
+            || fingerprint_of("commit", request),
+            WriteOutput::Reservation,
+            WriteOutput::as_reservation,
+            || self.commit_unchecked(request, now, key),
+        )
+    }
+
+    fn commit_unchecked(
+        &self,
+        request: &CommitRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        let id = request.id;
+        let catalog = self.catalog.load();
+        let mut shard = self.reservations.lock_for(id);
+        self.held_reservation(&mut shard, id, now)?;
+        let reservation = shard.get(id).ok_or(Refusal::ReservationNotFound(id))?;
+
+        // What to ship from each held line.
+        let mut ship: SmallVec<[Qty; 4]> = reservation.lines.iter().map(|l| l.qty).collect();
+        if let Some(lines) = &request.lines {
+            ship.iter_mut().for_each(|q| *q = Qty::ZERO);
+            for (index, line) in lines.iter().enumerate() {
+                let slot = self.find_line(&catalog, &reservation.lines, line)?;
+                let held = reservation.lines[slot].qty;
+                if line.qty > held {
+                    return Err(Invalid::CommitMoreThanHeld {
+                        line: index,
+                        requested: line.qty,
+                        held,
+                    }
+                    .into());
+                }
+                ship[slot] = line.qty;
+            }
+        }
+
+        let mut locked = self
+            .positions
+            .lock_many(reservation.lines.iter().map(|l| l.position));
+        let mut shortfalls = Vec::new();
+        for (line, qty) in reservation.lines.iter().zip(&ship) {
+            let on_hand = locked.get(line.position).map_or(0, |p| p.on_hand);
+            if on_hand < qty.0 {
+                shortfalls.push(self.shortfall(&catalog, line.position, *qty, Qty(on_hand)));
+            }
+        }
+        if !shortfalls.is_empty() {
+            return Err(Refusal::InsufficientOnHand { shortfalls });
+        }
+        let ctx = OpContext {
+            now,
+            channel: Some(reservation.channel),
+            reservation: Some(id),
+            note: MovementNote::shared(None, None, key),
+        };
+        let first_seq = self.journal.allocate(reservation.lines.len() as u64);
+        for (offset, (line, qty)) in reservation.lines.iter().zip(&ship).enumerate() {
+            self.take_reserved(
+                &mut locked,
+                &ctx,
+                MovementKind::Commit,
+                line.position,
+                line.qty,
+                *qty,
+                Seq(first_seq.0 + offset as u64),
+            );
+        }
+        drop(locked);
+        if let Some(reservation) = shard.get_mut(id) {
+            for (line, qty) in reservation.lines.iter_mut().zip(&ship) {
+                line.committed = *qty;
+            }
+        }
+        self.forget_resolved(&mut shard, now);
+        shard.resolve(id, ReservationState::Committed, now);
+        self.reservation_view(&shard, id)
+            .ok_or(Refusal::ReservationNotFound(id))
+    }
+
+    /// Pushes a held reservation's deadline to `now + ttl_ms`.
+    pub fn extend(
+        &self,
+        id: ReservationId,
+        ttl_ms: u64,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        self.validate_ttl(ttl_ms)?;
+        self.idempotent(
+            key,
+            now,
+            || fingerprint_of("extend", &(id, ttl_ms)),
+            WriteOutput::Reservation,
+            WriteOutput::as_reservation,
+            || {
+                let mut shard = self.reservations.lock_for(id);
+                self.held_reservation(&mut shard, id, now)?;
+                let expires_at = now.plus_ms(ttl_ms);
+                let reservation = shard.get_mut(id).ok_or(Refusal::ReservationNotFound(id))?;
+                let previous = std::mem::replace(&mut reservation.expires_at, expires_at);
+                shard.deadlines.remove(&(previous, id));
+                shard.deadlines.insert((expires_at, id));
+                let reservation = shard.get(id).ok_or(Refusal::ReservationNotFound(id))?;
+                let ctx = OpContext {
+                    now,
+                    channel: Some(reservation.channel),
+                    reservation: Some(id),
+                    note: MovementNote::shared(None, None, key),
+                };
+                let mut locked = self
+                    .positions
+                    .lock_many(reservation.lines.iter().map(|l| l.position));
+                let first_seq = self.journal.allocate(reservation.lines.len() as u64);
+                for (offset, line) in reservation.lines.iter().enumerate() {
+                    if let Some(position) = locked.get_mut(line.position) {
+                        let before = position.counts();
+                        self.record(
+                            &ctx,
+                            MovementKind::Extend,
+                            line.position,
+                            position,
+                            before,
+                            0,
+                            Seq(first_seq.0 + offset as u64),
+                        );
+                    }
+                }
+                drop(locked);
+                self.reservation_view(&shard, id)
+                    .ok_or(Refusal::ReservationNotFound(id))
+            },
+        )
+    }
+
+    /// Moves a held line (or part of it) to another location, atomically:
+    /// the destination must show the channel enough units.
+    pub fn transfer(
+        &self,
+        request: &TransferRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        if request.from == request.to {
+            return Err(Invalid::TransferToSameLocation.into());
+        }
+        if request.qty == Some(Qty::ZERO) {
+            return Err(Invalid::ZeroQuantity { line: 0 }.into());
+        }
+        self.idempotent(
+            key,
+            now,
+            || fingerprint_of("transfer", request),
+            WriteOutput::Reservation,
+            WriteOutput::as_reservation,
+            || self.transfer_unchecked(request, now, key),
+        )
+    }
+
+    fn transfer_unchecked(
+        &self,
+        request: &TransferRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<ReservationView, Refusal> {
+        let id = request.id;
+        let catalog = self.catalog.load();
+        let to_loc = self.resolve_location(&catalog, &request.to)?;
+        let mut shard = self.reservations.lock_for(id);
+        self.held_reservation(&mut shard, id, now)?;
+        let reservation = shard.get_mut(id).ok_or(Refusal::ReservationNotFound(id))?;
+        let from_line = Line {
+            sku: request.sku.clone(),
+            location: request.from.clone(),
+            qty: Qty::ZERO,
+        };
+        let slot = self.find_line(&catalog, &reservation.lines, &from_line)?;
+        let source = reservation.lines[slot];
+        let qty = request.qty.unwrap_or(source.qty);
+        if qty > source.qty {
+            return Err(Invalid::CommitMoreThanHeld {
+                line: 0,
+                requested: qty,
+                held: source.qty,
+            }
+            .into());
+        }
+        let destination = PosKey::new(source.position.sku(), to_loc);
+
+        let mut locked = self.positions.lock_many([source.position, destination]);
+        let seen = locked.get(destination).map_or(0, |p| {
+            catalog.policy(reservation.channel, to_loc).apply(p.atf())
+        });
+        if seen < qty.0 {
+            return Err(Refusal::InsufficientStock {
+                shortfalls: vec![Shortfall {
+                    sku: request.sku.clone(),
+                    location: request.to.clone(),
+                    requested: qty,
+                    available: Qty(seen),
+                }],
+            });
+        }
+        let ctx = OpContext {
+            now,
+            channel: Some(reservation.channel),
+            reservation: Some(id),
+            note: MovementNote::shared(None, None, key),
+        };
+        let first_seq = self.journal.allocate(2);
+        self.take_reserved(
+            &mut locked,
+            &ctx,
+            MovementKind::TransferOut,
+            source.position,
+            qty,
+            Qty::ZERO,
+            first_seq,
+        );
+        let position = locked.get_mut(destination).expect("checked above");
+        let before = position.counts();
+        position.reserved += qty.0;
+        self.record(
+            &ctx,
+            MovementKind::TransferIn,
+            destination,
+            position,
+            before,
+            0,
+            Seq(first_seq.0 + 1),
+        );
+        drop(locked);
+
+        reservation.lines[slot].qty = Qty(source.qty.0 - qty.0);
+        match reservation
+            .lines
+            .iter_mut()
+            .find(|l| l.position == destination)
+        {
+            Some(existing) => existing.qty = Qty(existing.qty.0 + qty.0),
+            None => reservation.lines.push(HeldLine {
+                position: destination,
+                qty,
+                committed: Qty::ZERO,
+            }),
+        }
+        reservation.lines.retain(|l| l.qty.0 > 0);
+        self.reservation_view(&shard, id)
+            .ok_or(Refusal::ReservationNotFound(id))
+    }
+
+    /// Expires every held reservation whose deadline is at or before `now`,
+    /// at most `max` of them; returns how many expired. Walks each shard's
+    /// deadline index from the front: cost is proportional to what expires.
+    pub fn expire_due(&self, now: TimestampMs, max: usize) -> usize {
+        let mut expired = 0;
+        for index in 0..self.reservations.count() {
+            if expired >= max {
+                break;
+            }
+            let mut shard = self.reservations.lock_index(index);
+            while expired < max {
+                let Some(&(deadline, id)) = shard.deadlines.first() else {
+                    break;
+                };
+                if deadline > now {
+                    break;
+                }
+                self.unhold(&mut shard, id, now, ReservationState::Expired, None);
+                expired += 1;
+            }
+            shard.forget_resolved(
+                now,
+                self.config.resolved_retention_ms,
+                self.slab_capacity_per_shard(),
+                max,
+            );
+        }
+        expired
+    }
+
+    /// The earliest deadline of any held reservation, so a shell can sleep
+    /// exactly until the next expiry instead of polling.
+    pub fn next_deadline(&self) -> Option<TimestampMs> {
+        (0..self.reservations.count())
+            .filter_map(|index| {
+                self.reservations
+                    .lock_index(index)
+                    .deadlines
+                    .first()
+                    .map(|(d, _)| *d)
+            })
+            .min()
+    }
+
+    /// A reservation as callers see it (held or recently resolved).
+    pub fn reservation(&self, id: ReservationId) -> Option<ReservationView> {
+        let shard = self.reservations.lock_for(id);
+        self.reservation_view(&shard, id)
+    }
+
+    fn reservation_view(
+        &self,
+        shard: &ReservationShard,
+        id: ReservationId,
+    ) -> Option<ReservationView> {
+        let r = shard.get(id)?;
+        let catalog = self.catalog.load();
+        Some(ReservationView {
+            id,
+            channel: r.channel,
+            state: r.state,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            resolved_at: r.resolved_at,
+            lines: r
+                .lines
+                .iter()
+                .filter_map(|l| {
+                    Some(ReservationLineView {
+                        sku: self.skus.code(l.position.sku())?,
+                        location: catalog.location(l.position.loc())?.code.clone(),
+                        qty: l.qty,
+                        committed: l.committed,
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    /// The index of the held line matching `line`'s SKU and location.
+    fn find_line(
+        &self,
+        catalog: &Catalog,
+        held: &[HeldLine],
+        line: &Line,
+    ) -> Result<usize, Refusal> {
+        let not_found = || Refusal::LineNotInReservation {
+            sku: line.sku.clone(),
+            location: line.location.clone(),
+        };
+        let loc = catalog
+            .location_id(line.location.as_str())
+            .ok_or_else(not_found)?;
+        let sku = self.skus.get(&line.sku).ok_or_else(not_found)?;
+        let key = PosKey::new(sku, loc);
+        held.iter()
+            .position(|l| l.position == key)
+            .ok_or_else(not_found)
+    }
+
+    fn shortfall(
+        &self,
+        catalog: &Catalog,
+        key: PosKey,
+        requested: Qty,
+        available: Qty,
+    ) -> Shortfall {
+        Shortfall {
+            sku: self
+                .skus
+                .code(key.sku())
+                .expect("positions have interned SKUs"),
+            location: catalog
+                .location(key.loc())
+                .map(|l| l.code.clone())
+                .expect("positions have locations"),
+            requested,
+            available,
+        }
+    }
+}

@@ -57,7 +57,7 @@ pub use reservation::ReservationState;
 
 use idempotency::{Claim, Fingerprint, IdempotencyStore};
 use journal::Journal;
-use position::Position;
+use position::{Position, Snapshot};
 use reservation::ReservationShards;
 use shards::PositionShards;
 use skus::SkuTable;
@@ -188,19 +188,20 @@ impl Ledger {
     }
 
     /// Sets the position's version to `seq`, remembers on-hand changes for
-    /// `as_of` counts and appends the movement. `before` is the position's
-    /// quantities before the caller changed it.
+    /// `as_of` counts and appends the movement. `before` is the position as
+    /// it was before the caller changed it.
     fn record(
         &self,
         ctx: &OpContext,
         kind: MovementKind,
         key: PosKey,
         position: &mut Position,
-        before: PositionCounts,
-        incoming_delta: i64,
+        before: Snapshot,
         seq: Seq,
     ) {
         debug_assert!(seq > position.version, "versions only grow");
+        let incoming_delta = position.snapshot().incoming as i64 - before.incoming as i64;
+        let before = before.counts;
         let after = position.counts();
         let on_hand_delta = i64::from(after.on_hand.0) - i64::from(before.on_hand.0);
         if kind != MovementKind::Extend {
@@ -268,22 +269,23 @@ impl Ledger {
 
     /// Validates request lines and resolves them to positions, summing lines
     /// on the same position. Unknown SKUs resolve to `None` (no stock).
-    fn resolve_lines(
-        &self,
-        catalog: &Catalog,
-        lines: &[Line],
-    ) -> Result<SmallVec<[(Option<PosKey>, LocId, usize, Qty); 4]>, Refusal> {
-        let mut merged: SmallVec<[(Option<PosKey>, LocId, usize, Qty); 4]> = SmallVec::new();
+    fn resolve_lines(&self, catalog: &Catalog, lines: &[Line]) -> Result<MergedLines, Refusal> {
+        let mut merged = MergedLines::new();
         for (index, line) in lines.iter().enumerate() {
             let loc = self.resolve_location(catalog, &line.location)?;
             let key = self.skus.get(&line.sku).map(|sku| PosKey::new(sku, loc));
             if let Some(existing) = merged
                 .iter_mut()
-                .find(|(_, l, i, _)| *l == loc && lines[*i].sku == line.sku)
+                .find(|m| m.loc == loc && lines[m.first_line].sku == line.sku)
             {
-                existing.3 = Qty(existing.3.0.saturating_add(line.qty.0));
+                existing.qty = Qty(existing.qty.0.saturating_add(line.qty.0));
             } else {
-                merged.push((key, loc, index, line.qty));
+                merged.push(MergedLine {
+                    key,
+                    loc,
+                    first_line: index,
+                    qty: line.qty,
+                });
             }
         }
         Ok(merged)
@@ -326,11 +328,21 @@ impl Ledger {
     }
 }
 
-/// Lines of one request summed per position, in request order.
-fn merged_keys(
-    merged: &[(Option<PosKey>, LocId, usize, Qty)],
-) -> impl Iterator<Item = PosKey> + '_ {
-    merged.iter().filter_map(|(key, ..)| *key)
+/// The lines of one request on one position, summed.
+struct MergedLine {
+    /// `None`: the SKU is unknown, so there is no stock.
+    key: Option<PosKey>,
+    loc: LocId,
+    /// Index of the first request line on this position (for its ids).
+    first_line: usize,
+    qty: Qty,
+}
+
+/// A request's lines summed per position, in request order.
+type MergedLines = SmallVec<[MergedLine; 4]>;
+
+fn merged_keys(merged: &[MergedLine]) -> impl Iterator<Item = PosKey> + '_ {
+    merged.iter().filter_map(|m| m.key)
 }
 
 /// Hashable, order-independent digest input for requests with free maps.

@@ -115,6 +115,14 @@ impl Position {
             .sum())
     }
 
+    /// What a change is measured against: quantities plus incoming units.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            counts: self.counts(),
+            incoming: self.incoming_until(TimestampMs(i64::MAX)),
+        }
+    }
+
     pub fn counts(&self) -> PositionCounts {
         PositionCounts {
             on_hand: Qty(self.on_hand),
@@ -123,6 +131,13 @@ impl Position {
             non_sellable: Qty(self.non_sellable),
         }
     }
+}
+
+/// A position's quantities before a change, to derive the journal's deltas.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Snapshot {
+    pub counts: PositionCounts,
+    pub incoming: u64,
 }
 
 /// The absolute quantities of a position, as carried in journal entries so a

@@ -210,10 +210,19 @@ impl ReservationShards {
         self.shards[(id.0 as usize) & (self.shards.len() - 1)].lock()
     }
 
-    /// The shard new reservations on this position go to: spreading by the
-    /// first line's position keeps unrelated carts apart.
-    pub fn shard_for_position(&self, key: PosKey) -> usize {
-        (key.raw().wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40) as usize & (self.shards.len() - 1)
+    /// The shard the calling thread puts its next new reservation in:
+    /// round-robin per thread, so every shard gets an equal share even when
+    /// all reservations are for one hot SKU (a flash sale), without a shared
+    /// counter bouncing between cores.
+    pub fn shard_for_new(&self) -> usize {
+        thread_local! {
+            static NEXT_SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        }
+        NEXT_SHARD.with(|next| {
+            let shard = next.get();
+            next.set(shard.wrapping_add(1));
+            shard & (self.shards.len() - 1)
+        })
     }
 
     pub fn lock_index(&self, index: usize) -> MutexGuard<'_, ReservationShard> {

@@ -17,7 +17,7 @@ use super::requests::{
 };
 use super::reservation::{HeldLine, Reservation, ReservationShard, ReservationState};
 use super::shards::LockedShards;
-use super::{Ledger, OpContext, fingerprint_of, merged_keys};
+use super::{Ledger, MergedLine, OpContext, fingerprint_of, merged_keys};
 
 /// How many resolved reservations a write may forget on the way (amortised
 /// clean-up, so the resolved set stays bounded without a sweeper).
@@ -54,16 +54,19 @@ impl Ledger {
         let catalog = self.catalog.load();
         let merged = self.resolve_lines(&catalog, &request.lines)?;
         let expires_at = now.plus_ms(request.ttl_ms);
-        // With no known SKU at all, every line falls short: no lock needed.
-        let shard_index = merged_keys(&merged)
-            .next()
-            .map_or(0, |k| self.reservations.shard_for_position(k));
-
-        let mut shard = self.reservations.lock_index(shard_index);
+        let mut shard = self
+            .reservations
+            .lock_index(self.reservations.shard_for_new());
         let mut locked = self.positions.lock_many(merged_keys(&merged));
 
         let mut shortfalls = Vec::new();
-        for (pos_key, loc, line_index, qty) in &merged {
+        for MergedLine {
+            key: pos_key,
+            loc,
+            first_line: line_index,
+            qty,
+        } in &merged
+        {
             let seen = pos_key
                 .and_then(|k| locked.get(k))
                 .map_or(0, |p| catalog.policy(request.channel, *loc).apply(p.atf()));
@@ -90,13 +93,19 @@ impl Ledger {
         };
         let first_seq = self.journal.allocate(merged.len() as u64);
         let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
-        for (offset, (pos_key, _, _, qty)) in merged.iter().enumerate() {
+        for (
+            offset,
+            MergedLine {
+                key: pos_key, qty, ..
+            },
+        ) in merged.iter().enumerate()
+        {
             // Every line passed the check, so its position exists.
             let pos_key = pos_key.expect("checked lines have positions");
             let position = locked
                 .get_mut(pos_key)
                 .expect("checked lines have positions");
-            let before = position.counts();
+            let before = position.snapshot();
             position.reserved += qty.0;
             debug_assert!(
                 position.reserved <= position.on_hand,
@@ -108,7 +117,6 @@ impl Ledger {
                 pos_key,
                 position,
                 before,
-                0,
                 Seq(first_seq.0 + offset as u64),
             );
             held.push(HeldLine {
@@ -128,15 +136,21 @@ impl Ledger {
             resolved_at: None,
             lines: merged
                 .iter()
-                .map(|(_, _, line_index, qty)| {
-                    let line = &request.lines[*line_index];
-                    ReservationLineView {
-                        sku: line.sku.clone(),
-                        location: line.location.clone(),
-                        qty: *qty,
-                        committed: Qty::ZERO,
-                    }
-                })
+                .map(
+                    |MergedLine {
+                         first_line: line_index,
+                         qty,
+                         ..
+                     }| {
+                        let line = &request.lines[*line_index];
+                        ReservationLineView {
+                            sku: line.sku.clone(),
+                            location: line.location.clone(),
+                            qty: *qty,
+                            committed: Qty::ZERO,
+                        }
+                    },
+                )
                 .collect(),
         };
         self.forget_resolved(&mut shard, now);
@@ -251,7 +265,7 @@ impl Ledger {
         let position = locked
             .get_mut(key)
             .expect("a position with held units exists");
-        let before = position.counts();
+        let before = position.snapshot();
         debug_assert!(
             position.reserved >= held.0,
             "reserved covers every held line"
@@ -262,7 +276,7 @@ impl Ledger {
         );
         position.reserved = position.reserved.saturating_sub(held.0);
         position.on_hand = position.on_hand.saturating_sub(shipped.0);
-        self.record(ctx, kind, key, position, before, 0, seq);
+        self.record(ctx, kind, key, position, before, seq);
     }
 
     /// Cancels a held reservation: its units are available again at once.
@@ -427,14 +441,13 @@ impl Ledger {
                 let first_seq = self.journal.allocate(reservation.lines.len() as u64);
                 for (offset, line) in reservation.lines.iter().enumerate() {
                     if let Some(position) = locked.get_mut(line.position) {
-                        let before = position.counts();
+                        let before = position.snapshot();
                         self.record(
                             &ctx,
                             MovementKind::Extend,
                             line.position,
                             position,
                             before,
-                            0,
                             Seq(first_seq.0 + offset as u64),
                         );
                     }
@@ -531,7 +544,7 @@ impl Ledger {
             first_seq,
         );
         let position = locked.get_mut(destination).expect("checked above");
-        let before = position.counts();
+        let before = position.snapshot();
         position.reserved += qty.0;
         self.record(
             &ctx,
@@ -539,7 +552,6 @@ impl Ledger {
             destination,
             position,
             before,
-            0,
             Seq(first_seq.0 + 1),
         );
         drop(locked);

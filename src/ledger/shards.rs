@@ -89,7 +89,7 @@ impl LockedShards<'_> {
     }
 
     pub fn get(&mut self, key: PosKey) -> Option<&Position> {
-        self.map_mut(key).get(&key).map(|p| &*p)
+        self.map_mut(key).get(&key)
     }
 
     pub fn get_mut(&mut self, key: PosKey) -> Option<&mut Position> {

@@ -9,7 +9,7 @@ use super::requests::{
     AdjustmentRequest, CountRequest, IncomingRequest, PositionView, ReceiptRequest, ReturnRequest,
     SaleRequest, WriteOutput,
 };
-use super::{Ledger, OpContext, fingerprint_of, merged_keys};
+use super::{Ledger, MergedLine, OpContext, fingerprint_of, merged_keys};
 
 /// Who is writing and why, for single-position writes.
 struct Writer<'a> {
@@ -23,14 +23,14 @@ struct Writer<'a> {
 impl Ledger {
     /// Changes one position under its shard lock and journals the change.
     /// `create`: whether a missing position (and SKU) may be created.
-    /// `change` returns the movement kind and the change to incoming units.
+    /// `change` returns the movement kind.
     fn write_position(
         &self,
         sku: &Sku,
         location: &LocationCode,
         create: bool,
         writer: Writer<'_>,
-        change: impl FnOnce(&mut Position) -> Result<(MovementKind, i64), Refusal>,
+        change: impl FnOnce(&mut Position) -> Result<MovementKind, Refusal>,
     ) -> Result<PositionView, Refusal> {
         let catalog = self.catalog.load();
         let loc = self.resolve_location(&catalog, location)?;
@@ -53,8 +53,8 @@ impl Ledger {
             return Err(Refusal::Invalid(Invalid::Other("position does not exist")));
         };
         let created = position.version == Seq(0);
-        let before = position.counts();
-        let (kind, incoming_delta) = match change(position) {
+        let before = position.snapshot();
+        let kind = match change(position) {
             Ok(change) => change,
             Err(refusal) => {
                 // A refused write changes nothing, not even by creating.
@@ -72,7 +72,7 @@ impl Ledger {
             note: MovementNote::shared(writer.reason, writer.reference, writer.key),
         };
         let seq = self.journal.allocate(1);
-        self.record(&ctx, kind, key, position, before, incoming_delta, seq);
+        self.record(&ctx, kind, key, position, before, seq);
         Ok(self.view(&catalog, sku.clone(), loc, Some(position), None, writer.now))
     }
 
@@ -129,7 +129,7 @@ impl Ledger {
                         p.safety_stock = safety.0;
                     }
                     p.last_count_as_of = as_of;
-                    Ok((MovementKind::Count, 0))
+                    Ok(MovementKind::Count)
                 })
             },
         )
@@ -163,7 +163,6 @@ impl Ledger {
                         .on_hand
                         .checked_add(line.qty.0)
                         .ok_or_else(|| overflow_at(&line.sku, &line.location))?;
-                    let mut incoming_delta = 0;
                     if let (Some(reference), Some(extras)) = (&request.reference, p.extras.as_mut())
                         && let Some(index) = extras
                             .incoming
@@ -173,12 +172,11 @@ impl Ledger {
                         let expected = &mut extras.incoming[index];
                         let consumed = expected.qty.0.min(line.qty.0);
                         expected.qty = Qty(expected.qty.0 - consumed);
-                        incoming_delta = -i64::from(consumed);
                         if expected.qty.0 == 0 {
                             extras.incoming.remove(index);
                         }
                     }
-                    Ok((MovementKind::Receipt, incoming_delta))
+                    Ok(MovementKind::Receipt)
                 })
             },
         )
@@ -221,7 +219,7 @@ impl Ledger {
                         expected_at: request.expected_at,
                         reference: request.reference.clone(),
                     });
-                    Ok((MovementKind::IncomingExpected, i64::from(line.qty.0)))
+                    Ok(MovementKind::IncomingExpected)
                 })
             },
         )
@@ -282,7 +280,7 @@ impl Ledger {
                         }
                         p.on_hand = u32::try_from(next)
                             .map_err(|_| overflow_at(&request.sku, &request.location))?;
-                        Ok((MovementKind::Adjustment, 0))
+                        Ok(MovementKind::Adjustment)
                     },
                 )
             },
@@ -322,14 +320,11 @@ impl Ledger {
                     *bucket = bucket
                         .checked_add(line.qty.0)
                         .ok_or_else(|| overflow_at(&line.sku, &line.location))?;
-                    Ok((
-                        if request.sellable {
-                            MovementKind::Return
-                        } else {
-                            MovementKind::ReturnNonSellable
-                        },
-                        0,
-                    ))
+                    Ok(if request.sellable {
+                        MovementKind::Return
+                    } else {
+                        MovementKind::ReturnNonSellable
+                    })
                 })
             },
         )
@@ -355,7 +350,13 @@ impl Ledger {
                 let merged = self.resolve_lines(&catalog, &request.lines)?;
                 let mut locked = self.positions.lock_many(merged_keys(&merged));
                 let mut shortfalls = Vec::new();
-                for (pos_key, loc, line_index, qty) in &merged {
+                for MergedLine {
+                    key: pos_key,
+                    loc,
+                    first_line: line_index,
+                    qty,
+                } in &merged
+                {
                     let seen = pos_key
                         .and_then(|k| locked.get(k))
                         .map_or(0, |p| catalog.policy(request.channel, *loc).apply(p.atf()));
@@ -380,12 +381,21 @@ impl Ledger {
                 };
                 let first_seq = self.journal.allocate(merged.len() as u64);
                 let mut views = Vec::with_capacity(merged.len());
-                for (offset, (pos_key, loc, line_index, qty)) in merged.iter().enumerate() {
+                for (
+                    offset,
+                    MergedLine {
+                        key: pos_key,
+                        loc,
+                        first_line: line_index,
+                        qty,
+                    },
+                ) in merged.iter().enumerate()
+                {
                     let pos_key = pos_key.expect("checked lines have positions");
                     let position = locked
                         .get_mut(pos_key)
                         .expect("checked lines have positions");
-                    let before = position.counts();
+                    let before = position.snapshot();
                     position.on_hand -= qty.0;
                     self.record(
                         &ctx,
@@ -393,7 +403,6 @@ impl Ledger {
                         pos_key,
                         position,
                         before,
-                        0,
                         Seq(first_seq.0 + offset as u64),
                     );
                     views.push(self.view(

@@ -28,14 +28,15 @@ impl Ledger {
         channel: Option<Channel>,
         now: TimestampMs,
     ) -> Result<PositionView, Refusal> {
-        let catalog = self.catalog.load();
-        let loc = self.resolve_location(&catalog, location)?;
-        let Some(sku_id) = self.skus.get(sku) else {
-            return Ok(self.view(&catalog, sku.clone(), loc, None, channel, now));
-        };
-        let key = PosKey::new(sku_id, loc);
-        let shard = self.positions.lock_one(key);
-        Ok(self.view(&catalog, sku.clone(), loc, shard.get(&key), channel, now))
+        self.with_catalog(|catalog| {
+            let loc = self.resolve_location(catalog, location)?;
+            let Some(sku_id) = self.skus.get(sku) else {
+                return Ok(self.view(catalog, sku.clone(), loc, None, channel, now));
+            };
+            let key = PosKey::new(sku_id, loc);
+            let shard = self.positions.lock_one(key);
+            Ok(self.view(catalog, sku.clone(), loc, shard.get(&key), channel, now))
+        })
     }
 
     /// A SKU across locations: every location stocking it, a list, or a group.

@@ -51,119 +51,120 @@ impl Ledger {
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
-        let catalog = self.catalog.load();
-        let merged = self.resolve_lines(&catalog, &request.lines)?;
-        let expires_at = now.plus_ms(request.ttl_ms);
-        let mut shard = self
-            .reservations
-            .lock_index(self.reservations.shard_for_new());
-        let mut locked = self.positions.lock_many(merged_keys(&merged));
+        self.with_catalog(|catalog| {
+            let merged = self.resolve_lines(&catalog, &request.lines)?;
+            let expires_at = now.plus_ms(request.ttl_ms);
+            let mut shard = self
+                .reservations
+                .lock_index(self.reservations.shard_for_new());
+            let mut locked = self.positions.lock_many(merged_keys(&merged));
 
-        let mut shortfalls = Vec::new();
-        for MergedLine {
-            key: pos_key,
-            loc,
-            first_line: line_index,
-            qty,
-        } in &merged
-        {
-            let seen = pos_key
-                .and_then(|k| locked.get(k))
-                .map_or(0, |p| catalog.policy(request.channel, *loc).apply(p.atf()));
-            if seen < qty.0 {
-                let line = &request.lines[*line_index];
-                shortfalls.push(Shortfall {
-                    sku: line.sku.clone(),
-                    location: line.location.clone(),
-                    requested: *qty,
-                    available: Qty(seen),
+            let mut shortfalls = Vec::new();
+            for MergedLine {
+                key: pos_key,
+                loc,
+                first_line: line_index,
+                qty,
+            } in &merged
+            {
+                let seen = pos_key
+                    .and_then(|k| locked.get(k))
+                    .map_or(0, |p| catalog.policy(request.channel, *loc).apply(p.atf()));
+                if seen < qty.0 {
+                    let line = &request.lines[*line_index];
+                    shortfalls.push(Shortfall {
+                        sku: line.sku.clone(),
+                        location: line.location.clone(),
+                        requested: *qty,
+                        available: Qty(seen),
+                    });
+                }
+            }
+            if !shortfalls.is_empty() {
+                return Err(Refusal::InsufficientStock { shortfalls });
+            }
+
+            let id = shard.next_id();
+            let ctx = OpContext {
+                now,
+                channel: Some(request.channel),
+                reservation: Some(id),
+                note: MovementNote::shared(None, None, key),
+            };
+            let first_seq = self.journal.allocate(merged.len() as u64);
+            let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
+            for (
+                offset,
+                MergedLine {
+                    key: pos_key, qty, ..
+                },
+            ) in merged.iter().enumerate()
+            {
+                // Every line passed the check, so its position exists.
+                let pos_key = pos_key.expect("checked lines have positions");
+                let position = locked
+                    .get_mut(pos_key)
+                    .expect("checked lines have positions");
+                let before = position.snapshot();
+                position.reserved += qty.0;
+                debug_assert!(
+                    position.reserved <= position.on_hand,
+                    "never reserve beyond on hand"
+                );
+                self.record(
+                    &ctx,
+                    MovementKind::Reserve,
+                    pos_key,
+                    position,
+                    before,
+                    Seq(first_seq.0 + offset as u64),
+                );
+                held.push(HeldLine {
+                    position: pos_key,
+                    qty: *qty,
+                    committed: Qty::ZERO,
                 });
             }
-        }
-        if !shortfalls.is_empty() {
-            return Err(Refusal::InsufficientStock { shortfalls });
-        }
+            drop(locked);
 
-        let id = shard.next_id();
-        let ctx = OpContext {
-            now,
-            channel: Some(request.channel),
-            reservation: Some(id),
-            note: MovementNote::shared(None, None, key),
-        };
-        let first_seq = self.journal.allocate(merged.len() as u64);
-        let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
-        for (
-            offset,
-            MergedLine {
-                key: pos_key, qty, ..
-            },
-        ) in merged.iter().enumerate()
-        {
-            // Every line passed the check, so its position exists.
-            let pos_key = pos_key.expect("checked lines have positions");
-            let position = locked
-                .get_mut(pos_key)
-                .expect("checked lines have positions");
-            let before = position.snapshot();
-            position.reserved += qty.0;
-            debug_assert!(
-                position.reserved <= position.on_hand,
-                "never reserve beyond on hand"
-            );
-            self.record(
-                &ctx,
-                MovementKind::Reserve,
-                pos_key,
-                position,
-                before,
-                Seq(first_seq.0 + offset as u64),
-            );
-            held.push(HeldLine {
-                position: pos_key,
-                qty: *qty,
-                committed: Qty::ZERO,
+            let view = ReservationView {
+                id,
+                channel: request.channel,
+                state: ReservationState::Held,
+                created_at: now,
+                expires_at,
+                resolved_at: None,
+                lines: merged
+                    .iter()
+                    .map(
+                        |MergedLine {
+                             first_line: line_index,
+                             qty,
+                             ..
+                         }| {
+                            let line = &request.lines[*line_index];
+                            ReservationLineView {
+                                sku: line.sku.clone(),
+                                location: line.location.clone(),
+                                qty: *qty,
+                                committed: Qty::ZERO,
+                            }
+                        },
+                    )
+                    .collect(),
+            };
+            self.forget_resolved(&mut shard, now);
+            let stored_id = shard.insert(Reservation {
+                channel: request.channel,
+                state: ReservationState::Held,
+                lines: held,
+                created_at: now,
+                expires_at,
+                resolved_at: None,
             });
-        }
-        drop(locked);
-
-        let view = ReservationView {
-            id,
-            channel: request.channel,
-            state: ReservationState::Held,
-            created_at: now,
-            expires_at,
-            resolved_at: None,
-            lines: merged
-                .iter()
-                .map(
-                    |MergedLine {
-                         first_line: line_index,
-                         qty,
-                         ..
-                     }| {
-                        let line = &request.lines[*line_index];
-                        ReservationLineView {
-                            sku: line.sku.clone(),
-                            location: line.location.clone(),
-                            qty: *qty,
-                            committed: Qty::ZERO,
-                        }
-                    },
-                )
-                .collect(),
-        };
-        self.forget_resolved(&mut shard, now);
-        let stored_id = shard.insert(Reservation {
-            channel: request.channel,
-            state: ReservationState::Held,
-            lines: held,
-            created_at: now,
-            expires_at,
-            resolved_at: None,
-        });
-        debug_assert_eq!(stored_id, id);
-        Ok(view)
+            debug_assert_eq!(stored_id, id);
+            Ok(view)
+        })
     }
 
     fn slab_capacity_per_shard(&self) -> usize {
@@ -630,26 +631,27 @@ impl Ledger {
         id: ReservationId,
     ) -> Option<ReservationView> {
         let r = shard.get(id)?;
-        let catalog = self.catalog.load();
-        Some(ReservationView {
-            id,
-            channel: r.channel,
-            state: r.state,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            resolved_at: r.resolved_at,
-            lines: r
-                .lines
-                .iter()
-                .filter_map(|l| {
-                    Some(ReservationLineView {
-                        sku: self.skus.code(l.position.sku())?,
-                        location: catalog.location(l.position.loc())?.code.clone(),
-                        qty: l.qty,
-                        committed: l.committed,
+        self.with_catalog(|catalog| {
+            Some(ReservationView {
+                id,
+                channel: r.channel,
+                state: r.state,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+                resolved_at: r.resolved_at,
+                lines: r
+                    .lines
+                    .iter()
+                    .filter_map(|l| {
+                        Some(ReservationLineView {
+                            sku: self.skus.code(l.position.sku())?,
+                            location: catalog.location(l.position.loc())?.code.clone(),
+                            qty: l.qty,
+                            committed: l.committed,
+                        })
                     })
-                })
-                .collect(),
+                    .collect(),
+            })
         })
     }
 

@@ -22,9 +22,6 @@ impl Ledger {
         let mut next = Catalog::clone(&self.catalog.load());
         let result = change(&mut next)?;
         self.catalog.store(Arc::new(next));
-        // After the store: a reader seeing the new generation loads the new catalog.
-        self.catalog_generation
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(result)
     }
 

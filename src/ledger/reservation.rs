@@ -61,8 +61,11 @@ pub(crate) struct ReservationShard {
     /// Reservation with local id `base + i` is `slab[i]`.
     slab: VecDeque<Reservation>,
     base: u64,
-    /// Held reservations moved out of the front of a full slab.
+    /// Held reservations moved out of the front of a full slab. They stay
+    /// here once resolved, until forgotten through `evicted_resolved`.
     evicted_held: FxHashMap<u64, Reservation>,
+    /// Evicted reservations that have since resolved, oldest first.
+    evicted_resolved: VecDeque<(TimestampMs, u64)>,
     /// Held reservations ordered by deadline: expiry pops from the front
     /// instead of scanning.
     pub deadlines: BTreeSet<(TimestampMs, ReservationId)>,
@@ -133,11 +136,10 @@ impl ReservationShard {
         reservation.state = state;
         reservation.resolved_at = Some(now);
         self.deadlines.remove(&(deadline, id));
-        // An evicted reservation is only kept while held.
         if let Some(local) = self.local(id)
             && local < self.base
         {
-            self.evicted_held.remove(&local);
+            self.evicted_resolved.push_back((now, local));
         }
     }
 
@@ -151,6 +153,18 @@ impl ReservationShard {
         capacity: usize,
         budget: usize,
     ) {
+        for _ in 0..budget {
+            match self.evicted_resolved.front() {
+                Some(&(resolved_at, local))
+                    if resolved_at.plus_ms(retention_ms) <= now
+                        || self.evicted_resolved.len() > capacity =>
+                {
+                    self.evicted_resolved.pop_front();
+                    self.evicted_held.remove(&local);
+                }
+                _ => break,
+            }
+        }
         for _ in 0..budget {
             let over_capacity = self.slab.len() > capacity;
             let Some(front) = self.slab.front() else {
@@ -195,6 +209,7 @@ impl ReservationShards {
                         // Local ids start at 1 so no reservation id is 0.
                         base: 1,
                         evicted_held: FxHashMap::default(),
+                        evicted_resolved: VecDeque::new(),
                         deadlines: BTreeSet::new(),
                     }))
                 })
@@ -287,10 +302,14 @@ mod tests {
         assert_eq!(shard.stored(), 1);
         shard.resolve(long_hold, ReservationState::Expired, TimestampMs(1_000));
         assert_eq!(
-            shard.stored(),
-            0,
-            "an evicted reservation is dropped once resolved"
+            shard.get(long_hold).map(|r| r.state),
+            Some(ReservationState::Expired),
+            "a resolved evicted reservation is still readable"
         );
         assert!(shard.deadlines.is_empty());
+        shard.forget_resolved(TimestampMs(1_050), 100, 10, 100);
+        assert_eq!(shard.stored(), 1, "kept for the retention");
+        shard.forget_resolved(TimestampMs(1_100), 100, 10, 100);
+        assert_eq!(shard.stored(), 0, "then forgotten");
     }
 }

@@ -52,7 +52,7 @@ impl Ledger {
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
         self.with_catalog(|catalog| {
-            let merged = self.resolve_lines(&catalog, &request.lines)?;
+            let merged = self.resolve_lines(catalog, &request.lines)?;
             let expires_at = now.plus_ms(request.ttl_ms);
             let mut shard = self
                 .reservations

@@ -1358,6 +1358,28 @@ fn resolved_reservations_are_forgotten_within_bounds() {
 }
 
 #[test]
+fn a_long_hold_pushed_out_of_a_full_ring_still_resolves_and_reads() {
+    let ledger = Ledger::new(LedgerConfig {
+        reservation_shards: 1,
+        max_resolved_reservations: 4,
+        ..LedgerConfig::default()
+    });
+    ledger.put_location(store("A", 0.0, 0.0, false)).expect("A");
+    set(&ledger, "S", "A", 1_000);
+    let long_hold = reserve(&ledger, Channel::Web, vec![line("S", "A", 5)]).expect("granted");
+    for _ in 0..20 {
+        let r = reserve(&ledger, Channel::Web, vec![line("S", "A", 1)]).expect("granted");
+        ledger.release(r.id, T0, None).expect("release");
+    }
+    let released = ledger
+        .release(long_hold.id, T0, None)
+        .expect("the evicted hold releases and answers");
+    assert_eq!(released.state, ReservationState::Released);
+    assert_eq!(pos(&ledger, "S", "A").reserved, Qty(0));
+    assert_consistent(&ledger);
+}
+
+#[test]
 fn change_listener_hears_every_write() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let ledger = fixture();

@@ -1,170 +1,81 @@
-//! The `omnistock` binary.
-//!
-//! `omnistock demo` (the default) runs a flash sale on the in-memory ledger:
-//! one hot SKU, a fixed number of units, many more buyers on every core,
-//! then prints what was granted, refused and expired, and audits that not
-//! one unit was oversold. The HTTP server (`omnistock serve`) is the next
-//! capability on the tracker.
+//! The `omnistock` binary: `serve` runs the engine; `demo` runs an in-process
+//! flash sale on the ledger and audits it.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use omnistock::ledger::{
-    Channel, CountRequest, Ledger, LedgerConfig, Line, Location, LocationCode, LocationKind, Qty,
-    Refusal, ReserveRequest, Scope, Sku, TimestampMs,
-};
+use clap::{Parser, Subcommand};
+use omnistock::server::config::{LogFormat, ServeArgs};
 
-const USAGE: &str = "usage: omnistock [demo [--units N] [--buyers N]]";
+#[derive(Parser)]
+#[command(
+    name = "omnistock",
+    version,
+    about = "Real-time inventory availability engine for omnichannel retail"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP engine.
+    Serve(ServeArgs),
+    /// Run a flash sale on the in-memory ledger and audit it.
+    Demo {
+        /// Units on sale.
+        #[arg(long, default_value_t = 1_000)]
+        units: u32,
+        /// Reservation attempts.
+        #[arg(long, default_value_t = 200_000)]
+        buyers: u64,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    match parse(&args) {
-        Ok((units, buyers)) => match flash_sale(units, buyers) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("omnistock: {message}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(message) => {
-            eprintln!("omnistock: {message}\n{USAGE}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn parse(args: &[String]) -> Result<(u32, u64), String> {
-    let mut units = 1_000u32;
-    let mut buyers = 200_000u64;
-    let mut rest = args.iter();
-    match rest.next().map(String::as_str) {
-        None | Some("demo") => {}
-        Some(other) => return Err(format!("unknown command {other:?}")),
-    }
-    while let Some(flag) = rest.next() {
-        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--units" => {
-                units = value
-                    .parse()
-                    .map_err(|_| format!("--units: not a whole number: {value:?}"))?
-            }
-            "--buyers" => {
-                buyers = value
-                    .parse()
-                    .map_err(|_| format!("--buyers: not a whole number: {value:?}"))?
-            }
-            other => return Err(format!("unknown flag {other:?}")),
-        }
-    }
-    Ok((units, buyers))
-}
-
-fn wall_clock() -> TimestampMs {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
-}
-
-fn flash_sale(units: u32, buyers: u64) -> Result<(), String> {
-    let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
-    let store = LocationCode::new("PARIS-01").map_err(|e| e.to_string())?;
-    let sku = Sku::new("SNEAKER-42").map_err(|e| e.to_string())?;
-    ledger
-        .put_location(Location {
-            code: store.clone(),
-            kind: LocationKind::Store,
-            name: "Paris Rivoli".into(),
-            coords: None,
-            pickup: None,
-            ship_from_store: true,
-        })
-        .map_err(|e| e.to_string())?;
-    let count = CountRequest {
-        sku: sku.clone(),
-        location: store.clone(),
-        on_hand: Qty(units),
-        safety_stock: None,
-        expected_version: None,
-        as_of: None,
-        reference: None,
-    };
-    ledger
-        .count(&count, wall_clock(), None)
-        .map_err(|e| e.to_string())?;
-
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
-    let granted = AtomicU64::new(0);
-    let refused = AtomicU64::new(0);
-    println!("flash sale: {units} units of {sku} at {store}, {buyers} buyers on {threads} threads");
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for thread in 0..threads {
-            let (ledger, sku, store, granted, refused) =
-                (&ledger, &sku, &store, &granted, &refused);
-            scope.spawn(move || {
-                let request = ReserveRequest {
-                    channel: if thread % 2 == 0 {
-                        Channel::Web
-                    } else {
-                        Channel::App
-                    },
-                    lines: vec![Line {
-                        sku: sku.clone(),
-                        location: store.clone(),
-                        qty: Qty(1),
-                    }],
-                    ttl_ms: 10 * 60_000,
-                };
-                for _ in (thread..buyers).step_by(threads as usize) {
-                    match ledger.reserve(&request, wall_clock(), None) {
-                        Ok(_) => granted.fetch_add(1, Ordering::Relaxed),
-                        Err(Refusal::InsufficientStock { .. }) => {
-                            refused.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(other) => panic!("unexpected refusal: {other}"),
-                    };
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { units, buyers } => report(omnistock::flash_sale::run(units, buyers)),
+        Command::Serve(args) => {
+            let config = match args.resolve(std::env::var("OMNISTOCK_ADMIN_KEY").ok()) {
+                Ok(config) => config,
+                Err(message) => {
+                    eprintln!("omnistock serve: {message}");
+                    return ExitCode::from(2);
                 }
-            });
+            };
+            init_logging(config.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return report(Err(format!("cannot start the runtime: {e}"))),
+            };
+            report(runtime.block_on(omnistock::server::serve(config)))
         }
-    });
-    let elapsed = started.elapsed();
-    let (granted, refused) = (granted.into_inner(), refused.into_inner());
-    let view = ledger
-        .availability(&sku, &Scope::All, None, wall_clock())
-        .map_err(|e| e.to_string())?;
-    let audit = ledger.check_invariants()?;
-    println!(
-        "{buyers} attempts in {:.1} ms ({:.2} M/s): {granted} granted, {refused} refused",
-        elapsed.as_secs_f64() * 1e3,
-        buyers as f64 / elapsed.as_secs_f64() / 1e6
-    );
-    println!(
-        "available to fulfil now: {} (on hand {}, reserved {})",
-        view.total_atf, audit.on_hand, audit.reserved
-    );
-    let expired = ledger.expire_due(TimestampMs(wall_clock().0 + 10 * 60_000), usize::MAX);
-    println!(
-        "ten minutes later, {expired} unpaid holds expired; available again: {}",
-        ledger
-            .availability(&sku, &Scope::All, None, wall_clock())
-            .map_err(|e| e.to_string())?
-            .total_atf
-    );
-    if granted != u64::from(units.min(u32::try_from(buyers).unwrap_or(u32::MAX)))
-        || audit.reserved > audit.on_hand
-    {
-        return Err(format!(
-            "audit failed: granted {granted} of {units} units ({audit:?})"
-        ));
     }
-    println!("audit: exactly {granted} units granted, 0 oversold, invariants hold");
-    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("omnistock: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }

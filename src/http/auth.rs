@@ -1,0 +1,216 @@
+//! API keys and scopes. Keys are random 256-bit secrets shown once at
+//! creation; only their SHA-256 is kept, and they are never logged.
+//! `OMNISTOCK_ADMIN_KEY` holds every scope.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::ledger::LocationCode;
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Availability, positions, reservations by id, locations.
+    Read,
+    /// Reserve and resolve reservations at any location.
+    Reserve,
+    /// Reserve, sell and take returns, only at the key's own locations.
+    Pos,
+    /// Counts, receipts, adjustments, expected receipts, imports.
+    StockWrite,
+    /// Ad feeds.
+    Feed,
+    /// Everything, including keys, locations, groups, policies, the journal.
+    Admin,
+}
+
+/// A key as stored (without the secret).
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub scopes: BTreeSet<Scope>,
+    /// For `pos` keys: the stores the key may act on.
+    pub locations: Vec<LocationCode>,
+}
+
+type Digest256 = [u8; 32];
+
+fn digest(secret: &str) -> Digest256 {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+pub struct KeyStore {
+    by_digest: DashMap<Digest256, Arc<ApiKey>>,
+}
+
+impl KeyStore {
+    pub fn new(admin_secret: Option<&str>) -> KeyStore {
+        let store = KeyStore {
+            by_digest: DashMap::new(),
+        };
+        if let Some(secret) = admin_secret {
+            let admin = ApiKey {
+                id: "admin".into(),
+                name: "OMNISTOCK_ADMIN_KEY".into(),
+                scopes: [Scope::Admin].into(),
+                locations: Vec::new(),
+            };
+            store.by_digest.insert(digest(secret), Arc::new(admin));
+        }
+        store
+    }
+
+    pub fn authenticate(&self, secret: &str) -> Option<Arc<ApiKey>> {
+        self.by_digest.get(&digest(secret)).map(|k| Arc::clone(&k))
+    }
+
+    /// Creates a key; returns it with its secret (shown once).
+    pub fn create(
+        &self,
+        name: String,
+        scopes: BTreeSet<Scope>,
+        locations: Vec<LocationCode>,
+    ) -> Result<(Arc<ApiKey>, String), ApiError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ApiError::internal(format!("no randomness for a key: {e}")))?;
+        let secret = format!("osk_{}", hex(&bytes));
+        let id = format!("key_{}", &hex(&digest(&secret))[..16]);
+        let key = Arc::new(ApiKey {
+            id,
+            name,
+            scopes,
+            locations,
+        });
+        self.by_digest.insert(digest(&secret), Arc::clone(&key));
+        Ok((key, secret))
+    }
+
+    pub fn list(&self) -> Vec<Arc<ApiKey>> {
+        let mut keys: Vec<_> = self
+            .by_digest
+            .iter()
+            .map(|k| Arc::clone(k.value()))
+            .filter(|k| k.id != "admin")
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        keys
+    }
+
+    pub fn revoke(&self, id: &str) -> bool {
+        let before = self.by_digest.len();
+        self.by_digest
+            .retain(|_, key| key.id != id || id == "admin");
+        self.by_digest.len() < before
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Arc<ApiKey>);
+
+impl Caller {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.0.scopes.contains(&Scope::Admin) || self.0.scopes.contains(&scope)
+    }
+
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this request needs the `{}` scope",
+                scope_name(scope)
+            )))
+        }
+    }
+
+    /// Writes at `locations` need `broad` (any location) or `pos` limited to
+    /// the key's own locations.
+    pub fn require_at<'a>(
+        &self,
+        broad: Scope,
+        locations: impl IntoIterator<Item = &'a LocationCode>,
+    ) -> Result<(), ApiError> {
+        if self.has(broad) {
+            return Ok(());
+        }
+        if !self.0.scopes.contains(&Scope::Pos) {
+            return Err(ApiError::forbidden(format!(
+                "this request needs the `{}` or `pos` scope",
+                scope_name(broad)
+            )));
+        }
+        for location in locations {
+            if !self.0.locations.contains(location) {
+                return Err(ApiError::forbidden(format!(
+                    "this pos key may not act on location {location}"
+                ))
+                .with("location", serde_json::json!(location.as_str())));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Read => "read",
+        Scope::Reserve => "reserve",
+        Scope::Pos => "pos",
+        Scope::StockWrite => "stock_write",
+        Scope::Feed => "feed",
+        Scope::Admin => "admin",
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let secret = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        let key = state
+            .keys
+            .authenticate(secret.trim())
+            .ok_or_else(ApiError::unauthorized)?;
+        state
+            .rate_limiter
+            .check(&key.id, Instant::now())
+            .map_err(ApiError::rate_limited)?;
+        Ok(Caller(key))
+    }
+}

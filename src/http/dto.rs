@@ -1,0 +1,559 @@
+//! The JSON shapes of the API (the Stable contract of PRODUCT.md) and their
+//! conversion to and from the ledger's types. Only this layer knows JSON.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::json::{self, rfc3339};
+use crate::ledger::{
+    Channel, Line, Location, LocationKind, NearbyStore, Pickup, PickupMethod, PickupSla,
+    PositionView, Qty, ReservationView, SkuAvailability,
+};
+
+// ---------- shared pieces ----------
+
+pub fn channel(text: &str) -> Result<Channel, ApiError> {
+    Channel::parse(text).ok_or_else(|| {
+        ApiError::invalid(
+            "unknown_channel",
+            format!(
+                "channel {:?} is not one of web, app, pos, kiosk, marketplace, call_centre, ads",
+                text.chars().take(40).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// Units of one SKU at one location.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    pub sku: String,
+    pub location: String,
+    /// Units, 1 or more.
+    pub qty: u32,
+}
+
+impl LineBody {
+    pub fn to_line(&self, index: usize) -> Result<Line, ApiError> {
+        Ok(Line {
+            sku: json::sku(&format!("lines[{index}].sku"), &self.sku)?,
+            location: json::location(&format!("lines[{index}].location"), &self.location)?,
+            qty: Qty(self.qty),
+        })
+    }
+}
+
+pub fn lines(bodies: &[LineBody], max: usize) -> Result<Vec<Line>, ApiError> {
+    if bodies.len() > max {
+        return Err(ApiError::invalid(
+            "too_many_lines",
+            format!("at most {max} lines per request"),
+        ));
+    }
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l.to_line(i))
+        .collect()
+}
+
+// ---------- positions and availability ----------
+
+/// A position as the Stable contract defines it, plus extra detail fields.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PositionJson {
+    pub sku: String,
+    pub location: String,
+    pub on_hand: u32,
+    pub reserved: u32,
+    pub safety_stock: u32,
+    /// Available to fulfil, after the requesting channel's policy if one was named.
+    pub atf: u32,
+    /// ATF plus receipts expected within the ATO horizon.
+    pub ato: u64,
+    /// Grows with every change; use as `expected_version` for compare-and-set.
+    pub version: u64,
+    pub non_sellable: u32,
+    pub incoming: u64,
+    /// Units reserved beyond what is on hand (a count found stock missing).
+    pub shortage: u32,
+}
+
+impl From<&PositionView> for PositionJson {
+    fn from(p: &PositionView) -> PositionJson {
+        PositionJson {
+            sku: p.sku.to_string(),
+            location: p.location.to_string(),
+            on_hand: p.on_hand.0,
+            reserved: p.reserved.0,
+            safety_stock: p.safety_stock.0,
+            atf: p.atf.0,
+            ato: p.ato,
+            version: p.version.0,
+            non_sellable: p.non_sellable.0,
+            incoming: p.incoming,
+            shortage: p.shortage.0,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AvailabilityJson {
+    pub sku: String,
+    pub total_atf: u64,
+    pub locations: Vec<PositionJson>,
+}
+
+impl From<&SkuAvailability> for AvailabilityJson {
+    fn from(a: &SkuAvailability) -> AvailabilityJson {
+        AvailabilityJson {
+            sku: a.sku.to_string(),
+            total_atf: a.total_atf,
+            locations: a.locations.iter().map(PositionJson::from).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    pub sku: String,
+    pub location: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchAvailabilityBody {
+    /// See availability after this channel's policy.
+    pub channel: Option<String>,
+    pub items: Vec<BatchItem>,
+}
+
+/// One answer per requested item, in order: a position or a problem.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAvailabilityJson {
+    pub results: Vec<BatchResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    Position(PositionJson),
+    Error {
+        sku: String,
+        location: String,
+        code: &'static str,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NearbyStoreJson {
+    pub location: String,
+    pub name: String,
+    pub distance_km: f64,
+    pub atf: u32,
+    pub pickup_method: Option<&'static str>,
+    pub pickup_sla: Option<String>,
+}
+
+impl From<&NearbyStore> for NearbyStoreJson {
+    fn from(s: &NearbyStore) -> NearbyStoreJson {
+        NearbyStoreJson {
+            location: s.location.to_string(),
+            name: s.name.clone(),
+            distance_km: (s.distance_km * 1000.0).round() / 1000.0,
+            atf: s.atf.0,
+            pickup_method: s.pickup.map(|p| pickup_method_name(p.method)),
+            pickup_sla: s.pickup.and_then(|p| p.sla).map(pickup_sla_name),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NearbyJson {
+    pub sku: String,
+    pub stores: Vec<NearbyStoreJson>,
+}
+
+// ---------- reservations ----------
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBody {
+    pub channel: String,
+    pub lines: Vec<LineBody>,
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// Commit only these lines and quantities; everything else is released.
+    pub lines: Option<Vec<LineBody>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    pub sku: String,
+    pub from: String,
+    pub to: String,
+    /// Units to move (default: the whole line).
+    pub qty: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReservationLineJson {
+    pub sku: String,
+    pub location: String,
+    pub qty: u32,
+    pub committed: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReservationJson {
+    pub id: String,
+    /// `held`, `committed`, `released` or `expired`.
+    pub state: String,
+    pub channel: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub resolved_at: Option<String>,
+    pub lines: Vec<ReservationLineJson>,
+}
+
+impl From<&ReservationView> for ReservationJson {
+    fn from(r: &ReservationView) -> ReservationJson {
+        ReservationJson {
+            id: r.id.to_string(),
+            state: r.state.as_str().to_string(),
+            channel: r.channel.as_str().to_string(),
+            created_at: rfc3339(r.created_at),
+            expires_at: rfc3339(r.expires_at),
+            resolved_at: r.resolved_at.map(rfc3339),
+            lines: r
+                .lines
+                .iter()
+                .map(|l| ReservationLineJson {
+                    sku: l.sku.to_string(),
+                    location: l.location.to_string(),
+                    qty: l.qty.0,
+                    committed: l.committed.0,
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---------- stock movements ----------
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountBody {
+    pub on_hand: u32,
+    pub safety_stock: Option<u32>,
+    /// Compare-and-set: refused with 412 unless the position is at this version (0: must not exist).
+    pub expected_version: Option<u64>,
+    /// RFC 3339 time the count was taken; movements after it are re-applied.
+    pub as_of: Option<String>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleBody {
+    pub channel: String,
+    pub lines: Vec<LineBody>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnBody {
+    pub channel: String,
+    pub sku: String,
+    pub location: String,
+    pub qty: u32,
+    /// false: to the non-sellable bucket. Default true.
+    pub sellable: Option<bool>,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBody {
+    pub sku: String,
+    pub location: String,
+    pub qty: u32,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingBody {
+    pub sku: String,
+    pub location: String,
+    pub qty: u32,
+    /// RFC 3339.
+    pub expected_at: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentBody {
+    pub sku: String,
+    pub location: String,
+    pub delta: i64,
+    pub reason: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PositionsJson {
+    pub positions: Vec<PositionJson>,
+}
+
+/// Limits free-text fields (reasons, references) so a body cannot smuggle
+/// megabytes into the journal or control characters into logs and feeds.
+pub fn free_text(field: &str, text: Option<&String>) -> Result<Option<String>, ApiError> {
+    match text {
+        None => Ok(None),
+        Some(t) if t.chars().count() > 200 || t.chars().any(char::is_control) => {
+            Err(ApiError::invalid(
+                "invalid_text",
+                format!("{field}: at most 200 characters, no control characters"),
+            ))
+        }
+        Some(t) => Ok(Some(t.clone())),
+    }
+}
+
+// ---------- catalog ----------
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PickupBody {
+    /// `buy`, `reserve`, `ship to store` or `not supported`.
+    pub method: String,
+    /// `same day`, `next day`, `2-day` ... `7-day`, `multi-week`; required unless the method is `not supported`.
+    pub sla: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationBody {
+    /// `store` or `warehouse`.
+    pub kind: String,
+    pub name: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub pickup: Option<PickupBody>,
+    pub ship_from_store: Option<bool>,
+}
+
+pub fn pickup_method_name(method: PickupMethod) -> &'static str {
+    match method {
+        PickupMethod::Buy => "buy",
+        PickupMethod::Reserve => "reserve",
+        PickupMethod::ShipToStore => "ship to store",
+        PickupMethod::NotSupported => "not supported",
+    }
+}
+
+pub fn pickup_sla_name(sla: PickupSla) -> String {
+    match sla {
+        PickupSla::SameDay => "same day".into(),
+        PickupSla::NextDay => "next day".into(),
+        PickupSla::Days(days) => format!("{days}-day"),
+        PickupSla::MultiWeek => "multi-week".into(),
+    }
+}
+
+fn parse_pickup(body: &PickupBody) -> Result<Pickup, ApiError> {
+    let method = match body.method.as_str() {
+        "buy" => PickupMethod::Buy,
+        "reserve" => PickupMethod::Reserve,
+        "ship to store" => PickupMethod::ShipToStore,
+        "not supported" => PickupMethod::NotSupported,
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_pickup",
+                "pickup.method must be buy, reserve, ship to store or not supported",
+            ));
+        }
+    };
+    let sla = match body.sla.as_deref() {
+        None => None,
+        Some("same day") => Some(PickupSla::SameDay),
+        Some("next day") => Some(PickupSla::NextDay),
+        Some("multi-week") => Some(PickupSla::MultiWeek),
+        Some(other) => match other
+            .strip_suffix("-day")
+            .and_then(|d| d.parse::<u8>().ok())
+            .and_then(PickupSla::days)
+        {
+            Some(sla @ PickupSla::Days(_)) => Some(sla),
+            _ => {
+                return Err(ApiError::invalid(
+                    "invalid_pickup",
+                    "pickup.sla must be same day, next day, 2-day ... 7-day or multi-week",
+                ));
+            }
+        },
+    };
+    Ok(Pickup { method, sla })
+}
+
+impl LocationBody {
+    pub fn to_location(&self, code: crate::ledger::LocationCode) -> Result<Location, ApiError> {
+        let kind = match self.kind.as_str() {
+            "store" => LocationKind::Store,
+            "warehouse" => LocationKind::Warehouse,
+            _ => {
+                return Err(ApiError::invalid(
+                    "invalid_kind",
+                    "kind must be store or warehouse",
+                ));
+            }
+        };
+        let coords = match (self.lat, self.lon) {
+            (None, None) => None,
+            (Some(lat), Some(lon)) => {
+                Some(crate::ledger::GeoPoint::new(lat, lon).ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_coordinates",
+                        "lat must be within -90..90 and lon within -180..180",
+                    )
+                })?)
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "invalid_coordinates",
+                    "give both lat and lon, or neither",
+                ));
+            }
+        };
+        Ok(Location {
+            code,
+            kind,
+            name: self.name.clone(),
+            coords,
+            pickup: self.pickup.as_ref().map(parse_pickup).transpose()?,
+            ship_from_store: self.ship_from_store.unwrap_or(false),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LocationJson {
+    pub code: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub pickup_method: Option<&'static str>,
+    pub pickup_sla: Option<String>,
+    pub ship_from_store: bool,
+}
+
+impl From<&Location> for LocationJson {
+    fn from(l: &Location) -> LocationJson {
+        LocationJson {
+            code: l.code.to_string(),
+            kind: match l.kind {
+                LocationKind::Store => "store",
+                LocationKind::Warehouse => "warehouse",
+            },
+            name: l.name.clone(),
+            lat: l.coords.map(|c| c.lat),
+            lon: l.coords.map(|c| c.lon),
+            pickup_method: l.pickup.map(|p| pickup_method_name(p.method)),
+            pickup_sla: l.pickup.and_then(|p| p.sla).map(pickup_sla_name),
+            ship_from_store: l.ship_from_store,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBody {
+    pub locations: Vec<String>,
+}
+
+/// A channel policy at a location or a group; `null` for both fields removes it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    pub channel: String,
+    pub location: Option<String>,
+    pub group: Option<String>,
+    /// Units held back from the channel (buffer).
+    pub held_back: Option<u32>,
+    /// The most the channel may see.
+    pub cap: Option<u32>,
+}
+
+// ---------- keys ----------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    pub name: String,
+    pub scopes: Vec<super::auth::Scope>,
+    /// Required for `pos` keys: the stores the key may act on.
+    pub locations: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyJson {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<super::auth::Scope>,
+    pub locations: Vec<String>,
+    /// The secret, shown only in the creation response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+// ---------- journal ----------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovementJson {
+    pub seq: u64,
+    pub at: String,
+    pub kind: &'static str,
+    pub sku: String,
+    pub location: String,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    pub safety_stock_delta: i64,
+    pub non_sellable_delta: i64,
+    pub incoming_delta: i64,
+    pub on_hand: u32,
+    pub reserved: u32,
+    pub channel: Option<&'static str>,
+    pub reservation: Option<String>,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JournalJson {
+    pub movements: Vec<MovementJson>,
+    /// Pass as `since` to continue.
+    pub next: u64,
+    /// Set when `since` is older than the journal keeps: movements were skipped.
+    pub lagged: bool,
+}

@@ -1,0 +1,141 @@
+//! The HTTP shell around the ledger (axum). It parses JSON into ledger
+//! requests, reads the clock once per request, checks keys and scopes, and
+//! renders outcomes; it holds no stock state of its own.
+//!
+//! `app(state)` builds the whole router so tests can serve it on port 0.
+
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod json;
+pub mod openapi;
+pub mod rate_limit;
+mod routes;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::ledger::{IdempotencyKey, Ledger, TimestampMs};
+use auth::{Caller, KeyStore};
+use error::ApiError;
+use rate_limit::RateLimiter;
+
+/// Limits of the HTTP layer (the ledger has its own in `LedgerConfig`).
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Largest JSON body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most items in one batch request.
+    pub max_batch_items: usize,
+    /// Most per-row errors an import reports (the count of all is always given).
+    pub max_import_errors_reported: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 256 * 1024,
+            max_batch_items: 1_000,
+            max_import_errors_reported: 1_000,
+        }
+    }
+}
+
+pub struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub keys: KeyStore,
+    pub rate_limiter: RateLimiter,
+    pub limits: HttpLimits,
+    pub metrics: Option<PrometheusHandle>,
+    /// False until the engine has loaded its state and can serve.
+    pub ready: AtomicBool,
+}
+
+/// Wall-clock now for the ledger. The only clock read of a request.
+pub fn now() -> TimestampMs {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The `Idempotency-Key` header, namespaced by the API key so two callers'
+/// keys never collide.
+pub fn idempotency_key(
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::invalid(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be visible ASCII",
+        )
+    })?;
+    if text.is_empty() || text.len() > 200 {
+        return Err(ApiError::invalid(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 200 characters",
+        ));
+    }
+    IdempotencyKey::new(&format!("{}:{text}", caller.0.id))
+        .map(Some)
+        .map_err(|e| ApiError::invalid("invalid_idempotency_key", format!("Idempotency-Key: {e}")))
+}
+
+/// The whole API. Every route lives under `/v1` except the operational ones.
+pub fn app(state: Arc<AppState>) -> Router {
+    let max_body = state.limits.max_body_bytes;
+    routes::router()
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Request counts and latency by route and status (Prometheus via `metrics`).
+async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("omnistock_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
+    metrics::histogram!("omnistock_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Runs the ledger's housekeeping: expiry and idempotency purges, every
+/// `interval`, so an expired hold returns to ATF within one interval (and at
+/// once when anyone touches it).
+pub async fn run_expiry(
+    ledger: Arc<Ledger>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let expired = ledger.tick(now(), 10_000);
+        if expired > 0 {
+            metrics::counter!("omnistock_reservations_expired_total").increment(expired as u64);
+        }
+    }
+}

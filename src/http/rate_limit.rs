@@ -1,0 +1,79 @@
+//! Per-key request rate limiting: a token bucket per API key, refilled
+//! continuously. One noisy key runs out of tokens and gets 429s; other keys
+//! are untouched because each has its own bucket.
+
+use std::time::Instant;
+
+use dashmap::DashMap;
+
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: DashMap<String, Bucket>,
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl RateLimiter {
+    /// `per_second == 0` disables limiting.
+    pub fn new(per_second: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// Takes one token for `key`, or says how many seconds until one is back.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let mut bucket = self
+            .buckets
+            .entry(key.to_string())
+            .or_insert_with(|| Bucket {
+                tokens: self.burst,
+                refilled_at: now,
+            });
+        let elapsed = now
+            .saturating_duration_since(bucket.refilled_at)
+            .as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.refilled_at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.tokens) / self.per_second).ceil() as u64)
+        }
+    }
+
+    /// Forgets a revoked key's bucket.
+    pub fn forget(&self, key: &str) {
+        self.buckets.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_allows_burst_then_refills() {
+        let limiter = RateLimiter::new(10, 3);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| limiter.check("a", t0).is_ok()));
+        assert_eq!(limiter.check("a", t0), Err(1));
+        assert!(
+            limiter.check("b", t0).is_ok(),
+            "keys have their own buckets"
+        );
+        assert!(limiter.check("a", t0 + Duration::from_millis(110)).is_ok());
+        assert!(RateLimiter::new(0, 0).check("a", t0).is_ok(), "0 disables");
+    }
+}

@@ -1,0 +1,302 @@
+//! Admin: locations, groups, channel policies, API keys, the movement journal.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::http::AppState;
+use crate::http::auth::{Caller, Scope};
+use crate::http::dto::{
+    self, GroupBody, JournalJson, KeyBody, KeyJson, LocationBody, LocationJson, MovementJson,
+    PolicyBody,
+};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, rfc3339};
+use crate::ledger::{ChannelPolicy, GroupName, JournalRead, PolicyScope, Qty, Seq};
+
+/// Create or replace a store or warehouse.
+#[utoipa::path(put, path = "/v1/locations/{location}", tag = "admin", params(("location" = String, Path)), request_body = LocationBody,
+    responses((status = 200, body = LocationJson), (status = 422, description = "invalid location")), security(("bearer" = [])))]
+pub async fn put_location(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(code): ApiPath<String>,
+    ApiJson(body): ApiJson<LocationBody>,
+) -> ApiResult<Json<LocationJson>> {
+    caller.require(Scope::Admin)?;
+    let location = body.to_location(json::location("location", &code)?)?;
+    state.ledger.put_location(location.clone())?;
+    Ok(Json(LocationJson::from(&location)))
+}
+
+/// Every location.
+#[utoipa::path(get, path = "/v1/locations", tag = "admin", responses((status = 200, body = Vec<LocationJson>)), security(("bearer" = [])))]
+pub async fn list_locations(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<LocationJson>>> {
+    caller.require(Scope::Read)?;
+    let catalog = state.ledger.catalog();
+    Ok(Json(
+        catalog
+            .locations()
+            .map(|(_, l)| LocationJson::from(l))
+            .collect(),
+    ))
+}
+
+/// Create or replace a location group.
+#[utoipa::path(put, path = "/v1/groups/{group}", tag = "admin", params(("group" = String, Path)), request_body = GroupBody,
+    responses((status = 204), (status = 404, description = "unknown member location")), security(("bearer" = [])))]
+pub async fn put_group(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<GroupBody>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Admin)?;
+    let name = GroupName::new(&name)
+        .map_err(|e| ApiError::invalid("invalid_id", format!("group: {e}")))?;
+    if body.locations.len() > 10_000 {
+        return Err(ApiError::invalid(
+            "too_many_items",
+            "at most 10,000 locations per group",
+        ));
+    }
+    let members = body
+        .locations
+        .iter()
+        .map(|c| json::location("locations", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    state.ledger.put_group(name, &members)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Set a channel's policy (buffer and/or cap) at a location or a group; both
+/// `held_back` and `cap` absent removes it.
+#[utoipa::path(put, path = "/v1/policies", tag = "admin", request_body = PolicyBody,
+    responses((status = 204), (status = 404, description = "unknown location or group")), security(("bearer" = [])))]
+pub async fn put_policy(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PolicyBody>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Admin)?;
+    let channel = dto::channel(&body.channel)?;
+    let scope = match (&body.location, &body.group) {
+        (Some(location), None) => PolicyScope::Location(json::location("location", location)?),
+        (None, Some(group)) => PolicyScope::Group(
+            GroupName::new(group)
+                .map_err(|e| ApiError::invalid("invalid_id", format!("group: {e}")))?,
+        ),
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_scope",
+                "give exactly one of location or group",
+            ));
+        }
+    };
+    let policy = match (body.held_back, body.cap) {
+        (None, None) => None,
+        (held_back, cap) => Some(ChannelPolicy {
+            held_back: Qty(held_back.unwrap_or(0)),
+            cap: cap.map(Qty),
+        }),
+    };
+    state.ledger.put_policy(channel, scope, policy)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn key_json(key: &crate::http::auth::ApiKey, secret: Option<String>) -> KeyJson {
+    KeyJson {
+        id: key.id.clone(),
+        name: key.name.clone(),
+        scopes: key.scopes.iter().copied().collect(),
+        locations: key.locations.iter().map(|l| l.to_string()).collect(),
+        key: secret,
+    }
+}
+
+/// Create a scoped API key. The secret is in this response only.
+#[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyBody, responses((status = 201, body = KeyJson)), security(("bearer" = [])))]
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<KeyBody>,
+) -> ApiResult<(StatusCode, Json<KeyJson>)> {
+    caller.require(Scope::Admin)?;
+    let name = dto::free_text("name", Some(&body.name))?.unwrap_or_default();
+    if name.is_empty() {
+        return Err(ApiError::invalid("invalid_text", "name must not be empty"));
+    }
+    let scopes: BTreeSet<Scope> = body.scopes.iter().copied().collect();
+    if scopes.is_empty() {
+        return Err(ApiError::invalid(
+            "no_scopes",
+            "a key needs at least one scope",
+        ));
+    }
+    let locations = body
+        .locations
+        .unwrap_or_default()
+        .iter()
+        .map(|c| json::location("locations", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    if scopes.contains(&Scope::Pos) && locations.is_empty() {
+        return Err(ApiError::invalid(
+            "pos_needs_locations",
+            "a pos key needs the list of locations it may act on",
+        ));
+    }
+    if locations.len() > 1_000 {
+        return Err(ApiError::invalid(
+            "too_many_items",
+            "at most 1,000 locations per key",
+        ));
+    }
+    let (key, secret) = state.keys.create(name, scopes, locations)?;
+    Ok((StatusCode::CREATED, Json(key_json(&key, Some(secret)))))
+}
+
+/// Every key (without secrets).
+#[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = Vec<KeyJson>)), security(("bearer" = [])))]
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<KeyJson>>> {
+    caller.require(Scope::Admin)?;
+    Ok(Json(
+        state
+            .keys
+            .list()
+            .iter()
+            .map(|k| key_json(k, None))
+            .collect(),
+    ))
+}
+
+/// Revoke a key: it stops working at once.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, description = "no such key")), security(("bearer" = [])))]
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Admin)?;
+    if state.keys.revoke(&id) {
+        state.rate_limiter.forget(&id);
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("key_not_found", "no key has this id"))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JournalParams {
+    /// First sequence to return (default: the oldest kept).
+    pub since: Option<u64>,
+    pub sku: Option<String>,
+    pub location: Option<String>,
+    /// Default 100, at most 1000.
+    pub limit: Option<usize>,
+}
+
+/// The movement journal from a sequence on, optionally for one SKU and/or location.
+#[utoipa::path(get, path = "/v1/journal", tag = "admin", params(JournalParams), responses((status = 200, body = JournalJson)), security(("bearer" = [])))]
+pub async fn journal(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<JournalParams>,
+) -> ApiResult<Json<JournalJson>> {
+    caller.require(Scope::Admin)?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let sku = params
+        .sku
+        .as_deref()
+        .map(|s| json::sku("sku", s))
+        .transpose()?;
+    let location = params
+        .location
+        .as_deref()
+        .map(|l| json::location("location", l))
+        .transpose()?;
+    let catalog = state.ledger.catalog();
+    let mut from = Seq(params.since.unwrap_or(1).max(1));
+    let mut lagged = false;
+    let mut movements = Vec::new();
+    // Filtered reads scan forward in pages; bounded by the journal's size.
+    for _ in 0..64 {
+        let page = match state.ledger.read_journal(from, 1_000) {
+            JournalRead::Movements { movements, next } => (movements, next),
+            JournalRead::Lagged { oldest, .. } => {
+                lagged = true;
+                from = oldest;
+                continue;
+            }
+        };
+        let (page, next) = page;
+        let empty = page.is_empty();
+        for m in page {
+            if movements.len() >= limit {
+                break;
+            }
+            let (Some(sku_code), Some(loc)) = (
+                state.ledger.sku_code(m.position.sku()),
+                catalog.location(m.position.loc()),
+            ) else {
+                continue;
+            };
+            if sku.as_ref().is_some_and(|s| *s != sku_code)
+                || location.as_ref().is_some_and(|l| *l != loc.code)
+            {
+                from = Seq(m.seq.0 + 1);
+                continue;
+            }
+            from = Seq(m.seq.0 + 1);
+            let note = m.note.as_deref();
+            movements.push(MovementJson {
+                seq: m.seq.0,
+                at: rfc3339(m.at),
+                kind: m.kind.as_str(),
+                sku: sku_code.to_string(),
+                location: loc.code.to_string(),
+                on_hand_delta: m.on_hand_delta,
+                reserved_delta: m.reserved_delta,
+                safety_stock_delta: m.safety_stock_delta,
+                non_sellable_delta: m.non_sellable_delta,
+                incoming_delta: m.incoming_delta,
+                on_hand: m.after.on_hand.0,
+                reserved: m.after.reserved.0,
+                channel: m.channel.map(|c| c.as_str()),
+                reservation: m.reservation.map(|r| r.to_string()),
+                reason: note.and_then(|n| n.reason.clone()),
+                reference: note.and_then(|n| n.reference.clone()),
+                idempotency_key: note
+                    .and_then(|n| n.idempotency_key.as_ref())
+                    .map(|k| k.to_string()),
+            });
+        }
+        if movements.len() >= limit || empty {
+            break;
+        }
+        from = next;
+    }
+    Ok(Json(JournalJson {
+        movements,
+        next: from.0,
+        lagged,
+    }))
+}

@@ -1,0 +1,229 @@
+//! Availability reads: one position, one SKU across locations or a group, a
+//! batch of positions, and stores nearby.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::http::auth::{Caller, Scope};
+use crate::http::dto::{
+    self, AvailabilityJson, BatchAvailabilityBody, BatchAvailabilityJson, BatchResult, NearbyJson,
+    NearbyStoreJson, PositionJson,
+};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::json::{self, ApiJson, ApiPath, ApiQuery};
+use crate::http::{AppState, now};
+use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilityParams {
+    /// Comma-separated location codes.
+    pub locations: Option<String>,
+    /// A location group name.
+    pub group: Option<String>,
+    /// See availability after this channel's policy.
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelParam {
+    /// See availability after this channel's policy.
+    pub channel: Option<String>,
+}
+
+fn channel(param: Option<&String>) -> ApiResult<Option<crate::ledger::Channel>> {
+    param.map(|c| dto::channel(c)).transpose()
+}
+
+/// Availability of one SKU at every location stocking it, at listed locations, or in a group.
+#[utoipa::path(get, path = "/v1/availability/{sku}", tag = "availability",
+    params(("sku" = String, Path), AvailabilityParams),
+    responses((status = 200, body = AvailabilityJson), (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
+    security(("bearer" = [])))]
+pub async fn sku_availability(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(sku): ApiPath<String>,
+    ApiQuery(params): ApiQuery<AvailabilityParams>,
+) -> ApiResult<Json<AvailabilityJson>> {
+    caller.require(Scope::Read)?;
+    let sku = json::sku("sku", &sku)?;
+    let coverage = match (&params.locations, &params.group) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_query",
+                "give locations or group, not both",
+            ));
+        }
+        (Some(list), None) => {
+            let codes = list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|c| json::location("locations", c))
+                .collect::<Result<Vec<_>, _>>()?;
+            if codes.len() > state.limits.max_batch_items {
+                return Err(ApiError::invalid(
+                    "too_many_items",
+                    format!("at most {} locations", state.limits.max_batch_items),
+                ));
+            }
+            Coverage::Locations(codes)
+        }
+        (None, Some(group)) => Coverage::Group(
+            GroupName::new(group)
+                .map_err(|e| ApiError::invalid("invalid_id", format!("group: {e}")))?,
+        ),
+        (None, None) => Coverage::All,
+    };
+    let view =
+        state
+            .ledger
+            .availability(&sku, &coverage, channel(params.channel.as_ref())?, now())?;
+    Ok(Json(AvailabilityJson::from(&view)))
+}
+
+/// One position.
+#[utoipa::path(get, path = "/v1/stock/{location}/{sku}", tag = "availability",
+    params(("location" = String, Path), ("sku" = String, Path), ChannelParam),
+    responses((status = 200, body = PositionJson), (status = 404, description = "unknown location")),
+    security(("bearer" = [])))]
+pub async fn position(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath((location, sku)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<ChannelParam>,
+) -> ApiResult<Json<PositionJson>> {
+    caller.require(Scope::Read)?;
+    let view = state.ledger.position(
+        &json::sku("sku", &sku)?,
+        &json::location("location", &location)?,
+        channel(params.channel.as_ref())?,
+        now(),
+    )?;
+    Ok(Json(PositionJson::from(&view)))
+}
+
+/// Many positions in one request; each item answers on its own.
+#[utoipa::path(post, path = "/v1/availability/batch", tag = "availability", request_body = BatchAvailabilityBody,
+    responses((status = 200, body = BatchAvailabilityJson)), security(("bearer" = [])))]
+pub async fn batch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<BatchAvailabilityBody>,
+) -> ApiResult<Json<BatchAvailabilityJson>> {
+    caller.require(Scope::Read)?;
+    if body.items.len() > state.limits.max_batch_items {
+        return Err(ApiError::invalid(
+            "too_many_items",
+            format!("at most {} items per batch", state.limits.max_batch_items),
+        ));
+    }
+    let channel = channel(body.channel.as_ref())?;
+    let at = now();
+    let results = body
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let answer = json::sku(&format!("items[{i}].sku"), &item.sku)
+                .and_then(|sku| {
+                    Ok((
+                        sku,
+                        json::location(&format!("items[{i}].location"), &item.location)?,
+                    ))
+                })
+                .and_then(|(sku, location)| {
+                    state
+                        .ledger
+                        .position(&sku, &location, channel, at)
+                        .map_err(ApiError::from)
+                });
+            match answer {
+                Ok(view) => BatchResult::Position(PositionJson::from(&view)),
+                Err(error) => BatchResult::Error {
+                    sku: item.sku.chars().take(60).collect(),
+                    location: item.location.chars().take(60).collect(),
+                    code: error.code,
+                    detail: error.detail,
+                },
+            }
+        })
+        .collect();
+    Ok(Json(BatchAvailabilityJson { results }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NearbyParams {
+    pub sku: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// Default 25 km, at most 1000.
+    pub radius_km: Option<f64>,
+    /// Units needed (default 1).
+    pub qty: Option<u32>,
+    /// Default `web`.
+    pub channel: Option<String>,
+    /// Only stores offering pickup.
+    pub pickup_only: Option<bool>,
+    /// Default 10, at most 100.
+    pub limit: Option<usize>,
+}
+
+/// Stores near a point that can supply a quantity, nearest first (BOPIS "find in store").
+#[utoipa::path(get, path = "/v1/nearby", tag = "availability", params(NearbyParams),
+    responses((status = 200, body = NearbyJson), (status = 422, description = "invalid parameters")), security(("bearer" = [])))]
+pub async fn nearby(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<NearbyParams>,
+) -> ApiResult<Json<NearbyJson>> {
+    caller.require(Scope::Read)?;
+    let sku = json::sku("sku", &params.sku)?;
+    let point = GeoPoint::new(params.lat, params.lon).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_coordinates",
+            "lat must be within -90..90 and lon within -180..180",
+        )
+    })?;
+    let radius_km = params.radius_km.unwrap_or(25.0);
+    if !(radius_km > 0.0 && radius_km <= 1000.0) {
+        return Err(ApiError::invalid(
+            "invalid_radius",
+            "radius_km must be above 0 and at most 1000",
+        ));
+    }
+    let qty = params.qty.unwrap_or(1);
+    if qty == 0 || qty > state.ledger.config().max_qty_per_line {
+        return Err(ApiError::invalid(
+            "invalid_quantity",
+            format!(
+                "qty must be 1 to {}",
+                state.ledger.config().max_qty_per_line
+            ),
+        ));
+    }
+    let limit = params.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit must be 1 to 100"));
+    }
+    let query = NearbyQuery {
+        sku: sku.clone(),
+        point,
+        radius_km,
+        qty: Qty(qty),
+        channel: dto::channel(params.channel.as_deref().unwrap_or("web"))?,
+        pickup_only: params.pickup_only.unwrap_or(false),
+        limit,
+    };
+    let stores = state.ledger.nearby(&query);
+    Ok(Json(NearbyJson {
+        sku: sku.to_string(),
+        stores: stores.iter().map(NearbyStoreJson::from).collect(),
+    }))
+}

@@ -1,0 +1,65 @@
+//! The routing table. Handlers live by area; each one checks its scope.
+
+pub mod admin;
+pub mod availability;
+pub mod reservations;
+pub mod stock;
+mod system;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post, put};
+
+use super::AppState;
+use super::error::ApiError;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/availability/batch", post(availability::batch))
+        .route(
+            "/v1/availability/{sku}",
+            get(availability::sku_availability),
+        )
+        .route("/v1/nearby", get(availability::nearby))
+        .route("/v1/stock/import", post(stock::import))
+        .route(
+            "/v1/stock/{location}/{sku}",
+            get(availability::position).put(stock::count),
+        )
+        .route("/v1/reservations", post(reservations::create))
+        .route("/v1/reservations/{id}", get(reservations::get))
+        .route("/v1/reservations/{id}/commit", post(reservations::commit))
+        .route("/v1/reservations/{id}/release", post(reservations::release))
+        .route("/v1/reservations/{id}/extend", post(reservations::extend))
+        .route(
+            "/v1/reservations/{id}/transfer",
+            post(reservations::transfer),
+        )
+        .route("/v1/sales", post(stock::sale))
+        .route("/v1/returns", post(stock::return_units))
+        .route("/v1/receipts", post(stock::receipt))
+        .route("/v1/incoming", post(stock::incoming))
+        .route("/v1/adjustments", post(stock::adjustment))
+        .route("/v1/locations", get(admin::list_locations))
+        .route("/v1/locations/{location}", put(admin::put_location))
+        .route("/v1/groups/{group}", put(admin::put_group))
+        .route("/v1/policies", put(admin::put_policy))
+        .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/v1/keys/{id}", delete(admin::revoke_key))
+        .route("/v1/journal", get(admin::journal))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi_json))
+        .route("/docs", get(system::docs))
+        .fallback(|| async { ApiError::not_found("no_route", "no such route; see /openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                "see /openapi.json for the methods of this route",
+            )
+        })
+}

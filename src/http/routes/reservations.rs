@@ -1,0 +1,208 @@
+//! Reservations: create, read, commit, release, extend, transfer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::http::auth::{Caller, Scope};
+use crate::http::dto::{self, CommitBody, ExtendBody, ReservationJson, ReserveBody, TransferBody};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::json::{self, ApiJson, ApiPath};
+use crate::http::{AppState, idempotency_key, now};
+use crate::ledger::{
+    CommitRequest, Qty, ReservationId, ReservationView, ReserveRequest, TransferRequest,
+};
+
+fn reservation_id(text: &str) -> ApiResult<ReservationId> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(ReservationId)
+        .ok_or_else(|| ApiError::not_found("reservation_not_found", "no reservation has this id"))
+}
+
+fn seconds_to_ms(seconds: u64) -> u64 {
+    seconds.saturating_mul(1_000)
+}
+
+/// The reservation, if the caller may act on it: `reserve` on any, `pos` on
+/// reservations whose lines are all at its own stores.
+fn authorised(state: &AppState, caller: &Caller, id: ReservationId) -> ApiResult<ReservationView> {
+    let view = state.ledger.reservation(id).ok_or_else(|| {
+        ApiError::not_found(
+            "reservation_not_found",
+            format!("reservation {id} not found"),
+        )
+    })?;
+    caller.require_at(Scope::Reserve, view.lines.iter().map(|l| &l.location))?;
+    Ok(view)
+}
+
+/// Hold units for a channel: every line or none.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
+    responses((status = 201, body = ReservationJson), (status = 409, description = "insufficient stock, with `shortfalls`"), (status = 422, description = "invalid request")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ReserveBody>,
+) -> ApiResult<(StatusCode, Json<ReservationJson>)> {
+    let lines = dto::lines(&body.lines, state.ledger.config().max_lines_per_request)?;
+    caller.require_at(Scope::Reserve, lines.iter().map(|l| &l.location))?;
+    let request = ReserveRequest {
+        channel: dto::channel(&body.channel)?,
+        lines,
+        ttl_ms: seconds_to_ms(body.ttl_seconds),
+    };
+    let key = idempotency_key(&headers, &caller)?;
+    let held = state.ledger.reserve(&request, now(), key.as_ref());
+    metrics::counter!("omnistock_reservations_total", "outcome" => if held.is_ok() { "granted" } else { "refused" }).increment(1);
+    if matches!(held, Err(crate::ledger::Refusal::InsufficientStock { .. })) {
+        metrics::counter!("omnistock_oversell_refused_total").increment(1);
+    }
+    Ok((StatusCode::CREATED, Json(ReservationJson::from(&held?))))
+}
+
+/// A reservation (held, or resolved within the retention time).
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationJson), (status = 404, description = "not found")), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ReservationJson>> {
+    let id = reservation_id(&id)?;
+    let view = state.ledger.reservation(id).ok_or_else(|| {
+        ApiError::not_found(
+            "reservation_not_found",
+            format!("reservation {id} not found"),
+        )
+    })?;
+    if !caller.has(Scope::Read) {
+        caller.require_at(Scope::Reserve, view.lines.iter().map(|l| &l.location))?;
+    }
+    Ok(Json(ReservationJson::from(&view)))
+}
+
+/// Commit (fulfil): committed units leave on hand; with `lines`, only those
+/// quantities commit and the rest is released. The body is optional.
+#[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path)), request_body(content = Option<CommitBody>),
+    responses((status = 200, body = ReservationJson), (status = 409, description = "not held, or not enough on hand")), security(("bearer" = [])))]
+pub async fn commit(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<Json<ReservationJson>> {
+    let id = reservation_id(&id)?;
+    let body: CommitBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CommitBody::default()
+    } else {
+        if !is_json(&headers) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "send the body as `Content-Type: application/json`",
+            ));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
+    };
+    let lines = body
+        .lines
+        .as_deref()
+        .map(|l| dto::lines(l, state.ledger.config().max_lines_per_request))
+        .transpose()?;
+    authorised(&state, &caller, id)?;
+    let key = idempotency_key(&headers, &caller)?;
+    let done = state
+        .ledger
+        .commit(&CommitRequest { id, lines }, now(), key.as_ref())?;
+    Ok(Json(ReservationJson::from(&done)))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        })
+}
+
+/// Release (cancel): the units are available again at once.
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationJson), (status = 409, description = "not held")), security(("bearer" = [])))]
+pub async fn release(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ReservationJson>> {
+    let id = reservation_id(&id)?;
+    authorised(&state, &caller, id)?;
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(ReservationJson::from(&state.ledger.release(
+        id,
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+/// Extend: the hold now ends `ttl_seconds` from now.
+#[utoipa::path(post, path = "/v1/reservations/{id}/extend", tag = "reservations", params(("id" = String, Path)), request_body = ExtendBody,
+    responses((status = 200, body = ReservationJson), (status = 409, description = "not held")), security(("bearer" = [])))]
+pub async fn extend(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ExtendBody>,
+) -> ApiResult<Json<ReservationJson>> {
+    let id = reservation_id(&id)?;
+    authorised(&state, &caller, id)?;
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(ReservationJson::from(&state.ledger.extend(
+        id,
+        seconds_to_ms(body.ttl_seconds),
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+/// Transfer: move a held line (or part of it) to another location, atomically.
+#[utoipa::path(post, path = "/v1/reservations/{id}/transfer", tag = "reservations", params(("id" = String, Path)), request_body = TransferBody,
+    responses((status = 200, body = ReservationJson), (status = 409, description = "destination short, or not held")), security(("bearer" = [])))]
+pub async fn transfer(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<TransferBody>,
+) -> ApiResult<Json<ReservationJson>> {
+    let id = reservation_id(&id)?;
+    let request = TransferRequest {
+        id,
+        sku: json::sku("sku", &body.sku)?,
+        from: json::location("from", &body.from)?,
+        to: json::location("to", &body.to)?,
+        qty: body.qty.map(Qty),
+    };
+    authorised(&state, &caller, id)?;
+    caller.require_at(Scope::Reserve, [&request.to])?;
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(ReservationJson::from(&state.ledger.transfer(
+        &request,
+        now(),
+        key.as_ref(),
+    )?)))
+}

@@ -1,0 +1,456 @@
+//! Stock movements: absolute counts (single and streamed bulk import), sales,
+//! returns, receipts, expected receipts, adjustments.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::auth::{Caller, Scope};
+use crate::http::dto::{
+    self, AdjustmentBody, CountBody, IncomingBody, PositionJson, PositionsJson, ReceiptBody,
+    ReturnBody, SaleBody,
+};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::json::{self, ApiJson, ApiPath, parse_rfc3339};
+use crate::http::{AppState, idempotency_key, now};
+use crate::ledger::{
+    AdjustmentRequest, CountRequest, IncomingRequest, Line, Qty, ReceiptRequest, ReturnRequest,
+    SaleRequest, Seq,
+};
+
+/// Absolute count from ERP/WMS/cycle count: sets on hand, never touches reservations.
+#[utoipa::path(put, path = "/v1/stock/{location}/{sku}", tag = "stock", params(("location" = String, Path), ("sku" = String, Path)), request_body = CountBody,
+    responses((status = 200, body = PositionJson), (status = 412, description = "stale expected_version"), (status = 409, description = "as_of older than the last count or than the history kept")),
+    security(("bearer" = [])))]
+pub async fn count(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath((location, sku)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<CountBody>,
+) -> ApiResult<Json<PositionJson>> {
+    caller.require(Scope::StockWrite)?;
+    let request = count_request(
+        json::sku("sku", &sku)?,
+        json::location("location", &location)?,
+        &body,
+    )?;
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(PositionJson::from(&state.ledger.count(
+        &request,
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+fn count_request(
+    sku: crate::ledger::Sku,
+    location: crate::ledger::LocationCode,
+    body: &CountBody,
+) -> ApiResult<CountRequest> {
+    Ok(CountRequest {
+        sku,
+        location,
+        on_hand: Qty(body.on_hand),
+        safety_stock: body.safety_stock.map(Qty),
+        expected_version: body.expected_version.map(Seq),
+        as_of: body
+            .as_of
+            .as_deref()
+            .map(|t| parse_rfc3339("as_of", t))
+            .transpose()?,
+        reference: dto::free_text("reference", body.reference.as_ref())?,
+    })
+}
+
+/// An immediate sale (POS, kiosk): all lines or none, within what the channel sees.
+#[utoipa::path(post, path = "/v1/sales", tag = "stock", request_body = SaleBody,
+    responses((status = 200, body = PositionsJson), (status = 409, description = "insufficient stock")), security(("bearer" = [])))]
+pub async fn sale(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SaleBody>,
+) -> ApiResult<Json<PositionsJson>> {
+    let lines = dto::lines(&body.lines, state.ledger.config().max_lines_per_request)?;
+    caller.require_at(Scope::StockWrite, lines.iter().map(|l| &l.location))?;
+    let request = SaleRequest {
+        channel: dto::channel(&body.channel)?,
+        lines,
+        reference: dto::free_text("reference", body.reference.as_ref())?,
+    };
+    let key = idempotency_key(&headers, &caller)?;
+    let views = state.ledger.sell(&request, now(), key.as_ref())?;
+    Ok(Json(PositionsJson {
+        positions: views.iter().map(PositionJson::from).collect(),
+    }))
+}
+
+/// A customer return (BORIS), to on hand or to the non-sellable bucket.
+#[utoipa::path(post, path = "/v1/returns", tag = "stock", request_body = ReturnBody, responses((status = 200, body = PositionJson)), security(("bearer" = [])))]
+pub async fn return_units(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ReturnBody>,
+) -> ApiResult<Json<PositionJson>> {
+    let line = Line {
+        sku: json::sku("sku", &body.sku)?,
+        location: json::location("location", &body.location)?,
+        qty: Qty(body.qty),
+    };
+    caller.require_at(Scope::StockWrite, [&line.location])?;
+    let request = ReturnRequest {
+        channel: dto::channel(&body.channel)?,
+        line,
+        sellable: body.sellable.unwrap_or(true),
+        reason: dto::free_text("reason", body.reason.as_ref())?,
+        reference: dto::free_text("reference", body.reference.as_ref())?,
+    };
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(PositionJson::from(&state.ledger.return_units(
+        &request,
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+/// Goods received (consumes the expected receipt with the same reference).
+#[utoipa::path(post, path = "/v1/receipts", tag = "stock", request_body = ReceiptBody, responses((status = 200, body = PositionJson)), security(("bearer" = [])))]
+pub async fn receipt(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ReceiptBody>,
+) -> ApiResult<Json<PositionJson>> {
+    caller.require(Scope::StockWrite)?;
+    let request = ReceiptRequest {
+        line: Line {
+            sku: json::sku("sku", &body.sku)?,
+            location: json::location("location", &body.location)?,
+            qty: Qty(body.qty),
+        },
+        reference: dto::free_text("reference", body.reference.as_ref())?,
+    };
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(PositionJson::from(&state.ledger.receive(
+        &request,
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+/// Goods expected at a date (counts towards ATO).
+#[utoipa::path(post, path = "/v1/incoming", tag = "stock", request_body = IncomingBody, responses((status = 200, body = PositionJson)), security(("bearer" = [])))]
+pub async fn incoming(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<IncomingBody>,
+) -> ApiResult<Json<PositionJson>> {
+    caller.require(Scope::StockWrite)?;
+    let request = IncomingRequest {
+        line: Line {
+            sku: json::sku("sku", &body.sku)?,
+            location: json::location("location", &body.location)?,
+            qty: Qty(body.qty),
+        },
+        expected_at: parse_rfc3339("expected_at", &body.expected_at)?,
+        reference: dto::free_text("reference", body.reference.as_ref())?,
+    };
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(PositionJson::from(&state.ledger.expect_incoming(
+        &request,
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+/// A signed correction of on hand, with a reason.
+#[utoipa::path(post, path = "/v1/adjustments", tag = "stock", request_body = AdjustmentBody,
+    responses((status = 200, body = PositionJson), (status = 409, description = "would go below zero")), security(("bearer" = [])))]
+pub async fn adjustment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<AdjustmentBody>,
+) -> ApiResult<Json<PositionJson>> {
+    caller.require(Scope::StockWrite)?;
+    let request = AdjustmentRequest {
+        sku: json::sku("sku", &body.sku)?,
+        location: json::location("location", &body.location)?,
+        delta: body.delta,
+        reason: dto::free_text("reason", Some(&body.reason))?.unwrap_or_default(),
+        reference: dto::free_text("reference", body.reference.as_ref())?,
+    };
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(PositionJson::from(&state.ledger.adjust(
+        &request,
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+/// One row of a bulk import.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRow {
+    sku: String,
+    location: String,
+    on_hand: u32,
+    safety_stock: Option<u32>,
+    expected_version: Option<u64>,
+    as_of: Option<String>,
+    reference: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportRowError {
+    /// 1-based data row (the CSV header is row 0).
+    pub row: u64,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportReport {
+    pub rows: u64,
+    pub applied: u64,
+    pub failed: u64,
+    pub errors: Vec<ImportRowError>,
+    /// More rows failed than `errors` lists.
+    pub errors_truncated: bool,
+}
+
+/// Longest row accepted; a longer one is an error for that row.
+const MAX_IMPORT_LINE_BYTES: usize = 4 * 1024;
+/// Rows between yields to the runtime, so an import never starves other requests.
+const ROWS_PER_YIELD: u64 = 512;
+
+enum Format {
+    Ndjson,
+    Csv { header: Option<Vec<String>> },
+}
+
+/// Bulk absolute counts as a stream of NDJSON (`application/x-ndjson`) or CSV
+/// (`text/csv`, header `sku,location,on_hand[,safety_stock][,as_of][,expected_version][,reference]`).
+/// Rows are applied as they arrive; memory stays flat; each bad row is
+/// reported and skipped.
+#[utoipa::path(post, path = "/v1/stock/import", tag = "stock",
+    request_body(content = String, content_type = "application/x-ndjson", description = "one count per line, or CSV with a header row (text/csv)"),
+    responses((status = 200, body = ImportReport), (status = 415, description = "neither NDJSON nor CSV")), security(("bearer" = [])))]
+pub async fn import(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<ImportReport>> {
+    caller.require(Scope::StockWrite)?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut format = match content_type.split(';').next().map(str::trim) {
+        Some("application/x-ndjson" | "application/ndjson") => Format::Ndjson,
+        Some("text/csv") => Format::Csv { header: None },
+        _ => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "send application/x-ndjson or text/csv",
+            ));
+        }
+    };
+    let mut report = ImportReport {
+        rows: 0,
+        applied: 0,
+        failed: 0,
+        errors: Vec::new(),
+        errors_truncated: false,
+    };
+    let max_errors = state.limits.max_import_errors_reported;
+    let mut stream = body.into_data_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut line_number: u64 = 0;
+    let mut finished = false;
+    while !finished {
+        match stream.next().await {
+            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                return Err(ApiError::bad_request(
+                    "unreadable_body",
+                    format!("the body stopped: {e}"),
+                ));
+            }
+            None => {
+                finished = true;
+                if !pending.is_empty() && pending.last() != Some(&b'\n') {
+                    pending.push(b'\n');
+                }
+            }
+        }
+        let mut start = 0;
+        while let Some(offset) = pending[start..].iter().position(|b| *b == b'\n') {
+            let raw = &pending[start..start + offset];
+            start += offset + 1;
+            let text = String::from_utf8_lossy(raw);
+            let line = text.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Format::Csv {
+                header: header @ None,
+            } = &mut format
+            {
+                *header = Some(
+                    split_csv(line)
+                        .into_iter()
+                        .map(|h| h.trim().to_string())
+                        .collect(),
+                );
+                continue;
+            }
+            line_number += 1;
+            report.rows += 1;
+            let outcome = if raw.len() > MAX_IMPORT_LINE_BYTES {
+                Err(ApiError::invalid(
+                    "row_too_long",
+                    format!("rows are at most {MAX_IMPORT_LINE_BYTES} bytes"),
+                ))
+            } else {
+                apply_row(&state, &format, line)
+            };
+            match outcome {
+                Ok(()) => report.applied += 1,
+                Err(error) => {
+                    report.failed += 1;
+                    if report.errors.len() < max_errors {
+                        report.errors.push(ImportRowError {
+                            row: line_number,
+                            code: error.code,
+                            detail: error.detail,
+                        });
+                    } else {
+                        report.errors_truncated = true;
+                    }
+                }
+            }
+            if report.rows.is_multiple_of(ROWS_PER_YIELD) {
+                tokio::task::yield_now().await;
+            }
+        }
+        pending.drain(..start);
+        if pending.len() > MAX_IMPORT_LINE_BYTES * 4 {
+            // A row with no end in sight: refuse it rather than buffer without bound.
+            return Err(ApiError::invalid(
+                "row_too_long",
+                format!(
+                    "row {} exceeds {MAX_IMPORT_LINE_BYTES} bytes",
+                    line_number + 1
+                ),
+            ));
+        }
+    }
+    metrics::counter!("omnistock_import_rows_total", "outcome" => "applied")
+        .increment(report.applied);
+    metrics::counter!("omnistock_import_rows_total", "outcome" => "failed")
+        .increment(report.failed);
+    Ok(Json(report))
+}
+
+fn apply_row(state: &AppState, format: &Format, line: &str) -> ApiResult<()> {
+    let row: ImportRow = match format {
+        Format::Ndjson => serde_json::from_str(line)
+            .map_err(|e| ApiError::invalid("invalid_row", e.to_string()))?,
+        Format::Csv { header } => csv_row(header.as_deref().unwrap_or_default(), line)?,
+    };
+    let count = CountBody {
+        on_hand: row.on_hand,
+        safety_stock: row.safety_stock,
+        expected_version: row.expected_version,
+        as_of: row.as_of,
+        reference: row.reference,
+    };
+    let request = count_request(
+        json::sku("sku", &row.sku)?,
+        json::location("location", &row.location)?,
+        &count,
+    )?;
+    state.ledger.count(&request, now(), None)?;
+    Ok(())
+}
+
+fn csv_row(header: &[String], line: &str) -> ApiResult<ImportRow> {
+    let fields = split_csv(line);
+    if fields.len() != header.len() {
+        return Err(ApiError::invalid(
+            "invalid_row",
+            format!("expected {} fields, found {}", header.len(), fields.len()),
+        ));
+    }
+    let mut object = serde_json::Map::new();
+    for (name, value) in header.iter().zip(fields) {
+        if value.is_empty() {
+            continue;
+        }
+        let value = match name.as_str() {
+            "on_hand" | "safety_stock" | "expected_version" => {
+                serde_json::Value::from(value.trim().parse::<u64>().map_err(|_| {
+                    ApiError::invalid(
+                        "invalid_row",
+                        format!(
+                            "{name}: not a whole number: {:?}",
+                            value.chars().take(30).collect::<String>()
+                        ),
+                    )
+                })?)
+            }
+            _ => serde_json::Value::from(value),
+        };
+        object.insert(name.clone(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| ApiError::invalid("invalid_row", e.to_string()))
+}
+
+/// Splits one CSV line: commas, with double-quoted fields and `""` escapes.
+fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_csv;
+
+    #[test]
+    fn csv_fields_with_quotes() {
+        assert_eq!(
+            split_csv(r#"a,"b,c","say ""hi""",,d"#),
+            vec!["a", "b,c", "say \"hi\"", "", "d"]
+        );
+        assert_eq!(split_csv(""), vec![""]);
+    }
+}

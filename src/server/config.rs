@@ -1,0 +1,260 @@
+//! `omnistock serve` settings: flags, environment variables and an optional
+//! TOML file, in that order of precedence, validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge at once; Redis is written behind.
+    Async,
+    /// Acknowledge once the change is in Redis.
+    Sync,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `omnistock serve`. Every flag may also come from the config file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OMNISTOCK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Redis URL of the write-behind store (absent: in-memory embedded default).
+    #[arg(long, env = "OMNISTOCK_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// When a write is acknowledged.
+    #[arg(long, env = "OMNISTOCK_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// A TOML file with any of these settings (flags and environment win).
+    #[arg(long, env = "OMNISTOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Load the demo data set: stores, warehouses, groups, policies, thousands of SKUs.
+    #[arg(long)]
+    pub demo: bool,
+    /// Requests per second per API key (0: unlimited).
+    #[arg(long, env = "OMNISTOCK_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<u32>,
+    /// Requests a key may burst above its rate.
+    #[arg(long)]
+    pub rate_limit_burst: Option<u32>,
+    /// Largest JSON request body, in bytes.
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// How often expired holds are swept back to ATF.
+    #[arg(long)]
+    pub expiry_sweep_interval_ms: Option<u64>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The same settings as they may appear in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    redis_url: Option<String>,
+    durability: Option<Durability>,
+    demo: Option<bool>,
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    max_body_bytes: Option<usize>,
+    expiry_sweep_interval_ms: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+/// Settings after merging and validation.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub redis_url: Option<String>,
+    pub durability: Durability,
+    pub demo: bool,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub max_body_bytes: usize,
+    pub expiry_sweep_interval_ms: u64,
+    pub log_format: LogFormat,
+    /// From `OMNISTOCK_ADMIN_KEY` only: secrets do not belong in flags or files.
+    pub admin_key: Option<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: None,
+            durability: Durability::Async,
+            demo: false,
+            rate_limit_per_second: 20_000,
+            rate_limit_burst: 40_000,
+            max_body_bytes: 256 * 1024,
+            expiry_sweep_interval_ms: 10,
+            log_format: LogFormat::Text,
+            admin_key: None,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Merges flags/environment over the file over defaults, and validates.
+    pub fn resolve(self, admin_key: Option<String>) -> Result<ServeConfig, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--config {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("--config {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = ServeConfig::default();
+        let config = ServeConfig {
+            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            redis_url: self.redis_url.or(file.redis_url).filter(|u| !u.is_empty()),
+            durability: self
+                .durability
+                .or(file.durability)
+                .unwrap_or(defaults.durability),
+            demo: self.demo || file.demo.unwrap_or(false),
+            rate_limit_per_second: self
+                .rate_limit_per_second
+                .or(file.rate_limit_per_second)
+                .unwrap_or(defaults.rate_limit_per_second),
+            rate_limit_burst: self
+                .rate_limit_burst
+                .or(file.rate_limit_burst)
+                .unwrap_or(defaults.rate_limit_burst),
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            expiry_sweep_interval_ms: self
+                .expiry_sweep_interval_ms
+                .or(file.expiry_sweep_interval_ms)
+                .unwrap_or(defaults.expiry_sweep_interval_ms),
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(defaults.log_format),
+            admin_key: admin_key.filter(|k| !k.is_empty()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl ServeConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                return Err(format!(
+                    "--redis-url {url:?}: expected redis://, rediss:// or unix://"
+                ));
+            }
+            return Err("--redis-url: the Redis write-behind store is not in this build yet; run without it (in-memory)".into());
+        }
+        if self.durability == Durability::Sync {
+            return Err("--durability sync needs the Redis store (--redis-url), which is not in this build yet".into());
+        }
+        if !(1_024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err("--max-body-bytes must be between 1 KiB and 64 MiB".into());
+        }
+        if !(1..=60_000).contains(&self.expiry_sweep_interval_ms) {
+            return Err("--expiry-sweep-interval-ms must be between 1 and 60000".into());
+        }
+        if let Some(key) = &self.admin_key
+            && key.len() < 16
+        {
+            return Err("OMNISTOCK_ADMIN_KEY must be at least 16 characters".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("omnistock-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("omnistock.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nrate_limit_per_second = 5\nmax_body_bytes = 4096\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            rate_limit_per_second: Some(7),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve(None).expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:9999".parse().expect("addr"));
+        assert_eq!(config.rate_limit_per_second, 7);
+        assert_eq!(config.max_body_bytes, 4096);
+        assert_eq!(config.expiry_sweep_interval_ms, 10);
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nunknown = 1\n").expect("write");
+        let error = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve(None)
+        .expect_err("unknown key");
+        assert!(error.contains("unknown"), "{error}");
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_a_reason() {
+        let cases = [
+            (
+                ServeArgs {
+                    durability: Some(Durability::Sync),
+                    ..ServeArgs::default()
+                },
+                None,
+                "sync",
+            ),
+            (
+                ServeArgs {
+                    redis_url: Some("http://x".into()),
+                    ..ServeArgs::default()
+                },
+                None,
+                "redis://",
+            ),
+            (
+                ServeArgs {
+                    max_body_bytes: Some(10),
+                    ..ServeArgs::default()
+                },
+                None,
+                "max-body-bytes",
+            ),
+            (
+                ServeArgs::default(),
+                Some("short".to_string()),
+                "16 characters",
+            ),
+        ];
+        for (args, key, expected) in cases {
+            let error = args.resolve(key).expect_err("invalid");
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+}

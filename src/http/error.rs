@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::json::rfc3339;
 use crate::ledger::{Invalid, Refusal, Shortfall};
 
 #[derive(Debug, Clone)]
@@ -174,19 +175,30 @@ impl From<Refusal> for ApiError {
             )
             .with("expected_version", json!(expected.0))
             .with("actual_version", json!(actual.0)),
-            Refusal::CountOlderThanLast { .. } => ApiError::new(
+            Refusal::CountOlderThanLast { as_of, last_as_of } => ApiError::new(
                 S::CONFLICT,
                 "stale_count",
                 "A newer count was applied",
-                detail,
+                format!(
+                    "a count taken at {} was already applied; this one was taken at {}",
+                    rfc3339(*last_as_of),
+                    rfc3339(*as_of)
+                ),
             ),
-            Refusal::AsOfBeyondHistory { .. } => ApiError::new(
+            Refusal::AsOfBeyondHistory { as_of, horizon } => ApiError::new(
                 S::CONFLICT,
                 "as_of_beyond_history",
                 "Count too old to reconcile",
-                detail,
+                format!(
+                    "as_of {} is older than the movement history kept (complete from {}); count again",
+                    rfc3339(*as_of),
+                    rfc3339(*horizon)
+                ),
             ),
-            Refusal::AsOfInFuture { .. } => ApiError::invalid("as_of_in_future", detail),
+            Refusal::AsOfInFuture { as_of } => ApiError::invalid(
+                "as_of_in_future",
+                format!("as_of {} is in the future", rfc3339(*as_of)),
+            ),
             Refusal::InsufficientStock { shortfalls: list } => ApiError::new(
                 S::CONFLICT,
                 "insufficient_stock",

@@ -2,7 +2,8 @@
 # The test command (README, second command). Runs every test of the
 # workspace: unit tests, the model-based property test (PROPTEST_CASES,
 # default 50,000 cases), the threaded stress test, and each benchmark once
-# in test mode so they cannot rot. Fails loudly; skips nothing.
+# in test mode so they cannot rot, then schemathesis against the running
+# server. Fails loudly; skips nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,3 +13,6 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 cargo test --locked --all-targets
+
+# The API fuzzed from its own OpenAPI document (installs schemathesis).
+bash scripts/schemathesis.sh

@@ -405,6 +405,26 @@ async fn every_route_answers_per_the_contract() {
         "times in RFC 3339: {body}"
     );
 
+    // A batch of movements: each item answers on its own.
+    let batch = json!({"items": [
+        {"kind": "receipt", "sku": "SKU-1", "location": "S2", "qty": 4},
+        {"kind": "sale", "channel": "pos", "sku": "SKU-1", "location": "S2", "qty": 1},
+        {"kind": "adjustment", "sku": "SKU-1", "location": "S2", "delta": -1000, "reason": "audit"},
+        {"kind": "return", "channel": "pos", "sku": "SKU-1", "location": "NOPE", "qty": 1}
+    ]});
+    let (status, body) = server
+        .admin(Method::POST, "/v1/movements/batch", Some(batch))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["applied"].as_u64(), body["failed"].as_u64()),
+        (Some(2), Some(2)),
+        "{body}"
+    );
+    assert_eq!(body["results"][1]["position"]["on_hand"], 6);
+    assert_eq!(body["results"][2]["code"], "insufficient_on_hand");
+    assert_eq!(body["results"][3]["code"], "unknown_location");
+
     // Bulk import, NDJSON and CSV, with per-row errors.
     let ndjson = "{\"sku\":\"SKU-2\",\"location\":\"S1\",\"on_hand\":7}\n{\"sku\":\"SKU-3\",\"location\":\"NOPE\",\"on_hand\":1}\nnot json\n{\"sku\":\"SKU-4\",\"location\":\"S2\",\"on_hand\":2,\"safety_stock\":1}";
     let response = server

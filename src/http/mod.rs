@@ -10,6 +10,7 @@ pub mod error;
 pub mod json;
 pub mod openapi;
 pub mod rate_limit;
+pub mod request_metrics;
 mod routes;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub rate_limiter: RateLimiter,
     pub limits: HttpLimits,
     pub metrics: Option<PrometheusHandle>,
+    pub request_metrics: request_metrics::RequestMetrics,
+    pub counters: request_metrics::LedgerCounters,
     /// False until the engine has loaded its state and can serve.
     pub ready: AtomicBool,
 }
@@ -98,23 +101,23 @@ pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.limits.max_body_bytes;
     routes::router()
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .with_state(state)
 }
 
 /// Request counts and latency by route and status (Prometheus via `metrics`).
-async fn track(request: Request, next: Next) -> Response {
+async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = request.method().as_str().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("omnistock_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
-    metrics::histogram!("omnistock_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.request_metrics.record(
+        route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

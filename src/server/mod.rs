@@ -53,6 +53,8 @@ pub fn state(config: &ServeConfig, ledger: Arc<Ledger>) -> Arc<AppState> {
             ..HttpLimits::default()
         },
         metrics: metrics_handle(),
+        request_metrics: Default::default(),
+        counters: Default::default(),
         ready: AtomicBool::new(false),
     })
 }

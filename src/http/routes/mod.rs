@@ -41,6 +41,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/receipts", post(stock::receipt))
         .route("/v1/incoming", post(stock::incoming))
         .route("/v1/adjustments", post(stock::adjustment))
+        .route("/v1/movements/batch", post(stock::movement_batch))
         .route("/v1/locations", get(admin::list_locations))
         .route("/v1/locations/{location}", put(admin::put_location))
         .route("/v1/groups/{group}", put(admin::put_group))

@@ -61,9 +61,14 @@ pub async fn create(
     };
     let key = idempotency_key(&headers, &caller)?;
     let held = state.ledger.reserve(&request, now(), key.as_ref());
-    metrics::counter!("omnistock_reservations_total", "outcome" => if held.is_ok() { "granted" } else { "refused" }).increment(1);
-    if matches!(held, Err(crate::ledger::Refusal::InsufficientStock { .. })) {
-        metrics::counter!("omnistock_oversell_refused_total").increment(1);
+    match &held {
+        Ok(_) => state.counters.granted.increment(1),
+        Err(refusal) => {
+            state.counters.refused.increment(1);
+            if matches!(refusal, crate::ledger::Refusal::InsufficientStock { .. }) {
+                state.counters.oversell_refused.increment(1);
+            }
+        }
     }
     Ok((StatusCode::CREATED, Json(ReservationJson::from(&held?))))
 }

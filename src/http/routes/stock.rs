@@ -454,3 +454,198 @@ mod tests {
         assert_eq!(split_csv(""), vec![""]);
     }
 }
+
+/// One movement of a batch; `kind` says which.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MovementItem {
+    Sale {
+        channel: String,
+        sku: String,
+        location: String,
+        qty: u32,
+        reference: Option<String>,
+    },
+    Return {
+        channel: String,
+        sku: String,
+        location: String,
+        qty: u32,
+        sellable: Option<bool>,
+        reason: Option<String>,
+        reference: Option<String>,
+    },
+    Receipt {
+        sku: String,
+        location: String,
+        qty: u32,
+        reference: Option<String>,
+    },
+    Adjustment {
+        sku: String,
+        location: String,
+        delta: i64,
+        reason: String,
+        reference: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MovementBatchBody {
+    pub items: Vec<MovementItem>,
+}
+
+/// One answer per item, in order: the position after it, or a problem.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MovementResult {
+    Applied {
+        position: PositionJson,
+    },
+    Refused {
+        code: &'static str,
+        status: u16,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovementBatchReport {
+    pub applied: u64,
+    pub failed: u64,
+    pub results: Vec<MovementResult>,
+}
+
+/// Many sales, returns, receipts and adjustments in one request. Each item
+/// applies (or is refused) on its own; items do not share an idempotency key.
+#[utoipa::path(post, path = "/v1/movements/batch", tag = "stock", request_body = MovementBatchBody,
+    responses((status = 200, body = MovementBatchReport)), security(("bearer" = [])))]
+pub async fn movement_batch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<MovementBatchBody>,
+) -> ApiResult<Json<MovementBatchReport>> {
+    if body.items.len() > state.limits.max_batch_items {
+        return Err(ApiError::invalid(
+            "too_many_items",
+            format!("at most {} items per batch", state.limits.max_batch_items),
+        ));
+    }
+    let at = now();
+    let mut report = MovementBatchReport {
+        applied: 0,
+        failed: 0,
+        results: Vec::with_capacity(body.items.len()),
+    };
+    for item in &body.items {
+        match apply_movement(&state, &caller, item, at) {
+            Ok(view) => {
+                report.applied += 1;
+                report.results.push(MovementResult::Applied {
+                    position: PositionJson::from(&view),
+                });
+            }
+            Err(error) => {
+                report.failed += 1;
+                report.results.push(MovementResult::Refused {
+                    code: error.code,
+                    status: error.status.as_u16(),
+                    detail: error.detail,
+                });
+            }
+        }
+    }
+    Ok(Json(report))
+}
+
+fn apply_movement(
+    state: &AppState,
+    caller: &Caller,
+    item: &MovementItem,
+    at: crate::ledger::TimestampMs,
+) -> ApiResult<crate::ledger::PositionView> {
+    let ledger = &state.ledger;
+    let line = |sku: &str, location: &str, qty: u32| -> ApiResult<Line> {
+        Ok(Line {
+            sku: json::sku("sku", sku)?,
+            location: json::location("location", location)?,
+            qty: Qty(qty),
+        })
+    };
+    match item {
+        MovementItem::Sale {
+            channel,
+            sku,
+            location,
+            qty,
+            reference,
+        } => {
+            let line = line(sku, location, *qty)?;
+            caller.require_at(Scope::StockWrite, [&line.location])?;
+            let request = SaleRequest {
+                channel: dto::channel(channel)?,
+                lines: vec![line],
+                reference: dto::free_text("reference", reference.as_ref())?,
+            };
+            ledger
+                .sell(&request, at, None)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::internal("a sale returns its position"))
+        }
+        MovementItem::Return {
+            channel,
+            sku,
+            location,
+            qty,
+            sellable,
+            reason,
+            reference,
+        } => {
+            let line = line(sku, location, *qty)?;
+            caller.require_at(Scope::StockWrite, [&line.location])?;
+            let request = ReturnRequest {
+                channel: dto::channel(channel)?,
+                line,
+                sellable: sellable.unwrap_or(true),
+                reason: dto::free_text("reason", reason.as_ref())?,
+                reference: dto::free_text("reference", reference.as_ref())?,
+            };
+            Ok(ledger.return_units(&request, at, None)?)
+        }
+        MovementItem::Receipt {
+            sku,
+            location,
+            qty,
+            reference,
+        } => {
+            caller.require(Scope::StockWrite)?;
+            Ok(ledger.receive(
+                &ReceiptRequest {
+                    line: line(sku, location, *qty)?,
+                    reference: dto::free_text("reference", reference.as_ref())?,
+                },
+                at,
+                None,
+            )?)
+        }
+        MovementItem::Adjustment {
+            sku,
+            location,
+            delta,
+            reason,
+            reference,
+        } => {
+            caller.require(Scope::StockWrite)?;
+            let request = AdjustmentRequest {
+                sku: json::sku("sku", sku)?,
+                location: json::location("location", location)?,
+                delta: *delta,
+                reason: dto::free_text("reason", Some(reason))?.unwrap_or_default(),
+                reference: dto::free_text("reference", reference.as_ref())?,
+            };
+            Ok(ledger.adjust(&request, at, None)?)
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! a registry lock, which is too much to do twice per request. A hit costs a
 //! hash of the three labels and two atomic updates; no allocation.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use axum::http::Method;
 use dashmap::DashMap;
@@ -29,9 +29,7 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     pub fn record(&self, route: &str, method: &Method, status: u16, seconds: f64) {
-        let mut hasher = FxBuildHasher.build_hasher();
-        (route, method.as_str(), status).hash(&mut hasher);
-        let key = hasher.finish();
+        let key = FxBuildHasher.hash_one((route, method.as_str(), status));
         if let Some(h) = self.cache.get(&key)
             && h.route == route
             && h.method == method

@@ -120,6 +120,11 @@ impl KeyStore {
         keys
     }
 
+    /// Keys held, the admin key included.
+    pub fn count(&self) -> usize {
+        self.by_digest.len()
+    }
+
     pub fn revoke(&self, id: &str) -> bool {
         let before = self.by_digest.len();
         self.by_digest

@@ -122,6 +122,9 @@ fn key_json(key: &crate::http::auth::ApiKey, secret: Option<String>) -> KeyJson 
     }
 }
 
+/// Keys an engine holds at most (each has a rate-limit bucket too).
+const MAX_KEYS: usize = 10_000;
+
 /// Create a scoped API key. The secret is in this response only.
 #[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyBody, responses((status = 201, body = KeyJson)), security(("bearer" = [])))]
 pub async fn create_key(
@@ -157,6 +160,12 @@ pub async fn create_key(
         return Err(ApiError::invalid(
             "too_many_items",
             "at most 1,000 locations per key",
+        ));
+    }
+    if state.keys.count() >= MAX_KEYS {
+        return Err(ApiError::invalid(
+            "too_many_keys",
+            format!("at most {MAX_KEYS} keys; revoke unused ones"),
         ));
     }
     let (key, secret) = state.keys.create(name, scopes, locations)?;

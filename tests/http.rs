@@ -574,6 +574,16 @@ async fn every_route_answers_per_the_contract() {
 async fn auth_matrix() {
     let server = Server::start().await;
     server.seed().await;
+    // The matrix holds, sells and commits many units at the stores.
+    for location in ["S1", "S2"] {
+        server
+            .admin(
+                Method::PUT,
+                &format!("/v1/stock/{location}/SKU-1"),
+                Some(json!({"on_hand": 10_000})),
+            )
+            .await;
+    }
     let keys = [
         ("read", server.key(&["read"], &[]).await),
         ("reserve", server.key(&["reserve"], &[]).await),
@@ -582,19 +592,45 @@ async fn auth_matrix() {
         ("feed", server.key(&["feed"], &[]).await),
         ("admin", ADMIN.to_string()),
     ];
-    // (name, method, path, body, keys allowed)
+    // Every route. `{id}` is replaced by a fresh reservation at S1 (so `pos_s1`
+    // may act on it), `{id_s2}` by one at S2 (so it may not).
+    let sale_s1 =
+        json!({"channel": "pos", "lines": [{"sku": "SKU-1", "location": "S1", "qty": 1}]});
+    let sale_s2 =
+        json!({"channel": "pos", "lines": [{"sku": "SKU-1", "location": "S2", "qty": 1}]});
     let routes: Vec<AuthCase> = vec![
         (
-            "read availability",
+            "availability",
             Method::GET,
             "/v1/availability/SKU-1",
             None,
             &["read", "admin"],
         ),
         (
-            "read position",
+            "position",
             Method::GET,
             "/v1/stock/S1/SKU-1",
+            None,
+            &["read", "admin"],
+        ),
+        (
+            "batch availability",
+            Method::POST,
+            "/v1/availability/batch",
+            Some(json!({"items": [{"sku": "SKU-1", "location": "S1"}]})),
+            &["read", "admin"],
+        ),
+        (
+            "nearby",
+            Method::GET,
+            "/v1/nearby?sku=SKU-1&lat=48.85&lon=2.35",
+            None,
+            &["read", "admin"],
+        ),
+        (
+            "locations",
+            Method::GET,
+            "/v1/locations",
             None,
             &["read", "admin"],
         ),
@@ -613,21 +649,94 @@ async fn auth_matrix() {
             &["reserve", "admin"],
         ),
         (
+            "get reservation at S1",
+            Method::GET,
+            "/v1/reservations/{id}",
+            None,
+            &["read", "reserve", "pos_s1", "admin"],
+        ),
+        (
+            "get reservation at S2",
+            Method::GET,
+            "/v1/reservations/{id_s2}",
+            None,
+            &["read", "reserve", "admin"],
+        ),
+        (
+            "extend at S1",
+            Method::POST,
+            "/v1/reservations/{id}/extend",
+            Some(json!({"ttl_seconds": 60})),
+            &["reserve", "pos_s1", "admin"],
+        ),
+        (
+            "extend at S2",
+            Method::POST,
+            "/v1/reservations/{id_s2}/extend",
+            Some(json!({"ttl_seconds": 60})),
+            &["reserve", "admin"],
+        ),
+        (
+            "transfer S1 to W1",
+            Method::POST,
+            "/v1/reservations/{id}/transfer",
+            Some(json!({"sku": "SKU-1", "from": "S1", "to": "W1"})),
+            &["reserve", "admin"],
+        ),
+        (
+            "commit at S1",
+            Method::POST,
+            "/v1/reservations/{id}/commit",
+            None,
+            &["reserve", "pos_s1", "admin"],
+        ),
+        (
+            "commit at S2",
+            Method::POST,
+            "/v1/reservations/{id_s2}/commit",
+            None,
+            &["reserve", "admin"],
+        ),
+        (
+            "release at S1",
+            Method::POST,
+            "/v1/reservations/{id}/release",
+            None,
+            &["reserve", "pos_s1", "admin"],
+        ),
+        (
+            "release at S2",
+            Method::POST,
+            "/v1/reservations/{id_s2}/release",
+            None,
+            &["reserve", "admin"],
+        ),
+        (
             "sale at S1",
             Method::POST,
             "/v1/sales",
-            Some(
-                json!({"channel": "pos", "lines": [{"sku": "SKU-1", "location": "S1", "qty": 1}]}),
-            ),
+            Some(sale_s1),
             &["pos_s1", "stock_write", "admin"],
         ),
         (
             "sale at S2",
             Method::POST,
             "/v1/sales",
-            Some(
-                json!({"channel": "pos", "lines": [{"sku": "SKU-1", "location": "S2", "qty": 1}]}),
-            ),
+            Some(sale_s2),
+            &["stock_write", "admin"],
+        ),
+        (
+            "return at S1",
+            Method::POST,
+            "/v1/returns",
+            Some(json!({"channel": "pos", "sku": "SKU-1", "location": "S1", "qty": 1})),
+            &["pos_s1", "stock_write", "admin"],
+        ),
+        (
+            "return at S2",
+            Method::POST,
+            "/v1/returns",
+            Some(json!({"channel": "pos", "sku": "SKU-1", "location": "S2", "qty": 1})),
             &["stock_write", "admin"],
         ),
         (
@@ -645,24 +754,88 @@ async fn auth_matrix() {
             &["stock_write", "admin"],
         ),
         (
+            "incoming",
+            Method::POST,
+            "/v1/incoming",
+            Some(
+                json!({"sku": "SKU-1", "location": "W1", "qty": 1, "expected_at": "2099-01-01T00:00:00Z"}),
+            ),
+            &["stock_write", "admin"],
+        ),
+        (
+            "adjustment",
+            Method::POST,
+            "/v1/adjustments",
+            Some(json!({"sku": "SKU-1", "location": "W1", "delta": 1, "reason": "found"})),
+            &["stock_write", "admin"],
+        ),
+        (
+            "movement batch",
+            Method::POST,
+            "/v1/movements/batch",
+            Some(json!({"items": []})),
+            &["read", "reserve", "pos_s1", "stock_write", "feed", "admin"],
+        ),
+        (
             "location",
             Method::PUT,
             "/v1/locations/S9",
             Some(json!({"kind": "store", "name": "x"})),
             &["admin"],
         ),
-        ("keys", Method::GET, "/v1/keys", None, &["admin"]),
+        (
+            "group",
+            Method::PUT,
+            "/v1/groups/g",
+            Some(json!({"locations": ["S1"]})),
+            &["admin"],
+        ),
+        (
+            "policy",
+            Method::PUT,
+            "/v1/policies",
+            Some(json!({"channel": "web", "location": "S1", "held_back": 0})),
+            &["admin"],
+        ),
+        (
+            "create key",
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "k", "scopes": ["read"]})),
+            &["admin"],
+        ),
+        ("list keys", Method::GET, "/v1/keys", None, &["admin"]),
+        ("revoke key", Method::DELETE, "/v1/keys/key_none", None, &[]),
         ("journal", Method::GET, "/v1/journal", None, &["admin"]),
     ];
     for (name, method, path, body, allowed) in &routes {
         for (key_name, key) in &keys {
+            let mut path = path.to_string();
+            for (marker, location) in [("{id_s2}", "S2"), ("{id}", "S1")] {
+                if path.contains(marker) {
+                    let (_, held) = server
+                        .admin(
+                            Method::POST,
+                            "/v1/reservations",
+                            Some(reserve_body(location, 1)),
+                        )
+                        .await;
+                    path = path.replace(marker, held["id"].as_str().expect("id"));
+                }
+            }
             let (status, response) = server
-                .call(method.clone(), path, Some(key), body.clone())
+                .call(method.clone(), &path, Some(key), body.clone())
                 .await;
             if allowed.contains(key_name) {
                 assert!(
                     status.is_success(),
                     "{name} with {key_name}: {status} {response}"
+                );
+            } else if *name == "revoke key" && *key_name == "admin" {
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "admin may revoke; this key does not exist"
                 );
             } else {
                 assert_eq!(
@@ -690,6 +863,21 @@ async fn auth_matrix() {
             "{name} with a wrong key"
         );
     }
+    // Scopes inside a batch apply per item.
+    let batch = json!({"items": [{"kind": "receipt", "sku": "SKU-1", "location": "W1", "qty": 1}]});
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/movements/batch",
+            Some(&keys[0].1),
+            Some(batch),
+        )
+        .await;
+    assert_eq!(
+        (status, body["results"][0]["code"].as_str()),
+        (StatusCode::OK, Some("forbidden")),
+        "{body}"
+    );
     // A POS key may resolve reservations at its own store only.
     let pos = &keys[2].1;
     let (_, at_s2) = server

@@ -413,9 +413,35 @@ async fn every_route_answers_per_the_contract() {
         {"kind": "return", "channel": "pos", "sku": "SKU-1", "location": "NOPE", "qty": 1}
     ]});
     let (status, body) = server
-        .admin(Method::POST, "/v1/movements/batch", Some(batch))
+        .call_with(
+            Method::POST,
+            "/v1/movements/batch",
+            Some(ADMIN),
+            Some(batch.clone()),
+            &[("idempotency-key", "batch-1")],
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let head = server.running.state.ledger.journal_head();
+    let replay = server
+        .call_with(
+            Method::POST,
+            "/v1/movements/batch",
+            Some(ADMIN),
+            Some(batch),
+            &[("idempotency-key", "batch-1")],
+        )
+        .await;
+    assert_eq!(
+        replay,
+        (status, body.clone()),
+        "a retried batch replays every item"
+    );
+    assert_eq!(
+        server.running.state.ledger.journal_head(),
+        head,
+        "and applies nothing twice"
+    );
     assert_eq!(
         (body["applied"].as_u64(), body["failed"].as_u64()),
         (Some(2), Some(2)),

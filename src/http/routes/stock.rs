@@ -518,12 +518,15 @@ pub struct MovementBatchReport {
 }
 
 /// Many sales, returns, receipts and adjustments in one request. Each item
-/// applies (or is refused) on its own; items do not share an idempotency key.
+/// applies (or is refused) on its own. With `Idempotency-Key: K`, item `i`
+/// runs under the key `K#i`: a retried batch replays every item's original
+/// outcome and applies nothing twice.
 #[utoipa::path(post, path = "/v1/movements/batch", tag = "stock", request_body = MovementBatchBody,
     responses((status = 200, body = MovementBatchReport)), security(("bearer" = [])))]
 pub async fn movement_batch(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<MovementBatchBody>,
 ) -> ApiResult<Json<MovementBatchReport>> {
     if body.items.len() > state.limits.max_batch_items {
@@ -538,8 +541,16 @@ pub async fn movement_batch(
         failed: 0,
         results: Vec::with_capacity(body.items.len()),
     };
-    for item in &body.items {
-        match apply_movement(&state, &caller, item, at) {
+    let batch_key = idempotency_key(&headers, &caller)?;
+    for (index, item) in body.items.iter().enumerate() {
+        let item_key = batch_key
+            .as_ref()
+            .map(|k| {
+                crate::ledger::IdempotencyKey::new(&format!("{k}#{index}"))
+                    .map_err(|e| ApiError::invalid("invalid_idempotency_key", e.to_string()))
+            })
+            .transpose()?;
+        match apply_movement(&state, &caller, item, at, item_key.as_ref()) {
             Ok(view) => {
                 report.applied += 1;
                 report.results.push(MovementResult::Applied {
@@ -564,6 +575,7 @@ fn apply_movement(
     caller: &Caller,
     item: &MovementItem,
     at: crate::ledger::TimestampMs,
+    key: Option<&crate::ledger::IdempotencyKey>,
 ) -> ApiResult<crate::ledger::PositionView> {
     let ledger = &state.ledger;
     let line = |sku: &str, location: &str, qty: u32| -> ApiResult<Line> {
@@ -589,7 +601,7 @@ fn apply_movement(
                 reference: dto::free_text("reference", reference.as_ref())?,
             };
             ledger
-                .sell(&request, at, None)?
+                .sell(&request, at, key)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| ApiError::internal("a sale returns its position"))
@@ -612,7 +624,7 @@ fn apply_movement(
                 reason: dto::free_text("reason", reason.as_ref())?,
                 reference: dto::free_text("reference", reference.as_ref())?,
             };
-            Ok(ledger.return_units(&request, at, None)?)
+            Ok(ledger.return_units(&request, at, key)?)
         }
         MovementItem::Receipt {
             sku,
@@ -627,7 +639,7 @@ fn apply_movement(
                     reference: dto::free_text("reference", reference.as_ref())?,
                 },
                 at,
-                None,
+                key,
             )?)
         }
         MovementItem::Adjustment {
@@ -645,7 +657,7 @@ fn apply_movement(
                 reason: dto::free_text("reason", Some(reason))?.unwrap_or_default(),
                 reference: dto::free_text("reference", reference.as_ref())?,
             };
-            Ok(ledger.adjust(&request, at, None)?)
+            Ok(ledger.adjust(&request, at, key)?)
         }
     }
 }

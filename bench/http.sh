@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # HTTP throughput of omnistock next to a no-op axum handler, same machine,
 # same run (BENCHMARKS.md). Needs wrk (apt-get install wrk). Loopback only.
-# Usage: bash bench/http.sh [seconds] [connections]
+# Usage: bash bench/http.sh [seconds] [connections] [repeats]
+# With 2+ cores, servers are pinned to core 0 and wrk to core 1 (taskset), so
+# the figures compare server CPU cost rather than scheduler luck; each
+# measurement is repeated and the median reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 connections=${2:-64}
+repeats=${3:-3}
+pin_server=""; pin_client=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin_server="taskset -c 0"; pin_client="taskset -c 1"; fi
 command -v wrk >/dev/null || { echo "bench/http.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet --locked --bin omnistock --example noop_server
 
 key=bench-admin-key-0123456789
-OMNISTOCK_ADMIN_KEY=$key target/release/omnistock serve --demo --listen 127.0.0.1:18080 --rate-limit-per-second 0 2>/dev/null &
+OMNISTOCK_ADMIN_KEY=$key $pin_server target/release/omnistock serve --demo --listen 127.0.0.1:18080 --rate-limit-per-second 0 2>/dev/null &
 engine=$!
-target/release/examples/noop_server 127.0.0.1:18090 >/dev/null &
+$pin_server target/release/examples/noop_server 127.0.0.1:18090 >/dev/null &
 noop=$!
 trap 'kill $engine $noop 2>/dev/null || true' EXIT
 sleep 2
@@ -24,14 +30,22 @@ req = urllib.request.Request("http://127.0.0.1:18080/v1/stock/WH-NORD/HOT", data
 urllib.request.urlopen(req).read()
 PY
 
-run() { # name url script
+once() { # url script -> "req/s p50 p99"
     local out
-    out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency ${3:+-s "$3"} "$2")
-    printf '%-28s %12s req/s   p50 %8s   p99 %8s\n' "$1" "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1=="50%" {print $2}' <<<"$out")" "$(awk '$1=="99%" {print $2}' <<<"$out")"
-    if grep -q "Non-2xx" <<<"$out"; then grep "Non-2xx" <<<"$out"; fi
+    out=$($pin_client wrk -t1 -c"$connections" -d"${seconds}s" --latency ${2:+-s "$2"} "$1")
+    if grep -q "Non-2xx" <<<"$out"; then echo "unexpected errors: $(grep Non-2xx <<<"$out")" >&2; fi
+    echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out")"
 }
-echo "wrk -t1 -c$connections -d${seconds}s, $(nproc) cores shared by server and wrk"
-run "noop GET position" "http://127.0.0.1:18090/v1/stock/WH-NORD/SKU-00042"
-run "omnistock GET position" "http://127.0.0.1:18080/v1/stock/WH-NORD/SKU-00042" bench/read.lua
-run "noop POST reservation" "http://127.0.0.1:18090/v1/reservations" bench/reserve.lua
-run "omnistock POST reservation" "http://127.0.0.1:18080/v1/reservations" bench/reserve.lua
+median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
+declare -A results
+names=("noop GET position" "omnistock GET position" "noop POST reservation" "omnistock POST reservation")
+urls=("http://127.0.0.1:18090/v1/stock/WH-NORD/SKU-00042" "http://127.0.0.1:18080/v1/stock/WH-NORD/SKU-00042" "http://127.0.0.1:18090/v1/reservations" "http://127.0.0.1:18080/v1/reservations")
+scripts=("" "bench/read.lua" "bench/reserve.lua" "bench/reserve.lua")
+echo "wrk -t1 -c$connections -d${seconds}s, median of $repeats interleaved runs${pin_server:+, server on core 0, wrk on core 1}"
+for _ in $(seq 1 "$repeats"); do
+    for i in 0 1 2 3; do results[$i]+="$(once "${urls[$i]}" "${scripts[$i]}")"$'\n'; done
+done
+for i in 0 1 2 3; do
+    line=$(printf '%s' "${results[$i]}" | median)
+    printf '%-28s %12s req/s   p50 %8s   p99 %8s   (runs: %s)\n' "${names[$i]}" $line "$(printf '%s' "${results[$i]}" | awk '{printf "%s ", $1}')"
+done

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use omnistock::server::config::{LogFormat, ServeArgs};
 
+/// mimalloc instead of the system allocator: the HTTP path allocates small
+/// short-lived buffers per request, and glibc malloc (with its
+/// consolidation passes) measured as ~10 % of server CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "omnistock",

@@ -219,12 +219,12 @@ pub struct ReservationLineJson {
     pub committed: u32,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationJson {
     pub id: String,
     /// `held`, `committed`, `released` or `expired`.
-    pub state: String,
-    pub channel: String,
+    pub state: &'static str,
+    pub channel: &'static str,
     pub created_at: String,
     pub expires_at: String,
     pub resolved_at: Option<String>,
@@ -235,8 +235,8 @@ impl From<&ReservationView> for ReservationJson {
     fn from(r: &ReservationView) -> ReservationJson {
         ReservationJson {
             id: r.id.to_string(),
-            state: r.state.as_str().to_string(),
-            channel: r.channel.as_str().to_string(),
+            state: r.state.as_str(),
+            channel: r.channel.as_str(),
             created_at: rfc3339(r.created_at),
             expires_at: rfc3339(r.expires_at),
             resolved_at: r.resolved_at.map(rfc3339),

@@ -77,11 +77,52 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, always with milliseconds. Formatted with
+/// integer date arithmetic (Hinnant's civil-from-days) because every
+/// reservation response carries two timestamps and the general-purpose
+/// formatter showed in profiles; years outside 0..=9999 take the slow path.
 pub fn rfc3339(at: TimestampMs) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.0) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| at.0.to_string())
+    let ms = at.0.rem_euclid(1_000);
+    let seconds = at.0.div_euclid(1_000);
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9_999).contains(&year) {
+        return OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| at.0.to_string());
+    }
+    let (hour, minute, second) = (second_of_day / 3_600, second_of_day / 60 % 60, second_of_day % 60);
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, value: i64| {
+        let mut value = value;
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, i64::from(month));
+    put(8, 2, i64::from(day));
+    put(11, 2, hour);
+    put(14, 2, minute);
+    put(17, 2, second);
+    put(20, 3, ms);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<TimestampMs, ApiError> {
@@ -109,4 +150,24 @@ pub fn sku(field: &str, text: &str) -> Result<Sku, ApiError> {
 
 pub fn location(field: &str, text: &str) -> Result<LocationCode, ApiError> {
     LocationCode::new(text).map_err(|e| id_error(field, text, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_rfc3339_agrees_with_the_time_crate() {
+        let mut at: i64 = -62_000_000_000_000;
+        while at < 250_000_000_000_000 {
+            let expected = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000).expect("in range");
+            let text = rfc3339(TimestampMs(at));
+            assert_eq!(OffsetDateTime::parse(&text, &Rfc3339).ok(), Some(expected), "{at} -> {text}");
+            at += 7_777_777_777 + at.rem_euclid(86_399_999);
+        }
+        assert_eq!(rfc3339(TimestampMs(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(TimestampMs(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(TimestampMs(-1)), "1969-12-31T23:59:59.999Z");
+        assert_eq!(parse_rfc3339("t", &rfc3339(TimestampMs(1_795_345_424_275))).ok(), Some(TimestampMs(1_795_345_424_275)));
+    }
 }

@@ -92,7 +92,11 @@ pub fn rfc3339(at: TimestampMs) -> String {
             .and_then(|t| t.format(&Rfc3339).ok())
             .unwrap_or_else(|| at.0.to_string());
     }
-    let (hour, minute, second) = (second_of_day / 3_600, second_of_day / 60 % 60, second_of_day % 60);
+    let (hour, minute, second) = (
+        second_of_day / 3_600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+    );
     let mut text = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, value: i64| {
         let mut value = value;
@@ -116,7 +120,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
@@ -160,14 +165,25 @@ mod tests {
     fn fast_rfc3339_agrees_with_the_time_crate() {
         let mut at: i64 = -62_000_000_000_000;
         while at < 250_000_000_000_000 {
-            let expected = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000).expect("in range");
+            let expected = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+                .expect("in range");
             let text = rfc3339(TimestampMs(at));
-            assert_eq!(OffsetDateTime::parse(&text, &Rfc3339).ok(), Some(expected), "{at} -> {text}");
+            assert_eq!(
+                OffsetDateTime::parse(&text, &Rfc3339).ok(),
+                Some(expected),
+                "{at} -> {text}"
+            );
             at += 7_777_777_777 + at.rem_euclid(86_399_999);
         }
         assert_eq!(rfc3339(TimestampMs(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(TimestampMs(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            rfc3339(TimestampMs(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
         assert_eq!(rfc3339(TimestampMs(-1)), "1969-12-31T23:59:59.999Z");
-        assert_eq!(parse_rfc3339("t", &rfc3339(TimestampMs(1_795_345_424_275))).ok(), Some(TimestampMs(1_795_345_424_275)));
+        assert_eq!(
+            parse_rfc3339("t", &rfc3339(TimestampMs(1_795_345_424_275))).ok(),
+            Some(TimestampMs(1_795_345_424_275))
+        );
     }
 }

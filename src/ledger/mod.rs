@@ -59,7 +59,7 @@ use idempotency::{Claim, Fingerprint, IdempotencyStore};
 use journal::Journal;
 use position::{Position, Snapshot};
 use reservation::ReservationShards;
-use shards::PositionShards;
+use shards::{LockedShards, PositionShards};
 use skus::SkuTable;
 
 /// Called after every write with the newest journal sequence, so a shell can
@@ -296,6 +296,42 @@ impl Ledger {
             }
         }
         Ok(merged)
+    }
+
+    /// The oversell check, for reservations and sales alike: every position
+    /// must show `channel`, after its policy, at least the summed quantity.
+    /// Refuses with every short line and what the channel could have had.
+    fn check_channel_view(
+        &self,
+        catalog: &Catalog,
+        locked: &mut LockedShards<'_>,
+        channel: Channel,
+        lines: &[Line],
+        merged: &[MergedLine],
+    ) -> Result<(), Refusal> {
+        let shortfalls: Vec<Shortfall> = merged
+            .iter()
+            .filter_map(|m| {
+                let seen = m
+                    .key
+                    .and_then(|k| locked.get(k))
+                    .map_or(0, |p| catalog.policy(channel, m.loc).apply(p.atf()));
+                (seen < m.qty.0).then(|| {
+                    let line = &lines[m.first_line];
+                    Shortfall {
+                        sku: line.sku.clone(),
+                        location: line.location.clone(),
+                        requested: m.qty,
+                        available: Qty(seen),
+                    }
+                })
+            })
+            .collect();
+        if shortfalls.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::InsufficientStock { shortfalls })
+        }
     }
 
     fn validate_lines(&self, lines: &[Line], allow_zero: bool) -> Result<(), Refusal> {

@@ -59,30 +59,13 @@ impl Ledger {
                 .lock_index(self.reservations.shard_for_new());
             let mut locked = self.positions.lock_many(merged_keys(&merged));
 
-            let mut shortfalls = Vec::new();
-            for MergedLine {
-                key: pos_key,
-                loc,
-                first_line: line_index,
-                qty,
-            } in &merged
-            {
-                let seen = pos_key
-                    .and_then(|k| locked.get(k))
-                    .map_or(0, |p| catalog.policy(request.channel, *loc).apply(p.atf()));
-                if seen < qty.0 {
-                    let line = &request.lines[*line_index];
-                    shortfalls.push(Shortfall {
-                        sku: line.sku.clone(),
-                        location: line.location.clone(),
-                        requested: *qty,
-                        available: Qty(seen),
-                    });
-                }
-            }
-            if !shortfalls.is_empty() {
-                return Err(Refusal::InsufficientStock { shortfalls });
-            }
+            self.check_channel_view(
+                catalog,
+                &mut locked,
+                request.channel,
+                &request.lines,
+                &merged,
+            )?;
 
             let id = shard.next_id();
             let ctx = OpContext {

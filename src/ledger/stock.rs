@@ -349,30 +349,13 @@ impl Ledger {
                 let catalog = self.catalog.load();
                 let merged = self.resolve_lines(&catalog, &request.lines)?;
                 let mut locked = self.positions.lock_many(merged_keys(&merged));
-                let mut shortfalls = Vec::new();
-                for MergedLine {
-                    key: pos_key,
-                    loc,
-                    first_line: line_index,
-                    qty,
-                } in &merged
-                {
-                    let seen = pos_key
-                        .and_then(|k| locked.get(k))
-                        .map_or(0, |p| catalog.policy(request.channel, *loc).apply(p.atf()));
-                    if seen < qty.0 {
-                        let line = &request.lines[*line_index];
-                        shortfalls.push(Shortfall {
-                            sku: line.sku.clone(),
-                            location: line.location.clone(),
-                            requested: *qty,
-                            available: Qty(seen),
-                        });
-                    }
-                }
-                if !shortfalls.is_empty() {
-                    return Err(Refusal::InsufficientStock { shortfalls });
-                }
+                self.check_channel_view(
+                    &catalog,
+                    &mut locked,
+                    request.channel,
+                    &request.lines,
+                    &merged,
+                )?;
                 let ctx = OpContext {
                     now,
                     channel: Some(request.channel),

@@ -26,7 +26,6 @@ mod stock;
 #[cfg(test)]
 mod tests;
 
-use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -386,11 +385,6 @@ type MergedLines = SmallVec<[MergedLine; 4]>;
 
 fn merged_keys(merged: &[MergedLine]) -> impl Iterator<Item = PosKey> + '_ {
     merged.iter().filter_map(|m| m.key)
-}
-
-/// Hashable, order-independent digest input for requests with free maps.
-fn fingerprint_of<T: Hash>(operation: &'static str, request: &T) -> Fingerprint {
-    Fingerprint::of(operation, request)
 }
 
 /// A map from position to the units held there by active reservations,

@@ -8,6 +8,7 @@
 use smallvec::SmallVec;
 
 use super::catalog::Catalog;
+use super::idempotency::Fingerprint;
 use super::ids::{IdempotencyKey, PosKey, Qty, ReservationId, Seq, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
 use super::refusal::{Invalid, Refusal, Shortfall};
@@ -17,7 +18,7 @@ use super::requests::{
 };
 use super::reservation::{HeldLine, Reservation, ReservationShard, ReservationState};
 use super::shards::LockedShards;
-use super::{Ledger, MergedLine, OpContext, fingerprint_of, merged_keys};
+use super::{Ledger, MergedLine, OpContext, merged_keys};
 
 /// How many resolved reservations a write may forget on the way (amortised
 /// clean-up, so the resolved set stays bounded without a sweeper).
@@ -38,7 +39,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("reserve", request),
+            || Fingerprint::of("reserve", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || self.reserve_unchecked(request, now, key),
@@ -273,7 +274,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("release", &id),
+            || Fingerprint::of("release", &id),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || {
@@ -308,7 +309,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("commit", request),
+            || Fingerprint::of("commit", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || self.commit_unchecked(request, now, key),
@@ -401,7 +402,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("extend", &(id, ttl_ms)),
+            || Fingerprint::of("extend", &(id, ttl_ms)),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || {
@@ -460,7 +461,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("transfer", request),
+            || Fingerprint::of("transfer", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || self.transfer_unchecked(request, now, key),

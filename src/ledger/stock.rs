@@ -1,6 +1,7 @@
 //! Stock movements that do not involve a reservation: absolute counts,
 //! receipts, expected receipts, adjustments, sales and returns.
 
+use super::idempotency::Fingerprint;
 use super::ids::{Channel, IdempotencyKey, LocationCode, PosKey, Qty, Seq, Sku, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
 use super::position::{Incoming, Position};
@@ -9,7 +10,7 @@ use super::requests::{
     AdjustmentRequest, CountRequest, IncomingRequest, PositionView, ReceiptRequest, ReturnRequest,
     SaleRequest, WriteOutput,
 };
-use super::{Ledger, MergedLine, OpContext, fingerprint_of, merged_keys};
+use super::{Ledger, MergedLine, OpContext, merged_keys};
 
 /// Who is writing and why, for single-position writes.
 struct Writer<'a> {
@@ -93,7 +94,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("count", request),
+            || Fingerprint::of("count", request),
             WriteOutput::Position,
             WriteOutput::as_position,
             || {
@@ -146,7 +147,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("receive", request),
+            || Fingerprint::of("receive", request),
             WriteOutput::Position,
             WriteOutput::as_position,
             || {
@@ -193,7 +194,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("incoming", request),
+            || Fingerprint::of("incoming", request),
             WriteOutput::Position,
             WriteOutput::as_position,
             || {
@@ -249,7 +250,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("adjust", request),
+            || Fingerprint::of("adjust", request),
             WriteOutput::Position,
             WriteOutput::as_position,
             || {
@@ -299,7 +300,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("return", request),
+            || Fingerprint::of("return", request),
             WriteOutput::Position,
             WriteOutput::as_position,
             || {
@@ -342,7 +343,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || fingerprint_of("sale", request),
+            || Fingerprint::of("sale", request),
             WriteOutput::Positions,
             WriteOutput::as_positions,
             || {

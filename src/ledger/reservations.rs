@@ -499,19 +499,25 @@ impl Ledger {
         let destination = PosKey::new(source.position.sku(), to_loc);
 
         let mut locked = self.positions.lock_many([source.position, destination]);
-        let seen = locked.get(destination).map_or(0, |p| {
-            catalog.policy(reservation.channel, to_loc).apply(p.atf())
-        });
-        if seen < qty.0 {
-            return Err(Refusal::InsufficientStock {
-                shortfalls: vec![Shortfall {
-                    sku: request.sku.clone(),
-                    location: request.to.clone(),
-                    requested: qty,
-                    available: Qty(seen),
-                }],
-            });
-        }
+        // The same oversell check as a new reservation, for the moved units.
+        let moved = [Line {
+            sku: request.sku.clone(),
+            location: request.to.clone(),
+            qty,
+        }];
+        let at_destination = [MergedLine {
+            key: Some(destination),
+            loc: to_loc,
+            first_line: 0,
+            qty,
+        }];
+        self.check_channel_view(
+            &catalog,
+            &mut locked,
+            reservation.channel,
+            &moved,
+            &at_destination,
+        )?;
         let ctx = OpContext {
             now,
             channel: Some(reservation.channel),

@@ -506,6 +506,10 @@ async fn every_route_answers_per_the_contract() {
             .is_some_and(|m| !m.is_empty() && m.iter().all(|m| m["location"] == "W1")),
         "{body}"
     );
+    let (status, body) = get("/v1/admin/audit").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["ok"], true, "{body}");
+    assert!(body["positions"].as_u64().is_some_and(|n| n > 0), "{body}");
     let (status, body) = get("/v1/locations").await;
     assert_eq!(
         (status, body.as_array().map(Vec::len)),
@@ -833,6 +837,7 @@ async fn auth_matrix() {
         ("list keys", Method::GET, "/v1/keys", None, &["admin"]),
         ("revoke key", Method::DELETE, "/v1/keys/key_none", None, &[]),
         ("journal", Method::GET, "/v1/journal", None, &["admin"]),
+        ("audit", Method::GET, "/v1/admin/audit", None, &["admin"]),
     ];
     for (name, method, path, body, allowed) in &routes {
         for (key_name, key) in &keys {

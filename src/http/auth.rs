@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::FromRequestParts;
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::ApiError;
 use crate::ledger::LocationCode;
+use crate::store::{KeyRecord, KeySource, KeysRecord};
 
 #[derive(
     Clone,
@@ -64,12 +66,16 @@ fn digest(secret: &str) -> Digest256 {
 
 pub struct KeyStore {
     by_digest: DashMap<Digest256, Arc<ApiKey>>,
+    /// Bumped by every create and revoke, so the write-behind store knows
+    /// when to persist the keys.
+    generation: AtomicU64,
 }
 
 impl KeyStore {
     pub fn new(admin_secret: Option<&str>) -> KeyStore {
         let store = KeyStore {
             by_digest: DashMap::new(),
+            generation: AtomicU64::new(0),
         };
         if let Some(secret) = admin_secret {
             let admin = ApiKey {
@@ -106,6 +112,7 @@ impl KeyStore {
             locations,
         });
         self.by_digest.insert(digest(&secret), Arc::clone(&key));
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok((key, secret))
     }
 
@@ -129,8 +136,105 @@ impl KeyStore {
         let before = self.by_digest.len();
         self.by_digest
             .retain(|_, key| key.id != id || id == "admin");
-        self.by_digest.len() < before
+        let revoked = self.by_digest.len() < before;
+        if revoked {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        revoked
     }
+
+    /// Puts back keys loaded from the store (the admin key comes from the
+    /// environment and is never stored). Refuses records it cannot read.
+    pub fn restore(&self, record: KeysRecord) -> Result<usize, String> {
+        let mut restored = 0;
+        for key in record.keys {
+            let digest = parse_digest(&key.digest_hex)
+                .ok_or_else(|| format!("key {}: invalid digest", key.id))?;
+            let scopes = key
+                .scopes
+                .iter()
+                .map(|s| parse_scope(s).ok_or_else(|| format!("key {}: scope {s:?}", key.id)))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            let locations = key
+                .locations
+                .iter()
+                .map(|l| LocationCode::new(l).map_err(|e| format!("key {}: {e}", key.id)))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.by_digest.insert(
+                digest,
+                Arc::new(ApiKey {
+                    id: key.id,
+                    name: key.name,
+                    scopes,
+                    locations,
+                }),
+            );
+            restored += 1;
+        }
+        self.generation.store(record.generation, Ordering::SeqCst);
+        Ok(restored)
+    }
+}
+
+impl KeySource for KeyStore {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn export(&self) -> KeysRecord {
+        // Generation first: a key added meanwhile bumps it again, so it is
+        // written by the next flush at the latest.
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut keys: Vec<KeyRecord> = self
+            .by_digest
+            .iter()
+            .filter(|entry| entry.value().id != "admin")
+            .map(|entry| {
+                let key = entry.value();
+                KeyRecord {
+                    id: key.id.clone(),
+                    name: key.name.clone(),
+                    scopes: key
+                        .scopes
+                        .iter()
+                        .map(|s| scope_name(*s).to_owned())
+                        .collect(),
+                    locations: key
+                        .locations
+                        .iter()
+                        .map(|l| l.as_str().to_owned())
+                        .collect(),
+                    digest_hex: hex(entry.key()),
+                }
+            })
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        KeysRecord { generation, keys }
+    }
+}
+
+fn parse_digest(text: &str) -> Option<Digest256> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn parse_scope(text: &str) -> Option<Scope> {
+    [
+        Scope::Read,
+        Scope::Reserve,
+        Scope::Pos,
+        Scope::StockWrite,
+        Scope::Feed,
+        Scope::Admin,
+    ]
+    .into_iter()
+    .find(|s| scope_name(*s) == text)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -89,6 +89,18 @@ impl ApiError {
         error
     }
 
+    /// 503 with `Retry-After: 1`: the engine cannot serve this right now.
+    pub fn unavailable(code: &'static str, detail: impl Into<String>) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            "Temporarily unavailable",
+            detail,
+        );
+        error.retry_after_seconds = Some(1);
+        error
+    }
+
     pub fn internal(detail: impl Into<String>) -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -21,10 +21,11 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::ledger::{IdempotencyKey, Ledger, TimestampMs};
+use crate::store::write_behind::WriteBehind;
 use auth::{Caller, KeyStore};
 use error::ApiError;
 use rate_limit::RateLimiter;
@@ -60,6 +61,19 @@ pub struct AppState {
     pub counters: request_metrics::LedgerCounters,
     /// False until the engine has loaded its state and can serve.
     pub ready: AtomicBool,
+    /// The write-behind store, when one is configured.
+    pub write_behind: Option<Arc<WriteBehind>>,
+}
+
+/// The flusher persists the keys through the application state.
+impl crate::store::KeySource for AppState {
+    fn generation(&self) -> u64 {
+        self.keys.generation()
+    }
+
+    fn export(&self) -> crate::store::KeysRecord {
+        self.keys.export()
+    }
 }
 
 /// Wall-clock now for the ledger. The only clock read of a request.
@@ -101,8 +115,57 @@ pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.limits.max_body_bytes;
     routes::router()
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), gate))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .with_state(state)
+}
+
+/// POST routes that only read.
+const READ_ONLY_POSTS: [&str; 1] = ["/v1/availability/batch"];
+
+/// Two gates around every API request: nothing under `/v1` is served until
+/// the engine has loaded its state (503 `not_ready`), and in sync durability
+/// mode a successful write is answered only once it is in the store (503
+/// `not_durable` if it cannot be; the change stays applied in memory and is
+/// written when the store is back, so the client retries with its
+/// idempotency key and gets the original outcome).
+async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
+        return ApiError::unavailable(
+            "not_ready",
+            "the engine is loading its state; retry shortly",
+        )
+        .into_response();
+    }
+    let Some(write_behind) = state.write_behind.as_ref().filter(|w| w.config().sync) else {
+        return next.run(request).await;
+    };
+    let method = request.method().clone();
+    let writes = !(method == axum::http::Method::GET
+        || method == axum::http::Method::HEAD
+        || READ_ONLY_POSTS.contains(&path));
+    let response = next.run(request).await;
+    if !writes || !response.status().is_success() {
+        return response;
+    }
+    match write_behind.durable().await {
+        Ok(()) => response,
+        Err(error) => {
+            metrics::counter!("omnistock_writes_not_durable_total").increment(1);
+            ApiError::unavailable(
+                "not_durable",
+                format!(
+                    "{error}; the write is applied in memory and will be stored when the store is back: \
+                     retry with the same Idempotency-Key to get its outcome"
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Request counts and latency by route and status (Prometheus via `metrics`).

@@ -17,7 +17,7 @@ use super::routes::{admin, availability, reservations, stock};
         reservations::create, reservations::get, reservations::commit, reservations::release, reservations::extend, reservations::transfer,
         stock::count, stock::sale, stock::return_units, stock::receipt, stock::incoming, stock::adjustment, stock::movement_batch, stock::import,
         admin::put_location, admin::list_locations, admin::put_group, admin::put_policy,
-        admin::create_key, admin::list_keys, admin::revoke_key, admin::journal,
+        admin::create_key, admin::list_keys, admin::revoke_key, admin::journal, admin::audit,
     ),
     modifiers(&BearerAuth),
 )]

@@ -21,6 +21,7 @@ impl Ledger {
         let _writer = self.catalog_writer.lock();
         let mut next = Catalog::clone(&self.catalog.load());
         let result = change(&mut next)?;
+        next.set_generation(next.generation() + 1);
         self.catalog.store(Arc::new(next));
         Ok(result)
     }

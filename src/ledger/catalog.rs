@@ -138,9 +138,19 @@ pub struct Catalog {
     /// `effective[loc][channel]`, recomputed on every catalog change so the
     /// reservation path does one array index instead of walking groups.
     effective: Vec<[ChannelPolicy; Channel::COUNT]>,
+    /// Incremented by every change; orders persisted copies of the catalog.
+    generation: u64,
 }
 
 impl Catalog {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+
     pub fn location_id(&self, code: &str) -> Option<LocId> {
         self.by_code.get(code).copied()
     }

@@ -39,7 +39,19 @@ enum Slot<T> {
     Done {
         fingerprint: Fingerprint,
         outcome: Arc<Result<T, Refusal>>,
+        expires_at: TimestampMs,
     },
+}
+
+/// A completed key with a successful outcome, as a store persists it.
+/// (Refusals are remembered in memory only: a refused write changed nothing,
+/// so after a restart its retry is simply evaluated afresh.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord<T> {
+    pub key: IdempotencyKey,
+    pub fingerprint: u64,
+    pub expires_at: TimestampMs,
+    pub outcome: T,
 }
 
 /// What a caller should do after [`IdempotencyStore::begin`].
@@ -81,6 +93,7 @@ impl<T> IdempotencyStore<T> {
                 Slot::Done {
                     fingerprint: f,
                     outcome,
+                    ..
                 } if *f == fingerprint => Ok(Claim::Replay(Arc::clone(outcome))),
                 _ => Err(Refusal::IdempotencyKeyReused),
             },
@@ -102,16 +115,94 @@ impl<T> IdempotencyStore<T> {
         outcome: Arc<Result<T, Refusal>>,
         now: TimestampMs,
     ) {
+        let expires_at = now.plus_ms(self.ttl_ms);
         self.slots.insert(
             key.clone(),
             Slot::Done {
                 fingerprint,
                 outcome,
+                expires_at,
             },
         );
+        self.expiries.lock().push_back((expires_at, key.clone()));
+    }
+
+    /// The persistable form of `keys` that are done with a successful
+    /// outcome. A key still pending belongs to an operation whose effects
+    /// are already applied (its movements named it) and that is about to
+    /// complete, without holding any lock: it is waited for, briefly, so a
+    /// store never holds an operation's effects without its key.
+    pub fn records(
+        &self,
+        keys: impl IntoIterator<Item = IdempotencyKey>,
+    ) -> Vec<IdempotencyRecord<T>>
+    where
+        T: Clone,
+    {
+        const MAX_WAIT_SPINS: usize = 100_000;
+        let mut records = Vec::new();
+        for key in keys {
+            for spin in 0..=MAX_WAIT_SPINS {
+                let Some(slot) = self.slots.get(&key) else {
+                    break;
+                };
+                match &*slot {
+                    Slot::Done {
+                        fingerprint,
+                        outcome,
+                        expires_at,
+                    } => {
+                        if let Ok(output) = &**outcome {
+                            records.push(IdempotencyRecord {
+                                key: key.clone(),
+                                fingerprint: fingerprint.0,
+                                expires_at: *expires_at,
+                                outcome: output.clone(),
+                            });
+                        }
+                        break;
+                    }
+                    Slot::Pending(_) => {
+                        drop(slot);
+                        if spin == MAX_WAIT_SPINS {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        records
+    }
+
+    /// Every persistable record (a full rewrite).
+    pub fn all_keys(&self) -> Vec<IdempotencyKey> {
+        self.slots.iter().map(|entry| entry.key().clone()).collect()
+    }
+
+    /// Puts back a record loaded from a store (skipped if expired or if the
+    /// store is full: the store bound holds for restored keys too).
+    pub fn restore(&self, record: IdempotencyRecord<T>, now: TimestampMs) -> bool {
+        if record.expires_at <= now || self.len.load(Ordering::Relaxed) >= self.max_keys {
+            return false;
+        }
+        let previous = self.slots.insert(
+            record.key.clone(),
+            Slot::Done {
+                fingerprint: Fingerprint(record.fingerprint),
+                outcome: Arc::new(Ok(record.outcome)),
+                expires_at: record.expires_at,
+            },
+        );
+        if previous.is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        // Purging pops from the front in order; restored keys are sorted by
+        // the caller, so the queue stays ordered by expiry.
         self.expiries
             .lock()
-            .push_back((now.plus_ms(self.ttl_ms), key.clone()));
+            .push_back((record.expires_at, record.key));
+        true
     }
 
     /// Releases a claim whose operation must not be remembered.

@@ -142,6 +142,12 @@ impl Journal {
         Seq(self.next_seq.fetch_add(count, Ordering::Relaxed))
     }
 
+    /// Continues numbering at `next` (after a restore, on an unused journal),
+    /// so sequences never repeat across restarts.
+    pub fn restart_at(&self, next: Seq) {
+        self.next_seq.fetch_max(next.0.max(1), Ordering::AcqRel);
+    }
+
     /// The sequence the next change will get; everything below it was handed out.
     pub fn head(&self) -> Seq {
         Seq(self.next_seq.load(Ordering::Acquire))

@@ -14,6 +14,7 @@ mod config;
 mod idempotency;
 mod ids;
 mod journal;
+mod persist;
 mod position;
 mod queries;
 mod refusal;
@@ -43,6 +44,11 @@ pub use ids::{
     MAX_IDEMPOTENCY_KEY_CHARS, PosKey, Qty, ReservationId, Seq, Sku, SkuId, TimestampMs,
 };
 pub use journal::{JournalRead, Movement, MovementKind, MovementNote};
+pub use persist::{
+    CatalogRecord, Changes, Cut, IdempotencyRecord, MovementRecord, PositionRecord,
+    RESTART_RESERVATION_GAP, RESTART_SEQ_GAP, ReservationLineRecord, ReservationRecord, Restore,
+    RestoreError, RestoreReport,
+};
 pub use position::{Incoming, PositionCounts};
 pub use queries::InvariantReport;
 pub use refusal::{Invalid, Refusal, Shortfall};

@@ -186,6 +186,41 @@ impl ReservationShard {
         }
     }
 
+    /// Puts back a reservation loaded from a store under its original id.
+    /// Restored reservations live in the side map (their ids need not be
+    /// contiguous); new ids continue above `next_local`.
+    pub fn restore(&mut self, id: ReservationId, reservation: Reservation) {
+        let Some(local) = self.local(id) else {
+            return;
+        };
+        debug_assert!(self.slab.is_empty(), "restore only into a fresh shard");
+        match (reservation.state, reservation.resolved_at) {
+            (ReservationState::Held, _) => {
+                self.deadlines.insert((reservation.expires_at, id));
+            }
+            (_, Some(resolved_at)) => self.evicted_resolved.push_back((resolved_at, local)),
+            (_, None) => self
+                .evicted_resolved
+                .push_back((reservation.created_at, local)),
+        }
+        self.evicted_held.insert(local, reservation);
+        self.base = self.base.max(local + 1);
+    }
+
+    /// After restoring: orders the forgetting queue and moves the next id
+    /// to at least `next_local`.
+    pub fn finish_restore(&mut self, next_local: u64) {
+        self.evicted_resolved
+            .make_contiguous()
+            .sort_unstable_by_key(|(at, local)| (*at, *local));
+        self.base = self.base.max(next_local);
+    }
+
+    /// The local id the next reservation of this shard will get.
+    pub fn next_local(&self) -> u64 {
+        self.base + self.slab.len() as u64
+    }
+
     pub fn stored(&self) -> usize {
         self.slab.len() + self.evicted_held.len()
     }
@@ -222,7 +257,11 @@ impl ReservationShards {
     }
 
     pub fn lock_for(&self, id: ReservationId) -> MutexGuard<'_, ReservationShard> {
-        self.shards[(id.0 as usize) & (self.shards.len() - 1)].lock()
+        self.shards[self.index_of(id)].lock()
+    }
+
+    pub fn index_of(&self, id: ReservationId) -> usize {
+        (id.0 as usize) & (self.shards.len() - 1)
     }
 
     /// The shard the calling thread puts its next new reservation in:

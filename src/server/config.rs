@@ -56,6 +56,25 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Write-behind: longest a change waits before it is written to Redis
+    /// (async mode: the loss window on a crash).
+    #[arg(long, env = "OMNISTOCK_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Write-behind: flush early once this many changed items wait.
+    #[arg(long, env = "OMNISTOCK_FLUSH_MAX_ITEMS")]
+    pub flush_max_items: Option<usize>,
+    /// Redis command timeout; a slower write counts as failed and is retried.
+    #[arg(long)]
+    pub redis_timeout_ms: Option<u64>,
+    /// Prefix of every Redis key.
+    #[arg(long)]
+    pub redis_key_prefix: Option<String>,
+    /// Sync mode: also wait until Redis has fsynced its AOF (WAITAOF, Redis >= 7.2).
+    #[arg(long)]
+    pub wait_aof: bool,
+    /// Sync mode: longest a write waits for Redis before answering 503.
+    #[arg(long)]
+    pub sync_wait_timeout_ms: Option<u64>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -71,6 +90,12 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     expiry_sweep_interval_ms: Option<u64>,
     log_format: Option<LogFormat>,
+    flush_interval_ms: Option<u64>,
+    flush_max_items: Option<usize>,
+    redis_timeout_ms: Option<u64>,
+    redis_key_prefix: Option<String>,
+    wait_aof: Option<bool>,
+    sync_wait_timeout_ms: Option<u64>,
 }
 
 /// Settings after merging and validation.
@@ -85,6 +110,12 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub expiry_sweep_interval_ms: u64,
     pub log_format: LogFormat,
+    pub flush_interval_ms: u64,
+    pub flush_max_items: usize,
+    pub redis_timeout_ms: u64,
+    pub redis_key_prefix: String,
+    pub wait_aof: bool,
+    pub sync_wait_timeout_ms: u64,
     /// From `OMNISTOCK_ADMIN_KEY` only: secrets do not belong in flags or files.
     pub admin_key: Option<String>,
 }
@@ -101,6 +132,12 @@ impl Default for ServeConfig {
             max_body_bytes: 256 * 1024,
             expiry_sweep_interval_ms: 10,
             log_format: LogFormat::Text,
+            flush_interval_ms: 10,
+            flush_max_items: 50_000,
+            redis_timeout_ms: 2_000,
+            redis_key_prefix: "omnistock".into(),
+            wait_aof: false,
+            sync_wait_timeout_ms: 5_000,
             admin_key: None,
         }
     }
@@ -147,6 +184,27 @@ impl ServeArgs {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(defaults.log_format),
+            flush_interval_ms: self
+                .flush_interval_ms
+                .or(file.flush_interval_ms)
+                .unwrap_or(defaults.flush_interval_ms),
+            flush_max_items: self
+                .flush_max_items
+                .or(file.flush_max_items)
+                .unwrap_or(defaults.flush_max_items),
+            redis_timeout_ms: self
+                .redis_timeout_ms
+                .or(file.redis_timeout_ms)
+                .unwrap_or(defaults.redis_timeout_ms),
+            redis_key_prefix: self
+                .redis_key_prefix
+                .or(file.redis_key_prefix)
+                .unwrap_or(defaults.redis_key_prefix),
+            wait_aof: self.wait_aof || file.wait_aof.unwrap_or(false),
+            sync_wait_timeout_ms: self
+                .sync_wait_timeout_ms
+                .or(file.sync_wait_timeout_ms)
+                .unwrap_or(defaults.sync_wait_timeout_ms),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;
@@ -165,10 +223,40 @@ impl ServeConfig {
                     "--redis-url {url:?}: expected redis://, rediss:// or unix://"
                 ));
             }
-            return Err("--redis-url: the Redis write-behind store is not in this build yet; run without it (in-memory)".into());
         }
-        if self.durability == Durability::Sync {
-            return Err("--durability sync needs the Redis store (--redis-url), which is not in this build yet".into());
+        if self.redis_url.is_none() {
+            if self.durability == Durability::Sync {
+                return Err(
+                    "--durability sync needs a store to be durable in: set --redis-url".into(),
+                );
+            }
+            if self.wait_aof {
+                return Err("--wait-aof needs --redis-url".into());
+            }
+        }
+        if self.wait_aof && self.durability != Durability::Sync {
+            return Err("--wait-aof only applies with --durability sync".into());
+        }
+        if !(1..=60_000).contains(&self.flush_interval_ms) {
+            return Err("--flush-interval-ms must be between 1 and 60000".into());
+        }
+        if !(1..=10_000_000).contains(&self.flush_max_items) {
+            return Err("--flush-max-items must be between 1 and 10000000".into());
+        }
+        if !(10..=600_000).contains(&self.redis_timeout_ms) {
+            return Err("--redis-timeout-ms must be between 10 and 600000".into());
+        }
+        if !(10..=600_000).contains(&self.sync_wait_timeout_ms) {
+            return Err("--sync-wait-timeout-ms must be between 10 and 600000".into());
+        }
+        if self.redis_key_prefix.is_empty()
+            || self.redis_key_prefix.len() > 64
+            || !self
+                .redis_key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err("--redis-key-prefix must be 1 to 64 characters of [A-Za-z0-9._-]".into());
         }
         if !(1_024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err("--max-body-bytes must be between 1 KiB and 64 MiB".into());
@@ -228,7 +316,33 @@ mod tests {
                     ..ServeArgs::default()
                 },
                 None,
-                "sync",
+                "--redis-url",
+            ),
+            (
+                ServeArgs {
+                    redis_url: Some("redis://127.0.0.1:1".into()),
+                    flush_interval_ms: Some(0),
+                    ..ServeArgs::default()
+                },
+                None,
+                "flush-interval-ms",
+            ),
+            (
+                ServeArgs {
+                    redis_url: Some("redis://127.0.0.1:1".into()),
+                    wait_aof: true,
+                    ..ServeArgs::default()
+                },
+                None,
+                "durability sync",
+            ),
+            (
+                ServeArgs {
+                    redis_key_prefix: Some("a b".into()),
+                    ..ServeArgs::default()
+                },
+                None,
+                "prefix",
             ),
             (
                 ServeArgs {

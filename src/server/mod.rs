@@ -7,7 +7,7 @@ pub mod demo;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -16,8 +16,11 @@ use tokio::sync::watch;
 use crate::http::auth::KeyStore;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, HttpLimits, app, now, run_expiry};
-use crate::ledger::{Ledger, LedgerConfig};
-use config::ServeConfig;
+use crate::ledger::{Changes, Ledger, LedgerConfig};
+use crate::store::redis::{RedisConfig, RedisStore};
+use crate::store::write_behind::{self, FlusherParts, StoreStatus, WriteBehind, WriteBehindConfig};
+use crate::store::{Store, StoreError};
+use config::{Durability, ServeConfig};
 
 /// Latency buckets (seconds) for request histograms.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -56,7 +59,26 @@ pub fn state(config: &ServeConfig, ledger: Arc<Ledger>) -> Arc<AppState> {
         request_metrics: Default::default(),
         counters: Default::default(),
         ready: AtomicBool::new(false),
+        write_behind: config.redis_url.as_ref().map(|_| {
+            WriteBehind::new(WriteBehindConfig {
+                sync: config.durability == Durability::Sync,
+                flush_interval_ms: config.flush_interval_ms,
+                flush_max_items: config.flush_max_items,
+                sync_wait_timeout_ms: config.sync_wait_timeout_ms,
+                ..WriteBehindConfig::default()
+            })
+        }),
     })
+}
+
+fn redis_config(config: &ServeConfig, url: &str, ledger: &LedgerConfig) -> RedisConfig {
+    RedisConfig {
+        key_prefix: config.redis_key_prefix.clone(),
+        timeout_ms: config.redis_timeout_ms,
+        resolved_retention_ms: ledger.resolved_retention_ms,
+        wait_aof: config.wait_aof,
+        ..RedisConfig::new(url)
+    }
 }
 
 /// A server running in the background (tests, and `serve` itself).
@@ -65,13 +87,37 @@ pub struct Running {
     pub state: Arc<AppState>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Loads the store, then runs the flusher until stopped.
+    store_task: Option<tokio::task::JoinHandle<()>>,
+    /// Set when the engine cannot go on (e.g. the store holds invalid data).
+    pub fatal: watch::Receiver<Option<String>>,
 }
 
 impl Running {
-    /// Graceful stop: in-flight requests finish, then the task ends.
+    /// Graceful stop: in-flight requests finish, the write-behind store gets
+    /// a last flush, then the tasks end.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
-        self.task.await.map_err(std::io::Error::other)?
+        let served = self.task.await.map_err(std::io::Error::other)?;
+        if let Some(store_task) = self.store_task {
+            store_task.await.map_err(std::io::Error::other)?;
+        }
+        served
+    }
+
+    /// Waits until the engine serves (state loaded), or fails.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !self.state.ready.load(Ordering::Acquire) {
+            if let Some(error) = self.fatal.borrow().clone() {
+                return Err(error);
+            }
+            if Instant::now() > deadline {
+                return Err("not ready in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 }
 
@@ -81,11 +127,7 @@ pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result
     let addr = listener.local_addr()?;
     let state = state(config, ledger);
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(run_expiry(
-        Arc::clone(&state.ledger),
-        Duration::from_millis(config.expiry_sweep_interval_ms),
-        stopped.clone(),
-    ));
+    let (fatal_sender, fatal) = watch::channel(None);
     if let Some(handle) = state.metrics.clone() {
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
@@ -98,7 +140,24 @@ pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result
             }
         });
     }
-    state.ready.store(true, Ordering::Release);
+    let store_task = match &config.redis_url {
+        None => {
+            start_expiry(&state, config, stopped.clone());
+            state.ready.store(true, Ordering::Release);
+            None
+        }
+        Some(url) => {
+            let store = RedisStore::new(redis_config(config, url, state.ledger.config()))
+                .map_err(std::io::Error::other)?;
+            Some(tokio::spawn(run_store(
+                Arc::new(store),
+                Arc::clone(&state),
+                config.clone(),
+                stopped.clone(),
+                fatal_sender,
+            )))
+        }
+    };
     let router = app(Arc::clone(&state));
     let mut shutdown = stopped;
     let task = tokio::spawn(async move {
@@ -113,13 +172,124 @@ pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result
         state,
         stop,
         task,
+        store_task,
+        fatal,
     })
+}
+
+fn start_expiry(state: &Arc<AppState>, config: &ServeConfig, stopped: watch::Receiver<bool>) {
+    tokio::spawn(run_expiry(
+        Arc::clone(&state.ledger),
+        Duration::from_millis(config.expiry_sweep_interval_ms),
+        stopped,
+    ));
+}
+
+/// Loads the store into the ledger (retrying while Redis is unreachable),
+/// marks the engine ready, then runs the flusher until stopped.
+async fn run_store<S: Store>(
+    store: Arc<S>,
+    state: Arc<AppState>,
+    config: ServeConfig,
+    mut stopped: watch::Receiver<bool>,
+    fatal: watch::Sender<Option<String>>,
+) {
+    let Some(write_behind) = state.write_behind.clone() else {
+        return;
+    };
+    let fail = |error: String| {
+        tracing::error!(%error, "cannot use the store");
+        write_behind.set_status(StoreStatus::Failed, Some(error.clone()));
+        let _ = fatal.send(Some(error));
+    };
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    let loaded = loop {
+        match store.load(now()).await {
+            Ok(loaded) => break loaded,
+            Err(StoreError::Unavailable(error)) => {
+                tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
+                    "store unreachable at start; not ready until it is loaded");
+                write_behind.set_status(StoreStatus::Loading, Some(error));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.changed() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return fail(error.to_string()),
+        }
+    };
+    let ledger = &state.ledger;
+    let fresh = loaded.is_none();
+    match loaded {
+        Some(loaded) => {
+            let report = match ledger.restore(loaded.restore, now()) {
+                Ok(report) => report,
+                Err(error) => return fail(error.to_string()),
+            };
+            let keys = match state.keys.restore(loaded.keys) {
+                Ok(keys) => keys,
+                Err(error) => return fail(error),
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(
+                positions = report.positions,
+                reservations_held = report.reservations_held,
+                reservations_resolved = report.reservations_resolved,
+                idempotency_keys = report.idempotency_keys,
+                api_keys = keys,
+                reserved_recomputed = report.reserved_recomputed,
+                seconds,
+                positions_per_second = (report.positions as f64 / seconds.max(1e-9)) as u64,
+                "state loaded from the store"
+            );
+        }
+        None => {
+            if config.demo {
+                match demo::load(ledger, now()) {
+                    Ok(positions) => tracing::info!(positions, "store is empty: demo data loaded"),
+                    Err(error) => return fail(error),
+                }
+            } else {
+                tracing::info!("store is empty: starting with an empty ledger");
+            }
+        }
+    }
+    if !fresh && config.demo {
+        tracing::info!("the store holds data: --demo ignored");
+    }
+    let mut changes = Changes::new(ledger, write_behind.config().max_stream_backlog);
+    // A fresh store gets everything in its first write.
+    changes.everything = fresh;
+    // Holds whose deadline passed while the engine was down expire now
+    // (after `Changes::new`, so the expiries are written too).
+    let expired = ledger.tick(now(), usize::MAX);
+    if expired > 0 {
+        tracing::info!(expired, "reservations expired while the engine was down");
+        metrics::counter!("omnistock_reservations_expired_total").increment(expired as u64);
+    }
+    start_expiry(&state, &config, stopped.clone());
+    write_behind.set_status(StoreStatus::Healthy, None);
+    state.ready.store(true, Ordering::Release);
+    write_behind::run(
+        Arc::clone(&write_behind),
+        store,
+        FlusherParts {
+            ledger: Arc::clone(ledger),
+            keys: Arc::clone(&state) as Arc<dyn crate::store::KeySource>,
+            changes,
+            clock: now,
+        },
+        stopped,
+    )
+    .await;
 }
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
-    if config.demo {
+    if config.demo && config.redis_url.is_none() {
         let positions = demo::load(&ledger, now())?;
         tracing::info!(
             positions,
@@ -128,20 +298,38 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             "demo data loaded"
         );
     }
-    tracing::info!(
-        store = "memory",
-        "no --redis-url: running on the embedded in-memory store; state is lost on exit"
-    );
+    match &config.redis_url {
+        None => tracing::info!(
+            store = "memory",
+            "no --redis-url: running on the embedded in-memory store; state is lost on exit"
+        ),
+        Some(url) => tracing::info!(
+            store = "redis",
+            url = %redact(url),
+            durability = ?config.durability,
+            flush_interval_ms = config.flush_interval_ms,
+            "write-behind store: Redis"
+        ),
+    }
     if config.admin_key.is_none() {
         tracing::warn!(
             "OMNISTOCK_ADMIN_KEY is not set: no key can call the API; set it to administer the engine"
         );
     }
-    let running = start(&config, ledger)
+    let mut running = start(&config, ledger)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
     tracing::info!(addr = %running.addr, durability = ?config.durability, "omnistock serving");
-    shutdown_signal().await;
+    let mut fatal = running.fatal.clone();
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        failed = fatal.wait_for(Option::is_some) => failed.ok().and_then(|error| error.clone()),
+    };
+    if let Some(error) = failure {
+        let _ = running.shutdown().await;
+        return Err(error);
+    }
+    running.fatal = fatal;
     tracing::info!("shutting down: finishing in-flight requests");
     running
         .shutdown()
@@ -149,6 +337,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -49,6 +49,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/journal", get(admin::journal))
+        .route("/v1/admin/audit", get(admin::audit))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

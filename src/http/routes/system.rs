@@ -12,27 +12,63 @@ use serde_json::json;
 
 use crate::http::AppState;
 use crate::http::openapi;
+use crate::store::write_behind::StoreStatus;
 
 /// Liveness: the process answers.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: state loaded and the engine serving.
+/// Readiness: state loaded and the engine serving. With a store it also
+/// reports the write-behind: `degraded` (Redis down, serving from memory)
+/// stays 200 in async mode, where writes are still acknowledged, and is 503
+/// in sync mode, where they cannot be.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "store": "memory"})),
-        )
-            .into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
-        )
-            .into_response()
-    }
+    let ready = state.ready.load(Ordering::Acquire);
+    let Some(write_behind) = &state.write_behind else {
+        return if ready {
+            (
+                StatusCode::OK,
+                Json(json!({"status": "ready", "store": "memory"})),
+            )
+                .into_response()
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "loading", "store": "memory"})),
+            )
+                .into_response()
+        };
+    };
+    let health = write_behind.health();
+    let sync = write_behind.config().sync;
+    let (status, code) = match (ready, &health.status) {
+        (_, StoreStatus::Failed) => ("failed", StatusCode::SERVICE_UNAVAILABLE),
+        (false, _) | (_, StoreStatus::Loading) => ("loading", StatusCode::SERVICE_UNAVAILABLE),
+        (true, StoreStatus::Degraded) if sync => ("degraded", StatusCode::SERVICE_UNAVAILABLE),
+        (true, StoreStatus::Degraded) => ("degraded", StatusCode::OK),
+        (true, StoreStatus::Healthy) => ("ready", StatusCode::OK),
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "store": "redis",
+            "durability": if sync { "sync" } else { "async" },
+            "write_behind": {
+                "state": health.status.as_str(),
+                "backlog_items": health.backlog_items,
+                "flush_lag_ms": health.flush_lag_ms,
+                "consecutive_failures": health.consecutive_failures,
+                "last_error": health.last_error,
+                "flushes": health.flushes,
+                "flush_errors": health.flush_errors,
+                "full_rewrites": health.full_rewrites,
+                "stream_entries_dropped": health.stream_dropped,
+            },
+        })),
+    )
+        .into_response()
 }
 
 /// Prometheus text exposition.

@@ -1,0 +1,855 @@
+//! The text form of stored records: compact, readable with `redis-cli`, and
+//! unambiguous. Fields are separated by `|`, list items by `;`, item fields
+//! by `,` and sub-items by `@`; free text (ids, names, references) escapes
+//! `%` and every separator as `%XX`. Each value starts with its version, so
+//! the store's scripts can compare versions without decoding the rest.
+//! `ARCHITECTURE.md` documents every layout.
+
+use std::borrow::Cow;
+
+use crate::ledger::{
+    CatalogRecord, Channel, ChannelPolicy, GeoPoint, GroupName, IdempotencyKey, IdempotencyRecord,
+    Incoming, Location, LocationCode, LocationKind, Pickup, PickupMethod, PickupSla, PolicyScope,
+    PositionRecord, PositionView, Qty, ReservationId, ReservationLineRecord, ReservationLineView,
+    ReservationRecord, ReservationState, ReservationView, Seq, Sku, TimestampMs, WriteOutput,
+};
+
+use super::{KeyRecord, KeysRecord};
+
+/// What is wrong with a stored value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{what}: {problem}")]
+pub struct CodecError {
+    pub what: &'static str,
+    pub problem: String,
+}
+
+fn bad(what: &'static str, problem: impl Into<String>) -> CodecError {
+    CodecError {
+        what,
+        problem: problem.into(),
+    }
+}
+
+const SPECIAL: &[char] = &['%', '|', ';', ',', '@', '\n', '\r'];
+
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.contains(SPECIAL) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        if SPECIAL.contains(&ch) {
+            out.push_str(&format!("%{:02X}", ch as u32));
+        } else {
+            out.push(ch);
+        }
+    }
+    Cow::Owned(out)
+}
+
+pub fn unescape(text: &str) -> Result<Cow<'_, str>, CodecError> {
+    if !text.contains('%') {
+        return Ok(Cow::Borrowed(text));
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest
+            .get(at + 1..at + 3)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .ok_or_else(|| bad("escape", format!("bad escape in {text:?}")))?;
+        out.push(char::from(code));
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Ok(Cow::Owned(out))
+}
+
+/// Splits `text` on `sep`; an empty text is an empty list.
+fn items(text: &str, sep: char) -> impl Iterator<Item = &str> {
+    text.split(sep).filter(move |_| !text.is_empty())
+}
+
+fn fields<'a, const N: usize>(
+    text: &'a str,
+    sep: char,
+    what: &'static str,
+) -> Result<[&'a str; N], CodecError> {
+    let mut out = [""; N];
+    let mut parts = text.splitn(N, sep);
+    for slot in &mut out {
+        *slot = parts
+            .next()
+            .ok_or_else(|| bad(what, format!("expected {N} fields in {text:?}")))?;
+    }
+    Ok(out)
+}
+
+fn num<T: std::str::FromStr>(text: &str, what: &'static str) -> Result<T, CodecError> {
+    text.parse()
+        .map_err(|_| bad(what, format!("not a number: {text:?}")))
+}
+
+fn qty(text: &str, what: &'static str) -> Result<Qty, CodecError> {
+    num(text, what).map(Qty)
+}
+
+fn ts(text: &str, what: &'static str) -> Result<TimestampMs, CodecError> {
+    num(text, what).map(TimestampMs)
+}
+
+fn opt_ts(text: &str, what: &'static str) -> Result<Option<TimestampMs>, CodecError> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        ts(text, what).map(Some)
+    }
+}
+
+fn opt_text(value: Option<&str>) -> String {
+    value.map_or(String::new(), |v| format!("={}", escape(v)))
+}
+
+fn parse_opt_text(text: &str) -> Result<Option<String>, CodecError> {
+    match text.strip_prefix('=') {
+        Some(rest) => Ok(Some(unescape(rest)?.into_owned())),
+        None if text.is_empty() => Ok(None),
+        None => Err(bad("optional text", format!("{text:?}"))),
+    }
+}
+
+fn sku(text: &str) -> Result<Sku, CodecError> {
+    Sku::new(&unescape(text)?).map_err(|e| bad("sku", e.to_string()))
+}
+
+fn location(text: &str) -> Result<LocationCode, CodecError> {
+    LocationCode::new(&unescape(text)?).map_err(|e| bad("location", e.to_string()))
+}
+
+fn channel(text: &str) -> Result<Channel, CodecError> {
+    Channel::parse(text).ok_or_else(|| bad("channel", text.to_owned()))
+}
+
+fn state_str(state: ReservationState) -> &'static str {
+    state.as_str()
+}
+
+fn state(text: &str) -> Result<ReservationState, CodecError> {
+    [
+        ReservationState::Held,
+        ReservationState::Committed,
+        ReservationState::Released,
+        ReservationState::Expired,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
+    .ok_or_else(|| bad("reservation state", text.to_owned()))
+}
+
+// ---- positions -------------------------------------------------------------
+
+/// The hash field of a position: `SKU|LOCATION`, escaped.
+pub fn position_field(sku: &Sku, location: &LocationCode) -> String {
+    format!("{}|{}", escape(sku.as_str()), escape(location.as_str()))
+}
+
+pub fn encode_position(p: &PositionRecord) -> String {
+    let incoming: Vec<String> = p
+        .incoming
+        .iter()
+        .map(|i| {
+            format!(
+                "{},{},{}",
+                i.qty.0,
+                i.expected_at.0,
+                opt_text(i.reference.as_deref())
+            )
+        })
+        .collect();
+    let history: Vec<String> = p
+        .history
+        .iter()
+        .map(|(at, delta)| format!("{},{delta}", at.0))
+        .collect();
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        p.version.0,
+        p.on_hand.0,
+        p.reserved.0,
+        p.safety_stock.0,
+        p.non_sellable.0,
+        p.last_count_as_of.0,
+        p.history_horizon.0,
+        incoming.join(";"),
+        history.join(";"),
+    )
+}
+
+pub fn decode_position(field: &str, value: &str) -> Result<PositionRecord, CodecError> {
+    let [sku_text, loc_text] = fields::<2>(field, '|', "position field")?;
+    let [
+        version,
+        on_hand,
+        reserved,
+        safety,
+        non_sellable,
+        as_of,
+        horizon,
+        incoming,
+        history,
+    ] = fields::<9>(value, '|', "position")?;
+    Ok(PositionRecord {
+        sku: sku(sku_text)?,
+        location: location(loc_text)?,
+        version: Seq(num(version, "version")?),
+        on_hand: qty(on_hand, "on_hand")?,
+        reserved: qty(reserved, "reserved")?,
+        safety_stock: qty(safety, "safety_stock")?,
+        non_sellable: qty(non_sellable, "non_sellable")?,
+        last_count_as_of: ts(as_of, "last_count_as_of")?,
+        history_horizon: ts(horizon, "history_horizon")?,
+        incoming: items(incoming, ';')
+            .map(|item| {
+                let [q, at, reference] = fields::<3>(item, ',', "incoming")?;
+                Ok(Incoming {
+                    qty: qty(q, "incoming qty")?,
+                    expected_at: ts(at, "incoming expected_at")?,
+                    reference: parse_opt_text(reference)?,
+                })
+            })
+            .collect::<Result<_, CodecError>>()?,
+        history: items(history, ';')
+            .map(|item| {
+                let [at, delta] = fields::<2>(item, ',', "history")?;
+                Ok((ts(at, "history at")?, num(delta, "history delta")?))
+            })
+            .collect::<Result<_, CodecError>>()?,
+    })
+}
+
+// ---- reservations ----------------------------------------------------------
+
+fn encode_lines<'a>(lines: impl Iterator<Item = (&'a Sku, &'a LocationCode, Qty, Qty)>) -> String {
+    lines
+        .map(|(s, l, q, c)| {
+            format!(
+                "{},{},{},{}",
+                escape(s.as_str()),
+                escape(l.as_str()),
+                q.0,
+                c.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+type LineParts = (Sku, LocationCode, Qty, Qty);
+
+fn decode_lines(text: &str) -> Result<Vec<LineParts>, CodecError> {
+    items(text, ';')
+        .map(|item| {
+            let [s, l, q, c] = fields::<4>(item, ',', "line")?;
+            Ok((sku(s)?, location(l)?, qty(q, "qty")?, qty(c, "committed")?))
+        })
+        .collect()
+}
+
+pub fn encode_reservation(r: &ReservationRecord) -> String {
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}",
+        r.version.0,
+        r.channel.as_str(),
+        state_str(r.state),
+        r.created_at.0,
+        r.expires_at.0,
+        r.resolved_at.map_or(String::new(), |t| t.0.to_string()),
+        encode_lines(
+            r.lines
+                .iter()
+                .map(|l| (&l.sku, &l.location, l.qty, l.committed))
+        ),
+    )
+}
+
+pub fn decode_reservation(field: &str, value: &str) -> Result<ReservationRecord, CodecError> {
+    let [version, ch, st, created, expires, resolved, lines] =
+        fields::<7>(value, '|', "reservation")?;
+    Ok(ReservationRecord {
+        id: ReservationId(num(field, "reservation id")?),
+        version: Seq(num(version, "version")?),
+        channel: channel(ch)?,
+        state: state(st)?,
+        created_at: ts(created, "created_at")?,
+        expires_at: ts(expires, "expires_at")?,
+        resolved_at: opt_ts(resolved, "resolved_at")?,
+        lines: decode_lines(lines)?
+            .into_iter()
+            .map(|(sku, location, qty, committed)| ReservationLineRecord {
+                sku,
+                location,
+                qty,
+                committed,
+            })
+            .collect(),
+    })
+}
+
+// ---- idempotency records ---------------------------------------------------
+
+fn encode_view(v: &PositionView) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{}",
+        escape(v.sku.as_str()),
+        escape(v.location.as_str()),
+        v.on_hand.0,
+        v.reserved.0,
+        v.safety_stock.0,
+        v.non_sellable.0,
+        v.incoming,
+        v.atf.0,
+        v.ato,
+        v.version.0,
+        v.shortage.0
+    )
+}
+
+fn decode_view(text: &str) -> Result<PositionView, CodecError> {
+    let [s, l, oh, rs, ss, ns, inc, atf, ato, version, shortage] =
+        fields::<11>(text, ',', "position view")?;
+    Ok(PositionView {
+        sku: sku(s)?,
+        location: location(l)?,
+        on_hand: qty(oh, "on_hand")?,
+        reserved: qty(rs, "reserved")?,
+        safety_stock: qty(ss, "safety_stock")?,
+        non_sellable: qty(ns, "non_sellable")?,
+        incoming: num(inc, "incoming")?,
+        atf: qty(atf, "atf")?,
+        ato: num(ato, "ato")?,
+        version: Seq(num(version, "version")?),
+        shortage: qty(shortage, "shortage")?,
+    })
+}
+
+pub fn encode_idempotency(r: &IdempotencyRecord) -> String {
+    let outcome = match &r.outcome {
+        WriteOutput::Position(v) => format!("P|{}", encode_view(v)),
+        WriteOutput::Positions(vs) => format!(
+            "S|{}",
+            vs.iter().map(encode_view).collect::<Vec<_>>().join(";")
+        ),
+        WriteOutput::Reservation(v) => format!(
+            "R|{}|{}|{}|{}|{}|{}|{}",
+            v.id.0,
+            v.channel.as_str(),
+            state_str(v.state),
+            v.created_at.0,
+            v.expires_at.0,
+            v.resolved_at.map_or(String::new(), |t| t.0.to_string()),
+            encode_lines(
+                v.lines
+                    .iter()
+                    .map(|l| (&l.sku, &l.location, l.qty, l.committed))
+            ),
+        ),
+    };
+    // Version 1: a record is written once and never changes.
+    format!("1|{}|{}|{}", r.fingerprint, r.expires_at.0, outcome)
+}
+
+pub fn decode_idempotency(field: &str, value: &str) -> Result<IdempotencyRecord, CodecError> {
+    let [_version, fingerprint, expires, kind, rest] = fields::<5>(value, '|', "idempotency")?;
+    let outcome = match kind {
+        "P" => WriteOutput::Position(decode_view(rest)?),
+        "S" => WriteOutput::Positions(
+            items(rest, ';')
+                .map(decode_view)
+                .collect::<Result<_, _>>()?,
+        ),
+        "R" => {
+            let [id, ch, st, created, expires_at, resolved, lines] =
+                fields::<7>(rest, '|', "reservation view")?;
+            WriteOutput::Reservation(ReservationView {
+                id: ReservationId(num(id, "reservation id")?),
+                channel: channel(ch)?,
+                state: state(st)?,
+                created_at: ts(created, "created_at")?,
+                expires_at: ts(expires_at, "expires_at")?,
+                resolved_at: opt_ts(resolved, "resolved_at")?,
+                lines: decode_lines(lines)?
+                    .into_iter()
+                    .map(|(sku, location, qty, committed)| ReservationLineView {
+                        sku,
+                        location,
+                        qty,
+                        committed,
+                    })
+                    .collect(),
+            })
+        }
+        other => return Err(bad("idempotency outcome", other.to_owned())),
+    };
+    Ok(IdempotencyRecord {
+        key: IdempotencyKey::new(&unescape(field)?)
+            .map_err(|e| bad("idempotency key", e.to_string()))?,
+        fingerprint: num(fingerprint, "fingerprint")?,
+        expires_at: ts(expires, "expires_at")?,
+        outcome,
+    })
+}
+
+// ---- catalog ---------------------------------------------------------------
+
+fn kind_str(kind: LocationKind) -> &'static str {
+    match kind {
+        LocationKind::Store => "store",
+        LocationKind::Warehouse => "warehouse",
+    }
+}
+
+fn method_str(method: PickupMethod) -> &'static str {
+    match method {
+        PickupMethod::Buy => "buy",
+        PickupMethod::Reserve => "reserve",
+        PickupMethod::ShipToStore => "ship_to_store",
+        PickupMethod::NotSupported => "not_supported",
+    }
+}
+
+fn sla_str(sla: Option<PickupSla>) -> String {
+    match sla {
+        None => String::new(),
+        Some(PickupSla::SameDay) => "same_day".into(),
+        Some(PickupSla::NextDay) => "next_day".into(),
+        Some(PickupSla::Days(days)) => days.to_string(),
+        Some(PickupSla::MultiWeek) => "multi_week".into(),
+    }
+}
+
+fn parse_pickup(method: &str, sla: &str) -> Result<Option<Pickup>, CodecError> {
+    let method = match method {
+        "" => return Ok(None),
+        "buy" => PickupMethod::Buy,
+        "reserve" => PickupMethod::Reserve,
+        "ship_to_store" => PickupMethod::ShipToStore,
+        "not_supported" => PickupMethod::NotSupported,
+        other => return Err(bad("pickup method", other.to_owned())),
+    };
+    let sla = match sla {
+        "" => None,
+        "same_day" => Some(PickupSla::SameDay),
+        "next_day" => Some(PickupSla::NextDay),
+        "multi_week" => Some(PickupSla::MultiWeek),
+        days => Some(
+            PickupSla::days(num(days, "pickup sla")?)
+                .ok_or_else(|| bad("pickup sla", days.to_owned()))?,
+        ),
+    };
+    Ok(Some(Pickup { method, sla }))
+}
+
+pub fn encode_catalog(c: &CatalogRecord) -> String {
+    let locations: Vec<String> = c
+        .locations
+        .iter()
+        .map(|l| {
+            format!(
+                "{},{},{},{},{},{},{},{}",
+                escape(l.code.as_str()),
+                kind_str(l.kind),
+                escape(&l.name),
+                l.coords.map_or(String::new(), |p| p.lat.to_string()),
+                l.coords.map_or(String::new(), |p| p.lon.to_string()),
+                l.pickup.map_or("", |p| method_str(p.method)),
+                sla_str(l.pickup.and_then(|p| p.sla)),
+                u8::from(l.ship_from_store),
+            )
+        })
+        .collect();
+    let groups: Vec<String> = c
+        .groups
+        .iter()
+        .map(|(name, members)| {
+            let members: Vec<_> = members.iter().map(|m| escape(m.as_str())).collect();
+            format!("{},{}", escape(name.as_str()), members.join("@"))
+        })
+        .collect();
+    let policies: Vec<String> = c
+        .policies
+        .iter()
+        .map(|(ch, scope, policy)| {
+            let (kind, name) = match scope {
+                PolicyScope::Location(code) => ("l", code.as_str()),
+                PolicyScope::Group(group) => ("g", group.as_str()),
+            };
+            format!(
+                "{},{kind},{},{},{}",
+                ch.as_str(),
+                escape(name),
+                policy.held_back.0,
+                policy.cap.map_or(String::new(), |c| c.0.to_string())
+            )
+        })
+        .collect();
+    format!(
+        "{}|{}|{}|{}",
+        c.generation,
+        locations.join(";"),
+        groups.join(";"),
+        policies.join(";")
+    )
+}
+
+pub fn decode_catalog(value: &str) -> Result<CatalogRecord, CodecError> {
+    let [generation, locations, groups, policies] = fields::<4>(value, '|', "catalog")?;
+    let group_name =
+        |text: &str| GroupName::new(&unescape(text)?).map_err(|e| bad("group", e.to_string()));
+    Ok(CatalogRecord {
+        generation: num(generation, "catalog generation")?,
+        locations: items(locations, ';')
+            .map(|item| {
+                let [code, kind, name, lat, lon, method, sla, ship] =
+                    fields::<8>(item, ',', "location")?;
+                let coords = if lat.is_empty() {
+                    None
+                } else {
+                    Some(
+                        GeoPoint::new(num(lat, "lat")?, num(lon, "lon")?)
+                            .ok_or_else(|| bad("coords", format!("{lat},{lon}")))?,
+                    )
+                };
+                Ok(Location {
+                    code: location(code)?,
+                    kind: match kind {
+                        "store" => LocationKind::Store,
+                        "warehouse" => LocationKind::Warehouse,
+                        other => return Err(bad("location kind", other.to_owned())),
+                    },
+                    name: unescape(name)?.into_owned(),
+                    coords,
+                    pickup: parse_pickup(method, sla)?,
+                    ship_from_store: ship == "1",
+                })
+            })
+            .collect::<Result<_, CodecError>>()?,
+        groups: items(groups, ';')
+            .map(|item| {
+                let [name, members] = fields::<2>(item, ',', "group")?;
+                Ok((
+                    group_name(name)?,
+                    items(members, '@')
+                        .map(location)
+                        .collect::<Result<_, _>>()?,
+                ))
+            })
+            .collect::<Result<_, CodecError>>()?,
+        policies: items(policies, ';')
+            .map(|item| {
+                let [ch, kind, name, held_back, cap] = fields::<5>(item, ',', "policy")?;
+                let scope = match kind {
+                    "l" => PolicyScope::Location(location(name)?),
+                    "g" => PolicyScope::Group(group_name(name)?),
+                    other => return Err(bad("policy scope", other.to_owned())),
+                };
+                let cap = if cap.is_empty() {
+                    None
+                } else {
+                    Some(qty(cap, "cap")?)
+                };
+                Ok((
+                    channel(ch)?,
+                    scope,
+                    ChannelPolicy {
+                        held_back: qty(held_back, "held_back")?,
+                        cap,
+                    },
+                ))
+            })
+            .collect::<Result<_, CodecError>>()?,
+    })
+}
+
+// ---- API keys ----------------------------------------------------------------
+
+pub fn encode_keys(k: &KeysRecord) -> String {
+    let keys: Vec<String> = k
+        .keys
+        .iter()
+        .map(|key| {
+            let scopes: Vec<_> = key.scopes.iter().map(|s| escape(s)).collect();
+            let locations: Vec<_> = key.locations.iter().map(|l| escape(l)).collect();
+            format!(
+                "{},{},{},{},{}",
+                escape(&key.id),
+                escape(&key.name),
+                scopes.join("@"),
+                locations.join("@"),
+                key.digest_hex
+            )
+        })
+        .collect();
+    format!("{}|{}", k.generation, keys.join(";"))
+}
+
+pub fn decode_keys(value: &str) -> Result<KeysRecord, CodecError> {
+    let [generation, keys] = fields::<2>(value, '|', "keys")?;
+    let list = |text: &str| -> Result<Vec<String>, CodecError> {
+        items(text, '@')
+            .map(|t| unescape(t).map(Cow::into_owned))
+            .collect()
+    };
+    Ok(KeysRecord {
+        generation: num(generation, "keys generation")?,
+        keys: items(keys, ';')
+            .map(|item| {
+                let [id, name, scopes, locations, digest] = fields::<5>(item, ',', "key")?;
+                Ok(KeyRecord {
+                    id: unescape(id)?.into_owned(),
+                    name: unescape(name)?.into_owned(),
+                    scopes: list(scopes)?,
+                    locations: list(locations)?,
+                    digest_hex: digest.to_owned(),
+                })
+            })
+            .collect::<Result<_, CodecError>>()?,
+    })
+}
+
+// ---- engine state --------------------------------------------------------------
+
+/// The engine's counters: the head of the latest cut written, and per
+/// reservation shard the next local id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineState {
+    pub head: Seq,
+    pub reservation_shards: usize,
+    pub reservation_next_local: Vec<u64>,
+    pub written_at: TimestampMs,
+}
+
+pub fn encode_state(s: &EngineState) -> String {
+    let next: Vec<String> = s
+        .reservation_next_local
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    format!(
+        "{}|{}|{}|{}|{}",
+        s.head.0.saturating_sub(1),
+        s.head.0,
+        s.reservation_shards,
+        next.join(";"),
+        s.written_at.0
+    )
+}
+
+pub fn decode_state(value: &str) -> Result<EngineState, CodecError> {
+    let [_version, head, shards, next, written_at] = fields::<5>(value, '|', "state")?;
+    Ok(EngineState {
+        head: Seq(num(head, "head")?),
+        reservation_shards: num(shards, "reservation shards")?,
+        reservation_next_local: items(next, ';')
+            .map(|n| num(n, "next local id"))
+            .collect::<Result<_, _>>()?,
+        written_at: ts(written_at, "written_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku_(s: &str) -> Sku {
+        Sku::new(s).expect("sku")
+    }
+    fn loc_(s: &str) -> LocationCode {
+        LocationCode::new(s).expect("loc")
+    }
+
+    #[test]
+    fn escaping_round_trips_every_separator() {
+        for text in ["plain", "a|b;c,d@e%f", "%41", "é|ü", "50%", "@@"] {
+            assert_eq!(unescape(&escape(text)).expect("valid"), text);
+            assert!(!escape(text).contains(['|', ';', ',', '@']));
+        }
+        assert!(unescape("%4").is_err());
+        assert!(unescape("%zz").is_err());
+    }
+
+    #[test]
+    fn position_round_trips_with_awkward_ids() {
+        let record = PositionRecord {
+            sku: sku_("SKU|1;x"),
+            location: loc_("PAR,01@%"),
+            on_hand: Qty(10),
+            reserved: Qty(3),
+            safety_stock: Qty(1),
+            non_sellable: Qty(2),
+            version: Seq(u64::MAX),
+            last_count_as_of: TimestampMs::MIN,
+            incoming: vec![
+                Incoming {
+                    qty: Qty(5),
+                    expected_at: TimestampMs(1_700_000_000_000),
+                    reference: Some("PO|7".into()),
+                },
+                Incoming {
+                    qty: Qty(1),
+                    expected_at: TimestampMs(-5),
+                    reference: None,
+                },
+            ],
+            history: vec![(TimestampMs(1), -3), (TimestampMs(2), 4)],
+            history_horizon: TimestampMs(0),
+        };
+        let field = position_field(&record.sku, &record.location);
+        let value = encode_position(&record);
+        assert!(value.starts_with(&u64::MAX.to_string()));
+        assert_eq!(decode_position(&field, &value), Ok(record));
+        assert!(decode_position(&field, "1|2|3").is_err());
+        assert!(decode_position(&field, "x|1|1|1|1|1|1||").is_err());
+    }
+
+    #[test]
+    fn reservation_and_outcomes_round_trip() {
+        let lines = vec![ReservationLineRecord {
+            sku: sku_("A"),
+            location: loc_("S1"),
+            qty: Qty(2),
+            committed: Qty(1),
+        }];
+        let record = ReservationRecord {
+            id: ReservationId(77),
+            version: Seq(9),
+            channel: Channel::CallCentre,
+            state: ReservationState::Committed,
+            created_at: TimestampMs(1),
+            expires_at: TimestampMs(2),
+            resolved_at: Some(TimestampMs(3)),
+            lines,
+        };
+        assert_eq!(
+            decode_reservation("77", &encode_reservation(&record)),
+            Ok(record)
+        );
+        let view = PositionView {
+            sku: sku_("A,B"),
+            location: loc_("S1"),
+            on_hand: Qty(1),
+            reserved: Qty(0),
+            safety_stock: Qty(0),
+            non_sellable: Qty(0),
+            incoming: 4,
+            atf: Qty(1),
+            ato: 5,
+            version: Seq(3),
+            shortage: Qty(0),
+        };
+        let outcomes = [
+            WriteOutput::Position(view.clone()),
+            WriteOutput::Positions(vec![view.clone(), view]),
+            WriteOutput::Reservation(ReservationView {
+                id: ReservationId(5),
+                channel: Channel::Web,
+                state: ReservationState::Held,
+                created_at: TimestampMs(1),
+                expires_at: TimestampMs(2),
+                resolved_at: None,
+                lines: vec![ReservationLineView {
+                    sku: sku_("A"),
+                    location: loc_("S|1"),
+                    qty: Qty(1),
+                    committed: Qty(0),
+                }],
+            }),
+        ];
+        for outcome in outcomes {
+            let record = IdempotencyRecord {
+                key: IdempotencyKey::new("key_1:order|42").expect("key"),
+                fingerprint: u64::MAX,
+                expires_at: TimestampMs(10),
+                outcome,
+            };
+            let field = escape(record.key.as_str()).into_owned();
+            assert_eq!(
+                decode_idempotency(&field, &encode_idempotency(&record)),
+                Ok(record)
+            );
+        }
+    }
+
+    #[test]
+    fn catalog_keys_and_state_round_trip() {
+        let catalog = CatalogRecord {
+            generation: 12,
+            locations: vec![
+                Location {
+                    code: loc_("PAR-01"),
+                    kind: LocationKind::Store,
+                    name: "Paris, Rivoli; 1er".into(),
+                    coords: GeoPoint::new(48.8606, 2.3376),
+                    pickup: Some(Pickup {
+                        method: PickupMethod::Buy,
+                        sla: Some(PickupSla::Days(3)),
+                    }),
+                    ship_from_store: true,
+                },
+                Location {
+                    code: loc_("WH"),
+                    kind: LocationKind::Warehouse,
+                    name: String::new(),
+                    coords: None,
+                    pickup: Some(Pickup {
+                        method: PickupMethod::NotSupported,
+                        sla: None,
+                    }),
+                    ship_from_store: false,
+                },
+            ],
+            groups: vec![(
+                GroupName::new("paris").expect("group"),
+                vec![loc_("PAR-01"), loc_("WH")],
+            )],
+            policies: vec![
+                (
+                    Channel::Ads,
+                    PolicyScope::Group(GroupName::new("paris").expect("group")),
+                    ChannelPolicy {
+                        held_back: Qty(2),
+                        cap: None,
+                    },
+                ),
+                (
+                    Channel::Marketplace,
+                    PolicyScope::Location(loc_("WH")),
+                    ChannelPolicy {
+                        held_back: Qty(0),
+                        cap: Some(Qty(20)),
+                    },
+                ),
+            ],
+        };
+        assert_eq!(decode_catalog(&encode_catalog(&catalog)), Ok(catalog));
+        let keys = KeysRecord {
+            generation: 3,
+            keys: vec![KeyRecord {
+                id: "key_1".into(),
+                name: "till, 3".into(),
+                scopes: vec!["pos".into(), "read".into()],
+                locations: vec!["PAR-01".into()],
+                digest_hex: "ab".repeat(32),
+            }],
+        };
+        assert_eq!(decode_keys(&encode_keys(&keys)), Ok(keys));
+        let state = EngineState {
+            head: Seq(100),
+            reservation_shards: 4,
+            reservation_next_local: vec![1, 2, 3, 4],
+            written_at: TimestampMs(5),
+        };
+        assert_eq!(decode_state(&encode_state(&state)), Ok(state));
+    }
+}

@@ -1,0 +1,90 @@
+//! Durability: the write-behind store.
+//!
+//! - [`Store`] is the narrow interface: load everything, write a batch.
+//!   [`redis::RedisStore`] is its implementation and the only code in
+//!   omnistock that knows Redis.
+//! - [`write_behind`] is the shell that feeds it: it collects changed items
+//!   from the ledger, writes their latest absolute state in batches, retries
+//!   with backoff while the store is down, and tells sync-mode writers when
+//!   their change is durable.
+//! - [`codec`] is the text form of stored values.
+
+pub mod codec;
+pub mod redis;
+pub mod write_behind;
+
+use std::future::Future;
+
+use crate::ledger::{Cut, Restore, TimestampMs};
+
+/// An API key as persisted: never the secret, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub locations: Vec<String>,
+    pub digest_hex: String,
+}
+
+/// Every created (not revoked) key, ordered by `generation`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeysRecord {
+    pub generation: u64,
+    pub keys: Vec<KeyRecord>,
+}
+
+/// Where the keys live (the HTTP layer's key store), seen from the flusher.
+pub trait KeySource: Send + Sync {
+    /// Changes whenever a key is created or revoked.
+    fn generation(&self) -> u64;
+    fn export(&self) -> KeysRecord;
+}
+
+/// One write: a consistent cut of the ledger plus the keys if they changed.
+pub struct Batch<'a> {
+    pub cut: &'a Cut,
+    pub keys: Option<&'a KeysRecord>,
+    /// Resolved reservations and idempotency records older than their
+    /// retention are purged from the store as of this time.
+    pub now: TimestampMs,
+    pub reservation_shards: usize,
+}
+
+/// Everything a store holds.
+pub struct Loaded {
+    pub restore: Restore,
+    pub keys: KeysRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Unreachable, timed out, or refused the write: retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store is not the one last written (restarted empty, restarted
+    /// from an older snapshot, or replaced): the whole state must be rewritten.
+    #[error("store replaced or restarted: {0}")]
+    Replaced(String),
+    /// A stored value cannot be decoded: refuse to start rather than guess.
+    #[error("store holds invalid data: {0}")]
+    Corrupt(String),
+    /// The store cannot do what the configuration asks.
+    #[error("store misconfigured: {0}")]
+    Config(String),
+}
+
+/// The narrow interface between the write-behind shell and a backend.
+pub trait Store: Send + Sync + 'static {
+    /// Reads everything back; `None` when the store is empty (never written).
+    fn load(
+        &self,
+        now: TimestampMs,
+    ) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
+
+    /// Writes one batch atomically. Writes are idempotent and ordered by
+    /// version: writing an older batch after a newer one changes nothing.
+    /// Unless `batch.cut.everything`, fails with `Replaced` when the store
+    /// is not the one last written.
+    fn write(&self, batch: &Batch<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,390 @@
+//! The write-behind shell: moves the ledger's changes into a [`Store`].
+//!
+//! One task (the flusher) owns a [`Changes`] set. Every poll it moves new
+//! journal entries into the set; when a flush is due (the oldest change is
+//! `flush_interval_ms` old, or `flush_max_items` items wait, or a sync-mode
+//! writer asks) it takes a consistent cut and writes it as one batch. While
+//! the store is down it keeps collecting (the set is bounded by the number
+//! of items, since it holds each position, reservation and key once) and
+//! retries with exponential backoff.
+//!
+//! Group commit (sync mode): flush rounds are numbered. A writer, after its
+//! change is applied in memory, reads the current round number and waits
+//! until that round is written. Every writer that arrives while a round is
+//! being written waits for the next one, so one write to the store
+//! acknowledges all of them.
+//!
+//! Architecture invariant: a round's number is taken *before* its cut, and
+//! a writer reads the number *after* its change, so the round a writer
+//! waits for always contains its change.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+
+use super::{Batch, KeySource, Store, StoreError};
+use crate::ledger::{Changes, Ledger, TimestampMs};
+
+#[derive(Clone, Debug)]
+pub struct WriteBehindConfig {
+    /// Acknowledge writes only once they are in the store.
+    pub sync: bool,
+    /// Longest a change waits before it is written (async mode): the loss
+    /// window on a crash, plus Redis's own persistence.
+    pub flush_interval_ms: u64,
+    /// Flush early once this many items wait.
+    pub flush_max_items: usize,
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    /// Movements kept for the store's stream while it is down (oldest dropped).
+    pub max_stream_backlog: usize,
+    /// Longest a sync-mode writer waits for its round before a 503.
+    pub sync_wait_timeout_ms: u64,
+}
+
+impl Default for WriteBehindConfig {
+    fn default() -> Self {
+        WriteBehindConfig {
+            sync: false,
+            flush_interval_ms: 10,
+            flush_max_items: 50_000,
+            retry_min_ms: 50,
+            retry_max_ms: 2_000,
+            max_stream_backlog: 100_000,
+            sync_wait_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Where the store stands, for `/readyz` and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreStatus {
+    /// Reading the store back into memory; not serving yet.
+    Loading,
+    /// Writes reach the store.
+    Healthy,
+    /// The last write failed: serving from memory, retrying.
+    Degraded,
+    /// The store cannot be used (corrupt data, bad configuration).
+    Failed,
+}
+
+impl StoreStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreStatus::Loading => "loading",
+            StoreStatus::Healthy => "healthy",
+            StoreStatus::Degraded => "degraded",
+            StoreStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Health {
+    pub status: StoreStatus,
+    /// Items waiting to be written.
+    pub backlog_items: usize,
+    /// Age of the oldest change not yet written.
+    pub flush_lag_ms: u64,
+    pub consecutive_failures: u64,
+    pub last_error: Option<String>,
+    pub flushes: u64,
+    pub flush_errors: u64,
+    pub full_rewrites: u64,
+    pub stream_dropped: u64,
+}
+
+/// Why a sync-mode write could not be acknowledged (the change is applied in
+/// memory and will be written when the store is back; retry with the same
+/// idempotency key to get the outcome).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotDurable {
+    #[error("the store is unavailable: {0}")]
+    StoreDown(String),
+    #[error("the flush holding this write failed")]
+    FlushFailed,
+    #[error("the store did not confirm the write within {0} ms")]
+    Timeout(u64),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    /// Every round up to this one is written.
+    flushed: u64,
+    /// The latest round that failed.
+    failed: u64,
+}
+
+/// The handle shared with the HTTP layer.
+pub struct WriteBehind {
+    config: WriteBehindConfig,
+    /// The number of the round that will next be written.
+    round: AtomicU64,
+    progress: watch::Sender<Progress>,
+    wake: Notify,
+    health: Mutex<Health>,
+}
+
+impl WriteBehind {
+    pub fn new(config: WriteBehindConfig) -> Arc<WriteBehind> {
+        Arc::new(WriteBehind {
+            config,
+            round: AtomicU64::new(1),
+            progress: watch::Sender::new(Progress::default()),
+            wake: Notify::new(),
+            health: Mutex::new(Health {
+                status: StoreStatus::Loading,
+                backlog_items: 0,
+                flush_lag_ms: 0,
+                consecutive_failures: 0,
+                last_error: None,
+                flushes: 0,
+                flush_errors: 0,
+                full_rewrites: 0,
+                stream_dropped: 0,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &WriteBehindConfig {
+        &self.config
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().clone()
+    }
+
+    pub fn set_status(&self, status: StoreStatus, error: Option<String>) {
+        let mut health = self.health.lock();
+        health.status = status;
+        if error.is_some() {
+            health.last_error = error;
+        }
+    }
+
+    /// Sync mode: returns once every change made before the call is in the
+    /// store. Async mode: returns at once.
+    pub async fn durable(&self) -> Result<(), NotDurable> {
+        if !self.config.sync {
+            return Ok(());
+        }
+        let target = self.round.load(Ordering::SeqCst);
+        {
+            let health = self.health.lock();
+            if health.consecutive_failures > 0 {
+                return Err(NotDurable::StoreDown(
+                    health.last_error.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        let mut progress = self.progress.subscribe();
+        self.wake.notify_one();
+        let timeout = Duration::from_millis(self.config.sync_wait_timeout_ms);
+        let waited = tokio::time::timeout(
+            timeout,
+            progress.wait_for(|p| p.flushed >= target || p.failed >= target),
+        )
+        .await;
+        match waited {
+            Ok(Ok(p)) if p.flushed >= target => Ok(()),
+            Ok(_) => Err(NotDurable::FlushFailed),
+            Err(_) => Err(NotDurable::Timeout(self.config.sync_wait_timeout_ms)),
+        }
+    }
+
+    fn record_success(&self, changes: &Changes, full: bool, items: usize, elapsed: Duration) {
+        let mut health = self.health.lock();
+        health.status = StoreStatus::Healthy;
+        health.consecutive_failures = 0;
+        health.flushes += 1;
+        health.full_rewrites += u64::from(full);
+        health.backlog_items = changes.backlog();
+        health.flush_lag_ms = 0;
+        health.stream_dropped = changes.movements_dropped;
+        metrics::counter!("omnistock_write_behind_flushes_total").increment(1);
+        metrics::counter!("omnistock_write_behind_items_written_total").increment(items as u64);
+        metrics::histogram!("omnistock_write_behind_flush_seconds").record(elapsed.as_secs_f64());
+        if full {
+            metrics::counter!("omnistock_write_behind_full_rewrites_total").increment(1);
+        }
+    }
+
+    fn record_failure(&self, error: &StoreError) -> u64 {
+        let mut health = self.health.lock();
+        health.status = StoreStatus::Degraded;
+        health.consecutive_failures += 1;
+        health.flush_errors += 1;
+        health.last_error = Some(error.to_string());
+        metrics::counter!("omnistock_write_behind_flush_errors_total").increment(1);
+        health.consecutive_failures
+    }
+
+    fn record_backlog(&self, changes: &Changes, now: TimestampMs) {
+        let lag_ms = changes
+            .oldest_unwritten
+            .map_or(0, |(_, at)| u64::try_from(now.0 - at.0).unwrap_or(0));
+        let mut health = self.health.lock();
+        health.backlog_items = changes.backlog();
+        health.flush_lag_ms = lag_ms;
+        health.stream_dropped = changes.movements_dropped;
+        metrics::gauge!("omnistock_write_behind_backlog_items").set(changes.backlog() as f64);
+        metrics::gauge!("omnistock_write_behind_flush_lag_seconds").set(lag_ms as f64 / 1000.0);
+        metrics::gauge!("omnistock_write_behind_stream_backlog")
+            .set(changes.movements.len() as f64);
+        metrics::gauge!("omnistock_write_behind_stream_dropped")
+            .set(changes.movements_dropped as f64);
+        metrics::gauge!("omnistock_store_degraded")
+            .set(f64::from(u8::from(health.status == StoreStatus::Degraded)));
+    }
+}
+
+/// What the flusher needs besides the store.
+pub struct FlusherParts {
+    pub ledger: Arc<Ledger>,
+    pub keys: Arc<dyn KeySource>,
+    pub changes: Changes,
+    /// Wall clock (ms); injected so tests can control time.
+    pub clock: fn() -> TimestampMs,
+}
+
+/// Runs the flusher until `stop` turns true, then makes a last attempt to
+/// write what is left (a graceful shutdown loses nothing when the store is up).
+pub async fn run<S: Store>(
+    handle: Arc<WriteBehind>,
+    store: Arc<S>,
+    parts: FlusherParts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let FlusherParts {
+        ledger,
+        keys,
+        mut changes,
+        clock,
+    } = parts;
+    let config = handle.config.clone();
+    let poll = Duration::from_millis(config.flush_interval_ms.clamp(1, 5));
+    let reservation_shards = ledger
+        .config()
+        .reservation_shards
+        .clamp(1, 1 << 12)
+        .next_power_of_two();
+    let mut written_catalog = if changes.everything {
+        u64::MAX
+    } else {
+        ledger.catalog().generation()
+    };
+    let mut written_keys = if changes.everything {
+        u64::MAX
+    } else {
+        keys.generation()
+    };
+    let mut retry_at: Option<Instant> = None;
+    let mut stopping = false;
+    let mut final_attempts = 0;
+    loop {
+        let woken = if stopping {
+            false
+        } else {
+            tokio::select! {
+                _ = handle.wake.notified() => true,
+                _ = tokio::time::sleep(poll) => false,
+                _ = stop.changed() => { stopping = true; false }
+            }
+        };
+        let now = clock();
+        ledger.collect_changes(&mut changes, now);
+        let catalog_changed = ledger.catalog().generation() != written_catalog;
+        let keys_changed = keys.generation() != written_keys;
+        handle.record_backlog(&changes, now);
+
+        let oldest_due = changes.oldest_unwritten.is_some_and(|(_, at)| {
+            now.0.saturating_sub(at.0) >= i64::try_from(config.flush_interval_ms).unwrap_or(0)
+        });
+        let pending = !changes.is_empty() || catalog_changed || keys_changed;
+        let due = changes.everything
+            || catalog_changed
+            || keys_changed
+            || oldest_due
+            || changes.backlog() >= config.flush_max_items
+            || (woken && config.sync)
+            || (stopping && pending);
+        let backing_off = retry_at.is_some_and(|at| Instant::now() < at) && !stopping;
+        if !due || backing_off {
+            if stopping && !pending {
+                return;
+            }
+            continue;
+        }
+
+        // The round number is taken before the cut (see the module docs).
+        let round = handle.round.fetch_add(1, Ordering::SeqCst);
+        let keys_generation = keys.generation();
+        let catalog_generation_before = ledger.catalog().generation();
+        let cut = ledger.cut(&mut changes, now);
+        let keys_record = (keys_changed || cut.everything).then(|| keys.export());
+        let batch = Batch {
+            cut: &cut,
+            keys: keys_record.as_ref(),
+            now,
+            reservation_shards,
+        };
+        let items = cut.positions.len() + cut.reservations.len() + cut.idempotency.len();
+        let started = Instant::now();
+        let result = store.write(&batch).await;
+        match result {
+            Ok(()) => {
+                let full = cut.everything;
+                changes.written(&cut);
+                written_catalog = cut.catalog.generation.max(catalog_generation_before);
+                if let Some(record) = &keys_record {
+                    written_keys = record.generation.max(keys_generation);
+                }
+                retry_at = None;
+                handle.record_success(&changes, full, items, started.elapsed());
+                handle
+                    .progress
+                    .send_modify(|p| p.flushed = p.flushed.max(round));
+                if full {
+                    tracing::info!(items, head = cut.head.0, "store rewritten in full");
+                }
+            }
+            Err(StoreError::Replaced(reason)) => {
+                tracing::warn!(%reason, "store restarted or replaced: rewriting the full state");
+                changes.unwritten(cut);
+                changes.everything = true;
+                // No backoff: the full rewrite follows at once.
+            }
+            Err(error) => {
+                changes.unwritten(cut);
+                let failures = handle.record_failure(&error);
+                handle
+                    .progress
+                    .send_modify(|p| p.failed = p.failed.max(round));
+                let backoff_ms = config
+                    .retry_min_ms
+                    .saturating_mul(1 << failures.min(16).saturating_sub(1))
+                    .min(config.retry_max_ms);
+                retry_at = Some(Instant::now() + Duration::from_millis(backoff_ms));
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::warn!(%error, failures, backoff_ms, backlog = changes.backlog(),
+                        "write-behind flush failed; serving from memory and retrying");
+                }
+                if stopping {
+                    final_attempts += 1;
+                    if final_attempts >= 3 {
+                        tracing::error!(
+                            backlog = changes.backlog(),
+                            "stopping with changes not written to the store"
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The Redis write-behind store against a real `redis-server` started by the
+//! tests: round trip, Redis killed and restarted under load (empty, and with
+//! its data), and retried or reordered batches.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omnistock::http::now;
+use omnistock::ledger::{
+    Changes, CountRequest, Cut, Ledger, LedgerConfig, Line, Location, LocationCode, LocationKind,
+    PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore, Seq, Sku,
+};
+use omnistock::server::config::{Durability, ServeConfig};
+use omnistock::server::{Running, start};
+use omnistock::store::redis::{RedisConfig, RedisStore};
+use omnistock::store::{Batch, Store};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use support::{ADMIN, RedisServer};
+
+struct Engine {
+    running: Running,
+    base: String,
+    http: Client,
+}
+
+impl Engine {
+    async fn start(redis_url: &str, durability: Durability) -> Engine {
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            admin_key: Some(ADMIN.into()),
+            redis_url: Some(redis_url.into()),
+            durability,
+            rate_limit_per_second: 0,
+            ..ServeConfig::default()
+        };
+        let mut running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
+            .await
+            .expect("server starts");
+        running
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("loads the store");
+        Engine {
+            base: format!("http://{}", running.addr),
+            running,
+            http: Client::new(),
+        }
+    }
+
+    fn ledger(&self) -> &Ledger {
+        &self.running.state.ledger
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(ADMIN, method, path, body, None).await
+    }
+
+    async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let (status, body) = self.call(method, path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn readyz(&self) -> Value {
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Waits until every change is written (backlog 0, healthy).
+    async fn caught_up(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.readyz().await;
+            if ready["status"] == "ready" && ready["write_behind"]["backlog_items"] == 0 {
+                // One more interval so the latest round is certainly written.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let again = self.readyz().await;
+                if again["write_behind"]["backlog_items"] == 0 && again["status"] == "ready" {
+                    return again;
+                }
+            }
+            assert!(Instant::now() < deadline, "never caught up: {ready}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn positions_by_key(records: &[PositionRecord]) -> BTreeMap<(Sku, LocationCode), PositionRecord> {
+    records
+        .iter()
+        .map(|p| ((p.sku.clone(), p.location.clone()), p.clone()))
+        .collect()
+}
+
+/// Reservations without their store version (which only orders writes).
+fn reservations_by_id(records: &[ReservationRecord]) -> BTreeMap<u64, ReservationRecord> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.id.0,
+                ReservationRecord {
+                    version: Seq(0),
+                    ..r.clone()
+                },
+            )
+        })
+        .collect()
+}
+
+/// What Redis holds, read the way the engine reads it at start.
+async fn stored(redis_url: &str) -> Restore {
+    let store = RedisStore::new(RedisConfig::new(redis_url)).expect("store");
+    store
+        .load(now())
+        .await
+        .expect("load")
+        .expect("store not empty")
+        .restore
+}
+
+fn assert_store_equals_ledger(stored: &Restore, ledger: &Cut) {
+    let (in_store, in_memory) = (
+        positions_by_key(&stored.positions),
+        positions_by_key(&ledger.positions),
+    );
+    assert_eq!(in_store.len(), in_memory.len(), "position count");
+    for (key, position) in &in_memory {
+        assert_eq!(in_store.get(key), Some(position), "position {key:?}");
+    }
+    assert_eq!(
+        reservations_by_id(&stored.reservations),
+        reservations_by_id(&ledger.reservations),
+        "reservations"
+    );
+    assert_eq!(stored.catalog.as_ref(), Some(&ledger.catalog), "catalog");
+}
+
+async fn seed(engine: &Engine, skus: usize, units: u32) {
+    for store in ["S1", "S2"] {
+        engine
+            .ok(
+                Method::PUT,
+                &format!("/v1/locations/{store}"),
+                json!({"kind": "store", "name": format!("Store {store}"), "lat": 48.85, "lon": 2.35,
+                       "pickup": {"method": "buy", "sla": "same day"}}),
+            )
+            .await;
+        for sku in 0..skus {
+            engine
+                .ok(
+                    Method::PUT,
+                    &format!("/v1/stock/{store}/SKU-{sku}"),
+                    json!({"on_hand": units}),
+                )
+                .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_restores_every_position_reservation_and_key() {
+    let redis = RedisServer::start();
+    let engine = Engine::start(&redis.url(), Durability::Async).await;
+    seed(&engine, 5, 100).await;
+    engine
+        .ok(
+            Method::PUT,
+            "/v1/locations/WH",
+            json!({"kind": "warehouse", "name": "Lille | DC; 1"}),
+        )
+        .await;
+    engine
+        .ok(
+            Method::PUT,
+            "/v1/groups/paris",
+            json!({"locations": ["S1", "S2"]}),
+        )
+        .await;
+    engine
+        .ok(
+            Method::PUT,
+            "/v1/policies",
+            json!({"channel": "ads", "group": "paris", "held_back": 2}),
+        )
+        .await;
+    engine
+        .ok(
+            Method::PUT,
+            "/v1/stock/WH/SKU-0",
+            json!({"on_hand": 40, "safety_stock": 3}),
+        )
+        .await;
+    engine
+        .ok(
+            Method::POST,
+            "/v1/incoming",
+            json!({"sku": "SKU-1", "location": "S1", "qty": 5, "expected_at": "2030-01-01T00:00:00Z", "reference": "PO|1"}),
+        )
+        .await;
+    let reserve = |sku: &str, qty: u32| json!({"channel": "web", "lines": [{"sku": sku, "location": "S1", "qty": qty}, {"sku": "SKU-2", "location": "S2", "qty": 1}], "ttl_seconds": 900});
+    let mut ids = Vec::new();
+    for (i, action) in ["hold", "commit", "release", "partial", "hold"]
+        .iter()
+        .enumerate()
+    {
+        let (status, body) = engine
+            .call_as(
+                ADMIN,
+                Method::POST,
+                "/v1/reservations",
+                Some(reserve(&format!("SKU-{i}"), 3)),
+                Some(&format!("order-{i}")),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().expect("id").to_owned();
+        match *action {
+            "commit" => {
+                engine
+                    .ok(
+                        Method::POST,
+                        &format!("/v1/reservations/{id}/commit"),
+                        json!({}),
+                    )
+                    .await;
+            }
+            "release" => {
+                engine
+                    .ok(
+                        Method::POST,
+                        &format!("/v1/reservations/{id}/release"),
+                        json!({}),
+                    )
+                    .await;
+            }
+            "partial" => {
+                engine
+                    .ok(
+                        Method::POST,
+                        &format!("/v1/reservations/{id}/commit"),
+                        json!({"lines": [{"sku": format!("SKU-{i}"), "location": "S1", "qty": 2}]}),
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+        ids.push(id);
+    }
+    engine
+        .ok(
+            Method::POST,
+            "/v1/sales",
+            json!({"channel": "pos", "lines": [{"sku": "SKU-4", "location": "S2", "qty": 2}]}),
+        )
+        .await;
+    engine
+        .ok(
+            Method::POST,
+            "/v1/adjustments",
+            json!({"sku": "SKU-3", "location": "S2", "delta": -4, "reason": "damaged"}),
+        )
+        .await;
+    let key = engine
+        .ok(
+            Method::POST,
+            "/v1/keys",
+            json!({"name": "storefront", "scopes": ["read"]}),
+        )
+        .await;
+    let secret = key["key"].as_str().expect("secret").to_owned();
+    let revoked = engine
+        .ok(
+            Method::POST,
+            "/v1/keys",
+            json!({"name": "old", "scopes": ["read"]}),
+        )
+        .await;
+    let revoked_secret = revoked["key"].as_str().expect("secret").to_owned();
+    let (status, _) = engine
+        .call(
+            Method::DELETE,
+            &format!("/v1/keys/{}", revoked["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, keys_before) = engine.call(Method::GET, "/v1/keys", None).await;
+    let head_before = engine.ledger().journal_head();
+    let before = engine.ledger().export_all(now());
+
+    engine.running.shutdown().await.expect("graceful stop");
+    assert_store_equals_ledger(&stored(&redis.url()).await, &before);
+
+    let engine = Engine::start(&redis.url(), Durability::Async).await;
+    let after = engine.ledger().export_all(now());
+    assert_eq!(
+        positions_by_key(&after.positions),
+        positions_by_key(&before.positions),
+        "every position, field by field"
+    );
+    assert_eq!(
+        reservations_by_id(&after.reservations),
+        reservations_by_id(&before.reservations),
+        "every reservation"
+    );
+    assert_eq!(after.catalog, before.catalog, "locations, groups, policies");
+    let (_, keys_after) = engine.call(Method::GET, "/v1/keys", None).await;
+    assert_eq!(keys_after, keys_before, "keys");
+    let (status, _) = engine
+        .call_as(&secret, Method::GET, "/v1/availability/SKU-1", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "a created key still works");
+    let (status, _) = engine
+        .call_as(
+            &revoked_secret,
+            Method::GET,
+            "/v1/availability/SKU-1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked key stays revoked"
+    );
+
+    // Idempotency survives: the retry gets the original reservation.
+    let (status, body) = engine
+        .call_as(
+            ADMIN,
+            Method::POST,
+            "/v1/reservations",
+            Some(reserve("SKU-0", 3)),
+            Some("order-0"),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(body["id"], ids[0].as_str(), "replayed, not applied twice");
+    // New ids and sequences never collide with the previous run's.
+    let (status, body) = engine
+        .call_as(
+            ADMIN,
+            Method::POST,
+            "/v1/reservations",
+            Some(reserve("SKU-0", 1)),
+            Some("order-new"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(!ids.contains(&body["id"].as_str().expect("id").to_owned()));
+    assert!(engine.ledger().journal_head() > head_before);
+    let (_, audit) = engine.call(Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(audit["ok"], true, "{audit}");
+    engine.running.shutdown().await.expect("stop");
+}
+
+/// Drives reservations (and commits/releases) until `stop`; returns the
+/// statuses seen. Any 5xx fails the caller's test.
+async fn drive_load(base: String, clients: usize, duration: Duration) -> BTreeMap<u16, usize> {
+    let http = Client::new();
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let http = http.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = BTreeMap::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let sku = format!("SKU-{}", (client as u64 + i) % 10);
+                let response = http
+                    .post(format!("{base}/v1/reservations"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({"channel": "web", "lines": [{"sku": sku, "location": "S1", "qty": 1}], "ttl_seconds": 600}))
+                    .send()
+                    .await
+                    .expect("the engine answers");
+                let status = response.status();
+                *statuses.entry(status.as_u16()).or_insert(0) += 1;
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if status == StatusCode::CREATED && i % 3 != 0 {
+                    let id = body["id"].as_str().unwrap_or_default();
+                    let action = if i % 3 == 1 { "commit" } else { "release" };
+                    let status = http
+                        .post(format!("{base}/v1/reservations/{id}/{action}"))
+                        .bearer_auth(ADMIN)
+                        .json(&json!({}))
+                        .send()
+                        .await
+                        .expect("the engine answers")
+                        .status();
+                    *statuses.entry(status.as_u16()).or_insert(0) += 1;
+                }
+            }
+            statuses
+        }));
+    }
+    let mut all = BTreeMap::new();
+    for task in tasks {
+        for (status, count) in task.await.expect("client") {
+            *all.entry(status).or_insert(0) += count;
+        }
+    }
+    all
+}
+
+async fn redis_restart_during_load(mut redis: RedisServer) {
+    let engine = Engine::start(&redis.url(), Durability::Async).await;
+    seed(&engine, 10, 1_000_000).await;
+    engine.caught_up().await;
+    let load = tokio::spawn(drive_load(
+        engine.base.clone(),
+        4,
+        Duration::from_millis(2_500),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let degraded = engine.readyz().await;
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    assert!(
+        degraded["write_behind"]["flush_errors"].as_u64() > Some(0),
+        "{degraded}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    redis.restart();
+    let statuses = load.await.expect("load");
+    assert!(
+        statuses.keys().all(|s| *s < 500),
+        "the engine served throughout: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&201).copied().unwrap_or(0) > 50,
+        "{statuses:?}"
+    );
+    let ready = engine.caught_up().await;
+    assert!(
+        ready["write_behind"]["full_rewrites"].as_u64() >= Some(2),
+        "the restarted Redis got the full state: {ready}"
+    );
+    let in_memory = engine.ledger().export_all(now());
+    assert_store_equals_ledger(&stored(&redis.url()).await, &in_memory);
+    engine.running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_empty_during_load_gets_the_full_state() {
+    redis_restart_during_load(RedisServer::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_with_its_data_during_load_catches_up() {
+    redis_restart_during_load(RedisServer::start_persistent()).await;
+}
+
+fn location(code: &str) -> Location {
+    Location {
+        code: LocationCode::new(code).expect("code"),
+        kind: LocationKind::Store,
+        name: code.into(),
+        coords: None,
+        pickup: None,
+        ship_from_store: false,
+    }
+}
+
+fn count(ledger: &Ledger, sku: &str, on_hand: u32) {
+    ledger
+        .count(
+            &CountRequest {
+                sku: Sku::new(sku).expect("sku"),
+                location: LocationCode::new("S1").expect("loc"),
+                on_hand: Qty(on_hand),
+                safety_stock: None,
+                expected_version: None,
+                as_of: None,
+                reference: None,
+            },
+            now(),
+            None,
+        )
+        .expect("count");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_and_reordered_batches_never_roll_anything_back() {
+    let redis = RedisServer::start();
+    let store = RedisStore::new(RedisConfig::new(redis.url())).expect("store");
+    let ledger = Ledger::new(LedgerConfig::default());
+    let shards = ledger.config().reservation_shards;
+    ledger.put_location(location("S1")).expect("location");
+    count(&ledger, "A", 10);
+    async fn write(store: &RedisStore, cut: &Cut, shards: usize) {
+        let batch = Batch {
+            cut,
+            keys: None,
+            now: now(),
+            reservation_shards: shards,
+        };
+        store.write(&batch).await.expect("write");
+    }
+    write(&store, &ledger.export_all(now()), shards).await;
+
+    let mut changes = Changes::new(&ledger, 1_000);
+    let held = ledger
+        .reserve(
+            &ReserveRequest {
+                channel: omnistock::ledger::Channel::Web,
+                lines: vec![Line {
+                    sku: Sku::new("A").expect("sku"),
+                    location: LocationCode::new("S1").expect("loc"),
+                    qty: Qty(4),
+                }],
+                ttl_ms: 60_000,
+            },
+            now(),
+            None,
+        )
+        .expect("reserve");
+    let older = ledger.cut(&mut changes, now());
+    changes.written(&older);
+    count(&ledger, "A", 7);
+    ledger
+        .commit(
+            &omnistock::ledger::CommitRequest {
+                id: held.id,
+                lines: None,
+            },
+            now(),
+            None,
+        )
+        .expect("commit");
+    let newer = ledger.cut(&mut changes, now());
+    changes.written(&newer);
+    assert!(older.head < newer.head);
+
+    write(&store, &newer, shards).await;
+    write(&store, &older, shards).await; // reordered: older after newer
+    write(&store, &older, shards).await; // and retried
+    let after_old = stored(&redis.url()).await;
+    assert_store_equals_ledger(&after_old, &ledger.export_all(now()));
+    let a = &after_old.positions[0];
+    assert_eq!((a.on_hand, a.reserved), (Qty(3), Qty(0)), "{a:?}");
+    assert_eq!(
+        after_old.reservations[0].state,
+        omnistock::ledger::ReservationState::Committed
+    );
+    write(&store, &newer, shards).await; // a retried newer batch is a no-op too
+    assert_store_equals_ledger(&stored(&redis.url()).await, &ledger.export_all(now()));
+}

@@ -1,0 +1,227 @@
+//! Shared by the store tests: a real `redis-server` started on a free
+//! loopback port in its own temp dir and killed on drop, and the real
+//! `omnistock` binary as a child process (so it can be `kill -9`ed).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "store-test-admin-key-0123";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `redis-server` of our own. Fails loudly when the binary is missing: no
+/// store test may skip because Redis is absent.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    /// AOF with fsync on every write, so a restart keeps the data.
+    persistent: bool,
+}
+
+impl RedisServer {
+    /// Without persistence: a restart comes back empty.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(false)
+    }
+
+    /// With `appendonly yes` and `appendfsync always`.
+    pub fn start_persistent() -> RedisServer {
+        RedisServer::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!(
+            "omnistock-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("redis temp dir");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            persistent,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start redis-server ({e}). The store tests need a real Redis: \
+                 install it (apt-get install redis-server) or run `bash scripts/test.sh`, \
+                 which installs it"
+            )
+        });
+        self.child = Some(child);
+        let started = Instant::now();
+        while !self.ping() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "redis-server exited at start ({status}) on port {}",
+                    self.port
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not answer PING on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 5];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG"
+    }
+
+    /// SIGKILL: no shutdown, no save.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and directory (empty unless persistent).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `omnistock` binary serving on a free port.
+pub struct EngineProcess {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl EngineProcess {
+    /// Starts `omnistock serve` with `args` and waits until `/readyz` is 200.
+    pub fn start(args: &[&str]) -> EngineProcess {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_omnistock"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("OMNISTOCK_ADMIN_KEY", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the omnistock binary starts");
+        let mut engine = EngineProcess {
+            child: Some(child),
+            port,
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(child) = engine.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("omnistock exited at start: {status}");
+            }
+            if raw_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "omnistock never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        engine
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`: the process gets no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (the last flush included).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "omnistock exit status {status}");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "omnistock did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn raw_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP engine.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a flash sale on the in-memory ledger and audit it.
     Demo {
         /// Units on sale.
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo { units, buyers } => report(omnistock::flash_sale::run(units, buyers)),
         Command::Serve(args) => {
-            let config = match args.resolve(std::env::var("OMNISTOCK_ADMIN_KEY").ok()) {
+            let config = match (*args).resolve(std::env::var("OMNISTOCK_ADMIN_KEY").ok()) {
                 Ok(config) => config,
                 Err(message) => {
                     eprintln!("omnistock serve: {message}");

@@ -415,7 +415,7 @@ async fn drive_load(base: String, clients: usize, duration: Duration) -> BTreeMa
                 let status = response.status();
                 *statuses.entry(status.as_u16()).or_insert(0) += 1;
                 let body: Value = response.json().await.unwrap_or(Value::Null);
-                if status == StatusCode::CREATED && i % 3 != 0 {
+                if status == StatusCode::CREATED && !i.is_multiple_of(3) {
                     let id = body["id"].as_str().unwrap_or_default();
                     let action = if i % 3 == 1 { "commit" } else { "release" };
                     let status = http

@@ -214,15 +214,14 @@ impl ServeArgs {
 
 impl ServeConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://")
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
                 || url.starts_with("unix://"))
-            {
-                return Err(format!(
-                    "--redis-url {url:?}: expected redis://, rediss:// or unix://"
-                ));
-            }
+        {
+            return Err(format!(
+                "--redis-url {url:?}: expected redis://, rediss:// or unix://"
+            ));
         }
         if self.redis_url.is_none() {
             if self.durability == Durability::Sync {

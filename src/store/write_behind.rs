@@ -369,7 +369,7 @@ pub async fn run<S: Store>(
                     .saturating_mul(1 << failures.min(16).saturating_sub(1))
                     .min(config.retry_max_ms);
                 retry_at = Some(Instant::now() + Duration::from_millis(backoff_ms));
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(%error, failures, backoff_ms, backlog = changes.backlog(),
                         "write-behind flush failed; serving from memory and retrying");
                 }

@@ -31,7 +31,8 @@ fn bad(what: &'static str, problem: impl Into<String>) -> CodecError {
     }
 }
 
-const SPECIAL: &[char] = &['%', '|', ';', ',', '@', '\n', '\r'];
+/// `~` too: fields starting with `~` are the store's own (`~v`).
+const SPECIAL: &[char] = &['%', '|', ';', ',', '@', '~', '\n', '\r'];
 
 pub fn escape(text: &str) -> Cow<'_, str> {
     if !text.contains(SPECIAL) {
@@ -188,7 +189,25 @@ pub fn encode_position(p: &PositionRecord) -> String {
 }
 
 pub fn decode_position(field: &str, value: &str) -> Result<PositionRecord, CodecError> {
+    decode_position_with(field, value, &mut rustc_hash::FxHashMap::default())
+}
+
+/// As [`decode_position`], sharing location codes through `locations`
+/// (a store has few locations and a million positions).
+pub fn decode_position_with(
+    field: &str,
+    value: &str,
+    locations: &mut rustc_hash::FxHashMap<String, LocationCode>,
+) -> Result<PositionRecord, CodecError> {
     let [sku_text, loc_text] = fields::<2>(field, '|', "position field")?;
+    let location_code = match locations.get(loc_text) {
+        Some(code) => code.clone(),
+        None => {
+            let code = location(loc_text)?;
+            locations.insert(loc_text.to_owned(), code.clone());
+            code
+        }
+    };
     let [
         version,
         on_hand,
@@ -202,7 +221,7 @@ pub fn decode_position(field: &str, value: &str) -> Result<PositionRecord, Codec
     ] = fields::<9>(value, '|', "position")?;
     Ok(PositionRecord {
         sku: sku(sku_text)?,
-        location: location(loc_text)?,
+        location: location_code,
         version: Seq(num(version, "version")?),
         on_hand: qty(on_hand, "on_hand")?,
         reserved: qty(reserved, "reserved")?,

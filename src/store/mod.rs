@@ -82,7 +82,10 @@ pub trait Store: Send + Sync + 'static {
         now: TimestampMs,
     ) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
 
-    /// Writes one batch atomically. Writes are idempotent and ordered by
+    /// Writes one batch: atomically when it is of ordinary size; a very
+    /// large one (a full rewrite, a catch-up) in several transactions in
+    /// dependency order (catalog, positions, reservations, idempotency
+    /// records, engine state last). Writes are idempotent and ordered by
     /// version: writing an older batch after a newer one changes nothing.
     /// Unless `batch.cut.everything`, fails with `Replaced` when the store
     /// is not the one last written.

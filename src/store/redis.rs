@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Script};
 use tokio::sync::Mutex;
@@ -34,97 +35,92 @@ use super::codec::{self, EngineState};
 use super::{Batch, Loaded, Store, StoreError};
 use crate::ledger::{
     IdempotencyRecord, LedgerConfig, MovementRecord, PositionRecord, ReservationRecord, Restore,
-    Seq, Sku, TimestampMs,
+    Sku, TimestampMs,
 };
 
 /// Positions are spread over this many hashes (by SKU, so a SKU's positions
 /// share a slot). Part of the stored format: changing it needs a rewrite.
-pub const POSITION_BUCKETS: u64 = 1024;
+pub const POSITION_BUCKETS: u64 = 128;
 /// Idempotency records are spread over this many hashes (by key).
-pub const IDEMPOTENCY_BUCKETS: u64 = 256;
+pub const IDEMPOTENCY_BUCKETS: u64 = 64;
+/// The field of every hash holding the version of the newest batch applied.
+const VERSION_FIELD: &str = "~v";
 /// Buckets read per round trip while loading.
-const LOAD_BUCKETS_PER_TRIP: usize = 64;
+const LOAD_BUCKETS_PER_TRIP: usize = 4;
+/// Round trips in flight while loading.
+const LOAD_TRIPS_IN_FLIGHT: usize = 4;
+
+/// Hashes as read: key, then its fields and values.
+type Fetched = Vec<(String, Vec<(String, String)>)>;
+
+/// HGETALL of `keys` in one round trip, each reply with its key.
+async fn hgetall_chunk(
+    mut connection: ConnectionManager,
+    keys: Vec<String>,
+) -> Result<Fetched, StoreError> {
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("HGETALL").arg(key);
+    }
+    let replies: Vec<Vec<(String, String)>> = pipe
+        .query_async(&mut connection)
+        .await
+        .map_err(unavailable)?;
+    Ok(keys.into_iter().zip(replies).collect())
+}
+
+/// Decodes position hashes; location codes are shared, not copied per position.
+fn decode_positions(fetched: Fetched) -> Result<Vec<PositionRecord>, StoreError> {
+    let mut locations = rustc_hash::FxHashMap::default();
+    let mut positions = Vec::with_capacity(fetched.iter().map(|(_, e)| e.len()).sum());
+    for (key, entries) in fetched {
+        for (field, value) in entries {
+            if field == VERSION_FIELD {
+                continue;
+            }
+            positions.push(
+                codec::decode_position_with(&field, &value, &mut locations)
+                    .map_err(|e| corrupt(&key, &field, e))?,
+            );
+        }
+    }
+    Ok(positions)
+}
 
 /// Writes `field -> value` into a hash unless the stored value's leading
 /// version is newer; indexes entries that expire; purges what is due.
 const VERSIONED_WRITE: &str = r#"
 -- KEYS[1]: hash, KEYS[2]: expiry index (sorted set)
--- ARGV[1]: purge entries expiring at or before this time (ms), "0": none
--- ARGV[2..]: groups of field, version, value, expire_at ("0": never)
+-- ARGV[1]: the batch's version (decimal), ARGV[2]: "1" to write whatever
+-- the hash holds (a full rewrite), ARGV[3]: purge entries expiring at or
+-- before this time (ms), "0": none; ARGV[4]: n, the number of fields;
+-- then n field, value pairs; then expire_at, field pairs to index.
+-- The hash remembers the version of the newest batch applied to it in its
+-- field "~v"; an older batch is skipped whole. A flusher whose write failed
+-- keeps the items dirty, so a newer batch holds everything an older one did.
+-- The pairs go to HSET and ZADD as they are (no per-field Lua work).
 local function at_least(a, b)
   if #a ~= #b then return #a > #b end
   return a >= b
 end
-local written = 0
-for i = 2, #ARGV, 4 do
-  local field, version, value, expire_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local current = redis.call('HGET', KEYS[1], field)
-  local stored = current and string.match(current, '^(%d+)')
-  if not stored or at_least(version, stored) then
-    redis.call('HSET', KEYS[1], field, value)
-    if expire_at ~= '0' then
-      redis.call('ZADD', KEYS[2], expire_at, field)
-    end
-    written = written + 1
-  end
+local stored = redis.call('HGET', KEYS[1], '~v')
+if ARGV[2] ~= '1' and stored and not at_least(ARGV[1], stored) then
+  return -1
 end
-if ARGV[1] ~= '0' then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1000)
-  for _, field in ipairs(due) do
-    redis.call('HDEL', KEYS[1], field)
-  end
+local n = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], '~v', ARGV[1], unpack(ARGV, 5, 4 + 2 * n))
+if #ARGV > 4 + 2 * n then
+  redis.call('ZADD', KEYS[2], unpack(ARGV, 5 + 2 * n))
+end
+if ARGV[3] ~= '0' then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, 1000)
   if #due > 0 then
+    redis.call('HDEL', KEYS[1], unpack(due))
     redis.call('ZREM', KEYS[2], unpack(due))
   end
 end
-return written
+return n
 "#;
-
-/// Appends movements to the stream with id `<seq>-0`, skipping those at or
-/// below the newest entry (a retried batch), trimming to about MAXLEN.
-const STREAM_APPEND: &str = r#"
--- KEYS[1]: stream; ARGV[1]: maxlen; ARGV[2]: fields per entry;
--- ARGV[3 .. 2 + n]: field names; then groups of n values, the first is seq
-local n = tonumber(ARGV[2])
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local last_seq = -1
-if #last > 0 then
-  last_seq = tonumber(string.match(last[1][1], '^(%d+)'))
-end
-local added = 0
-for i = 3 + n, #ARGV, n do
-  local seq = tonumber(ARGV[i])
-  if seq > last_seq then
-    local args = {KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i] .. '-0'}
-    for j = 0, n - 1 do
-      args[#args + 1] = ARGV[3 + j]
-      args[#args + 1] = ARGV[i + j]
-    end
-    redis.call('XADD', unpack(args))
-    last_seq = seq
-    added = added + 1
-  end
-end
-return added
-"#;
-
-const STREAM_FIELDS: [&str; 15] = [
-    "seq",
-    "at",
-    "kind",
-    "sku",
-    "location",
-    "on_hand_delta",
-    "reserved_delta",
-    "on_hand",
-    "reserved",
-    "safety_stock",
-    "non_sellable",
-    "channel",
-    "reservation",
-    "reason",
-    "reference",
-];
 
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
@@ -166,7 +162,6 @@ pub struct RedisStore {
     config: RedisConfig,
     connection: ConnectionManager,
     versioned_write: Script,
-    stream_append: Script,
     /// `None` until loaded or first written; a write that finds another
     /// identity fails with `Replaced`.
     identity: Mutex<Option<Identity>>,
@@ -205,7 +200,6 @@ impl RedisStore {
             config,
             connection,
             versioned_write: Script::new(VERSIONED_WRITE),
-            stream_append: Script::new(STREAM_APPEND),
             identity: Mutex::new(None),
         })
     }
@@ -261,7 +255,7 @@ impl RedisStore {
     }
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
-        for code in [VERSIONED_WRITE, STREAM_APPEND] {
+        for code in [VERSIONED_WRITE] {
             let _: String = redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(code)
@@ -297,69 +291,82 @@ impl RedisStore {
     ) -> Result<Vec<Vec<(String, String)>>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(LOAD_BUCKETS_PER_TRIP) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("HGETALL").arg(key);
-            }
-            let replies: Vec<Vec<(String, String)>> = pipe
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            out.extend(replies);
+            let fetched = hgetall_chunk(self.conn(), chunk.to_vec()).await?;
+            out.extend(fetched.into_iter().map(|(_, entries)| entries));
         }
         Ok(out)
     }
 
     fn versioned(
         &self,
-        pipe: &mut Pipeline,
         (hash, index): &(String, String),
+        version: &Version,
         purge_before: i64,
-        entries: &[(String, String, String, i64)],
-    ) {
+        entries: &[Entry],
+    ) -> redis::Cmd {
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.versioned_write.get_hash())
             .arg(2)
             .arg(hash)
             .arg(index)
-            .arg(purge_before);
-        for (field, version, value, expire_at) in entries {
-            call.arg(field).arg(version).arg(value).arg(*expire_at);
+            .arg(&version.0)
+            .arg(if version.1 { "1" } else { "0" })
+            .arg(purge_before)
+            .arg(entries.len());
+        for (field, value, _) in entries {
+            call.arg(field).arg(value);
         }
-        pipe.add_command(call).ignore();
+        for (field, _, expire_at) in entries {
+            if *expire_at != 0 {
+                call.arg(*expire_at).arg(field);
+            }
+        }
+        call
     }
 
-    fn append_stream(&self, pipe: &mut Pipeline, movements: &[MovementRecord]) {
-        if movements.is_empty() {
-            return;
-        }
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(self.stream_append.get_hash())
-            .arg(1)
-            .arg(self.stream_key())
+    /// One XADD per movement, id `<seq>-0`, trimmed to about MAXLEN. A
+    /// retried batch's XADDs fail with "equal or smaller" and are ignored
+    /// (see `Transactions::run`), so each movement is in the stream once.
+    fn xadd(&self, m: &MovementRecord) -> redis::Cmd {
+        let mut call = redis::cmd("XADD");
+        call.arg(self.stream_key())
+            .arg("MAXLEN")
+            .arg("~")
             .arg(self.config.stream_max_len)
-            .arg(STREAM_FIELDS.len());
-        for name in STREAM_FIELDS {
-            call.arg(name);
+            .arg(format!("{}-0", m.seq.0))
+            .arg("at")
+            .arg(m.at.0)
+            .arg("kind")
+            .arg(m.kind.as_str())
+            .arg("sku")
+            .arg(m.sku.as_str())
+            .arg("location")
+            .arg(m.location.as_str())
+            .arg("on_hand_delta")
+            .arg(m.on_hand_delta)
+            .arg("reserved_delta")
+            .arg(m.reserved_delta)
+            .arg("on_hand")
+            .arg(m.after.on_hand.0)
+            .arg("reserved")
+            .arg(m.after.reserved.0)
+            .arg("safety_stock")
+            .arg(m.after.safety_stock.0)
+            .arg("non_sellable")
+            .arg(m.after.non_sellable.0);
+        if let Some(channel) = m.channel {
+            call.arg("channel").arg(channel.as_str());
         }
-        for m in movements {
-            call.arg(m.seq.0)
-                .arg(m.at.0)
-                .arg(m.kind.as_str())
-                .arg(m.sku.as_str())
-                .arg(m.location.as_str())
-                .arg(m.on_hand_delta)
-                .arg(m.reserved_delta)
-                .arg(m.after.on_hand.0)
-                .arg(m.after.reserved.0)
-                .arg(m.after.safety_stock.0)
-                .arg(m.after.non_sellable.0)
-                .arg(m.channel.map_or("", |c| c.as_str()))
-                .arg(m.reservation.map_or(String::new(), |r| r.0.to_string()))
-                .arg(m.reason.as_deref().unwrap_or(""))
-                .arg(m.reference.as_deref().unwrap_or(""));
+        if let Some(reservation) = m.reservation {
+            call.arg("reservation").arg(reservation.0);
         }
-        pipe.add_command(call).ignore();
+        if let Some(reason) = &m.reason {
+            call.arg("reason").arg(reason);
+        }
+        if let Some(reference) = &m.reference {
+            call.arg("reference").arg(reference);
+        }
+        call
     }
 
     /// Compares the store's identity with the one this process knows.
@@ -403,6 +410,7 @@ impl RedisStore {
 
 impl Store for RedisStore {
     async fn load(&self, now: TimestampMs) -> Result<Option<Loaded>, StoreError> {
+        self.check_capabilities().await?;
         let (run_id, marker) = self.identity_now().await?;
         let (state, catalog, keys): (Option<String>, Option<String>, Option<String>) =
             redis::pipe()
@@ -418,8 +426,17 @@ impl Store for RedisStore {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-        let Some(marker) = marker else {
-            return Ok(None);
+        let marker = match (marker, &catalog) {
+            (Some(marker), _) => marker,
+            (None, None) => return Ok(None),
+            // A full rewrite was interrupted before its last transaction:
+            // what is there is newer than nothing.
+            (None, Some(_)) => {
+                tracing::warn!(
+                    "the store has data but no marker (an interrupted full rewrite); loading it"
+                );
+                String::new()
+            }
         };
         let state = match state {
             Some(text) => codec::decode_state(&text).map_err(|e| corrupt("state", "state", e))?,
@@ -438,16 +455,32 @@ impl Store for RedisStore {
         let position_keys: Vec<String> = (0..POSITION_BUCKETS)
             .map(|b| self.position_hash(b).0)
             .collect();
-        let mut positions: Vec<PositionRecord> = Vec::new();
-        for (key, entries) in position_keys
-            .iter()
-            .zip(self.hgetall_many(&position_keys).await?)
-        {
-            positions.reserve(entries.len());
-            for (field, value) in entries {
-                positions.push(
-                    codec::decode_position(&field, &value).map_err(|e| corrupt(key, &field, e))?,
-                );
+        // Fetching and decoding overlap: Redis serialises the next buckets
+        // while a blocking thread decodes the ones already here.
+        let chunks: Vec<Vec<String>> = position_keys
+            .chunks(LOAD_BUCKETS_PER_TRIP)
+            .map(<[String]>::to_vec)
+            .collect();
+        let connection = self.conn();
+        let mut fetches = futures_util::stream::iter(chunks)
+            .map(move |chunk| hgetall_chunk(connection.clone(), chunk))
+            .buffered(LOAD_TRIPS_IN_FLIGHT);
+        let mut decodes = Vec::new();
+        while let Some(fetched) = fetches.next().await {
+            let fetched = fetched?;
+            decodes.push(tokio::task::spawn_blocking(move || {
+                decode_positions(fetched)
+            }));
+        }
+        let mut positions: Vec<PositionRecord> = Vec::with_capacity(0);
+        for decode in decodes {
+            let decoded = decode
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("decoding positions: {e}")))??;
+            if positions.is_empty() {
+                positions = decoded;
+            } else {
+                positions.extend(decoded);
             }
         }
 
@@ -461,6 +494,9 @@ impl Store for RedisStore {
             .zip(self.hgetall_many(&reservation_keys).await?)
         {
             for (field, value) in entries {
+                if field == VERSION_FIELD {
+                    continue;
+                }
                 let record = codec::decode_reservation(&field, &value)
                     .map_err(|e| corrupt(key, &field, e))?;
                 let forgotten = record
@@ -481,6 +517,9 @@ impl Store for RedisStore {
             .zip(self.hgetall_many(&idempotency_keys).await?)
         {
             for (field, value) in entries {
+                if field == VERSION_FIELD {
+                    continue;
+                }
                 let record = codec::decode_idempotency(&field, &value)
                     .map_err(|e| corrupt(key, &field, e))?;
                 if record.expires_at > now {
@@ -509,56 +548,66 @@ impl Store for RedisStore {
         let cut = batch.cut;
         let new_identity = self.check_identity(cut.everything).await?;
         let now = batch.now.0;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if cut.everything {
-            // A full rewrite replaces the store's contents.
-            // The movement stream stays: it is history for its consumers.
-            let mut old: Vec<String> = vec![
-                self.key("meta", "state"),
-                self.key("meta", "catalog"),
-                self.key("meta", "keys"),
-            ];
-            for bucket in 0..POSITION_BUCKETS {
-                let (hash, index) = self.position_hash(bucket);
-                old.extend([hash, index]);
-            }
-            for shard in 0..batch.reservation_shards {
-                let (hash, index) = self.reservation_hash(shard);
-                old.extend([hash, index]);
-            }
-            for bucket in 0..IDEMPOTENCY_BUCKETS {
-                let (hash, index) = self.idempotency_hash(bucket);
-                old.extend([hash, index]);
-            }
-            for chunk in old.chunks(256) {
-                pipe.cmd("UNLINK").arg(chunk).ignore();
-            }
+        // Dependency order: the catalog (positions name its locations), the
+        // positions, the reservations (a committed reservation never lands
+        // before its position), idempotency records, then the engine state
+        // and marker. A batch within one transaction is atomic; a larger one
+        // (a full rewrite, a catch-up) is cut into transactions in this
+        // order, and every item is versioned, so a partial write never rolls
+        // anything back.
+        let mut txs = Transactions::default();
+        let full = cut.everything;
+        let batch_version: Version = (cut.head.0.saturating_sub(1).to_string(), full);
+        let meta = |name: &str| {
+            (
+                self.key("meta", name),
+                self.key("meta", &format!("{name}:exp")),
+            )
+        };
+        txs.versioned(
+            self,
+            &meta("catalog"),
+            &(cut.catalog.generation.to_string(), full),
+            0,
+            vec![("catalog".into(), codec::encode_catalog(&cut.catalog), 0)],
+        );
+        if let Some(keys) = batch.keys {
+            txs.versioned(
+                self,
+                &meta("keys"),
+                &(keys.generation.to_string(), full),
+                0,
+                vec![("keys".into(), codec::encode_keys(keys), 0)],
+            );
         }
 
-        let mut by_bucket: BTreeMap<u64, Vec<(String, String, String, i64)>> = BTreeMap::new();
+        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
         for p in &cut.positions {
             by_bucket
                 .entry(Self::position_bucket(&p.sku))
                 .or_default()
                 .push((
                     codec::position_field(&p.sku, &p.location),
-                    p.version.0.to_string(),
                     codec::encode_position(p),
                     0,
                 ));
         }
-        for (bucket, entries) in &by_bucket {
-            self.versioned(&mut pipe, &self.position_hash(*bucket), 0, entries);
+        for (bucket, entries) in by_bucket {
+            txs.versioned(
+                self,
+                &self.position_hash(bucket),
+                &batch_version,
+                0,
+                entries,
+            );
         }
 
         let retention = i64::try_from(self.config.resolved_retention_ms).unwrap_or(i64::MAX);
-        let mut by_shard: BTreeMap<usize, Vec<(String, String, String, i64)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
         for r in &cut.reservations {
             let shard = (r.id.0 as usize) & (batch.reservation_shards.max(1) - 1);
             by_shard.entry(shard).or_default().push((
                 r.id.0.to_string(),
-                r.version.0.to_string(),
                 codec::encode_reservation(r),
                 r.resolved_at
                     .map_or(0, |at| at.0.saturating_add(retention).max(1)),
@@ -570,18 +619,23 @@ impl Store for RedisStore {
         for shard in 0..batch.reservation_shards {
             let entries = by_shard.remove(&shard).unwrap_or_default();
             if !entries.is_empty() || shard as u64 % 16 == purge_turn {
-                self.versioned(&mut pipe, &self.reservation_hash(shard), now, &entries);
+                txs.versioned(
+                    self,
+                    &self.reservation_hash(shard),
+                    &batch_version,
+                    now,
+                    entries,
+                );
             }
         }
 
-        let mut by_bucket: BTreeMap<u64, Vec<(String, String, String, i64)>> = BTreeMap::new();
+        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
         for r in &cut.idempotency {
             by_bucket
                 .entry(stable_hash(r.key.as_str()) % IDEMPOTENCY_BUCKETS)
                 .or_default()
                 .push((
                     codec::escape(r.key.as_str()).into_owned(),
-                    "1".into(),
                     codec::encode_idempotency(r),
                     r.expires_at.0.max(1),
                 ));
@@ -589,39 +643,19 @@ impl Store for RedisStore {
         for bucket in 0..IDEMPOTENCY_BUCKETS {
             let entries = by_bucket.remove(&bucket).unwrap_or_default();
             if !entries.is_empty() || bucket % 16 == purge_turn {
-                self.versioned(&mut pipe, &self.idempotency_hash(bucket), now, &entries);
+                txs.versioned(
+                    self,
+                    &self.idempotency_hash(bucket),
+                    &batch_version,
+                    now,
+                    entries,
+                );
             }
         }
 
-        let meta = |name: &str| {
-            (
-                self.key("meta", name),
-                self.key("meta", &format!("{name}:exp")),
-            )
-        };
-        self.versioned(
-            &mut pipe,
-            &meta("catalog"),
-            0,
-            &[(
-                "catalog".into(),
-                cut.catalog.generation.to_string(),
-                codec::encode_catalog(&cut.catalog),
-                0,
-            )],
-        );
-        if let Some(keys) = batch.keys {
-            self.versioned(
-                &mut pipe,
-                &meta("keys"),
-                0,
-                &[(
-                    "keys".into(),
-                    keys.generation.to_string(),
-                    codec::encode_keys(keys),
-                    0,
-                )],
-            );
+        for movement in &cut.movements {
+            txs.reserve(1);
+            txs.push(self.xadd(movement), true);
         }
         let state = EngineState {
             head: cut.head,
@@ -629,28 +663,19 @@ impl Store for RedisStore {
             reservation_next_local: cut.reservation_next_local.clone(),
             written_at: batch.now,
         };
-        self.versioned(
-            &mut pipe,
+        txs.versioned(
+            self,
             &meta("state"),
+            &batch_version,
             0,
-            &[(
-                "state".into(),
-                Seq(cut.head.0.saturating_sub(1)).0.to_string(),
-                codec::encode_state(&state),
-                0,
-            )],
+            vec![("state".into(), codec::encode_state(&state), 0)],
         );
-        self.append_stream(&mut pipe, &cut.movements);
         if let Some(identity) = &new_identity {
-            pipe.cmd("SET")
-                .arg(self.key("meta", "marker"))
-                .arg(&identity.marker)
-                .ignore();
+            let mut set = redis::cmd("SET");
+            set.arg(self.key("meta", "marker")).arg(&identity.marker);
+            txs.push(set, false);
         }
-        let () = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        txs.run(&mut self.conn()).await?;
         if self.config.wait_aof {
             let _: redis::Value = redis::cmd("WAITAOF")
                 .arg(1)
@@ -664,5 +689,90 @@ impl Store for RedisStore {
             *self.identity.lock().await = Some(identity);
         }
         Ok(())
+    }
+}
+
+/// A stored field: name, version, value, expiry (ms, 0: never).
+type Entry = (String, String, i64);
+/// A batch's version (decimal) and whether it is a full rewrite.
+type Version = (String, bool);
+
+/// Items per MULTI/EXEC transaction: large enough that a normal flush is one
+/// transaction, small enough that Redis never blocks long on one.
+const MAX_ITEMS_PER_TRANSACTION: usize = 10_000;
+/// Items per Lua call.
+const MAX_ITEMS_PER_CALL: usize = 1_000;
+
+/// Transactions in the order they must run; for each command, whether it
+/// is a stream append (whose "already there" error is expected on a retry).
+#[derive(Default)]
+struct Transactions {
+    done: Vec<(Pipeline, Vec<bool>)>,
+    current: Option<(Pipeline, Vec<bool>)>,
+    items: usize,
+}
+
+impl Transactions {
+    fn current_entry(&mut self) -> &mut (Pipeline, Vec<bool>) {
+        self.current.get_or_insert_with(|| {
+            let mut pipe = redis::pipe();
+            pipe.atomic().ignore_errors();
+            (pipe, Vec::new())
+        })
+    }
+
+    fn push(&mut self, command: redis::Cmd, stream: bool) {
+        let (pipe, kinds) = self.current_entry();
+        pipe.add_command(command);
+        kinds.push(stream);
+    }
+
+    /// Starts a new transaction if `items` more would overfill this one.
+    fn reserve(&mut self, items: usize) {
+        if self.items > 0 && self.items + items > MAX_ITEMS_PER_TRANSACTION {
+            self.done.extend(self.current.take());
+            self.items = 0;
+        }
+        self.items += items;
+    }
+
+    /// Runs the transactions in order; fails on the first command error
+    /// other than a stream entry that is already there.
+    async fn run(self, connection: &mut ConnectionManager) -> Result<(), StoreError> {
+        for (pipe, kinds) in self.finish() {
+            let results: Vec<redis::RedisResult<redis::Value>> =
+                pipe.query_async(connection).await.map_err(unavailable)?;
+            for (result, stream) in results.into_iter().zip(kinds) {
+                match result {
+                    Ok(_) => {}
+                    Err(error) if stream && error.to_string().contains("equal or smaller") => {}
+                    Err(error) => return Err(unavailable(error)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn versioned(
+        &mut self,
+        store: &RedisStore,
+        hash: &(String, String),
+        version: &Version,
+        purge_before: i64,
+        entries: Vec<Entry>,
+    ) {
+        if entries.is_empty() {
+            self.reserve(1);
+            self.push(store.versioned(hash, version, purge_before, &[]), false);
+        }
+        for chunk in entries.chunks(MAX_ITEMS_PER_CALL) {
+            self.reserve(chunk.len());
+            self.push(store.versioned(hash, version, purge_before, chunk), false);
+        }
+    }
+
+    fn finish(mut self) -> Vec<(Pipeline, Vec<bool>)> {
+        self.done.extend(self.current.take());
+        self.done
     }
 }

@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { echo "bench/store.sh: needs redis-server" >&2; exit 1; }
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DIR=$(mktemp -d)
-taskset -c 0 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" >/dev/null &
+redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" >/dev/null &
 REDIS=$!
 trap 'kill $REDIS 2>/dev/null; rm -rf "$DIR"' EXIT
 until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.05; done
-cargo build --release --locked --example store_bench 2>/dev/null; taskset -c 1 target/release/examples/store_bench "redis://127.0.0.1:$PORT" "${1:-100000}" "${2:-10}"
+cargo build --release --locked --example store_bench 2>/dev/null; target/release/examples/store_bench "redis://127.0.0.1:$PORT" "${1:-100000}" "${2:-10}"
 echo "redis used_memory: $(redis-cli -p "$PORT" info memory | grep '^used_memory_human' | cut -d: -f2)"
 redis-cli -p "$PORT" info commandstats | grep -E "hgetall|evalsha|exec" || true

@@ -23,8 +23,8 @@ use super::Ledger;
 use super::catalog::{Catalog, ChannelPolicy, Location, PolicyScope};
 use super::idempotency::IdempotencyRecord as GenericIdempotencyRecord;
 use super::ids::{
-    Channel, GroupName, IdempotencyKey, LocationCode, PosKey, Qty, ReservationId, Seq, Sku,
-    TimestampMs,
+    Channel, GroupName, IdempotencyKey, LocId, LocationCode, PosKey, Qty, ReservationId, Seq, Sku,
+    SkuId, TimestampMs,
 };
 use super::journal::{JournalRead, Movement, MovementKind};
 use super::position::{Incoming, OnHandMovement, Position, PositionCounts};
@@ -216,6 +216,8 @@ pub struct Cut {
     /// Every change with a sequence below `head` is included, none above.
     pub head: Seq,
     pub everything: bool,
+    /// Grouped by SKU: when one position of a SKU is here, all of that
+    /// SKU's positions are, next to each other.
     pub positions: Vec<PositionRecord>,
     pub reservations: Vec<ReservationRecord>,
     /// Per reservation shard, the next local id it will hand out.
@@ -353,21 +355,25 @@ impl Ledger {
             let head = changes.cursor;
             debug_assert_eq!(head, self.journal.head(), "no writer runs during a cut");
             let catalog = self.catalog.load_full();
-            let positions: Vec<(PosKey, Position)> = if changes.everything {
+            // Whole SKUs: every position of each SKU that changed (a store
+            // may keep a SKU's positions together, as the Redis store does).
+            let mut positions: Vec<(PosKey, Position)> = if changes.everything {
                 position_guards
                     .iter()
                     .flat_map(|map| map.iter().map(|(k, p)| (*k, p.clone())))
                     .collect()
             } else {
-                changes
-                    .positions
-                    .iter()
+                let skus: FxHashSet<SkuId> = changes.positions.iter().map(|k| k.sku()).collect();
+                let locations = catalog.location_count() as u32;
+                skus.into_iter()
+                    .flat_map(|sku| (0..locations).map(move |loc| PosKey::new(sku, LocId(loc))))
                     .filter_map(|key| {
-                        let map = &position_guards[self.positions.shard_of(*key)];
-                        map.get(key).map(|p| (*key, p.clone()))
+                        let map = &position_guards[self.positions.shard_of(key)];
+                        map.get(&key).map(|p| (key, p.clone()))
                     })
                     .collect()
             };
+            positions.sort_unstable_by_key(|(key, _)| (key.sku(), key.loc()));
             let reservations: Vec<(ReservationId, Reservation)> = if changes.everything {
                 reservation_guards
                     .iter()
@@ -567,6 +573,11 @@ impl Ledger {
             ));
         }
 
+        // Positions come grouped by SKU: intern each SKU once, and fill each
+        // shard under one lock.
+        let mut last_sku: Option<(Sku, SkuId)> = None;
+        let mut by_position_shard: Vec<Vec<(PosKey, Position)>> =
+            (0..self.positions.count()).map(|_| Vec::new()).collect();
         for record in std::mem::take(&mut state.positions) {
             let loc = catalog
                 .location_id(record.location.as_str())
@@ -574,12 +585,23 @@ impl Ledger {
                     sku: record.sku.clone(),
                     location: record.location.clone(),
                 })?;
-            let sku = self
-                .skus
-                .intern(&record.sku)
-                .map_err(|e| RestoreError::Sku(record.sku.clone(), e.to_string()))?;
+            let sku = match &last_sku {
+                Some((code, id)) if *code == record.sku => *id,
+                _ => {
+                    let id = self
+                        .skus
+                        .intern(&record.sku)
+                        .map_err(|e| RestoreError::Sku(record.sku.clone(), e.to_string()))?;
+                    last_sku = Some((record.sku.clone(), id));
+                    id
+                }
+            };
             let key = PosKey::new(sku, loc);
-            let reserved = held.remove(&key).unwrap_or(0);
+            let reserved = if held.is_empty() {
+                0
+            } else {
+                held.remove(&key).unwrap_or(0)
+            };
             let reserved = u32::try_from(reserved).unwrap_or(u32::MAX);
             if reserved != record.reserved.0 {
                 report.reserved_recomputed += 1;
@@ -606,8 +628,13 @@ impl Ledger {
                     .collect();
                 extras.history_horizon = record.history_horizon;
             }
-            self.positions.lock_one(key).insert(key, position);
+            by_position_shard[self.positions.shard_of(key)].push((key, position));
             report.positions += 1;
+        }
+        for (index, positions) in by_position_shard.into_iter().enumerate() {
+            let mut map = self.positions.lock_index(index);
+            map.reserve(positions.len());
+            map.extend(positions);
         }
         // Held lines on positions the store did not have (a store written
         // by hand, or damaged): the units are held, on hand is unknown (0).

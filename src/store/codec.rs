@@ -151,101 +151,124 @@ fn state(text: &str) -> Result<ReservationState, CodecError> {
 
 // ---- positions -------------------------------------------------------------
 
-/// The hash field of a position: `SKU|LOCATION`, escaped.
-pub fn position_field(sku: &Sku, location: &LocationCode) -> String {
-    format!("{}|{}", escape(sku.as_str()), escape(location.as_str()))
+/// The hash field of a SKU's positions: the SKU, escaped.
+pub fn sku_field(sku: &Sku) -> Cow<'_, str> {
+    escape(sku.as_str())
 }
 
-pub fn encode_position(p: &PositionRecord) -> String {
-    let incoming: Vec<String> = p
-        .incoming
-        .iter()
-        .map(|i| {
-            format!(
-                "{},{},{}",
-                i.qty.0,
-                i.expected_at.0,
-                opt_text(i.reference.as_deref())
-            )
-        })
-        .collect();
-    let history: Vec<String> = p
-        .history
-        .iter()
-        .map(|(at, delta)| format!("{},{delta}", at.0))
-        .collect();
-    format!(
-        "{}|{}|{}|{}|{}|{}|{}|{}|{}",
-        p.version.0,
-        p.on_hand.0,
-        p.reserved.0,
-        p.safety_stock.0,
-        p.non_sellable.0,
-        p.last_count_as_of.0,
-        p.history_horizon.0,
-        incoming.join(";"),
-        history.join(";"),
-    )
+/// Every position of one SKU (the records must all be of that SKU):
+/// `VERSION|POSITION;POSITION...`, VERSION the newest of them, each
+/// POSITION `location,version,on_hand,reserved,safety_stock,non_sellable,
+/// last_count_as_of,history_horizon,incoming,history` with incoming
+/// `qty~expected_at~reference` and history `at~delta` items joined by `@`.
+pub fn encode_sku_positions(positions: &[PositionRecord]) -> String {
+    use std::fmt::Write;
+    let version = positions.iter().map(|p| p.version.0).max().unwrap_or(0);
+    let mut out = String::with_capacity(16 + positions.len() * 48);
+    let _ = write!(out, "{version}|");
+    for (i, p) in positions.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{},{},{},",
+            escape(p.location.as_str()),
+            p.version.0,
+            p.on_hand.0,
+            p.reserved.0,
+            p.safety_stock.0,
+            p.non_sellable.0,
+            p.last_count_as_of.0,
+            p.history_horizon.0,
+        );
+        for (j, incoming) in p.incoming.iter().enumerate() {
+            if j > 0 {
+                out.push('@');
+            }
+            let _ = write!(
+                out,
+                "{}~{}~{}",
+                incoming.qty.0,
+                incoming.expected_at.0,
+                opt_text(incoming.reference.as_deref())
+            );
+        }
+        out.push(',');
+        for (j, (at, delta)) in p.history.iter().enumerate() {
+            if j > 0 {
+                out.push('@');
+            }
+            let _ = write!(out, "{}~{delta}", at.0);
+        }
+    }
+    out
 }
 
-pub fn decode_position(field: &str, value: &str) -> Result<PositionRecord, CodecError> {
-    decode_position_with(field, value, &mut rustc_hash::FxHashMap::default())
+pub fn decode_sku_positions(field: &str, value: &str) -> Result<Vec<PositionRecord>, CodecError> {
+    decode_sku_positions_with(field, value, &mut rustc_hash::FxHashMap::default())
 }
 
-/// As [`decode_position`], sharing location codes through `locations`
+/// As [`decode_sku_positions`], sharing location codes through `locations`
 /// (a store has few locations and a million positions).
-pub fn decode_position_with(
+pub fn decode_sku_positions_with(
     field: &str,
     value: &str,
     locations: &mut rustc_hash::FxHashMap<String, LocationCode>,
-) -> Result<PositionRecord, CodecError> {
-    let [sku_text, loc_text] = fields::<2>(field, '|', "position field")?;
-    let location_code = match locations.get(loc_text) {
-        Some(code) => code.clone(),
-        None => {
-            let code = location(loc_text)?;
-            locations.insert(loc_text.to_owned(), code.clone());
-            code
-        }
-    };
-    let [
-        version,
-        on_hand,
-        reserved,
-        safety,
-        non_sellable,
-        as_of,
-        horizon,
-        incoming,
-        history,
-    ] = fields::<9>(value, '|', "position")?;
-    Ok(PositionRecord {
-        sku: sku(sku_text)?,
-        location: location_code,
-        version: Seq(num(version, "version")?),
-        on_hand: qty(on_hand, "on_hand")?,
-        reserved: qty(reserved, "reserved")?,
-        safety_stock: qty(safety, "safety_stock")?,
-        non_sellable: qty(non_sellable, "non_sellable")?,
-        last_count_as_of: ts(as_of, "last_count_as_of")?,
-        history_horizon: ts(horizon, "history_horizon")?,
-        incoming: items(incoming, ';')
-            .map(|item| {
-                let [q, at, reference] = fields::<3>(item, ',', "incoming")?;
-                Ok(Incoming {
-                    qty: qty(q, "incoming qty")?,
-                    expected_at: ts(at, "incoming expected_at")?,
-                    reference: parse_opt_text(reference)?,
-                })
+) -> Result<Vec<PositionRecord>, CodecError> {
+    let sku = sku(field)?;
+    let [_version, entries] = fields::<2>(value, '|', "positions")?;
+    items(entries, ';')
+        .map(|entry| {
+            let [
+                loc,
+                version,
+                on_hand,
+                reserved,
+                safety,
+                non_sellable,
+                as_of,
+                horizon,
+                incoming,
+                history,
+            ] = fields::<10>(entry, ',', "position")?;
+            let location_code = match locations.get(loc) {
+                Some(code) => code.clone(),
+                None => {
+                    let code = location(loc)?;
+                    locations.insert(loc.to_owned(), code.clone());
+                    code
+                }
+            };
+            Ok(PositionRecord {
+                sku: sku.clone(),
+                location: location_code,
+                version: Seq(num(version, "version")?),
+                on_hand: qty(on_hand, "on_hand")?,
+                reserved: qty(reserved, "reserved")?,
+                safety_stock: qty(safety, "safety_stock")?,
+                non_sellable: qty(non_sellable, "non_sellable")?,
+                last_count_as_of: ts(as_of, "last_count_as_of")?,
+                history_horizon: ts(horizon, "history_horizon")?,
+                incoming: items(incoming, '@')
+                    .map(|item| {
+                        let [q, at, reference] = fields::<3>(item, '~', "incoming")?;
+                        Ok(Incoming {
+                            qty: qty(q, "incoming qty")?,
+                            expected_at: ts(at, "incoming expected_at")?,
+                            reference: parse_opt_text(reference)?,
+                        })
+                    })
+                    .collect::<Result<_, CodecError>>()?,
+                history: items(history, '@')
+                    .map(|item| {
+                        let [at, delta] = fields::<2>(item, '~', "history")?;
+                        Ok((ts(at, "history at")?, num(delta, "history delta")?))
+                    })
+                    .collect::<Result<_, CodecError>>()?,
             })
-            .collect::<Result<_, CodecError>>()?,
-        history: items(history, ';')
-            .map(|item| {
-                let [at, delta] = fields::<2>(item, ',', "history")?;
-                Ok((ts(at, "history at")?, num(delta, "history delta")?))
-            })
-            .collect::<Result<_, CodecError>>()?,
-    })
+        })
+        .collect()
 }
 
 // ---- reservations ----------------------------------------------------------
@@ -699,9 +722,9 @@ mod tests {
     }
 
     #[test]
-    fn position_round_trips_with_awkward_ids() {
-        let record = PositionRecord {
-            sku: sku_("SKU|1;x"),
+    fn positions_round_trip_with_awkward_ids() {
+        let first = PositionRecord {
+            sku: sku_("SKU|1;x~"),
             location: loc_("PAR,01@%"),
             on_hand: Qty(10),
             reserved: Qty(3),
@@ -713,7 +736,7 @@ mod tests {
                 Incoming {
                     qty: Qty(5),
                     expected_at: TimestampMs(1_700_000_000_000),
-                    reference: Some("PO|7".into()),
+                    reference: Some("PO|7~@,".into()),
                 },
                 Incoming {
                     qty: Qty(1),
@@ -724,12 +747,21 @@ mod tests {
             history: vec![(TimestampMs(1), -3), (TimestampMs(2), 4)],
             history_horizon: TimestampMs(0),
         };
-        let field = position_field(&record.sku, &record.location);
-        let value = encode_position(&record);
+        let second = PositionRecord {
+            location: loc_("LYO-01"),
+            version: Seq(7),
+            incoming: Vec::new(),
+            history: Vec::new(),
+            ..first.clone()
+        };
+        let records = vec![first, second];
+        let field = sku_field(&records[0].sku);
+        let value = encode_sku_positions(&records);
         assert!(value.starts_with(&u64::MAX.to_string()));
-        assert_eq!(decode_position(&field, &value), Ok(record));
-        assert!(decode_position(&field, "1|2|3").is_err());
-        assert!(decode_position(&field, "x|1|1|1|1|1|1||").is_err());
+        assert_eq!(decode_sku_positions(&field, &value), Ok(records));
+        assert!(decode_sku_positions(&field, "1|2,3").is_err());
+        assert!(decode_sku_positions(&field, "1|L,x,1,1,1,1,1,1,,").is_err());
+        assert_eq!(decode_sku_positions(&field, "1|"), Ok(Vec::new()));
     }
 
     #[test]

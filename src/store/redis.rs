@@ -10,9 +10,9 @@
 //! | `P:{meta}:state`            | hash   | `state`: head sequence, reservation id marks |
 //! | `P:{meta}:catalog`          | hash   | `catalog`: locations, groups, policies       |
 //! | `P:{meta}:keys`             | hash   | `keys`: API keys (SHA-256 digests only)      |
-//! | `P:{pN}:pos`                | hash   | `SKU\|LOC` -> position, bucket N of 1024 by SKU |
+//! | `P:{pN}:pos`                | hash   | SKU -> its positions, bucket N of 128 by SKU |
 //! | `P:{rN}:res` (+ `:exp`)     | hash   | id -> reservation, reservation shard N       |
-//! | `P:{iN}:idem` (+ `:exp`)    | hash   | key -> idempotency record, bucket N of 256   |
+//! | `P:{iN}:idem` (+ `:exp`)    | hash   | key -> idempotency record, bucket N of 64    |
 //! | `P:{journal}:movements`     | stream | one entry per movement, id `<seq>-0`         |
 //!
 //! `:exp` sorted sets index entries that expire (resolved reservations after
@@ -38,8 +38,9 @@ use crate::ledger::{
     Sku, TimestampMs,
 };
 
-/// Positions are spread over this many hashes (by SKU, so a SKU's positions
-/// share a slot). Part of the stored format: changing it needs a rewrite.
+/// Positions are spread over this many hashes by SKU; one field holds all
+/// of a SKU's positions (a million positions load as 100k fields, not 1M).
+/// Part of the stored format: changing it needs a rewrite.
 pub const POSITION_BUCKETS: u64 = 128;
 /// Idempotency records are spread over this many hashes (by key).
 pub const IDEMPOTENCY_BUCKETS: u64 = 64;
@@ -72,14 +73,14 @@ async fn hgetall_chunk(
 /// Decodes position hashes; location codes are shared, not copied per position.
 fn decode_positions(fetched: Fetched) -> Result<Vec<PositionRecord>, StoreError> {
     let mut locations = rustc_hash::FxHashMap::default();
-    let mut positions = Vec::with_capacity(fetched.iter().map(|(_, e)| e.len()).sum());
+    let mut positions = Vec::with_capacity(fetched.iter().map(|(_, e)| e.len()).sum::<usize>() * 4);
     for (key, entries) in fetched {
         for (field, value) in entries {
             if field == VERSION_FIELD {
                 continue;
             }
-            positions.push(
-                codec::decode_position_with(&field, &value, &mut locations)
+            positions.extend(
+                codec::decode_sku_positions_with(&field, &value, &mut locations)
                     .map_err(|e| corrupt(&key, &field, e))?,
             );
         }
@@ -582,13 +583,15 @@ impl Store for RedisStore {
         }
 
         let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
-        for p in &cut.positions {
+        // The cut groups positions by SKU, all of a SKU's positions together.
+        for sku_positions in cut.positions.chunk_by(|a, b| a.sku == b.sku) {
+            let sku = &sku_positions[0].sku;
             by_bucket
-                .entry(Self::position_bucket(&p.sku))
+                .entry(Self::position_bucket(sku))
                 .or_default()
                 .push((
-                    codec::position_field(&p.sku, &p.location),
-                    codec::encode_position(p),
+                    codec::sku_field(sku).into_owned(),
+                    codec::encode_sku_positions(sku_positions),
                     0,
                 ));
         }

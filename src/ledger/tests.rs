@@ -1389,3 +1389,182 @@ fn change_listener_hears_every_write() {
     reserve(&ledger, Channel::Web, vec![line("S1", "B", 1)]).expect("granted");
     assert_eq!(heard.load(Ordering::SeqCst), ledger.journal_head().0 - 1);
 }
+
+/// Rebuilds a fresh ledger from everything `ledger` would persist.
+fn restored(ledger: &Ledger, now: TimestampMs) -> (Ledger, RestoreReport) {
+    let cut = ledger.export_all(now);
+    let fresh = Ledger::new(ledger.config().clone());
+    let report = fresh
+        .restore(
+            Restore {
+                head: cut.head,
+                reservation_shards: ledger.config().reservation_shards,
+                reservation_next_local: cut.reservation_next_local.clone(),
+                catalog: Some(cut.catalog.clone()),
+                positions: cut.positions.clone(),
+                reservations: cut.reservations.clone(),
+                idempotency: cut.idempotency.clone(),
+            },
+            now,
+        )
+        .expect("restores");
+    (fresh, report)
+}
+
+#[test]
+fn export_and_restore_round_trip_everything() {
+    let ledger = fixture();
+    set(&ledger, "X", "A", 10);
+    set(&ledger, "X", "B", 5);
+    set(&ledger, "Y", "W", 7);
+    let held = ledger
+        .reserve(
+            &ReserveRequest {
+                channel: Channel::Web,
+                lines: vec![line("X", "A", 3), line("Y", "W", 1)],
+                ttl_ms: TTL,
+            },
+            T0,
+            Some(&key("order-1")),
+        )
+        .expect("held");
+    let committed = reserve(&ledger, Channel::App, vec![line("X", "B", 2)]).expect("held");
+    ledger
+        .commit(
+            &CommitRequest {
+                id: committed.id,
+                lines: None,
+            },
+            T0,
+            None,
+        )
+        .expect("committed");
+    let before = ledger.export_all(T0);
+
+    let (fresh, report) = restored(&ledger, T0);
+    assert_eq!(report.positions, before.positions.len());
+    assert_eq!(
+        (report.reservations_held, report.reservations_resolved),
+        (1, 1)
+    );
+    assert_eq!(report.idempotency_keys, 1);
+    assert_eq!(report.reserved_recomputed, 0);
+    let after = fresh.export_all(T0);
+    let sorted = |cut: &Cut| {
+        let mut positions = cut.positions.clone();
+        positions.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        positions
+    };
+    assert_eq!(sorted(&after), sorted(&before));
+    assert_eq!(after.catalog, before.catalog);
+    let strip = |cut: &Cut| -> Vec<ReservationRecord> {
+        cut.reservations
+            .iter()
+            .map(|r| ReservationRecord {
+                version: Seq(0),
+                ..r.clone()
+            })
+            .collect()
+    };
+    let (mut a, mut b) = (strip(&after), strip(&before));
+    a.sort_by_key(|r| r.id);
+    b.sort_by_key(|r| r.id);
+    assert_eq!(a, b);
+    assert_consistent(&fresh);
+
+    // The retry replays; new sequences and ids skip past the old run's.
+    let replay = fresh
+        .reserve(
+            &ReserveRequest {
+                channel: Channel::Web,
+                lines: vec![line("X", "A", 3), line("Y", "W", 1)],
+                ttl_ms: TTL,
+            },
+            T0,
+            Some(&key("order-1")),
+        )
+        .expect("replayed");
+    assert_eq!(replay.id, held.id);
+    assert!(fresh.journal_head().0 >= before.head.0 + RESTART_SEQ_GAP);
+    let new = reserve(&fresh, Channel::Web, vec![line("X", "A", 1)]).expect("held");
+    assert!(new.id != held.id && new.id != committed.id);
+    assert!(new.id.0 >> 6 >= RESTART_RESERVATION_GAP, "{:?}", new.id);
+    assert_consistent(&fresh);
+
+    // Overdue holds expire at the first tick after the restore.
+    let (late, _) = restored(&ledger, T0.plus_ms(TTL + 1));
+    assert_eq!(late.tick(T0.plus_ms(TTL + 1), usize::MAX), 1);
+    assert_eq!(pos(&late, "X", "A").reserved, Qty(0));
+
+    // Only into a fresh ledger.
+    let cut = ledger.export_all(T0);
+    let refused = ledger.restore(
+        Restore {
+            head: cut.head,
+            ..Restore::default()
+        },
+        T0,
+    );
+    assert_eq!(refused, Err(RestoreError::NotFresh));
+}
+
+#[test]
+fn restore_recomputes_reserved_from_the_holds() {
+    let ledger = fixture();
+    set(&ledger, "X", "A", 10);
+    reserve(&ledger, Channel::Web, vec![line("X", "A", 4)]).expect("held");
+    let mut cut = ledger.export_all(T0);
+    cut.positions[0].reserved = Qty(9); // a damaged store
+    let fresh = Ledger::new(ledger.config().clone());
+    let report = fresh
+        .restore(
+            Restore {
+                head: cut.head,
+                reservation_shards: ledger.config().reservation_shards,
+                reservation_next_local: cut.reservation_next_local,
+                catalog: Some(cut.catalog),
+                positions: cut.positions,
+                reservations: cut.reservations,
+                idempotency: Vec::new(),
+            },
+            T0,
+        )
+        .expect("restores");
+    assert_eq!(report.reserved_recomputed, 1);
+    assert_eq!(pos(&fresh, "X", "A").reserved, Qty(4));
+    assert_consistent(&fresh);
+}
+
+#[test]
+fn changes_and_cuts_cover_exactly_what_changed() {
+    let ledger = fixture();
+    set(&ledger, "X", "A", 10);
+    set(&ledger, "X", "B", 3);
+    set(&ledger, "Y", "A", 1);
+    let mut changes = Changes::new(&ledger, 10);
+    assert!(changes.is_empty());
+    let held = reserve(&ledger, Channel::Web, vec![line("X", "A", 2)]).expect("held");
+    ledger.collect_changes(&mut changes, T0);
+    assert_eq!(changes.positions.len(), 1);
+    assert!(changes.reservations.contains(&held.id));
+    let cut = ledger.cut(&mut changes, T0);
+    // The whole SKU X (both locations), not Y.
+    let keys: Vec<_> = cut
+        .positions
+        .iter()
+        .map(|p| (p.sku.as_str(), p.location.as_str()))
+        .collect();
+    assert_eq!(keys, [("X", "A"), ("X", "B")]);
+    assert_eq!(cut.reservations.len(), 1);
+    assert_eq!(cut.movements.len(), 1);
+    assert_eq!(cut.head, ledger.journal_head());
+    changes.written(&cut);
+    assert!(changes.is_empty());
+    // Movements beyond the bound are dropped oldest first, and counted.
+    for _ in 0..12 {
+        set(&ledger, "Y", "A", 2);
+    }
+    ledger.collect_changes(&mut changes, T0);
+    assert_eq!(changes.movements.len(), 10);
+    assert_eq!(changes.movements_dropped, 2);
+}

@@ -755,7 +755,7 @@ mod tests {
             ..first.clone()
         };
         let records = vec![first, second];
-        let field = sku_field(&records[0].sku);
+        let field = sku_field(&records[0].sku).into_owned();
         let value = encode_sku_positions(&records);
         assert!(value.starts_with(&u64::MAX.to_string()));
         assert_eq!(decode_sku_positions(&field, &value), Ok(records));

@@ -321,9 +321,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
     tracing::info!(addr = %running.addr, durability = ?config.durability, "omnistock serving");
     let mut fatal = running.fatal.clone();
+    // A fatal store error ends the process; without a store there is none
+    // (the sender is gone, and that branch is disabled).
     let failure = tokio::select! {
         _ = shutdown_signal() => None,
-        failed = fatal.wait_for(Option::is_some) => failed.ok().and_then(|error| error.clone()),
+        Some(error) = async { fatal.wait_for(Option::is_some).await.ok().and_then(|e| e.clone()) } => Some(error),
     };
     if let Some(error) = failure {
         let _ = running.shutdown().await;

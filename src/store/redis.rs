@@ -370,27 +370,21 @@ impl RedisStore {
         call
     }
 
-    /// Compares the store's identity with the one this process knows.
-    async fn check_identity(&self, full_rewrite: bool) -> Result<Option<Identity>, StoreError> {
-        let (run_id, marker) = self.identity_now().await?;
-        let known = self.identity.lock().await.clone();
+    /// Before a write: a full rewrite gets a new identity (and the scripts
+    /// are loaded, since Redis may be new); any other write needs the known
+    /// one, which the write itself verifies (see `Transactions::run`).
+    async fn identity_for_write(&self, full_rewrite: bool) -> Result<WriteIdentity, StoreError> {
         if full_rewrite {
-            // A new marker: anything that still holds the old one is stale.
+            let (run_id, _) = self.identity_now().await?;
             let mut bytes = [0u8; 16];
             getrandom::fill(&mut bytes)
                 .map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;
             let marker = bytes.iter().map(|b| format!("{b:02x}")).collect();
             self.load_scripts().await?;
-            return Ok(Some(Identity { marker, run_id }));
+            return Ok(WriteIdentity::New(Identity { marker, run_id }));
         }
-        match known {
-            Some(known) if known.run_id == run_id && marker.as_deref() == Some(&known.marker) => {
-                Ok(None)
-            }
-            Some(known) => Err(StoreError::Replaced(format!(
-                "expected marker {} on run {}, found {:?} on run {run_id}",
-                known.marker, known.run_id, marker
-            ))),
+        match self.identity.lock().await.clone() {
+            Some(known) => Ok(WriteIdentity::Known(known)),
             None => Err(StoreError::Replaced("never written by this process".into())),
         }
     }
@@ -547,7 +541,7 @@ impl Store for RedisStore {
 
     async fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError> {
         let cut = batch.cut;
-        let new_identity = self.check_identity(cut.everything).await?;
+        let identity = self.identity_for_write(cut.everything).await?;
         let now = batch.now.0;
         // Dependency order: the catalog (positions name its locations), the
         // positions, the reservations (a committed reservation never lands
@@ -557,6 +551,16 @@ impl Store for RedisStore {
         // order, and every item is versioned, so a partial write never rolls
         // anything back.
         let mut txs = Transactions::default();
+        if let WriteIdentity::Known(known) = &identity {
+            // Checked in the same round trip as the first transaction.
+            let mut marker = redis::cmd("GET");
+            marker.arg(self.key("meta", "marker"));
+            txs.push(marker, Kind::Marker);
+            let mut info = redis::cmd("INFO");
+            info.arg("server");
+            txs.push(info, Kind::RunId);
+            txs.expected = Some(known.clone());
+        }
         let full = cut.everything;
         let batch_version: Version = (cut.head.0.saturating_sub(1).to_string(), full);
         let meta = |name: &str| {
@@ -658,7 +662,7 @@ impl Store for RedisStore {
 
         for movement in &cut.movements {
             txs.reserve(1);
-            txs.push(self.xadd(movement), true);
+            txs.push(self.xadd(movement), Kind::Stream);
         }
         let state = EngineState {
             head: cut.head,
@@ -673,10 +677,10 @@ impl Store for RedisStore {
             0,
             vec![("state".into(), codec::encode_state(&state), 0)],
         );
-        if let Some(identity) = &new_identity {
+        if let WriteIdentity::New(identity) = &identity {
             let mut set = redis::cmd("SET");
             set.arg(self.key("meta", "marker")).arg(&identity.marker);
-            txs.push(set, false);
+            txs.push(set, Kind::Plain);
         }
         txs.run(&mut self.conn()).await?;
         if self.config.wait_aof {
@@ -688,7 +692,7 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        if let Some(identity) = new_identity {
+        if let WriteIdentity::New(identity) = identity {
             *self.identity.lock().await = Some(identity);
         }
         Ok(())
@@ -706,17 +710,38 @@ const MAX_ITEMS_PER_TRANSACTION: usize = 10_000;
 /// Items per Lua call.
 const MAX_ITEMS_PER_CALL: usize = 1_000;
 
-/// Transactions in the order they must run; for each command, whether it
-/// is a stream append (whose "already there" error is expected on a retry).
+/// The identity a write goes to.
+enum WriteIdentity {
+    /// A full rewrite, which sets this new marker.
+    New(Identity),
+    /// Any other write: the store must still be this one.
+    Known(Identity),
+}
+
+/// What a command in a transaction is, for checking its reply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// A stream append; "equal or smaller" means it is there already.
+    Stream,
+    /// `GET marker`, compared with the expected identity.
+    Marker,
+    /// `INFO server`, whose run id is compared with the expected identity.
+    RunId,
+}
+
+/// Transactions in the order they must run, with the kind of each command.
 #[derive(Default)]
 struct Transactions {
-    done: Vec<(Pipeline, Vec<bool>)>,
-    current: Option<(Pipeline, Vec<bool>)>,
+    done: Vec<(Pipeline, Vec<Kind>)>,
+    current: Option<(Pipeline, Vec<Kind>)>,
     items: usize,
+    /// The identity the first transaction must find.
+    expected: Option<Identity>,
 }
 
 impl Transactions {
-    fn current_entry(&mut self) -> &mut (Pipeline, Vec<bool>) {
+    fn current_entry(&mut self) -> &mut (Pipeline, Vec<Kind>) {
         self.current.get_or_insert_with(|| {
             let mut pipe = redis::pipe();
             pipe.atomic().ignore_errors();
@@ -724,10 +749,10 @@ impl Transactions {
         })
     }
 
-    fn push(&mut self, command: redis::Cmd, stream: bool) {
+    fn push(&mut self, command: redis::Cmd, kind: Kind) {
         let (pipe, kinds) = self.current_entry();
         pipe.add_command(command);
-        kinds.push(stream);
+        kinds.push(kind);
     }
 
     /// Starts a new transaction if `items` more would overfill this one.
@@ -739,18 +764,56 @@ impl Transactions {
         self.items += items;
     }
 
-    /// Runs the transactions in order; fails on the first command error
+    /// Runs the transactions in order. Fails with `Replaced` when the first
+    /// one finds another store than expected (its writes are versioned and
+    /// harmless; a full rewrite follows), and on the first command error
     /// other than a stream entry that is already there.
-    async fn run(self, connection: &mut ConnectionManager) -> Result<(), StoreError> {
+    async fn run(mut self, connection: &mut ConnectionManager) -> Result<(), StoreError> {
+        let expected = self.expected.take();
         for (pipe, kinds) in self.finish() {
             let results: Vec<redis::RedisResult<redis::Value>> =
                 pipe.query_async(connection).await.map_err(unavailable)?;
-            for (result, stream) in results.into_iter().zip(kinds) {
-                match result {
-                    Ok(_) => {}
-                    Err(error) if stream && error.to_string().contains("equal or smaller") => {}
-                    Err(error) => return Err(unavailable(error)),
+            let mut failure = None;
+            for (result, kind) in results.into_iter().zip(kinds) {
+                match (kind, result) {
+                    (Kind::Marker, Ok(value)) => {
+                        let marker: Option<String> = redis::from_redis_value(value)
+                            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                        if let Some(expected) = &expected
+                            && marker.as_deref() != Some(expected.marker.as_str())
+                        {
+                            return Err(StoreError::Replaced(format!(
+                                "marker {marker:?}, expected {}",
+                                expected.marker
+                            )));
+                        }
+                    }
+                    (Kind::RunId, Ok(value)) => {
+                        let info: String = redis::from_redis_value(value)
+                            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                        let run_id = info
+                            .lines()
+                            .find_map(|line| line.strip_prefix("run_id:"))
+                            .map(str::trim);
+                        if let Some(expected) = &expected
+                            && run_id != Some(expected.run_id.as_str())
+                        {
+                            return Err(StoreError::Replaced(format!(
+                                "Redis run {run_id:?}, expected {}",
+                                expected.run_id
+                            )));
+                        }
+                    }
+                    (_, Ok(_)) => {}
+                    (Kind::Stream, Err(error))
+                        if error.to_string().contains("equal or smaller") => {}
+                    (_, Err(error)) => {
+                        failure.get_or_insert(error);
+                    }
                 }
+            }
+            if let Some(error) = failure {
+                return Err(unavailable(error));
             }
         }
         Ok(())
@@ -766,16 +829,22 @@ impl Transactions {
     ) {
         if entries.is_empty() {
             self.reserve(1);
-            self.push(store.versioned(hash, version, purge_before, &[]), false);
+            self.push(
+                store.versioned(hash, version, purge_before, &[]),
+                Kind::Plain,
+            );
         }
         for chunk in entries.chunks(MAX_ITEMS_PER_CALL) {
             self.reserve(chunk.len());
-            self.push(store.versioned(hash, version, purge_before, chunk), false);
+            self.push(
+                store.versioned(hash, version, purge_before, chunk),
+                Kind::Plain,
+            );
         }
     }
 
-    fn finish(mut self) -> Vec<(Pipeline, Vec<bool>)> {
+    fn finish(&mut self) -> Vec<(Pipeline, Vec<Kind>)> {
         self.done.extend(self.current.take());
-        self.done
+        std::mem::take(&mut self.done)
     }
 }

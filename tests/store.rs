@@ -459,6 +459,25 @@ async fn redis_restart_during_load(mut redis: RedisServer) {
         degraded["write_behind"]["flush_errors"].as_u64() > Some(0),
         "{degraded}"
     );
+    // Names only: the recorder is process-wide and other tests' engines run
+    // in this process too, so values are not this engine's alone.
+    let metrics = engine
+        .http
+        .get(format!("{}/metrics", engine.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "omnistock_store_degraded",
+        "omnistock_write_behind_backlog_items",
+        "omnistock_write_behind_flush_lag_seconds",
+        "omnistock_write_behind_flush_errors_total",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
     tokio::time::sleep(Duration::from_millis(600)).await;
     redis.restart();
     let statuses = load.await.expect("load");

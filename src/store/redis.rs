@@ -10,9 +10,9 @@
 //! | `P:{meta}:state`            | hash   | `state`: head sequence, reservation id marks |
 //! | `P:{meta}:catalog`          | hash   | `catalog`: locations, groups, policies       |
 //! | `P:{meta}:keys`             | hash   | `keys`: API keys (SHA-256 digests only)      |
-//! | `P:{pN}:pos`                | hash   | SKU -> its positions, bucket N of 128 by SKU |
-//! | `P:{rN}:res` (+ `:exp`)     | hash   | id -> reservation, reservation shard N       |
-//! | `P:{iN}:idem` (+ `:exp`)    | hash   | key -> idempotency record, bucket N of 64    |
+//! | `P:{pN}:pos`                | hash   | SKU -> its positions, bucket N of 32 by SKU  |
+//! | `P:{rN}:res` (+ `:exp`)     | hash   | id -> reservation, bucket N = id mod 16      |
+//! | `P:{iN}:idem` (+ `:exp`)    | hash   | key -> idempotency record, bucket N of 16    |
 //! | `P:{journal}:movements`     | stream | one entry per movement, id `<seq>-0`         |
 //!
 //! `:exp` sorted sets index entries that expire (resolved reservations after
@@ -41,9 +41,14 @@ use crate::ledger::{
 /// Positions are spread over this many hashes by SKU; one field holds all
 /// of a SKU's positions (a million positions load as 100k fields, not 1M).
 /// Part of the stored format: changing it needs a rewrite.
-pub const POSITION_BUCKETS: u64 = 128;
+pub const POSITION_BUCKETS: u64 = 32;
 /// Idempotency records are spread over this many hashes (by key).
-pub const IDEMPOTENCY_BUCKETS: u64 = 64;
+pub const IDEMPOTENCY_BUCKETS: u64 = 16;
+/// Reservations are spread over this many hashes by id. Few buckets keep a
+/// flush to few Lua calls (each call costs Redis tens of microseconds,
+/// which is what a sync-mode writer waits for); a bucket of a million
+/// reservations is still cheap to write and to read back.
+pub const RESERVATION_BUCKETS: u64 = 16;
 /// The field of every hash holding the version of the newest batch applied.
 const VERSION_FIELD: &str = "~v";
 /// Buckets read per round trip while loading.
@@ -218,8 +223,8 @@ impl RedisStore {
         (self.key(&tag, "pos"), self.key(&tag, "pos:exp"))
     }
 
-    fn reservation_hash(&self, shard: usize) -> (String, String) {
-        let tag = format!("r{shard}");
+    fn reservation_hash(&self, bucket: u64) -> (String, String) {
+        let tag = format!("r{bucket}");
         (self.key(&tag, "res"), self.key(&tag, "res:exp"))
     }
 
@@ -480,8 +485,8 @@ impl Store for RedisStore {
         }
 
         let retention = i64::try_from(self.config.resolved_retention_ms).unwrap_or(i64::MAX);
-        let reservation_keys: Vec<String> = (0..state.reservation_shards)
-            .map(|s| self.reservation_hash(s).0)
+        let reservation_keys: Vec<String> = (0..RESERVATION_BUCKETS)
+            .map(|b| self.reservation_hash(b).0)
             .collect();
         let mut reservations: Vec<ReservationRecord> = Vec::new();
         for (key, entries) in reservation_keys
@@ -610,25 +615,27 @@ impl Store for RedisStore {
         }
 
         let retention = i64::try_from(self.config.resolved_retention_ms).unwrap_or(i64::MAX);
-        let mut by_shard: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
+        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
         for r in &cut.reservations {
-            let shard = (r.id.0 as usize) & (batch.reservation_shards.max(1) - 1);
-            by_shard.entry(shard).or_default().push((
-                r.id.0.to_string(),
-                codec::encode_reservation(r),
-                r.resolved_at
-                    .map_or(0, |at| at.0.saturating_add(retention).max(1)),
-            ));
+            by_bucket
+                .entry(r.id.0 % RESERVATION_BUCKETS)
+                .or_default()
+                .push((
+                    r.id.0.to_string(),
+                    codec::encode_reservation(r),
+                    r.resolved_at
+                        .map_or(0, |at| at.0.saturating_add(retention).max(1)),
+                ));
         }
-        // Shards without changes are visited round-robin (1/16 per second),
+        // Buckets without changes are visited in turn (1 in 16 per second),
         // so resolved reservations past their retention are purged anyway.
         let purge_turn = (now.max(0) as u64 / 1000) % 16;
-        for shard in 0..batch.reservation_shards {
-            let entries = by_shard.remove(&shard).unwrap_or_default();
-            if !entries.is_empty() || shard as u64 % 16 == purge_turn {
+        for bucket in 0..RESERVATION_BUCKETS {
+            let entries = by_bucket.remove(&bucket).unwrap_or_default();
+            if !entries.is_empty() || bucket % 16 == purge_turn {
                 txs.versioned(
                     self,
-                    &self.reservation_hash(shard),
+                    &self.reservation_hash(bucket),
                     &batch_version,
                     now,
                     entries,

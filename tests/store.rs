@@ -604,3 +604,138 @@ async fn retried_and_reordered_batches_never_roll_anything_back() {
     write(&store, &newer, shards).await; // a retried newer batch is a no-op too
     assert_store_equals_ledger(&stored(&redis.url()).await, &ledger.export_all(now()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_loaded_and_sync_writes_answer_503_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    // Redis is down at start: the engine waits for it, not ready, serving nothing.
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_key: Some(ADMIN.into()),
+        redis_url: Some(redis.url()),
+        durability: Durability::Sync,
+        rate_limit_per_second: 0,
+        ..ServeConfig::default()
+    };
+    let mut running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
+        .await
+        .expect("listens");
+    let base = format!("http://{}", running.addr);
+    let http = Client::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "loading", "{body}");
+    let response = http
+        .get(format!("{base}/v1/availability/A"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "not_ready", "{body}");
+
+    redis.restart();
+    running
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("ready once Redis is up");
+    let engine = Engine {
+        base,
+        running,
+        http,
+    };
+    seed(&engine, 1, 100).await;
+    engine.caught_up().await;
+
+    // Redis goes away: a sync write is applied in memory but not acknowledged.
+    redis.kill();
+    let hold = json!({"channel": "web", "lines": [{"sku": "SKU-0", "location": "S1", "qty": 2}], "ttl_seconds": 600});
+    let mut refused = None;
+    for _ in 0..50 {
+        let (status, body) = engine
+            .call_as(
+                ADMIN,
+                Method::POST,
+                "/v1/reservations",
+                Some(hold.clone()),
+                Some("cart-503"),
+            )
+            .await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(body);
+            break;
+        }
+        // The first attempt can only pass if Redis had not yet gone; the
+        // key then replays, and the next one sees the store down.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("a sync write is refused while Redis is down");
+    assert_eq!(refused["code"], "not_durable", "{refused}");
+    let ready = engine.readyz().await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
+
+    // Redis is back (empty): the full state is rewritten, and the retry
+    // with the same key gets the one reservation, acknowledged.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = engine
+            .call_as(
+                ADMIN,
+                Method::POST,
+                "/v1/reservations",
+                Some(hold.clone()),
+                Some("cart-503"),
+            )
+            .await;
+        if status.is_success() || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.is_success(), "{status} {body}");
+    let (_, position) = engine.call(Method::GET, "/v1/stock/S1/SKU-0", None).await;
+    assert_eq!(position["reserved"], 2, "applied once: {position}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    engine.caught_up().await;
+    let stored = stored(&redis.url()).await;
+    assert!(
+        stored.reservations.iter().any(|r| r.id.0.to_string() == id),
+        "the acknowledged reservation is in Redis"
+    );
+    engine.running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_aof_is_refused_clearly_when_redis_lacks_waitaof() {
+    let redis = RedisServer::start_persistent();
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_key: Some(ADMIN.into()),
+        redis_url: Some(redis.url()),
+        durability: Durability::Sync,
+        wait_aof: true,
+        ..ServeConfig::default()
+    };
+    let mut running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
+        .await
+        .expect("listens");
+    let version = support::redis_version();
+    let result = running.wait_ready(Duration::from_secs(30)).await;
+    if version < (7, 2) {
+        let error = result.expect_err("Redis < 7.2 has no WAITAOF");
+        assert!(error.contains("WAITAOF"), "{error}");
+    } else {
+        result.expect("Redis >= 7.2 has WAITAOF");
+    }
+    running.shutdown().await.expect("stop");
+}

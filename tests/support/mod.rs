@@ -134,6 +134,21 @@ impl Drop for RedisServer {
     }
 }
 
+/// `redis-server --version` as (major, minor).
+pub fn redis_version() -> (u32, u32) {
+    let output = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .expect("redis-server --version");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("v="))
+        .expect("a v= field");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 /// The `omnistock` binary serving on a free port.
 pub struct EngineProcess {
     child: Option<Child>,

@@ -838,6 +838,20 @@ async fn auth_matrix() {
         ("revoke key", Method::DELETE, "/v1/keys/key_none", None, &[]),
         ("journal", Method::GET, "/v1/journal", None, &["admin"]),
         ("audit", Method::GET, "/v1/admin/audit", None, &["admin"]),
+        (
+            "google feed",
+            Method::GET,
+            "/v1/feeds/google/local-inventory",
+            None,
+            &["feed", "admin"],
+        ),
+        (
+            "meta feed",
+            Method::GET,
+            "/v1/feeds/meta/local-inventory",
+            None,
+            &["feed", "admin"],
+        ),
     ];
     for (name, method, path, body, allowed) in &routes {
         for (key_name, key) in &keys {

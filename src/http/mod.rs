@@ -63,6 +63,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The write-behind store, when one is configured.
     pub write_behind: Option<Arc<WriteBehind>>,
+    /// Ad feeds: at most this many units (after the ads policy) is
+    /// `limited_availability`.
+    pub feed_low_stock_threshold: u32,
 }
 
 /// The flusher persists the keys through the application state.

@@ -2,7 +2,7 @@
 //! and the full invariant check used by tests and operators.
 
 use super::catalog::LocationKind;
-use super::ids::{Channel, LocationCode, PosKey, Qty, Sku, SkuId, TimestampMs};
+use super::ids::{Channel, LocId, LocationCode, PosKey, Qty, Seq, Sku, SkuId, TimestampMs};
 use super::refusal::Refusal;
 use super::requests::{NearbyQuery, NearbyStore, PositionView, Scope, SkuAvailability};
 use super::reservation::ReservationState;
@@ -135,10 +135,24 @@ impl Ledger {
         channel: Option<Channel>,
         now: TimestampMs,
     ) -> Vec<PositionView> {
+        self.positions_in_shard_where(shard, channel, now, |_, _| true)
+    }
+
+    /// The positions of one shard that pass `keep(location, version)`,
+    /// tested under the lock before anything is copied (an incremental feed
+    /// copies only what changed; a store-filtered one only its locations).
+    pub fn positions_in_shard_where(
+        &self,
+        shard: usize,
+        channel: Option<Channel>,
+        now: TimestampMs,
+        keep: impl Fn(LocId, Seq) -> bool,
+    ) -> Vec<PositionView> {
         let catalog = self.catalog.load();
         let copied: Vec<_> = {
             let map = self.positions.lock_index(shard);
             map.iter()
+                .filter(|(key, position)| keep(key.loc(), position.version))
                 .map(|(key, position)| (*key, position.clone()))
                 .collect()
         };

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Sync mode: longest a write waits for Redis before answering 503.
     #[arg(long)]
     pub sync_wait_timeout_ms: Option<u64>,
+    /// Ad feeds: a store showing the ads channel 1 to this many units is
+    /// `limited_availability` (0: never).
+    #[arg(long, env = "OMNISTOCK_FEED_LOW_STOCK_THRESHOLD")]
+    pub feed_low_stock_threshold: Option<u32>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -96,6 +100,7 @@ struct FileConfig {
     redis_key_prefix: Option<String>,
     wait_aof: Option<bool>,
     sync_wait_timeout_ms: Option<u64>,
+    feed_low_stock_threshold: Option<u32>,
 }
 
 /// Settings after merging and validation.
@@ -116,6 +121,7 @@ pub struct ServeConfig {
     pub redis_key_prefix: String,
     pub wait_aof: bool,
     pub sync_wait_timeout_ms: u64,
+    pub feed_low_stock_threshold: u32,
     /// From `OMNISTOCK_ADMIN_KEY` only: secrets do not belong in flags or files.
     pub admin_key: Option<String>,
 }
@@ -138,6 +144,7 @@ impl Default for ServeConfig {
             redis_key_prefix: "omnistock".into(),
             wait_aof: false,
             sync_wait_timeout_ms: 5_000,
+            feed_low_stock_threshold: 2,
             admin_key: None,
         }
     }
@@ -205,6 +212,10 @@ impl ServeArgs {
                 .sync_wait_timeout_ms
                 .or(file.sync_wait_timeout_ms)
                 .unwrap_or(defaults.sync_wait_timeout_ms),
+            feed_low_stock_threshold: self
+                .feed_low_stock_threshold
+                .or(file.feed_low_stock_threshold)
+                .unwrap_or(defaults.feed_low_stock_threshold),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;

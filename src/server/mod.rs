@@ -59,6 +59,7 @@ pub fn state(config: &ServeConfig, ledger: Arc<Ledger>) -> Arc<AppState> {
         request_metrics: Default::default(),
         counters: Default::default(),
         ready: AtomicBool::new(false),
+        feed_low_stock_threshold: config.feed_low_stock_threshold,
         write_behind: config.redis_url.as_ref().map(|_| {
             WriteBehind::new(WriteBehindConfig {
                 sync: config.durability == Durability::Sync,

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod availability;
+pub mod feeds;
 pub mod reservations;
 pub mod stock;
 mod system;
@@ -49,6 +50,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/journal", get(admin::journal))
+        .route("/v1/feeds/google/local-inventory", get(feeds::google))
+        .route("/v1/feeds/meta/local-inventory", get(feeds::meta))
         .route("/v1/admin/audit", get(admin::audit))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -1,0 +1,209 @@
+//! Local-inventory ad feeds: what a store's row says, and how Google and
+//! Meta spell it. Plain formatting over ledger views, no I/O: the HTTP layer
+//! streams the rows shard by shard.
+//!
+//! What is published is what the `ads` channel sees (after its policy:
+//! buffer, cap), so an ad never promises units another channel holds back.
+
+use std::fmt::Write;
+
+use crate::ledger::{Location, LocationKind, PickupMethod, PickupSla, PositionView};
+
+/// Google's `availability` values (and Meta's, mapped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedAvailability {
+    InStock,
+    LimitedAvailability,
+    OutOfStock,
+}
+
+impl FeedAvailability {
+    /// `quantity` is what the ads channel sees; `1..=low_stock_threshold`
+    /// units is limited availability.
+    pub fn of(quantity: u32, low_stock_threshold: u32) -> FeedAvailability {
+        match quantity {
+            0 => FeedAvailability::OutOfStock,
+            q if q <= low_stock_threshold => FeedAvailability::LimitedAvailability,
+            _ => FeedAvailability::InStock,
+        }
+    }
+
+    pub fn google(self) -> &'static str {
+        match self {
+            FeedAvailability::InStock => "in_stock",
+            FeedAvailability::LimitedAvailability => "limited_availability",
+            FeedAvailability::OutOfStock => "out_of_stock",
+        }
+    }
+
+    /// Meta's catalog values: limited stock is still `in stock` (the
+    /// quantity says how much).
+    pub fn meta(self) -> &'static str {
+        match self {
+            FeedAvailability::InStock | FeedAvailability::LimitedAvailability => "in stock",
+            FeedAvailability::OutOfStock => "out of stock",
+        }
+    }
+}
+
+/// One published row: a SKU at a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRow<'a> {
+    pub store_code: &'a str,
+    pub id: &'a str,
+    pub availability: FeedAvailability,
+    pub quantity: u32,
+    /// Google's spelling, when the store has a pickup setting.
+    pub pickup_method: Option<&'static str>,
+    /// Only with a pickup method other than `not supported`.
+    pub pickup_sla: Option<String>,
+}
+
+/// Whether a location is published at all: Google and Meta list stores,
+/// not warehouses.
+pub fn published(location: &Location) -> bool {
+    location.kind == LocationKind::Store
+}
+
+/// The row for a position seen by the `ads` channel (`view.atf` is after
+/// the ads policy).
+pub fn row<'a>(
+    view: &'a PositionView,
+    location: &Location,
+    low_stock_threshold: u32,
+) -> FeedRow<'a> {
+    let quantity = view.atf.0;
+    let (pickup_method, pickup_sla) = match location.pickup {
+        Some(pickup) => {
+            let method = match pickup.method {
+                PickupMethod::Buy => "buy",
+                PickupMethod::Reserve => "reserve",
+                PickupMethod::ShipToStore => "ship to store",
+                PickupMethod::NotSupported => "not supported",
+            };
+            let sla = (pickup.method != PickupMethod::NotSupported)
+                .then_some(pickup.sla)
+                .flatten()
+                .map(|sla| match sla {
+                    PickupSla::SameDay => "same day".to_owned(),
+                    PickupSla::NextDay => "next day".to_owned(),
+                    PickupSla::Days(days) => format!("{days}-day"),
+                    PickupSla::MultiWeek => "multi-week".to_owned(),
+                });
+            (Some(method), sla)
+        }
+        None => (None, None),
+    };
+    FeedRow {
+        store_code: view.location.as_str(),
+        id: view.sku.as_str(),
+        availability: FeedAvailability::of(quantity, low_stock_threshold),
+        quantity,
+        pickup_method,
+        pickup_sla,
+    }
+}
+
+pub const GOOGLE_TSV_HEADER: &str =
+    "store_code\tid\tavailability\tquantity\tpickup_method\tpickup_sla\n";
+
+/// One tab-separated line. Ids and codes never hold tabs or line breaks
+/// (they are validated without control characters).
+pub fn google_tsv(row: &FeedRow<'_>, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        row.store_code,
+        row.id,
+        row.availability.google(),
+        row.quantity,
+        row.pickup_method.unwrap_or(""),
+        row.pickup_sla.as_deref().unwrap_or("")
+    );
+}
+
+pub const GOOGLE_XML_HEADER: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rss xmlns:g=\"http://base.google.com/ns/1.0\" version=\"2.0\">\n<channel>\n";
+pub const GOOGLE_XML_FOOTER: &str = "</channel>\n</rss>\n";
+
+pub fn google_xml(row: &FeedRow<'_>, out: &mut String) {
+    out.push_str("<item>");
+    let mut element = |name: &str, value: &str| {
+        let _ = write!(out, "<g:{name}>{}</g:{name}>", xml_escape(value));
+    };
+    element("store_code", row.store_code);
+    element("id", row.id);
+    element("availability", row.availability.google());
+    element("quantity", &row.quantity.to_string());
+    if let Some(method) = row.pickup_method {
+        element("pickup_method", method);
+    }
+    if let Some(sla) = &row.pickup_sla {
+        element("pickup_sla", sla);
+    }
+    out.push_str("</item>\n");
+}
+
+pub const META_CSV_HEADER: &str = "id,store_code,availability,quantity\n";
+
+/// Meta's local inventory CSV (RFC 4180 quoting).
+pub fn meta_csv(row: &FeedRow<'_>, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "{},{},{},{}",
+        csv_field(row.id),
+        csv_field(row.store_code),
+        row.availability.meta(),
+        row.quantity
+    );
+}
+
+fn xml_escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['&', '<', '>', '"', '\'']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            _ => out.push(ch),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains([',', '"', '\n', '\r']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(format!("\"{}\"", text.replace('"', "\"\"")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_thresholds() {
+        let cases = [
+            (0, 2, FeedAvailability::OutOfStock),
+            (1, 2, FeedAvailability::LimitedAvailability),
+            (2, 2, FeedAvailability::LimitedAvailability),
+            (3, 2, FeedAvailability::InStock),
+            (1, 0, FeedAvailability::InStock),
+        ];
+        for (quantity, threshold, expected) in cases {
+            assert_eq!(FeedAvailability::of(quantity, threshold), expected);
+        }
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(xml_escape("a&b<c>\"'"), "a&amp;b&lt;c&gt;&quot;&apos;");
+        assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}

@@ -1,0 +1,187 @@
+//! Local-inventory ad feeds (Google TSV/XML, Meta CSV), streamed shard by
+//! shard: a feed of millions of rows starts at once, holds one shard's rows
+//! in memory at a time, and each shard's lock is held only while its
+//! positions are copied, so reservations never wait for a feed.
+//!
+//! `X-Next-Cursor` is the journal position the snapshot covers: a later
+//! `?since=` with it returns every position changed after (each once, with
+//! its latest state). Positions keep their versions across restarts (the
+//! store persists them and sequences only grow), so cursors survive them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use futures_util::stream;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::feeds::{self, FeedRow};
+use crate::http::auth::{Caller, Scope};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::json::{self, ApiQuery};
+use crate::http::{AppState, now};
+use crate::ledger::{Catalog, Channel, LocId, Seq};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FeedParams {
+    /// `tsv` (default) or `xml` (Google only).
+    pub format: Option<String>,
+    /// A cursor from `X-Next-Cursor`: only positions changed after it.
+    pub since: Option<String>,
+    /// Only this store.
+    pub store: Option<String>,
+    /// Only the stores of this group.
+    pub group: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    GoogleTsv,
+    GoogleXml,
+    MetaCsv,
+}
+
+/// Google local product inventory feed.
+#[utoipa::path(get, path = "/v1/feeds/google/local-inventory", tag = "feeds", params(FeedParams),
+    responses((status = 200, description = "tab-separated text with a header row (or XML with `format=xml`); header `X-Next-Cursor`", content_type = "text/tab-separated-values", body = String),
+        (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
+    security(("bearer" = [])))]
+pub async fn google(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<FeedParams>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Feed)?;
+    let format = match params.format.as_deref() {
+        None | Some("tsv") => Format::GoogleTsv,
+        Some("xml") => Format::GoogleXml,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "invalid_format",
+                format!("format {other:?}: expected tsv or xml"),
+            ));
+        }
+    };
+    feed(state, params, format)
+}
+
+/// Meta catalog local inventory feed (CSV).
+#[utoipa::path(get, path = "/v1/feeds/meta/local-inventory", tag = "feeds", params(FeedParams),
+    responses((status = 200, description = "CSV with a header row; header `X-Next-Cursor`", content_type = "text/csv", body = String),
+        (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
+    security(("bearer" = [])))]
+pub async fn meta(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<FeedParams>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Feed)?;
+    if params.format.as_deref().is_some_and(|f| f != "csv") {
+        return Err(ApiError::invalid(
+            "invalid_format",
+            "the Meta feed is CSV only",
+        ));
+    }
+    feed(state, params, Format::MetaCsv)
+}
+
+/// Which locations a feed covers: published stores, narrowed by the filters.
+fn covered(catalog: &Catalog, params: &FeedParams) -> ApiResult<Vec<bool>> {
+    let mut covered: Vec<bool> = catalog
+        .locations()
+        .map(|(_, location)| feeds::published(location))
+        .collect();
+    if let Some(store) = &params.store {
+        let code = json::location("store", store)?;
+        let id = catalog.location_id(code.as_str()).ok_or_else(|| {
+            ApiError::not_found("unknown_location", format!("unknown store {code}"))
+        })?;
+        for (index, slot) in covered.iter_mut().enumerate() {
+            *slot &= index == id.0 as usize;
+        }
+    }
+    if let Some(group) = &params.group {
+        let members = catalog.group(group).ok_or_else(|| {
+            ApiError::not_found("unknown_group", format!("unknown location group {group}"))
+        })?;
+        for (index, slot) in covered.iter_mut().enumerate() {
+            *slot &= members.contains(&LocId(index as u32));
+        }
+    }
+    Ok(covered)
+}
+
+fn feed(state: Arc<AppState>, params: FeedParams, format: Format) -> ApiResult<Response> {
+    let since = match &params.since {
+        None => None,
+        Some(text) => Some(Seq(text.parse::<u64>().map_err(|_| {
+            ApiError::invalid(
+                "invalid_cursor",
+                format!("since {text:?}: expected a cursor from X-Next-Cursor (a number)"),
+            )
+        })?)),
+    };
+    let catalog = state.ledger.catalog();
+    let covered = covered(&catalog, &params)?;
+    // Every change below the head is in the snapshot taken after this read
+    // (or later); the next poll asks for what came after.
+    let cursor = state.ledger.journal_head().0.saturating_sub(1);
+    let threshold = state.feed_low_stock_threshold;
+    let at = now();
+    let shards = state.ledger.position_shard_count();
+    let ledger = Arc::clone(&state.ledger);
+    let (header, footer, content_type) = match format {
+        Format::GoogleTsv => (
+            feeds::GOOGLE_TSV_HEADER,
+            "",
+            "text/tab-separated-values; charset=utf-8",
+        ),
+        Format::GoogleXml => (
+            feeds::GOOGLE_XML_HEADER,
+            feeds::GOOGLE_XML_FOOTER,
+            "application/xml; charset=utf-8",
+        ),
+        Format::MetaCsv => (feeds::META_CSV_HEADER, "", "text/csv; charset=utf-8"),
+    };
+    let rows = stream::iter(0..shards).map(move |shard| {
+        let views =
+            ledger.positions_in_shard_where(shard, Some(Channel::Ads), at, |loc, version| {
+                covered.get(loc.0 as usize).copied().unwrap_or(false)
+                    && since.is_none_or(|since| version > since)
+            });
+        let mut out = String::with_capacity(views.len() * 64);
+        for view in &views {
+            let Some(location) = catalog
+                .location_id(view.location.as_str())
+                .and_then(|id| catalog.location(id))
+            else {
+                continue;
+            };
+            let row: FeedRow<'_> = feeds::row(view, location, threshold);
+            match format {
+                Format::GoogleTsv => feeds::google_tsv(&row, &mut out),
+                Format::GoogleXml => feeds::google_xml(&row, &mut out),
+                Format::MetaCsv => feeds::meta_csv(&row, &mut out),
+            }
+        }
+        Ok::<_, Infallible>(Bytes::from(out))
+    });
+    let body =
+        stream::once(async move { Ok::<_, Infallible>(Bytes::from_static(header.as_bytes())) })
+            .chain(rows)
+            .chain(stream::once(async move {
+                Ok::<_, Infallible>(Bytes::from_static(footer.as_bytes()))
+            }));
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert("x-next-cursor", HeaderValue::from(cursor));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}

@@ -1,0 +1,474 @@
+//! The local-inventory feeds over real sockets, checked by a validator that
+//! applies every rule of Google's local product inventory feed (header,
+//! required columns, allowed values, quantity an integer >= 0, pickup_sla
+//! present exactly when required, id length) to full and incremental feeds,
+//! TSV and XML; and the Meta CSV.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use omnistock::ledger::{Ledger, LedgerConfig};
+use omnistock::server::config::ServeConfig;
+use omnistock::server::{Running, start};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "feeds-test-admin-key-0123";
+const THRESHOLD: u32 = 3;
+
+struct Server {
+    running: Running,
+    base: String,
+    http: Client,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            admin_key: Some(ADMIN.into()),
+            feed_low_stock_threshold: THRESHOLD,
+            rate_limit_per_second: 0,
+            ..ServeConfig::default()
+        };
+        let running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
+            .await
+            .expect("server starts");
+        Server {
+            base: format!("http://{}", running.addr),
+            running,
+            http: Client::new(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let (status, body) = self.call(method, path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    /// The feed's body and its `X-Next-Cursor`.
+    async fn feed(&self, path: &str, key: &str) -> (StatusCode, String, Option<u64>) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("feed");
+        let status = response.status();
+        let cursor = response
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (status, response.text().await.expect("body"), cursor)
+    }
+}
+
+/// A validated row: (store_code, id) -> (availability, quantity).
+type Rows = BTreeMap<(String, String), (String, u32)>;
+
+const AVAILABILITY: [&str; 4] = [
+    "in_stock",
+    "limited_availability",
+    "out_of_stock",
+    "on_display_to_order",
+];
+const PICKUP_METHODS: [&str; 4] = ["buy", "reserve", "ship to store", "not supported"];
+
+fn valid_sla(sla: &str) -> bool {
+    matches!(sla, "same day" | "next day" | "multi-week")
+        || sla
+            .strip_suffix("-day")
+            .and_then(|d| d.parse::<u8>().ok())
+            .is_some_and(|d| (2..=7).contains(&d))
+}
+
+/// Every rule of one row; returns the row.
+fn check_row(fields: &BTreeMap<&str, &str>, rows: &mut Rows) {
+    let store = fields.get("store_code").copied().unwrap_or_default();
+    let id = fields.get("id").copied().unwrap_or_default();
+    assert!(!store.is_empty(), "store_code is required: {fields:?}");
+    assert!(!id.is_empty() && id.chars().count() <= 50, "id: {fields:?}");
+    let availability = fields.get("availability").copied().unwrap_or_default();
+    assert!(
+        AVAILABILITY.contains(&availability),
+        "availability: {fields:?}"
+    );
+    let quantity: u32 = fields
+        .get("quantity")
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("quantity must be an integer >= 0: {fields:?}"));
+    match availability {
+        "out_of_stock" => assert_eq!(quantity, 0, "{fields:?}"),
+        "limited_availability" => assert!((1..=THRESHOLD).contains(&quantity), "{fields:?}"),
+        "in_stock" => assert!(quantity > THRESHOLD, "{fields:?}"),
+        _ => {}
+    }
+    let method = fields.get("pickup_method").copied().unwrap_or_default();
+    let sla = fields.get("pickup_sla").copied().unwrap_or_default();
+    assert!(
+        method.is_empty() || PICKUP_METHODS.contains(&method),
+        "pickup_method: {fields:?}"
+    );
+    let needs_sla = !method.is_empty() && method != "not supported";
+    assert_eq!(
+        needs_sla,
+        !sla.is_empty(),
+        "pickup_sla exactly when required: {fields:?}"
+    );
+    assert!(sla.is_empty() || valid_sla(sla), "pickup_sla: {fields:?}");
+    let previous = rows.insert(
+        (store.to_owned(), id.to_owned()),
+        (availability.to_owned(), quantity),
+    );
+    assert!(previous.is_none(), "each position once: {fields:?}");
+}
+
+fn validate_tsv(text: &str) -> Rows {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header row").split('\t').collect();
+    for required in ["store_code", "id", "availability"] {
+        assert!(
+            header.contains(&required),
+            "header lacks {required}: {header:?}"
+        );
+    }
+    let mut rows = Rows::new();
+    for line in lines {
+        let values: Vec<&str> = line.split('\t').collect();
+        assert_eq!(values.len(), header.len(), "line {line:?}");
+        let fields: BTreeMap<&str, &str> = header.iter().copied().zip(values).collect();
+        check_row(&fields, &mut rows);
+    }
+    rows
+}
+
+fn validate_xml(text: &str) -> Rows {
+    assert!(text.starts_with("<?xml version=\"1.0\""), "XML declaration");
+    assert!(text.contains("<rss xmlns:g=\"http://base.google.com/ns/1.0\" version=\"2.0\">"));
+    assert!(text.trim_end().ends_with("</channel>\n</rss>") || text.trim_end().ends_with("</rss>"));
+    let mut rows = Rows::new();
+    for item in text.split("<item>").skip(1) {
+        let item = item.split("</item>").next().expect("closed item");
+        let mut fields = BTreeMap::new();
+        for element in item.split("<g:").skip(1) {
+            let (name, rest) = element.split_once('>').expect("element");
+            let value = rest
+                .strip_suffix(&format!("</g:{name}"))
+                .or_else(|| rest.split_once(&format!("</g:{name}")).map(|(v, _)| v))
+                .expect("closing tag");
+            assert!(!value.contains('<') && !value.contains('&') || value.contains("&amp;"));
+            fields.insert(name, value);
+        }
+        check_row(&fields, &mut rows);
+    }
+    rows
+}
+
+async fn seed(server: &Server) {
+    for (code, method, sla) in [
+        ("S1", "buy", Some("same day")),
+        ("S2", "ship to store", Some("3-day")),
+        ("S3", "not supported", None),
+    ] {
+        let mut pickup = json!({"method": method});
+        if let Some(sla) = sla {
+            pickup["sla"] = json!(sla);
+        }
+        server
+            .ok(
+                Method::PUT,
+                &format!("/v1/locations/{code}"),
+                json!({"kind": "store", "name": code, "pickup": pickup}),
+            )
+            .await;
+    }
+    server
+        .ok(
+            Method::PUT,
+            "/v1/locations/S4",
+            json!({"kind": "store", "name": "no pickup"}),
+        )
+        .await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/locations/WH",
+            json!({"kind": "warehouse", "name": "DC"}),
+        )
+        .await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/groups/north",
+            json!({"locations": ["S1", "S2"]}),
+        )
+        .await;
+    for store in ["S1", "S2", "S3", "S4", "WH"] {
+        for (sku, units) in [("A", 10), ("B", 10), ("C", 2), ("D", 5), ("E", 0)] {
+            server
+                .ok(
+                    Method::PUT,
+                    &format!("/v1/stock/{store}/{sku}"),
+                    json!({"on_hand": units}),
+                )
+                .await;
+        }
+    }
+}
+
+fn reserve(sku: &str, store: &str, qty: u32) -> Value {
+    json!({"channel": "web", "lines": [{"sku": sku, "location": store, "qty": qty}], "ttl_seconds": 600})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_and_incremental_feeds_pass_the_validator() {
+    let server = Server::start().await;
+    seed(&server).await;
+
+    let (status, tsv, cursor) = server.feed("/v1/feeds/google/local-inventory", ADMIN).await;
+    assert_eq!(status, StatusCode::OK);
+    let cursor = cursor.expect("X-Next-Cursor");
+    let full = validate_tsv(&tsv);
+    assert_eq!(full.len(), 4 * 5, "every SKU at every store, no warehouse");
+    assert_eq!(full[&("S1".into(), "A".into())], ("in_stock".into(), 10));
+    assert_eq!(
+        full[&("S1".into(), "C".into())],
+        ("limited_availability".into(), 2)
+    );
+    assert_eq!(full[&("S1".into(), "E".into())], ("out_of_stock".into(), 0));
+    let (_, xml, xml_cursor) = server
+        .feed("/v1/feeds/google/local-inventory?format=xml", ADMIN)
+        .await;
+    assert_eq!(validate_xml(&xml), full, "XML says what TSV says");
+    assert_eq!(xml_cursor, Some(cursor));
+
+    // Changes: a hold, a sale, a count, a position that goes out of stock
+    // and comes back, and a warehouse count (not published).
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 4))
+        .await;
+    server
+        .ok(
+            Method::POST,
+            "/v1/sales",
+            json!({"channel": "pos", "lines": [{"sku": "B", "location": "S2", "qty": 8}]}),
+        )
+        .await;
+    server
+        .ok(Method::PUT, "/v1/stock/S3/C", json!({"on_hand": 50}))
+        .await;
+    let out = server
+        .ok(Method::POST, "/v1/reservations", reserve("D", "S4", 5))
+        .await;
+    let (_, between, between_cursor) = server
+        .feed(
+            &format!("/v1/feeds/google/local-inventory?since={cursor}"),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(
+        validate_tsv(&between)[&("S4".into(), "D".into())],
+        ("out_of_stock".into(), 0)
+    );
+    server
+        .ok(
+            Method::POST,
+            &format!(
+                "/v1/reservations/{}/release",
+                out["id"].as_str().expect("id")
+            ),
+            json!({}),
+        )
+        .await;
+    server
+        .ok(Method::PUT, "/v1/stock/WH/A", json!({"on_hand": 99}))
+        .await;
+
+    let (_, incremental, next) = server
+        .feed(
+            &format!("/v1/feeds/google/local-inventory?since={cursor}"),
+            ADMIN,
+        )
+        .await;
+    let changed = validate_tsv(&incremental);
+    let expected: Rows = [
+        (("S1", "A"), ("in_stock", 6)),
+        (("S2", "B"), ("limited_availability", 2)),
+        (("S3", "C"), ("in_stock", 50)),
+        (("S4", "D"), ("in_stock", 5)),
+    ]
+    .into_iter()
+    .map(|((s, i), (a, q))| ((s.into(), i.into()), (a.into(), q)))
+    .collect();
+    assert_eq!(
+        changed, expected,
+        "exactly the changed positions, latest state"
+    );
+    let next = next.expect("cursor");
+    assert!(next > cursor && between_cursor.is_some_and(|c| c < next));
+    let (_, xml_incremental, _) = server
+        .feed(
+            &format!("/v1/feeds/google/local-inventory?since={cursor}&format=xml"),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(validate_xml(&xml_incremental), expected);
+    let (_, nothing, same) = server
+        .feed(
+            &format!("/v1/feeds/google/local-inventory?since={next}"),
+            ADMIN,
+        )
+        .await;
+    assert!(validate_tsv(&nothing).is_empty(), "{nothing}");
+    assert_eq!(same, Some(next));
+    server.running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ads_policy_filters_meta_format_and_errors() {
+    let server = Server::start().await;
+    seed(&server).await;
+    // The ads channel keeps 2 units back in the north group, sees at most 6 at S3.
+    server
+        .ok(
+            Method::PUT,
+            "/v1/policies",
+            json!({"channel": "ads", "group": "north", "held_back": 2}),
+        )
+        .await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/policies",
+            json!({"channel": "ads", "location": "S3", "cap": 6}),
+        )
+        .await;
+    let (_, tsv, _) = server.feed("/v1/feeds/google/local-inventory", ADMIN).await;
+    let rows = validate_tsv(&tsv);
+    assert_eq!(rows[&("S1".into(), "A".into())], ("in_stock".into(), 8));
+    assert_eq!(
+        rows[&("S1".into(), "D".into())],
+        ("limited_availability".into(), 3)
+    );
+    assert_eq!(rows[&("S2".into(), "C".into())], ("out_of_stock".into(), 0));
+    assert_eq!(rows[&("S3".into(), "A".into())], ("in_stock".into(), 6));
+    assert_eq!(rows[&("S4".into(), "A".into())], ("in_stock".into(), 10));
+
+    // Filters.
+    let (_, one, _) = server
+        .feed("/v1/feeds/google/local-inventory?store=S2", ADMIN)
+        .await;
+    assert!(validate_tsv(&one).keys().all(|(store, _)| store == "S2"));
+    assert_eq!(validate_tsv(&one).len(), 5);
+    let (_, group, _) = server
+        .feed("/v1/feeds/google/local-inventory?group=north", ADMIN)
+        .await;
+    assert!(
+        validate_tsv(&group)
+            .keys()
+            .all(|(store, _)| store == "S1" || store == "S2")
+    );
+
+    // Meta: the same data, its field names and values.
+    let (status, csv, cursor) = server.feed("/v1/feeds/meta/local-inventory", ADMIN).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cursor.is_some());
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("id,store_code,availability,quantity"));
+    let meta: BTreeMap<(String, String), (String, u32)> = lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!(f.len(), 4, "{line}");
+            assert!(["in stock", "out of stock"].contains(&f[2]), "{line}");
+            let quantity: u32 = f[3].parse().expect("quantity");
+            assert_eq!(f[2] == "out of stock", quantity == 0, "{line}");
+            (
+                (f[1].to_owned(), f[0].to_owned()),
+                (f[2].to_owned(), quantity),
+            )
+        })
+        .collect();
+    assert_eq!(meta.len(), rows.len());
+    for (key, (_, quantity)) in &rows {
+        assert_eq!(meta[key].1, *quantity, "{key:?}");
+    }
+
+    // Errors: problem bodies, nothing streamed.
+    for (path, status, code) in [
+        (
+            "/v1/feeds/google/local-inventory?since=x",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_cursor",
+        ),
+        (
+            "/v1/feeds/google/local-inventory?format=json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_format",
+        ),
+        (
+            "/v1/feeds/google/local-inventory?store=NOPE",
+            StatusCode::NOT_FOUND,
+            "unknown_location",
+        ),
+        (
+            "/v1/feeds/google/local-inventory?group=nope",
+            StatusCode::NOT_FOUND,
+            "unknown_group",
+        ),
+        (
+            "/v1/feeds/meta/local-inventory?format=xml",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_format",
+        ),
+    ] {
+        let (got, body) = server.call(Method::GET, path, None).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(body["code"], code, "{path}: {body}");
+    }
+    // The feed scope: a read-only key is refused, a feed key is served.
+    let read = server
+        .ok(
+            Method::POST,
+            "/v1/keys",
+            json!({"name": "r", "scopes": ["read"]}),
+        )
+        .await;
+    let feed = server
+        .ok(
+            Method::POST,
+            "/v1/keys",
+            json!({"name": "f", "scopes": ["feed"]}),
+        )
+        .await;
+    let (status, _, _) = server
+        .feed(
+            "/v1/feeds/google/local-inventory",
+            read["key"].as_str().expect("key"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = server
+        .feed(
+            "/v1/feeds/google/local-inventory",
+            feed["key"].as_str().expect("key"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server.running.shutdown().await.expect("stop");
+}

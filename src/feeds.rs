@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::ledger::{Location, LocationKind, PickupMethod, PickupSla, PositionView};
+use crate::ledger::{Location, LocationKind, PickupMethod, PickupSla};
 
 /// Google's `availability` values (and Meta's, mapped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,62 +46,77 @@ impl FeedAvailability {
     }
 }
 
-/// One published row: a SKU at a store.
+/// What every row of one store repeats, computed once per feed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FeedRow<'a> {
-    pub store_code: &'a str,
-    pub id: &'a str,
-    pub availability: FeedAvailability,
-    pub quantity: u32,
+pub struct StoreColumns {
+    pub store_code: String,
     /// Google's spelling, when the store has a pickup setting.
     pub pickup_method: Option<&'static str>,
     /// Only with a pickup method other than `not supported`.
     pub pickup_sla: Option<String>,
 }
 
+impl StoreColumns {
+    pub fn of(location: &Location) -> StoreColumns {
+        let (pickup_method, pickup_sla) = match location.pickup {
+            Some(pickup) => {
+                let method = match pickup.method {
+                    PickupMethod::Buy => "buy",
+                    PickupMethod::Reserve => "reserve",
+                    PickupMethod::ShipToStore => "ship to store",
+                    PickupMethod::NotSupported => "not supported",
+                };
+                let sla = (pickup.method != PickupMethod::NotSupported)
+                    .then_some(pickup.sla)
+                    .flatten()
+                    .map(|sla| match sla {
+                        PickupSla::SameDay => "same day".to_owned(),
+                        PickupSla::NextDay => "next day".to_owned(),
+                        PickupSla::Days(days) => format!("{days}-day"),
+                        PickupSla::MultiWeek => "multi-week".to_owned(),
+                    });
+                (Some(method), sla)
+            }
+            None => (None, None),
+        };
+        StoreColumns {
+            store_code: location.code.as_str().to_owned(),
+            pickup_method,
+            pickup_sla,
+        }
+    }
+}
+
+/// One published row: a SKU at a store, as the `ads` channel sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRow<'a> {
+    pub store: &'a StoreColumns,
+    pub id: &'a str,
+    pub availability: FeedAvailability,
+    pub quantity: u32,
+}
+
+impl<'a> FeedRow<'a> {
+    /// `quantity`: the ads channel's ATF (after its policy).
+    pub fn new(
+        store: &'a StoreColumns,
+        id: &'a str,
+        quantity: u32,
+        low_stock_threshold: u32,
+    ) -> Self {
+        FeedRow {
+            store,
+            id,
+            availability: FeedAvailability::of(quantity, low_stock_threshold),
+            quantity,
+        }
+    }
+}
+
 /// Whether a location is published at all: Google and Meta list stores,
 /// not warehouses.
 pub fn published(location: &Location) -> bool {
     location.kind == LocationKind::Store
-}
-
-/// The row for a position seen by the `ads` channel (`view.atf` is after
-/// the ads policy).
-pub fn row<'a>(
-    view: &'a PositionView,
-    location: &Location,
-    low_stock_threshold: u32,
-) -> FeedRow<'a> {
-    let quantity = view.atf.0;
-    let (pickup_method, pickup_sla) = match location.pickup {
-        Some(pickup) => {
-            let method = match pickup.method {
-                PickupMethod::Buy => "buy",
-                PickupMethod::Reserve => "reserve",
-                PickupMethod::ShipToStore => "ship to store",
-                PickupMethod::NotSupported => "not supported",
-            };
-            let sla = (pickup.method != PickupMethod::NotSupported)
-                .then_some(pickup.sla)
-                .flatten()
-                .map(|sla| match sla {
-                    PickupSla::SameDay => "same day".to_owned(),
-                    PickupSla::NextDay => "next day".to_owned(),
-                    PickupSla::Days(days) => format!("{days}-day"),
-                    PickupSla::MultiWeek => "multi-week".to_owned(),
-                });
-            (Some(method), sla)
-        }
-        None => (None, None),
-    };
-    FeedRow {
-        store_code: view.location.as_str(),
-        id: view.sku.as_str(),
-        availability: FeedAvailability::of(quantity, low_stock_threshold),
-        quantity,
-        pickup_method,
-        pickup_sla,
-    }
 }
 
 pub const GOOGLE_TSV_HEADER: &str =
@@ -113,12 +128,12 @@ pub fn google_tsv(row: &FeedRow<'_>, out: &mut String) {
     let _ = writeln!(
         out,
         "{}\t{}\t{}\t{}\t{}\t{}",
-        row.store_code,
+        row.store.store_code,
         row.id,
         row.availability.google(),
         row.quantity,
-        row.pickup_method.unwrap_or(""),
-        row.pickup_sla.as_deref().unwrap_or("")
+        row.store.pickup_method.unwrap_or(""),
+        row.store.pickup_sla.as_deref().unwrap_or("")
     );
 }
 
@@ -130,14 +145,14 @@ pub fn google_xml(row: &FeedRow<'_>, out: &mut String) {
     let mut element = |name: &str, value: &str| {
         let _ = write!(out, "<g:{name}>{}</g:{name}>", xml_escape(value));
     };
-    element("store_code", row.store_code);
+    element("store_code", &row.store.store_code);
     element("id", row.id);
     element("availability", row.availability.google());
     element("quantity", &row.quantity.to_string());
-    if let Some(method) = row.pickup_method {
+    if let Some(method) = row.store.pickup_method {
         element("pickup_method", method);
     }
-    if let Some(sla) = &row.pickup_sla {
+    if let Some(sla) = &row.store.pickup_sla {
         element("pickup_sla", sla);
     }
     out.push_str("</item>\n");
@@ -151,7 +166,7 @@ pub fn meta_csv(row: &FeedRow<'_>, out: &mut String) {
         out,
         "{},{},{},{}",
         csv_field(row.id),
-        csv_field(row.store_code),
+        csv_field(&row.store.store_code),
         row.availability.meta(),
         row.quantity
     );

@@ -165,6 +165,40 @@ impl Ledger {
             .collect()
     }
 
+    /// What `channel` sees (ATF after its policy) of every position of one
+    /// shard that passes `keep(location, version)`: the lean form of
+    /// [`Ledger::positions_in_shard_where`] for feeds, which need only that.
+    /// The shard's lock is held while the quantities are read; SKU codes are
+    /// resolved after, under one read lock.
+    pub fn channel_view_in_shard(
+        &self,
+        shard: usize,
+        channel: Channel,
+        keep: impl Fn(LocId, Seq) -> bool,
+    ) -> Vec<(Sku, LocId, Qty)> {
+        let catalog = self.catalog.load();
+        let seen: Vec<(PosKey, u32)> = {
+            let map = self.positions.lock_index(shard);
+            map.iter()
+                .filter(|(key, position)| keep(key.loc(), position.version))
+                .map(|(key, position)| {
+                    (
+                        *key,
+                        catalog.policy(channel, key.loc()).apply(position.atf()),
+                    )
+                })
+                .collect()
+        };
+        self.skus.with_codes(|codes| {
+            seen.into_iter()
+                .filter_map(|(key, atf)| {
+                    let sku = codes.get(key.sku().0 as usize)?.clone();
+                    Some((sku, key.loc(), Qty(atf)))
+                })
+                .collect()
+        })
+    }
+
     /// Reservations remembered (held and recently resolved), for metrics.
     pub fn reservation_count(&self) -> usize {
         (0..self.reservations.count())

@@ -59,6 +59,11 @@ impl SkuTable {
         self.codes.read().get(id.0 as usize).cloned()
     }
 
+    /// Runs `f` with every code, indexed by `SkuId`, under one read lock.
+    pub fn with_codes<R>(&self, f: impl FnOnce(&[Sku]) -> R) -> R {
+        f(&self.codes.read())
+    }
+
     pub fn len(&self) -> usize {
         self.codes.read().len()
     }

@@ -20,11 +20,11 @@ use futures_util::stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::feeds::{self, FeedRow};
+use crate::feeds::{self, FeedRow, StoreColumns};
+use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
-use crate::http::{AppState, now};
 use crate::ledger::{Catalog, Channel, LocId, Seq};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -133,7 +133,6 @@ fn feed(state: Arc<AppState>, params: FeedParams, format: Format) -> ApiResult<R
     // (or later); the next poll asks for what came after.
     let cursor = state.ledger.journal_head().0.saturating_sub(1);
     let threshold = state.feed_low_stock_threshold;
-    let at = now();
     let shards = state.ledger.position_shard_count();
     let ledger = Arc::clone(&state.ledger);
     let (header, footer, content_type) = match format {
@@ -149,21 +148,28 @@ fn feed(state: Arc<AppState>, params: FeedParams, format: Format) -> ApiResult<R
         ),
         Format::MetaCsv => (feeds::META_CSV_HEADER, "", "text/csv; charset=utf-8"),
     };
+    // Per store, the columns every row repeats (None: not in this feed).
+    let stores: Vec<Option<StoreColumns>> = catalog
+        .locations()
+        .map(|(id, location)| {
+            covered
+                .get(id.0 as usize)
+                .copied()
+                .unwrap_or(false)
+                .then(|| StoreColumns::of(location))
+        })
+        .collect();
     let rows = stream::iter(0..shards).map(move |shard| {
-        let views =
-            ledger.positions_in_shard_where(shard, Some(Channel::Ads), at, |loc, version| {
-                covered.get(loc.0 as usize).copied().unwrap_or(false)
-                    && since.is_none_or(|since| version > since)
-            });
-        let mut out = String::with_capacity(views.len() * 64);
-        for view in &views {
-            let Some(location) = catalog
-                .location_id(view.location.as_str())
-                .and_then(|id| catalog.location(id))
-            else {
+        let seen = ledger.channel_view_in_shard(shard, Channel::Ads, |loc, version| {
+            stores.get(loc.0 as usize).is_some_and(Option::is_some)
+                && since.is_none_or(|since| version > since)
+        });
+        let mut out = String::with_capacity(seen.len() * 64);
+        for (sku, loc, quantity) in &seen {
+            let Some(Some(store)) = stores.get(loc.0 as usize) else {
                 continue;
             };
-            let row: FeedRow<'_> = feeds::row(view, location, threshold);
+            let row = FeedRow::new(store, sku.as_str(), quantity.0, threshold);
             match format {
                 Format::GoogleTsv => feeds::google_tsv(&row, &mut out),
                 Format::GoogleXml => feeds::google_xml(&row, &mut out),

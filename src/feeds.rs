@@ -7,7 +7,114 @@
 
 use std::fmt::Write;
 
-use crate::ledger::{Location, LocationKind, PickupMethod, PickupSla};
+use crate::ledger::{
+    Catalog, Channel, Ledger, Location, LocationKind, PickupMethod, PickupSla, Seq,
+};
+
+/// The feed formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    GoogleTsv,
+    GoogleXml,
+    MetaCsv,
+}
+
+impl Format {
+    pub fn header(self) -> &'static str {
+        match self {
+            Format::GoogleTsv => GOOGLE_TSV_HEADER,
+            Format::GoogleXml => GOOGLE_XML_HEADER,
+            Format::MetaCsv => META_CSV_HEADER,
+        }
+    }
+
+    pub fn footer(self) -> &'static str {
+        match self {
+            Format::GoogleXml => GOOGLE_XML_FOOTER,
+            Format::GoogleTsv | Format::MetaCsv => "",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::GoogleTsv => "text/tab-separated-values; charset=utf-8",
+            Format::GoogleXml => "application/xml; charset=utf-8",
+            Format::MetaCsv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// One feed over a ledger: which stores (with their repeated columns), which
+/// changes, which format. Rendered shard by shard, so memory stays flat.
+pub struct FeedPlan {
+    /// Indexed by location id; `None`: not in this feed.
+    stores: Vec<Option<StoreColumns>>,
+    since: Option<Seq>,
+    format: Format,
+    low_stock_threshold: u32,
+}
+
+impl FeedPlan {
+    /// `covered[location id]`: the locations the caller asked for (only
+    /// stores are ever published).
+    pub fn new(
+        catalog: &Catalog,
+        covered: &[bool],
+        since: Option<Seq>,
+        format: Format,
+        low_stock_threshold: u32,
+    ) -> FeedPlan {
+        let stores = catalog
+            .locations()
+            .map(|(id, location)| {
+                (published(location) && covered.get(id.0 as usize).copied().unwrap_or(false))
+                    .then(|| StoreColumns::of(location))
+            })
+            .collect();
+        FeedPlan {
+            stores,
+            since,
+            format,
+            low_stock_threshold,
+        }
+    }
+
+    /// The rows of one position shard, formatted.
+    pub fn render_shard(&self, ledger: &Ledger, shard: usize) -> String {
+        let seen = ledger.channel_view_in_shard(shard, Channel::Ads, |loc, version| {
+            self.stores.get(loc.0 as usize).is_some_and(Option::is_some)
+                && self.since.is_none_or(|since| version > since)
+        });
+        let mut out = String::with_capacity(seen.len() * 64);
+        for (sku, loc, quantity) in &seen {
+            let Some(Some(store)) = self.stores.get(loc.0 as usize) else {
+                continue;
+            };
+            let row = FeedRow::new(store, sku.as_str(), quantity.0, self.low_stock_threshold);
+            match self.format {
+                Format::GoogleTsv => google_tsv(&row, &mut out),
+                Format::GoogleXml => google_xml(&row, &mut out),
+                Format::MetaCsv => meta_csv(&row, &mut out),
+            }
+        }
+        out
+    }
+
+    /// The whole feed into `out`, shard by shard; returns the cursor it covers.
+    pub fn write_all(
+        &self,
+        ledger: &Ledger,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<Seq> {
+        let cursor = Seq(ledger.journal_head().0.saturating_sub(1));
+        out.write_all(self.format.header().as_bytes())?;
+        for shard in 0..ledger.position_shard_count() {
+            out.write_all(self.render_shard(ledger, shard).as_bytes())?;
+        }
+        out.write_all(self.format.footer().as_bytes())?;
+        Ok(cursor)
+    }
+}
 
 /// Google's `availability` values (and Meta's, mapped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP engine.
     Serve(Box<ServeArgs>),
+    /// Write a local-inventory feed file from the Redis store.
+    Feed(omnistock::server::export::ExportArgs),
     /// Run a flash sale on the in-memory ledger and audit it.
     Demo {
         /// Units on sale.
@@ -42,6 +44,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { units, buyers } => report(omnistock::flash_sale::run(units, buyers)),
+        Command::Feed(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return report(Err(format!("cannot start the runtime: {e}"))),
+            };
+            match runtime.block_on(omnistock::server::export::export(args)) {
+                Ok(summary) => {
+                    eprintln!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => report(Err(message)),
+            }
+        }
         Command::Serve(args) => {
             let config = match (*args).resolve(std::env::var("OMNISTOCK_ADMIN_KEY").ok()) {
                 Ok(config) => config,

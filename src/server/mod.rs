@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod export;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

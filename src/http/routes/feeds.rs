@@ -20,12 +20,12 @@ use futures_util::stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::feeds::{self, FeedRow, StoreColumns};
+use crate::feeds::{FeedPlan, Format};
 use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
-use crate::ledger::{Catalog, Channel, LocId, Seq};
+use crate::ledger::{Catalog, LocId, Seq};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -38,13 +38,6 @@ pub struct FeedParams {
     pub store: Option<String>,
     /// Only the stores of this group.
     pub group: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    GoogleTsv,
-    GoogleXml,
-    MetaCsv,
 }
 
 /// Google local product inventory feed.
@@ -93,10 +86,7 @@ pub async fn meta(
 
 /// Which locations a feed covers: published stores, narrowed by the filters.
 fn covered(catalog: &Catalog, params: &FeedParams) -> ApiResult<Vec<bool>> {
-    let mut covered: Vec<bool> = catalog
-        .locations()
-        .map(|(_, location)| feeds::published(location))
-        .collect();
+    let mut covered: Vec<bool> = vec![true; catalog.location_count()];
     if let Some(store) = &params.store {
         let code = json::location("store", store)?;
         let id = catalog.location_id(code.as_str()).ok_or_else(|| {
@@ -132,61 +122,31 @@ fn feed(state: Arc<AppState>, params: FeedParams, format: Format) -> ApiResult<R
     // Every change below the head is in the snapshot taken after this read
     // (or later); the next poll asks for what came after.
     let cursor = state.ledger.journal_head().0.saturating_sub(1);
-    let threshold = state.feed_low_stock_threshold;
+    let plan = FeedPlan::new(
+        &catalog,
+        &covered,
+        since,
+        format,
+        state.feed_low_stock_threshold,
+    );
     let shards = state.ledger.position_shard_count();
     let ledger = Arc::clone(&state.ledger);
-    let (header, footer, content_type) = match format {
-        Format::GoogleTsv => (
-            feeds::GOOGLE_TSV_HEADER,
-            "",
-            "text/tab-separated-values; charset=utf-8",
-        ),
-        Format::GoogleXml => (
-            feeds::GOOGLE_XML_HEADER,
-            feeds::GOOGLE_XML_FOOTER,
-            "application/xml; charset=utf-8",
-        ),
-        Format::MetaCsv => (feeds::META_CSV_HEADER, "", "text/csv; charset=utf-8"),
-    };
-    // Per store, the columns every row repeats (None: not in this feed).
-    let stores: Vec<Option<StoreColumns>> = catalog
-        .locations()
-        .map(|(id, location)| {
-            covered
-                .get(id.0 as usize)
-                .copied()
-                .unwrap_or(false)
-                .then(|| StoreColumns::of(location))
-        })
-        .collect();
-    let rows = stream::iter(0..shards).map(move |shard| {
-        let seen = ledger.channel_view_in_shard(shard, Channel::Ads, |loc, version| {
-            stores.get(loc.0 as usize).is_some_and(Option::is_some)
-                && since.is_none_or(|since| version > since)
-        });
-        let mut out = String::with_capacity(seen.len() * 64);
-        for (sku, loc, quantity) in &seen {
-            let Some(Some(store)) = stores.get(loc.0 as usize) else {
-                continue;
-            };
-            let row = FeedRow::new(store, sku.as_str(), quantity.0, threshold);
-            match format {
-                Format::GoogleTsv => feeds::google_tsv(&row, &mut out),
-                Format::GoogleXml => feeds::google_xml(&row, &mut out),
-                Format::MetaCsv => feeds::meta_csv(&row, &mut out),
-            }
-        }
-        Ok::<_, Infallible>(Bytes::from(out))
-    });
+    let rows = stream::iter(0..shards)
+        .map(move |shard| Ok::<_, Infallible>(Bytes::from(plan.render_shard(&ledger, shard))));
     let body =
-        stream::once(async move { Ok::<_, Infallible>(Bytes::from_static(header.as_bytes())) })
-            .chain(rows)
-            .chain(stream::once(async move {
-                Ok::<_, Infallible>(Bytes::from_static(footer.as_bytes()))
-            }));
+        stream::once(
+            async move { Ok::<_, Infallible>(Bytes::from_static(format.header().as_bytes())) },
+        )
+        .chain(rows)
+        .chain(stream::once(async move {
+            Ok::<_, Infallible>(Bytes::from_static(format.footer().as_bytes()))
+        }));
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     headers.insert("x-next-cursor", HeaderValue::from(cursor));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

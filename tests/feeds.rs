@@ -472,3 +472,43 @@ async fn ads_policy_filters_meta_format_and_errors() {
     assert_eq!(status, StatusCode::OK);
     server.running.shutdown().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_when_the_client_accepts_it() {
+    use std::io::Read;
+    let server = Server::start().await;
+    seed(&server).await;
+    let (_, plain, _) = server.feed("/v1/feeds/google/local-inventory", ADMIN).await;
+    for (accept, gzipped) in [
+        ("gzip", true),
+        ("br, gzip;q=0.5", true),
+        ("gzip;q=0", false),
+        ("identity", false),
+    ] {
+        let response = server
+            .http
+            .get(format!("{}/v1/feeds/google/local-inventory", server.base))
+            .bearer_auth(ADMIN)
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .expect("feed");
+        let encoding = response
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let bytes = response.bytes().await.expect("body");
+        if gzipped {
+            assert_eq!(encoding.as_deref(), Some("gzip"), "{accept}");
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_string(&mut text)
+                .expect("valid gzip");
+            assert_eq!(text, plain, "{accept}");
+        } else {
+            assert_eq!(encoding, None, "{accept}");
+            assert_eq!(std::str::from_utf8(&bytes).expect("utf-8"), plain);
+        }
+    }
+    server.running.shutdown().await.expect("stop");
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use futures_util::StreamExt;
 use futures_util::stream;
@@ -48,6 +48,7 @@ pub struct FeedParams {
 pub async fn google(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    headers: HeaderMap,
     ApiQuery(params): ApiQuery<FeedParams>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Feed)?;
@@ -61,7 +62,7 @@ pub async fn google(
             ));
         }
     };
-    feed(state, params, format)
+    feed(state, headers, params, format)
 }
 
 /// Meta catalog local inventory feed (CSV).
@@ -72,6 +73,7 @@ pub async fn google(
 pub async fn meta(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    headers: HeaderMap,
     ApiQuery(params): ApiQuery<FeedParams>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Feed)?;
@@ -81,7 +83,7 @@ pub async fn meta(
             "the Meta feed is CSV only",
         ));
     }
-    feed(state, params, Format::MetaCsv)
+    feed(state, headers, params, Format::MetaCsv)
 }
 
 /// Which locations a feed covers: published stores, narrowed by the filters.
@@ -107,7 +109,56 @@ fn covered(catalog: &Catalog, params: &FeedParams) -> ApiResult<Vec<bool>> {
     Ok(covered)
 }
 
-fn feed(state: Arc<AppState>, params: FeedParams, format: Format) -> ApiResult<Response> {
+/// Whether the client takes gzip (`Accept-Encoding: gzip`, not `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let named = parts
+                .next()
+                .is_some_and(|name| name.eq_ignore_ascii_case("gzip"));
+            let weight = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+            named && weight > 0.0
+        })
+}
+
+/// Compresses a chunk stream as it goes: each chunk is deflated and
+/// flushed, so the first rows leave at once and memory stays flat.
+fn gzipped(
+    chunks: impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    use std::io::Write;
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let state = (Box::pin(chunks), Some(encoder));
+    stream::unfold(state, |(mut chunks, mut encoder)| async move {
+        let active = encoder.as_mut()?;
+        let result = match chunks.next().await {
+            Some(Ok(chunk)) => active
+                .write_all(&chunk)
+                .and_then(|()| active.flush())
+                .map(|()| Bytes::from(std::mem::take(active.get_mut()))),
+            Some(Err(never)) => match never {},
+            None => encoder
+                .take()
+                .map_or(Ok(Vec::new()), flate2::write::GzEncoder::finish)
+                .map(Bytes::from),
+        };
+        Some((result, (chunks, encoder)))
+    })
+}
+
+fn feed(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    params: FeedParams,
+    format: Format,
+) -> ApiResult<Response> {
     let since = match &params.since {
         None => None,
         Some(text) => Some(Seq(text.parse::<u64>().map_err(|_| {
@@ -141,7 +192,12 @@ fn feed(state: Arc<AppState>, params: FeedParams, format: Format) -> ApiResult<R
         .chain(stream::once(async move {
             Ok::<_, Infallible>(Bytes::from_static(format.footer().as_bytes()))
         }));
-    let mut response = Response::new(Body::from_stream(body));
+    let gzip = accepts_gzip(&headers);
+    let mut response = if gzip {
+        Response::new(Body::from_stream(gzipped(body)))
+    } else {
+        Response::new(Body::from_stream(body))
+    };
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -149,5 +205,9 @@ fn feed(state: Arc<AppState>, params: FeedParams, format: Format) -> ApiResult<R
     );
     headers.insert("x-next-cursor", HeaderValue::from(cursor));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     Ok(response)
 }

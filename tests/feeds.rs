@@ -512,3 +512,158 @@ async fn gzip_when_the_client_accepts_it() {
     }
     server.running.shutdown().await.expect("stop");
 }
+
+/// Reads SSE events until `count` have arrived or `timeout` passes:
+/// (event name, data JSON, id).
+async fn read_events(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    count: usize,
+    timeout: std::time::Duration,
+) -> Vec<(String, Value, Option<String>)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut events = Vec::new();
+    while events.len() < count {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut name, mut data, mut id) = (String::new(), Value::Null, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).expect("JSON data");
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                }
+            }
+            if !name.is_empty() {
+                events.push((name, data, id));
+            }
+        }
+        if events.len() >= count {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8")),
+            _ => break,
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stream_sends_coalesced_updates_and_resumes_without_loss() {
+    use std::time::Duration;
+    let server = Server::start().await;
+    seed(&server).await;
+    let subscribe = |last_event_id: Option<String>| {
+        let mut request = server
+            .http
+            .get(format!(
+                "{}/v1/streams/availability?sku=A&location=S1&channel=web&coalesce_ms=200",
+                server.base
+            ))
+            .bearer_auth(ADMIN);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        request.send()
+    };
+    let mut stream = subscribe(None).await.expect("subscribe");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut buffer = String::new();
+    // A hold on another SKU and another store: not for this subscriber.
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("B", "S1", 1))
+        .await;
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S2", 1))
+        .await;
+    // One hold: one update, quickly.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 1))
+        .await;
+    let first = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0, "availability");
+    assert_eq!(first[0].1["sku"], "A");
+    assert_eq!(first[0].1["location"], "S1");
+    assert_eq!(first[0].1["atf"], 9);
+    let first_id = first[0].2.clone().expect("an id");
+    // Five quick holds are coalesced; the last state wins; crossing marked.
+    for _ in 0..5 {
+        server
+            .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 1))
+            .await;
+    }
+    let burst = read_events(&mut stream, &mut buffer, 5, Duration::from_millis(900)).await;
+    assert!(!burst.is_empty() && burst.len() < 5, "coalesced: {burst:?}");
+    let last = burst.last().expect("an update");
+    assert_eq!(last.1["atf"], 4);
+    drop(stream);
+
+    // While disconnected: the position goes out of stock and comes back.
+    let out = server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 4))
+        .await;
+    server
+        .ok(
+            Method::POST,
+            &format!(
+                "/v1/reservations/{}/release",
+                out["id"].as_str().expect("id")
+            ),
+            json!({}),
+        )
+        .await;
+    server
+        .ok(Method::PUT, "/v1/stock/S1/A", json!({"on_hand": 12}))
+        .await;
+    let resumed_from = last.2.clone().unwrap_or(first_id);
+    let mut stream = subscribe(Some(resumed_from)).await.expect("resume");
+    let mut buffer = String::new();
+    let resumed = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0].1["atf"], 6, "12 on hand, 6 held: nothing lost");
+
+    // Threshold crossings: out of stock, then back.
+    let gone = server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 6))
+        .await;
+    let events = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
+    assert_eq!(events[0].1["crossing"], "out_of_stock", "{events:?}");
+    assert_eq!(events[0].1["availability"], "out_of_stock");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    server
+        .ok(
+            Method::POST,
+            &format!(
+                "/v1/reservations/{}/release",
+                gone["id"].as_str().expect("id")
+            ),
+            json!({}),
+        )
+        .await;
+    let events = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
+    assert_eq!(events[0].1["crossing"], "back_in_stock", "{events:?}");
+
+    // Bad parameters are problems, not streams.
+    for (path, code) in [
+        (
+            "/v1/streams/availability?coalesce_ms=999999",
+            "invalid_coalesce",
+        ),
+        ("/v1/streams/availability?location=NOPE", "unknown_location"),
+        ("/v1/streams/availability?channel=fax", "unknown_channel"),
+    ] {
+        let (_, body) = server.call(Method::GET, path, None).await;
+        assert_eq!(body["code"], code, "{path}: {body}");
+    }
+    // A graceful shutdown ends open streams instead of waiting for them.
+    tokio::time::timeout(Duration::from_secs(10), server.running.shutdown())
+        .await
+        .expect("shutdown does not wait for the stream")
+        .expect("stop");
+    drop(stream);
+}

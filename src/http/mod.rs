@@ -63,6 +63,11 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The write-behind store, when one is configured.
     pub write_behind: Option<Arc<WriteBehind>>,
+    /// The newest journal sequence, updated after every write (the ledger's
+    /// change listener): live streams wait on it instead of polling.
+    pub changes: tokio::sync::watch::Receiver<u64>,
+    /// Turns true when the server shuts down.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Ad feeds: at most this many units (after the ads policy) is
     /// `limited_availability`.
     pub feed_low_stock_threshold: u32,

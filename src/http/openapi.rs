@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{admin, availability, feeds, reservations, stock};
+use super::routes::{admin, availability, feeds, reservations, stock, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,7 @@ use super::routes::{admin, availability, feeds, reservations, stock};
         stock::count, stock::sale, stock::return_units, stock::receipt, stock::incoming, stock::adjustment, stock::movement_batch, stock::import,
         admin::put_location, admin::list_locations, admin::put_group, admin::put_policy,
         admin::create_key, admin::list_keys, admin::revoke_key, admin::journal, admin::audit,
-        feeds::google, feeds::meta,
+        feeds::google, feeds::meta, streams::availability,
     ),
     modifiers(&BearerAuth),
 )]

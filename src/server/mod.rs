@@ -47,8 +47,24 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 /// Builds the application state for a configuration (used by `serve` and by tests).
-pub fn state(config: &ServeConfig, ledger: Arc<Ledger>) -> Arc<AppState> {
+/// `stopping` turns true when the server shuts down (live streams end then,
+/// so a graceful shutdown does not wait for them forever).
+pub fn state(
+    config: &ServeConfig,
+    ledger: Arc<Ledger>,
+    stopping: watch::Receiver<bool>,
+) -> Arc<AppState> {
+    let (changed, changes) = watch::channel(ledger.journal_head().0);
+    if !ledger.set_change_listener(Box::new(move |seq| {
+        changed.send_replace(seq.0);
+    })) {
+        tracing::warn!(
+            "the ledger already has a change listener: live streams wake only on their timers"
+        );
+    }
     Arc::new(AppState {
+        changes,
+        stopping,
         ledger,
         keys: KeyStore::new(config.admin_key.as_deref()),
         rate_limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
@@ -127,8 +143,8 @@ impl Running {
 pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result<Running> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let state = state(config, ledger);
     let (stop, stopped) = watch::channel(false);
+    let state = state(config, ledger, stopped.clone());
     let (fatal_sender, fatal) = watch::channel(None);
     if let Some(handle) = state.metrics.clone() {
         let mut stopped = stopped.clone();

@@ -5,6 +5,7 @@ pub mod availability;
 pub mod feeds;
 pub mod reservations;
 pub mod stock;
+pub mod streams;
 mod system;
 
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/journal", get(admin::journal))
         .route("/v1/feeds/google/local-inventory", get(feeds::google))
         .route("/v1/feeds/meta/local-inventory", get(feeds::meta))
+        .route("/v1/streams/availability", get(streams::availability))
         .route("/v1/admin/audit", get(admin::audit))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -1,0 +1,312 @@
+//! Live storefront stream: Server-Sent Events of availability changes.
+//!
+//! Each subscriber reads the journal from its own cursor (woken by the
+//! ledger's change listener, never polling), keeps the positions that match
+//! its filters in a pending set (one entry per position: coalescing; bounded
+//! by the number of positions), and at most once per `coalesce_ms` sends
+//! each pending position's current published state. The last event of a
+//! flush carries the journal sequence as its id, so `Last-Event-ID` resumes
+//! without loss (a flush cut short is sent again). A reader that falls
+//! behind the journal ring gets a `resync` event and should refetch.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use futures_util::stream;
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use utoipa::IntoParams;
+
+use crate::feeds::FeedAvailability;
+use crate::http::auth::{Caller, Scope};
+use crate::http::dto;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::json::{self, ApiQuery};
+use crate::http::{AppState, now};
+use crate::ledger::{Channel, JournalRead, Ledger, LocId, Movement, PosKey, Seq, Sku};
+
+/// Longest coalescing interval a client may ask for.
+const MAX_COALESCE_MS: u64 = 10_000;
+const DEFAULT_COALESCE_MS: u64 = 50;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// Only this SKU.
+    pub sku: Option<String>,
+    /// Only this location.
+    pub location: Option<String>,
+    /// Only the locations of this group.
+    pub group: Option<String>,
+    /// Availability as this channel sees it (default: raw ATF).
+    pub channel: Option<String>,
+    /// At most one event per position per this many ms (default 50, max 10000).
+    pub coalesce_ms: Option<u64>,
+}
+
+/// Availability changes as Server-Sent Events (`Last-Event-ID` resumes).
+#[utoipa::path(get, path = "/v1/streams/availability", tag = "availability", params(StreamParams),
+    responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version}; `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
+        (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
+    security(("bearer" = [])))]
+pub async fn availability(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<StreamParams>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    caller.require(Scope::Read)?;
+    let sku = params
+        .sku
+        .as_deref()
+        .map(|s| json::sku("sku", s))
+        .transpose()?;
+    let channel = params.channel.as_deref().map(dto::channel).transpose()?;
+    let coalesce_ms = params.coalesce_ms.unwrap_or(DEFAULT_COALESCE_MS);
+    if coalesce_ms > MAX_COALESCE_MS {
+        return Err(ApiError::invalid(
+            "invalid_coalesce",
+            format!("coalesce_ms must be at most {MAX_COALESCE_MS}"),
+        ));
+    }
+    let catalog = state.ledger.catalog();
+    let mut locations: Option<Vec<bool>> = None;
+    if let Some(code) = &params.location {
+        let code = json::location("location", code)?;
+        let id = catalog.location_id(code.as_str()).ok_or_else(|| {
+            ApiError::not_found("unknown_location", format!("unknown location {code}"))
+        })?;
+        let mut only = vec![false; catalog.location_count()];
+        only[id.0 as usize] = true;
+        locations = Some(only);
+    }
+    if let Some(group) = &params.group {
+        let members = catalog.group(group).ok_or_else(|| {
+            ApiError::not_found("unknown_group", format!("unknown location group {group}"))
+        })?;
+        let mut only = locations.unwrap_or_else(|| vec![true; catalog.location_count()]);
+        for (index, slot) in only.iter_mut().enumerate() {
+            *slot &= members.contains(&LocId(index as u32));
+        }
+        locations = Some(only);
+    }
+    let cursor = match headers.get("last-event-id") {
+        Some(value) => {
+            let id = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid("invalid_last_event_id", "Last-Event-ID must be a number")
+                })?;
+            Seq(id.saturating_add(1))
+        }
+        None => state.ledger.journal_head(),
+    };
+    let subscriber = Subscriber {
+        ledger: Arc::clone(&state.ledger),
+        changes: state.changes.clone(),
+        stopping: state.stopping.clone(),
+        cursor,
+        sku,
+        locations,
+        channel,
+        coalesce: Duration::from_millis(coalesce_ms),
+        threshold: state.feed_low_stock_threshold,
+        pending: FxHashMap::default(),
+        ready: VecDeque::new(),
+        last_flush: Instant::now(),
+    };
+    metrics::gauge!("omnistock_stream_subscribers").increment(1.0);
+    let events = stream::unfold(subscriber, |mut subscriber| async move {
+        let event = subscriber.next_event().await?;
+        Some((Ok(event), subscriber))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+struct Subscriber {
+    ledger: Arc<Ledger>,
+    changes: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    /// Next journal sequence to read.
+    cursor: Seq,
+    sku: Option<Sku>,
+    /// Indexed by location id; `None`: every location.
+    locations: Option<Vec<bool>>,
+    channel: Option<Channel>,
+    coalesce: Duration,
+    threshold: u32,
+    /// Positions changed since the last flush, with what was published
+    /// before their first change (for threshold crossings).
+    pending: FxHashMap<PosKey, u32>,
+    ready: VecDeque<Event>,
+    last_flush: Instant,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        metrics::gauge!("omnistock_stream_subscribers").decrement(1.0);
+    }
+}
+
+impl Subscriber {
+    /// The next event; `None` ends the stream (the server is stopping).
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if *self.stopping.borrow() {
+                return None;
+            }
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            self.read_journal();
+            if !self.ready.is_empty() {
+                continue;
+            }
+            let since_flush = self.last_flush.elapsed();
+            if !self.pending.is_empty() && since_flush >= self.coalesce {
+                self.flush();
+                continue;
+            }
+            let wait = if self.pending.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                self.coalesce - since_flush
+            };
+            tokio::select! {
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        // No more wake-ups (the ledger is gone): end.
+                        return None;
+                    }
+                }
+                stopping = self.stopping.changed() => {
+                    if stopping.is_err() {
+                        return None;
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn matches(&self, movement: &Movement) -> bool {
+        let loc = movement.position.loc().0 as usize;
+        if let Some(locations) = &self.locations
+            && !locations.get(loc).copied().unwrap_or(false)
+        {
+            return false;
+        }
+        match &self.sku {
+            Some(sku) => self
+                .ledger
+                .sku_code(movement.position.sku())
+                .is_some_and(|code| code == *sku),
+            None => true,
+        }
+    }
+
+    /// What the subscriber's channel saw of the position before `movement`.
+    fn published_before(&self, movement: &Movement) -> u32 {
+        let after = movement.after;
+        let before = |now: u32, delta: i64| (i64::from(now) - delta).max(0) as u32;
+        let on_hand = before(after.on_hand.0, movement.on_hand_delta);
+        let reserved = before(after.reserved.0, movement.reserved_delta);
+        let safety = before(after.safety_stock.0, movement.safety_stock_delta);
+        let atf = on_hand.saturating_sub(reserved).saturating_sub(safety);
+        match self.channel {
+            Some(channel) => self
+                .ledger
+                .catalog()
+                .policy(channel, movement.position.loc())
+                .apply(atf),
+            None => atf,
+        }
+    }
+
+    fn read_journal(&mut self) {
+        loop {
+            match self.ledger.read_journal(self.cursor, 1_024) {
+                JournalRead::Movements { movements, next } => {
+                    for movement in &movements {
+                        if self.matches(movement) && !self.pending.contains_key(&movement.position)
+                        {
+                            let before = self.published_before(movement);
+                            self.pending.insert(movement.position, before);
+                        }
+                    }
+                    self.cursor = next;
+                    if movements.is_empty() {
+                        return;
+                    }
+                }
+                JournalRead::Lagged { resume_at, .. } => {
+                    self.pending.clear();
+                    self.cursor = resume_at;
+                    let last = resume_at.0.saturating_sub(1);
+                    self.ready.push_back(
+                        Event::default()
+                            .event("resync")
+                            .id(last.to_string())
+                            .data(json!({"cursor": last}).to_string()),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One event per pending position, its state now; the last carries the id.
+    fn flush(&mut self) {
+        let catalog = self.ledger.catalog();
+        let at = now();
+        let last_seq = self.cursor.0.saturating_sub(1);
+        let pending = std::mem::take(&mut self.pending);
+        for (key, before) in pending {
+            let (Some(sku), Some(location)) = (
+                self.ledger.sku_code(key.sku()),
+                catalog.location(key.loc()).map(|l| l.code.clone()),
+            ) else {
+                continue;
+            };
+            let Ok(view) = self.ledger.position(&sku, &location, self.channel, at) else {
+                continue;
+            };
+            let atf = view.atf.0;
+            let crossing = match (before, atf) {
+                (b, 0) if b > 0 => Some("out_of_stock"),
+                (0, a) if a > 0 => Some("back_in_stock"),
+                (b, a) if b > self.threshold && a <= self.threshold => Some("low_stock"),
+                _ => None,
+            };
+            let data = json!({
+                "sku": sku.as_str(),
+                "location": location.as_str(),
+                "channel": self.channel.map(Channel::as_str),
+                "atf": atf,
+                "availability": FeedAvailability::of(atf, self.threshold).google(),
+                "crossing": crossing,
+                "version": view.version.0,
+            });
+            self.ready.push_back(
+                Event::default()
+                    .event("availability")
+                    .data(data.to_string()),
+            );
+        }
+        // Only the last event of the flush moves the client's Last-Event-ID.
+        if let Some(last) = self.ready.back_mut() {
+            *last = std::mem::take(last).id(last_seq.to_string());
+        }
+        self.last_flush = Instant::now();
+    }
+}

@@ -128,6 +128,13 @@ pub enum PolicyScope {
     Group(GroupName),
 }
 
+/// Which part of a location filter names nothing known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownFilter {
+    Location,
+    Group,
+}
+
 /// One immutable snapshot of the catalog.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
@@ -164,6 +171,29 @@ impl Catalog {
             .iter()
             .enumerate()
             .map(|(i, l)| (LocId(i as u32), l))
+    }
+
+    /// The locations a filter selects, indexed by location id: one location,
+    /// the members of a group, both (the intersection), or neither (all).
+    pub fn select_locations(
+        &self,
+        location: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Vec<bool>, UnknownFilter> {
+        let mut selected = vec![true; self.locations.len()];
+        if let Some(code) = location {
+            let id = self.location_id(code).ok_or(UnknownFilter::Location)?;
+            for (index, slot) in selected.iter_mut().enumerate() {
+                *slot &= index == id.0 as usize;
+            }
+        }
+        if let Some(name) = group {
+            let members = self.group(name).ok_or(UnknownFilter::Group)?;
+            for (index, slot) in selected.iter_mut().enumerate() {
+                *slot &= members.contains(&LocId(index as u32));
+            }
+        }
+        Ok(selected)
     }
 
     pub fn location_count(&self) -> usize {

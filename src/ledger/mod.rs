@@ -36,7 +36,7 @@ use smallvec::SmallVec;
 
 pub use catalog::{
     Catalog, ChannelPolicy, GeoPoint, Location, LocationKind, Pickup, PickupMethod, PickupSla,
-    PolicyScope,
+    PolicyScope, UnknownFilter,
 };
 pub use config::LedgerConfig;
 pub use ids::{

@@ -428,15 +428,8 @@ impl Ledger {
     /// Every item, as of one instant (a full rewrite, or a comparison).
     pub fn export_all(&self, now: TimestampMs) -> Cut {
         let mut changes = Changes {
-            cursor: self.journal.head(),
-            positions: FxHashSet::default(),
-            reservations: FxHashSet::default(),
-            idempotency: FxHashSet::default(),
             everything: true,
-            movements: VecDeque::new(),
-            max_movements: 0,
-            movements_dropped: 0,
-            oldest_unwritten: None,
+            ..Changes::new(self, 0)
         };
         self.cut(&mut changes, now)
     }

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 
 use crate::feeds::{FeedPlan, Format};
 use crate::http::now;
-use crate::ledger::{Ledger, LedgerConfig};
+use crate::ledger::{Ledger, LedgerConfig, UnknownFilter};
 use crate::store::Store;
 use crate::store::redis::{RedisConfig, RedisStore};
 
@@ -74,23 +74,20 @@ pub async fn export(args: ExportArgs) -> Result<String, String> {
         .restore(loaded.restore, now())
         .map_err(|e| e.to_string())?;
     let catalog = ledger.catalog();
-    let mut covered = vec![true; catalog.location_count()];
-    if let Some(code) = &args.store {
-        let id = catalog
-            .location_id(code)
-            .ok_or_else(|| format!("unknown store {code}"))?;
-        for (index, slot) in covered.iter_mut().enumerate() {
-            *slot &= index == id.0 as usize;
-        }
-    }
-    if let Some(name) = &args.group {
-        let members = catalog
-            .group(name)
-            .ok_or_else(|| format!("unknown location group {name}"))?;
-        for (index, slot) in covered.iter_mut().enumerate() {
-            *slot &= members.iter().any(|m| m.0 as usize == index);
-        }
-    }
+    let covered = catalog
+        .select_locations(args.store.as_deref(), args.group.as_deref())
+        .map_err(|unknown| match unknown {
+            UnknownFilter::Location => {
+                format!(
+                    "unknown store {}",
+                    args.store.as_deref().unwrap_or_default()
+                )
+            }
+            UnknownFilter::Group => format!(
+                "unknown location group {}",
+                args.group.as_deref().unwrap_or_default()
+            ),
+        })?;
     let plan = FeedPlan::new(&catalog, &covered, None, format, args.low_stock_threshold);
     let file = std::fs::File::create(&args.out)
         .map_err(|e| format!("--out {}: {e}", args.out.display()))?;

@@ -393,19 +393,6 @@ impl RedisStore {
             None => Err(StoreError::Replaced("never written by this process".into())),
         }
     }
-
-    /// Counts of stored items, for tests and diagnostics.
-    pub async fn position_count(&self) -> Result<usize, StoreError> {
-        let mut pipe = redis::pipe();
-        for bucket in 0..POSITION_BUCKETS {
-            pipe.cmd("HLEN").arg(self.position_hash(bucket).0);
-        }
-        let counts: Vec<usize> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(counts.into_iter().sum())
-    }
 }
 
 impl Store for RedisStore {

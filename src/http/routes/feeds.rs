@@ -25,7 +25,7 @@ use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
-use crate::ledger::{Catalog, LocId, Seq};
+use crate::ledger::{Catalog, LocationCode, Seq, UnknownFilter};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -86,27 +86,35 @@ pub async fn meta(
     feed(state, headers, params, Format::MetaCsv)
 }
 
-/// Which locations a feed covers: published stores, narrowed by the filters.
+/// Which locations a feed covers (only the published stores among them
+/// are listed).
 fn covered(catalog: &Catalog, params: &FeedParams) -> ApiResult<Vec<bool>> {
-    let mut covered: Vec<bool> = vec![true; catalog.location_count()];
-    if let Some(store) = &params.store {
-        let code = json::location("store", store)?;
-        let id = catalog.location_id(code.as_str()).ok_or_else(|| {
-            ApiError::not_found("unknown_location", format!("unknown store {code}"))
-        })?;
-        for (index, slot) in covered.iter_mut().enumerate() {
-            *slot &= index == id.0 as usize;
-        }
-    }
-    if let Some(group) = &params.group {
-        let members = catalog.group(group).ok_or_else(|| {
-            ApiError::not_found("unknown_group", format!("unknown location group {group}"))
-        })?;
-        for (index, slot) in covered.iter_mut().enumerate() {
-            *slot &= members.contains(&LocId(index as u32));
-        }
-    }
-    Ok(covered)
+    let store = params
+        .store
+        .as_deref()
+        .map(|store| json::location("store", store))
+        .transpose()?;
+    catalog
+        .select_locations(
+            store.as_ref().map(LocationCode::as_str),
+            params.group.as_deref(),
+        )
+        .map_err(|unknown| match unknown {
+            UnknownFilter::Location => ApiError::not_found(
+                "unknown_location",
+                format!(
+                    "unknown store {}",
+                    params.store.as_deref().unwrap_or_default()
+                ),
+            ),
+            UnknownFilter::Group => ApiError::not_found(
+                "unknown_group",
+                format!(
+                    "unknown location group {}",
+                    params.group.as_deref().unwrap_or_default()
+                ),
+            ),
+        })
 }
 
 /// Whether the client takes gzip (`Accept-Encoding: gzip`, not `q=0`).

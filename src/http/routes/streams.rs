@@ -31,7 +31,9 @@ use crate::http::dto;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
 use crate::http::{AppState, now};
-use crate::ledger::{Channel, JournalRead, Ledger, LocId, Movement, PosKey, Seq, Sku};
+use crate::ledger::{
+    Channel, JournalRead, Ledger, LocationCode, Movement, PosKey, Seq, Sku, UnknownFilter,
+};
 
 /// Longest coalescing interval a client may ask for.
 const MAX_COALESCE_MS: u64 = 10_000;
@@ -78,26 +80,37 @@ pub async fn availability(
         ));
     }
     let catalog = state.ledger.catalog();
-    let mut locations: Option<Vec<bool>> = None;
-    if let Some(code) = &params.location {
-        let code = json::location("location", code)?;
-        let id = catalog.location_id(code.as_str()).ok_or_else(|| {
-            ApiError::not_found("unknown_location", format!("unknown location {code}"))
-        })?;
-        let mut only = vec![false; catalog.location_count()];
-        only[id.0 as usize] = true;
-        locations = Some(only);
-    }
-    if let Some(group) = &params.group {
-        let members = catalog.group(group).ok_or_else(|| {
-            ApiError::not_found("unknown_group", format!("unknown location group {group}"))
-        })?;
-        let mut only = locations.unwrap_or_else(|| vec![true; catalog.location_count()]);
-        for (index, slot) in only.iter_mut().enumerate() {
-            *slot &= members.contains(&LocId(index as u32));
-        }
-        locations = Some(only);
-    }
+    let location = params
+        .location
+        .as_deref()
+        .map(|code| json::location("location", code))
+        .transpose()?;
+    let locations = if location.is_some() || params.group.is_some() {
+        let selected = catalog
+            .select_locations(
+                location.as_ref().map(LocationCode::as_str),
+                params.group.as_deref(),
+            )
+            .map_err(|unknown| match unknown {
+                UnknownFilter::Location => ApiError::not_found(
+                    "unknown_location",
+                    format!(
+                        "unknown location {}",
+                        params.location.as_deref().unwrap_or_default()
+                    ),
+                ),
+                UnknownFilter::Group => ApiError::not_found(
+                    "unknown_group",
+                    format!(
+                        "unknown location group {}",
+                        params.group.as_deref().unwrap_or_default()
+                    ),
+                ),
+            })?;
+        Some(selected)
+    } else {
+        None
+    };
     let cursor = match headers.get("last-event-id") {
         Some(value) => {
             let id = value

@@ -3,9 +3,11 @@
 //! `omnistock` binary as a child process (so it can be `kill -9`ed).
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -158,14 +160,29 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts `omnistock serve` with `args` and waits until `/readyz` is 200.
     pub fn start(args: &[&str]) -> EngineProcess {
-        let port = free_port();
+        EngineProcess::start_on(free_port(), args, None)
+    }
+
+    /// As `start`, on a given port (a restart keeps the clients' address),
+    /// with the engine's log appended to `log` instead of the test's stderr.
+    pub fn start_on(port: u16, args: &[&str], log: Option<&Path>) -> EngineProcess {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("engine log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_omnistock"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             .env("OMNISTOCK_ADMIN_KEY", ADMIN)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the omnistock binary starts");
         let mut engine = EngineProcess {

@@ -1,0 +1,175 @@
+//! Hand-written SVG charts (no plotting crate): horizontal bars for
+//! throughput, and lines of latency percentiles against offered rate on a
+//! logarithmic latency axis. Opens in any browser.
+
+use std::fmt::Write;
+
+const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const DASHES: [&str; 3] = ["", "6,3", "2,2"];
+
+pub fn color(i: usize) -> &'static str {
+    COLORS[i % COLORS.len()]
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A horizontal bar chart in the box (x, y, width, height).
+pub fn bars(title: &str, unit: &str, items: &[(String, f64)], x: f64, y: f64, width: f64, height: f64) -> String {
+    let mut svg = String::new();
+    let _ = write!(svg, r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#, y + 14.0, escape(title));
+    let max = items.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9);
+    let label_w = 150.0;
+    let bar_area = width - label_w - 110.0;
+    let row = ((height - 24.0) / items.len().max(1) as f64).min(30.0);
+    for (i, (label, value)) in items.iter().enumerate() {
+        let ry = y + 24.0 + i as f64 * row;
+        let w = bar_area * value / max;
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="12" text-anchor="end">{}</text><rect x="{}" y="{}" width="{w:.1}" height="{:.1}" fill="{}"/><text x="{}" y="{}" font-size="12">{} {}</text>"#,
+            x + label_w - 6.0,
+            ry + row * 0.6,
+            escape(label),
+            x + label_w,
+            ry + row * 0.15,
+            row * 0.7,
+            color(i),
+            x + label_w + w + 6.0,
+            ry + row * 0.6,
+            human(*value),
+            escape(unit)
+        );
+    }
+    svg
+}
+
+/// One line of a latency chart: (offered rate per s, latency ms) points.
+pub struct Series {
+    pub label: String,
+    pub color: usize,
+    pub dash: usize,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Latency (log scale, ms) against offered rate (linear), in the box.
+pub fn latency_lines(title: &str, series: &[Series], x: f64, y: f64, width: f64, height: f64) -> String {
+    let mut svg = String::new();
+    let _ = write!(svg, r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#, y + 14.0, escape(title));
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
+    if all.is_empty() {
+        let _ = write!(svg, r#"<text x="{x}" y="{}" font-size="12">no open-loop phases</text>"#, y + 40.0);
+        return svg;
+    }
+    let (px, py, pw, ph) = (x + 60.0, y + 30.0, width - 230.0, height - 70.0);
+    let x_max = all.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
+    let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).max(0.001);
+    let hi = all.iter().map(|p| p.1).fold(0.0, f64::max).max(lo * 10.0);
+    let (log_lo, log_hi) = (lo.log10().floor(), hi.log10().ceil());
+    let sx = |v: f64| px + pw * v / x_max;
+    let sy = |v: f64| py + ph - ph * (v.max(1e-6).log10() - log_lo) / (log_hi - log_lo).max(1e-9);
+    let _ = write!(svg, r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##);
+    let mut decade = log_lo;
+    while decade <= log_hi {
+        let v = 10f64.powf(decade);
+        let gy = sy(v);
+        let _ = write!(
+            svg,
+            r##"<line x1="{px}" y1="{gy:.1}" x2="{}" y2="{gy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{} ms</text>"##,
+            px + pw,
+            px - 4.0,
+            gy + 4.0,
+            human(v)
+        );
+        decade += 1.0;
+    }
+    for i in 0..=4 {
+        let v = x_max * i as f64 / 4.0;
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+            sx(v),
+            py + ph + 16.0,
+            human(v)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">offered rate (requests/s, open loop)</text>"#,
+        px + pw / 2.0,
+        py + ph + 34.0
+    );
+    for (i, s) in series.iter().enumerate() {
+        let points: Vec<String> = s.points.iter().map(|(vx, vy)| format!("{:.1},{:.1}", sx(*vx), sy(*vy))).collect();
+        let stroke = color(s.color);
+        let dash = DASHES[s.dash % DASHES.len()];
+        let _ = write!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{stroke}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
+            points.join(" ")
+        );
+        for (vx, vy) in &s.points {
+            let _ = write!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{stroke}"/>"#, sx(*vx), sy(*vy));
+        }
+        let ly = py + 10.0 + i as f64 * 16.0;
+        let _ = write!(
+            svg,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{stroke}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
+            px + pw + 10.0,
+            px + pw + 34.0,
+            px + pw + 38.0,
+            ly + 4.0,
+            escape(&s.label)
+        );
+    }
+    svg
+}
+
+/// A whole document from panels.
+pub fn document(title: &str, subtitle: &str, width: f64, height: f64, body: &str) -> String {
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/><text x="20" y="28" font-size="18" font-weight="bold">{}</text><text x="20" y="48" font-size="12" fill="#555">{}</text>{body}</svg>"##,
+        escape(title),
+        escape(subtitle)
+    )
+}
+
+/// 1234567 -> "1.23M", 0.25 -> "0.25".
+pub fn human(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_well_formed_svg() {
+        let b = bars("t", "req/s", &[("a<b".into(), 10.0), ("c".into(), 5.0)], 0.0, 0.0, 600.0, 100.0);
+        let l = latency_lines(
+            "lat",
+            &[Series { label: "p99".into(), color: 0, dash: 1, points: vec![(100.0, 0.5), (200.0, 3.0)] }],
+            0.0,
+            120.0,
+            600.0,
+            300.0,
+        );
+        let doc = document("T", "s", 600.0, 420.0, &format!("{b}{l}"));
+        assert!(doc.starts_with("<svg") && doc.ends_with("</svg>"));
+        assert!(doc.contains("a&lt;b") && doc.contains("polyline"));
+        assert_eq!(doc.matches("<rect").count(), 4, "background, 2 bars, plot frame");
+        assert_eq!(human(1_234_567.0), "1.23M");
+        assert_eq!(human(45_300.0), "45.3k");
+    }
+}

@@ -1,0 +1,242 @@
+//! Command-line arguments (clap). Names carry their units.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataset::DataSetConfig;
+use crate::rng::Skew;
+use crate::run::RunConfig;
+use crate::scenario::{Scenario, Weights};
+use crate::targets::{SpawnOptions, Target};
+
+#[derive(Parser, Debug)]
+#[command(name = "loadtest", about = "Load-test omnistock over HTTP, audit it, and compare it with a Redis-Lua baseline and a no-op ceiling")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Drive one target with a scenario, audit it, report.
+    Run(RunArgs),
+    /// omnistock, the Redis-Lua baseline and the no-op ceiling back to back, with ratios.
+    Compare(CompareArgs),
+    #[command(hide = true)]
+    ServeNoop {
+        #[arg(long, default_value = "127.0.0.1:18090")]
+        listen: std::net::SocketAddr,
+    },
+    #[command(hide = true)]
+    ServeRedisLua {
+        #[arg(long, default_value = "127.0.0.1:18091")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        redis_url: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Regular SKUs in the data set (each at every location).
+    #[arg(long, default_value_t = 2_000)]
+    pub skus: usize,
+    #[arg(long, default_value_t = 20)]
+    pub stores: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warehouses: usize,
+    /// Mean initial on hand per position.
+    #[arg(long, default_value_t = 100)]
+    pub initial_on_hand: u32,
+    /// Popularity of SKUs: uniform, zipf (s = 1) or zipf:S.
+    #[arg(long, default_value = "uniform")]
+    pub skew: Skew,
+    /// Units of the hot SKU in each flash-sale round (N).
+    #[arg(long, default_value_t = 1_000)]
+    pub flash_units: u32,
+    /// Buyers per unit in a flash-sale round.
+    #[arg(long, default_value_t = 20)]
+    pub flash_buyers_per_unit: u32,
+    #[arg(long, default_value_t = 5)]
+    pub flash_rounds: usize,
+    /// Seed of the workload's randomness (same seed, same requests).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl DataArgs {
+    pub fn config(&self) -> DataSetConfig {
+        DataSetConfig {
+            skus: self.skus.max(1),
+            stores: self.stores,
+            warehouses: self.warehouses,
+            initial_on_hand: self.initial_on_hand,
+            skew: self.skew.clone(),
+            flash_units: self.flash_units,
+            flash_rounds: self.flash_rounds,
+            flash_buyers_per_unit: self.flash_buyers_per_unit,
+            // Time mixed in: run ids (and SKU codes) differ between runs.
+            seed: self.seed ^ crate::dataset::unix_ms().rotate_left(17),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SpawnArgs {
+    /// The omnistock binary (default: next to this one, target/release/omnistock).
+    #[arg(long)]
+    pub omnistock_bin: Option<PathBuf>,
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[arg(long, value_enum, default_value = "omnistock")]
+    pub target: Target,
+    /// A running target (e.g. http://127.0.0.1:8080); without it the tool starts one.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, env = "OMNISTOCK_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub scenario: Scenario,
+    /// Blend of `mixed`, e.g. browse=700,checkout=150,pos=100,flash-sale=45,feed=4,import=1.
+    #[arg(long, default_value_t = Weights::default())]
+    pub weights: Weights,
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Length of each measured phase.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Closed-loop warm-up before measuring (not reported).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_s: f64,
+    /// Open loop at this rate (requests or scenario units per second); default: closed loop.
+    #[arg(long)]
+    pub rate_per_s: Option<f64>,
+    /// Rate sweep: open-loop phases at these % of the maximum (measured first), e.g. 25,50,75,90.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<f64>,
+    /// The maximum the sweep's percentages apply to (skips measuring it).
+    #[arg(long)]
+    pub max_rate_per_s: Option<f64>,
+    /// TTL of holds left to expire (reserve scenarios, abandoned carts).
+    #[arg(long, default_value_t = 2)]
+    pub hold_ttl_s: u64,
+    /// Lines per reservation in reserve-batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch_lines: usize,
+    /// Rows per ERP import request (at most 1,000, what the engine reports per request).
+    #[arg(long, default_value_t = 1_000)]
+    pub import_rows: usize,
+    #[arg(long, default_value_t = 20)]
+    pub feed_incremental_per_full: u32,
+    #[arg(long, default_value_t = 10.0)]
+    pub request_timeout_s: f64,
+    /// Worker threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Pin a target the tool starts to this core (taskset).
+    #[arg(long)]
+    pub pin_target_core: Option<usize>,
+    /// Reports (JSON, SVG) and target logs go here.
+    #[arg(long, default_value = "loadtest-reports")]
+    pub out_dir: PathBuf,
+    /// Also write the JSON report to exactly this path.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub spawn: SpawnArgs,
+}
+
+impl RunArgs {
+    pub fn config(&self) -> Result<RunConfig, String> {
+        let seconds = |name: &str, s: f64| {
+            if s.is_finite() && s >= 0.0 && s < 86_400.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(format!("{name} must be between 0 and 86400 seconds"))
+            }
+        };
+        if self.connections == 0 || self.connections > 10_000 {
+            return Err("--connections must be 1 to 10000".into());
+        }
+        if let Some(rate) = self.rate_per_s
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err("--rate-per-s must be above 0".into());
+        }
+        if self.sweep.iter().any(|p| !(p.is_finite() && *p > 0.0 && *p <= 200.0)) {
+            return Err("--sweep percentages must be in (0, 200]".into());
+        }
+        if !(1..=1_000).contains(&self.import_rows) {
+            return Err("--import-rows must be 1 to 1000".into());
+        }
+        if !(1..=100).contains(&self.batch_lines) {
+            return Err("--batch-lines must be 1 to 100 (the engine's lines per reservation)".into());
+        }
+        Ok(RunConfig {
+            target: self.target,
+            url: self.url.clone(),
+            admin_key: self.admin_key.clone(),
+            scenario: self.scenario,
+            weights: self.weights.clone(),
+            connections: self.connections,
+            duration: seconds("--duration-s", self.duration_s)?,
+            warmup: seconds("--warmup-s", self.warmup_s)?,
+            rate_per_s: self.rate_per_s,
+            sweep_percent: self.sweep.clone(),
+            max_rate_per_s: self.max_rate_per_s,
+            data: self.data.config(),
+            hold_ttl_s: self.hold_ttl_s.clamp(1, 3_600),
+            batch_lines: self.batch_lines,
+            import_rows: self.import_rows,
+            feed_incremental_per_full: self.feed_incremental_per_full,
+            request_timeout: seconds("--request-timeout-s", self.request_timeout_s)?.max(Duration::from_millis(10)),
+            spawn: SpawnOptions {
+                pin_core: self.pin_target_core,
+                omnistock_bin: self.spawn.omnistock_bin.clone(),
+                redis_server: self.spawn.redis_server.clone(),
+                log_dir: self.out_dir.join("logs"),
+            },
+            progress: !self.no_progress,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Targets, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "omnistock,redis-lua,noop")]
+    pub targets: Vec<Target>,
+    /// Also run omnistock with the Redis write-behind store, async and sync.
+    #[arg(long)]
+    pub durability: bool,
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup_s: f64,
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Open-loop phases of the single-line reservation run, in % of its maximum.
+    #[arg(long, value_delimiter = ',', default_value = "25,50,75,90")]
+    pub sweep: Vec<f64>,
+    #[arg(long, default_value_t = 100)]
+    pub batch_lines: usize,
+    /// Do not pin (default: with 2+ cores and taskset, targets on core 0, the generator on core 1).
+    #[arg(long)]
+    pub no_pin: bool,
+    #[arg(long, default_value = "bench/reports")]
+    pub out_dir: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub spawn: SpawnArgs,
+}

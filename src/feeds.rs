@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::ledger::{
-    Catalog, Channel, Ledger, Location, LocationKind, PickupMethod, PickupSla, Seq,
+    Catalog, ChannelView, Ledger, Location, LocationKind, PickupMethod, PickupSla, Seq,
 };
 
 /// The feed formats.
@@ -56,7 +56,9 @@ pub struct FeedPlan {
 
 impl FeedPlan {
     /// `covered[location id]`: the locations the caller asked for (only
-    /// stores are ever published).
+    /// stores are ever published). An incremental feed from a cursor older
+    /// than the last catalog change is answered in full (a policy or store
+    /// change may change every row); see [`FeedPlan::is_full`].
     pub fn new(
         catalog: &Catalog,
         covered: &[bool],
@@ -73,24 +75,30 @@ impl FeedPlan {
             .collect();
         FeedPlan {
             stores,
-            since,
+            since: since.filter(|since| *since >= catalog.changed_at()),
             format,
             low_stock_threshold,
         }
     }
 
+    /// Whether every row is listed (no cursor, or one from before the last
+    /// catalog change).
+    pub fn is_full(&self) -> bool {
+        self.since.is_none()
+    }
+
     /// The rows of one position shard, formatted.
     pub fn render_shard(&self, ledger: &Ledger, shard: usize) -> String {
-        let seen = ledger.channel_view_in_shard(shard, Channel::Ads, |loc, version| {
+        let seen = ledger.ads_view_in_shard(shard, |loc, published_version| {
             self.stores.get(loc.0 as usize).is_some_and(Option::is_some)
-                && self.since.is_none_or(|since| version > since)
+                && self.since.is_none_or(|since| published_version > since)
         });
         let mut out = String::with_capacity(seen.len() * 64);
-        for (sku, loc, quantity) in &seen {
+        for (sku, loc, view) in &seen {
             let Some(Some(store)) = self.stores.get(loc.0 as usize) else {
                 continue;
             };
-            let row = FeedRow::new(store, sku.as_str(), quantity.0, self.low_stock_threshold);
+            let row = FeedRow::new(store, sku.as_str(), *view, self.low_stock_threshold);
             match self.format {
                 Format::GoogleTsv => google_tsv(&row, &mut out),
                 Format::GoogleXml => google_xml(&row, &mut out),
@@ -122,12 +130,18 @@ pub enum FeedAvailability {
     InStock,
     LimitedAvailability,
     OutOfStock,
+    /// Display models in the store, to be ordered (the position is
+    /// display-only, so its quantity is 0).
+    OnDisplayToOrder,
 }
 
 impl FeedAvailability {
     /// `quantity` is what the ads channel sees; `1..=low_stock_threshold`
     /// units is limited availability.
-    pub fn of(quantity: u32, low_stock_threshold: u32) -> FeedAvailability {
+    pub fn of(quantity: u32, display_only: bool, low_stock_threshold: u32) -> FeedAvailability {
+        if display_only {
+            return FeedAvailability::OnDisplayToOrder;
+        }
         match quantity {
             0 => FeedAvailability::OutOfStock,
             q if q <= low_stock_threshold => FeedAvailability::LimitedAvailability,
@@ -140,6 +154,7 @@ impl FeedAvailability {
             FeedAvailability::InStock => "in_stock",
             FeedAvailability::LimitedAvailability => "limited_availability",
             FeedAvailability::OutOfStock => "out_of_stock",
+            FeedAvailability::OnDisplayToOrder => "on_display_to_order",
         }
     }
 
@@ -149,6 +164,7 @@ impl FeedAvailability {
         match self {
             FeedAvailability::InStock | FeedAvailability::LimitedAvailability => "in stock",
             FeedAvailability::OutOfStock => "out of stock",
+            FeedAvailability::OnDisplayToOrder => "available for order",
         }
     }
 }
@@ -204,18 +220,18 @@ pub struct FeedRow<'a> {
 }
 
 impl<'a> FeedRow<'a> {
-    /// `quantity`: the ads channel's ATF (after its policy).
+    /// `seen`: the ads channel's view of the position (ATF after its policy).
     pub fn new(
         store: &'a StoreColumns,
         id: &'a str,
-        quantity: u32,
+        seen: ChannelView,
         low_stock_threshold: u32,
     ) -> Self {
         FeedRow {
             store,
             id,
-            availability: FeedAvailability::of(quantity, low_stock_threshold),
-            quantity,
+            availability: FeedAvailability::of(seen.atf.0, seen.display_only, low_stock_threshold),
+            quantity: seen.atf.0,
         }
     }
 }
@@ -318,7 +334,14 @@ mod tests {
             (1, 0, FeedAvailability::InStock),
         ];
         for (quantity, threshold, expected) in cases {
-            assert_eq!(FeedAvailability::of(quantity, threshold), expected);
+            assert_eq!(FeedAvailability::of(quantity, false, threshold), expected);
+        }
+        // Display models are published as such whatever the quantity.
+        for quantity in [0, 1, 5] {
+            let seen = FeedAvailability::of(quantity, true, 2);
+            assert_eq!(seen, FeedAvailability::OnDisplayToOrder);
+            assert_eq!(seen.google(), "on_display_to_order");
+            assert_eq!(seen.meta(), "available for order");
         }
     }
 

@@ -24,12 +24,16 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(ServeConfig::default()).await
+    }
+
+    async fn start_with(config: ServeConfig) -> Server {
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin_key: Some(ADMIN.into()),
             feed_low_stock_threshold: THRESHOLD,
             rate_limit_per_second: 0,
-            ..ServeConfig::default()
+            ..config
         };
         let running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
             .await
@@ -62,6 +66,16 @@ impl Server {
 
     /// The feed's body and its `X-Next-Cursor`.
     async fn feed(&self, path: &str, key: &str) -> (StatusCode, String, Option<u64>) {
+        let (status, body, cursor, _) = self.feed_with_snapshot(path, key).await;
+        (status, body, cursor)
+    }
+
+    /// As `feed`, with `X-Feed-Snapshot` (`full` or `incremental`).
+    async fn feed_with_snapshot(
+        &self,
+        path: &str,
+        key: &str,
+    ) -> (StatusCode, String, Option<u64>, String) {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -75,7 +89,18 @@ impl Server {
             .get("x-next-cursor")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        (status, response.text().await.expect("body"), cursor)
+        let snapshot = response
+            .headers()
+            .get("x-feed-snapshot")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            status,
+            response.text().await.expect("body"),
+            cursor,
+            snapshot,
+        )
     }
 }
 
@@ -409,6 +434,81 @@ async fn ads_policy_filters_meta_format_and_errors() {
         assert_eq!(meta[key].1, *quantity, "{key:?}");
     }
 
+    // Incremental feeds list what the ads channel's view changed, not every
+    // write: a hold at S3/A leaves 8 units, still above the cap of 6. (A
+    // write after the policy changes first: a cursor taken before any write
+    // follows a catalog change is answered in full once, see feeds.rs.)
+    server
+        .ok(Method::PUT, "/v1/stock/WH/A", json!({"on_hand": 3}))
+        .await;
+    let (_, _, cursor, snapshot) = server
+        .feed_with_snapshot("/v1/feeds/google/local-inventory", ADMIN)
+        .await;
+    assert_eq!(snapshot, "full");
+    let cursor = cursor.expect("cursor");
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S3", 2))
+        .await;
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("B", "S3", 5))
+        .await;
+    // A display model: shown in the store, ordered, not sold off the shelf.
+    let flagged = server
+        .ok(
+            Method::PUT,
+            "/v1/stock/S4/D/display",
+            json!({"display_only": true}),
+        )
+        .await;
+    assert_eq!(
+        (flagged["display_only"].clone(), flagged["atf"].clone()),
+        (json!(true), json!(0))
+    );
+    let since = format!("/v1/feeds/google/local-inventory?since={cursor}");
+    let (_, tsv, next, snapshot) = server.feed_with_snapshot(&since, ADMIN).await;
+    assert_eq!(snapshot, "incremental");
+    let expected: Rows = [
+        (("S3", "B"), ("in_stock", 5)),
+        (("S4", "D"), ("on_display_to_order", 0)),
+    ]
+    .into_iter()
+    .map(|((s, i), (a, q))| ((s.into(), i.into()), (a.into(), q)))
+    .collect();
+    assert_eq!(
+        validate_tsv(&tsv),
+        expected,
+        "S3/A: published value unchanged"
+    );
+    let (_, csv, _) = server
+        .feed(
+            &format!("/v1/feeds/meta/local-inventory?since={cursor}"),
+            ADMIN,
+        )
+        .await;
+    assert!(csv.contains("D,S4,available for order,0\n"), "{csv}");
+    // A policy change may change every row: an older cursor gets them all.
+    server
+        .ok(
+            Method::PUT,
+            "/v1/policies",
+            json!({"channel": "ads", "location": "S3", "cap": 7}),
+        )
+        .await;
+    let (_, tsv, _, snapshot) = server
+        .feed_with_snapshot(
+            &format!(
+                "/v1/feeds/google/local-inventory?since={}",
+                next.expect("cursor")
+            ),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(snapshot, "full");
+    let rows = validate_tsv(&tsv);
+    assert_eq!(rows.len(), 4 * 5);
+    assert_eq!(rows[&("S3".into(), "A".into())], ("in_stock".into(), 7));
+    assert_eq!(rows[&("S3".into(), "B".into())], ("in_stock".into(), 5));
+
     // Errors: problem bodies, nothing streamed.
     for (path, status, code) in [
         (
@@ -666,4 +766,45 @@ async fn live_stream_sends_coalesced_updates_and_resumes_without_loss() {
         .expect("shutdown does not wait for the stream")
         .expect("stop");
     drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_capped() {
+    let server = Server::start_with(ServeConfig {
+        max_stream_subscribers: 2,
+        ..ServeConfig::default()
+    })
+    .await;
+    let open = || {
+        server
+            .http
+            .get(format!("{}/v1/streams/availability", server.base))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    let first = open().await.expect("first");
+    let second = open().await.expect("second");
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let refused = open().await.expect("third");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("problem");
+    assert_eq!(body["code"], "too_many_subscribers", "{body}");
+    // A closed stream gives its slot back.
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let response = open().await.expect("retry");
+        if response.status() == StatusCode::OK {
+            reopened = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "the slot of a closed stream is reused");
+    drop((second, reopened));
+    server.running.shutdown().await.expect("stop");
 }

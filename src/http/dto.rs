@@ -79,6 +79,8 @@ pub struct PositionJson {
     pub incoming: u64,
     /// Units reserved beyond what is on hand (a count found stock missing).
     pub shortage: u32,
+    /// Display models only: not for sale here (ATF 0); ads say `on_display_to_order`.
+    pub display_only: bool,
 }
 
 impl From<&PositionView> for PositionJson {
@@ -95,6 +97,7 @@ impl From<&PositionView> for PositionJson {
             non_sellable: p.non_sellable.0,
             incoming: p.incoming,
             shortage: p.shortage.0,
+            display_only: p.display_only,
         }
     }
 }
@@ -265,6 +268,16 @@ pub struct CountBody {
     pub expected_version: Option<u64>,
     /// RFC 3339 time the count was taken; movements after it are re-applied.
     pub as_of: Option<String>,
+    pub reference: Option<String>,
+}
+
+/// Marks a position's units as display models (or clears the mark).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayBody {
+    /// `true`: the units are display models, not sold off the shelf (ATF 0 for
+    /// every channel; ads publish `on_display_to_order`).
+    pub display_only: bool,
     pub reference: Option<String>,
 }
 

@@ -39,6 +39,9 @@ pub struct HttpLimits {
     pub max_batch_items: usize,
     /// Most per-row errors an import reports (the count of all is always given).
     pub max_import_errors_reported: usize,
+    /// Live streams open at once (each holds a journal cursor and a pending
+    /// set); one more is refused with 503 `too_many_subscribers`.
+    pub max_stream_subscribers: usize,
 }
 
 impl Default for HttpLimits {
@@ -47,6 +50,7 @@ impl Default for HttpLimits {
             max_body_bytes: 256 * 1024,
             max_batch_items: 1_000,
             max_import_errors_reported: 1_000,
+            max_stream_subscribers: 10_000,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct AppState {
     pub changes: tokio::sync::watch::Receiver<u64>,
     /// Turns true when the server shuts down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// One permit per open live stream (`limits.max_stream_subscribers`).
+    pub stream_slots: Arc<tokio::sync::Semaphore>,
     /// Ad feeds: at most this many units (after the ads policy) is
     /// `limited_availability`.
     pub feed_low_stock_threshold: u32,

@@ -15,7 +15,7 @@ use super::routes::{admin, availability, feeds, reservations, stock, streams};
     paths(
         availability::sku_availability, availability::position, availability::batch, availability::nearby,
         reservations::create, reservations::get, reservations::commit, reservations::release, reservations::extend, reservations::transfer,
-        stock::count, stock::sale, stock::return_units, stock::receipt, stock::incoming, stock::adjustment, stock::movement_batch, stock::import,
+        stock::count, stock::display, stock::sale, stock::return_units, stock::receipt, stock::incoming, stock::adjustment, stock::movement_batch, stock::import,
         admin::put_location, admin::list_locations, admin::put_group, admin::put_policy,
         admin::create_key, admin::list_keys, admin::revoke_key, admin::journal, admin::audit,
         feeds::google, feeds::meta, streams::availability,

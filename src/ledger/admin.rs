@@ -22,6 +22,7 @@ impl Ledger {
         let mut next = Catalog::clone(&self.catalog.load());
         let result = change(&mut next)?;
         next.set_generation(next.generation() + 1);
+        next.set_changed_at(self.journal.head());
         self.catalog.store(Arc::new(next));
         Ok(result)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::ids::{Channel, GroupName, LocId, LocationCode, Qty};
+use super::ids::{Channel, GroupName, LocId, LocationCode, Qty, Seq};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LocationKind {
@@ -147,6 +147,10 @@ pub struct Catalog {
     effective: Vec<[ChannelPolicy; Channel::COUNT]>,
     /// Incremented by every change; orders persisted copies of the catalog.
     generation: u64,
+    /// The journal head (next sequence) when the catalog last changed: a
+    /// policy or store change can change every published row, so an
+    /// incremental feed from an older cursor is answered in full.
+    changed_at: Seq,
 }
 
 impl Catalog {
@@ -156,6 +160,14 @@ impl Catalog {
 
     pub(crate) fn set_generation(&mut self, generation: u64) {
         self.generation = generation;
+    }
+
+    pub fn changed_at(&self) -> Seq {
+        self.changed_at
+    }
+
+    pub(crate) fn set_changed_at(&mut self, changed_at: Seq) {
+        self.changed_at = changed_at;
     }
 
     pub fn location_id(&self, code: &str) -> Option<LocId> {

@@ -39,6 +39,8 @@ pub enum MovementKind {
     TransferIn,
     /// A reservation's deadline moved; quantities unchanged.
     Extend,
+    /// The position's display-only flag changed (what ads publish).
+    Display,
 }
 
 impl MovementKind {
@@ -58,6 +60,7 @@ impl MovementKind {
             MovementKind::TransferOut => "transfer_out",
             MovementKind::TransferIn => "transfer_in",
             MovementKind::Extend => "extend",
+            MovementKind::Display => "display",
         }
     }
 }

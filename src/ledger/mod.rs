@@ -53,10 +53,10 @@ pub use position::{Incoming, PositionCounts};
 pub use queries::InvariantReport;
 pub use refusal::{Invalid, Refusal, Shortfall};
 pub use requests::{
-    AdjustmentRequest, CommitRequest, CountRequest, IncomingRequest, Line, NearbyQuery,
-    NearbyStore, PositionView, ReceiptRequest, ReservationLineView, ReservationView,
-    ReserveRequest, ReturnRequest, SaleRequest, Scope, SkuAvailability, TransferRequest,
-    WriteOutput,
+    AdjustmentRequest, ChannelView, CommitRequest, CountRequest, DisplayRequest, IncomingRequest,
+    Line, NearbyQuery, NearbyStore, PositionView, ReceiptRequest, ReservationLineView,
+    ReservationView, ReserveRequest, ReturnRequest, SaleRequest, Scope, SkuAvailability,
+    TransferRequest, WriteOutput,
 };
 pub use reservation::ReservationState;
 
@@ -213,11 +213,17 @@ impl Ledger {
     ) {
         debug_assert!(seq > position.version, "versions only grow");
         let incoming_delta = position.snapshot().incoming as i64 - before.incoming as i64;
-        let before = before.counts;
+        let before_counts = before.counts;
         let after = position.counts();
-        let on_hand_delta = i64::from(after.on_hand.0) - i64::from(before.on_hand.0);
+        let on_hand_delta = i64::from(after.on_hand.0) - i64::from(before_counts.on_hand.0);
         if kind != MovementKind::Extend {
-            position.version = seq;
+            // What the ads channel publishes, under the policy in force: an
+            // incremental feed lists a row only when this changed.
+            let ads = self.catalog.load().policy(Channel::Ads, key.loc());
+            let published_changed = !before.existed
+                || before.display_only != position.display_only()
+                || ads.apply(before.atf) != ads.apply(position.atf());
+            position.advance_version(seq, published_changed);
         }
         if kind != MovementKind::Count {
             position.remember_on_hand_change(
@@ -232,9 +238,11 @@ impl Ledger {
             kind,
             position: key,
             on_hand_delta,
-            reserved_delta: i64::from(after.reserved.0) - i64::from(before.reserved.0),
-            safety_stock_delta: i64::from(after.safety_stock.0) - i64::from(before.safety_stock.0),
-            non_sellable_delta: i64::from(after.non_sellable.0) - i64::from(before.non_sellable.0),
+            reserved_delta: i64::from(after.reserved.0) - i64::from(before_counts.reserved.0),
+            safety_stock_delta: i64::from(after.safety_stock.0)
+                - i64::from(before_counts.safety_stock.0),
+            non_sellable_delta: i64::from(after.non_sellable.0)
+                - i64::from(before_counts.non_sellable.0),
             incoming_delta,
             after,
             channel: ctx.channel,
@@ -270,12 +278,13 @@ impl Ledger {
             on_hand: Qty(p.on_hand),
             reserved: Qty(p.reserved),
             safety_stock: Qty(p.safety_stock),
-            non_sellable: Qty(p.non_sellable),
+            non_sellable: Qty(p.non_sellable()),
             incoming,
             atf: Qty(atf),
             ato: u64::from(atf) + incoming,
             version: p.version,
             shortage: Qty(p.reserved.saturating_sub(p.on_hand)),
+            display_only: p.display_only(),
         }
     }
 

@@ -57,6 +57,12 @@ pub struct PositionRecord {
     /// On-hand movements kept for `as_of` counts: (time, delta), oldest first.
     pub history: Vec<(TimestampMs, i64)>,
     pub history_horizon: TimestampMs,
+    /// Display models only (ATF 0; ads say `on_display_to_order`).
+    pub display_only: bool,
+    /// `version` minus the sequence at which what the ads channel publishes
+    /// last changed (saturating), so incremental feeds stay exact across a
+    /// restart.
+    pub published_lag: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +91,9 @@ pub struct ReservationRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CatalogRecord {
     pub generation: u64,
+    /// The journal head when the catalog last changed (see
+    /// [`Catalog::changed_at`]).
+    pub changed_at: Seq,
     pub locations: Vec<Location>,
     pub groups: Vec<(GroupName, Vec<LocationCode>)>,
     pub policies: Vec<(Channel, PolicyScope, ChannelPolicy)>,
@@ -111,6 +120,7 @@ impl CatalogRecord {
         });
         CatalogRecord {
             generation: catalog.generation(),
+            changed_at: catalog.changed_at(),
             locations: catalog.locations().map(|(_, l)| l.clone()).collect(),
             groups,
             policies,
@@ -454,12 +464,14 @@ impl Ledger {
             on_hand: Qty(p.on_hand),
             reserved: Qty(p.reserved),
             safety_stock: Qty(p.safety_stock),
-            non_sellable: Qty(p.non_sellable),
+            non_sellable: Qty(p.non_sellable()),
+            published_lag: p.published_lag,
             version: p.version,
             last_count_as_of: p.last_count_as_of,
             incoming,
             history,
             history_horizon,
+            display_only: p.display_only(),
         })
     }
 
@@ -603,7 +615,7 @@ impl Ledger {
                 on_hand: record.on_hand.0,
                 reserved,
                 safety_stock: record.safety_stock.0,
-                non_sellable: record.non_sellable.0,
+                published_lag: record.published_lag,
                 version: record.version,
                 last_count_as_of: record.last_count_as_of,
                 extras: None,
@@ -611,6 +623,7 @@ impl Ledger {
             if !record.incoming.is_empty()
                 || !record.history.is_empty()
                 || record.history_horizon != TimestampMs::MIN
+                || record.non_sellable.0 > 0
             {
                 let extras = position.extras_mut();
                 extras.incoming = record.incoming;
@@ -620,7 +633,9 @@ impl Ledger {
                     .map(|(at, delta)| OnHandMovement { at, delta })
                     .collect();
                 extras.history_horizon = record.history_horizon;
+                extras.non_sellable = record.non_sellable.0;
             }
+            position.set_display_only(record.display_only);
             by_position_shard[self.positions.shard_of(key)].push((key, position));
             report.positions += 1;
         }
@@ -682,6 +697,7 @@ impl Ledger {
         let _writer = self.catalog_writer.lock();
         let mut catalog = Catalog::clone(&self.catalog.load());
         catalog.set_generation(record.generation);
+        catalog.set_changed_at(record.changed_at);
         self.catalog.store(Arc::new(catalog));
         Ok(())
     }

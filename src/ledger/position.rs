@@ -12,8 +12,12 @@ pub(crate) struct Position {
     pub on_hand: u32,
     pub reserved: u32,
     pub safety_stock: u32,
-    /// Returned units that cannot be sold again (damaged, opened).
-    pub non_sellable: u32,
+    /// Sequences from the last change of what the ads channel publishes
+    /// (its ATF after its policy, the display flag) to `version`, saturating:
+    /// `version - published_lag` bounds that change from above, so an
+    /// incremental feed lists only rows whose published values changed. A
+    /// lag rather than a second `Seq` keeps `Position` at 40 bytes.
+    pub published_lag: u32,
     /// Sequence of the latest change.
     pub version: Seq,
     /// `as_of` of the latest absolute count applied (`MIN`: none).
@@ -29,6 +33,13 @@ pub(crate) struct PositionExtras {
     pub history: VecDeque<OnHandMovement>,
     /// Time of the newest movement dropped from `history` (`MIN`: none).
     pub history_horizon: TimestampMs,
+    /// Returned units that cannot be sold again (damaged, opened); rare,
+    /// so kept here.
+    pub non_sellable: u32,
+    /// The units here are display models: shown in the store, not sold off
+    /// the shelf (ATF 0 for every channel; feeds say `on_display_to_order`).
+    /// Kept in the extras because it is rare and `Position` must stay small.
+    pub display_only: bool,
 }
 
 /// An expected receipt (purchase order, transfer in).
@@ -55,11 +66,52 @@ impl Position {
         }
     }
 
-    /// ATF = max(0, on_hand - reserved - safety_stock).
+    /// ATF = max(0, on_hand - reserved - safety_stock); 0 at a display-only
+    /// position (its units are not for sale).
     pub fn atf(&self) -> u32 {
+        if self.display_only() {
+            return 0;
+        }
         self.on_hand
             .saturating_sub(self.reserved)
             .saturating_sub(self.safety_stock)
+    }
+
+    pub fn non_sellable(&self) -> u32 {
+        self.extras.as_ref().map_or(0, |extras| extras.non_sellable)
+    }
+
+    /// The newest sequence at which the ads channel's published values
+    /// (ATF after its policy, display flag) may have changed.
+    pub fn published_version(&self) -> Seq {
+        Seq(self.version.0.saturating_sub(u64::from(self.published_lag)))
+    }
+
+    /// Moves the version to `seq`; `published_changed` says whether what
+    /// the ads channel publishes changed with it.
+    pub fn advance_version(&mut self, seq: Seq, published_changed: bool) {
+        self.published_lag = if published_changed {
+            0
+        } else {
+            let gap = seq.0.saturating_sub(self.version.0);
+            u32::try_from(u64::from(self.published_lag).saturating_add(gap)).unwrap_or(u32::MAX)
+        };
+        self.version = seq;
+    }
+
+    pub fn display_only(&self) -> bool {
+        self.extras
+            .as_ref()
+            .is_some_and(|extras| extras.display_only)
+    }
+
+    /// Sets the display-only flag; clearing it never allocates extras.
+    pub fn set_display_only(&mut self, display_only: bool) {
+        if display_only {
+            self.extras_mut().display_only = true;
+        } else if let Some(extras) = &mut self.extras {
+            extras.display_only = false;
+        }
     }
 
     /// Incoming units expected no later than `horizon_end`.
@@ -120,6 +172,9 @@ impl Position {
         Snapshot {
             counts: self.counts(),
             incoming: self.incoming_until(TimestampMs(i64::MAX)),
+            atf: self.atf(),
+            display_only: self.display_only(),
+            existed: self.version != Seq(0),
         }
     }
 
@@ -128,7 +183,7 @@ impl Position {
             on_hand: Qty(self.on_hand),
             reserved: Qty(self.reserved),
             safety_stock: Qty(self.safety_stock),
-            non_sellable: Qty(self.non_sellable),
+            non_sellable: Qty(self.non_sellable()),
         }
     }
 }
@@ -138,6 +193,10 @@ impl Position {
 pub(crate) struct Snapshot {
     pub counts: PositionCounts,
     pub incoming: u64,
+    /// What publishing depends on.
+    pub atf: u32,
+    pub display_only: bool,
+    pub existed: bool,
 }
 
 /// The absolute quantities of a position, as carried in journal entries so a

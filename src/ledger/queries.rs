@@ -4,7 +4,9 @@
 use super::catalog::LocationKind;
 use super::ids::{Channel, LocId, LocationCode, PosKey, Qty, Seq, Sku, SkuId, TimestampMs};
 use super::refusal::Refusal;
-use super::requests::{NearbyQuery, NearbyStore, PositionView, Scope, SkuAvailability};
+use super::requests::{
+    ChannelView, NearbyQuery, NearbyStore, PositionView, Scope, SkuAvailability,
+};
 use super::reservation::ReservationState;
 use super::{HeldByPosition, Ledger};
 
@@ -165,35 +167,39 @@ impl Ledger {
             .collect()
     }
 
-    /// What `channel` sees (ATF after its policy) of every position of one
-    /// shard that passes `keep(location, version)`: the lean form of
+    /// What the ads channel publishes (ATF after its policy, display flag)
+    /// of every position of one shard that passes `keep(location,
+    /// published_version)`, `published_version` bounding from above the last
+    /// change of those values: the lean form of
     /// [`Ledger::positions_in_shard_where`] for feeds, which need only that.
     /// The shard's lock is held while the quantities are read; SKU codes are
     /// resolved after, under one read lock.
-    pub fn channel_view_in_shard(
+    pub fn ads_view_in_shard(
         &self,
         shard: usize,
-        channel: Channel,
         keep: impl Fn(LocId, Seq) -> bool,
-    ) -> Vec<(Sku, LocId, Qty)> {
+    ) -> Vec<(Sku, LocId, ChannelView)> {
         let catalog = self.catalog.load();
-        let seen: Vec<(PosKey, u32)> = {
+        let seen: Vec<(PosKey, ChannelView)> = {
             let map = self.positions.lock_index(shard);
             map.iter()
-                .filter(|(key, position)| keep(key.loc(), position.version))
+                .filter(|(key, position)| keep(key.loc(), position.published_version()))
                 .map(|(key, position)| {
-                    (
-                        *key,
-                        catalog.policy(channel, key.loc()).apply(position.atf()),
-                    )
+                    let view = ChannelView {
+                        atf: Qty(catalog
+                            .policy(Channel::Ads, key.loc())
+                            .apply(position.atf())),
+                        display_only: position.display_only(),
+                    };
+                    (*key, view)
                 })
                 .collect()
         };
         self.skus.with_codes(|codes| {
             seen.into_iter()
-                .filter_map(|(key, atf)| {
+                .filter_map(|(key, view)| {
                     let sku = codes.get(key.sku().0 as usize)?.clone();
-                    Some((sku, key.loc(), Qty(atf)))
+                    Some((sku, key.loc(), view))
                 })
                 .collect()
         })

@@ -100,6 +100,24 @@ pub struct CountRequest {
     pub reference: Option<String>,
 }
 
+/// What one channel sees of a position: its ATF after the channel's policy,
+/// and whether the units are display models (feeds publish both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelView {
+    pub atf: Qty,
+    pub display_only: bool,
+}
+
+/// Marks a position's units as display models (or not): shown in the store,
+/// not sold off the shelf; ads say `on_display_to_order`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DisplayRequest {
+    pub sku: Sku,
+    pub location: LocationCode,
+    pub display_only: bool,
+    pub reference: Option<String>,
+}
+
 /// Which locations an availability query covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -139,6 +157,8 @@ pub struct PositionView {
     /// Units reserved beyond what is on hand (a count found stock missing):
     /// orders that may not be fulfillable from here.
     pub shortage: Qty,
+    /// Display models only: not for sale here (ATF 0).
+    pub display_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

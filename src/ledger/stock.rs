@@ -7,8 +7,8 @@ use super::journal::{MovementKind, MovementNote};
 use super::position::{Incoming, Position};
 use super::refusal::{Invalid, Refusal, Shortfall};
 use super::requests::{
-    AdjustmentRequest, CountRequest, IncomingRequest, PositionView, ReceiptRequest, ReturnRequest,
-    SaleRequest, WriteOutput,
+    AdjustmentRequest, CountRequest, DisplayRequest, IncomingRequest, PositionView, ReceiptRequest,
+    ReturnRequest, SaleRequest, WriteOutput,
 };
 use super::{Ledger, MergedLine, OpContext, merged_keys};
 
@@ -131,6 +131,37 @@ impl Ledger {
                     }
                     p.last_count_as_of = as_of;
                     Ok(MovementKind::Count)
+                })
+            },
+        )
+    }
+
+    /// Marks (or unmarks) a position's units as display models: ATF becomes 0
+    /// for every channel (holds already taken stay), and ads publish
+    /// `on_display_to_order`. Creates the position if needed, as a count does.
+    pub fn set_display(
+        &self,
+        request: &DisplayRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<PositionView, Refusal> {
+        self.idempotent(
+            key,
+            now,
+            || Fingerprint::of("display", request),
+            WriteOutput::Position,
+            WriteOutput::as_position,
+            || {
+                let writer = Writer {
+                    now,
+                    channel: None,
+                    reason: None,
+                    reference: request.reference.as_deref(),
+                    key,
+                };
+                self.write_position(&request.sku, &request.location, true, writer, |p| {
+                    p.set_display_only(request.display_only);
+                    Ok(MovementKind::Display)
                 })
             },
         )
@@ -316,7 +347,7 @@ impl Ledger {
                     let bucket = if request.sellable {
                         &mut p.on_hand
                     } else {
-                        &mut p.non_sellable
+                        &mut p.extras_mut().non_sellable
                     };
                     *bucket = bucket
                         .checked_add(line.qty.0)

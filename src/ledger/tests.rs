@@ -1568,3 +1568,55 @@ fn changes_and_cuts_cover_exactly_what_changed() {
     assert_eq!(changes.movements.len(), 10);
     assert_eq!(changes.movements_dropped, 2);
 }
+
+#[test]
+fn display_only_positions_sell_nothing_keep_holds_and_survive_restore() {
+    let ledger = fixture();
+    set(&ledger, "SOFA", "A", 3);
+    let held = reserve(&ledger, Channel::Web, vec![line("SOFA", "A", 1)]).expect("held");
+    let display = |display_only: bool| DisplayRequest {
+        sku: sku("SOFA"),
+        location: loc("A"),
+        display_only,
+        reference: Some("floor model".into()),
+    };
+    let head = ledger.journal_head();
+    let flagged = ledger
+        .set_display(&display(true), T0, None)
+        .expect("flagged");
+    assert!(flagged.display_only);
+    assert_eq!(
+        (flagged.on_hand.0, flagged.reserved.0, flagged.atf.0),
+        (3, 1, 0),
+        "the units stay counted, the hold stays, nothing is for sale"
+    );
+    assert_eq!(held.lines.len(), 1);
+    let JournalRead::Movements {
+        movements: movement,
+        ..
+    } = ledger.read_journal(head, 10)
+    else {
+        panic!("journal lagged");
+    };
+    assert_eq!(movement.len(), 1);
+    assert_eq!(movement[0].kind, MovementKind::Display);
+    assert_eq!(movement[0].on_hand_delta, 0);
+    // No channel can take display units.
+    let refused = reserve(&ledger, Channel::Pos, vec![line("SOFA", "A", 1)]);
+    assert!(
+        matches!(refused, Err(Refusal::InsufficientStock { .. })),
+        "{refused:?}"
+    );
+    assert_consistent(&ledger);
+
+    // The flag survives a restore, then clearing it makes the units sellable.
+    let (fresh, _) = restored(&ledger, T0);
+    assert!(pos(&fresh, "SOFA", "A").display_only);
+    assert_eq!(pos(&fresh, "SOFA", "A").atf.0, 0);
+    let cleared = fresh
+        .set_display(&display(false), T0, None)
+        .expect("cleared");
+    assert!(!cleared.display_only);
+    assert_eq!(cleared.atf.0, 2);
+    assert_consistent(&fresh);
+}

@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// `limited_availability` (0: never).
     #[arg(long, env = "OMNISTOCK_FEED_LOW_STOCK_THRESHOLD")]
     pub feed_low_stock_threshold: Option<u32>,
+    /// Live streams open at once; one more is refused with 503.
+    #[arg(long)]
+    pub max_stream_subscribers: Option<usize>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -101,6 +104,7 @@ struct FileConfig {
     wait_aof: Option<bool>,
     sync_wait_timeout_ms: Option<u64>,
     feed_low_stock_threshold: Option<u32>,
+    max_stream_subscribers: Option<usize>,
 }
 
 /// Settings after merging and validation.
@@ -122,6 +126,7 @@ pub struct ServeConfig {
     pub wait_aof: bool,
     pub sync_wait_timeout_ms: u64,
     pub feed_low_stock_threshold: u32,
+    pub max_stream_subscribers: usize,
     /// From `OMNISTOCK_ADMIN_KEY` only: secrets do not belong in flags or files.
     pub admin_key: Option<String>,
 }
@@ -145,6 +150,7 @@ impl Default for ServeConfig {
             wait_aof: false,
             sync_wait_timeout_ms: 5_000,
             feed_low_stock_threshold: 2,
+            max_stream_subscribers: 10_000,
             admin_key: None,
         }
     }
@@ -216,6 +222,10 @@ impl ServeArgs {
                 .feed_low_stock_threshold
                 .or(file.feed_low_stock_threshold)
                 .unwrap_or(defaults.feed_low_stock_threshold),
+            max_stream_subscribers: self
+                .max_stream_subscribers
+                .or(file.max_stream_subscribers)
+                .unwrap_or(defaults.max_stream_subscribers),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;
@@ -270,6 +280,9 @@ impl ServeConfig {
         }
         if !(1_024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err("--max-body-bytes must be between 1 KiB and 64 MiB".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_stream_subscribers) {
+            return Err("--max-stream-subscribers must be between 1 and 1000000".into());
         }
         if !(1..=60_000).contains(&self.expiry_sweep_interval_ms) {
             return Err("--expiry-sweep-interval-ms must be between 1 and 60000".into());

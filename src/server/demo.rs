@@ -4,9 +4,9 @@
 //! Deterministic, so README examples always show the same thing.
 
 use crate::ledger::{
-    Channel, ChannelPolicy, CountRequest, GeoPoint, GroupName, IncomingRequest, Ledger, Line,
-    Location, LocationCode, LocationKind, Pickup, PickupMethod, PickupSla, PolicyScope, Qty,
-    Refusal, Sku, TimestampMs,
+    Channel, ChannelPolicy, CountRequest, DisplayRequest, GeoPoint, GroupName, IncomingRequest,
+    Ledger, Line, Location, LocationCode, LocationKind, Pickup, PickupMethod, PickupSla,
+    PolicyScope, Qty, Refusal, Sku, TimestampMs,
 };
 
 const CITIES: [(&str, &str, f64, f64); 18] = [
@@ -188,6 +188,17 @@ pub fn load(ledger: &Ledger, now: TimestampMs) -> Result<usize, String> {
                     .count(&count(&sku, store, rng.below(20) as u32), now, None)
                     .map_err(fail)?;
                 positions += 1;
+                // Big items (every 50th SKU) are display models in some
+                // stores: shown, ordered for delivery, not sold off the shelf.
+                if n % 50 == 0 && rng.below(2) == 0 {
+                    let display = DisplayRequest {
+                        sku: sku.clone(),
+                        location: store.clone(),
+                        display_only: true,
+                        reference: Some("demo".into()),
+                    };
+                    ledger.set_display(&display, now, None).map_err(fail)?;
+                }
             }
         }
         if n % 10 == 0 {

@@ -70,8 +70,10 @@ pub fn state(
         rate_limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
         limits: HttpLimits {
             max_body_bytes: config.max_body_bytes,
+            max_stream_subscribers: config.max_stream_subscribers,
             ..HttpLimits::default()
         },
+        stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),
         metrics: metrics_handle(),
         request_metrics: Default::default(),
         counters: Default::default(),

@@ -88,6 +88,15 @@ fn fields<'a, const N: usize>(
     Ok(out)
 }
 
+/// Splits an optional trailing `,d` (display-only) off a last field.
+fn display_flag<'a>(last: &'a str, what: &'static str) -> Result<(&'a str, bool), CodecError> {
+    match last.split_once(',') {
+        None => Ok((last, false)),
+        Some((field, "d")) => Ok((field, true)),
+        Some((_, flags)) => Err(bad(what, format!("unknown flags {flags:?}"))),
+    }
+}
+
 fn num<T: std::str::FromStr>(text: &str, what: &'static str) -> Result<T, CodecError> {
     text.parse()
         .map_err(|_| bad(what, format!("not a number: {text:?}")))
@@ -159,8 +168,10 @@ pub fn sku_field(sku: &Sku) -> Cow<'_, str> {
 /// Every position of one SKU (the records must all be of that SKU):
 /// `VERSION|POSITION;POSITION...`, VERSION the newest of them, each
 /// POSITION `location,version,on_hand,reserved,safety_stock,non_sellable,
-/// last_count_as_of,history_horizon,incoming,history` with incoming
-/// `qty~expected_at~reference` and history `at~delta` items joined by `@`.
+/// last_count_as_of,history_horizon,incoming,history[,d][,pLAG]` with
+/// incoming `qty~expected_at~reference` and history `at~delta` items joined
+/// by `@`; then optional flags, written only when set (so older values read
+/// unchanged): `d` display-only, `pLAG` the published lag when not 0.
 pub fn encode_sku_positions(positions: &[PositionRecord]) -> String {
     use std::fmt::Write;
     let version = positions.iter().map(|p| p.version.0).max().unwrap_or(0);
@@ -201,6 +212,12 @@ pub fn encode_sku_positions(positions: &[PositionRecord]) -> String {
             }
             let _ = write!(out, "{}~{delta}", at.0);
         }
+        if p.display_only {
+            out.push_str(",d");
+        }
+        if p.published_lag > 0 {
+            let _ = write!(out, ",p{}", p.published_lag);
+        }
     }
     out
 }
@@ -230,8 +247,18 @@ pub fn decode_sku_positions_with(
                 as_of,
                 horizon,
                 incoming,
-                history,
+                rest,
             ] = fields::<10>(entry, ',', "position")?;
+            let (history, flags) = rest.split_once(',').unwrap_or((rest, ""));
+            let mut display_only = false;
+            let mut published_lag = 0;
+            for flag in flags.split(',').filter(|f| !f.is_empty()) {
+                match flag.strip_prefix('p') {
+                    _ if flag == "d" => display_only = true,
+                    Some(lag) => published_lag = num(lag, "published lag")?,
+                    None => return Err(bad("position", format!("unknown flag {flag:?}"))),
+                }
+            }
             let location_code = match locations.get(loc) {
                 Some(code) => code.clone(),
                 None => {
@@ -266,6 +293,8 @@ pub fn decode_sku_positions_with(
                         Ok((ts(at, "history at")?, num(delta, "history delta")?))
                     })
                     .collect::<Result<_, CodecError>>()?,
+                display_only,
+                published_lag,
             })
         })
         .collect()
@@ -341,9 +370,11 @@ pub fn decode_reservation(field: &str, value: &str) -> Result<ReservationRecord,
 
 // ---- idempotency records ---------------------------------------------------
 
+/// A position as an idempotent write answered it; a trailing `,d` marks a
+/// display-only position (absent otherwise, as in older values).
 fn encode_view(v: &PositionView) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{}{}",
         escape(v.sku.as_str()),
         escape(v.location.as_str()),
         v.on_hand.0,
@@ -354,13 +385,15 @@ fn encode_view(v: &PositionView) -> String {
         v.atf.0,
         v.ato,
         v.version.0,
-        v.shortage.0
+        v.shortage.0,
+        if v.display_only { ",d" } else { "" }
     )
 }
 
 fn decode_view(text: &str) -> Result<PositionView, CodecError> {
-    let [s, l, oh, rs, ss, ns, inc, atf, ato, version, shortage] =
+    let [s, l, oh, rs, ss, ns, inc, atf, ato, version, rest] =
         fields::<11>(text, ',', "position view")?;
+    let (shortage, display_only) = display_flag(rest, "position view")?;
     Ok(PositionView {
         sku: sku(s)?,
         location: location(l)?,
@@ -373,6 +406,7 @@ fn decode_view(text: &str) -> Result<PositionView, CodecError> {
         ato: num(ato, "ato")?,
         version: Seq(num(version, "version")?),
         shortage: qty(shortage, "shortage")?,
+        display_only,
     })
 }
 
@@ -537,8 +571,9 @@ pub fn encode_catalog(c: &CatalogRecord) -> String {
         })
         .collect();
     format!(
-        "{}|{}|{}|{}",
+        "{}~{}|{}|{}|{}",
         c.generation,
+        c.changed_at.0,
         locations.join(";"),
         groups.join(";"),
         policies.join(";")
@@ -550,7 +585,15 @@ pub fn decode_catalog(value: &str) -> Result<CatalogRecord, CodecError> {
     let group_name =
         |text: &str| GroupName::new(&unescape(text)?).map_err(|e| bad("group", e.to_string()));
     Ok(CatalogRecord {
-        generation: num(generation, "catalog generation")?,
+        // `GENERATION~CHANGED_AT`; older values hold the generation only.
+        generation: num(
+            generation.split_once('~').map_or(generation, |(g, _)| g),
+            "catalog generation",
+        )?,
+        changed_at: Seq(match generation.split_once('~') {
+            Some((_, changed_at)) => num(changed_at, "catalog changed_at")?,
+            None => 0,
+        }),
         locations: items(locations, ';')
             .map(|item| {
                 let [code, kind, name, lat, lon, method, sla, ship] =
@@ -746,6 +789,8 @@ mod tests {
             ],
             history: vec![(TimestampMs(1), -3), (TimestampMs(2), 4)],
             history_horizon: TimestampMs(0),
+            display_only: false,
+            published_lag: 0,
         };
         let second = PositionRecord {
             location: loc_("LYO-01"),
@@ -754,13 +799,27 @@ mod tests {
             history: Vec::new(),
             ..first.clone()
         };
-        let records = vec![first, second];
+        let third = PositionRecord {
+            location: loc_("NCE-01"),
+            display_only: true,
+            published_lag: u32::MAX,
+            ..first.clone()
+        };
+        let fourth = PositionRecord {
+            location: loc_("BDX-01"),
+            published_lag: 17,
+            ..second.clone()
+        };
+        let records = vec![first, second, third, fourth];
         let field = sku_field(&records[0].sku).into_owned();
         let value = encode_sku_positions(&records);
         assert!(value.starts_with(&u64::MAX.to_string()));
         assert_eq!(decode_sku_positions(&field, &value), Ok(records));
         assert!(decode_sku_positions(&field, "1|2,3").is_err());
         assert!(decode_sku_positions(&field, "1|L,x,1,1,1,1,1,1,,").is_err());
+        assert!(decode_sku_positions(&field, "1|L,1,1,1,1,1,1,1,,,z").is_err());
+        let legacy = decode_sku_positions(&field, "1|L,1,1,1,1,1,1,1,,");
+        assert_eq!(legacy.map(|p| p[0].display_only), Ok(false));
         assert_eq!(decode_sku_positions(&field, "1|"), Ok(Vec::new()));
     }
 
@@ -798,10 +857,17 @@ mod tests {
             ato: 5,
             version: Seq(3),
             shortage: Qty(0),
+            display_only: false,
+        };
+        let display = PositionView {
+            display_only: true,
+            atf: Qty(0),
+            ..view.clone()
         };
         let outcomes = [
             WriteOutput::Position(view.clone()),
-            WriteOutput::Positions(vec![view.clone(), view]),
+            WriteOutput::Position(display.clone()),
+            WriteOutput::Positions(vec![view.clone(), display, view]),
             WriteOutput::Reservation(ReservationView {
                 id: ReservationId(5),
                 channel: Channel::Web,

@@ -4,9 +4,17 @@
 //! positions are copied, so reservations never wait for a feed.
 //!
 //! `X-Next-Cursor` is the journal position the snapshot covers: a later
-//! `?since=` with it returns every position changed after (each once, with
-//! its latest state). Positions keep their versions across restarts (the
-//! store persists them and sequences only grow), so cursors survive them.
+//! `?since=` with it returns every position whose published values (the ads
+//! channel's quantity after its policy, availability) changed after it, each
+//! once with its latest state; a position that went out of stock and back is
+//! listed. A cursor from before the last catalog change (a policy, store or
+//! group may change every row) is answered in full, and `X-Feed-Snapshot`
+//! says which (`full` or `incremental`). A catalog change takes no journal
+//! sequence, so a cursor handed out after it but before the next write
+//! cannot be told from one handed out just before it: that cursor is also
+//! answered in full, once (a superset, never a missed row). Positions keep their versions and
+//! published lags across restarts (the store persists them and sequences only
+//! grow), so cursors survive them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,7 +40,7 @@ use crate::ledger::{Catalog, LocationCode, Seq, UnknownFilter};
 pub struct FeedParams {
     /// `tsv` (default) or `xml` (Google only).
     pub format: Option<String>,
-    /// A cursor from `X-Next-Cursor`: only positions changed after it.
+    /// A cursor from `X-Next-Cursor`: only rows whose published values changed after it.
     pub since: Option<String>,
     /// Only this store.
     pub store: Option<String>,
@@ -42,7 +50,7 @@ pub struct FeedParams {
 
 /// Google local product inventory feed.
 #[utoipa::path(get, path = "/v1/feeds/google/local-inventory", tag = "feeds", params(FeedParams),
-    responses((status = 200, description = "tab-separated text with a header row (or XML with `format=xml`); header `X-Next-Cursor`", content_type = "text/tab-separated-values", body = String),
+    responses((status = 200, description = "tab-separated text with a header row (or XML with `format=xml`); headers `X-Next-Cursor`, `X-Feed-Snapshot` (`full` or `incremental`)", content_type = "text/tab-separated-values", body = String),
         (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn google(
@@ -67,7 +75,7 @@ pub async fn google(
 
 /// Meta catalog local inventory feed (CSV).
 #[utoipa::path(get, path = "/v1/feeds/meta/local-inventory", tag = "feeds", params(FeedParams),
-    responses((status = 200, description = "CSV with a header row; header `X-Next-Cursor`", content_type = "text/csv", body = String),
+    responses((status = 200, description = "CSV with a header row; headers `X-Next-Cursor`, `X-Feed-Snapshot` (`full` or `incremental`)", content_type = "text/csv", body = String),
         (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn meta(
@@ -176,11 +184,13 @@ fn feed(
             )
         })?)),
     };
+    // Every change below the head is in the snapshot taken after this read
+    // (or later); the next poll asks for what came after. The catalog is
+    // loaded after the cursor: a catalog change after this load has
+    // `changed_at` above the cursor, so the next poll is answered in full.
+    let cursor = state.ledger.journal_head().0.saturating_sub(1);
     let catalog = state.ledger.catalog();
     let covered = covered(&catalog, &params)?;
-    // Every change below the head is in the snapshot taken after this read
-    // (or later); the next poll asks for what came after.
-    let cursor = state.ledger.journal_head().0.saturating_sub(1);
     let plan = FeedPlan::new(
         &catalog,
         &covered,
@@ -188,6 +198,11 @@ fn feed(
         format,
         state.feed_low_stock_threshold,
     );
+    let snapshot = if plan.is_full() {
+        "full"
+    } else {
+        "incremental"
+    };
     let shards = state.ledger.position_shard_count();
     let ledger = Arc::clone(&state.ledger);
     let rows = stream::iter(0..shards)
@@ -212,6 +227,7 @@ fn feed(
         HeaderValue::from_static(format.content_type()),
     );
     headers.insert("x-next-cursor", HeaderValue::from(cursor));
+    headers.insert("x-feed-snapshot", HeaderValue::from_static(snapshot));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if gzip {

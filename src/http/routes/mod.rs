@@ -29,6 +29,7 @@ pub fn router() -> Router<Arc<AppState>> {
             "/v1/stock/{location}/{sku}",
             get(availability::position).put(stock::count),
         )
+        .route("/v1/stock/{location}/{sku}/display", put(stock::display))
         .route("/v1/reservations", post(reservations::create))
         .route("/v1/reservations/{id}", get(reservations::get))
         .route("/v1/reservations/{id}/commit", post(reservations::commit))

@@ -13,15 +13,15 @@ use utoipa::ToSchema;
 
 use crate::http::auth::{Caller, Scope};
 use crate::http::dto::{
-    self, AdjustmentBody, CountBody, IncomingBody, PositionJson, PositionsJson, ReceiptBody,
-    ReturnBody, SaleBody,
+    self, AdjustmentBody, CountBody, DisplayBody, IncomingBody, PositionJson, PositionsJson,
+    ReceiptBody, ReturnBody, SaleBody,
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiJson, ApiPath, parse_rfc3339};
 use crate::http::{AppState, idempotency_key, now};
 use crate::ledger::{
-    AdjustmentRequest, CountRequest, IncomingRequest, Line, Qty, ReceiptRequest, ReturnRequest,
-    SaleRequest, Seq,
+    AdjustmentRequest, CountRequest, DisplayRequest, IncomingRequest, Line, Qty, ReceiptRequest,
+    ReturnRequest, SaleRequest, Seq,
 };
 
 /// Absolute count from ERP/WMS/cycle count: sets on hand, never touches reservations.
@@ -43,6 +43,33 @@ pub async fn count(
     )?;
     let key = idempotency_key(&headers, &caller)?;
     Ok(Json(PositionJson::from(&state.ledger.count(
+        &request,
+        now(),
+        key.as_ref(),
+    )?)))
+}
+
+/// Marks a position's units as display models (or clears it): ATF 0 for every
+/// channel, ads publish `on_display_to_order`. Creates the position if needed.
+#[utoipa::path(put, path = "/v1/stock/{location}/{sku}/display", tag = "stock", params(("location" = String, Path), ("sku" = String, Path)), request_body = DisplayBody,
+    responses((status = 200, body = PositionJson)),
+    security(("bearer" = [])))]
+pub async fn display(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath((location, sku)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<DisplayBody>,
+) -> ApiResult<Json<PositionJson>> {
+    caller.require(Scope::StockWrite)?;
+    let request = DisplayRequest {
+        sku: json::sku("sku", &sku)?,
+        location: json::location("location", &location)?,
+        display_only: body.display_only,
+        reference: dto::free_text("reference", body.reference.as_ref())?,
+    };
+    let key = idempotency_key(&headers, &caller)?;
+    Ok(Json(PositionJson::from(&state.ledger.set_display(
         &request,
         now(),
         key.as_ref(),

@@ -57,7 +57,8 @@ pub struct StreamParams {
 /// Availability changes as Server-Sent Events (`Last-Event-ID` resumes).
 #[utoipa::path(get, path = "/v1/streams/availability", tag = "availability", params(StreamParams),
     responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version}; `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
-        (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
+        (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters"),
+        (status = 503, description = "too many live streams open (`too_many_subscribers`, with Retry-After)")),
     security(("bearer" = [])))]
 pub async fn availability(
     State(state): State<Arc<AppState>>,
@@ -124,7 +125,19 @@ pub async fn availability(
         }
         None => state.ledger.journal_head(),
     };
+    let slot = Arc::clone(&state.stream_slots)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::unavailable(
+                "too_many_subscribers",
+                format!(
+                    "{} live streams are open, the most this server keeps; retry later",
+                    state.limits.max_stream_subscribers
+                ),
+            )
+        })?;
     let subscriber = Subscriber {
+        _slot: slot,
         ledger: Arc::clone(&state.ledger),
         changes: state.changes.clone(),
         stopping: state.stopping.clone(),
@@ -147,6 +160,8 @@ pub async fn availability(
 }
 
 struct Subscriber {
+    /// Given back when the stream ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     ledger: Arc<Ledger>,
     changes: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
@@ -306,7 +321,7 @@ impl Subscriber {
                 "location": location.as_str(),
                 "channel": self.channel.map(Channel::as_str),
                 "atf": atf,
-                "availability": FeedAvailability::of(atf, self.threshold).google(),
+                "availability": FeedAvailability::of(atf, view.display_only, self.threshold).google(),
                 "crossing": crossing,
                 "version": view.version.0,
             });

@@ -59,7 +59,11 @@ pub struct AuditReport {
 
 /// Compares the positions read back with the book. Pure, so tests can hand
 /// it a deliberately inconsistent state.
-pub fn check_positions(data: &DataSet, book: &Book, states: &[Option<PositionState>]) -> Vec<String> {
+pub fn check_positions(
+    data: &DataSet,
+    book: &Book,
+    states: &[Option<PositionState>],
+) -> Vec<String> {
     let mut findings = Vec::new();
     for (position, state) in states.iter().enumerate() {
         let (sku, location) = data.codes(position);
@@ -107,7 +111,11 @@ pub fn check_flash(data: &DataSet, book: &Book) -> Vec<FlashCheck> {
                 answered,
                 granted,
                 complete,
-                ok: if complete { granted == units } else { granted <= units },
+                ok: if complete {
+                    granted == units
+                } else {
+                    granted <= units
+                },
             }
         })
         .collect()
@@ -131,7 +139,12 @@ pub async fn read_positions(
             .collect();
         let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
         let reply = conn
-            .call(Call::json(Method::POST, "/v1/availability/batch", Some(admin), body))
+            .call(Call::json(
+                Method::POST,
+                "/v1/availability/batch",
+                Some(admin),
+                body,
+            ))
             .await
             .map_err(|e| format!("audit read: {e}"))?;
         if !reply.status.is_success() {
@@ -169,7 +182,10 @@ pub async fn audit(
         0
     };
     if wait_ms > 0 {
-        eprintln!("audit: waiting {:.1} s for the run's last holds to expire", wait_ms as f64 / 1000.0);
+        eprintln!(
+            "audit: waiting {:.1} s for the run's last holds to expire",
+            wait_ms as f64 / 1000.0
+        );
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     }
     let reply = conn
@@ -196,7 +212,9 @@ pub async fn audit(
         passed: findings_total == 0,
         server,
         positions_checked: states.len(),
-        positions_counted_by_import: (0..data.positions()).filter(|p| book.was_counted(*p)).count(),
+        positions_counted_by_import: (0..data.positions())
+            .filter(|p| book.was_counted(*p))
+            .count(),
         waited_for_expiry_ms: wait_ms,
         findings_total,
         findings,
@@ -243,7 +261,10 @@ mod tests {
         book.moved(3, 7);
         book.counted(5);
         let states = consistent(&data, &book);
-        assert_eq!(states[0].map(|s| s.on_hand), Some(data.initial[0] as i64 - 2));
+        assert_eq!(
+            states[0].map(|s| s.on_hand),
+            Some(data.initial[0] as i64 - 2)
+        );
         assert!(check_positions(&data, &book, &states).is_empty());
     }
 
@@ -253,16 +274,36 @@ mod tests {
         let book = Book::new(&data, 0);
         let mut states = consistent(&data, &book);
         // A sale the tool never made (units not conserved).
-        states[1] = states[1].map(|s| PositionState { on_hand: s.on_hand - 1, ..s });
+        states[1] = states[1].map(|s| PositionState {
+            on_hand: s.on_hand - 1,
+            ..s
+        });
         // Oversold, and a hold nobody holds.
-        states[2] = Some(PositionState { on_hand: 1, reserved: 3 });
+        states[2] = Some(PositionState {
+            on_hand: 1,
+            reserved: 3,
+        });
         // A position that vanished.
         states[4] = None;
         let findings = check_positions(&data, &book, &states);
-        assert!(findings.iter().any(|f| f.contains("on hand") && f.contains("initial/counted")), "{findings:?}");
-        assert!(findings.iter().any(|f| f.contains("oversold")), "{findings:?}");
-        assert!(findings.iter().any(|f| f.contains("no hold of the run")), "{findings:?}");
-        assert!(findings.iter().any(|f| f.contains("missing")), "{findings:?}");
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("on hand") && f.contains("initial/counted")),
+            "{findings:?}"
+        );
+        assert!(
+            findings.iter().any(|f| f.contains("oversold")),
+            "{findings:?}"
+        );
+        assert!(
+            findings.iter().any(|f| f.contains("no hold of the run")),
+            "{findings:?}"
+        );
+        assert!(
+            findings.iter().any(|f| f.contains("missing")),
+            "{findings:?}"
+        );
     }
 
     #[test]
@@ -272,7 +313,10 @@ mod tests {
         let round = &book.flash[0];
         round.answered.store(data.flash_buyers, Ordering::Relaxed);
         round.granted.store(4, Ordering::Relaxed);
-        assert!(!check_flash(&data, &book)[0].ok, "4 of 5 granted with every buyer answered");
+        assert!(
+            !check_flash(&data, &book)[0].ok,
+            "4 of 5 granted with every buyer answered"
+        );
         round.granted.store(5, Ordering::Relaxed);
         assert!(check_flash(&data, &book)[0].ok);
         round.answered.store(3, Ordering::Relaxed);
@@ -280,6 +324,9 @@ mod tests {
         let check = &check_flash(&data, &book)[0];
         assert!(check.ok && !check.complete);
         round.granted.store(6, Ordering::Relaxed);
-        assert!(!check_flash(&data, &book)[0].ok, "more than N is never fine");
+        assert!(
+            !check_flash(&data, &book)[0].ok,
+            "more than N is never fine"
+        );
     }
 }

@@ -99,6 +99,8 @@ impl Book {
         // Regular positions only: a count at a flash-sale position would add units to the sale.
         let regular = (data.regular_skus * data.locations.len()).max(1);
         let start = self.import_cursor.fetch_add(rows as u64, Ordering::Relaxed) as usize;
-        (start..start + rows.min(regular)).map(|i| i % regular).collect()
+        (start..start + rows.min(regular))
+            .map(|i| i % regular)
+            .collect()
     }
 }

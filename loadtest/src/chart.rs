@@ -4,7 +4,9 @@
 
 use std::fmt::Write;
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 const DASHES: [&str; 3] = ["", "6,3", "2,2"];
 
 pub fn color(i: usize) -> &'static str {
@@ -12,13 +14,28 @@ pub fn color(i: usize) -> &'static str {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A horizontal bar chart in the box (x, y, width, height).
-pub fn bars(title: &str, unit: &str, items: &[(String, f64)], x: f64, y: f64, width: f64, height: f64) -> String {
+pub fn bars(
+    title: &str,
+    unit: &str,
+    items: &[(String, f64)],
+    x: f64,
+    y: f64,
+    width: f64,
+    height: f64,
+) -> String {
     let mut svg = String::new();
-    let _ = write!(svg, r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#, y + 14.0, escape(title));
+    let _ = write!(
+        svg,
+        r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
+        y + 14.0,
+        escape(title)
+    );
     let max = items.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9);
     let label_w = 150.0;
     let bar_area = width - label_w - 110.0;
@@ -54,22 +71,48 @@ pub struct Series {
 }
 
 /// Latency (log scale, ms) against offered rate (linear), in the box.
-pub fn latency_lines(title: &str, series: &[Series], x: f64, y: f64, width: f64, height: f64) -> String {
+pub fn latency_lines(
+    title: &str,
+    series: &[Series],
+    x: f64,
+    y: f64,
+    width: f64,
+    height: f64,
+) -> String {
     let mut svg = String::new();
-    let _ = write!(svg, r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#, y + 14.0, escape(title));
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
+    let _ = write!(
+        svg,
+        r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
+        y + 14.0,
+        escape(title)
+    );
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
     if all.is_empty() {
-        let _ = write!(svg, r#"<text x="{x}" y="{}" font-size="12">no open-loop phases</text>"#, y + 40.0);
+        let _ = write!(
+            svg,
+            r#"<text x="{x}" y="{}" font-size="12">no open-loop phases</text>"#,
+            y + 40.0
+        );
         return svg;
     }
     let (px, py, pw, ph) = (x + 60.0, y + 30.0, width - 230.0, height - 70.0);
     let x_max = all.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
-    let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).max(0.001);
+    let lo = all
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .max(0.001);
     let hi = all.iter().map(|p| p.1).fold(0.0, f64::max).max(lo * 10.0);
     let (log_lo, log_hi) = (lo.log10().floor(), hi.log10().ceil());
     let sx = |v: f64| px + pw * v / x_max;
     let sy = |v: f64| py + ph - ph * (v.max(1e-6).log10() - log_lo) / (log_hi - log_lo).max(1e-9);
-    let _ = write!(svg, r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##);
+    let _ = write!(
+        svg,
+        r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
+    );
     let mut decade = log_lo;
     while decade <= log_hi {
         let v = 10f64.powf(decade);
@@ -101,7 +144,11 @@ pub fn latency_lines(title: &str, series: &[Series], x: f64, y: f64, width: f64,
         py + ph + 34.0
     );
     for (i, s) in series.iter().enumerate() {
-        let points: Vec<String> = s.points.iter().map(|(vx, vy)| format!("{:.1},{:.1}", sx(*vx), sy(*vy))).collect();
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .map(|(vx, vy)| format!("{:.1},{:.1}", sx(*vx), sy(*vy)))
+            .collect();
         let stroke = color(s.color);
         let dash = DASHES[s.dash % DASHES.len()];
         let _ = write!(
@@ -110,7 +157,12 @@ pub fn latency_lines(title: &str, series: &[Series], x: f64, y: f64, width: f64,
             points.join(" ")
         );
         for (vx, vy) in &s.points {
-            let _ = write!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{stroke}"/>"#, sx(*vx), sy(*vy));
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{stroke}"/>"#,
+                sx(*vx),
+                sy(*vy)
+            );
         }
         let ly = py + 10.0 + i as f64 * 16.0;
         let _ = write!(
@@ -156,10 +208,23 @@ mod tests {
 
     #[test]
     fn charts_are_well_formed_svg() {
-        let b = bars("t", "req/s", &[("a<b".into(), 10.0), ("c".into(), 5.0)], 0.0, 0.0, 600.0, 100.0);
+        let b = bars(
+            "t",
+            "req/s",
+            &[("a<b".into(), 10.0), ("c".into(), 5.0)],
+            0.0,
+            0.0,
+            600.0,
+            100.0,
+        );
         let l = latency_lines(
             "lat",
-            &[Series { label: "p99".into(), color: 0, dash: 1, points: vec![(100.0, 0.5), (200.0, 3.0)] }],
+            &[Series {
+                label: "p99".into(),
+                color: 0,
+                dash: 1,
+                points: vec![(100.0, 0.5), (200.0, 3.0)],
+            }],
             0.0,
             120.0,
             600.0,
@@ -168,7 +233,11 @@ mod tests {
         let doc = document("T", "s", 600.0, 420.0, &format!("{b}{l}"));
         assert!(doc.starts_with("<svg") && doc.ends_with("</svg>"));
         assert!(doc.contains("a&lt;b") && doc.contains("polyline"));
-        assert_eq!(doc.matches("<rect").count(), 4, "background, 2 bars, plot frame");
+        assert_eq!(
+            doc.matches("<rect").count(),
+            4,
+            "background, 2 bars, plot frame"
+        );
         assert_eq!(human(1_234_567.0), "1.23M");
         assert_eq!(human(45_300.0), "45.3k");
     }

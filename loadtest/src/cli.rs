@@ -12,7 +12,10 @@ use crate::scenario::{Scenario, Weights};
 use crate::targets::{SpawnOptions, Target};
 
 #[derive(Parser, Debug)]
-#[command(name = "loadtest", about = "Load-test omnistock over HTTP, audit it, and compare it with a Redis-Lua baseline and a no-op ceiling")]
+#[command(
+    name = "loadtest",
+    about = "Load-test omnistock over HTTP, audit it, and compare it with a Redis-Lua baseline and a no-op ceiling"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -143,7 +146,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub pin_target_core: Option<usize>,
     /// Reports (JSON, SVG) and target logs go here.
-    #[arg(long, default_value = "loadtest-reports")]
+    #[arg(long, default_value = "target/loadtest-reports")]
     pub out_dir: PathBuf,
     /// Also write the JSON report to exactly this path.
     #[arg(long)]
@@ -173,14 +176,20 @@ impl RunArgs {
         {
             return Err("--rate-per-s must be above 0".into());
         }
-        if self.sweep.iter().any(|p| !(p.is_finite() && *p > 0.0 && *p <= 200.0)) {
+        if self
+            .sweep
+            .iter()
+            .any(|p| !(p.is_finite() && *p > 0.0 && *p <= 200.0))
+        {
             return Err("--sweep percentages must be in (0, 200]".into());
         }
         if !(1..=1_000).contains(&self.import_rows) {
             return Err("--import-rows must be 1 to 1000".into());
         }
         if !(1..=100).contains(&self.batch_lines) {
-            return Err("--batch-lines must be 1 to 100 (the engine's lines per reservation)".into());
+            return Err(
+                "--batch-lines must be 1 to 100 (the engine's lines per reservation)".into(),
+            );
         }
         Ok(RunConfig {
             target: self.target,
@@ -199,7 +208,8 @@ impl RunArgs {
             batch_lines: self.batch_lines,
             import_rows: self.import_rows,
             feed_incremental_per_full: self.feed_incremental_per_full,
-            request_timeout: seconds("--request-timeout-s", self.request_timeout_s)?.max(Duration::from_millis(10)),
+            request_timeout: seconds("--request-timeout-s", self.request_timeout_s)?
+                .max(Duration::from_millis(10)),
             spawn: SpawnOptions {
                 pin_core: self.pin_target_core,
                 omnistock_bin: self.spawn.omnistock_bin.clone(),
@@ -214,7 +224,12 @@ impl RunArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
     /// Targets, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "omnistock,redis-lua,noop")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "omnistock,redis-lua,noop"
+    )]
     pub targets: Vec<Target>,
     /// Also run omnistock with the Redis write-behind store, async and sync.
     #[arg(long)]

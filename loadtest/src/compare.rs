@@ -4,7 +4,7 @@
 //! process (pinned to core 1), so every target gets the same server CPU and
 //! the same generator. Then the ratios, a table, JSON and an SVG chart.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,9 @@ use crate::report;
 use crate::run::RunReport;
 use crate::scenario::Scenario;
 use crate::targets::{self, SpawnOptions, Target};
+
+/// Longest a flash-sale run may take (it normally ends when its rounds do).
+const FLASH_MAX_S: f64 = 120.0;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ratio {
@@ -27,6 +30,8 @@ pub struct Ratio {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompareReport {
     pub machine: String,
+    /// /proc/loadavg before the first run: other work on the machine skews every figure.
+    pub load_average_before: String,
     pub pinned: bool,
     pub duration_s: f64,
     pub connections: usize,
@@ -39,9 +44,15 @@ pub struct CompareReport {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     format!("{cores} cores, {cpu}")
 }
 
@@ -72,7 +83,13 @@ fn plan(args: &CompareArgs) -> Vec<(Target, Scenario, bool)> {
     plan
 }
 
-async fn one(args: &CompareArgs, target: Target, scenario: Scenario, sweep: bool, pin: bool) -> Result<RunReport, String> {
+async fn one(
+    args: &CompareArgs,
+    target: Target,
+    scenario: Scenario,
+    sweep: bool,
+    pin: bool,
+) -> Result<RunReport, String> {
     let options = SpawnOptions {
         pin_core: pin.then_some(0),
         omnistock_bin: args.spawn.omnistock_bin.clone(),
@@ -81,7 +98,9 @@ async fn one(args: &CompareArgs, target: Target, scenario: Scenario, sweep: bool
     };
     let spawned = targets::spawn(target, &options).await?;
     let this = std::env::current_exe().map_err(|e| e.to_string())?;
-    let json = args.out_dir.join(format!("run-{}-{}.json", target.name(), scenario.name()));
+    let json = args
+        .out_dir
+        .join(format!("run-{}-{}.json", target.name(), scenario.name()));
     let mut command = if pin {
         let mut c = tokio::process::Command::new("taskset");
         c.args(["-c", "1"]).arg(&this);
@@ -92,15 +111,61 @@ async fn one(args: &CompareArgs, target: Target, scenario: Scenario, sweep: bool
     let d = &args.data;
     command
         .arg("run")
-        .args(["--target", target.name(), "--scenario", scenario.name(), "--url", &spawned.url])
-        .args(["--duration-s", &args.duration_s.to_string()])
-        .args(["--warmup-s", &if scenario == Scenario::FlashSale { 0.0 } else { args.warmup_s }.to_string()])
+        .args([
+            "--target",
+            target.name(),
+            "--scenario",
+            scenario.name(),
+            "--url",
+            &spawned.url,
+        ])
+        // A flash sale ends when every round's buyers were answered (bounded).
+        .args([
+            "--duration-s",
+            &if scenario == Scenario::FlashSale {
+                FLASH_MAX_S
+            } else {
+                args.duration_s
+            }
+            .to_string(),
+        ])
+        .args([
+            "--warmup-s",
+            &if scenario == Scenario::FlashSale {
+                0.0
+            } else {
+                args.warmup_s
+            }
+            .to_string(),
+        ])
         .args(["--connections", &args.connections.to_string()])
         .args(["--batch-lines", &args.batch_lines.to_string()])
-        .args(["--skus", &d.skus.to_string(), "--stores", &d.stores.to_string(), "--warehouses", &d.warehouses.to_string()])
-        .args(["--initial-on-hand", &d.initial_on_hand.to_string(), "--skew", &d.skew.to_string()])
-        .args(["--flash-units", &d.flash_units.to_string(), "--flash-buyers-per-unit", &d.flash_buyers_per_unit.to_string()])
-        .args(["--flash-rounds", &d.flash_rounds.to_string(), "--seed", &d.seed.to_string()])
+        .args([
+            "--skus",
+            &d.skus.to_string(),
+            "--stores",
+            &d.stores.to_string(),
+            "--warehouses",
+            &d.warehouses.to_string(),
+        ])
+        .args([
+            "--initial-on-hand",
+            &d.initial_on_hand.to_string(),
+            "--skew",
+            &d.skew.to_string(),
+        ])
+        .args([
+            "--flash-units",
+            &d.flash_units.to_string(),
+            "--flash-buyers-per-unit",
+            &d.flash_buyers_per_unit.to_string(),
+        ])
+        .args([
+            "--flash-rounds",
+            &d.flash_rounds.to_string(),
+            "--seed",
+            &d.seed.to_string(),
+        ])
         .arg("--out-dir")
         .arg(&args.out_dir)
         .arg("--json-out")
@@ -111,15 +176,24 @@ async fn one(args: &CompareArgs, target: Target, scenario: Scenario, sweep: bool
         command.args(["--sweep", &sweep.join(",")]);
     }
     let _ = std::fs::remove_file(&json);
-    let status = command.status().await.map_err(|e| format!("cannot run the generator: {e}"))?;
+    let status = command
+        .status()
+        .await
+        .map_err(|e| format!("cannot run the generator: {e}"))?;
     drop(spawned);
-    let text = std::fs::read_to_string(&json)
-        .map_err(|e| format!("{} {}: no report ({status}): {e}", target.name(), scenario.name()))?;
+    let text = std::fs::read_to_string(&json).map_err(|e| {
+        format!(
+            "{} {}: no report ({status}): {e}",
+            target.name(),
+            scenario.name()
+        )
+    })?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))
 }
 
 fn find<'a>(runs: &'a [RunReport], target: Target, scenario: Scenario) -> Option<&'a RunReport> {
-    runs.iter().find(|r| r.target == target && r.scenario == scenario)
+    runs.iter()
+        .find(|r| r.target == target && r.scenario == scenario)
 }
 
 /// The closed-loop (maximum) phase of a run.
@@ -134,51 +208,165 @@ pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
     let single = rate(Target::Omnistock, Scenario::Reserve);
     let mut push = |name: &str, value: Option<f64>, unit: &str, target: &str, met: Option<bool>| {
         if let Some(value) = value {
-            out.push(Ratio { name: name.into(), value, unit: unit.into(), target: target.into(), met });
+            out.push(Ratio {
+                name: name.into(),
+                value,
+                unit: unit.into(),
+                target: target.into(),
+                met,
+            });
         }
     };
-    let vs_noop = single.zip(rate(Target::Noop, Scenario::Reserve)).map(|(a, b)| a / b);
-    push("single-line reservations: omnistock / no-op ceiling", vs_noop.map(|r| r * 100.0), "%", ">= 90 %", vs_noop.map(|r| r >= 0.9));
-    let vs_lua = single.zip(rate(Target::RedisLua, Scenario::Reserve)).map(|(a, b)| a / b);
-    push("single-line reservations: omnistock / redis-lua", vs_lua, "x", ">= 1.9x", vs_lua.map(|r| r >= 1.9));
-    push("single-line reservations, omnistock", single, "req/s", "", None);
-    push("single-line reservations, redis-lua", rate(Target::RedisLua, Scenario::Reserve), "req/s", "", None);
-    push("single-line reservations, no-op", rate(Target::Noop, Scenario::Reserve), "req/s", "", None);
+    let vs_noop = single
+        .zip(rate(Target::Noop, Scenario::Reserve))
+        .map(|(a, b)| a / b);
+    push(
+        "single-line reservations: omnistock / no-op ceiling",
+        vs_noop.map(|r| r * 100.0),
+        "%",
+        ">= 90 %",
+        vs_noop.map(|r| r >= 0.9),
+    );
+    let vs_lua = single
+        .zip(rate(Target::RedisLua, Scenario::Reserve))
+        .map(|(a, b)| a / b);
+    push(
+        "single-line reservations: omnistock / redis-lua",
+        vs_lua,
+        "x",
+        ">= 1.9x",
+        vs_lua.map(|r| r >= 1.9),
+    );
+    push(
+        "single-line reservations, omnistock",
+        single,
+        "req/s",
+        "",
+        None,
+    );
+    push(
+        "single-line reservations, redis-lua",
+        rate(Target::RedisLua, Scenario::Reserve),
+        "req/s",
+        "",
+        None,
+    );
+    push(
+        "single-line reservations, no-op",
+        rate(Target::Noop, Scenario::Reserve),
+        "req/s",
+        "",
+        None,
+    );
     let batch = lines(Target::Omnistock, Scenario::ReserveBatch);
-    push("batched reservations, omnistock", batch, "lines/s", ">= 1M lines/s", batch.map(|l| l >= 1e6));
-    push("batched reservations, redis-lua", lines(Target::RedisLua, Scenario::ReserveBatch), "lines/s", "", None);
-    push("batched reservations, no-op", lines(Target::Noop, Scenario::ReserveBatch), "lines/s", "", None);
-    let batch_vs_lua = batch.zip(lines(Target::RedisLua, Scenario::ReserveBatch)).map(|(a, b)| a / b);
-    push("batched reservations: omnistock / redis-lua", batch_vs_lua, "x", "", None);
+    push(
+        "batched reservations, omnistock",
+        batch,
+        "lines/s",
+        ">= 1M lines/s",
+        batch.map(|l| l >= 1e6),
+    );
+    push(
+        "batched reservations, redis-lua",
+        lines(Target::RedisLua, Scenario::ReserveBatch),
+        "lines/s",
+        "",
+        None,
+    );
+    push(
+        "batched reservations, no-op",
+        lines(Target::Noop, Scenario::ReserveBatch),
+        "lines/s",
+        "",
+        None,
+    );
+    let batch_vs_lua = batch
+        .zip(lines(Target::RedisLua, Scenario::ReserveBatch))
+        .map(|(a, b)| a / b);
+    push(
+        "batched reservations: omnistock / redis-lua",
+        batch_vs_lua,
+        "x",
+        "",
+        None,
+    );
     if let Some(run) = find(runs, Target::Omnistock, Scenario::Reserve)
         && let Some(half) = run.phases.iter().find(|p| p.label.starts_with("open 50%"))
     {
-        push("omnistock open loop at 50 % of max: p99", Some(half.p99_ms), "ms", "<= 1 ms", Some(half.p99_ms <= 1.0));
-        push("omnistock open loop at 50 % of max: p99.9", Some(half.p999_ms), "ms", "<= 5 ms", Some(half.p999_ms <= 5.0));
+        push(
+            "omnistock open loop at 50 % of max: p99",
+            Some(half.p99_ms),
+            "ms",
+            "<= 1 ms",
+            Some(half.p99_ms <= 1.0),
+        );
+        push(
+            "omnistock open loop at 50 % of max: p99.9",
+            Some(half.p999_ms),
+            "ms",
+            "<= 5 ms",
+            Some(half.p999_ms <= 5.0),
+        );
     }
     for target in [Target::Omnistock, Target::RedisLua] {
         if let Some(run) = find(runs, target, Scenario::FlashSale) {
-            let exact = run.audit.as_ref().map(|a| a.passed && a.flash_rounds.iter().all(|r| r.ok && r.complete) && !a.flash_rounds.is_empty());
-            push(&format!("flash sale, {}: buyer attempts/s", target.name()), max_phase(run).map(|p| p.rate_per_s), "req/s", "exactly N granted", exact);
+            let exact = run.audit.as_ref().map(|a| {
+                a.passed
+                    && a.flash_rounds.iter().all(|r| r.ok && r.complete)
+                    && !a.flash_rounds.is_empty()
+            });
+            push(
+                &format!("flash sale, {}: buyer attempts/s", target.name()),
+                max_phase(run).map(|p| p.rate_per_s),
+                "req/s",
+                "exactly N granted",
+                exact,
+            );
         }
     }
     let async_rate = rate(Target::OmnistockAsync, Scenario::Reserve);
     let sync_rate = rate(Target::OmnistockSync, Scenario::Reserve);
-    push("single-line reservations, omnistock + Redis store, async", async_rate, "req/s", "", None);
-    push("single-line reservations, omnistock + Redis store, sync", sync_rate, "req/s", "", None);
-    push("sync / async", sync_rate.zip(async_rate).map(|(s, a)| 100.0 * s / a), "%", "", None);
+    push(
+        "single-line reservations, omnistock + Redis store, async",
+        async_rate,
+        "req/s",
+        "",
+        None,
+    );
+    push(
+        "single-line reservations, omnistock + Redis store, sync",
+        sync_rate,
+        "req/s",
+        "",
+        None,
+    );
+    push(
+        "sync / async",
+        sync_rate.zip(async_rate).map(|(s, a)| 100.0 * s / a),
+        "%",
+        "",
+        None,
+    );
     out
 }
 
 pub fn table(report: &CompareReport) -> String {
     let mut out = format!(
-        "\nside by side on {} ({}), {} connections, {} s per phase\n",
+        "\nside by side on {} ({}), {} connections, {} s per phase; load average before: {}\n",
         report.machine,
-        if report.pinned { "targets pinned to core 0, generator to core 1" } else { "not pinned" },
+        if report.pinned {
+            "targets pinned to core 0, generator to core 1"
+        } else {
+            "not pinned"
+        },
         report.connections,
-        report.duration_s
+        report.duration_s,
+        report.load_average_before
     );
-    out.push_str(&format!("{:<62} {:>14} {:>16}  {}\n", "figure", "value", "target", "status"));
+    out.push_str(&format!(
+        "{:<62} {:>14} {:>16}  {}\n",
+        "figure", "value", "target", "status"
+    ));
     for f in &report.figures {
         let value = match f.unit.as_str() {
             "x" => format!("{:.2}x", f.value),
@@ -191,11 +379,18 @@ pub fn table(report: &CompareReport) -> String {
             Some(false) => "MISSED",
             None => "",
         };
-        out.push_str(&format!("{:<62} {:>14} {:>16}  {status}\n", f.name, value, f.target));
+        out.push_str(&format!(
+            "{:<62} {:>14} {:>16}  {status}\n",
+            f.name, value, f.target
+        ));
     }
     for run in &report.runs {
         if !run.passed {
-            out.push_str(&format!("run {} {} FAILED (see its JSON report)\n", run.target.name(), run.scenario.name()));
+            out.push_str(&format!(
+                "run {} {} FAILED (see its JSON report)\n",
+                run.target.name(),
+                run.scenario.name()
+            ));
         }
     }
     out
@@ -207,25 +402,49 @@ pub fn chart(report: &CompareReport) -> String {
             .runs
             .iter()
             .filter(|r| r.scenario == scenario)
-            .filter_map(|r| max_phase(r).map(|p| (r.target.name().to_string(), if lines { p.lines_per_s } else { p.rate_per_s })))
+            .filter_map(|r| {
+                max_phase(r).map(|p| {
+                    (
+                        r.target.name().to_string(),
+                        if lines { p.lines_per_s } else { p.rate_per_s },
+                    )
+                })
+            })
             .collect()
     };
     let single = closed(Scenario::Reserve, false);
     let batch = closed(Scenario::ReserveBatch, true);
     let mut series = Vec::new();
-    for (i, run) in report.runs.iter().filter(|r| r.scenario == Scenario::Reserve).enumerate() {
-        let open: Vec<_> = run.phases.iter().filter(|p| p.offered_rate_per_s.is_some()).collect();
+    for (i, run) in report
+        .runs
+        .iter()
+        .filter(|r| r.scenario == Scenario::Reserve)
+        .enumerate()
+    {
+        let open: Vec<_> = run
+            .phases
+            .iter()
+            .filter(|p| p.offered_rate_per_s.is_some())
+            .collect();
         if open.is_empty() {
             continue;
         }
-        for (dash, (name, pick)) in [("p50", 0), ("p99", 1), ("p99.9", 2)].into_iter().enumerate() {
+        for (dash, (name, pick)) in [("p50", 0), ("p99", 1), ("p99.9", 2)]
+            .into_iter()
+            .enumerate()
+        {
             series.push(Series {
                 label: format!("{} {name}", run.target.name()),
                 color: i,
                 dash,
                 points: open
                     .iter()
-                    .map(|p| (p.offered_rate_per_s.unwrap_or(0.0), [p.p50_ms, p.p99_ms, p.p999_ms][pick]))
+                    .map(|p| {
+                        (
+                            p.offered_rate_per_s.unwrap_or(0.0),
+                            [p.p50_ms, p.p99_ms, p.p999_ms][pick],
+                        )
+                    })
                     .collect(),
             });
         }
@@ -234,16 +453,43 @@ pub fn chart(report: &CompareReport) -> String {
     let h2 = 40.0 + 30.0 * batch.len() as f64;
     let body = format!(
         "{}{}{}",
-        chart::bars("Single-line reservations, closed loop (max)", "req/s", &single, 20.0, 70.0, 860.0, h1),
-        chart::bars(&format!("Reservations of {} lines, closed loop", "N"), "lines/s", &batch, 20.0, 80.0 + h1, 860.0, h2),
-        chart::latency_lines("Single-line reservations: latency percentiles vs offered rate", &series, 20.0, 100.0 + h1 + h2, 860.0, 380.0)
+        chart::bars(
+            "Single-line reservations, closed loop (max)",
+            "req/s",
+            &single,
+            20.0,
+            70.0,
+            860.0,
+            h1
+        ),
+        chart::bars(
+            &format!("Reservations of {} lines, closed loop", "N"),
+            "lines/s",
+            &batch,
+            20.0,
+            80.0 + h1,
+            860.0,
+            h2
+        ),
+        chart::latency_lines(
+            "Single-line reservations: latency percentiles vs offered rate",
+            &series,
+            20.0,
+            100.0 + h1 + h2,
+            860.0,
+            380.0
+        )
     );
     chart::document(
         "omnistock vs Redis-Lua baseline vs no-op HTTP ceiling",
         &format!(
             "{}; {}; {} connections; `{}`",
             report.machine,
-            if report.pinned { "servers on core 0, generator on core 1" } else { "not pinned" },
+            if report.pinned {
+                "servers on core 0, generator on core 1"
+            } else {
+                "not pinned"
+            },
             report.connections,
             report.command
         ),
@@ -254,22 +500,29 @@ pub fn chart(report: &CompareReport) -> String {
 }
 
 pub async fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let pin = !args.no_pin && cores >= 2 && taskset_available();
+    let load_average_before = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    eprintln!(
+        "load average before the runs: {load_average_before} (anything above ~0.2 on an idle machine skews the figures)"
+    );
     let mut runs = Vec::new();
     for (target, scenario, sweep) in plan(args) {
         eprintln!("\n=== {} / {} ===", target.name(), scenario.name());
         match one(args, target, scenario, sweep, pin).await {
-            Ok(run) => {
-                println!("{}", report::run_table(&run));
-                runs.push(run);
-            }
+            Ok(run) => runs.push(run),
             Err(e) => eprintln!("{} {}: {e}", target.name(), scenario.name()),
         }
     }
     let passed = runs.iter().all(|r| r.passed) && runs.len() == plan(args).len();
     let report = CompareReport {
         machine: machine(),
+        load_average_before,
         pinned: pin,
         duration_s: args.duration_s,
         connections: args.connections,
@@ -287,8 +540,4 @@ fn write_reports(dir: &Path, report: &CompareReport) -> Result<(), String> {
     report::write(dir, "compare.json", &json)?;
     report::write(dir, "compare.svg", &chart(report))?;
     Ok(())
-}
-
-pub fn default_dir() -> PathBuf {
-    PathBuf::from("bench/reports")
 }

@@ -85,9 +85,8 @@ pub async fn drive<W: Worker>(
             worker
         }));
     }
-    let reporter = progress.map(|(progress, label)| {
-        tokio::spawn(report_progress(progress, label, start, duration))
-    });
+    let reporter = progress
+        .map(|(progress, label)| tokio::spawn(report_progress(progress, label, start, duration)));
     let mut workers = Vec::with_capacity(connections);
     for task in tasks {
         if let Ok(worker) = task.await {
@@ -120,7 +119,8 @@ async fn report_progress(progress: Arc<Progress>, label: String, start: Instant,
         let errors = progress.errors.load(Ordering::Relaxed);
         let elapsed = start.elapsed().as_secs_f64();
         let width = 30usize;
-        let done = ((elapsed / total.as_secs_f64().max(1e-9)) * width as f64).min(width as f64) as usize;
+        let done =
+            ((elapsed / total.as_secs_f64().max(1e-9)) * width as f64).min(width as f64) as usize;
         let line = format!(
             "{label} [{}{}] {:>4.0}/{:.0} s  {:>10} req  {:>9.0} req/s  errors {}",
             "#".repeat(done),
@@ -153,7 +153,9 @@ mod tests {
         assert_eq!(at(3, 0), 3_000);
         assert_eq!(at(0, 1), 4_000);
         assert_eq!(at(2, 5), 22_000);
-        let mut all: Vec<u128> = (0..4).flat_map(|k| (0..25).map(move |j| at(k, j))).collect();
+        let mut all: Vec<u128> = (0..4)
+            .flat_map(|k| (0..25).map(move |j| at(k, j)))
+            .collect();
         all.sort_unstable();
         assert!(all.windows(2).all(|w| w[1] - w[0] == 1_000));
     }

@@ -66,7 +66,12 @@ impl<'a> Call<'a> {
         }
     }
 
-    pub fn json(method: Method, path: &'a str, key: Option<&'a HeaderValue>, body: String) -> Call<'a> {
+    pub fn json(
+        method: Method,
+        path: &'a str,
+        key: Option<&'a HeaderValue>,
+        body: String,
+    ) -> Call<'a> {
         Call {
             method,
             path,

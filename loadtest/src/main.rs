@@ -11,7 +11,9 @@ use loadtest::{compare, report, run, targets};
 
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -68,16 +70,25 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
                 .and_then(|json| {
                     if let Some(path) = &args.json_out {
-                        std::fs::write(path, &json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                        std::fs::write(path, &json)
+                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                     } else {
                         report::write(&args.out_dir, &format!("{name}.json"), &json)?;
                     }
-                    report::write(&args.out_dir, &format!("{name}.svg"), &report::run_chart(&report))
+                    report::write(
+                        &args.out_dir,
+                        &format!("{name}.svg"),
+                        &report::run_chart(&report),
+                    )
                 });
             if let Err(e) = written {
                 return fail(e);
             }
-            if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Compare(args) => {
             let rt = match runtime(1) {
@@ -87,7 +98,11 @@ fn main() -> ExitCode {
             match rt.block_on(compare::compare(&args)) {
                 Ok(report) => {
                     println!("{}", compare::table(&report));
-                    if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                    if report.passed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
                 Err(e) => fail(e),
             }

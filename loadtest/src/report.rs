@@ -15,7 +15,11 @@ pub fn phase_table(phase: &PhaseReport) -> String {
         phase.connections,
         phase.duration_s,
         phase.rate_per_s,
-        if phase.lines_per_s > phase.rate_per_s * 1.01 { format!(" ({:.0} lines/s)", phase.lines_per_s) } else { String::new() },
+        if phase.lines_per_s > phase.rate_per_s * 1.01 {
+            format!(" ({:.0} lines/s)", phase.lines_per_s)
+        } else {
+            String::new()
+        },
         phase.ok,
         phase.refused,
         phase.errors,
@@ -23,18 +27,41 @@ pub fn phase_table(phase: &PhaseReport) -> String {
         phase.p99_ms,
         phase.p999_ms,
         phase.max_ms,
-        phase.generator_cpu_percent.map(|c| format!("; generator CPU {c:.0} %")).unwrap_or_default()
+        phase
+            .generator_cpu_percent
+            .map(|c| format!("; generator CPU {c:.0} %"))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         out,
         "{:<18} {:>9} {:>9} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        "operation", "requests", "ok", "refused", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        "operation",
+        "requests",
+        "ok",
+        "refused",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms"
     );
     for op in &phase.ops {
         let _ = writeln!(
             out,
             "{:<18} {:>9} {:>9} {:>8} {:>6} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3}",
-            op.op, op.requests, op.ok, op.refused, op.errors, op.rate_per_s, op.p50_ms, op.p90_ms, op.p99_ms, op.p999_ms, op.max_ms
+            op.op,
+            op.requests,
+            op.ok,
+            op.refused,
+            op.errors,
+            op.rate_per_s,
+            op.p50_ms,
+            op.p90_ms,
+            op.p99_ms,
+            op.p999_ms,
+            op.max_ms
         );
     }
     for sample in &phase.error_samples {
@@ -49,7 +76,11 @@ pub fn run_table(report: &RunReport) -> String {
         report.target.name(),
         report.url,
         report.scenario.name(),
-        if report.weights.is_empty() { String::new() } else { format!(" ({})", report.weights) },
+        if report.weights.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", report.weights)
+        },
         report.positions,
         report.skus,
         report.stores,
@@ -66,11 +97,22 @@ pub fn run_table(report: &RunReport) -> String {
                 out,
                 "\naudit: {} - engine audit {}, {} positions read back ({} counted by the import), {} findings{}",
                 if audit.passed { "PASSED" } else { "FAILED" },
-                if audit.server["ok"] == serde_json::Value::Bool(true) { "ok" } else { "NOT ok" },
+                if audit.server["ok"] == serde_json::Value::Bool(true) {
+                    "ok"
+                } else {
+                    "NOT ok"
+                },
                 audit.positions_checked,
                 audit.positions_counted_by_import,
                 audit.findings_total,
-                if audit.waited_for_expiry_ms > 0 { format!(", waited {:.1} s for holds to expire", audit.waited_for_expiry_ms as f64 / 1000.0) } else { String::new() }
+                if audit.waited_for_expiry_ms > 0 {
+                    format!(
+                        ", waited {:.1} s for holds to expire",
+                        audit.waited_for_expiry_ms as f64 / 1000.0
+                    )
+                } else {
+                    String::new()
+                }
             );
             for round in &audit.flash_rounds {
                 let _ = writeln!(
@@ -93,14 +135,26 @@ pub fn run_table(report: &RunReport) -> String {
             }
         }
     }
-    let _ = writeln!(out, "result: {}", if report.passed { "PASSED" } else { "FAILED" });
+    let _ = writeln!(
+        out,
+        "result: {}",
+        if report.passed { "PASSED" } else { "FAILED" }
+    );
     out
 }
 
 /// Throughput per phase and, for open-loop phases, latency percentiles vs rate.
 pub fn run_chart(report: &RunReport) -> String {
-    let bars: Vec<(String, f64)> = report.phases.iter().map(|p| (p.label.clone(), p.rate_per_s)).collect();
-    let open: Vec<&PhaseReport> = report.phases.iter().filter(|p| p.offered_rate_per_s.is_some()).collect();
+    let bars: Vec<(String, f64)> = report
+        .phases
+        .iter()
+        .map(|p| (p.label.clone(), p.rate_per_s))
+        .collect();
+    let open: Vec<&PhaseReport> = report
+        .phases
+        .iter()
+        .filter(|p| p.offered_rate_per_s.is_some())
+        .collect();
     let series: Vec<Series> = [("p50", 0usize), ("p99", 1), ("p99.9", 2)]
         .into_iter()
         .map(|(name, i)| Series {
@@ -123,11 +177,30 @@ pub fn run_chart(report: &RunReport) -> String {
     let bar_h = 40.0 + 30.0 * bars.len() as f64;
     let body = format!(
         "{}{}",
-        chart::bars("Throughput per phase", "req/s", &bars, 20.0, 70.0, 860.0, bar_h),
-        chart::latency_lines("Latency vs offered rate", &series, 20.0, 90.0 + bar_h, 860.0, 360.0)
+        chart::bars(
+            "Throughput per phase",
+            "req/s",
+            &bars,
+            20.0,
+            70.0,
+            860.0,
+            bar_h
+        ),
+        chart::latency_lines(
+            "Latency vs offered rate",
+            &series,
+            20.0,
+            90.0 + bar_h,
+            860.0,
+            360.0
+        )
     );
     chart::document(
-        &format!("loadtest: {} on {}", report.scenario.name(), report.target.name()),
+        &format!(
+            "loadtest: {} on {}",
+            report.scenario.name(),
+            report.target.name()
+        ),
         &format!("{} positions, skew {}", report.positions, report.skew),
         900.0,
         470.0 + bar_h,

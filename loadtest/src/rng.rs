@@ -51,7 +51,9 @@ impl std::str::FromStr for Skew {
             "zipf" => Ok(Skew::Zipf(1.0)),
             other => match other.strip_prefix("zipf:").map(str::parse::<f64>) {
                 Some(Ok(s)) if s > 0.0 && s < 10.0 => Ok(Skew::Zipf(s)),
-                _ => Err(format!("skew must be uniform, zipf or zipf:S (0 < S < 10), not {other:?}")),
+                _ => Err(format!(
+                    "skew must be uniform, zipf or zipf:S (0 < S < 10), not {other:?}"
+                )),
             },
         }
     }

@@ -2,7 +2,6 @@
 //! (a warm-up, then closed loop, open loop at a fixed rate, or a rate sweep
 //! at percentages of the measured maximum), audit, and return the report.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,7 +98,14 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 
-fn phase_report(label: String, mode: Mode, connections: usize, rec: &Recorder, elapsed: Duration, cpu: Option<Duration>) -> PhaseReport {
+fn phase_report(
+    label: String,
+    mode: Mode,
+    connections: usize,
+    rec: &Recorder,
+    elapsed: Duration,
+    cpu: Option<Duration>,
+) -> PhaseReport {
     let overall = rec.overall();
     let (ok, refused, errors, lines) = rec.totals();
     let seconds = elapsed.as_secs_f64().max(1e-9);
@@ -159,10 +165,14 @@ async fn phase(
         workers,
         mode,
         duration,
-        config.progress.then(|| (Arc::clone(&progress), label.clone())),
+        config
+            .progress
+            .then(|| (Arc::clone(&progress), label.clone())),
     )
     .await;
-    let cpu = cpu_time().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let mut merged = Recorder::new(progress);
     for worker in workers {
         merged.merge(worker.rec);
@@ -182,7 +192,11 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     if config.scenario == Scenario::Mixed {
         for (scenario, weight) in &config.weights.0 {
             if *weight > 0 && !scenario.supported_by(target) {
-                return Err(format!("the {} target does not implement {}", target.name(), scenario.name()));
+                return Err(format!(
+                    "the {} target does not implement {}",
+                    target.name(),
+                    scenario.name()
+                ));
             }
         }
     }
@@ -190,7 +204,10 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     let (url, admin_key) = match &config.url {
         Some(url) => (
             url.clone(),
-            config.admin_key.clone().ok_or("--admin-key or OMNISTOCK_ADMIN_KEY is needed with --url")?,
+            config
+                .admin_key
+                .clone()
+                .ok_or("--admin-key or OMNISTOCK_ADMIN_KEY is needed with --url")?,
         ),
         None => {
             eprintln!("starting the {} target", target.name());
@@ -237,13 +254,31 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     let started_unix_ms = unix_ms();
     let mut phases = Vec::new();
     if !config.warmup.is_zero() {
-        phase(&ctx, &endpoint, config, Mode::Closed, config.warmup, "warm-up".into(), 1).await;
+        phase(
+            &ctx,
+            &endpoint,
+            config,
+            Mode::Closed,
+            config.warmup,
+            "warm-up".into(),
+            1,
+        )
+        .await;
     }
     if !config.sweep_percent.is_empty() {
         let max = match config.max_rate_per_s {
             Some(max) => max,
             None => {
-                let closed = phase(&ctx, &endpoint, config, Mode::Closed, config.duration, "closed (max)".into(), 2).await;
+                let closed = phase(
+                    &ctx,
+                    &endpoint,
+                    config,
+                    Mode::Closed,
+                    config.duration,
+                    "closed (max)".into(),
+                    2,
+                )
+                .await;
                 let max = closed.rate_per_s;
                 phases.push(closed);
                 max
@@ -252,7 +287,18 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         for (i, percent) in config.sweep_percent.iter().enumerate() {
             let rate_per_s = (max * percent / 100.0).max(1.0);
             let label = format!("open {percent}% ({rate_per_s:.0}/s)");
-            phases.push(phase(&ctx, &endpoint, config, Mode::Open { rate_per_s }, config.duration, label, 3 + i as u64).await);
+            phases.push(
+                phase(
+                    &ctx,
+                    &endpoint,
+                    config,
+                    Mode::Open { rate_per_s },
+                    config.duration,
+                    label,
+                    3 + i as u64,
+                )
+                .await,
+            );
         }
     } else {
         let mode = match config.rate_per_s {
@@ -278,7 +324,11 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     Ok(RunReport {
         target,
         scenario: config.scenario,
-        weights: if config.scenario == Scenario::Mixed { config.weights.to_string() } else { String::new() },
+        weights: if config.scenario == Scenario::Mixed {
+            config.weights.to_string()
+        } else {
+            String::new()
+        },
         url,
         skus: config.data.skus,
         stores: config.data.stores,
@@ -290,9 +340,4 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         passed,
         started_unix_ms,
     })
-}
-
-/// Where reports go by default.
-pub fn default_out_dir() -> PathBuf {
-    PathBuf::from("loadtest-reports")
 }

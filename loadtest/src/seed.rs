@@ -48,7 +48,11 @@ pub async fn seed(
         let path = format!("/v1/locations/{}", location.code);
         expect_ok(conn, Call::json(Method::PUT, &path, key, body), &path).await?;
     }
-    let stores: Vec<String> = data.store_codes().iter().map(|c| format!("\"{c}\"")).collect();
+    let stores: Vec<String> = data
+        .store_codes()
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect();
     if !stores.is_empty() {
         let path = format!("/v1/groups/{STORE_GROUP}");
         let body = format!(r#"{{"locations":[{}]}}"#, stores.join(","));
@@ -60,8 +64,12 @@ pub async fn seed(
             let body = format!(
                 r#"{{"name":"loadtest till {code}","scopes":["read","pos"],"locations":["{code}"]}}"#
             );
-            let reply =
-                expect_ok(conn, Call::json(Method::POST, "/v1/keys", key, body), "a POS key").await?;
+            let reply = expect_ok(
+                conn,
+                Call::json(Method::POST, "/v1/keys", key, body),
+                "a POS key",
+            )
+            .await?;
             let created: Value = serde_json::from_slice(&reply.body)
                 .map_err(|e| format!("seeding a POS key: {e}"))?;
             let secret = created["key"]

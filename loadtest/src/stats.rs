@@ -224,7 +224,12 @@ impl Recorder {
 
     pub fn totals(&self) -> (u64, u64, u64, u64) {
         self.ops.iter().flatten().fold((0, 0, 0, 0), |acc, s| {
-            (acc.0 + s.ok, acc.1 + s.refused, acc.2 + s.errors, acc.3 + s.lines)
+            (
+                acc.0 + s.ok,
+                acc.1 + s.refused,
+                acc.2 + s.errors,
+                acc.3 + s.lines,
+            )
         })
     }
 }

@@ -23,8 +23,14 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
         let position = w.pick_position(location);
         let (sku, location) = data.codes(position);
         let path = format!("/v1/stock/{location}/{sku}?channel=web");
-        w.send(Op::BrowsePosition, scheduled, Call::get(&path, key), 0, false)
-            .await;
+        w.send(
+            Op::BrowsePosition,
+            scheduled,
+            Call::get(&path, key),
+            0,
+            false,
+        )
+        .await;
     } else if roll < 70 {
         let sku = &data.skus[data.sku_picker.pick(&mut w.rng)];
         let path = format!("/v1/availability/{sku}?group={STORE_GROUP}&channel=web");

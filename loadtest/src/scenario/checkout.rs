@@ -34,7 +34,11 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
         lines.push((position, 1 + w.rng.below(2) as u32));
     }
     let fate = w.rng.below(100);
-    let ttl_s = if fate >= 95 { ctx.hold_ttl_s } else { CART_TTL_S };
+    let ttl_s = if fate >= 95 {
+        ctx.hold_ttl_s
+    } else {
+        CART_TTL_S
+    };
     let body = reserve_body(data, "web", &lines, ttl_s);
     let sent_ms = unix_ms();
     let call = Call::json(Method::POST, "/v1/reservations", key, body);
@@ -48,7 +52,8 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
         return Flow::Continue;
     }
     let Some(id) = reservation_id(&reply.body) else {
-        w.rec.note_error("checkout.reserve: no id in the 201 body".into());
+        w.rec
+            .note_error("checkout.reserve: no id in the 201 body".into());
         return Flow::Continue;
     };
     if fate < 80 {
@@ -59,10 +64,15 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
             body: None,
             key,
         };
-        if w
-            .send(Op::CheckoutCommit, Instant::now(), call, count as u64, false)
-            .await
-            .is_some()
+        if w.send(
+            Op::CheckoutCommit,
+            Instant::now(),
+            call,
+            count as u64,
+            false,
+        )
+        .await
+        .is_some()
         {
             for (position, qty) in &lines {
                 ctx.book.moved(*position, -i64::from(*qty));
@@ -76,8 +86,14 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
             body: None,
             key,
         };
-        w.send(Op::CheckoutRelease, Instant::now(), call, count as u64, false)
-            .await;
+        w.send(
+            Op::CheckoutRelease,
+            Instant::now(),
+            call,
+            count as u64,
+            false,
+        )
+        .await;
     } else {
         ctx.book.hold_left(sent_ms + ttl_s * 1000);
     }

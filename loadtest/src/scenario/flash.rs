@@ -35,7 +35,8 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
     stats.granted.fetch_add(1, Ordering::Relaxed);
     stats.answered.fetch_add(1, Ordering::Relaxed);
     let Some(id) = reservation_id(&reply.body) else {
-        w.rec.note_error("flash.reserve: no id in the 201 body".into());
+        w.rec
+            .note_error("flash.reserve: no id in the 201 body".into());
         return Flow::Continue;
     };
     let path = format!("/v1/reservations/{id}/commit");
@@ -45,8 +46,7 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
         body: None,
         key,
     };
-    if w
-        .send(Op::FlashCommit, Instant::now(), call, 1, false)
+    if w.send(Op::FlashCommit, Instant::now(), call, 1, false)
         .await
         .is_some()
     {

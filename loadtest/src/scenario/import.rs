@@ -63,7 +63,8 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
     let report: ImportReport = match serde_json::from_slice(&reply.body) {
         Ok(report) => report,
         Err(e) => {
-            w.rec.note_error(format!("import.count: unreadable report: {e}"));
+            w.rec
+                .note_error(format!("import.count: unreadable report: {e}"));
             return Flow::Continue;
         }
     };

@@ -26,7 +26,9 @@ use crate::rng::Rng;
 use crate::stats::{Op, Outcome, Recorder};
 use crate::targets::Target;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     Browse,
@@ -73,7 +75,10 @@ impl Scenario {
             Target::Omnistock | Target::OmnistockAsync | Target::OmnistockSync => true,
             Target::RedisLua => matches!(
                 self,
-                Scenario::Checkout | Scenario::FlashSale | Scenario::Reserve | Scenario::ReserveBatch
+                Scenario::Checkout
+                    | Scenario::FlashSale
+                    | Scenario::Reserve
+                    | Scenario::ReserveBatch
             ),
             Target::Noop => matches!(self, Scenario::Reserve | Scenario::ReserveBatch),
         }
@@ -238,7 +243,8 @@ impl ScenarioWorker {
             }
             Ok(reply) => {
                 self.rec.record(op, Outcome::Error, latency, 0);
-                let body = String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]).into_owned();
+                let body =
+                    String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]).into_owned();
                 self.rec
                     .note_error(format!("{}: {} {body}", op.name(), reply.status));
                 None
@@ -263,7 +269,12 @@ impl Worker for ScenarioWorker {
         let mut scenario = self.ctx.mix.pick(&mut self.rng);
         if self.exhausted.contains(&scenario) {
             // Finite work done: the rest of the blend goes on without it.
-            match self.ctx.mix.scenarios().find(|s| !self.exhausted.contains(s)) {
+            match self
+                .ctx
+                .mix
+                .scenarios()
+                .find(|s| !self.exhausted.contains(s))
+            {
                 Some(other) => scenario = other,
                 None => return Flow::Done,
             }
@@ -281,7 +292,12 @@ impl Worker for ScenarioWorker {
         };
         if flow == Flow::Done {
             self.exhausted.push(scenario);
-            if self.ctx.mix.scenarios().all(|s| self.exhausted.contains(&s)) {
+            if self
+                .ctx
+                .mix
+                .scenarios()
+                .all(|s| self.exhausted.contains(&s))
+            {
                 return Flow::Done;
             }
         }

@@ -41,7 +41,10 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
             r#"{{"channel":"pos","sku":"{sku}","location":"{location}","qty":1,"sellable":true,"reason":"customer return"}}"#
         );
         let call = Call::json(Method::POST, "/v1/returns", Some(till_key), body);
-        if w.send(Op::PosReturn, scheduled, call, 1, false).await.is_some() {
+        if w.send(Op::PosReturn, scheduled, call, 1, false)
+            .await
+            .is_some()
+        {
             ctx.book.moved(position, 1);
         }
     } else {
@@ -50,7 +53,10 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
             r#"{{"sku":"{sku}","location":"{location}","qty":{qty},"reference":"delivery"}}"#
         );
         let call = Call::json(Method::POST, "/v1/receipts", Some(&ctx.admin), body);
-        if w.send(Op::PosReceipt, scheduled, call, 1, false).await.is_some() {
+        if w.send(Op::PosReceipt, scheduled, call, 1, false)
+            .await
+            .is_some()
+        {
             ctx.book.moved(position, i64::from(qty));
         }
     }

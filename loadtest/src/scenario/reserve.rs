@@ -30,7 +30,12 @@ pub async fn batch(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
     hold(w, scheduled, Op::ReserveBatch, lines).await
 }
 
-async fn hold(w: &mut ScenarioWorker, scheduled: Instant, op: Op, lines: Vec<(usize, u32)>) -> Flow {
+async fn hold(
+    w: &mut ScenarioWorker,
+    scheduled: Instant,
+    op: Op,
+    lines: Vec<(usize, u32)>,
+) -> Flow {
     let ctx = Arc::clone(&w.ctx);
     let body = reserve_body(&ctx.data, "web", &lines, ctx.hold_ttl_s);
     let sent_ms = unix_ms();

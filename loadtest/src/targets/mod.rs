@@ -114,9 +114,8 @@ fn pinned(program: &Path, core: Option<usize>) -> Command {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 fn log_file(options: &SpawnOptions, name: &str) -> Result<Stdio, String> {
@@ -151,7 +150,16 @@ fn start_redis(options: &SpawnOptions, children: &mut Vec<(String, Child)>) -> R
     let port = free_port()?;
     let mut command = pinned(Path::new(&options.redis_server), options.pin_core);
     command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(log_file(options, "redis-server")?)
         .stderr(Stdio::null());
     let child = command.spawn().map_err(|e| {
@@ -188,7 +196,10 @@ fn redis_ping(port: u16) -> bool {
 pub async fn spawn(target: Target, options: &SpawnOptions) -> Result<Spawned, String> {
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let admin_key = format!("loadtest-admin-{:016x}", crate::rng::Rng::new(crate::dataset::unix_ms()).next_u64());
+    let admin_key = format!(
+        "loadtest-admin-{:016x}",
+        crate::rng::Rng::new(crate::dataset::unix_ms()).next_u64()
+    );
     let mut children = Vec::new();
     let this = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = match target {
@@ -200,7 +211,11 @@ pub async fn spawn(target: Target, options: &SpawnOptions) -> Result<Spawned, St
                 .env("OMNISTOCK_ADMIN_KEY", &admin_key);
             if target != Target::Omnistock {
                 let redis_port = start_redis(options, &mut children)?;
-                let durability = if target == Target::OmnistockSync { "sync" } else { "async" };
+                let durability = if target == Target::OmnistockSync {
+                    "sync"
+                } else {
+                    "async"
+                };
                 command
                     .arg("--redis-url")
                     .arg(format!("redis://127.0.0.1:{redis_port}"))
@@ -255,7 +270,11 @@ async fn wait_ready(spawned: &mut Spawned, target: Target) -> Result<(), String>
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("{} did not become ready at {}", target.name(), spawned.url));
+            return Err(format!(
+                "{} did not become ready at {}",
+                target.name(),
+                spawned.url
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -124,10 +124,18 @@ fn redis_error(e: redis::RedisError) -> Response {
 
 async fn reserve(State(app): State<Arc<App>>, Json(body): Json<ReserveBody>) -> Response {
     if body.lines.is_empty() || body.lines.len() > 100 {
-        return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_lines", "1 to 100 lines".into());
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_lines",
+            "1 to 100 lines".into(),
+        );
     }
     if !(1..=604_800).contains(&body.ttl_seconds) || body.lines.iter().any(|l| l.qty == 0) {
-        return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "ttl or qty out of range".into());
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "ttl or qty out of range".into(),
+        );
     }
     // Lines on the same position are summed before the check.
     let mut keys: Vec<(String, u64)> = Vec::with_capacity(body.lines.len());
@@ -172,8 +180,10 @@ async fn reserve(State(app): State<Arc<App>>, Json(body): Json<ReserveBody>) -> 
                 .collect();
             (
                 StatusCode::CONFLICT,
-                Json(json!({"type": "about:blank", "title": "Insufficient stock", "status": 409,
-                    "code": "insufficient_stock", "shortfalls": shortfalls})),
+                Json(
+                    json!({"type": "about:blank", "title": "Insufficient stock", "status": 409,
+                    "code": "insufficient_stock", "shortfalls": shortfalls}),
+                ),
             )
                 .into_response()
         }
@@ -182,7 +192,11 @@ async fn reserve(State(app): State<Arc<App>>, Json(body): Json<ReserveBody>) -> 
 
 async fn resolve(app: &App, id: &str, action: &str, state: &str) -> Response {
     let Ok(id) = id.parse::<u64>() else {
-        return problem(StatusCode::NOT_FOUND, "not_found", "no such reservation".into());
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such reservation".into(),
+        );
     };
     let mut con = app.redis.clone();
     let result: i64 = match app
@@ -197,9 +211,21 @@ async fn resolve(app: &App, id: &str, action: &str, state: &str) -> Response {
         Err(e) => return redis_error(e),
     };
     match result {
-        1 => (StatusCode::OK, Json(json!({"id": id.to_string(), "state": state}))).into_response(),
-        -1 => problem(StatusCode::NOT_FOUND, "not_found", "no such reservation".into()),
-        2 => problem(StatusCode::CONFLICT, "reservation_expired", "expired".into()),
+        1 => (
+            StatusCode::OK,
+            Json(json!({"id": id.to_string(), "state": state})),
+        )
+            .into_response(),
+        -1 => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such reservation".into(),
+        ),
+        2 => problem(
+            StatusCode::CONFLICT,
+            "reservation_expired",
+            "expired".into(),
+        ),
         _ => problem(StatusCode::CONFLICT, "not_held", "already resolved".into()),
     }
 }
@@ -228,7 +254,11 @@ async fn import(State(app): State<Arc<App>>, body: Bytes) -> Response {
         match serde_json::from_slice::<ImportRow>(line) {
             Ok(row) => {
                 let key = position_key(&row.location, &row.sku);
-                pipe.cmd("HSET").arg(&key).arg("on_hand").arg(row.on_hand).ignore();
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg("on_hand")
+                    .arg(row.on_hand)
+                    .ignore();
                 pipe.cmd("HSETNX").arg(&key).arg("reserved").arg(0).ignore();
             }
             Err(_) => failed += 1,
@@ -242,7 +272,10 @@ async fn import(State(app): State<Arc<App>>, body: Bytes) -> Response {
         .into_response()
 }
 
-async fn read_positions(app: &App, items: &[(String, String)]) -> Result<Vec<Value>, redis::RedisError> {
+async fn read_positions(
+    app: &App,
+    items: &[(String, String)],
+) -> Result<Vec<Value>, redis::RedisError> {
     let mut pipe = redis::pipe();
     for (sku, location) in items {
         pipe.cmd("HMGET")
@@ -278,21 +311,31 @@ struct BatchItem {
 }
 
 async fn batch(State(app): State<Arc<App>>, Json(body): Json<BatchBody>) -> Response {
-    let items: Vec<(String, String)> = body.items.into_iter().map(|i| (i.sku, i.location)).collect();
+    let items: Vec<(String, String)> = body
+        .items
+        .into_iter()
+        .map(|i| (i.sku, i.location))
+        .collect();
     match read_positions(&app, &items).await {
         Ok(results) => Json(json!({"results": results})).into_response(),
         Err(e) => redis_error(e),
     }
 }
 
-async fn position(State(app): State<Arc<App>>, Path((location, sku)): Path<(String, String)>) -> Response {
+async fn position(
+    State(app): State<Arc<App>>,
+    Path((location, sku)): Path<(String, String)>,
+) -> Response {
     match read_positions(&app, &[(sku, location)]).await {
         Ok(mut results) => Json(results.pop().unwrap_or(Value::Null)).into_response(),
         Err(e) => redis_error(e),
     }
 }
 
-async fn scan(con: &mut MultiplexedConnection, pattern: &str) -> Result<Vec<String>, redis::RedisError> {
+async fn scan(
+    con: &mut MultiplexedConnection,
+    pattern: &str,
+) -> Result<Vec<String>, redis::RedisError> {
     let mut cursor: u64 = 0;
     let mut keys = Vec::new();
     loop {
@@ -350,7 +393,9 @@ async fn audit(State(app): State<Arc<App>>) -> Response {
             if on_hand < 0 || reserved < 0 || reserved > on_hand {
                 violation = Some(format!("{key}: on_hand {on_hand}, reserved {reserved}"));
             } else if reserved != expected {
-                violation = Some(format!("{key}: reserved {reserved}, held lines sum to {expected}"));
+                violation = Some(format!(
+                    "{key}: reserved {reserved}, held lines sum to {expected}"
+                ));
             }
             if violation.is_some() {
                 break;
@@ -400,7 +445,10 @@ pub async fn serve(listen: SocketAddr, redis_url: &str) -> Result<(), String> {
         reserve: Script::new(RESERVE_LUA),
         resolve: Script::new(&format!("{RESOLVE_FN}{RESOLVE_LUA}")),
     });
-    tokio::spawn(sweep(redis, Script::new(&format!("{RESOLVE_FN}{SWEEP_LUA}"))));
+    tokio::spawn(sweep(
+        redis,
+        Script::new(&format!("{RESOLVE_FN}{SWEEP_LUA}")),
+    ));
     let ok = || async { StatusCode::OK };
     let router = Router::new()
         .route("/v1/reservations", post(reserve))
@@ -420,5 +468,7 @@ pub async fn serve(listen: SocketAddr, redis_url: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     eprintln!("redis-lua target on {listen}, Redis at {redis_url}");
-    axum::serve(listener, router).await.map_err(|e| e.to_string())
+    axum::serve(listener, router)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -10,7 +10,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,8 +24,9 @@ pub enum ProxyMode {
     Latency(Duration),
     /// Close every connection; close new ones as soon as they are accepted.
     Drop,
-    /// Forward a random prefix of the next chunk of each connection, then
-    /// reset it (RST).
+    /// Forward a random number of bytes (0 to 4 KiB, drawn per connection
+    /// when the mode is entered or the connection opens), then reset it
+    /// (RST): the cut usually falls inside a pipeline or its replies.
     Reset,
 }
 
@@ -35,6 +36,8 @@ pub struct ProxyStats {
     pub connections: u64,
     pub dropped: u64,
     pub reset: u64,
+    /// Resets that cut a chunk: part of it forwarded, the rest not.
+    pub cut_mid_chunk: u64,
     pub delayed_chunks: u64,
 }
 
@@ -48,9 +51,12 @@ struct Shared {
     connections: AtomicU64,
     dropped: AtomicU64,
     reset: AtomicU64,
+    cut_mid_chunk: AtomicU64,
     delayed_chunks: AtomicU64,
     seed: AtomicU64,
 }
+
+const RESET_BUDGET: u64 = 4096;
 
 /// One proxied connection: clones of both streams (the pumps own others).
 struct Conn {
@@ -59,6 +65,8 @@ struct Conn {
     upstream: TcpStream,
     /// Reset: the pumps must not close it gracefully (that would send FIN).
     aborted: AtomicBool,
+    /// Bytes (both directions) still forwarded in `Reset` mode.
+    budget: AtomicI64,
 }
 
 impl Conn {
@@ -101,6 +109,7 @@ impl ChaosProxy {
             connections: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             reset: AtomicU64::new(0),
+            cut_mid_chunk: AtomicU64::new(0),
             delayed_chunks: AtomicU64::new(0),
             seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         });
@@ -130,6 +139,12 @@ impl ChaosProxy {
     /// entering `Reset` resets each at its next chunk.
     pub fn set_mode(&self, mode: ProxyMode) {
         *self.shared.mode.lock().expect("mode") = mode;
+        if mode == ProxyMode::Reset {
+            for conn in self.shared.live.lock().expect("live").iter() {
+                let budget = next_random(&self.shared) % (RESET_BUDGET + 1);
+                conn.budget.store(budget as i64, Ordering::Release);
+            }
+        }
         if mode == ProxyMode::Drop {
             let live = std::mem::take(&mut *self.shared.live.lock().expect("live"));
             for conn in live {
@@ -153,6 +168,7 @@ impl ChaosProxy {
             connections: self.shared.connections.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
             reset: self.shared.reset.load(Ordering::Relaxed),
+            cut_mid_chunk: self.shared.cut_mid_chunk.load(Ordering::Relaxed),
             delayed_chunks: self.shared.delayed_chunks.load(Ordering::Relaxed),
         }
     }
@@ -205,6 +221,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             client: client_3,
             upstream: upstream_3,
             aborted: AtomicBool::new(false),
+            budget: AtomicI64::new((next_random(&shared) % (RESET_BUDGET + 1)) as i64),
         });
         shared.live.lock().expect("live").push(Arc::clone(&conn));
         let id = conn.id;
@@ -237,13 +254,19 @@ fn pump(conn: &Conn, mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             }
             ProxyMode::Drop => break,
             ProxyMode::Reset => {
-                if !conn.aborted.load(Ordering::Acquire) {
-                    let cut = (next_random(shared) % (n as u64 + 1)) as usize;
-                    let _ = to.write_all(&buffer[..cut]);
-                    conn.abort();
-                    shared.reset.fetch_add(1, Ordering::Relaxed);
+                let before = conn.budget.fetch_sub(n as i64, Ordering::AcqRel);
+                if before < n as i64 {
+                    if !conn.aborted.load(Ordering::Acquire) {
+                        let cut = before.max(0) as usize;
+                        let _ = to.write_all(&buffer[..cut]);
+                        conn.abort();
+                        shared.reset.fetch_add(1, Ordering::Relaxed);
+                        if cut > 0 {
+                            shared.cut_mid_chunk.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    break;
                 }
-                break;
             }
         }
         if conn.aborted.load(Ordering::Acquire) || to.write_all(&buffer[..n]).is_err() {

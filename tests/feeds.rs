@@ -808,3 +808,71 @@ async fn live_streams_are_capped() {
     drop((second, reopened));
     server.running.shutdown().await.expect("stop");
 }
+
+/// `omnistock feed ... --from URL`: the file holds what the route serves,
+/// `--since` with the printed cursor gives the incremental feed, and a
+/// refused export leaves no file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_export_from_a_running_server() {
+    let server = Server::start().await;
+    seed(&server).await;
+    let dir = std::env::temp_dir().join(format!("omnistock-feed-from-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let export = |kind: &str, extra: &[&str], out: &std::path::Path, key: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_omnistock"))
+            .args(["feed", kind, "--from", &server.base, "--key", key, "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .expect("the binary runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let full = dir.join("full.tsv");
+    let (ok, summary) = export("google", &[], &full, ADMIN);
+    assert!(ok, "{summary}");
+    let (_, served, _) = server.feed("/v1/feeds/google/local-inventory", ADMIN).await;
+    assert_eq!(
+        validate_tsv(&std::fs::read_to_string(&full).expect("file")),
+        validate_tsv(&served)
+    );
+    let cursor = summary
+        .rsplit("--since ")
+        .next()
+        .and_then(|c| c.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("a cursor in {summary:?}"));
+
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S2", 3))
+        .await;
+    let xml = dir.join("incremental.xml");
+    let since = cursor.to_string();
+    let (ok, summary) = export("google", &["--format", "xml", "--since", &since], &xml, ADMIN);
+    assert!(ok, "{summary}");
+    assert!(summary.contains("incremental feed"), "{summary}");
+    let rows = validate_xml(&std::fs::read_to_string(&xml).expect("file"));
+    assert_eq!(
+        rows.into_iter().collect::<Vec<_>>(),
+        vec![(("S2".into(), "A".into()), ("in_stock".into(), 7))]
+    );
+    let meta = dir.join("meta.csv");
+    let (ok, summary) = export("meta", &["--store", "S1"], &meta, ADMIN);
+    assert!(ok, "{summary}");
+    let csv = std::fs::read_to_string(&meta).expect("file");
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+
+    let refused = dir.join("refused.tsv");
+    let (ok, summary) = export("google", &[], &refused, "wrong-key-wrong-key-0000");
+    assert!(!ok && summary.contains("401"), "{summary}");
+    assert!(!refused.exists(), "a refused export leaves no file");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    server.running.shutdown().await.expect("stop");
+}

@@ -1,8 +1,14 @@
-//! `omnistock feed google|meta --redis-url URL --out FILE`: a feed file
-//! written from the Redis store, for retailers who upload files instead of
-//! being polled. It loads the store into a private in-memory ledger (the
-//! engine keeps running undisturbed) and writes the same rows the feed route
-//! serves.
+//! `omnistock feed google|meta --out FILE` with `--from URL` (a running
+//! server) or `--redis-url URL` (its store): a feed file for retailers who
+//! upload files instead of being polled.
+//!
+//! From a server, the feed route is streamed into the file (gzip off, so the
+//! file is what an uploader expects), `--since` makes it incremental, and
+//! the cursor to pass next time is printed. From a store, the store is
+//! loaded into a private in-memory ledger (the engine keeps running
+//! undisturbed) and the same rows the feed route serves are written.
+//! Either way the file is written under a temporary name and renamed when
+//! complete, so a failed export never leaves a truncated feed to upload.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,13 +30,24 @@ pub enum FeedKind {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from", "redis_url"])))]
 pub struct ExportArgs {
     /// Which feed.
     #[arg(value_enum)]
     pub kind: FeedKind,
+    /// A running server to read the feed from, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// With --from: an API key with the feed scope.
+    #[arg(long, env = "OMNISTOCK_FEED_KEY")]
+    pub key: Option<String>,
+    /// With --from: only rows changed after this cursor (the cursor a
+    /// previous export printed).
+    #[arg(long)]
+    pub since: Option<u64>,
     /// The Redis store to read (the engine's --redis-url).
-    #[arg(long, env = "OMNISTOCK_REDIS_URL")]
-    pub redis_url: String,
+    #[arg(long)]
+    pub redis_url: Option<String>,
     /// The engine's --redis-key-prefix.
     #[arg(long, default_value = "omnistock")]
     pub redis_key_prefix: String,
@@ -46,9 +63,45 @@ pub struct ExportArgs {
     /// Only the stores of this group.
     #[arg(long)]
     pub group: Option<String>,
-    /// At most this many units is `limited_availability`.
+    /// With --redis-url: at most this many units is `limited_availability`
+    /// (a server applies its own --feed-low-stock-threshold).
     #[arg(long, default_value_t = 2)]
     pub low_stock_threshold: u32,
+}
+
+/// The file being written: a temporary sibling renamed over `out` when done.
+struct PendingFile {
+    temporary: PathBuf,
+    out: PathBuf,
+}
+
+impl PendingFile {
+    fn create(out: &std::path::Path) -> Result<(PendingFile, std::fs::File), String> {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.partial", std::process::id()));
+        let temporary = out.with_file_name(name);
+        let file = std::fs::File::create(&temporary)
+            .map_err(|e| format!("--out {}: {e}", out.display()))?;
+        Ok((
+            PendingFile {
+                temporary,
+                out: out.to_path_buf(),
+            },
+            file,
+        ))
+    }
+
+    fn commit(self) -> Result<(), String> {
+        std::fs::rename(&self.temporary, &self.out)
+            .map_err(|e| format!("--out {}: {e}", self.out.display()))
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        // After a commit the temporary name is gone and this fails quietly.
+        let _ = std::fs::remove_file(&self.temporary);
+    }
 }
 
 /// Writes the feed; returns a one-line summary.
@@ -59,16 +112,27 @@ pub async fn export(args: ExportArgs) -> Result<String, String> {
         (FeedKind::Meta, None | Some("csv")) => Format::MetaCsv,
         (_, Some(other)) => return Err(format!("--format {other:?} is not a format of this feed")),
     };
+    match (&args.from, &args.redis_url) {
+        (Some(base), None) => export_from_server(&args, base, format).await,
+        (None, Some(url)) => export_from_store(&args, url, format).await,
+        _ => Err("give exactly one of --from and --redis-url".into()),
+    }
+}
+
+async fn export_from_store(args: &ExportArgs, url: &str, format: Format) -> Result<String, String> {
+    if args.since.is_some() || args.key.is_some() {
+        return Err("--since and --key apply with --from (a running server)".into());
+    }
     let store = RedisStore::new(RedisConfig {
         key_prefix: args.redis_key_prefix.clone(),
-        ..RedisConfig::new(&args.redis_url)
+        ..RedisConfig::new(url)
     })
     .map_err(|e| e.to_string())?;
     let loaded = store
         .load(now())
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("the store at {} is empty", args.redis_url))?;
+        .ok_or_else(|| format!("the store at {url} is empty"))?;
     let ledger = Ledger::new(LedgerConfig::default());
     ledger
         .restore(loaded.restore, now())
@@ -89,17 +153,133 @@ pub async fn export(args: ExportArgs) -> Result<String, String> {
             ),
         })?;
     let plan = FeedPlan::new(&catalog, &covered, None, format, args.low_stock_threshold);
-    let file = std::fs::File::create(&args.out)
-        .map_err(|e| format!("--out {}: {e}", args.out.display()))?;
+    let (pending, file) = PendingFile::create(&args.out)?;
     let mut out = std::io::BufWriter::new(file);
     let cursor = plan
         .write_all(&ledger, &mut out)
         .and_then(|cursor| out.flush().map(|()| cursor))
         .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    pending.commit()?;
     Ok(format!(
         "wrote {} ({} positions in the store; cursor of the snapshot: {})",
         args.out.display(),
         ledger.position_count(),
         cursor.0
+    ))
+}
+
+/// Streams the feed route of a running server into the file.
+async fn export_from_server(
+    args: &ExportArgs,
+    base: &str,
+    format: Format,
+) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    if args.redis_key_prefix != "omnistock" {
+        return Err("--redis-key-prefix applies with --redis-url".into());
+    }
+    let base: axum::http::Uri = base.parse().map_err(|e| format!("--from {base:?}: {e}"))?;
+    if base.scheme_str() != Some("http") {
+        return Err(format!(
+            "--from {base}: only http:// is supported (put a TLS server behind curl)"
+        ));
+    }
+    let authority = base
+        .authority()
+        .ok_or_else(|| format!("--from {base}: no host"))?
+        .clone();
+    let route = match format {
+        Format::GoogleTsv | Format::GoogleXml => "/v1/feeds/google/local-inventory",
+        Format::MetaCsv => "/v1/feeds/meta/local-inventory",
+    };
+    let mut query = Vec::new();
+    if format == Format::GoogleXml {
+        query.push("format=xml".to_owned());
+    }
+    let escape = |text: &str| {
+        // Store codes and group names are validated printable text; escape
+        // what would end a query value.
+        text.replace('%', "%25")
+            .replace('&', "%26")
+            .replace('#', "%23")
+            .replace('+', "%2B")
+            .replace(' ', "%20")
+    };
+    if let Some(store) = &args.store {
+        query.push(format!("store={}", escape(store)));
+    }
+    if let Some(group) = &args.group {
+        query.push(format!("group={}", escape(group)));
+    }
+    if let Some(since) = args.since {
+        query.push(format!("since={since}"));
+    }
+    let prefix = base.path().trim_end_matches('/');
+    let path = if query.is_empty() {
+        format!("{prefix}{route}")
+    } else {
+        format!("{prefix}{route}?{}", query.join("&"))
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((authority.host(), port))
+        .await
+        .map_err(|e| format!("--from {base}: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("--from {base}: {e}"))?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::get(path.as_str())
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::ACCEPT_ENCODING, "identity");
+    if let Some(key) = &args.key {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let request = request
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (cursor, snapshot) = (header("x-next-cursor"), header("x-feed-snapshot"));
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let text = body
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(format!("GET {path}: {status}: {text}"));
+    }
+    let (pending, file) = PendingFile::create(&args.out)?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut bytes = 0_u64;
+    let mut lines = 0_u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("GET {path}: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            bytes += data.len() as u64;
+            lines += data.iter().filter(|b| **b == b'\n').count() as u64;
+            out.write_all(&data)
+                .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+        }
+    }
+    out.flush()
+        .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    drop(out);
+    pending.commit()?;
+    Ok(format!(
+        "wrote {} ({bytes} bytes, {lines} lines, {snapshot} feed); next time pass --since {cursor}",
+        args.out.display(),
     ))
 }

@@ -200,11 +200,26 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
 
 /// Runs the ledger's housekeeping: expiry and idempotency purges, every
 /// `interval`, so an expired hold returns to ATF within one interval (and at
-/// once when anyone touches it).
+/// once when anyone touches it). Up to `EXPIRIES_PER_SWEEP` per interval;
+/// more wait for the next one.
 pub async fn run_expiry(
     ledger: Arc<Ledger>,
     interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    run_expiry_with_clock(ledger, interval, stop, now).await;
+}
+
+/// Most expiries (and idempotency purges) one sweep does.
+pub const EXPIRIES_PER_SWEEP: usize = 10_000;
+
+/// [`run_expiry`] reading time from `clock` (tests jump it forwards and
+/// backwards; the ledger never reads a clock itself).
+pub async fn run_expiry_with_clock(
+    ledger: Arc<Ledger>,
+    interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    clock: impl Fn() -> TimestampMs,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -213,7 +228,7 @@ pub async fn run_expiry(
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        let expired = ledger.tick(now(), 10_000);
+        let expired = ledger.tick(clock(), EXPIRIES_PER_SWEEP);
         if expired > 0 {
             metrics::counter!("omnistock_reservations_expired_total").increment(expired as u64);
         }

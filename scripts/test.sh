@@ -27,7 +27,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version >&2
 
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 
 # The API fuzzed from its own OpenAPI document (installs schemathesis).
 bash scripts/schemathesis.sh

@@ -176,11 +176,7 @@ pub async fn audit(
 ) -> Result<AuditReport, String> {
     let latest = book.latest_hold_deadline_ms();
     let now = unix_ms();
-    let wait_ms = if latest + EXPIRY_GRACE_MS > now {
-        latest + EXPIRY_GRACE_MS - now
-    } else {
-        0
-    };
+    let wait_ms = (latest + EXPIRY_GRACE_MS).saturating_sub(now);
     if wait_ms > 0 {
         eprintln!(
             "audit: waiting {:.1} s for the run's last holds to expire",

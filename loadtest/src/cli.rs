@@ -162,7 +162,7 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn config(&self) -> Result<RunConfig, String> {
         let seconds = |name: &str, s: f64| {
-            if s.is_finite() && s >= 0.0 && s < 86_400.0 {
+            if (0.0..86_400.0).contains(&s) {
                 Ok(Duration::from_secs_f64(s))
             } else {
                 Err(format!("{name} must be between 0 and 86400 seconds"))
@@ -214,6 +214,7 @@ impl RunArgs {
                 pin_core: self.pin_target_core,
                 omnistock_bin: self.spawn.omnistock_bin.clone(),
                 redis_server: self.spawn.redis_server.clone(),
+                loadtest_bin: None,
                 log_dir: self.out_dir.join("logs"),
             },
             progress: !self.no_progress,

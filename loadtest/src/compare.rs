@@ -94,6 +94,7 @@ async fn one(
         pin_core: pin.then_some(0),
         omnistock_bin: args.spawn.omnistock_bin.clone(),
         redis_server: args.spawn.redis_server.clone(),
+        loadtest_bin: None,
         log_dir: args.out_dir.join("logs"),
     };
     let spawned = targets::spawn(target, &options).await?;
@@ -191,7 +192,7 @@ async fn one(
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))
 }
 
-fn find<'a>(runs: &'a [RunReport], target: Target, scenario: Scenario) -> Option<&'a RunReport> {
+fn find(runs: &[RunReport], target: Target, scenario: Scenario) -> Option<&RunReport> {
     runs.iter()
         .find(|r| r.target == target && r.scenario == scenario)
 }

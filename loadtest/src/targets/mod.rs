@@ -62,6 +62,9 @@ pub struct SpawnOptions {
     pub pin_core: Option<usize>,
     pub omnistock_bin: Option<PathBuf>,
     pub redis_server: String,
+    /// The loadtest binary that serves the baseline and the ceiling
+    /// (default: this executable; tests pass the built binary).
+    pub loadtest_bin: Option<PathBuf>,
     /// Where the targets' stderr goes (one log file each).
     pub log_dir: PathBuf,
 }
@@ -201,7 +204,10 @@ pub async fn spawn(target: Target, options: &SpawnOptions) -> Result<Spawned, St
         crate::rng::Rng::new(crate::dataset::unix_ms()).next_u64()
     );
     let mut children = Vec::new();
-    let this = std::env::current_exe().map_err(|e| e.to_string())?;
+    let this = match &options.loadtest_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().map_err(|e| e.to_string())?,
+    };
     let mut command = match target {
         Target::Omnistock | Target::OmnistockAsync | Target::OmnistockSync => {
             let bin = omnistock_bin(options)?;

@@ -20,12 +20,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let timeout = request
+            .extensions()
+            .get::<BodyReadTimeout>()
+            .map_or(std::time::Duration::from_secs(10), |t| t.0);
+        match tokio::time::timeout(timeout, axum::Json::<T>::from_request(request, state)).await {
+            Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
+            Ok(Err(rejection)) => Err(json_rejection(rejection)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "Request body too slow",
+                format!("the body did not arrive within {} ms", timeout.as_millis()),
+            )),
         }
     }
 }
+
+/// How long a JSON body may take to arrive (set per request by the server's
+/// middleware from `HttpLimits::body_read_timeout_ms`).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyReadTimeout(pub std::time::Duration);
 
 pub fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {

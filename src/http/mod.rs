@@ -42,6 +42,9 @@ pub struct HttpLimits {
     /// Live streams open at once (each holds a journal cursor and a pending
     /// set); one more is refused with 503 `too_many_subscribers`.
     pub max_stream_subscribers: usize,
+    /// A JSON body must arrive within this time (408 `body_timeout`): a
+    /// client trickling a body cannot hold a request open for ever.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpLimits {
@@ -51,6 +54,7 @@ impl Default for HttpLimits {
             max_batch_items: 1_000,
             max_import_errors_reported: 1_000,
             max_stream_subscribers: 10_000,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -143,11 +147,16 @@ const READ_ONLY_POSTS: [&str; 1] = ["/v1/availability/batch"];
 /// `not_durable` if it cannot be; the change stays applied in memory and is
 /// written when the store is back, so the client retries with its
 /// idempotency key and gets the original outcome).
-async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if !path.starts_with("/v1/") {
+async fn gate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/v1/") {
         return next.run(request).await;
     }
+    request
+        .extensions_mut()
+        .insert(json::BodyReadTimeout(Duration::from_millis(
+            state.limits.body_read_timeout_ms,
+        )));
+    let path = request.uri().path();
     if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
         return ApiError::unavailable(
             "not_ready",

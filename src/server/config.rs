@@ -82,6 +82,16 @@ pub struct ServeArgs {
     /// Live streams open at once; one more is refused with 503.
     #[arg(long)]
     pub max_stream_subscribers: Option<usize>,
+    /// Connections served at once; beyond, new ones wait in the backlog.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// A request head (or the next one on an idle connection) must arrive
+    /// within this time, or the connection is closed (slow loris).
+    #[arg(long)]
+    pub header_read_timeout_ms: Option<u64>,
+    /// A JSON body must arrive within this time (408 beyond).
+    #[arg(long)]
+    pub body_read_timeout_ms: Option<u64>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -105,6 +115,9 @@ struct FileConfig {
     sync_wait_timeout_ms: Option<u64>,
     feed_low_stock_threshold: Option<u32>,
     max_stream_subscribers: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
 }
 
 /// Settings after merging and validation.
@@ -127,6 +140,9 @@ pub struct ServeConfig {
     pub sync_wait_timeout_ms: u64,
     pub feed_low_stock_threshold: u32,
     pub max_stream_subscribers: usize,
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
     /// From `OMNISTOCK_ADMIN_KEY` only: secrets do not belong in flags or files.
     pub admin_key: Option<String>,
 }
@@ -151,6 +167,9 @@ impl Default for ServeConfig {
             sync_wait_timeout_ms: 5_000,
             feed_low_stock_threshold: 2,
             max_stream_subscribers: 10_000,
+            max_connections: 20_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
             admin_key: None,
         }
     }
@@ -226,6 +245,18 @@ impl ServeArgs {
                 .max_stream_subscribers
                 .or(file.max_stream_subscribers)
                 .unwrap_or(defaults.max_stream_subscribers),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections),
+            header_read_timeout_ms: self
+                .header_read_timeout_ms
+                .or(file.header_read_timeout_ms)
+                .unwrap_or(defaults.header_read_timeout_ms),
+            body_read_timeout_ms: self
+                .body_read_timeout_ms
+                .or(file.body_read_timeout_ms)
+                .unwrap_or(defaults.body_read_timeout_ms),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;
@@ -280,6 +311,15 @@ impl ServeConfig {
         }
         if !(1_024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err("--max-body-bytes must be between 1 KiB and 64 MiB".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err("--max-connections must be between 1 and 1000000".into());
+        }
+        if !(100..=600_000).contains(&self.header_read_timeout_ms) {
+            return Err("--header-read-timeout-ms must be between 100 and 600000".into());
+        }
+        if !(100..=600_000).contains(&self.body_read_timeout_ms) {
+            return Err("--body-read-timeout-ms must be between 100 and 600000".into());
         }
         if !(1..=1_000_000).contains(&self.max_stream_subscribers) {
             return Err("--max-stream-subscribers must be between 1 and 1000000".into());

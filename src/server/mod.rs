@@ -5,6 +5,7 @@
 pub mod config;
 pub mod demo;
 pub mod export;
+pub mod listen;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -71,6 +72,7 @@ pub fn state(
         limits: HttpLimits {
             max_body_bytes: config.max_body_bytes,
             max_stream_subscribers: config.max_stream_subscribers,
+            body_read_timeout_ms: config.body_read_timeout_ms,
             ..HttpLimits::default()
         },
         stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),
@@ -179,14 +181,12 @@ pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result
         }
     };
     let router = app(Arc::clone(&state));
-    let mut shutdown = stopped;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.changed().await;
-            })
-            .await
-    });
+    let shutdown = stopped;
+    let limits = listen::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout_ms: config.header_read_timeout_ms,
+    };
+    let task = tokio::spawn(async move { listen::serve(listener, router, limits, shutdown).await });
     Ok(Running {
         addr,
         state,

@@ -1,0 +1,145 @@
+//! Connection-level abuse: a slow-loris client (a request head that never
+//! ends, a body trickled or stalled) cannot hold the server, and the
+//! connection cap makes extra connections wait instead of costing memory.
+//! Raw sockets, so the client can misbehave exactly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnistock::ledger::{Ledger, LedgerConfig};
+use omnistock::server::config::ServeConfig;
+use omnistock::server::{Running, start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ADMIN: &str = "limits-test-admin-key-0123";
+/// Generous: a correctness bound (the server does close), not a timing claim.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn server(config: ServeConfig) -> Running {
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_key: Some(ADMIN.into()),
+        rate_limit_per_second: 0,
+        ..config
+    };
+    start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
+        .await
+        .expect("server starts")
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut buffer = [0_u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+async fn healthz(addr: std::net::SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    read_until_closed(&mut stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_never_ends_is_cut_off() {
+    let running = server(ServeConfig {
+        header_read_timeout_ms: 300,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut loris = TcpStream::connect(running.addr).await.expect("connect");
+    loris
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: 1")
+        .await
+        .expect("write");
+    // Others are served meanwhile.
+    assert!(healthz(running.addr).await.starts_with("HTTP/1.1 200"));
+    let answer = read_until_closed(&mut loris).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // An idle keep-alive connection is closed after the same time.
+    let mut idle = TcpStream::connect(running.addr).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408_and_changes_nothing() {
+    let running = server(ServeConfig {
+        body_read_timeout_ms: 300,
+        ..ServeConfig::default()
+    })
+    .await;
+    let body = br#"{"kind": "store", "name": "slow"}"#;
+    let mut stream = TcpStream::connect(running.addr).await.expect("connect");
+    let head = format!(
+        "PUT /v1/locations/SLOW HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream
+        .write_all(&body[..10])
+        .await
+        .expect("part of the body");
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
+    assert!(running.state.ledger.catalog().location_id("SLOW").is_none());
+    running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_their_turn() {
+    let running = server(ServeConfig {
+        max_connections: 2,
+        ..ServeConfig::default()
+    })
+    .await;
+    // Two connections hold both slots (opened, request head unfinished).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(running.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third is accepted by the kernel but not served while both are held.
+    let mut third = TcpStream::connect(running.addr).await.expect("connect");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buffer = [0_u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buffer)).await;
+    assert!(early.is_err(), "served beyond the cap");
+    // One leaves: the third is served.
+    drop(held.pop());
+    let answer = read_until_closed(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    running.shutdown().await.expect("stop");
+}

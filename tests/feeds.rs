@@ -849,7 +849,12 @@ async fn command_line_export_from_a_running_server() {
         .await;
     let xml = dir.join("incremental.xml");
     let since = cursor.to_string();
-    let (ok, summary) = export("google", &["--format", "xml", "--since", &since], &xml, ADMIN);
+    let (ok, summary) = export(
+        "google",
+        &["--format", "xml", "--since", &since],
+        &xml,
+        ADMIN,
+    );
     assert!(ok, "{summary}");
     assert!(summary.contains("incremental feed"), "{summary}");
     let rows = validate_xml(&std::fs::read_to_string(&xml).expect("file"));

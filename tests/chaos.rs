@@ -915,14 +915,18 @@ enum Fault {
     ProxyLatency,
     ProxyDrop,
     ProxyReset,
+    /// SIGKILL, then the restart loads from Redis through a proxy that
+    /// drops, resets or stalls connections for a while.
+    EngineRestartThroughFaults,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 6] = [
     Fault::EngineKill,
     Fault::RedisKill,
     Fault::ProxyLatency,
     Fault::ProxyDrop,
     Fault::ProxyReset,
+    Fault::EngineRestartThroughFaults,
 ];
 
 struct Rig {
@@ -984,6 +988,41 @@ impl Rig {
                 tokio::time::sleep(window).await;
                 self.proxy.set_mode(ProxyMode::Pass);
                 format!("proxy drops connections for {window:?}")
+            }
+            Fault::EngineRestartThroughFaults => {
+                let mode = [
+                    ProxyMode::Drop,
+                    ProxyMode::Reset,
+                    ProxyMode::Latency(Duration::from_millis(1_500)),
+                ][rng.below(3) as usize];
+                let window = Duration::from_millis(rng.range(300, 1_500));
+                let (engine, args, port, log) = (
+                    Arc::clone(&self.engine),
+                    self.args.clone(),
+                    self.engine_port,
+                    self.log.clone(),
+                );
+                self.proxy.set_mode(mode);
+                tokio::task::spawn_blocking(move || {
+                    let mut engine = engine.lock().expect("engine");
+                    engine.kill9();
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    *engine = EngineProcess::spawn_on(port, &args, Some(&log));
+                })
+                .await
+                .expect("engine spawn");
+                tokio::time::sleep(window).await;
+                self.proxy.set_mode(ProxyMode::Pass);
+                let engine = Arc::clone(&self.engine);
+                tokio::task::spawn_blocking(move || {
+                    engine
+                        .lock()
+                        .expect("engine")
+                        .wait_ready(Duration::from_secs(60));
+                })
+                .await
+                .expect("engine ready");
+                format!("SIGKILL engine, restarted loading through proxy {mode:?} for {window:?}")
             }
             Fault::ProxyReset => {
                 let window = Duration::from_millis(rng.range(300, 1_500));

@@ -166,6 +166,13 @@ impl EngineProcess {
     /// As `start`, on a given port (a restart keeps the clients' address),
     /// with the engine's log appended to `log` instead of the test's stderr.
     pub fn start_on(port: u16, args: &[&str], log: Option<&Path>) -> EngineProcess {
+        let mut engine = EngineProcess::spawn_on(port, args, log);
+        engine.wait_ready(Duration::from_secs(60));
+        engine
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    pub fn spawn_on(port: u16, args: &[&str], log: Option<&Path>) -> EngineProcess {
         let stderr = match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -185,27 +192,28 @@ impl EngineProcess {
             .stderr(stderr)
             .spawn()
             .expect("the omnistock binary starts");
-        let mut engine = EngineProcess {
+        EngineProcess {
             child: Some(child),
             port,
-        };
+        }
+    }
+
+    /// Waits until `/readyz` is 200; panics if the process exits or the
+    /// timeout passes.
+    pub fn wait_ready(&mut self, timeout: Duration) {
         let started = Instant::now();
         loop {
-            if let Some(child) = engine.child.as_mut()
+            if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 panic!("omnistock exited at start: {status}");
             }
-            if raw_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-                break;
+            if raw_get(self.port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "omnistock never became ready"
-            );
+            assert!(started.elapsed() < timeout, "omnistock never became ready");
             std::thread::sleep(Duration::from_millis(20));
         }
-        engine
     }
 
     pub fn base(&self) -> String {

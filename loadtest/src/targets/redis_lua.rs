@@ -436,8 +436,13 @@ async fn sweep(redis: MultiplexedConnection, script: Script) {
 
 pub async fn serve(listen: SocketAddr, redis_url: &str) -> Result<(), String> {
     let client = redis::Client::open(redis_url).map_err(|e| e.to_string())?;
+    // The crate's default response timeout (500 ms) is shorter than a queue of
+    // Lua calls on a loaded machine, or than the audit's full scan: wait like
+    // omnistock's store does (its command timeout is 2 s; the audit needs more).
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
     let redis = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| format!("cannot reach Redis at {redis_url}: {e}"))?;
     let app = Arc::new(App {

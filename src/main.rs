@@ -27,8 +27,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP engine.
     Serve(Box<ServeArgs>),
-    /// Write a local-inventory feed file from the Redis store.
-    Feed(omnistock::server::export::ExportArgs),
+    /// Write a local-inventory feed file from a running server or its Redis store.
+    Feed(Box<omnistock::server::export::ExportArgs>),
     /// Run a flash sale on the in-memory ledger and audit it.
     Demo {
         /// Units on sale.
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(e) => return report(Err(format!("cannot start the runtime: {e}"))),
             };
-            match runtime.block_on(omnistock::server::export::export(args)) {
+            match runtime.block_on(omnistock::server::export::export(*args)) {
                 Ok(summary) => {
                     eprintln!("{summary}");
                     ExitCode::SUCCESS

@@ -902,6 +902,7 @@ mod tests {
     fn catalog_keys_and_state_round_trip() {
         let catalog = CatalogRecord {
             generation: 12,
+            changed_at: Seq(4_294_967_301),
             locations: vec![
                 Location {
                     code: loc_("PAR-01"),
@@ -949,7 +950,13 @@ mod tests {
                 ),
             ],
         };
-        assert_eq!(decode_catalog(&encode_catalog(&catalog)), Ok(catalog));
+        assert_eq!(decode_catalog(&encode_catalog(&catalog)), Ok(catalog.clone()));
+        // A catalog written before `changed_at` existed reads as 0.
+        let legacy = encode_catalog(&catalog).replacen("~4294967301", "", 1);
+        assert_eq!(
+            decode_catalog(&legacy).map(|c| (c.generation, c.changed_at)),
+            Ok((12, Seq(0)))
+        );
         let keys = KeysRecord {
             generation: 3,
             keys: vec![KeyRecord {

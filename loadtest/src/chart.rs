@@ -195,6 +195,8 @@ pub fn human(v: f64) -> String {
         format!("{:.1}k", v / 1e3)
     } else if v >= 100.0 {
         format!("{v:.0}")
+    } else if v == 0.0 {
+        "0".into()
     } else if v >= 1.0 {
         format!("{v:.1}")
     } else {

@@ -35,6 +35,7 @@ pub struct CompareReport {
     pub pinned: bool,
     pub duration_s: f64,
     pub connections: usize,
+    pub batch_lines: usize,
     pub command: String,
     pub runs: Vec<RunReport>,
     pub figures: Vec<Ratio>,
@@ -464,7 +465,10 @@ pub fn chart(report: &CompareReport) -> String {
             h1
         ),
         chart::bars(
-            &format!("Reservations of {} lines, closed loop", "N"),
+            &format!(
+                "Reservations of {} lines each, closed loop (max)",
+                report.batch_lines
+            ),
             "lines/s",
             &batch,
             20.0,
@@ -484,7 +488,7 @@ pub fn chart(report: &CompareReport) -> String {
     chart::document(
         "omnistock vs Redis-Lua baseline vs no-op HTTP ceiling",
         &format!(
-            "{}; {}; {} connections; `{}`",
+            "{}; {}; {} connections; load average before: {}; `loadtest {}`",
             report.machine,
             if report.pinned {
                 "servers on core 0, generator on core 1"
@@ -492,6 +496,12 @@ pub fn chart(report: &CompareReport) -> String {
                 "not pinned"
             },
             report.connections,
+            report
+                .load_average_before
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
             report.command
         ),
         900.0,
@@ -527,6 +537,7 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
         pinned: pin,
         duration_s: args.duration_s,
         connections: args.connections,
+        batch_lines: args.batch_lines,
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         figures: figures(&runs),
         runs,

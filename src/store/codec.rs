@@ -950,7 +950,10 @@ mod tests {
                 ),
             ],
         };
-        assert_eq!(decode_catalog(&encode_catalog(&catalog)), Ok(catalog.clone()));
+        assert_eq!(
+            decode_catalog(&encode_catalog(&catalog)),
+            Ok(catalog.clone())
+        );
         // A catalog written before `changed_at` existed reads as 0.
         let legacy = encode_catalog(&catalog).replacen("~4294967301", "", 1);
         assert_eq!(

@@ -235,6 +235,9 @@ pub struct CompareArgs {
     /// Also run omnistock with the Redis write-behind store, async and sync.
     #[arg(long)]
     pub durability: bool,
+    /// Rounds of closed-loop runs, interleaved across targets; figures are medians.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
     #[arg(long, default_value_t = 10.0)]
     pub duration_s: f64,
     #[arg(long, default_value_t = 2.0)]

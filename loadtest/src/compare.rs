@@ -66,31 +66,48 @@ fn taskset_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The plan: which scenarios each target runs.
-fn plan(args: &CompareArgs) -> Vec<(Target, Scenario, bool)> {
-    let mut plan = Vec::new();
-    for target in &args.targets {
-        plan.push((*target, Scenario::Reserve, !args.sweep.is_empty()));
-        plan.push((*target, Scenario::ReserveBatch, false));
-        if Scenario::FlashSale.supported_by(*target) && target.has_state() {
-            plan.push((*target, Scenario::FlashSale, false));
-        }
-    }
-    if args.durability {
-        for target in [Target::OmnistockAsync, Target::OmnistockSync] {
-            plan.push((target, Scenario::Reserve, false));
-        }
-    }
-    plan
-}
-
-async fn one(
-    args: &CompareArgs,
+/// One step of the plan: a fresh target, one scenario; `sweep` runs the
+/// open-loop phases at percentages of the given maximum instead of a closed loop.
+#[derive(Clone, Copy, Debug)]
+struct Step {
     target: Target,
     scenario: Scenario,
-    sweep: bool,
-    pin: bool,
-) -> Result<RunReport, String> {
+    sweep_of_max: Option<f64>,
+}
+
+/// Closed-loop steps, interleaved over `--repeat` rounds (so a burst of other
+/// work on a shared machine hits every target alike; the figures are medians).
+fn rounds(args: &CompareArgs) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        for target in &args.targets {
+            for scenario in [Scenario::Reserve, Scenario::ReserveBatch] {
+                steps.push(Step {
+                    target: *target,
+                    scenario,
+                    sweep_of_max: None,
+                });
+            }
+        }
+        if args.durability {
+            for target in [Target::OmnistockAsync, Target::OmnistockSync] {
+                steps.push(Step {
+                    target,
+                    scenario: Scenario::Reserve,
+                    sweep_of_max: None,
+                });
+            }
+        }
+    }
+    steps
+}
+
+async fn one(args: &CompareArgs, step: Step, pin: bool) -> Result<RunReport, String> {
+    let Step {
+        target,
+        scenario,
+        sweep_of_max,
+    } = step;
     let options = SpawnOptions {
         pin_core: pin.then_some(0),
         omnistock_bin: args.spawn.omnistock_bin.clone(),
@@ -100,9 +117,12 @@ async fn one(
     };
     let spawned = targets::spawn(target, &options).await?;
     let this = std::env::current_exe().map_err(|e| e.to_string())?;
-    let json = args
-        .out_dir
-        .join(format!("run-{}-{}.json", target.name(), scenario.name()));
+    let json = args.out_dir.join(format!(
+        "run-{}-{}{}.json",
+        target.name(),
+        scenario.name(),
+        if sweep_of_max.is_some() { "-sweep" } else { "" }
+    ));
     let mut command = if pin {
         let mut c = tokio::process::Command::new("taskset");
         c.args(["-c", "1"]).arg(&this);
@@ -173,9 +193,14 @@ async fn one(
         .arg("--json-out")
         .arg(&json)
         .env("OMNISTOCK_ADMIN_KEY", &spawned.admin_key);
-    if sweep {
+    if let Some(max) = sweep_of_max {
         let sweep: Vec<String> = args.sweep.iter().map(|p| p.to_string()).collect();
-        command.args(["--sweep", &sweep.join(",")]);
+        command.args([
+            "--sweep",
+            &sweep.join(","),
+            "--max-rate-per-s",
+            &max.to_string(),
+        ]);
     }
     let _ = std::fs::remove_file(&json);
     let status = command
@@ -203,10 +228,38 @@ fn max_phase(run: &RunReport) -> Option<&crate::run::PhaseReport> {
     run.phases.iter().find(|p| p.mode == "closed")
 }
 
+/// The median over a target's closed-loop runs of a scenario.
+pub fn median_closed(
+    runs: &[RunReport],
+    target: Target,
+    scenario: Scenario,
+    lines: bool,
+) -> Option<f64> {
+    let mut values: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.target == target && r.scenario == scenario)
+        .filter_map(max_phase)
+        .map(|p| if lines { p.lines_per_s } else { p.rate_per_s })
+        .collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().checked_sub(1)? / 2).copied()
+}
+
+/// Every value of a median, for the table: "44.4k (42.1k-45.0k)".
+fn spread(runs: &[RunReport], target: Target, scenario: Scenario, lines: bool) -> String {
+    let values: Vec<String> = runs
+        .iter()
+        .filter(|r| r.target == target && r.scenario == scenario)
+        .filter_map(max_phase)
+        .map(|p| chart::human(if lines { p.lines_per_s } else { p.rate_per_s }))
+        .collect();
+    values.join(", ")
+}
+
 pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    let rate = |t, s| find(runs, t, s).and_then(max_phase).map(|p| p.rate_per_s);
-    let lines = |t, s| find(runs, t, s).and_then(max_phase).map(|p| p.lines_per_s);
+    let rate = |t, s| median_closed(runs, t, s, false);
+    let lines = |t, s| median_closed(runs, t, s, true);
     let single = rate(Target::Omnistock, Scenario::Reserve);
     let mut push = |name: &str, value: Option<f64>, unit: &str, target: &str, met: Option<bool>| {
         if let Some(value) = value {
@@ -292,8 +345,11 @@ pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
         "",
         None,
     );
-    if let Some(run) = find(runs, Target::Omnistock, Scenario::Reserve)
-        && let Some(half) = run.phases.iter().find(|p| p.label.starts_with("open 50%"))
+    if let Some(run) = runs.iter().find(|r| {
+        r.target == Target::Omnistock
+            && r.scenario == Scenario::Reserve
+            && r.phases.iter().any(|p| p.mode == "open")
+    }) && let Some(half) = run.phases.iter().find(|p| p.label.starts_with("open 50%"))
     {
         push(
             "omnistock open loop at 50 % of max: p99",
@@ -386,6 +442,26 @@ pub fn table(report: &CompareReport) -> String {
             f.name, value, f.target
         ));
     }
+    out.push_str("\nclosed-loop runs (the figures above are their medians):\n");
+    let mut seen: Vec<(Target, Scenario)> = Vec::new();
+    for run in report
+        .runs
+        .iter()
+        .filter(|r| r.phases.iter().any(|p| p.mode == "closed"))
+    {
+        if seen.contains(&(run.target, run.scenario)) {
+            continue;
+        }
+        seen.push((run.target, run.scenario));
+        let lines = run.scenario == Scenario::ReserveBatch;
+        out.push_str(&format!(
+            "  {:<16} {:<14} {} {}\n",
+            run.target.name(),
+            run.scenario.name(),
+            spread(&report.runs, run.target, run.scenario, lines),
+            if lines { "lines/s" } else { "req/s" }
+        ));
+    }
     for run in &report.runs {
         if !run.passed {
             out.push_str(&format!(
@@ -399,30 +475,29 @@ pub fn table(report: &CompareReport) -> String {
 }
 
 pub fn chart(report: &CompareReport) -> String {
+    let mut targets: Vec<Target> = Vec::new();
+    for run in &report.runs {
+        if !targets.contains(&run.target) {
+            targets.push(run.target);
+        }
+    }
     let closed = |scenario: Scenario, lines: bool| -> Vec<(String, f64)> {
-        report
-            .runs
+        targets
             .iter()
-            .filter(|r| r.scenario == scenario)
-            .filter_map(|r| {
-                max_phase(r).map(|p| {
-                    (
-                        r.target.name().to_string(),
-                        if lines { p.lines_per_s } else { p.rate_per_s },
-                    )
-                })
+            .filter_map(|t| {
+                median_closed(&report.runs, *t, scenario, lines).map(|v| (t.name().to_string(), v))
             })
             .collect()
     };
     let single = closed(Scenario::Reserve, false);
     let batch = closed(Scenario::ReserveBatch, true);
     let mut series = Vec::new();
-    for (i, run) in report
+    for run in report
         .runs
         .iter()
         .filter(|r| r.scenario == Scenario::Reserve)
-        .enumerate()
     {
+        let i = targets.iter().position(|t| *t == run.target).unwrap_or(0);
         let open: Vec<_> = run
             .phases
             .iter()
@@ -456,7 +531,7 @@ pub fn chart(report: &CompareReport) -> String {
     let body = format!(
         "{}{}{}",
         chart::bars(
-            "Single-line reservations, closed loop (max)",
+            "Single-line reservations, closed loop (max; median of the rounds)",
             "req/s",
             &single,
             20.0,
@@ -523,14 +598,60 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
         "load average before the runs: {load_average_before} (anything above ~0.2 on an idle machine skews the figures)"
     );
     let mut runs = Vec::new();
-    for (target, scenario, sweep) in plan(args) {
-        eprintln!("\n=== {} / {} ===", target.name(), scenario.name());
-        match one(args, target, scenario, sweep, pin).await {
+    let mut planned = 0usize;
+    let run_step = async |step: Step, runs: &mut Vec<RunReport>| {
+        eprintln!(
+            "\n=== {} / {}{} ===",
+            step.target.name(),
+            step.scenario.name(),
+            if step.sweep_of_max.is_some() {
+                " (sweep)"
+            } else {
+                ""
+            }
+        );
+        match one(args, step, pin).await {
             Ok(run) => runs.push(run),
-            Err(e) => eprintln!("{} {}: {e}", target.name(), scenario.name()),
+            Err(e) => eprintln!("{} {}: {e}", step.target.name(), step.scenario.name()),
+        }
+    };
+    for step in rounds(args) {
+        planned += 1;
+        run_step(step, &mut runs).await;
+    }
+    // Then the rate sweep at percentages of each target's median maximum, and
+    // the flash sale (it ends when every buyer was answered).
+    for target in &args.targets {
+        if !args.sweep.is_empty()
+            && let Some(max) = median_closed(&runs, *target, Scenario::Reserve, false)
+        {
+            planned += 1;
+            run_step(
+                Step {
+                    target: *target,
+                    scenario: Scenario::Reserve,
+                    sweep_of_max: Some(max),
+                },
+                &mut runs,
+            )
+            .await;
         }
     }
-    let passed = runs.iter().all(|r| r.passed) && runs.len() == plan(args).len();
+    for target in &args.targets {
+        if Scenario::FlashSale.supported_by(*target) && target.has_state() {
+            planned += 1;
+            run_step(
+                Step {
+                    target: *target,
+                    scenario: Scenario::FlashSale,
+                    sweep_of_max: None,
+                },
+                &mut runs,
+            )
+            .await;
+        }
+    }
+    let passed = runs.iter().all(|r| r.passed) && runs.len() == planned;
     let report = CompareReport {
         machine: machine(),
         load_average_before,

@@ -113,11 +113,11 @@ async fn one(args: &CompareArgs, step: Step, pin: bool) -> Result<RunReport, Str
         omnistock_bin: args.spawn.omnistock_bin.clone(),
         redis_server: args.spawn.redis_server.clone(),
         loadtest_bin: None,
-        log_dir: args.out_dir.join("logs"),
+        log_dir: args.out_dir.join("runs").join("logs"),
     };
     let spawned = targets::spawn(target, &options).await?;
     let this = std::env::current_exe().map_err(|e| e.to_string())?;
-    let json = args.out_dir.join(format!(
+    let json = args.out_dir.join("runs").join(format!(
         "run-{}-{}{}.json",
         target.name(),
         scenario.name(),
@@ -189,7 +189,7 @@ async fn one(args: &CompareArgs, step: Step, pin: bool) -> Result<RunReport, Str
             &d.seed.to_string(),
         ])
         .arg("--out-dir")
-        .arg(&args.out_dir)
+        .arg(args.out_dir.join("runs"))
         .arg("--json-out")
         .arg(&json)
         .env("OMNISTOCK_ADMIN_KEY", &spawned.admin_key);

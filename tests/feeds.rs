@@ -123,6 +123,16 @@ fn valid_sla(sla: &str) -> bool {
             .is_some_and(|d| (2..=7).contains(&d))
 }
 
+/// An expected row: ((store, id), (availability, quantity)).
+type ExpectedRow<'a> = ((&'a str, &'a str), (&'a str, u32));
+
+fn expected_rows(items: &[ExpectedRow<'_>]) -> Rows {
+    items
+        .iter()
+        .map(|((s, i), (a, q))| (((*s).into(), (*i).into()), ((*a).into(), *q)))
+        .collect()
+}
+
 /// Every rule of one row; returns the row.
 fn check_row(fields: &BTreeMap<&str, &str>, rows: &mut Rows) {
     let store = fields.get("store_code").copied().unwrap_or_default();
@@ -332,15 +342,12 @@ async fn full_and_incremental_feeds_pass_the_validator() {
         )
         .await;
     let changed = validate_tsv(&incremental);
-    let expected: Rows = [
+    let expected = expected_rows(&[
         (("S1", "A"), ("in_stock", 6)),
         (("S2", "B"), ("limited_availability", 2)),
         (("S3", "C"), ("in_stock", 50)),
         (("S4", "D"), ("in_stock", 5)),
-    ]
-    .into_iter()
-    .map(|((s, i), (a, q))| ((s.into(), i.into()), (a.into(), q)))
-    .collect();
+    ]);
     assert_eq!(
         changed, expected,
         "exactly the changed positions, latest state"
@@ -467,13 +474,10 @@ async fn ads_policy_filters_meta_format_and_errors() {
     let since = format!("/v1/feeds/google/local-inventory?since={cursor}");
     let (_, tsv, next, snapshot) = server.feed_with_snapshot(&since, ADMIN).await;
     assert_eq!(snapshot, "incremental");
-    let expected: Rows = [
+    let expected = expected_rows(&[
         (("S3", "B"), ("in_stock", 5)),
         (("S4", "D"), ("on_display_to_order", 0)),
-    ]
-    .into_iter()
-    .map(|((s, i), (a, q))| ((s.into(), i.into()), (a.into(), q)))
-    .collect();
+    ]);
     assert_eq!(
         validate_tsv(&tsv),
         expected,

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use omnistock::ledger::{
     Channel, CommitRequest, CountRequest, JournalRead, Ledger, LedgerConfig, Line, Location,
-    LocationCode, LocationKind, MovementKind, Qty, Refusal, ReservationState, ReserveRequest, Seq,
-    Sku, TimestampMs,
+    LocationCode, LocationKind, MovementKind, Qty, Refusal, ReservationState, ReservationView,
+    ReserveRequest, Seq, Sku, TimestampMs,
 };
 use proptest::prelude::*;
 
@@ -58,22 +58,26 @@ fn location() -> LocationCode {
     LocationCode::new("S1").expect("code")
 }
 
-fn hold(ledger: &Ledger, qty: u32, ttl_ms: u64, now: TimestampMs) -> Result<TimestampMs, Refusal> {
-    ledger
-        .reserve(
-            &ReserveRequest {
-                channel: Channel::Web,
-                lines: vec![Line {
-                    sku: sku(),
-                    location: location(),
-                    qty: Qty(qty),
-                }],
-                ttl_ms,
-            },
-            now,
-            None,
-        )
-        .map(|r| r.expires_at)
+/// One single-line hold of `qty` units of the one SKU.
+fn hold(
+    ledger: &Ledger,
+    qty: u32,
+    ttl_ms: u64,
+    now: TimestampMs,
+) -> Result<ReservationView, Refusal> {
+    ledger.reserve(
+        &ReserveRequest {
+            channel: Channel::Web,
+            lines: vec![Line {
+                sku: sku(),
+                location: location(),
+                qty: Qty(qty),
+            }],
+            ttl_ms,
+        },
+        now,
+        None,
+    )
 }
 
 /// What one step of a jumping clock does.
@@ -117,16 +121,7 @@ proptest! {
             now = TimestampMs(now.0 + jump_ms);
             match step {
                 Step::Hold(ttl_ms) => {
-                    let id = ledger
-                        .reserve(
-                            &ReserveRequest {
-                                channel: Channel::Web,
-                                lines: vec![Line { sku: sku(), location: location(), qty: Qty(1) }],
-                                ttl_ms,
-                            },
-                            now,
-                            None,
-                        )
+                    let id = hold(&ledger, 1, ttl_ms, now)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(id.expires_at, now.plus_ms(ttl_ms));
                     holds.push((id.id, id.expires_at));
@@ -185,7 +180,7 @@ proptest! {
 #[tokio::test(start_paused = true)]
 async fn the_sweep_releases_within_one_interval_of_the_deadline() {
     let ledger = Arc::new(ledger_with_stock(10));
-    let deadline = hold(&ledger, 4, 60_000, T0).expect("held");
+    let deadline = hold(&ledger, 4, 60_000, T0).expect("held").expires_at;
     let wall = Arc::new(AtomicI64::new(T0.0));
     let interval = Duration::from_millis(10);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -234,21 +229,7 @@ fn a_commit_racing_an_expiry_resolves_once() {
     for _ in 0..rounds {
         let ledger = Arc::new(ledger_with_stock(10));
         let head = ledger.journal_head();
-        let id = ledger
-            .reserve(
-                &ReserveRequest {
-                    channel: Channel::Web,
-                    lines: vec![Line {
-                        sku: sku(),
-                        location: location(),
-                        qty: Qty(3),
-                    }],
-                    ttl_ms: 1_000,
-                },
-                T0,
-                None,
-            )
-            .expect("held");
+        let id = hold(&ledger, 3, 1_000, T0).expect("held");
         let deadline = id.expires_at;
         let start = Arc::new(Barrier::new(2));
         let committer = {

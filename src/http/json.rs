@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::error::ApiError;
-use crate::ledger::{IdError, LocationCode, Sku, TimestampMs};
+use crate::ledger::{Catalog, IdError, LocationCode, Sku, TimestampMs, UnknownFilter};
 
 /// `axum::Json`, but malformed JSON, a wrong content type, unknown fields and
 /// out-of-range values all answer with a problem body saying what is wrong.
@@ -170,6 +170,32 @@ pub fn sku(field: &str, text: &str) -> Result<Sku, ApiError> {
 
 pub fn location(field: &str, text: &str) -> Result<LocationCode, ApiError> {
     LocationCode::new(text).map_err(|e| id_error(field, text, e))
+}
+
+/// The locations a `?{field}=CODE` / `?group=NAME` filter selects
+/// (indexed by location id), with the same 422/404 answers wherever such a
+/// filter is taken (feeds, the live stream, the feed export's server).
+pub fn location_filter(
+    catalog: &Catalog,
+    field: &str,
+    location: Option<&str>,
+    group: Option<&str>,
+) -> Result<Vec<bool>, ApiError> {
+    let code = location
+        .map(|code| self::location(field, code))
+        .transpose()?;
+    catalog
+        .select_locations(code.as_ref().map(LocationCode::as_str), group)
+        .map_err(|unknown| match unknown {
+            UnknownFilter::Location => ApiError::not_found(
+                "unknown_location",
+                format!("unknown {field} {}", location.unwrap_or_default()),
+            ),
+            UnknownFilter::Group => ApiError::not_found(
+                "unknown_group",
+                format!("unknown location group {}", group.unwrap_or_default()),
+            ),
+        })
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
-use crate::ledger::{Catalog, LocationCode, Seq, UnknownFilter};
+use crate::ledger::{Catalog, Seq};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -97,32 +97,12 @@ pub async fn meta(
 /// Which locations a feed covers (only the published stores among them
 /// are listed).
 fn covered(catalog: &Catalog, params: &FeedParams) -> ApiResult<Vec<bool>> {
-    let store = params
-        .store
-        .as_deref()
-        .map(|store| json::location("store", store))
-        .transpose()?;
-    catalog
-        .select_locations(
-            store.as_ref().map(LocationCode::as_str),
-            params.group.as_deref(),
-        )
-        .map_err(|unknown| match unknown {
-            UnknownFilter::Location => ApiError::not_found(
-                "unknown_location",
-                format!(
-                    "unknown store {}",
-                    params.store.as_deref().unwrap_or_default()
-                ),
-            ),
-            UnknownFilter::Group => ApiError::not_found(
-                "unknown_group",
-                format!(
-                    "unknown location group {}",
-                    params.group.as_deref().unwrap_or_default()
-                ),
-            ),
-        })
+    json::location_filter(
+        catalog,
+        "store",
+        params.store.as_deref(),
+        params.group.as_deref(),
+    )
 }
 
 /// Whether the client takes gzip (`Accept-Encoding: gzip`, not `q=0`).

@@ -31,9 +31,7 @@ use crate::http::dto;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
 use crate::http::{AppState, now};
-use crate::ledger::{
-    Channel, JournalRead, Ledger, LocationCode, Movement, PosKey, Seq, Sku, UnknownFilter,
-};
+use crate::ledger::{Channel, JournalRead, Ledger, Movement, PosKey, Seq, Sku};
 
 /// Longest coalescing interval a client may ask for.
 const MAX_COALESCE_MS: u64 = 10_000;
@@ -81,33 +79,13 @@ pub async fn availability(
         ));
     }
     let catalog = state.ledger.catalog();
-    let location = params
-        .location
-        .as_deref()
-        .map(|code| json::location("location", code))
-        .transpose()?;
-    let locations = if location.is_some() || params.group.is_some() {
-        let selected = catalog
-            .select_locations(
-                location.as_ref().map(LocationCode::as_str),
-                params.group.as_deref(),
-            )
-            .map_err(|unknown| match unknown {
-                UnknownFilter::Location => ApiError::not_found(
-                    "unknown_location",
-                    format!(
-                        "unknown location {}",
-                        params.location.as_deref().unwrap_or_default()
-                    ),
-                ),
-                UnknownFilter::Group => ApiError::not_found(
-                    "unknown_group",
-                    format!(
-                        "unknown location group {}",
-                        params.group.as_deref().unwrap_or_default()
-                    ),
-                ),
-            })?;
+    let locations = if params.location.is_some() || params.group.is_some() {
+        let selected = json::location_filter(
+            &catalog,
+            "location",
+            params.location.as_deref(),
+            params.group.as_deref(),
+        )?;
         Some(selected)
     } else {
         None

@@ -61,6 +61,7 @@ fn reserve_release(ledger: &Ledger, request: &ReserveRequest, now: i64) {
 fn single_line(c: &mut Criterion) {
     let ledger = stocked(1, 1, u32::MAX / 2, LedgerConfig::default());
     let request = ReserveRequest {
+        caps: Vec::new(),
         channel: Channel::Web,
         lines: vec![Line {
             sku: sku(0),
@@ -81,6 +82,7 @@ fn single_line(c: &mut Criterion) {
 
     let cart_ledger = stocked(1_000, 4, u32::MAX / 2, LedgerConfig::default());
     let cart = ReserveRequest {
+        caps: Vec::new(),
         channel: Channel::Web,
         lines: (0..5)
             .map(|i| Line {
@@ -109,6 +111,7 @@ fn single_line(c: &mut Criterion) {
                     .map(|_| {
                         scope.spawn(|| {
                             let request = ReserveRequest {
+                                caps: Vec::new(),
                                 channel: Channel::Web,
                                 lines: vec![Line {
                                     sku: sku(0),
@@ -209,6 +212,7 @@ fn expiry(c: &mut Criterion) {
                 let ledger = stocked(1_000, 1, 1_000, LedgerConfig::default());
                 for i in 0..DUE {
                     let request = ReserveRequest {
+                        caps: Vec::new(),
                         channel: Channel::Web,
                         lines: vec![Line {
                             sku: sku(i % 1_000),

@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let hold = ledger.reserve(
         &ReserveRequest {
+            caps: Vec::new(),
             channel: Channel::Web,
             ttl_ms: 600_000,
             lines: vec![Line {

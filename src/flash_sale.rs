@@ -56,6 +56,7 @@ pub fn run(units: u32, buyers: u64) -> Result<(), String> {
                 (&ledger, &sku, &store, &granted, &refused);
             scope.spawn(move || {
                 let request = ReserveRequest {
+                    caps: Vec::new(),
                     channel: if thread % 2 == 0 {
                         Channel::Web
                     } else {

@@ -429,6 +429,7 @@ fn step(ledger: &Ledger, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
         } => {
             let channel = CHANNELS[channel];
             let request = ReserveRequest {
+                caps: Vec::new(),
                 channel,
                 lines: to_lines(&lines),
                 ttl_ms,

@@ -561,6 +561,7 @@ async fn retried_and_reordered_batches_never_roll_anything_back() {
     let held = ledger
         .reserve(
             &ReserveRequest {
+                caps: Vec::new(),
                 channel: omnistock::ledger::Channel::Web,
                 lines: vec![Line {
                     sku: Sku::new("A").expect("sku"),

@@ -183,6 +183,7 @@ impl World {
                     let ttl_ms = 1_000 + rng.below(4_000);
                     match self.ledger.reserve(
                         &ReserveRequest {
+                            caps: Vec::new(),
                             channel: Channel::Web,
                             lines,
                             ttl_ms,

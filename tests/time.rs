@@ -67,6 +67,7 @@ fn hold(
 ) -> Result<ReservationView, Refusal> {
     ledger.reserve(
         &ReserveRequest {
+            caps: Vec::new(),
             channel: Channel::Web,
             lines: vec![Line {
                 sku: sku(),

@@ -56,6 +56,9 @@ pub struct ApiKey {
     pub scopes: BTreeSet<Scope>,
     /// For `pos` keys: the stores the key may act on.
     pub locations: Vec<LocationCode>,
+    /// Most units this key may hold at once across its held reservations
+    /// (overrides `--max-held-units-per-key`; 0: no cap).
+    pub max_held_units: Option<u64>,
 }
 
 type Digest256 = [u8; 32];
@@ -83,6 +86,7 @@ impl KeyStore {
                 name: "OMNISTOCK_ADMIN_KEY".into(),
                 scopes: [Scope::Admin].into(),
                 locations: Vec::new(),
+                max_held_units: None,
             };
             store.by_digest.insert(digest(secret), Arc::new(admin));
         }
@@ -99,6 +103,7 @@ impl KeyStore {
         name: String,
         scopes: BTreeSet<Scope>,
         locations: Vec<LocationCode>,
+        max_held_units: Option<u64>,
     ) -> Result<(Arc<ApiKey>, String), ApiError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)
@@ -110,6 +115,7 @@ impl KeyStore {
             name,
             scopes,
             locations,
+            max_held_units,
         });
         self.by_digest.insert(digest(&secret), Arc::clone(&key));
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -167,6 +173,7 @@ impl KeyStore {
                     name: key.name,
                     scopes,
                     locations,
+                    max_held_units: key.max_held_units,
                 }),
             );
             restored += 1;
@@ -205,6 +212,7 @@ impl KeySource for KeyStore {
                         .map(|l| l.as_str().to_owned())
                         .collect(),
                     digest_hex: hex(entry.key()),
+                    max_held_units: key.max_held_units,
                 }
             })
             .collect();

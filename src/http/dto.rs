@@ -189,6 +189,10 @@ pub struct ReserveBody {
     pub channel: String,
     pub lines: Vec<LineBody>,
     pub ttl_seconds: u64,
+    /// The customer the units are held for: counted against the
+    /// per-customer hold cap (`--max-held-units-per-customer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -526,6 +530,10 @@ pub struct KeyBody {
     pub scopes: Vec<super::auth::Scope>,
     /// Required for `pos` keys: the stores the key may act on.
     pub locations: Option<Vec<String>>,
+    /// Most units this key may hold at once across its held reservations
+    /// (anti-hoarding; 0: no cap). Default: the server's
+    /// `--max-held-units-per-key`.
+    pub max_held_units: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -534,6 +542,9 @@ pub struct KeyJson {
     pub name: String,
     pub scopes: Vec<super::auth::Scope>,
     pub locations: Vec<String>,
+    /// The key's own hold cap, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_held_units: Option<u64>,
     /// The secret, shown only in the creation response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,

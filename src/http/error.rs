@@ -211,6 +211,23 @@ impl From<Refusal> for ApiError {
                 "as_of_in_future",
                 format!("as_of {} is in the future", rfc3339(*as_of)),
             ),
+            Refusal::HoldCapExceeded {
+                kind,
+                holder,
+                held,
+                requested,
+                max,
+            } => ApiError::new(
+                S::CONFLICT,
+                "hold_cap_exceeded",
+                "Hold cap exceeded",
+                detail,
+            )
+            .with("holder_kind", json!(kind.as_str()))
+            .with("holder", json!(holder.as_str()))
+            .with("held", json!(held))
+            .with("requested", json!(requested))
+            .with("max", json!(max)),
             Refusal::InsufficientStock { shortfalls: list } => ApiError::new(
                 S::CONFLICT,
                 "insufficient_stock",

@@ -45,6 +45,11 @@ pub struct HttpLimits {
     /// A JSON body must arrive within this time (408 `body_timeout`): a
     /// client trickling a body cannot hold a request open for ever.
     pub body_read_timeout_ms: u64,
+    /// Hold cap per customer (`customer_id`): most units held at once
+    /// across its held reservations (0: none). 409 `hold_cap_exceeded`.
+    pub max_held_units_per_customer: u64,
+    /// Hold cap per API key without its own `max_held_units` (0: none).
+    pub max_held_units_per_key: u64,
 }
 
 impl Default for HttpLimits {
@@ -55,6 +60,8 @@ impl Default for HttpLimits {
             max_import_errors_reported: 1_000,
             max_stream_subscribers: 10_000,
             body_read_timeout_ms: 10_000,
+            max_held_units_per_customer: 500,
+            max_held_units_per_key: 0,
         }
     }
 }

@@ -101,6 +101,12 @@ string_id!(
     MAX_ID_CHARS
 );
 string_id!(
+    /// Who units are held for, counted against a hold cap: an API key's id
+    /// or a customer account id as the retailer names it.
+    HolderId,
+    MAX_ID_CHARS
+);
+string_id!(
     /// A caller-chosen key that makes a write safe to retry.
     IdempotencyKey,
     MAX_IDEMPOTENCY_KEY_CHARS

@@ -11,6 +11,7 @@
 mod admin;
 mod catalog;
 mod config;
+mod holds;
 mod idempotency;
 mod ids;
 mod journal;
@@ -39,8 +40,9 @@ pub use catalog::{
     PolicyScope, UnknownFilter,
 };
 pub use config::LedgerConfig;
+pub use holds::{HoldCap, Holder, HolderKind};
 pub use ids::{
-    Channel, GroupName, IdError, IdempotencyKey, LocId, LocationCode, MAX_ID_CHARS,
+    Channel, GroupName, HolderId, IdError, IdempotencyKey, LocId, LocationCode, MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS, PosKey, Qty, ReservationId, Seq, Sku, SkuId, TimestampMs,
 };
 pub use journal::{JournalRead, Movement, MovementKind, MovementNote};
@@ -60,6 +62,7 @@ pub use requests::{
 };
 pub use reservation::ReservationState;
 
+use holds::HeldUnits;
 use idempotency::{Claim, Fingerprint, IdempotencyStore};
 use journal::Journal;
 use position::{Position, Snapshot};
@@ -83,6 +86,8 @@ pub struct Ledger {
     reservations: ReservationShards,
     journal: Journal,
     idempotency: IdempotencyStore<WriteOutput>,
+    /// Units held per capped holder (anti-hoarding caps).
+    held_units: HeldUnits,
     change_listener: OnceLock<ChangeListener>,
 }
 
@@ -107,6 +112,7 @@ impl Ledger {
                 config.idempotency_ttl_ms,
                 config.max_idempotency_keys,
             ),
+            held_units: HeldUnits::default(),
             change_listener: OnceLock::new(),
             config,
         }

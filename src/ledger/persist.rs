@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 
 use super::Ledger;
 use super::catalog::{Catalog, ChannelPolicy, Location, PolicyScope};
+use super::holds::Holder;
 use super::idempotency::IdempotencyRecord as GenericIdempotencyRecord;
 use super::ids::{
     Channel, GroupName, IdempotencyKey, LocId, LocationCode, PosKey, Qty, ReservationId, Seq, Sku,
@@ -85,6 +86,9 @@ pub struct ReservationRecord {
     pub expires_at: TimestampMs,
     pub resolved_at: Option<TimestampMs>,
     pub lines: Vec<ReservationLineRecord>,
+    /// The hold caps a held reservation counts against (empty when none, and
+    /// once resolved).
+    pub holders: Vec<Holder>,
 }
 
 /// Locations, groups and policies, ordered by `generation`.
@@ -503,6 +507,11 @@ impl Ledger {
             expires_at: r.expires_at,
             resolved_at: r.resolved_at,
             lines,
+            holders: r
+                .holders
+                .as_deref()
+                .map(<[Holder]>::to_vec)
+                .unwrap_or_default(),
         })
     }
 
@@ -560,8 +569,14 @@ impl Ledger {
                     committed: line.committed,
                 });
             }
+            let holders = (record.state == ReservationState::Held && !record.holders.is_empty())
+                .then(|| record.holders.into_boxed_slice());
             if record.state == ReservationState::Held {
                 report.reservations_held += 1;
+                let units: u64 = lines.iter().map(|l| u64::from(l.qty.0)).sum();
+                for holder in holders.iter().flatten() {
+                    self.held_units.restore(holder, units);
+                }
             } else {
                 report.reservations_resolved += 1;
             }
@@ -574,6 +589,7 @@ impl Ledger {
                     created_at: record.created_at,
                     expires_at: record.expires_at,
                     resolved_at: record.resolved_at,
+                    holders,
                 },
             ));
         }

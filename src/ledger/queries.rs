@@ -1,7 +1,10 @@
 //! Reads: positions, per-SKU availability, batches, nearby stores, snapshots,
 //! and the full invariant check used by tests and operators.
 
+use rustc_hash::FxHashMap;
+
 use super::catalog::LocationKind;
+use super::holds::Holder;
 use super::ids::{Channel, LocId, LocationCode, PosKey, Qty, Seq, Sku, SkuId, TimestampMs};
 use super::refusal::Refusal;
 use super::requests::{
@@ -237,6 +240,7 @@ impl Ledger {
         let head = self.journal.head();
 
         let mut held = HeldByPosition::default();
+        let mut held_by_holder: FxHashMap<Holder, u64> = FxHashMap::default();
         let mut report = InvariantReport::default();
         for shard in &reservation_guards {
             for (id, reservation) in shard.iter() {
@@ -251,6 +255,9 @@ impl Ledger {
                     continue;
                 }
                 report.held_reservations += 1;
+                for holder in reservation.holders.iter().flatten() {
+                    *held_by_holder.entry(holder.clone()).or_default() += reservation.units();
+                }
                 for line in &reservation.lines {
                     if line.qty.0 == 0 {
                         return Err(format!("reservation {id} holds an empty line"));
@@ -285,6 +292,12 @@ impl Ledger {
         if let Some((key, units)) = held.into_iter().next() {
             return Err(format!(
                 "held line of {units} units on missing position {key:?}"
+            ));
+        }
+        let counted = self.held_units.snapshot();
+        if counted != held_by_holder {
+            return Err(format!(
+                "hold-cap counts {counted:?} differ from the held reservations' {held_by_holder:?}"
             ));
         }
         Ok(report)

@@ -1,9 +1,12 @@
 //! Refusals are values. The variants are declared in precedence order: when a
 //! request is wrong in several ways, the ledger reports the first that applies
 //! (shape, then existence, then idempotency, then state, then versions, then
-//! stock), because that is the order in which it checks them.
+//! hold caps, then stock), because that is the order in which it checks them.
 
-use super::ids::{GroupName, IdError, LocationCode, Qty, ReservationId, Seq, Sku, TimestampMs};
+use super::holds::HolderKind;
+use super::ids::{
+    GroupName, HolderId, IdError, LocationCode, Qty, ReservationId, Seq, Sku, TimestampMs,
+};
 use super::reservation::ReservationState;
 
 /// One line that could not be granted, and by how much it fell short.
@@ -88,6 +91,14 @@ pub enum Refusal {
     },
     #[error("as_of {as_of:?} is in the future")]
     AsOfInFuture { as_of: TimestampMs },
+    #[error("{} {holder} holds {held} units; {requested} more would exceed its cap of {max}", kind.as_str())]
+    HoldCapExceeded {
+        kind: HolderKind,
+        holder: HolderId,
+        held: u64,
+        requested: u64,
+        max: u64,
+    },
     #[error("insufficient stock on {} line(s)", shortfalls.len())]
     InsufficientStock { shortfalls: Vec<Shortfall> },
     #[error("not enough units physically on hand on {} line(s)", shortfalls.len())]

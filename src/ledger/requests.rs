@@ -2,6 +2,7 @@
 //! HTTP layer maps JSON to and from these; the ledger never sees JSON.
 
 use super::catalog::{GeoPoint, Pickup};
+use super::holds::HoldCap;
 use super::ids::{Channel, GroupName, LocationCode, Qty, ReservationId, Seq, Sku, TimestampMs};
 use super::reservation::ReservationState;
 
@@ -18,6 +19,10 @@ pub struct ReserveRequest {
     pub channel: Channel,
     pub lines: Vec<Line>,
     pub ttl_ms: u64,
+    /// Hold caps this reservation counts against (the caller's key, the
+    /// customer); empty when none applies. Not part of the idempotency
+    /// fingerprint: a retry after a cap changed is still the same request.
+    pub caps: Vec<HoldCap>,
 }
 
 /// `lines: None` commits everything held. With lines, each listed line

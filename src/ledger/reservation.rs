@@ -15,6 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use super::holds::Holder;
 use super::ids::{Channel, PosKey, Qty, ReservationId, TimestampMs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,7 +54,20 @@ pub(crate) struct Reservation {
     pub created_at: TimestampMs,
     pub expires_at: TimestampMs,
     pub resolved_at: Option<TimestampMs>,
+    /// The holders this reservation's units are counted against (hold caps);
+    /// `None` when no cap applied. Taken when it resolves.
+    pub holders: Option<Box<[Holder]>>,
 }
+
+impl Reservation {
+    /// Units held across every line.
+    pub fn units(&self) -> u64 {
+        self.lines.iter().map(|l| u64::from(l.qty.0)).sum()
+    }
+}
+
+/// Holders and units a resolved reservation gives back to its hold caps.
+pub(crate) type ReleasedHold = (Box<[Holder]>, u64);
 
 pub(crate) struct ReservationShard {
     index: u64,
@@ -122,11 +136,16 @@ impl ReservationShard {
     }
 
     /// Marks a held reservation resolved.
-    pub fn resolve(&mut self, id: ReservationId, state: ReservationState, now: TimestampMs) {
+    /// Resolves a held reservation; returns what it gives back to its hold
+    /// caps, if it was counted against any.
+    pub fn resolve(
+        &mut self,
+        id: ReservationId,
+        state: ReservationState,
+        now: TimestampMs,
+    ) -> Option<ReleasedHold> {
         debug_assert_ne!(state, ReservationState::Held);
-        let Some(reservation) = self.get_mut(id) else {
-            return;
-        };
+        let reservation = self.get_mut(id)?;
         debug_assert_eq!(
             reservation.state,
             ReservationState::Held,
@@ -135,12 +154,15 @@ impl ReservationShard {
         let deadline = reservation.expires_at;
         reservation.state = state;
         reservation.resolved_at = Some(now);
+        let units = reservation.units();
+        let released = reservation.holders.take().map(|holders| (holders, units));
         self.deadlines.remove(&(deadline, id));
         if let Some(local) = self.local(id)
             && local < self.base
         {
             self.evicted_resolved.push_back((now, local));
         }
+        released
     }
 
     /// Forgets resolved reservations at the front of the ring once they are
@@ -296,6 +318,7 @@ mod tests {
             created_at: TimestampMs(0),
             expires_at: TimestampMs(expires_at),
             resolved_at: None,
+            holders: None,
         }
     }
 

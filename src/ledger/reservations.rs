@@ -8,6 +8,7 @@
 use smallvec::SmallVec;
 
 use super::catalog::Catalog;
+use super::holds::Holder;
 use super::idempotency::Fingerprint;
 use super::ids::{IdempotencyKey, PosKey, Qty, ReservationId, Seq, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
@@ -16,7 +17,7 @@ use super::requests::{
     CommitRequest, Line, ReservationLineView, ReservationView, ReserveRequest, TransferRequest,
     WriteOutput,
 };
-use super::reservation::{HeldLine, Reservation, ReservationShard, ReservationState};
+use super::reservation::{HeldLine, ReleasedHold, Reservation, ReservationShard, ReservationState};
 use super::shards::LockedShards;
 use super::{Ledger, MergedLine, OpContext, merged_keys};
 
@@ -39,7 +40,17 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || Fingerprint::of("reserve", request),
+            || {
+                // Hashes like the derived `Hash` of the request before caps
+                // existed (fields in order), so stored fingerprints stay valid.
+                let uncapped = (request.channel, &request.lines, request.ttl_ms);
+                if request.caps.is_empty() {
+                    return Fingerprint::of("reserve", &uncapped);
+                }
+                let holders: SmallVec<[&Holder; 2]> =
+                    request.caps.iter().map(|cap| &cap.holder).collect();
+                Fingerprint::of("reserve", &(uncapped, holders))
+            },
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || self.reserve_unchecked(request, now, key),
@@ -58,15 +69,31 @@ impl Ledger {
             let mut shard = self
                 .reservations
                 .lock_index(self.reservations.shard_for_new());
+            // Claimed and given back only under a reservation shard lock, so
+            // `check_invariants` (which takes them all) sees counts and
+            // reservations agree.
+            let units: u64 = merged.iter().map(|line| u64::from(line.qty.0)).sum();
+            self.held_units.claim(&request.caps, units)?;
+            let holders = (!request.caps.is_empty()).then(|| {
+                request
+                    .caps
+                    .iter()
+                    .map(|cap| cap.holder.clone())
+                    .collect::<Box<[Holder]>>()
+            });
             let mut locked = self.positions.lock_many(merged_keys(&merged));
 
-            self.check_channel_view(
+            if let Err(refusal) = self.check_channel_view(
                 catalog,
                 &mut locked,
                 request.channel,
                 &request.lines,
                 &merged,
-            )?;
+            ) {
+                drop(locked);
+                self.give_back_holds(holders.map(|holders| (holders, units)));
+                return Err(refusal);
+            }
 
             let id = shard.next_id();
             let ctx = OpContext {
@@ -145,6 +172,7 @@ impl Ledger {
                 created_at: now,
                 expires_at,
                 resolved_at: None,
+                holders,
             });
             debug_assert_eq!(stored_id, id);
             Ok(view)
@@ -221,7 +249,20 @@ impl Ledger {
         }
         drop(locked);
         self.forget_resolved(shard, now);
-        shard.resolve(id, state, now);
+        self.give_back_holds(shard.resolve(id, state, now));
+    }
+
+    /// Gives a resolved (or refused) reservation's units back to its caps.
+    fn give_back_holds(&self, released: Option<ReleasedHold>) {
+        if let Some((holders, units)) = released {
+            self.held_units.give_back(holders.iter(), units);
+        }
+    }
+
+    /// Units a holder holds now, counted against its cap (0 when it was
+    /// never counted).
+    pub fn held_units(&self, holder: &Holder) -> u64 {
+        self.held_units.held(holder)
     }
 
     /// Forgets a few old resolved reservations; called before resolving one
@@ -385,7 +426,7 @@ impl Ledger {
             }
         }
         self.forget_resolved(&mut shard, now);
-        shard.resolve(id, ReservationState::Committed, now);
+        self.give_back_holds(shard.resolve(id, ReservationState::Committed, now));
         self.reservation_view(&shard, id)
             .ok_or(Refusal::ReservationNotFound(id))
     }

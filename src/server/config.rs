@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::ledger::LedgerConfig;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
@@ -92,6 +94,23 @@ pub struct ServeArgs {
     /// A JSON body must arrive within this time (408 beyond).
     #[arg(long)]
     pub body_read_timeout_ms: Option<u64>,
+    /// Most units one customer (`customer_id` of a reservation) may hold
+    /// across its held reservations (0: no cap).
+    #[arg(long)]
+    pub max_held_units_per_customer: Option<u64>,
+    /// Most units one API key may hold across its held reservations, for keys
+    /// created without their own `max_held_units` (0: no cap).
+    #[arg(long)]
+    pub max_held_units_per_key: Option<u64>,
+    /// Most lines in one reservation or sale (422 `too_many_lines` beyond).
+    #[arg(long)]
+    pub max_lines_per_request: Option<usize>,
+    /// Longest hold a reservation may ask for, in seconds (422 `ttl_out_of_range` beyond).
+    #[arg(long)]
+    pub max_ttl_seconds: Option<u64>,
+    /// Most items in one batch request (availability, movements; 422 `too_many_items` beyond).
+    #[arg(long)]
+    pub max_batch_items: Option<usize>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -118,6 +137,11 @@ struct FileConfig {
     max_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
+    max_held_units_per_customer: Option<u64>,
+    max_held_units_per_key: Option<u64>,
+    max_lines_per_request: Option<usize>,
+    max_ttl_seconds: Option<u64>,
+    max_batch_items: Option<usize>,
 }
 
 /// Settings after merging and validation.
@@ -143,8 +167,25 @@ pub struct ServeConfig {
     pub max_connections: usize,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
+    pub max_held_units_per_customer: u64,
+    pub max_held_units_per_key: u64,
+    pub max_lines_per_request: usize,
+    pub max_ttl_seconds: u64,
+    pub max_batch_items: usize,
     /// From `OMNISTOCK_ADMIN_KEY` only: secrets do not belong in flags or files.
     pub admin_key: Option<String>,
+}
+
+impl ServeConfig {
+    /// The ledger's limits: production defaults with this server's request
+    /// limits (`--max-lines-per-request`, `--max-ttl-seconds`).
+    pub fn ledger_config(&self) -> LedgerConfig {
+        LedgerConfig {
+            max_lines_per_request: self.max_lines_per_request,
+            max_ttl_ms: self.max_ttl_seconds.saturating_mul(1_000),
+            ..LedgerConfig::default()
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -170,6 +211,11 @@ impl Default for ServeConfig {
             max_connections: 20_000,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
+            max_held_units_per_customer: 500,
+            max_held_units_per_key: 0,
+            max_lines_per_request: 100,
+            max_ttl_seconds: 604_800,
+            max_batch_items: 1_000,
             admin_key: None,
         }
     }
@@ -257,6 +303,26 @@ impl ServeArgs {
                 .body_read_timeout_ms
                 .or(file.body_read_timeout_ms)
                 .unwrap_or(defaults.body_read_timeout_ms),
+            max_held_units_per_customer: self
+                .max_held_units_per_customer
+                .or(file.max_held_units_per_customer)
+                .unwrap_or(defaults.max_held_units_per_customer),
+            max_held_units_per_key: self
+                .max_held_units_per_key
+                .or(file.max_held_units_per_key)
+                .unwrap_or(defaults.max_held_units_per_key),
+            max_lines_per_request: self
+                .max_lines_per_request
+                .or(file.max_lines_per_request)
+                .unwrap_or(defaults.max_lines_per_request),
+            max_ttl_seconds: self
+                .max_ttl_seconds
+                .or(file.max_ttl_seconds)
+                .unwrap_or(defaults.max_ttl_seconds),
+            max_batch_items: self
+                .max_batch_items
+                .or(file.max_batch_items)
+                .unwrap_or(defaults.max_batch_items),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;
@@ -323,6 +389,15 @@ impl ServeConfig {
         }
         if !(1..=1_000_000).contains(&self.max_stream_subscribers) {
             return Err("--max-stream-subscribers must be between 1 and 1000000".into());
+        }
+        if !(1..=10_000).contains(&self.max_lines_per_request) {
+            return Err("--max-lines-per-request must be between 1 and 10000".into());
+        }
+        if !(1..=30 * 86_400).contains(&self.max_ttl_seconds) {
+            return Err("--max-ttl-seconds must be between 1 and 2592000 (30 days)".into());
+        }
+        if !(1..=100_000).contains(&self.max_batch_items) {
+            return Err("--max-batch-items must be between 1 and 100000".into());
         }
         if !(1..=60_000).contains(&self.expiry_sweep_interval_ms) {
             return Err("--expiry-sweep-interval-ms must be between 1 and 60000".into());

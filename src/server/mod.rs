@@ -73,6 +73,9 @@ pub fn state(
             max_body_bytes: config.max_body_bytes,
             max_stream_subscribers: config.max_stream_subscribers,
             body_read_timeout_ms: config.body_read_timeout_ms,
+            max_held_units_per_customer: config.max_held_units_per_customer,
+            max_held_units_per_key: config.max_held_units_per_key,
+            max_batch_items: config.max_batch_items,
             ..HttpLimits::default()
         },
         stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),
@@ -308,7 +311,7 @@ async fn run_store<S: Store>(
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), String> {
-    let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
+    let ledger = Arc::new(Ledger::new(config.ledger_config()));
     if config.demo && config.redis_url.is_none() {
         let positions = demo::load(&ledger, now())?;
         tracing::info!(

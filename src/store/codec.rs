@@ -8,10 +8,11 @@
 use std::borrow::Cow;
 
 use crate::ledger::{
-    CatalogRecord, Channel, ChannelPolicy, GeoPoint, GroupName, IdempotencyKey, IdempotencyRecord,
-    Incoming, Location, LocationCode, LocationKind, Pickup, PickupMethod, PickupSla, PolicyScope,
-    PositionRecord, PositionView, Qty, ReservationId, ReservationLineRecord, ReservationLineView,
-    ReservationRecord, ReservationState, ReservationView, Seq, Sku, TimestampMs, WriteOutput,
+    CatalogRecord, Channel, ChannelPolicy, GeoPoint, GroupName, Holder, HolderId, HolderKind,
+    IdempotencyKey, IdempotencyRecord, Incoming, Location, LocationCode, LocationKind, Pickup,
+    PickupMethod, PickupSla, PolicyScope, PositionRecord, PositionView, Qty, ReservationId,
+    ReservationLineRecord, ReservationLineView, ReservationRecord, ReservationState,
+    ReservationView, Seq, Sku, TimestampMs, WriteOutput,
 };
 
 use super::{KeyRecord, KeysRecord};
@@ -328,9 +329,39 @@ fn decode_lines(text: &str) -> Result<Vec<LineParts>, CodecError> {
         .collect()
 }
 
+/// Hold-cap holders as `kind=id` items (`key=key_1;customer=C-9`).
+fn encode_holders(holders: &[Holder]) -> String {
+    holders
+        .iter()
+        .map(|h| format!("{}={}", h.kind.as_str(), escape(h.id.as_str())))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn decode_holders(text: &str) -> Result<Vec<Holder>, CodecError> {
+    items(text, ';')
+        .map(|item| {
+            let (kind, id) = item
+                .split_once('=')
+                .ok_or_else(|| bad("holder", item.to_owned()))?;
+            Ok(Holder {
+                kind: HolderKind::parse(kind).ok_or_else(|| bad("holder kind", kind.to_owned()))?,
+                id: HolderId::new(&unescape(id)?).map_err(|e| bad("holder id", e.to_string()))?,
+            })
+        })
+        .collect()
+}
+
+/// `version|channel|state|created|expires|resolved|lines`, then `|holders`
+/// when the reservation counts against hold caps (older values have none).
 pub fn encode_reservation(r: &ReservationRecord) -> String {
+    let holders = if r.holders.is_empty() {
+        String::new()
+    } else {
+        format!("|{}", encode_holders(&r.holders))
+    };
     format!(
-        "{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{}|{}|{}|{}|{}{}",
         r.version.0,
         r.channel.as_str(),
         state_str(r.state),
@@ -342,12 +373,14 @@ pub fn encode_reservation(r: &ReservationRecord) -> String {
                 .iter()
                 .map(|l| (&l.sku, &l.location, l.qty, l.committed))
         ),
+        holders,
     )
 }
 
 pub fn decode_reservation(field: &str, value: &str) -> Result<ReservationRecord, CodecError> {
-    let [version, ch, st, created, expires, resolved, lines] =
+    let [version, ch, st, created, expires, resolved, rest] =
         fields::<7>(value, '|', "reservation")?;
+    let (lines, holders) = rest.split_once('|').unwrap_or((rest, ""));
     Ok(ReservationRecord {
         id: ReservationId(num(field, "reservation id")?),
         version: Seq(num(version, "version")?),
@@ -365,6 +398,7 @@ pub fn decode_reservation(field: &str, value: &str) -> Result<ReservationRecord,
                 committed,
             })
             .collect(),
+        holders: decode_holders(holders)?,
     })
 }
 
@@ -666,13 +700,17 @@ pub fn encode_keys(k: &KeysRecord) -> String {
         .map(|key| {
             let scopes: Vec<_> = key.scopes.iter().map(|s| escape(s)).collect();
             let locations: Vec<_> = key.locations.iter().map(|l| escape(l)).collect();
+            // A trailing `,N` is the key's hold cap (absent: none, as in
+            // older values).
             format!(
-                "{},{},{},{},{}",
+                "{},{},{},{},{}{}",
                 escape(&key.id),
                 escape(&key.name),
                 scopes.join("@"),
                 locations.join("@"),
-                key.digest_hex
+                key.digest_hex,
+                key.max_held_units
+                    .map_or(String::new(), |n| format!(",{n}"))
             )
         })
         .collect();
@@ -690,13 +728,18 @@ pub fn decode_keys(value: &str) -> Result<KeysRecord, CodecError> {
         generation: num(generation, "keys generation")?,
         keys: items(keys, ';')
             .map(|item| {
-                let [id, name, scopes, locations, digest] = fields::<5>(item, ',', "key")?;
+                let [id, name, scopes, locations, rest] = fields::<5>(item, ',', "key")?;
+                let (digest, max_held_units) = match rest.split_once(',') {
+                    Some((digest, cap)) => (digest, Some(num(cap, "key max_held_units")?)),
+                    None => (rest, None),
+                };
                 Ok(KeyRecord {
                     id: unescape(id)?.into_owned(),
                     name: unescape(name)?.into_owned(),
                     scopes: list(scopes)?,
                     locations: list(locations)?,
                     digest_hex: digest.to_owned(),
+                    max_held_units,
                 })
             })
             .collect::<Result<_, CodecError>>()?,
@@ -840,11 +883,34 @@ mod tests {
             expires_at: TimestampMs(2),
             resolved_at: Some(TimestampMs(3)),
             lines,
+            holders: Vec::new(),
         };
         assert_eq!(
             decode_reservation("77", &encode_reservation(&record)),
-            Ok(record)
+            Ok(record.clone())
         );
+        // A held reservation counted against hold caps keeps its holders
+        // (ids with separators escaped); a value without them reads as none.
+        let holder = |kind, id: &str| Holder {
+            kind,
+            id: HolderId::new(id).expect("valid holder"),
+        };
+        let held = ReservationRecord {
+            state: ReservationState::Held,
+            resolved_at: None,
+            holders: vec![
+                holder(HolderKind::Key, "key_1"),
+                holder(HolderKind::Customer, "c|1;=x"),
+            ],
+            ..record.clone()
+        };
+        let encoded = encode_reservation(&held);
+        assert!(
+            encoded.ends_with("|key=key_1;customer=c%7C1%3B=x"),
+            "{encoded}"
+        );
+        assert_eq!(decode_reservation("77", &encoded), Ok(held));
+        assert!(decode_reservation("77", &format!("{encoded};robot=r")).is_err());
         let view = PositionView {
             sku: sku_("A,B"),
             location: loc_("S1"),
@@ -960,15 +1026,22 @@ mod tests {
             decode_catalog(&legacy).map(|c| (c.generation, c.changed_at)),
             Ok((12, Seq(0)))
         );
+        let till = KeyRecord {
+            id: "key_1".into(),
+            name: "till, 3".into(),
+            scopes: vec!["pos".into(), "read".into()],
+            locations: vec!["PAR-01".into()],
+            digest_hex: "ab".repeat(32),
+            max_held_units: None,
+        };
+        let capped = KeyRecord {
+            id: "key_2".into(),
+            max_held_units: Some(250),
+            ..till.clone()
+        };
         let keys = KeysRecord {
             generation: 3,
-            keys: vec![KeyRecord {
-                id: "key_1".into(),
-                name: "till, 3".into(),
-                scopes: vec!["pos".into(), "read".into()],
-                locations: vec!["PAR-01".into()],
-                digest_hex: "ab".repeat(32),
-            }],
+            keys: vec![till, capped],
         };
         assert_eq!(decode_keys(&encode_keys(&keys)), Ok(keys));
         let state = EngineState {

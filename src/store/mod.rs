@@ -25,6 +25,8 @@ pub struct KeyRecord {
     pub scopes: Vec<String>,
     pub locations: Vec<String>,
     pub digest_hex: String,
+    /// The key's own hold cap (units held at once), when it has one.
+    pub max_held_units: Option<u64>,
 }
 
 /// Every created (not revoked) key, ordered by `generation`.

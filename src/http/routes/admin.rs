@@ -118,6 +118,7 @@ fn key_json(key: &crate::http::auth::ApiKey, secret: Option<String>) -> KeyJson 
         name: key.name.clone(),
         scopes: key.scopes.iter().copied().collect(),
         locations: key.locations.iter().map(|l| l.to_string()).collect(),
+        max_held_units: key.max_held_units,
         key: secret,
     }
 }
@@ -168,7 +169,9 @@ pub async fn create_key(
             format!("at most {MAX_KEYS} keys; revoke unused ones"),
         ));
     }
-    let (key, secret) = state.keys.create(name, scopes, locations)?;
+    let (key, secret) = state
+        .keys
+        .create(name, scopes, locations, body.max_held_units)?;
     Ok((StatusCode::CREATED, Json(key_json(&key, Some(secret)))))
 }
 

@@ -12,7 +12,10 @@ use crate::http::dto::{self, CommitBody, ExtendBody, ReservationJson, ReserveBod
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiJson, ApiPath};
 use crate::http::{AppState, idempotency_key, now};
-use crate::ledger::{CommitRequest, Qty, ReservationId, ReserveRequest, TransferRequest};
+use crate::ledger::{
+    CommitRequest, HoldCap, Holder, HolderId, HolderKind, Qty, ReservationId, ReserveRequest,
+    TransferRequest,
+};
 
 fn reservation_id(text: &str) -> ApiResult<ReservationId> {
     text.parse::<u64>()
@@ -42,10 +45,47 @@ fn authorise(state: &AppState, caller: &Caller, id: ReservationId) -> ApiResult<
     caller.require_at(Scope::Reserve, view.lines.iter().map(|l| &l.location))
 }
 
+/// The hold caps a reservation counts against: the caller's key (its own
+/// `max_held_units`, else `--max-held-units-per-key`) and the customer
+/// (`--max-held-units-per-customer`); a cap of 0 is none.
+fn hold_caps(state: &AppState, caller: &Caller, customer: Option<&str>) -> ApiResult<Vec<HoldCap>> {
+    let mut caps = Vec::new();
+    let key_cap = caller
+        .0
+        .max_held_units
+        .unwrap_or(state.limits.max_held_units_per_key);
+    if key_cap > 0 {
+        caps.push(HoldCap {
+            holder: Holder {
+                kind: HolderKind::Key,
+                id: HolderId::new(&caller.0.id)
+                    .map_err(|e| ApiError::internal(format!("key id {:?}: {e}", caller.0.id)))?,
+            },
+            max_units: key_cap,
+        });
+    }
+    if let Some(customer) = customer {
+        let id = HolderId::new(customer).map_err(|e| {
+            ApiError::invalid("invalid_id", format!("customer_id: {e}"))
+                .with("field", serde_json::json!("customer_id"))
+        })?;
+        if state.limits.max_held_units_per_customer > 0 {
+            caps.push(HoldCap {
+                holder: Holder {
+                    kind: HolderKind::Customer,
+                    id,
+                },
+                max_units: state.limits.max_held_units_per_customer,
+            });
+        }
+    }
+    Ok(caps)
+}
+
 /// Hold units for a channel: every line or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
-    responses((status = 201, body = ReservationJson), (status = 409, description = "insufficient stock, with `shortfalls`"), (status = 422, description = "invalid request")),
+    responses((status = 201, body = ReservationJson), (status = 409, description = "insufficient stock, with `shortfalls`; or `hold_cap_exceeded`: the key or customer would hold more than its cap"), (status = 422, description = "invalid request")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -59,6 +99,7 @@ pub async fn create(
         channel: dto::channel(&body.channel)?,
         lines,
         ttl_ms: seconds_to_ms(body.ttl_seconds),
+        caps: hold_caps(&state, &caller, body.customer_id.as_deref())?,
     };
     let key = idempotency_key(&headers, &caller)?;
     let held = state.ledger.reserve(&request, now(), key.as_ref());

@@ -1,0 +1,373 @@
+//! Limits on what one request, one key and one customer may do: hold caps
+//! against reservation hoarding (per key, per customer), and the configured
+//! caps on lines, TTL, batch size and body size. Over real HTTP; every
+//! refusal is a problem body with a code and changes nothing.
+
+use std::sync::Arc;
+
+use omnistock::ledger::Ledger;
+use omnistock::server::config::ServeConfig;
+use omnistock::server::{Running, start};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "request-limits-admin-key-0123";
+
+struct Server {
+    _running: Running,
+    base: String,
+    http: Client,
+}
+
+impl Server {
+    /// A server with `config`'s limits (the ledger's too), one store `S1`
+    /// holding 100 units of `SKU-1`.
+    async fn start(config: ServeConfig) -> Server {
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            admin_key: Some(ADMIN.into()),
+            rate_limit_per_second: 0,
+            ..config
+        };
+        let ledger = Arc::new(Ledger::new(config.ledger_config()));
+        let running = start(&config, ledger).await.expect("server starts");
+        let server = Server {
+            base: format!("http://{}", running.addr),
+            _running: running,
+            http: Client::new(),
+        };
+        let (status, _) = server
+            .call(
+                Method::PUT,
+                "/v1/locations/S1",
+                ADMIN,
+                json!({"kind": "store", "name": "Paris"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = server
+            .call(
+                Method::PUT,
+                "/v1/stock/S1/SKU-1",
+                ADMIN,
+                json!({"on_hand": 100}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        server
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn reserve(&self, key: &str, qty: u32, customer: Option<&str>) -> (StatusCode, Value) {
+        let mut body = json!({"channel": "web", "lines": [{"sku": "SKU-1", "location": "S1", "qty": qty}], "ttl_seconds": 60});
+        if let Some(customer) = customer {
+            body["customer_id"] = json!(customer);
+        }
+        self.call(Method::POST, "/v1/reservations", key, body).await
+    }
+
+    async fn reserved(&self) -> u64 {
+        let (status, position) = self
+            .call(Method::GET, "/v1/stock/S1/SKU-1", ADMIN, Value::Null)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        position["reserved"].as_u64().expect("reserved")
+    }
+}
+
+/// A refusal's problem body: the status and code, and a detail to read.
+fn assert_problem(answer: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["code"], code, "{}", answer.1);
+    assert!(answer.1["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_caps_stop_one_key_or_customer_from_hoarding() {
+    let server = Server::start(ServeConfig {
+        max_held_units_per_customer: 5,
+        ..ServeConfig::default()
+    })
+    .await;
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/v1/keys",
+            ADMIN,
+            json!({"name": "marketplace bot", "scopes": ["reserve", "read"], "max_held_units": 6}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["max_held_units"], 6);
+    let bot = created["key"].as_str().expect("secret").to_owned();
+    let bot_id = created["id"].as_str().expect("id").to_owned();
+
+    // Customer c-1 fills its cap of 5 in two carts; a third unit is refused.
+    let (status, first) = server.reserve(&bot, 3, Some("c-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(
+        server.reserve(&bot, 2, Some("c-1")).await.0,
+        StatusCode::CREATED
+    );
+    let refused = server.reserve(&bot, 1, Some("c-1")).await;
+    assert_problem(&refused, StatusCode::CONFLICT, "hold_cap_exceeded");
+    assert_eq!(
+        (
+            &refused.1["holder_kind"],
+            &refused.1["holder"],
+            &refused.1["held"],
+            &refused.1["requested"],
+            &refused.1["max"]
+        ),
+        (
+            &json!("customer"),
+            &json!("c-1"),
+            &json!(5),
+            &json!(1),
+            &json!(5)
+        )
+    );
+    assert_eq!(server.reserved().await, 5, "a refused hold holds nothing");
+
+    // The key's own cap (6, 5 held) refuses 2 more units for another customer.
+    let refused = server.reserve(&bot, 2, Some("c-2")).await;
+    assert_problem(&refused, StatusCode::CONFLICT, "hold_cap_exceeded");
+    assert_eq!(refused.1["holder_kind"], "key");
+    assert_eq!(refused.1["holder"], json!(bot_id));
+    assert_eq!(
+        server.reserve(&bot, 1, Some("c-2")).await.0,
+        StatusCode::CREATED
+    );
+
+    // Releasing a cart gives its units back to the key and the customer.
+    let id = first["id"].as_str().expect("id");
+    let (status, released) = server
+        .call(
+            Method::POST,
+            &format!("/v1/reservations/{id}/release"),
+            &bot,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(
+        server.reserve(&bot, 3, Some("c-1")).await.0,
+        StatusCode::CREATED
+    );
+
+    // Keys without a cap of their own (here: the admin key, no server
+    // default) are not capped; customers still are.
+    assert_eq!(server.reserve(ADMIN, 50, None).await.0, StatusCode::CREATED);
+    let refused = server.reserve(ADMIN, 6, Some("c-3")).await;
+    assert_problem(&refused, StatusCode::CONFLICT, "hold_cap_exceeded");
+
+    // A customer id is validated like every id.
+    let before = server.reserved().await;
+    for bad in ["", " padded", &"x".repeat(51)] {
+        let refused = server.reserve(&bot, 1, Some(bad)).await;
+        assert_problem(&refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_id");
+    }
+    assert_eq!(server.reserved().await, before);
+
+    // The key's cap is listed (and persisted with it: see the codec tests).
+    let (_, keys) = server
+        .call(Method::GET, "/v1/keys", ADMIN, Value::Null)
+        .await;
+    let listed = keys
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["id"] == json!(bot_id))
+        .expect("bot key listed");
+    assert_eq!(listed["max_held_units"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_wide_key_cap_applies_to_keys_without_their_own() {
+    let server = Server::start(ServeConfig {
+        max_held_units_per_key: 4,
+        max_held_units_per_customer: 0,
+        ..ServeConfig::default()
+    })
+    .await;
+    assert_eq!(
+        server.reserve(ADMIN, 4, Some("c-1")).await.0,
+        StatusCode::CREATED
+    );
+    let refused = server.reserve(ADMIN, 1, Some("c-2")).await;
+    assert_problem(&refused, StatusCode::CONFLICT, "hold_cap_exceeded");
+    assert_eq!(refused.1["holder"], "admin");
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/v1/keys",
+            ADMIN,
+            json!({"name": "storefront", "scopes": ["reserve"], "max_held_units": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let storefront = created["key"].as_str().expect("secret");
+    // Its own 0 means no cap, whatever the server default.
+    assert_eq!(
+        server.reserve(storefront, 40, None).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(server.reserved().await, 44);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_caps_on_lines_ttl_batches_and_bodies_refuse_and_change_nothing() {
+    let server = Server::start(ServeConfig {
+        max_lines_per_request: 2,
+        max_ttl_seconds: 60,
+        max_batch_items: 3,
+        max_body_bytes: 2_048,
+        ..ServeConfig::default()
+    })
+    .await;
+    let line = json!({"sku": "SKU-1", "location": "S1", "qty": 1});
+    let other = json!({"sku": "SKU-2", "location": "S1", "qty": 1});
+    let third = json!({"sku": "SKU-3", "location": "S1", "qty": 1});
+    let reserve =
+        |lines: Value, ttl: u64| json!({"channel": "web", "lines": lines, "ttl_seconds": ttl});
+    let (_, before) = server
+        .call(Method::GET, "/v1/journal?limit=1000", ADMIN, Value::Null)
+        .await;
+
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/reservations",
+            ADMIN,
+            reserve(json!([line, other, third]), 60),
+        )
+        .await;
+    assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY, "too_many_lines");
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/reservations",
+            ADMIN,
+            reserve(json!([line]), 61),
+        )
+        .await;
+    assert_problem(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ttl_out_of_range",
+    );
+
+    let items: Vec<Value> = (0..4)
+        .map(|i| json!({"sku": format!("SKU-{i}"), "location": "S1"}))
+        .collect();
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/availability/batch",
+            ADMIN,
+            json!({"items": items}),
+        )
+        .await;
+    assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY, "too_many_items");
+    let receipts: Vec<Value> = (0..4)
+        .map(|_| json!({"kind": "receipt", "sku": "SKU-1", "location": "S1", "qty": 1}))
+        .collect();
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/movements/batch",
+            ADMIN,
+            json!({"items": receipts}),
+        )
+        .await;
+    assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY, "too_many_items");
+
+    let long_reference = "r".repeat(4_000);
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/receipts",
+            ADMIN,
+            json!({"sku": "SKU-1", "location": "S1", "qty": 1, "reference": long_reference}),
+        )
+        .await;
+    assert_problem(&answer, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+
+    let (_, after) = server
+        .call(Method::GET, "/v1/journal?limit=1000", ADMIN, Value::Null)
+        .await;
+    assert_eq!(before, after, "no refused request wrote a movement");
+
+    // At the limits, the same requests pass.
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/reservations",
+            ADMIN,
+            reserve(json!([line]), 60),
+        )
+        .await;
+    assert_eq!(answer.0, StatusCode::CREATED, "{}", answer.1);
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/movements/batch",
+            ADMIN,
+            json!({"items": &receipts[..3]}),
+        )
+        .await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    assert_eq!(answer.1["applied"], 3);
+}
+
+#[test]
+fn limits_out_of_range_are_refused_at_start() {
+    for (config, flag) in [
+        (
+            ServeConfig {
+                max_lines_per_request: 0,
+                ..ServeConfig::default()
+            },
+            "--max-lines-per-request",
+        ),
+        (
+            ServeConfig {
+                max_ttl_seconds: 0,
+                ..ServeConfig::default()
+            },
+            "--max-ttl-seconds",
+        ),
+        (
+            ServeConfig {
+                max_batch_items: 100_001,
+                ..ServeConfig::default()
+            },
+            "--max-batch-items",
+        ),
+    ] {
+        let error = config.validate().expect_err("refused");
+        assert!(error.contains(flag), "{error}");
+    }
+}

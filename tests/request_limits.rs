@@ -371,3 +371,57 @@ fn limits_out_of_range_are_refused_at_start() {
         assert!(error.contains(flag), "{error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_gets_a_delayed_429_and_other_keys_do_not_wait() {
+    // Not `Server::start`: that one turns rate limiting off for seeding.
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_key: Some(ADMIN.into()),
+        rate_limit_per_second: 1,
+        rate_limit_burst: 1,
+        rate_limited_delay_ms: 400,
+        ..ServeConfig::default()
+    };
+    let running = start(&config, Arc::new(Ledger::new(config.ledger_config())))
+        .await
+        .expect("server starts");
+    let base = format!("http://{}", running.addr);
+    let http = Client::new();
+    let get = |key: String| {
+        let request = http
+            .get(format!("{base}/v1/locations"))
+            .bearer_auth(key)
+            .send();
+        async move {
+            let started = std::time::Instant::now();
+            let response = request.await.expect("sent");
+            (response.status(), started.elapsed(), response)
+        }
+    };
+    let created = http
+        .post(format!("{base}/v1/keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "other", "scopes": ["read"]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("key");
+    let other = created["key"].as_str().expect("secret").to_owned();
+
+    // The admin key spent its one token creating the key: the next request
+    // is refused, after at least half the configured delay (jitter).
+    let (status, waited, response) = get(ADMIN.into()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        waited >= std::time::Duration::from_millis(200),
+        "answered after {waited:?}"
+    );
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["code"], "rate_limited");
+    // Another key has its own bucket: answered, not limited.
+    let (status, _, _) = get(other).await;
+    assert_eq!(status, StatusCode::OK);
+}

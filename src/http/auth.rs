@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -324,10 +324,26 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .keys
             .authenticate(secret.trim())
             .ok_or_else(ApiError::unauthorized)?;
-        state
-            .rate_limiter
-            .check(&key.id, Instant::now())
-            .map_err(ApiError::rate_limited)?;
+        if let Err(retry_after_s) = state.rate_limiter.check(&key.id, Instant::now()) {
+            // Tarpit: a flooding client on keep-alive connections can only
+            // send as fast as these answers come back, so its refused
+            // requests stop competing with other keys' for the CPU.
+            // Jittered (half to all of the delay) so a flood's connections
+            // do not wake, and come back, in lockstep bursts.
+            let delay_ms = state
+                .limits
+                .rate_limited_delay_ms
+                .min(retry_after_s.saturating_mul(1_000));
+            if delay_ms > 0 {
+                let jitter_ms = u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos()),
+                ) % (delay_ms / 2 + 1);
+                tokio::time::sleep(Duration::from_millis(delay_ms / 2 + jitter_ms)).await;
+            }
+            return Err(ApiError::rate_limited(retry_after_s));
+        }
         Ok(Caller(key))
     }
 }

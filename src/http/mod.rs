@@ -50,6 +50,10 @@ pub struct HttpLimits {
     pub max_held_units_per_customer: u64,
     /// Hold cap per API key without its own `max_held_units` (0: none).
     pub max_held_units_per_key: u64,
+    /// Delay before a 429 (capped at its Retry-After): a client that
+    /// ignores Retry-After waits instead of re-sending at once. Each waiting
+    /// request holds its connection, so `--max-connections` bounds them.
+    pub rate_limited_delay_ms: u64,
 }
 
 impl Default for HttpLimits {
@@ -62,6 +66,7 @@ impl Default for HttpLimits {
             body_read_timeout_ms: 10_000,
             max_held_units_per_customer: 500,
             max_held_units_per_key: 0,
+            rate_limited_delay_ms: 200,
         }
     }
 }

@@ -32,13 +32,17 @@ impl RateLimiter {
         if self.per_second <= 0.0 {
             return Ok(());
         }
-        let mut bucket = self
-            .buckets
-            .entry(key.to_string())
-            .or_insert_with(|| Bucket {
-                tokens: self.burst,
-                refilled_at: now,
-            });
+        // Look up before inserting: no key allocation on the hot path.
+        let mut bucket = match self.buckets.get_mut(key) {
+            Some(bucket) => bucket,
+            None => self
+                .buckets
+                .entry(key.to_string())
+                .or_insert_with(|| Bucket {
+                    tokens: self.burst,
+                    refilled_at: now,
+                }),
+        };
         let elapsed = now
             .saturating_duration_since(bucket.refilled_at)
             .as_secs_f64();

@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// A JSON body must arrive within this time (408 beyond).
     #[arg(long)]
     pub body_read_timeout_ms: Option<u64>,
+    /// A request over its key's rate limit gets its 429 after this delay
+    /// (at most the Retry-After): a client ignoring Retry-After slows itself
+    /// down instead of costing the engine a request at once (0: at once).
+    #[arg(long)]
+    pub rate_limited_delay_ms: Option<u64>,
     /// Most units one customer (`customer_id` of a reservation) may hold
     /// across its held reservations (0: no cap).
     #[arg(long)]
@@ -139,6 +144,7 @@ struct FileConfig {
     body_read_timeout_ms: Option<u64>,
     max_held_units_per_customer: Option<u64>,
     max_held_units_per_key: Option<u64>,
+    rate_limited_delay_ms: Option<u64>,
     max_lines_per_request: Option<usize>,
     max_ttl_seconds: Option<u64>,
     max_batch_items: Option<usize>,
@@ -169,6 +175,7 @@ pub struct ServeConfig {
     pub body_read_timeout_ms: u64,
     pub max_held_units_per_customer: u64,
     pub max_held_units_per_key: u64,
+    pub rate_limited_delay_ms: u64,
     pub max_lines_per_request: usize,
     pub max_ttl_seconds: u64,
     pub max_batch_items: usize,
@@ -213,6 +220,7 @@ impl Default for ServeConfig {
             body_read_timeout_ms: 10_000,
             max_held_units_per_customer: 500,
             max_held_units_per_key: 0,
+            rate_limited_delay_ms: 200,
             max_lines_per_request: 100,
             max_ttl_seconds: 604_800,
             max_batch_items: 1_000,
@@ -311,6 +319,10 @@ impl ServeArgs {
                 .max_held_units_per_key
                 .or(file.max_held_units_per_key)
                 .unwrap_or(defaults.max_held_units_per_key),
+            rate_limited_delay_ms: self
+                .rate_limited_delay_ms
+                .or(file.rate_limited_delay_ms)
+                .unwrap_or(defaults.rate_limited_delay_ms),
             max_lines_per_request: self
                 .max_lines_per_request
                 .or(file.max_lines_per_request)
@@ -389,6 +401,9 @@ impl ServeConfig {
         }
         if !(1..=1_000_000).contains(&self.max_stream_subscribers) {
             return Err("--max-stream-subscribers must be between 1 and 1000000".into());
+        }
+        if self.rate_limited_delay_ms > 10_000 {
+            return Err("--rate-limited-delay-ms must be at most 10000".into());
         }
         if !(1..=10_000).contains(&self.max_lines_per_request) {
             return Err("--max-lines-per-request must be between 1 and 10000".into());

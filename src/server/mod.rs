@@ -76,6 +76,7 @@ pub fn state(
             max_held_units_per_customer: config.max_held_units_per_customer,
             max_held_units_per_key: config.max_held_units_per_key,
             max_batch_items: config.max_batch_items,
+            rate_limited_delay_ms: config.rate_limited_delay_ms,
             ..HttpLimits::default()
         },
         stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),

@@ -288,3 +288,132 @@ async fn arbitrary_paths_queries_and_imports_never_500() {
     assert!(statuses.range(400..500).count() > 0, "{statuses:?}");
     running.shutdown().await.expect("stop");
 }
+
+/// One answer to a request sent without the admin key's header added.
+async fn answer_of(request: reqwest::RequestBuilder, what: &str) -> Result<(u16, String), String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{what}: no answer: {e}"))?;
+    let status = response.status();
+    // A live stream that was accepted never ends: its head is the answer.
+    let text = if status.is_success() && what.contains("/v1/streams/") {
+        String::new()
+    } else {
+        response.text().await.unwrap_or_default()
+    };
+    if status.is_server_error() {
+        return Err(format!("{what}: {status}: {text}"));
+    }
+    if status.is_client_error() {
+        let problem: Value = serde_json::from_str(&text)
+            .map_err(|_| format!("{what}: {status} without a problem body: {text}"))?;
+        if !problem["code"].is_string() {
+            return Err(format!("{what}: {status} without a code: {text}"));
+        }
+    }
+    Ok((status.as_u16(), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_header_values_never_500_and_change_nothing_when_refused() {
+    let running = server().await;
+    let base = format!("http://{}", running.addr);
+    let http = Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut runner = TestRunner::new(Config::with_cases(cases()));
+    let mut statuses = std::collections::BTreeMap::new();
+    // Header values as bytes: visible ASCII, spaces, tabs and bytes >= 0x80
+    // (what HTTP/1.1 lets through; control bytes are refused by the client).
+    let value = proptest::collection::vec(
+        prop_oneof![0x20_u8..0x7f, Just(b'\t'), 0x80_u8..=0xff],
+        0..80,
+    );
+    let strategy = (
+        0_usize..7,
+        value,
+        prop_oneof![Just("Bearer "), Just("bearer "), Just(""), Just("Basic ")],
+    );
+    let body = json!({"channel": "web", "lines": [{"sku": "SKU-1", "location": "S1", "qty": 1}], "ttl_seconds": 60});
+    for _ in 0..cases() {
+        let tree = strategy.new_tree(&mut runner).expect("generate");
+        let (which, bytes, scheme) = proptest::strategy::ValueTree::current(&tree);
+        let Ok(fuzzed) = reqwest::header::HeaderValue::from_bytes(&bytes) else {
+            continue;
+        };
+        let head = running.state.ledger.journal_head();
+        let post = || {
+            http.post(format!("{base}/v1/reservations"))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+        };
+        let (what, request) = match which {
+            0 => {
+                let mut auth = scheme.as_bytes().to_vec();
+                auth.extend_from_slice(&bytes);
+                let Ok(auth) = reqwest::header::HeaderValue::from_bytes(&auth) else {
+                    continue;
+                };
+                (
+                    "authorization on POST /v1/reservations",
+                    http.post(format!("{base}/v1/reservations"))
+                        .header("authorization", auth)
+                        .header("content-type", "application/json")
+                        .body(body.to_string()),
+                )
+            }
+            1 => (
+                "idempotency-key on POST /v1/reservations",
+                post().header("idempotency-key", fuzzed),
+            ),
+            2 => (
+                "content-type on POST /v1/reservations",
+                http.post(format!("{base}/v1/reservations"))
+                    .bearer_auth(ADMIN)
+                    .header("content-type", fuzzed)
+                    .body(body.to_string()),
+            ),
+            3 => (
+                "content-encoding on POST /v1/reservations",
+                post().header("content-encoding", fuzzed),
+            ),
+            4 => (
+                "accept-encoding on GET /v1/feeds/google/local-inventory",
+                http.get(format!("{base}/v1/feeds/google/local-inventory"))
+                    .bearer_auth(ADMIN)
+                    .header("accept-encoding", fuzzed),
+            ),
+            5 => (
+                "last-event-id on GET /v1/streams/availability",
+                http.get(format!("{base}/v1/streams/availability"))
+                    .bearer_auth(ADMIN)
+                    .header("last-event-id", fuzzed),
+            ),
+            _ => (
+                "cache-control and accept on GET /v1/stock/S1/SKU-1",
+                http.get(format!("{base}/v1/stock/S1/SKU-1"))
+                    .bearer_auth(ADMIN)
+                    .header("cache-control", fuzzed.clone())
+                    .header("accept", fuzzed),
+            ),
+        };
+        let context = format!("{what}: {:?}", String::from_utf8_lossy(&bytes));
+        let result = answer_of(request, &context).await;
+        if let Ok((status, _)) = &result
+            && (400..500).contains(status)
+        {
+            assert_eq!(
+                running.state.ledger.journal_head(),
+                head,
+                "a refused request changed the journal: {context}"
+            );
+        }
+        tally(&mut statuses, result.map(|(status, _)| status), &context);
+    }
+    eprintln!("answers by status: {statuses:?}");
+    assert!(statuses.range(400..500).count() > 0, "{statuses:?}");
+    running.shutdown().await.expect("stop");
+}

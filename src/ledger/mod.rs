@@ -10,6 +10,7 @@
 
 mod admin;
 mod catalog;
+mod chunked_ring;
 mod config;
 mod holds;
 mod idempotency;

@@ -3,9 +3,9 @@
 //!
 //! Storage: each shard allocates its own ids, densely, under its lock and
 //! only when a reservation is granted, so a shard's reservations form a
-//! contiguous run of local ids kept in a ring (`slab`): lookup is an index,
-//! creation a push, forgetting a pop from the front. No hashing, and memory
-//! is sequential. A held reservation that reaches the front of a full ring is
+//! contiguous run of local ids kept in a ring (`slab`, grown in fixed
+//! chunks: see `chunked_ring.rs`): lookup is an index, creation a push,
+//! forgetting a pop from the front. No hashing, and memory is sequential. A held reservation that reaches the front of a full ring is
 //! moved to a small side map so it never blocks forgetting resolved ones.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -15,6 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use super::chunked_ring::ChunkedRing;
 use super::holds::Holder;
 use super::ids::{Channel, PosKey, Qty, ReservationId, TimestampMs};
 
@@ -73,7 +74,7 @@ pub(crate) struct ReservationShard {
     index: u64,
     shard_bits: u32,
     /// Reservation with local id `base + i` is `slab[i]`.
-    slab: VecDeque<Reservation>,
+    slab: ChunkedRing<Reservation>,
     base: u64,
     /// Held reservations moved out of the front of a full slab. They stay
     /// here once resolved, until forgotten through `evicted_resolved`.
@@ -262,7 +263,7 @@ impl ReservationShards {
                     CachePadded::new(Mutex::new(ReservationShard {
                         index: index as u64,
                         shard_bits,
-                        slab: VecDeque::new(),
+                        slab: ChunkedRing::default(),
                         // Local ids start at 1 so no reservation id is 0.
                         base: 1,
                         evicted_held: FxHashMap::default(),

@@ -9,6 +9,9 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use std::sync::Arc;
+
+use super::AppState;
 use super::error::ApiError;
 use crate::ledger::{Catalog, IdError, LocationCode, Sku, TimestampMs, UnknownFilter};
 
@@ -16,14 +19,13 @@ use crate::ledger::{Catalog, IdError, LocationCode, Sku, TimestampMs, UnknownFil
 /// out-of-range values all answer with a problem body saying what is wrong.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+/// The body must arrive within `HttpLimits::body_read_timeout_ms` (read from
+/// the state, not from a per-request extension: no allocation per request).
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let timeout = request
-            .extensions()
-            .get::<BodyReadTimeout>()
-            .map_or(std::time::Duration::from_secs(10), |t| t.0);
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let timeout = std::time::Duration::from_millis(state.limits.body_read_timeout_ms);
         match tokio::time::timeout(timeout, axum::Json::<T>::from_request(request, state)).await {
             Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
             Ok(Err(rejection)) => Err(json_rejection(rejection)),
@@ -36,11 +38,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
     }
 }
-
-/// How long a JSON body may take to arrive (set per request by the server's
-/// middleware from `HttpLimits::body_read_timeout_ms`).
-#[derive(Clone, Copy, Debug)]
-pub struct BodyReadTimeout(pub std::time::Duration);
 
 pub fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {

@@ -145,7 +145,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.limits.max_body_bytes;
     routes::router()
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), gate))
+        // One middleware, not two `from_fn` layers: each layer boxes a
+        // future and clones a service per request.
         .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .with_state(state)
 }
@@ -159,15 +160,10 @@ const READ_ONLY_POSTS: [&str; 1] = ["/v1/availability/batch"];
 /// `not_durable` if it cannot be; the change stays applied in memory and is
 /// written when the store is back, so the client retries with its
 /// idempotency key and gets the original outcome).
-async fn gate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+async fn gate(state: &AppState, request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/v1/") {
         return next.run(request).await;
     }
-    request
-        .extensions_mut()
-        .insert(json::BodyReadTimeout(Duration::from_millis(
-            state.limits.body_read_timeout_ms,
-        )));
     let path = request.uri().path();
     if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
         return ApiError::unavailable(
@@ -203,12 +199,13 @@ async fn gate(State(state): State<Arc<AppState>>, mut request: Request, next: Ne
     }
 }
 
-/// Request counts and latency by route and status (Prometheus via `metrics`).
+/// Request counts and latency by route and status (Prometheus via `metrics`),
+/// around the gates.
 async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let response = gate(&state, request, next).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state.request_metrics.record(
         route,

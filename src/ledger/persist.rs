@@ -569,29 +569,26 @@ impl Ledger {
                     committed: line.committed,
                 });
             }
-            let holders = (record.state == ReservationState::Held && !record.holders.is_empty())
-                .then(|| record.holders.into_boxed_slice());
-            if record.state == ReservationState::Held {
+            let held = record.state == ReservationState::Held;
+            let reservation = Reservation {
+                channel: record.channel,
+                state: record.state,
+                lines,
+                created_at: record.created_at,
+                expires_at: record.expires_at,
+                resolved_at: record.resolved_at,
+                holders: (held && !record.holders.is_empty())
+                    .then(|| record.holders.into_boxed_slice()),
+            };
+            if held {
                 report.reservations_held += 1;
-                let units: u64 = lines.iter().map(|l| u64::from(l.qty.0)).sum();
-                for holder in holders.iter().flatten() {
-                    self.held_units.restore(holder, units);
+                for holder in reservation.holders.iter().flatten() {
+                    self.held_units.restore(holder, reservation.units());
                 }
             } else {
                 report.reservations_resolved += 1;
             }
-            by_shard[self.reservations.index_of(record.id)].push((
-                record.id,
-                Reservation {
-                    channel: record.channel,
-                    state: record.state,
-                    lines,
-                    created_at: record.created_at,
-                    expires_at: record.expires_at,
-                    resolved_at: record.resolved_at,
-                    holders,
-                },
-            ));
+            by_shard[self.reservations.index_of(record.id)].push((record.id, reservation));
         }
 
         // Positions come grouped by SKU: intern each SKU once, and fill each

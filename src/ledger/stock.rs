@@ -1,6 +1,8 @@
 //! Stock movements that do not involve a reservation: absolute counts,
 //! receipts, expected receipts, adjustments, sales and returns.
 
+use std::hash::Hash;
+
 use super::idempotency::Fingerprint;
 use super::ids::{Channel, IdempotencyKey, LocationCode, PosKey, Qty, Seq, Sku, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
@@ -25,6 +27,31 @@ impl Ledger {
     /// Changes one position under its shard lock and journals the change.
     /// `create`: whether a missing position (and SKU) may be created.
     /// `change` returns the movement kind.
+    /// `write_position` as one idempotent operation (`operation` and the
+    /// request make the fingerprint): the frame every single-position write
+    /// shares.
+    #[allow(clippy::too_many_arguments)]
+    fn write_position_once<R: Hash>(
+        &self,
+        operation: &'static str,
+        request: &R,
+        sku: &Sku,
+        location: &LocationCode,
+        create: bool,
+        writer: Writer<'_>,
+        change: impl FnOnce(&mut Position) -> Result<MovementKind, Refusal>,
+    ) -> Result<PositionView, Refusal> {
+        let (key, now) = (writer.key, writer.now);
+        self.idempotent(
+            key,
+            now,
+            || Fingerprint::of(operation, request),
+            WriteOutput::Position,
+            WriteOutput::as_position,
+            || self.write_position(sku, location, create, writer, change),
+        )
+    }
+
     fn write_position(
         &self,
         sku: &Sku,
@@ -91,47 +118,46 @@ impl Ledger {
         {
             return Err(Refusal::AsOfInFuture { as_of });
         }
-        self.idempotent(
-            key,
+        let writer = Writer {
             now,
-            || Fingerprint::of("count", request),
-            WriteOutput::Position,
-            WriteOutput::as_position,
-            || {
-                let writer = Writer {
-                    now,
-                    channel: None,
-                    reason: None,
-                    reference: request.reference.as_deref(),
-                    key,
-                };
-                self.write_position(&request.sku, &request.location, true, writer, |p| {
-                    if let Some(expected) = request.expected_version
-                        && expected != p.version
-                    {
-                        return Err(Refusal::StaleVersion {
-                            expected,
-                            actual: p.version,
-                        });
-                    }
-                    let as_of = request.as_of.unwrap_or(now);
-                    if as_of < p.last_count_as_of {
-                        return Err(Refusal::CountOlderThanLast {
-                            as_of,
-                            last_as_of: p.last_count_as_of,
-                        });
-                    }
-                    let since = p
-                        .on_hand_changes_after(as_of)
-                        .map_err(|horizon| Refusal::AsOfBeyondHistory { as_of, horizon })?;
-                    let counted = i64::from(request.on_hand.0) + since;
-                    p.on_hand = u32::try_from(counted.max(0)).map_err(|_| overflow(request))?;
-                    if let Some(safety) = request.safety_stock {
-                        p.safety_stock = safety.0;
-                    }
-                    p.last_count_as_of = as_of;
-                    Ok(MovementKind::Count)
-                })
+            channel: None,
+            reason: None,
+            reference: request.reference.as_deref(),
+            key,
+        };
+        self.write_position_once(
+            "count",
+            request,
+            &request.sku,
+            &request.location,
+            true,
+            writer,
+            |p| {
+                if let Some(expected) = request.expected_version
+                    && expected != p.version
+                {
+                    return Err(Refusal::StaleVersion {
+                        expected,
+                        actual: p.version,
+                    });
+                }
+                let as_of = request.as_of.unwrap_or(now);
+                if as_of < p.last_count_as_of {
+                    return Err(Refusal::CountOlderThanLast {
+                        as_of,
+                        last_as_of: p.last_count_as_of,
+                    });
+                }
+                let since = p
+                    .on_hand_changes_after(as_of)
+                    .map_err(|horizon| Refusal::AsOfBeyondHistory { as_of, horizon })?;
+                let counted = i64::from(request.on_hand.0) + since;
+                p.on_hand = u32::try_from(counted.max(0)).map_err(|_| overflow(request))?;
+                if let Some(safety) = request.safety_stock {
+                    p.safety_stock = safety.0;
+                }
+                p.last_count_as_of = as_of;
+                Ok(MovementKind::Count)
             },
         )
     }
@@ -145,24 +171,23 @@ impl Ledger {
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<PositionView, Refusal> {
-        self.idempotent(
-            key,
+        let writer = Writer {
             now,
-            || Fingerprint::of("display", request),
-            WriteOutput::Position,
-            WriteOutput::as_position,
-            || {
-                let writer = Writer {
-                    now,
-                    channel: None,
-                    reason: None,
-                    reference: request.reference.as_deref(),
-                    key,
-                };
-                self.write_position(&request.sku, &request.location, true, writer, |p| {
-                    p.set_display_only(request.display_only);
-                    Ok(MovementKind::Display)
-                })
+            channel: None,
+            reason: None,
+            reference: request.reference.as_deref(),
+            key,
+        };
+        self.write_position_once(
+            "display",
+            request,
+            &request.sku,
+            &request.location,
+            true,
+            writer,
+            |p| {
+                p.set_display_only(request.display_only);
+                Ok(MovementKind::Display)
             },
         )
     }
@@ -175,41 +200,40 @@ impl Ledger {
         key: Option<&IdempotencyKey>,
     ) -> Result<PositionView, Refusal> {
         self.validate_lines(std::slice::from_ref(&request.line), false)?;
-        self.idempotent(
-            key,
+        let line = &request.line;
+        let writer = Writer {
             now,
-            || Fingerprint::of("receive", request),
-            WriteOutput::Position,
-            WriteOutput::as_position,
-            || {
-                let line = &request.line;
-                let writer = Writer {
-                    now,
-                    channel: None,
-                    reason: None,
-                    reference: request.reference.as_deref(),
-                    key,
-                };
-                self.write_position(&line.sku, &line.location, true, writer, |p| {
-                    p.on_hand = p
-                        .on_hand
-                        .checked_add(line.qty.0)
-                        .ok_or_else(|| overflow_at(&line.sku, &line.location))?;
-                    if let (Some(reference), Some(extras)) = (&request.reference, p.extras.as_mut())
-                        && let Some(index) = extras
-                            .incoming
-                            .iter()
-                            .position(|i| i.reference.as_ref() == Some(reference))
-                    {
-                        let expected = &mut extras.incoming[index];
-                        let consumed = expected.qty.0.min(line.qty.0);
-                        expected.qty = Qty(expected.qty.0 - consumed);
-                        if expected.qty.0 == 0 {
-                            extras.incoming.remove(index);
-                        }
+            channel: None,
+            reason: None,
+            reference: request.reference.as_deref(),
+            key,
+        };
+        self.write_position_once(
+            "receive",
+            request,
+            &line.sku,
+            &line.location,
+            true,
+            writer,
+            |p| {
+                p.on_hand = p
+                    .on_hand
+                    .checked_add(line.qty.0)
+                    .ok_or_else(|| overflow_at(&line.sku, &line.location))?;
+                if let (Some(reference), Some(extras)) = (&request.reference, p.extras.as_mut())
+                    && let Some(index) = extras
+                        .incoming
+                        .iter()
+                        .position(|i| i.reference.as_ref() == Some(reference))
+                {
+                    let expected = &mut extras.incoming[index];
+                    let consumed = expected.qty.0.min(line.qty.0);
+                    expected.qty = Qty(expected.qty.0 - consumed);
+                    if expected.qty.0 == 0 {
+                        extras.incoming.remove(index);
                     }
-                    Ok(MovementKind::Receipt)
-                })
+                }
+                Ok(MovementKind::Receipt)
             },
         )
     }
@@ -222,37 +246,36 @@ impl Ledger {
         key: Option<&IdempotencyKey>,
     ) -> Result<PositionView, Refusal> {
         self.validate_lines(std::slice::from_ref(&request.line), false)?;
-        self.idempotent(
-            key,
+        let line = &request.line;
+        let writer = Writer {
             now,
-            || Fingerprint::of("incoming", request),
-            WriteOutput::Position,
-            WriteOutput::as_position,
-            || {
-                let line = &request.line;
-                let writer = Writer {
-                    now,
-                    channel: None,
-                    reason: None,
-                    reference: request.reference.as_deref(),
-                    key,
-                };
-                let max = self.config.max_incoming_per_position;
-                self.write_position(&line.sku, &line.location, true, writer, |p| {
-                    let extras = p.extras_mut();
-                    if extras.incoming.len() >= max {
-                        return Err(Refusal::TooManyIncoming {
-                            sku: line.sku.clone(),
-                            location: line.location.clone(),
-                        });
-                    }
-                    extras.incoming.push(Incoming {
-                        qty: line.qty,
-                        expected_at: request.expected_at,
-                        reference: request.reference.clone(),
+            channel: None,
+            reason: None,
+            reference: request.reference.as_deref(),
+            key,
+        };
+        let max = self.config.max_incoming_per_position;
+        self.write_position_once(
+            "incoming",
+            request,
+            &line.sku,
+            &line.location,
+            true,
+            writer,
+            |p| {
+                let extras = p.extras_mut();
+                if extras.incoming.len() >= max {
+                    return Err(Refusal::TooManyIncoming {
+                        sku: line.sku.clone(),
+                        location: line.location.clone(),
                     });
-                    Ok(MovementKind::IncomingExpected)
-                })
+                }
+                extras.incoming.push(Incoming {
+                    qty: line.qty,
+                    expected_at: request.expected_at,
+                    reference: request.reference.clone(),
+                });
+                Ok(MovementKind::IncomingExpected)
             },
         )
     }
@@ -278,43 +301,37 @@ impl Ledger {
             }
             .into());
         }
-        self.idempotent(
-            key,
+        let writer = Writer {
             now,
-            || Fingerprint::of("adjust", request),
-            WriteOutput::Position,
-            WriteOutput::as_position,
-            || {
-                let writer = Writer {
-                    now,
-                    channel: None,
-                    reason: Some(&request.reason),
-                    reference: request.reference.as_deref(),
-                    key,
-                };
-                self.write_position(
-                    &request.sku,
-                    &request.location,
-                    request.delta > 0,
-                    writer,
-                    |p| {
-                        let next = i64::from(p.on_hand) + request.delta;
-                        if next < 0 {
-                            return Err(Refusal::InsufficientOnHand {
-                                shortfalls: vec![Shortfall {
-                                    sku: request.sku.clone(),
-                                    location: request.location.clone(),
-                                    requested: Qty(u32::try_from(request.delta.unsigned_abs())
-                                        .unwrap_or(u32::MAX)),
-                                    available: Qty(p.on_hand),
-                                }],
-                            });
-                        }
-                        p.on_hand = u32::try_from(next)
-                            .map_err(|_| overflow_at(&request.sku, &request.location))?;
-                        Ok(MovementKind::Adjustment)
-                    },
-                )
+            channel: None,
+            reason: Some(&request.reason),
+            reference: request.reference.as_deref(),
+            key,
+        };
+        self.write_position_once(
+            "adjust",
+            request,
+            &request.sku,
+            &request.location,
+            request.delta > 0,
+            writer,
+            |p| {
+                let next = i64::from(p.on_hand) + request.delta;
+                if next < 0 {
+                    return Err(Refusal::InsufficientOnHand {
+                        shortfalls: vec![Shortfall {
+                            sku: request.sku.clone(),
+                            location: request.location.clone(),
+                            requested: Qty(
+                                u32::try_from(request.delta.unsigned_abs()).unwrap_or(u32::MAX)
+                            ),
+                            available: Qty(p.on_hand),
+                        }],
+                    });
+                }
+                p.on_hand = u32::try_from(next)
+                    .map_err(|_| overflow_at(&request.sku, &request.location))?;
+                Ok(MovementKind::Adjustment)
             },
         )
     }
@@ -328,35 +345,34 @@ impl Ledger {
         key: Option<&IdempotencyKey>,
     ) -> Result<PositionView, Refusal> {
         self.validate_lines(std::slice::from_ref(&request.line), false)?;
-        self.idempotent(
-            key,
+        let line = &request.line;
+        let writer = Writer {
             now,
-            || Fingerprint::of("return", request),
-            WriteOutput::Position,
-            WriteOutput::as_position,
-            || {
-                let line = &request.line;
-                let writer = Writer {
-                    now,
-                    channel: Some(request.channel),
-                    reason: request.reason.as_deref(),
-                    reference: request.reference.as_deref(),
-                    key,
+            channel: Some(request.channel),
+            reason: request.reason.as_deref(),
+            reference: request.reference.as_deref(),
+            key,
+        };
+        self.write_position_once(
+            "return",
+            request,
+            &line.sku,
+            &line.location,
+            true,
+            writer,
+            |p| {
+                let bucket = if request.sellable {
+                    &mut p.on_hand
+                } else {
+                    &mut p.extras_mut().non_sellable
                 };
-                self.write_position(&line.sku, &line.location, true, writer, |p| {
-                    let bucket = if request.sellable {
-                        &mut p.on_hand
-                    } else {
-                        &mut p.extras_mut().non_sellable
-                    };
-                    *bucket = bucket
-                        .checked_add(line.qty.0)
-                        .ok_or_else(|| overflow_at(&line.sku, &line.location))?;
-                    Ok(if request.sellable {
-                        MovementKind::Return
-                    } else {
-                        MovementKind::ReturnNonSellable
-                    })
+                *bucket = bucket
+                    .checked_add(line.qty.0)
+                    .ok_or_else(|| overflow_at(&line.sku, &line.location))?;
+                Ok(if request.sellable {
+                    MovementKind::Return
+                } else {
+                    MovementKind::ReturnNonSellable
                 })
             },
         )

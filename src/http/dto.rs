@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::json::{self, rfc3339};
+use super::json::{self, JsonTime, rfc3339};
 use crate::ledger::{
     Channel, Line, Location, LocationKind, NearbyStore, Pickup, PickupMethod, PickupSla,
     PositionView, Qty, ReservationView, SkuAvailability,
 };
+use crate::ledger::{LocationCode, Sku};
 
 // ---------- shared pieces ----------
 
@@ -37,9 +38,13 @@ pub struct LineBody {
 
 impl LineBody {
     pub fn to_line(&self, index: usize) -> Result<Line, ApiError> {
+        // The field name is formatted only for an error: not per valid line.
         Ok(Line {
-            sku: json::sku(&format!("lines[{index}].sku"), &self.sku)?,
-            location: json::location(&format!("lines[{index}].location"), &self.location)?,
+            sku: Sku::new(&self.sku)
+                .map_err(|e| json::id_error(&format!("lines[{index}].sku"), &self.sku, e))?,
+            location: LocationCode::new(&self.location).map_err(|e| {
+                json::id_error(&format!("lines[{index}].location"), &self.location, e)
+            })?,
             qty: Qty(self.qty),
         })
     }
@@ -99,6 +104,46 @@ impl From<&PositionView> for PositionJson {
             shortage: p.shortage.0,
             display_only: p.display_only,
         }
+    }
+}
+
+/// A position written straight from the ledger's view: the JSON of
+/// [`PositionJson`] without allocating its ids (a test holds the two equal).
+pub struct PositionOut(pub PositionView);
+
+impl Serialize for PositionOut {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct PositionRef<'a> {
+            sku: &'a str,
+            location: &'a str,
+            on_hand: u32,
+            reserved: u32,
+            safety_stock: u32,
+            atf: u32,
+            ato: u64,
+            version: u64,
+            non_sellable: u32,
+            incoming: u64,
+            shortage: u32,
+            display_only: bool,
+        }
+        let p = &self.0;
+        PositionRef {
+            sku: p.sku.as_str(),
+            location: p.location.as_str(),
+            on_hand: p.on_hand.0,
+            reserved: p.reserved.0,
+            safety_stock: p.safety_stock.0,
+            atf: p.atf.0,
+            ato: p.ato,
+            version: p.version.0,
+            non_sellable: p.non_sellable.0,
+            incoming: p.incoming,
+            shortage: p.shortage.0,
+            display_only: p.display_only,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -258,6 +303,55 @@ impl From<&ReservationView> for ReservationJson {
                 })
                 .collect(),
         }
+    }
+}
+
+/// What the reservation routes answer: the reservation written straight from
+/// the ledger's view, without the intermediate `String`s of
+/// [`ReservationJson`]. Same JSON: `ReservationJson` documents it in the
+/// OpenAPI document, and a test holds the two equal.
+pub struct ReservationOut(pub ReservationView);
+
+impl Serialize for ReservationOut {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Lines<'a>(&'a [crate::ledger::ReservationLineView]);
+        impl Serialize for Lines<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(|line| LineOut {
+                    sku: line.sku.as_str(),
+                    location: line.location.as_str(),
+                    qty: line.qty.0,
+                    committed: line.committed.0,
+                }))
+            }
+        }
+        #[derive(Serialize)]
+        struct LineOut<'a> {
+            sku: &'a str,
+            location: &'a str,
+            qty: u32,
+            committed: u32,
+        }
+        let r = &self.0;
+        let mut out = serializer.serialize_struct("ReservationJson", 7)?;
+        out.serialize_field("id", &DisplayStr(r.id.0))?;
+        out.serialize_field("state", r.state.as_str())?;
+        out.serialize_field("channel", r.channel.as_str())?;
+        out.serialize_field("created_at", &JsonTime(r.created_at))?;
+        out.serialize_field("expires_at", &JsonTime(r.expires_at))?;
+        out.serialize_field("resolved_at", &r.resolved_at.map(JsonTime))?;
+        out.serialize_field("lines", &Lines(&r.lines))?;
+        out.end()
+    }
+}
+
+/// A value serialised as the JSON string of its `Display` (no allocation).
+struct DisplayStr<T>(T);
+
+impl<T: std::fmt::Display> Serialize for DisplayStr<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
     }
 }
 
@@ -580,4 +674,80 @@ pub struct JournalJson {
     pub next: u64,
     /// Set when `since` is older than the journal keeps: movements were skipped.
     pub lagged: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{
+        Channel, LocationCode, ReservationId, ReservationLineView, ReservationState, Sku,
+        TimestampMs,
+    };
+
+    fn view(resolved_at: Option<TimestampMs>, created_at: TimestampMs) -> ReservationView {
+        ReservationView {
+            id: ReservationId(18_446_744_073_709_551_615),
+            channel: Channel::Marketplace,
+            state: ReservationState::Committed,
+            created_at,
+            expires_at: TimestampMs(1_795_345_424_275),
+            resolved_at,
+            lines: vec![
+                ReservationLineView {
+                    sku: Sku::new("SKU \"quoted\" \\ é ü 😀").expect("valid"),
+                    location: LocationCode::new("STORE-ÖST").expect("valid"),
+                    qty: Qty(7),
+                    committed: Qty(3),
+                },
+                ReservationLineView {
+                    sku: Sku::new("B").expect("valid"),
+                    location: LocationCode::new("WH").expect("valid"),
+                    qty: Qty(u32::MAX),
+                    committed: Qty(0),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn position_out_writes_the_json_of_position_json() {
+        let view = PositionView {
+            sku: Sku::new("SKU \"q\" é").expect("valid"),
+            location: LocationCode::new("S-1").expect("valid"),
+            on_hand: Qty(10),
+            reserved: Qty(4),
+            safety_stock: Qty(1),
+            atf: Qty(5),
+            ato: 9,
+            version: crate::ledger::Seq(3),
+            non_sellable: Qty(2),
+            incoming: 4,
+            shortage: Qty(0),
+            display_only: true,
+        };
+        let expected = serde_json::to_string(&PositionJson::from(&view)).expect("json");
+        assert_eq!(
+            serde_json::to_string(&PositionOut(view)).expect("json"),
+            expected
+        );
+    }
+
+    /// The zero-copy writer answers exactly what the documented shape says.
+    #[test]
+    fn reservation_out_writes_the_json_of_reservation_json() {
+        for (resolved_at, created_at) in [
+            (None, TimestampMs(0)),
+            (Some(TimestampMs(1_795_345_424_999)), TimestampMs(-1)),
+            // Years beyond 9999 take the slow formatting path.
+            (
+                Some(TimestampMs(253_402_300_800_000)),
+                TimestampMs(-62_000_000_000_000),
+            ),
+        ] {
+            let view = view(resolved_at, created_at);
+            let expected = serde_json::to_string(&ReservationJson::from(&view)).expect("json");
+            let written = serde_json::to_string(&ReservationOut(view)).expect("json");
+            assert_eq!(written, expected);
+        }
+    }
 }

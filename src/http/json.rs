@@ -1,10 +1,13 @@
 //! JSON in and out, with every rejection turned into a problem body, and the
 //! RFC 3339 conversions of timestamps.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -26,17 +29,70 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let timeout = std::time::Duration::from_millis(state.limits.body_read_timeout_ms);
-        match tokio::time::timeout(timeout, axum::Json::<T>::from_request(request, state)).await {
-            Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
-            Ok(Err(rejection)) => Err(json_rejection(rejection)),
-            Err(_) => Err(ApiError::new(
+        let timed_out = || {
+            ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
                 "Request body too slow",
                 format!("the body did not arrive within {} ms", timeout.as_millis()),
-            )),
+            )
+        };
+        // Anything but the plain JSON media type takes axum's own path
+        // (full media type parsing, the same rejections).
+        if !plain_json_content_type(request.headers()) {
+            return match tokio::time::timeout(
+                timeout,
+                axum::Json::<T>::from_request(request, state),
+            )
+            .await
+            {
+                Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
+                Ok(Err(rejection)) => Err(json_rejection(rejection)),
+                Err(_) => Err(timed_out()),
+            };
         }
+        let body = match tokio::time::timeout(timeout, Bytes::from_request(request, state)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(rejection)) => return Err(bytes_rejection(rejection)),
+            Err(_) => return Err(timed_out()),
+        };
+        from_json_slice(&body).map(ApiJson)
     }
+}
+
+/// `application/json`, optionally with `; charset=utf-8`: the media type of
+/// nearly every request, recognised without parsing (and allocating) it.
+fn plain_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    value.eq_ignore_ascii_case(b"application/json")
+        || value.eq_ignore_ascii_case(b"application/json; charset=utf-8")
+        || value.eq_ignore_ascii_case(b"application/json;charset=utf-8")
+}
+
+/// A JSON body into `T`. Parsed once without path tracking (which allocates
+/// every key it passes); only a body that fails is parsed again through
+/// axum's extractor, for its message naming the offending field.
+pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|_| match axum::Json::<T>::from_bytes(body) {
+        Err(rejection) => json_rejection(rejection),
+        // Cannot happen (the same parser refused it); answer as invalid anyway.
+        Ok(_) => ApiError::invalid("invalid_body", "the body is not valid for this request"),
+    })
+}
+
+fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Request body too large",
+            rejection.body_text(),
+        );
+    }
+    ApiError::bad_request("unreadable_body", rejection.body_text())
 }
 
 pub fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -49,14 +105,7 @@ pub fn json_rejection(rejection: JsonRejection) -> ApiError {
         ),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
         JsonRejection::JsonDataError(e) => ApiError::invalid("invalid_body", e.body_text()),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "Request body too large",
-                e.body_text(),
-            )
-        }
+        JsonRejection::BytesRejection(e) => bytes_rejection(e),
         other => ApiError::bad_request("unreadable_body", other.body_text()),
     }
 }
@@ -94,15 +143,66 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 /// reservation response carries two timestamps and the general-purpose
 /// formatter showed in profiles; years outside 0..=9999 take the slow path.
 pub fn rfc3339(at: TimestampMs) -> String {
+    match rfc3339_text(at) {
+        Some(text) => String::from_utf8_lossy(&text).into_owned(),
+        None => rfc3339_slow(at),
+    }
+}
+
+fn rfc3339_slow(at: TimestampMs) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.0) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| at.0.to_string())
+}
+
+/// A timestamp serialised as RFC 3339 text without allocating (written on
+/// the stack), for responses rendered straight from ledger views.
+pub struct JsonTime(pub TimestampMs);
+
+impl serde::Serialize for JsonTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match rfc3339_text(self.0) {
+            Some(text) => match std::str::from_utf8(&text) {
+                Ok(text) => serializer.serialize_str(text),
+                Err(_) => serializer.serialize_str(&rfc3339_slow(self.0)),
+            },
+            None => serializer.serialize_str(&rfc3339_slow(self.0)),
+        }
+    }
+}
+
+/// A JSON response written into one buffer sized for it up front (axum's
+/// `Json` starts at 128 bytes and grows by copying).
+pub struct JsonResponse<T>(pub T);
+
+/// Room for a typical single-reservation or position body.
+const JSON_RESPONSE_CAPACITY_BYTES: usize = 512;
+
+impl<T: serde::Serialize> IntoResponse for JsonResponse<T> {
+    fn into_response(self) -> Response {
+        let mut body = Vec::with_capacity(JSON_RESPONSE_CAPACITY_BYTES);
+        if let Err(error) = serde_json::to_writer(&mut body, &self.0) {
+            return ApiError::internal(format!("response not serialisable: {error}"))
+                .into_response();
+        }
+        let mut response = Response::new(axum::body::Body::from(body));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// The fast path of [`rfc3339`]: `None` for years outside 0..=9999.
+fn rfc3339_text(at: TimestampMs) -> Option<[u8; 24]> {
     let ms = at.0.rem_euclid(1_000);
     let seconds = at.0.div_euclid(1_000);
     let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
     if !(0..=9_999).contains(&year) {
-        return OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.0) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| at.0.to_string());
+        return None;
     }
     let (hour, minute, second) = (
         second_of_day / 3_600,
@@ -124,7 +224,7 @@ pub fn rfc3339(at: TimestampMs) -> String {
     put(14, 2, minute);
     put(17, 2, second);
     put(20, 3, ms);
-    String::from_utf8_lossy(&text).into_owned()
+    Some(text)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -155,7 +255,7 @@ pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<TimestampMs, Api
         .map_err(|_| ApiError::invalid("invalid_timestamp", format!("{field}: out of range")))
 }
 
-fn id_error(field: &str, text: &str, error: IdError) -> ApiError {
+pub(crate) fn id_error(field: &str, text: &str, error: IdError) -> ApiError {
     let shown: String = text.chars().take(60).collect();
     ApiError::invalid("invalid_id", format!("{field} {shown:?}: {error}"))
         .with("field", serde_json::json!(field))

@@ -12,16 +12,16 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod request_metrics;
 mod routes;
+mod track;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderMap;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::ledger::{IdempotencyKey, Ledger, TimestampMs};
@@ -114,13 +114,33 @@ pub fn now() -> TimestampMs {
     TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
+/// The raw `Idempotency-Key` header of a request. An extractor of its own so
+/// write handlers do not take (and clone) the whole `HeaderMap` per request.
+pub struct IdempotencyHeader(pub Option<HeaderValue>);
+
+impl IdempotencyHeader {
+    pub fn from_headers(headers: &HeaderMap) -> IdempotencyHeader {
+        IdempotencyHeader(headers.get(IDEMPOTENCY_KEY).cloned())
+    }
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IdempotencyHeader::from_headers(&parts.headers))
+    }
+}
+
 /// The `Idempotency-Key` header, namespaced by the API key so two callers'
 /// keys never collide.
 pub fn idempotency_key(
-    headers: &HeaderMap,
+    header: &IdempotencyHeader,
     caller: &Caller,
 ) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = header.0.as_ref() else {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| {
@@ -145,75 +165,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.limits.max_body_bytes;
     routes::router()
         .layer(DefaultBodyLimit::max(max_body))
-        // One middleware, not two `from_fn` layers: each layer boxes a
-        // future and clones a service per request.
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
+        .layer(track::TrackLayer {
+            state: Arc::clone(&state),
+        })
         .with_state(state)
-}
-
-/// POST routes that only read.
-const READ_ONLY_POSTS: [&str; 1] = ["/v1/availability/batch"];
-
-/// Two gates around every API request: nothing under `/v1` is served until
-/// the engine has loaded its state (503 `not_ready`), and in sync durability
-/// mode a successful write is answered only once it is in the store (503
-/// `not_durable` if it cannot be; the change stays applied in memory and is
-/// written when the store is back, so the client retries with its
-/// idempotency key and gets the original outcome).
-async fn gate(state: &AppState, request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with("/v1/") {
-        return next.run(request).await;
-    }
-    let path = request.uri().path();
-    if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
-        return ApiError::unavailable(
-            "not_ready",
-            "the engine is loading its state; retry shortly",
-        )
-        .into_response();
-    }
-    let Some(write_behind) = state.write_behind.as_ref().filter(|w| w.config().sync) else {
-        return next.run(request).await;
-    };
-    let method = request.method().clone();
-    let writes = !(method == axum::http::Method::GET
-        || method == axum::http::Method::HEAD
-        || READ_ONLY_POSTS.contains(&path));
-    let response = next.run(request).await;
-    if !writes || !response.status().is_success() {
-        return response;
-    }
-    match write_behind.durable().await {
-        Ok(()) => response,
-        Err(error) => {
-            metrics::counter!("omnistock_writes_not_durable_total").increment(1);
-            ApiError::unavailable(
-                "not_durable",
-                format!(
-                    "{error}; the write is applied in memory and will be stored when the store is back: \
-                     retry with the same Idempotency-Key to get its outcome"
-                ),
-            )
-            .into_response()
-        }
-    }
-}
-
-/// Request counts and latency by route and status (Prometheus via `metrics`),
-/// around the gates.
-async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let response = gate(&state, request, next).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state.request_metrics.record(
-        route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
 }
 
 /// Runs the ledger's housekeeping: expiry and idempotency purges, every

@@ -11,10 +11,10 @@ use utoipa::IntoParams;
 use crate::http::auth::{Caller, Scope};
 use crate::http::dto::{
     self, AvailabilityJson, BatchAvailabilityBody, BatchAvailabilityJson, BatchResult, NearbyJson,
-    NearbyStoreJson, PositionJson,
+    NearbyStoreJson, PositionJson, PositionOut,
 };
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::json::{self, ApiJson, ApiPath, ApiQuery};
+use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, JsonResponse};
 use crate::http::{AppState, now};
 use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
 
@@ -97,7 +97,7 @@ pub async fn position(
     caller: Caller,
     ApiPath((location, sku)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<ChannelParam>,
-) -> ApiResult<Json<PositionJson>> {
+) -> ApiResult<JsonResponse<PositionOut>> {
     caller.require(Scope::Read)?;
     let view = state.ledger.position(
         &json::sku("sku", &sku)?,
@@ -105,7 +105,7 @@ pub async fn position(
         channel(params.channel.as_ref())?,
         now(),
     )?;
-    Ok(Json(PositionJson::from(&view)))
+    Ok(JsonResponse(PositionOut(view)))
 }
 
 /// Many positions in one request; each item answers on its own.

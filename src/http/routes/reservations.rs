@@ -2,16 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::http::auth::{Caller, Scope};
-use crate::http::dto::{self, CommitBody, ExtendBody, ReservationJson, ReserveBody, TransferBody};
+use crate::http::dto::{
+    self, CommitBody, ExtendBody, ReservationJson, ReservationOut, ReserveBody, TransferBody,
+};
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::json::{self, ApiJson, ApiPath};
-use crate::http::{AppState, idempotency_key, now};
+use crate::http::json::{self, ApiJson, ApiPath, JsonResponse};
+use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
 use crate::ledger::{
     CommitRequest, HoldCap, Holder, HolderId, HolderKind, Qty, ReservationId, ReserveRequest,
     TransferRequest,
@@ -90,9 +91,9 @@ fn hold_caps(state: &AppState, caller: &Caller, customer: Option<&str>) -> ApiRe
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<ReserveBody>,
-) -> ApiResult<(StatusCode, Json<ReservationJson>)> {
+) -> ApiResult<(StatusCode, JsonResponse<ReservationOut>)> {
     let lines = dto::lines(&body.lines, state.ledger.config().max_lines_per_request)?;
     caller.require_at(Scope::Reserve, lines.iter().map(|l| &l.location))?;
     let request = ReserveRequest {
@@ -101,7 +102,7 @@ pub async fn create(
         ttl_ms: seconds_to_ms(body.ttl_seconds),
         caps: hold_caps(&state, &caller, body.customer_id.as_deref())?,
     };
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     let held = state.ledger.reserve(&request, now(), key.as_ref());
     match &held {
         Ok(_) => state.counters.granted.increment(1),
@@ -112,7 +113,7 @@ pub async fn create(
             }
         }
     }
-    Ok((StatusCode::CREATED, Json(ReservationJson::from(&held?))))
+    Ok((StatusCode::CREATED, JsonResponse(ReservationOut(held?))))
 }
 
 /// A reservation (held, or resolved within the retention time).
@@ -122,7 +123,7 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<ReservationJson>> {
+) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
     let view = state.ledger.reservation(id).ok_or_else(|| {
         ApiError::not_found(
@@ -133,7 +134,7 @@ pub async fn get(
     if !caller.has(Scope::Read) {
         caller.require_at(Scope::Reserve, view.lines.iter().map(|l| &l.location))?;
     }
-    Ok(Json(ReservationJson::from(&view)))
+    Ok(JsonResponse(ReservationOut(view)))
 }
 
 /// Commit (fulfil): committed units leave on hand; with `lines`, only those
@@ -146,7 +147,7 @@ pub async fn commit(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     body: Bytes,
-) -> ApiResult<Json<ReservationJson>> {
+) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
     let body: CommitBody = if body.iter().all(u8::is_ascii_whitespace) {
         CommitBody::default()
@@ -168,11 +169,11 @@ pub async fn commit(
         .map(|l| dto::lines(l, state.ledger.config().max_lines_per_request))
         .transpose()?;
     authorise(&state, &caller, id)?;
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&IdempotencyHeader::from_headers(&headers), &caller)?;
     let done = state
         .ledger
         .commit(&CommitRequest { id, lines }, now(), key.as_ref())?;
-    Ok(Json(ReservationJson::from(&done)))
+    Ok(JsonResponse(ReservationOut(done)))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -192,13 +193,13 @@ fn is_json(headers: &HeaderMap) -> bool {
 pub async fn release(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<ReservationJson>> {
+) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
     authorise(&state, &caller, id)?;
-    let key = idempotency_key(&headers, &caller)?;
-    Ok(Json(ReservationJson::from(&state.ledger.release(
+    let key = idempotency_key(&idempotency, &caller)?;
+    Ok(JsonResponse(ReservationOut(state.ledger.release(
         id,
         now(),
         key.as_ref(),
@@ -211,14 +212,14 @@ pub async fn release(
 pub async fn extend(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ExtendBody>,
-) -> ApiResult<Json<ReservationJson>> {
+) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
     authorise(&state, &caller, id)?;
-    let key = idempotency_key(&headers, &caller)?;
-    Ok(Json(ReservationJson::from(&state.ledger.extend(
+    let key = idempotency_key(&idempotency, &caller)?;
+    Ok(JsonResponse(ReservationOut(state.ledger.extend(
         id,
         seconds_to_ms(body.ttl_seconds),
         now(),
@@ -232,10 +233,10 @@ pub async fn extend(
 pub async fn transfer(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TransferBody>,
-) -> ApiResult<Json<ReservationJson>> {
+) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
     let request = TransferRequest {
         id,
@@ -246,8 +247,8 @@ pub async fn transfer(
     };
     authorise(&state, &caller, id)?;
     caller.require_at(Scope::Reserve, [&request.to])?;
-    let key = idempotency_key(&headers, &caller)?;
-    Ok(Json(ReservationJson::from(&state.ledger.transfer(
+    let key = idempotency_key(&idempotency, &caller)?;
+    Ok(JsonResponse(ReservationOut(state.ledger.transfer(
         &request,
         now(),
         key.as_ref(),

@@ -18,7 +18,7 @@ use crate::http::dto::{
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiJson, ApiPath, parse_rfc3339};
-use crate::http::{AppState, idempotency_key, now};
+use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
 use crate::ledger::{
     AdjustmentRequest, CountRequest, DisplayRequest, IncomingRequest, Line, Qty, ReceiptRequest,
     ReturnRequest, SaleRequest, Seq,
@@ -31,7 +31,7 @@ use crate::ledger::{
 pub async fn count(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiPath((location, sku)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<CountBody>,
 ) -> ApiResult<Json<PositionJson>> {
@@ -41,7 +41,7 @@ pub async fn count(
         json::location("location", &location)?,
         &body,
     )?;
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     Ok(Json(PositionJson::from(&state.ledger.count(
         &request,
         now(),
@@ -57,7 +57,7 @@ pub async fn count(
 pub async fn display(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiPath((location, sku)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<DisplayBody>,
 ) -> ApiResult<Json<PositionJson>> {
@@ -68,7 +68,7 @@ pub async fn display(
         display_only: body.display_only,
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     Ok(Json(PositionJson::from(&state.ledger.set_display(
         &request,
         now(),
@@ -102,7 +102,7 @@ fn count_request(
 pub async fn sale(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<SaleBody>,
 ) -> ApiResult<Json<PositionsJson>> {
     let lines = dto::lines(&body.lines, state.ledger.config().max_lines_per_request)?;
@@ -112,7 +112,7 @@ pub async fn sale(
         lines,
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     let views = state.ledger.sell(&request, now(), key.as_ref())?;
     Ok(Json(PositionsJson {
         positions: views.iter().map(PositionJson::from).collect(),
@@ -124,7 +124,7 @@ pub async fn sale(
 pub async fn return_units(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<ReturnBody>,
 ) -> ApiResult<Json<PositionJson>> {
     let line = Line {
@@ -140,7 +140,7 @@ pub async fn return_units(
         reason: dto::free_text("reason", body.reason.as_ref())?,
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     Ok(Json(PositionJson::from(&state.ledger.return_units(
         &request,
         now(),
@@ -153,7 +153,7 @@ pub async fn return_units(
 pub async fn receipt(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<ReceiptBody>,
 ) -> ApiResult<Json<PositionJson>> {
     caller.require(Scope::StockWrite)?;
@@ -165,7 +165,7 @@ pub async fn receipt(
         },
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     Ok(Json(PositionJson::from(&state.ledger.receive(
         &request,
         now(),
@@ -178,7 +178,7 @@ pub async fn receipt(
 pub async fn incoming(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<IncomingBody>,
 ) -> ApiResult<Json<PositionJson>> {
     caller.require(Scope::StockWrite)?;
@@ -191,7 +191,7 @@ pub async fn incoming(
         expected_at: parse_rfc3339("expected_at", &body.expected_at)?,
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     Ok(Json(PositionJson::from(&state.ledger.expect_incoming(
         &request,
         now(),
@@ -205,7 +205,7 @@ pub async fn incoming(
 pub async fn adjustment(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<AdjustmentBody>,
 ) -> ApiResult<Json<PositionJson>> {
     caller.require(Scope::StockWrite)?;
@@ -216,7 +216,7 @@ pub async fn adjustment(
         reason: dto::free_text("reason", Some(&body.reason))?.unwrap_or_default(),
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
-    let key = idempotency_key(&headers, &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     Ok(Json(PositionJson::from(&state.ledger.adjust(
         &request,
         now(),
@@ -553,7 +553,7 @@ pub struct MovementBatchReport {
 pub async fn movement_batch(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<MovementBatchBody>,
 ) -> ApiResult<Json<MovementBatchReport>> {
     if body.items.len() > state.limits.max_batch_items {
@@ -568,7 +568,7 @@ pub async fn movement_batch(
         failed: 0,
         results: Vec::with_capacity(body.items.len()),
     };
-    let batch_key = idempotency_key(&headers, &caller)?;
+    let batch_key = idempotency_key(&idempotency, &caller)?;
     for (index, item) in body.items.iter().enumerate() {
         let item_key = batch_key
             .as_ref()

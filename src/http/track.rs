@@ -1,0 +1,191 @@
+//! The one middleware around every route: request metrics (count and latency
+//! by route, method and status) around two gates. Nothing under `/v1` is
+//! served until the engine has loaded its state (503 `not_ready`), and in
+//! sync durability mode a successful write is answered only once it is in
+//! the store (503 `not_durable` if it cannot be; the change stays applied in
+//! memory and is written when the store is back, so the client retries with
+//! its idempotency key and gets the original outcome).
+//!
+//! Written as a plain tower service with its own future rather than
+//! `axum::middleware::from_fn`, which clones the inner service and boxes a
+//! future per request: the common path here allocates nothing. Only a write
+//! that must wait for the store takes a boxed future.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// POST routes that only read.
+const READ_ONLY_POSTS: [&str; 1] = ["/v1/availability/batch"];
+
+#[derive(Clone)]
+pub struct TrackLayer {
+    pub state: Arc<AppState>,
+}
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+/// What the metrics need once the response is there.
+pub struct Measure {
+    state: Arc<AppState>,
+    started: Instant,
+    route: Option<MatchedPath>,
+    method: Method,
+}
+
+impl Measure {
+    fn record(self, response: &Response) {
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        self.state.request_metrics.record(
+            route,
+            &self.method,
+            response.status().as_u16(),
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Future<Output = Result<Response, Infallible>> + Send + Unpin + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> TrackFuture<S::Future> {
+        let measure = Measure {
+            state: Arc::clone(&self.state),
+            started: Instant::now(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            method: request.method().clone(),
+        };
+        let path = request.uri().path();
+        if !path.starts_with("/v1/") {
+            return TrackFuture::Inner(self.inner.call(request), Some(measure));
+        }
+        if !self.state.ready.load(Ordering::Acquire) {
+            let response = ApiError::unavailable(
+                "not_ready",
+                "the engine is loading its state; retry shortly",
+            )
+            .into_response();
+            return TrackFuture::Answered(Some((response, measure)));
+        }
+        let Some(write_behind) = self
+            .state
+            .write_behind
+            .as_ref()
+            .filter(|w| w.config().sync)
+            .cloned()
+        else {
+            return TrackFuture::Inner(self.inner.call(request), Some(measure));
+        };
+        let method = request.method();
+        let writes =
+            !(method == Method::GET || method == Method::HEAD || READ_ONLY_POSTS.contains(&path));
+        let inner = self.inner.call(request);
+        if !writes {
+            return TrackFuture::Inner(inner, Some(measure));
+        }
+        TrackFuture::Durable(Box::pin(async move {
+            let Ok(response) = inner.await;
+            let response = if response.status().is_success() {
+                match write_behind.durable().await {
+                    Ok(()) => response,
+                    Err(error) => {
+                        metrics::counter!("omnistock_writes_not_durable_total").increment(1);
+                        ApiError::unavailable(
+                            "not_durable",
+                            format!(
+                                "{error}; the write is applied in memory and will be stored when the store is back: \
+                                 retry with the same Idempotency-Key to get its outcome"
+                            ),
+                        )
+                        .into_response()
+                    }
+                }
+            } else {
+                response
+            };
+            measure.record(&response);
+            Ok(response)
+        }))
+    }
+}
+
+type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+pub enum TrackFuture<F> {
+    /// The route's own future; the measure is taken when it completes.
+    Inner(F, Option<Measure>),
+    /// Answered by the gate without calling the route.
+    Answered(Option<(Response, Measure)>),
+    /// A write in sync durability mode: the route, then the store (measured inside).
+    Durable(BoxedResponse),
+}
+
+impl<F> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            TrackFuture::Inner(inner, measure) => {
+                let Poll::Ready(Ok(response)) = Pin::new(inner).poll(cx) else {
+                    return Poll::Pending;
+                };
+                if let Some(measure) = measure.take() {
+                    measure.record(&response);
+                }
+                Poll::Ready(Ok(response))
+            }
+            TrackFuture::Answered(answer) => match answer.take() {
+                Some((response, measure)) => {
+                    measure.record(&response);
+                    Poll::Ready(Ok(response))
+                }
+                // Polled again after completion: a caller bug; answer, don't panic.
+                None => Poll::Ready(Ok(
+                    ApiError::internal("response already taken").into_response()
+                )),
+            },
+            TrackFuture::Durable(boxed) => boxed.as_mut().poll(cx),
+        }
+    }
+}

@@ -143,3 +143,55 @@ async fn connections_beyond_the_cap_wait_their_turn() {
     drop(held);
     running.shutdown().await.expect("stop");
 }
+
+/// The quiet-connection timeout closes connections with nothing in progress,
+/// never one whose response is still streaming (a live stream sends nothing
+/// between its 15 s keep-alives, far longer than the timeout here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_outlives_the_quiet_connection_timeout() {
+    let running = server(ServeConfig {
+        header_read_timeout_ms: 200,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(running.addr).await.expect("connect");
+    stream
+        .write_all(
+            format!(
+                "GET /v1/streams/availability HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut head = [0_u8; 512];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut head))
+        .await
+        .expect("stream head in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    // A connection opened alongside with nothing in progress is closed ...
+    let mut idle = TcpStream::connect(running.addr).await.expect("connect");
+    let started = std::time::Instant::now();
+    let mut byte = [0_u8; 1];
+    let closed = tokio::time::timeout(PATIENCE, idle.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection: {closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // ... while the stream, quiet far longer than the timeout, stays open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let still_open = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await;
+    assert!(
+        still_open.is_err(),
+        "the stream was closed or sent data: {still_open:?}"
+    );
+    // Shutdown ends the stream (it ends itself on stop) and drains.
+    tokio::time::timeout(PATIENCE, running.shutdown())
+        .await
+        .expect("shutdown drains")
+        .expect("stop");
+}

@@ -87,8 +87,9 @@ pub struct ServeArgs {
     /// Connections served at once; beyond, new ones wait in the backlog.
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// A request head (or the next one on an idle connection) must arrive
-    /// within this time, or the connection is closed (slow loris).
+    /// A connection that starts no request and has no response in progress
+    /// for this long (a request head that never ends, an idle keep-alive) is
+    /// closed, within a quarter of this time more (slow loris).
     #[arg(long)]
     pub header_read_timeout_ms: Option<u64>,
     /// A JSON body must arrive within this time (408 beyond).

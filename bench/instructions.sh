@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# User-space instructions per request (callgrind), omnistock next to the
+# no-op server, for single-line reservations and one-position reads.
+# Unlike req/s on a shared VM (+-25-50 % run to run), instruction counts
+# repeat to within about 1 %, so they show what a code change saves.
+# They do not count the kernel, cache misses or waits: confirm a change in
+# throughput with bench/http.sh too (BENCHMARKS.md).
+# Needs valgrind and wrk (apt-get install valgrind wrk). Loopback only.
+# Usage: bash bench/instructions.sh [seconds]
+# Caveat: under valgrind, SHA-256 (the API key digest) runs its portable code
+# (valgrind hides the SHA CPU extensions): about 3,500 instructions per
+# request that the native binary does in ~100 ns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+for tool in valgrind callgrind_control callgrind_annotate wrk; do
+    command -v "$tool" >/dev/null || { echo "bench/instructions.sh needs $tool (apt-get install valgrind wrk)" >&2; exit 1; }
+done
+cargo build --release --quiet --locked --bin omnistock --example noop_server
+key=bench-admin-key-0123456789
+export OMNISTOCK_ADMIN_KEY=$key
+port=18795
+out=$(mktemp -d)
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
+
+# measure NAME SCRIPT PATH COMMAND... -> "NAME: N requests, I instructions/request"
+measure() {
+    local name=$1 script=$2 path=$3
+    shift 3
+    valgrind --tool=callgrind --callgrind-out-file="$out/$name" "$@" >/dev/null 2>"$out/$name.log" &
+    local pid=$!
+    # Ready: the engine's /readyz (its demo data loaded), or the no-op answering.
+    until curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null ||
+        curl -fs -o /dev/null "http://127.0.0.1:$port/v1/stock/A/B" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { cat "$out/$name.log" >&2; exit 1; }
+        sleep 0.5
+    done
+    curl -s -o /dev/null -X PUT -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+        -d '{"on_hand": 4000000000}' "http://127.0.0.1:$port/v1/stock/WH-NORD/HOT" || true
+    wrk -t1 -c16 -d3s ${script:+-s "$script"} "http://127.0.0.1:$port$path" >/dev/null # warm-up
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    local requests
+    requests=$(wrk -t1 -c16 -d"${seconds}s" ${script:+-s "$script"} "http://127.0.0.1:$port$path" | awk '/requests in/ {print $1}')
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    sleep 1
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local instructions
+    instructions=$(callgrind_annotate "$out/$name.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    printf '%-28s %8s requests   %8s instructions/request\n' "$name" "$requests" "$((instructions / requests))"
+}
+
+echo "callgrind, wrk -t1 -c16 -d${seconds}s after a 3 s warm-up"
+measure "noop POST reservation" bench/reserve.lua /v1/reservations target/release/examples/noop_server "127.0.0.1:$port"
+measure "omnistock POST reservation" bench/reserve.lua /v1/reservations \
+    target/release/omnistock serve --demo --listen "127.0.0.1:$port" --rate-limit-per-second 0
+measure "noop GET position" "" /v1/stock/WH-NORD/SKU-00042 target/release/examples/noop_server "127.0.0.1:$port"
+measure "omnistock GET position" bench/read.lua /v1/stock/WH-NORD/SKU-00042 \
+    target/release/omnistock serve --demo --listen "127.0.0.1:$port" --rate-limit-per-second 0

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Interleaved A/B of omnistock binaries next to the no-op server
+# (BENCHMARKS.md). Every server runs at once, pinned to core 0 (idle unless
+# loaded); wrk on core 1 loads them in turn, SLICE_S seconds each, ROUNDS
+# times, so the slow swings of a shared host hit every binary alike. Prints
+# each binary's median req/s and the median of its per-slice ratios to the
+# no-op, for single-line reservations and one-position reads.
+# Needs wrk (apt-get install wrk). Loopback only.
+# Usage: bash bench/ab.sh ROUNDS SLICE_S label=BINARY [label=BINARY ...]
+#   e.g. bash bench/ab.sh 8 2 old=/tmp/omnistock-old new=target/release/omnistock
+# A label starting with "noop" names another no-op build (e.g. other flags).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 3 ] || { sed -n 2,12p "$0" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "bench/ab.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+pin_server=""; pin_client=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin_server="taskset -c 0"; pin_client="taskset -c 1"; fi
+cargo build --release --quiet --locked --example noop_server
+rounds=$1; slice=$2; shift 2
+key=bench-admin-key-0123456789
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+labels=(noop); ports=(18800)
+$pin_server target/release/examples/noop_server 127.0.0.1:18800 >/dev/null & pids+=($!)
+port=18801
+for pair in "$@"; do
+    label=${pair%%=*}; binary=${pair#*=}
+    case $label in
+        noop*) $pin_server "$binary" "127.0.0.1:$port" >/dev/null & pids+=($!) ;;
+        *) OMNISTOCK_ADMIN_KEY=$key $pin_server "$binary" serve --demo --listen "127.0.0.1:$port" \
+               --rate-limit-per-second 0 2>/dev/null & pids+=($!) ;;
+    esac
+    labels+=("$label"); ports+=("$port"); port=$((port + 1))
+done
+for i in "${!ports[@]}"; do
+    url=http://127.0.0.1:${ports[$i]}
+    case ${labels[$i]} in
+        noop*) until curl -fs -o /dev/null "$url/v1/stock/A/B"; do sleep 0.1; done ;;
+        *) until curl -fs -o /dev/null "$url/readyz"; do sleep 0.1; done
+           # Enough stock that every reservation of the run is granted.
+           curl -fs -o /dev/null -X PUT -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+               -d '{"on_hand": 4000000000}' "$url/v1/stock/WH-NORD/HOT" ;;
+    esac
+done
+rate() { # url [script] -> req/s
+    $pin_client wrk -t1 -c64 -d"${slice}s" ${2:+-s "$2"} "$1" | awk '/Requests\/sec/ {print $2}'
+}
+results=$(mktemp); trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "$results"' EXIT
+echo "wrk -t1 -c64, $rounds rounds of ${slice} s slices${pin_server:+, servers on core 0, wrk on core 1}"
+for round in $(seq 1 "$rounds"); do
+    for i in "${!ports[@]}"; do
+        url=http://127.0.0.1:${ports[$i]}
+        read_script=bench/read.lua
+        case ${labels[$i]} in noop*) read_script="" ;; esac
+        echo "$round ${labels[$i]} reserve $(rate "$url/v1/reservations" bench/reserve.lua)" >>"$results"
+        echo "$round ${labels[$i]} read $(rate "$url/v1/stock/WH-NORD/SKU-00042" "$read_script")" >>"$results"
+    done
+done
+python3 - "$results" "${labels[@]}" <<'PY'
+import sys, statistics
+rows = [line.split() for line in open(sys.argv[1])]
+labels = sys.argv[2:]
+rate = {(int(r), l, k): float(v) for r, l, k, v in rows}
+rounds = sorted({k[0] for k in rate})
+for kind in ("reserve", "read"):
+    for label in labels:
+        runs = [rate[(r, label, kind)] for r in rounds]
+        ratios = [rate[(r, label, kind)] / rate[(r, "noop", kind)] for r in rounds]
+        print(f"{kind:8s} {label:10s} median {statistics.median(runs):9.0f} req/s   "
+              f"vs no-op {100 * statistics.median(ratios):5.1f} %   runs {' '.join(f'{x:.0f}' for x in runs)}")
+PY

@@ -211,26 +211,31 @@ impl JsonWriter {
         }
     }
 
-    pub fn begin_object(&mut self) {
+    fn open(&mut self, bracket: u8) {
         self.separate();
-        self.out.push(b'{');
+        self.out.push(bracket);
         self.needs_comma = false;
+    }
+
+    fn close(&mut self, bracket: u8) {
+        self.out.push(bracket);
+        self.needs_comma = true;
+    }
+
+    pub fn begin_object(&mut self) {
+        self.open(b'{');
     }
 
     pub fn end_object(&mut self) {
-        self.out.push(b'}');
-        self.needs_comma = true;
+        self.close(b'}');
     }
 
     pub fn begin_array(&mut self) {
-        self.separate();
-        self.out.push(b'[');
-        self.needs_comma = false;
+        self.open(b'[');
     }
 
     pub fn end_array(&mut self) {
-        self.out.push(b']');
-        self.needs_comma = true;
+        self.close(b']');
     }
 
     /// An object key (a constant of ours: plain ASCII, nothing to escape);

@@ -195,3 +195,26 @@ async fn a_streaming_response_outlives_the_quiet_connection_timeout() {
         .expect("shutdown drains")
         .expect("stop");
 }
+
+/// A graceful shutdown waits for requests in progress, not for a request
+/// head that never ends: the quiet-connection timeout still closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_by_an_unfinished_request_head() {
+    let running = server(ServeConfig {
+        header_read_timeout_ms: 300,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut loris = TcpStream::connect(running.addr).await.expect("connect");
+    loris
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: 1")
+        .await
+        .expect("write");
+    // The server has taken the connection (and its partial head) in.
+    assert!(healthz(running.addr).await.starts_with("HTTP/1.1 200"));
+    tokio::time::timeout(PATIENCE, running.shutdown())
+        .await
+        .expect("shutdown is not held by the unfinished head")
+        .expect("stop");
+    drop(loris);
+}

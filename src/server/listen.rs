@@ -10,7 +10,9 @@
 //!   accepting; new connections wait in the kernel's backlog (and time out
 //!   there) instead of each costing a task and buffers here.
 //! - **Graceful shutdown**: on stop, no new connections; idle ones are closed,
-//!   in-flight requests finish (live streams end themselves on stop).
+//!   in-flight requests finish (live streams end themselves on stop); the
+//!   quiet-connection timeout keeps running, so a request head that never
+//!   ends cannot hold the shutdown.
 //!
 //! Why not hyper's own header read timeout: it allocates and registers a
 //! timer for every request (and `GracefulShutdown` polls a watch channel on
@@ -73,8 +75,17 @@ impl Activity {
     }
 }
 
+/// An open connection as the reaper sees it.
+struct Watched {
+    activity: Arc<Activity>,
+    /// `activity.requests` when the reaper last saw it change.
+    requests_seen: u64,
+    /// Since when nothing has started or been in progress (as of a tick).
+    quiet_since: Instant,
+}
+
 /// The open connections the reaper watches, by connection number.
-type Registry = Mutex<HashMap<u64, Arc<Activity>>>;
+type Registry = Mutex<HashMap<u64, Watched>>;
 
 /// Serves `router` on `listener` until `stop` turns true, then drains.
 pub async fn serve(
@@ -85,10 +96,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let registry: Arc<Registry> = Arc::default();
+    // Runs until the drain is over: a request head that never ends must
+    // not hold the shutdown either.
     let reaper = tokio::spawn(reap(
         Arc::clone(&registry),
         Duration::from_millis(limits.header_read_timeout_ms.max(1)),
-        stop.clone(),
     ));
     let mut http = hyper::server::conn::http1::Builder::new();
     // No timer: hyper's per-request header timeout stays off (see above).
@@ -121,7 +133,14 @@ pub async fn serve(
         next_connection += 1;
         let id = next_connection;
         let activity = Arc::new(Activity::default());
-        registry.lock().insert(id, Arc::clone(&activity));
+        registry.lock().insert(
+            id,
+            Watched {
+                activity: Arc::clone(&activity),
+                requests_seen: 0,
+                quiet_since: Instant::now(),
+            },
+        );
         let connection = http.serve_connection(
             TokioIo::new(stream),
             ConnectionService {
@@ -157,47 +176,33 @@ pub async fn serve(
     }
     drop(listener);
     // Drain: idle connections close now, busy ones after their response.
-    for activity in registry.lock().values() {
-        activity.tell(DRAIN);
+    for watched in registry.lock().values() {
+        watched.activity.tell(DRAIN);
     }
-    reaper.abort();
     // Every connection task gives its slot back when it ends.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
+    reaper.abort();
     Ok(())
 }
 
 /// Closes connections that have been quiet (no request started, no response
 /// in progress) for `timeout`. Looks every quarter of it, so a connection is
 /// closed between `timeout` and 1.25 x `timeout` after it fell quiet.
-async fn reap(registry: Arc<Registry>, timeout: Duration, mut stop: watch::Receiver<bool>) {
-    struct Seen {
-        requests: u64,
-        quiet_since: Instant,
-    }
-    let mut seen: HashMap<u64, Seen> = HashMap::new();
+async fn reap(registry: Arc<Registry>, timeout: Duration) {
     let mut ticker = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
+        ticker.tick().await;
         let now = Instant::now();
-        let connections = registry.lock();
-        seen.retain(|id, _| connections.contains_key(id));
-        for (id, activity) in connections.iter() {
-            let requests = activity.requests.load(Ordering::Relaxed);
-            let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-            let entry = seen.entry(*id).or_insert(Seen {
-                requests,
-                quiet_since: now,
-            });
-            if busy || requests != entry.requests {
-                entry.requests = requests;
-                entry.quiet_since = now;
-            } else if now.duration_since(entry.quiet_since) >= timeout {
-                activity.tell(CLOSE);
+        for watched in registry.lock().values_mut() {
+            let requests = watched.activity.requests.load(Ordering::Relaxed);
+            let busy = watched.activity.in_flight.load(Ordering::Relaxed) > 0;
+            if busy || requests != watched.requests_seen {
+                watched.requests_seen = requests;
+                watched.quiet_since = now;
+            } else if now.duration_since(watched.quiet_since) >= timeout {
+                watched.activity.tell(CLOSE);
             }
         }
     }

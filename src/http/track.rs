@@ -94,10 +94,8 @@ where
             method: request.method().clone(),
         };
         let path = request.uri().path();
-        if !path.starts_with("/v1/") {
-            return TrackFuture::Inner(self.inner.call(request), Some(measure));
-        }
-        if !self.state.ready.load(Ordering::Acquire) {
+        let api = path.starts_with("/v1/");
+        if api && !self.state.ready.load(Ordering::Acquire) {
             let response = ApiError::unavailable(
                 "not_ready",
                 "the engine is loading its state; retry shortly",
@@ -105,22 +103,23 @@ where
             .into_response();
             return TrackFuture::Answered(Some((response, measure)));
         }
-        let Some(write_behind) = self
+        // Only a write under /v1 in sync durability mode waits for the store.
+        let method = request.method();
+        let write_behind = self
             .state
             .write_behind
             .as_ref()
-            .filter(|w| w.config().sync)
-            .cloned()
-        else {
-            return TrackFuture::Inner(self.inner.call(request), Some(measure));
-        };
-        let method = request.method();
-        let writes =
-            !(method == Method::GET || method == Method::HEAD || READ_ONLY_POSTS.contains(&path));
+            .filter(|w| api && w.config().sync)
+            .filter(|_| {
+                !(method == Method::GET
+                    || method == Method::HEAD
+                    || READ_ONLY_POSTS.contains(&path))
+            })
+            .map(Arc::clone);
         let inner = self.inner.call(request);
-        if !writes {
+        let Some(write_behind) = write_behind else {
             return TrackFuture::Inner(inner, Some(measure));
-        }
+        };
         TrackFuture::Durable(Box::pin(async move {
             let Ok(response) = inner.await;
             let response = if response.status().is_success() {

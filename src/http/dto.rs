@@ -10,7 +10,6 @@ use crate::ledger::{
     Channel, Line, Location, LocationKind, NearbyStore, Pickup, PickupMethod, PickupSla,
     PositionView, Qty, ReservationView, SkuAvailability,
 };
-use crate::ledger::{LocationCode, Sku};
 
 // ---------- shared pieces ----------
 
@@ -38,13 +37,9 @@ pub struct LineBody {
 
 impl LineBody {
     pub fn to_line(&self, index: usize) -> Result<Line, ApiError> {
-        // The field name is formatted only for an error: not per valid line.
         Ok(Line {
-            sku: Sku::new(&self.sku)
-                .map_err(|e| json::id_error(&format!("lines[{index}].sku"), &self.sku, e))?,
-            location: LocationCode::new(&self.location).map_err(|e| {
-                json::id_error(&format!("lines[{index}].location"), &self.location, e)
-            })?,
+            sku: json::sku(format_args!("lines[{index}].sku"), &self.sku)?,
+            location: json::location(format_args!("lines[{index}].location"), &self.location)?,
             qty: Qty(self.qty),
         })
     }

@@ -414,17 +414,20 @@ pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<TimestampMs, Api
         .map_err(|_| ApiError::invalid("invalid_timestamp", format!("{field}: out of range")))
 }
 
-pub(crate) fn id_error(field: &str, text: &str, error: IdError) -> ApiError {
+fn id_error(field: impl std::fmt::Display, text: &str, error: IdError) -> ApiError {
     let shown: String = text.chars().take(60).collect();
+    let field = field.to_string();
     ApiError::invalid("invalid_id", format!("{field} {shown:?}: {error}"))
         .with("field", serde_json::json!(field))
 }
 
-pub fn sku(field: &str, text: &str) -> Result<Sku, ApiError> {
+/// `field` names the id in an error; it is formatted only then, so a caller
+/// can pass `format_args!("lines[{index}].sku")` without allocating per id.
+pub fn sku(field: impl std::fmt::Display, text: &str) -> Result<Sku, ApiError> {
     Sku::new(text).map_err(|e| id_error(field, text, e))
 }
 
-pub fn location(field: &str, text: &str) -> Result<LocationCode, ApiError> {
+pub fn location(field: impl std::fmt::Display, text: &str) -> Result<LocationCode, ApiError> {
     LocationCode::new(text).map_err(|e| id_error(field, text, e))
 }
 

@@ -130,11 +130,11 @@ pub async fn batch(
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let answer = json::sku(&format!("items[{i}].sku"), &item.sku)
+            let answer = json::sku(format_args!("items[{i}].sku"), &item.sku)
                 .and_then(|sku| {
                     Ok((
                         sku,
-                        json::location(&format!("items[{i}].location"), &item.location)?,
+                        json::location(format_args!("items[{i}].location"), &item.location)?,
                     ))
                 })
                 .and_then(|(sku, location)| {

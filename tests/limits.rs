@@ -45,6 +45,16 @@ async fn read_until_closed(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&received).into_owned()
 }
 
+/// A connection whose request head is sent in part and never finished.
+async fn slow_loris(addr: std::net::SocketAddr) -> TcpStream {
+    let mut loris = TcpStream::connect(addr).await.expect("connect");
+    loris
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: 1")
+        .await
+        .expect("write");
+    loris
+}
+
 async fn healthz(addr: std::net::SocketAddr) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
@@ -61,11 +71,7 @@ async fn a_request_head_that_never_ends_is_cut_off() {
         ..ServeConfig::default()
     })
     .await;
-    let mut loris = TcpStream::connect(running.addr).await.expect("connect");
-    loris
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: 1")
-        .await
-        .expect("write");
+    let mut loris = slow_loris(running.addr).await;
     // Others are served meanwhile.
     assert!(healthz(running.addr).await.starts_with("HTTP/1.1 200"));
     let answer = read_until_closed(&mut loris).await;
@@ -205,11 +211,7 @@ async fn shutdown_is_not_held_by_an_unfinished_request_head() {
         ..ServeConfig::default()
     })
     .await;
-    let mut loris = TcpStream::connect(running.addr).await.expect("connect");
-    loris
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: 1")
-        .await
-        .expect("write");
+    let loris = slow_loris(running.addr).await;
     // The server has taken the connection (and its partial head) in.
     assert!(healthz(running.addr).await.starts_with("HTTP/1.1 200"));
     tokio::time::timeout(PATIENCE, running.shutdown())

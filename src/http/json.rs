@@ -1,12 +1,11 @@
 //! JSON in and out, with every rejection turned into a problem body, and the
 //! RFC 3339 conversions of timestamps.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -15,61 +14,36 @@ use time::format_description::well_known::Rfc3339;
 use std::sync::Arc;
 
 use super::AppState;
+use super::body::{ApiBody, is_json};
 use super::error::ApiError;
 use crate::ledger::{Catalog, IdError, LocationCode, Sku, TimestampMs, UnknownFilter};
 
 /// `axum::Json`, but malformed JSON, a wrong content type, unknown fields and
-/// out-of-range values all answer with a problem body saying what is wrong.
+/// out-of-range values all answer with a problem body saying what is wrong,
+/// and the body is read within the limits of [`super::body::read_body`].
 pub struct ApiJson<T>(pub T);
 
-/// The body must arrive within `HttpLimits::body_read_timeout_ms` (read from
-/// the state, not from a per-request extension: no allocation per request).
 impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let timeout = std::time::Duration::from_millis(state.limits.body_read_timeout_ms);
-        let timed_out = || {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "Request body too slow",
-                format!("the body did not arrive within {} ms", timeout.as_millis()),
-            )
-        };
-        // Anything but the plain JSON media type takes axum's own path
-        // (full media type parsing, the same rejections).
-        if !plain_json_content_type(request.headers()) {
-            return match tokio::time::timeout(
-                timeout,
-                axum::Json::<T>::from_request(request, state),
-            )
-            .await
-            {
-                Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
-                Ok(Err(rejection)) => Err(json_rejection(rejection)),
-                Err(_) => Err(timed_out()),
-            };
+        // The media type first: a body that is not JSON is not read at all.
+        if !is_json(request.headers()) {
+            return Err(unsupported_media_type());
         }
-        let body = match tokio::time::timeout(timeout, Bytes::from_request(request, state)).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(rejection)) => return Err(bytes_rejection(rejection)),
-            Err(_) => return Err(timed_out()),
-        };
+        let ApiBody(body) = ApiBody::from_request(request, state).await?;
         from_json_slice(&body).map(ApiJson)
     }
 }
 
-/// `application/json`, optionally with `; charset=utf-8`: the media type of
-/// nearly every request, recognised without parsing (and allocating) it.
-fn plain_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE) else {
-        return false;
-    };
-    let value = value.as_bytes();
-    value.eq_ignore_ascii_case(b"application/json")
-        || value.eq_ignore_ascii_case(b"application/json; charset=utf-8")
-        || value.eq_ignore_ascii_case(b"application/json;charset=utf-8")
+/// 415: the body must be sent as JSON.
+pub fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Unsupported media type",
+        "send the body as `Content-Type: application/json`",
+    )
 }
 
 /// A JSON body into `T`. Parsed once without path tracking (which allocates
@@ -83,29 +57,11 @@ pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
     })
 }
 
-fn bytes_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "Request body too large",
-            rejection.body_text(),
-        );
-    }
-    ApiError::bad_request("unreadable_body", rejection.body_text())
-}
-
 pub fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Unsupported media type",
-            "send the body as `Content-Type: application/json`",
-        ),
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
         JsonRejection::JsonDataError(e) => ApiError::invalid("invalid_body", e.body_text()),
-        JsonRejection::BytesRejection(e) => bytes_rejection(e),
         other => ApiError::bad_request("unreadable_body", other.body_text()),
     }
 }

@@ -5,6 +5,7 @@
 //! `app(state)` builds the whole router so tests can serve it on port 0.
 
 pub mod auth;
+pub mod body;
 pub mod dto;
 pub mod error;
 pub mod json;
@@ -19,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -162,9 +163,9 @@ pub fn idempotency_key(
 
 /// The whole API. Every route lives under `/v1` except the operational ones.
 pub fn app(state: Arc<AppState>) -> Router {
-    let max_body = state.limits.max_body_bytes;
+    // No `DefaultBodyLimit` layer: `body::ApiBody` applies the body limit
+    // where a body is read (one layer less around every route).
     routes::router()
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(track::TrackLayer {
             state: Arc::clone(&state),
         })

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::http::auth::{Caller, Scope};
+use crate::http::body::{self, ApiBody};
 use crate::http::dto::{
     self, CommitBody, ExtendBody, ReservationJson, ReservationOut, ReserveBody, TransferBody,
 };
@@ -146,22 +146,15 @@ pub async fn commit(
     caller: Caller,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
     let body: CommitBody = if body.iter().all(u8::is_ascii_whitespace) {
         CommitBody::default()
+    } else if body::is_json(&headers) {
+        json::from_json_slice(&body)?
     } else {
-        if !is_json(&headers) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Unsupported media type",
-                "send the body as `Content-Type: application/json`",
-            ));
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
+        return Err(json::unsupported_media_type());
     };
     let lines = body
         .lines
@@ -174,17 +167,6 @@ pub async fn commit(
         .ledger
         .commit(&CommitRequest { id, lines }, now(), key.as_ref())?;
     Ok(JsonResponse(ReservationOut(done)))
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        })
 }
 
 /// Release (cancel): the units are available again at once.

@@ -36,6 +36,26 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
     }
 }
 
+/// An optional JSON body: none at all (or only whitespace) is `None`;
+/// anything else must be JSON, with [`ApiJson`]'s answers when it is not.
+pub struct OptionalApiJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let json = is_json(request.headers());
+        let ApiBody(body) = ApiBody::from_request(request, state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(None));
+        }
+        if !json {
+            return Err(unsupported_media_type());
+        }
+        from_json_slice(&body).map(|value| OptionalApiJson(Some(value)))
+    }
+}
+
 /// 415: the body must be sent as JSON.
 pub fn unsupported_media_type() -> ApiError {
     ApiError::new(

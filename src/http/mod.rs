@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::ledger::{IdempotencyKey, Ledger, TimestampMs};
@@ -119,19 +119,15 @@ pub fn now() -> TimestampMs {
 /// write handlers do not take (and clone) the whole `HeaderMap` per request.
 pub struct IdempotencyHeader(pub Option<HeaderValue>);
 
-impl IdempotencyHeader {
-    pub fn from_headers(headers: &HeaderMap) -> IdempotencyHeader {
-        IdempotencyHeader(headers.get(IDEMPOTENCY_KEY).cloned())
-    }
-}
-
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(IdempotencyHeader::from_headers(&parts.headers))
+        Ok(IdempotencyHeader(
+            parts.headers.get(IDEMPOTENCY_KEY).cloned(),
+        ))
     }
 }
 

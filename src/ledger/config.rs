@@ -27,9 +27,10 @@ pub struct LedgerConfig {
     pub max_incoming_per_position: usize,
     /// How long a resolved reservation stays readable.
     pub resolved_retention_ms: u64,
-    /// How many reservations (held and resolved) are kept in the id-indexed
-    /// rings at most, over all shards; beyond it the oldest resolved ones are
-    /// forgotten early, and held ones move to a side map.
+    /// How many resolved reservations are kept at most, over all shards;
+    /// beyond it the oldest are forgotten before their retention ends (a
+    /// held reservation in front of them moves to a side map). Held
+    /// reservations do not count: they are bounded by the stock they hold.
     pub max_resolved_reservations: usize,
     /// How long an idempotency key and its outcome are remembered.
     pub idempotency_ttl_ms: u64,

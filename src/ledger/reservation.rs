@@ -5,8 +5,12 @@
 //! only when a reservation is granted, so a shard's reservations form a
 //! contiguous run of local ids kept in a ring (`slab`, grown in fixed
 //! chunks: see `chunked_ring.rs`): lookup is an index, creation a push,
-//! forgetting a pop from the front. No hashing, and memory is sequential. A held reservation that reaches the front of a full ring is
-//! moved to a small side map so it never blocks forgetting resolved ones.
+//! forgetting a pop from the front. No hashing, and memory is sequential.
+//! Only resolved reservations count against the capacity: held ones are
+//! bounded by the stock they hold, and a ring full of live holds (a busy
+//! hour with long TTLs) stays a ring. A held reservation that reaches the
+//! front while resolved ones behind it must be forgotten is moved to a small
+//! side map, so it never blocks them.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -81,6 +85,9 @@ pub(crate) struct ReservationShard {
     evicted_held: FxHashMap<u64, Reservation>,
     /// Evicted reservations that have since resolved, oldest first.
     evicted_resolved: VecDeque<(TimestampMs, u64)>,
+    /// Resolved reservations in `slab` (the capacity counts these and
+    /// `evicted_resolved`, not held ones).
+    resolved_in_slab: usize,
     /// Held reservations ordered by deadline: expiry pops from the front
     /// instead of scanning.
     pub deadlines: BTreeSet<(TimestampMs, ReservationId)>,
@@ -101,6 +108,8 @@ impl ReservationShard {
         let id = self.next_id();
         if reservation.state == ReservationState::Held {
             self.deadlines.insert((reservation.expires_at, id));
+        } else {
+            self.resolved_in_slab += 1;
         }
         self.slab.push_back(reservation);
         id
@@ -158,17 +167,18 @@ impl ReservationShard {
         let units = reservation.units();
         let released = reservation.holders.take().map(|holders| (holders, units));
         self.deadlines.remove(&(deadline, id));
-        if let Some(local) = self.local(id)
-            && local < self.base
-        {
-            self.evicted_resolved.push_back((now, local));
+        match self.local(id) {
+            Some(local) if local < self.base => self.evicted_resolved.push_back((now, local)),
+            _ => self.resolved_in_slab += 1,
         }
         released
     }
 
-    /// Forgets resolved reservations at the front of the ring once they are
-    /// older than the retention, or when the ring is over `capacity`. At most
-    /// `budget` steps per call keeps the cost amortised on the write path.
+    /// Forgets resolved reservations once they are older than the retention,
+    /// or while more than `capacity` resolved ones are kept (oldest first).
+    /// A held reservation at the front of the ring is moved aside only when
+    /// resolved ones behind it must go. At most `budget` steps per call
+    /// keeps the cost amortised on the write path.
     pub fn forget_resolved(
         &mut self,
         now: TimestampMs,
@@ -189,13 +199,13 @@ impl ReservationShard {
             }
         }
         for _ in 0..budget {
-            let over_capacity = self.slab.len() > capacity;
+            let over_capacity = self.resolved_in_slab + self.evicted_resolved.len() > capacity;
             let Some(front) = self.slab.front() else {
                 return;
             };
             let forget = match front.resolved_at {
                 Some(resolved_at) => over_capacity || resolved_at.plus_ms(retention_ms) <= now,
-                None => over_capacity,
+                None => over_capacity && self.resolved_in_slab > 0,
             };
             if !forget {
                 return;
@@ -203,6 +213,9 @@ impl ReservationShard {
             if let Some(front) = self.slab.pop_front() {
                 if front.state == ReservationState::Held {
                     self.evicted_held.insert(self.base, front);
+                } else {
+                    debug_assert!(self.resolved_in_slab > 0, "resolved count in step");
+                    self.resolved_in_slab -= 1;
                 }
                 self.base += 1;
             }
@@ -268,6 +281,7 @@ impl ReservationShards {
                         base: 1,
                         evicted_held: FxHashMap::default(),
                         evicted_resolved: VecDeque::new(),
+                        resolved_in_slab: 0,
                         deadlines: BTreeSet::new(),
                     }))
                 })
@@ -338,6 +352,29 @@ mod tests {
         );
         drop(shard);
         assert!(shards.lock_for(b).get(b).is_some());
+    }
+
+    #[test]
+    fn live_holds_beyond_the_capacity_stay_in_the_ring() {
+        let shards = ReservationShards::new(1);
+        let mut shard = shards.lock_index(0);
+        let ids: Vec<_> = (0..6).map(|_| shard.insert(held(10))).collect();
+        // Six held, capacity 2: holds do not count, nothing moves aside.
+        shard.forget_resolved(TimestampMs(1), 100, 2, 100);
+        assert_eq!((shard.slab.len(), shard.evicted_held.len()), (6, 0));
+        // Three resolve at the front: one over the capacity is forgotten,
+        // still without moving a hold aside.
+        for id in &ids[..3] {
+            shard.resolve(*id, ReservationState::Expired, TimestampMs(10));
+        }
+        shard.forget_resolved(TimestampMs(11), 100, 2, 100);
+        assert_eq!((shard.slab.len(), shard.evicted_held.len()), (5, 0));
+        assert!(shard.get(ids[0]).is_none() && shard.get(ids[1]).is_some());
+        assert_eq!(shard.resolved_in_slab, 2);
+        // Past the retention the resolved ones go; the holds stay.
+        shard.forget_resolved(TimestampMs(110), 100, 2, 100);
+        assert_eq!((shard.slab.len(), shard.resolved_in_slab), (3, 0));
+        assert_eq!(shard.evicted_held.len(), 0);
     }
 
     #[test]

@@ -3,15 +3,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 
 use crate::http::auth::{Caller, Scope};
-use crate::http::body::{self, ApiBody};
 use crate::http::dto::{
     self, CommitBody, ExtendBody, ReservationJson, ReservationOut, ReserveBody, TransferBody,
 };
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::json::{self, ApiJson, ApiPath, JsonResponse};
+use crate::http::json::{self, ApiJson, ApiPath, JsonResponse, OptionalApiJson};
 use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
 use crate::ledger::{
     CommitRequest, HoldCap, Holder, HolderId, HolderKind, Qty, ReservationId, ReserveRequest,
@@ -144,25 +143,19 @@ pub async fn get(
 pub async fn commit(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    headers: HeaderMap,
+    idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
-    ApiBody(body): ApiBody,
+    OptionalApiJson(body): OptionalApiJson<CommitBody>,
 ) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
-    let body: CommitBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CommitBody::default()
-    } else if body::is_json(&headers) {
-        json::from_json_slice(&body)?
-    } else {
-        return Err(json::unsupported_media_type());
-    };
+    let body = body.unwrap_or_default();
     let lines = body
         .lines
         .as_deref()
         .map(|l| dto::lines(l, state.ledger.config().max_lines_per_request))
         .transpose()?;
     authorise(&state, &caller, id)?;
-    let key = idempotency_key(&IdempotencyHeader::from_headers(&headers), &caller)?;
+    let key = idempotency_key(&idempotency, &caller)?;
     let done = state
         .ledger
         .commit(&CommitRequest { id, lines }, now(), key.as_ref())?;

@@ -7,7 +7,10 @@
 //! and freshly faulted in at once, a stall of tens of milliseconds on the
 //! request path (BENCHMARKS.md, open-loop tail). Here a push allocates at
 //! most one chunk of `CHUNK` elements and moves nothing; popping the last
-//! element of the front chunk frees that chunk.
+//! element of the front chunk keeps that chunk as the one spare, which the
+//! next push that needs a chunk takes back: a ring that holds its size (a
+//! steady flow of holds in, expiries out) allocates nothing and touches no
+//! fresh memory.
 
 use std::collections::VecDeque;
 
@@ -22,6 +25,9 @@ pub(crate) struct ChunkedRing<T> {
     /// front is consumed from the first chunk, pushes go to the last.
     chunks: VecDeque<VecDeque<T>>,
     len: usize,
+    /// An emptied chunk kept for the next one needed (at most one, so a ring
+    /// that shrinks still gives its memory back).
+    spare: Option<VecDeque<T>>,
 }
 
 impl<T> Default for ChunkedRing<T> {
@@ -29,6 +35,7 @@ impl<T> Default for ChunkedRing<T> {
         ChunkedRing {
             chunks: VecDeque::new(),
             len: 0,
+            spare: None,
         }
     }
 }
@@ -46,7 +53,11 @@ impl<T> ChunkedRing<T> {
         match self.chunks.back_mut() {
             Some(last) if last.len() < CHUNK => last.push_back(value),
             _ => {
-                let mut chunk = VecDeque::with_capacity(CHUNK);
+                let mut chunk = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
+                debug_assert!(chunk.is_empty() && chunk.capacity() >= CHUNK);
                 chunk.push_back(value);
                 self.chunks.push_back(chunk);
             }
@@ -62,7 +73,10 @@ impl<T> ChunkedRing<T> {
         let first = self.chunks.front_mut()?;
         let value = first.pop_front()?;
         if first.is_empty() {
-            self.chunks.pop_front();
+            let emptied = self.chunks.pop_front();
+            if self.spare.is_none() {
+                self.spare = emptied;
+            }
         }
         self.len -= 1;
         Some(value)
@@ -142,5 +156,26 @@ mod tests {
         }
         assert_eq!(ring.pop_front(), None);
         assert!(ring.chunks.is_empty(), "an empty ring holds no chunk");
+    }
+
+    #[test]
+    fn a_steady_flow_reuses_the_emptied_chunk() {
+        let mut ring = ChunkedRing::default();
+        for value in 0..2 * CHUNK {
+            ring.push_back(value);
+        }
+        assert!(ring.spare.is_none());
+        for _ in 0..CHUNK {
+            ring.pop_front();
+        }
+        let emptied = ring.spare.as_ref().map(|c| (c.capacity(), c.is_empty()));
+        assert_eq!(emptied, Some((CHUNK, true)), "the emptied chunk is kept");
+        // The next chunk needed is the spare one, not a new allocation.
+        for value in 0..=CHUNK {
+            ring.push_back(value);
+        }
+        assert!(ring.spare.is_none(), "taken back");
+        assert_eq!(ring.len(), 2 * CHUNK + 1);
+        assert_eq!(ring.front(), Some(&CHUNK));
     }
 }

@@ -57,7 +57,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalApiJson<T> {
 }
 
 /// 415: the body must be sent as JSON.
-pub fn unsupported_media_type() -> ApiError {
+fn unsupported_media_type() -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
@@ -69,7 +69,7 @@ pub fn unsupported_media_type() -> ApiError {
 /// A JSON body into `T`. Parsed once without path tracking (which allocates
 /// every key it passes); only a body that fails is parsed again through
 /// axum's extractor, for its message naming the offending field.
-pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|_| match axum::Json::<T>::from_bytes(body) {
         Err(rejection) => json_rejection(rejection),
         // Cannot happen (the same parser refused it); answer as invalid anyway.
@@ -77,9 +77,10 @@ pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
     })
 }
 
-pub fn json_rejection(rejection: JsonRejection) -> ApiError {
+/// The message of a body `from_json_slice` refused (`from_bytes` never
+/// checks the content type: [`ApiJson`] has done that already).
+fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
         JsonRejection::JsonDataError(e) => ApiError::invalid("invalid_body", e.body_text()),
         other => ApiError::bad_request("unreadable_body", other.body_text()),

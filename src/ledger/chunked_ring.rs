@@ -69,6 +69,27 @@ impl<T> ChunkedRing<T> {
         self.chunks.front().and_then(VecDeque::front)
     }
 
+    pub fn back(&self) -> Option<&T> {
+        self.chunks.back().and_then(VecDeque::back)
+    }
+
+    /// Keeps only the elements `keep` accepts, in order. Moves every kept
+    /// element once; the emptied chunks are reused as it goes.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let chunks = std::mem::take(&mut self.chunks);
+        self.len = 0;
+        for mut chunk in chunks {
+            for value in chunk.drain(..) {
+                if keep(&value) {
+                    self.push_back(value);
+                }
+            }
+            if self.spare.is_none() {
+                self.spare = Some(chunk);
+            }
+        }
+    }
+
     pub fn pop_front(&mut self) -> Option<T> {
         let first = self.chunks.front_mut()?;
         let value = first.pop_front()?;
@@ -149,6 +170,13 @@ mod tests {
                 model[last] += 1_000_000;
             }
             assert!(ring.iter().eq(model.iter()));
+            assert_eq!(ring.back(), model.back());
+            if round % 7 == 3 {
+                ring.retain(|v| v % 3 != 0);
+                model.retain(|v| v % 3 != 0);
+                assert!(ring.iter().eq(model.iter()), "retain keeps order");
+                assert_eq!(ring.len(), model.len());
+            }
             assert!(ring.chunks.len() <= model.len().div_ceil(CHUNK) + 1);
         }
         while let Some(value) = model.pop_front() {

@@ -12,6 +12,7 @@ mod admin;
 mod catalog;
 mod chunked_ring;
 mod config;
+mod deadlines;
 mod holds;
 mod idempotency;
 mod ids;

@@ -243,14 +243,8 @@ impl Ledger {
         let mut held_by_holder: FxHashMap<Holder, u64> = FxHashMap::default();
         let mut report = InvariantReport::default();
         for shard in &reservation_guards {
+            shard.check_deadlines()?;
             for (id, reservation) in shard.iter() {
-                let in_index = shard.deadlines.contains(&(reservation.expires_at, id));
-                if (reservation.state == ReservationState::Held) != in_index {
-                    return Err(format!(
-                        "reservation {id}: state {:?} but deadline indexed: {in_index}",
-                        reservation.state
-                    ));
-                }
                 if reservation.state != ReservationState::Held {
                     continue;
                 }

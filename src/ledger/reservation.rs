@@ -12,7 +12,7 @@
 //! front while resolved ones behind it must be forgotten is moved to a small
 //! side map, so it never blocks them.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use super::chunked_ring::ChunkedRing;
+use super::deadlines::{DeadlineIndex, Entry};
 use super::holds::Holder;
 use super::ids::{Channel, PosKey, Qty, ReservationId, TimestampMs};
 
@@ -89,8 +90,11 @@ pub(crate) struct ReservationShard {
     /// `evicted_resolved`, not held ones).
     resolved_in_slab: usize,
     /// Held reservations ordered by deadline: expiry pops from the front
-    /// instead of scanning.
-    pub deadlines: BTreeSet<(TimestampMs, ReservationId)>,
+    /// instead of scanning. Resolving leaves a stale entry behind
+    /// (`deadlines.rs`).
+    deadlines: DeadlineIndex,
+    /// Held reservations in this shard (the deadline index's live entries).
+    held: usize,
 }
 
 impl ReservationShard {
@@ -106,13 +110,91 @@ impl ReservationShard {
     /// Stores a new reservation under `next_id()`.
     pub fn insert(&mut self, reservation: Reservation) -> ReservationId {
         let id = self.next_id();
-        if reservation.state == ReservationState::Held {
-            self.deadlines.insert((reservation.expires_at, id));
-        } else {
+        let held = reservation.state == ReservationState::Held;
+        let (deadline, now) = (reservation.expires_at, reservation.created_at);
+        if !held {
             self.resolved_in_slab += 1;
         }
         self.slab.push_back(reservation);
+        if held {
+            self.held += 1;
+            self.deadlines.push(deadline, id, now);
+            self.compact_deadlines_if_needed();
+        }
         id
+    }
+
+    /// Moves a held reservation's deadline to `expires_at` (at `now`). The
+    /// old entry goes stale: its deadline no longer matches.
+    pub fn set_deadline(&mut self, id: ReservationId, expires_at: TimestampMs, now: TimestampMs) {
+        let Some(reservation) = self.get_mut(id) else {
+            return;
+        };
+        debug_assert_eq!(reservation.state, ReservationState::Held);
+        let previous = std::mem::replace(&mut reservation.expires_at, expires_at);
+        if previous != expires_at {
+            self.deadlines.push(expires_at, id, now);
+            self.compact_deadlines_if_needed();
+        }
+    }
+
+    /// Whether a deadline entry still stands for a held reservation.
+    fn is_live(&self, (deadline, id): Entry) -> bool {
+        self.get(id)
+            .is_some_and(|r| r.state == ReservationState::Held && r.expires_at == deadline)
+    }
+
+    /// Takes the next held reservation due at `now` off the deadline index,
+    /// dropping stale entries on the way.
+    pub fn pop_due(&mut self, now: TimestampMs) -> Option<ReservationId> {
+        while let Some(entry) = self.deadlines.pop_due(now) {
+            if self.is_live(entry) {
+                return Some(entry.1);
+            }
+        }
+        None
+    }
+
+    /// The earliest deadline indexed. It may belong to a reservation that
+    /// has resolved since (a stale entry): then a caller sleeping until it
+    /// wakes early once, and `pop_due` drops the entry.
+    pub fn first_deadline(&self) -> Option<TimestampMs> {
+        self.deadlines.first().map(|(deadline, _)| deadline)
+    }
+
+    /// Checks the deadline index against the stored reservations: every held
+    /// one has a live entry, and stale entries stay within the bound.
+    pub fn check_deadlines(&self) -> Result<(), String> {
+        let indexed: rustc_hash::FxHashSet<Entry> = self.deadlines.iter().collect();
+        let mut held = 0;
+        for (id, reservation) in self.iter() {
+            if reservation.state == ReservationState::Held {
+                held += 1;
+                if !indexed.contains(&(reservation.expires_at, id)) {
+                    return Err(format!("held reservation {id}: deadline not indexed"));
+                }
+            }
+        }
+        if held != self.held {
+            return Err(format!("{held} held reservations, counted {}", self.held));
+        }
+        if self.deadlines.needs_compaction(held) {
+            return Err(format!(
+                "deadline index: {} entries for {held} held reservations",
+                self.deadlines.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drops stale deadline entries once they outnumber the held ones (plus
+    /// slack): the index stays within `2 * held + COMPACT_SLACK` entries.
+    fn compact_deadlines_if_needed(&mut self) {
+        if self.deadlines.needs_compaction(self.held) {
+            let mut deadlines = std::mem::take(&mut self.deadlines);
+            deadlines.compact(|entry| self.is_live(entry));
+            self.deadlines = deadlines;
+        }
     }
 
     pub fn get(&self, id: ReservationId) -> Option<&Reservation> {
@@ -161,16 +243,17 @@ impl ReservationShard {
             ReservationState::Held,
             "a reservation resolves once"
         );
-        let deadline = reservation.expires_at;
         reservation.state = state;
         reservation.resolved_at = Some(now);
         let units = reservation.units();
         let released = reservation.holders.take().map(|holders| (holders, units));
-        self.deadlines.remove(&(deadline, id));
         match self.local(id) {
             Some(local) if local < self.base => self.evicted_resolved.push_back((now, local)),
             _ => self.resolved_in_slab += 1,
         }
+        debug_assert!(self.held > 0, "held count in step");
+        self.held -= 1;
+        self.compact_deadlines_if_needed();
         released
     }
 
@@ -232,7 +315,8 @@ impl ReservationShard {
         debug_assert!(self.slab.is_empty(), "restore only into a fresh shard");
         match (reservation.state, reservation.resolved_at) {
             (ReservationState::Held, _) => {
-                self.deadlines.insert((reservation.expires_at, id));
+                self.held += 1;
+                self.deadlines.push_unordered(reservation.expires_at, id);
             }
             (_, Some(resolved_at)) => self.evicted_resolved.push_back((resolved_at, local)),
             (_, None) => self
@@ -282,7 +366,8 @@ impl ReservationShards {
                         evicted_held: FxHashMap::default(),
                         evicted_resolved: VecDeque::new(),
                         resolved_in_slab: 0,
-                        deadlines: BTreeSet::new(),
+                        deadlines: DeadlineIndex::default(),
+                        held: 0,
                     }))
                 })
                 .collect(),
@@ -406,7 +491,12 @@ mod tests {
             Some(ReservationState::Expired),
             "a resolved evicted reservation is still readable"
         );
-        assert!(shard.deadlines.is_empty());
+        assert_eq!(shard.pop_due(TimestampMs(i64::MAX)), None, "all resolved");
+        assert_eq!(
+            shard.first_deadline(),
+            None,
+            "stale entries dropped when due"
+        );
         shard.forget_resolved(TimestampMs(1_050), 100, 10, 100);
         assert_eq!(shard.stored(), 1, "kept for the retention");
         shard.forget_resolved(TimestampMs(1_100), 100, 10, 100);

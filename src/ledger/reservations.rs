@@ -450,10 +450,7 @@ impl Ledger {
                 let mut shard = self.reservations.lock_for(id);
                 self.held_reservation(&mut shard, id, now)?;
                 let expires_at = now.plus_ms(ttl_ms);
-                let reservation = shard.get_mut(id).ok_or(Refusal::ReservationNotFound(id))?;
-                let previous = std::mem::replace(&mut reservation.expires_at, expires_at);
-                shard.deadlines.remove(&(previous, id));
-                shard.deadlines.insert((expires_at, id));
+                shard.set_deadline(id, expires_at, now);
                 let reservation = shard.get(id).ok_or(Refusal::ReservationNotFound(id))?;
                 let ctx = OpContext {
                     now,
@@ -617,12 +614,9 @@ impl Ledger {
             }
             let mut shard = self.reservations.lock_index(index);
             while expired < max {
-                let Some(&(deadline, id)) = shard.deadlines.first() else {
+                let Some(id) = shard.pop_due(now) else {
                     break;
                 };
-                if deadline > now {
-                    break;
-                }
                 self.unhold(&mut shard, id, now, ReservationState::Expired, None);
                 expired += 1;
             }
@@ -640,13 +634,7 @@ impl Ledger {
     /// exactly until the next expiry instead of polling.
     pub fn next_deadline(&self) -> Option<TimestampMs> {
         (0..self.reservations.count())
-            .filter_map(|index| {
-                self.reservations
-                    .lock_index(index)
-                    .deadlines
-                    .first()
-                    .map(|(d, _)| *d)
-            })
+            .filter_map(|index| self.reservations.lock_index(index).first_deadline())
             .min()
     }
 

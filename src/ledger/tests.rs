@@ -39,10 +39,14 @@ fn store(code: &str, lat: f64, lon: f64, pickup: bool) -> Location {
 /// Stores A (Paris), B (Lyon), warehouse W; group `online` = {B, W};
 /// web holds back 2 at A; marketplace capped at 5 across `online`.
 fn fixture() -> Ledger {
-    let ledger = Ledger::new(LedgerConfig {
+    fixture_with(LedgerConfig {
         position_history_len: 4,
         ..LedgerConfig::default()
-    });
+    })
+}
+
+fn fixture_with(config: LedgerConfig) -> Ledger {
+    let ledger = Ledger::new(config);
     ledger
         .put_location(store("A", 48.8566, 2.3522, true))
         .expect("A");
@@ -563,6 +567,61 @@ fn deadlines_expire_exactly_and_lazily() {
     assert_eq!(pos(&ledger, "S1", "B").reserved, Qty(0));
     assert_eq!(ledger.release(r.id, late, None), Err(expired));
     assert_eq!(ledger.expire_due(late, 100), 0, "already resolved");
+    assert_consistent(&ledger);
+}
+
+#[test]
+fn resolved_and_extended_holds_never_expire_twice_and_stay_bounded() {
+    // One shard, so its deadline index sees all 20,000 holds and compacts.
+    let ledger = fixture_with(LedgerConfig {
+        reservation_shards: 1,
+        ..LedgerConfig::default()
+    });
+    set(&ledger, "S1", "W", 1_000_000);
+    let mut kept = Vec::new();
+    // Many TTLs (more than the index's lanes), time moving on, most holds
+    // released or committed before their deadline, some extended: each
+    // leaves a stale entry that must neither expire anything nor grow the
+    // index past its bound (checked by check_invariants).
+    for i in 0..20_000_u64 {
+        let now = T0.plus_ms(i / 10);
+        let request = ReserveRequest {
+            caps: Vec::new(),
+            channel: Channel::Pos,
+            lines: vec![line("S1", "W", 1)],
+            ttl_ms: 1_000 + (i % 13) * 500,
+        };
+        let r = ledger.reserve(&request, now, None).expect("granted");
+        match i % 10 {
+            0 => kept.push(r.id),
+            1 => {
+                ledger.extend(r.id, 30_000, now, None).expect("extended");
+                kept.push(r.id);
+            }
+            2 => {
+                let commit = CommitRequest {
+                    id: r.id,
+                    lines: None,
+                };
+                ledger.commit(&commit, now, None).expect("committed");
+            }
+            _ => {
+                ledger.release(r.id, now, None).expect("released");
+            }
+        }
+        if i % 4_999 == 0 {
+            assert_consistent(&ledger);
+        }
+    }
+    assert_consistent(&ledger);
+    let reserved = u64::from(pos(&ledger, "S1", "W").reserved.0);
+    assert_eq!(reserved, kept.len() as u64);
+    // Only the kept holds expire, each once, whatever stale entries remain.
+    let far = T0.plus_ms(10 * 60_000);
+    assert_eq!(ledger.expire_due(far, usize::MAX), kept.len());
+    assert_eq!(ledger.expire_due(far, usize::MAX), 0);
+    assert_eq!(ledger.next_deadline(), None, "stale entries are gone too");
+    assert_eq!(pos(&ledger, "S1", "W").reserved, Qty(0));
     assert_consistent(&ledger);
 }
 

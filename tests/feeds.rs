@@ -5,13 +5,14 @@
 //! TSV and XML; and the Meta CSV.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use omnistock::ledger::{Ledger, LedgerConfig};
+mod support;
+
+use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
-use omnistock::server::{Running, start};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use support::engine::{base_url, send, start_engine};
 
 const ADMIN: &str = "feeds-test-admin-key-0123";
 const THRESHOLD: u32 = 3;
@@ -27,35 +28,25 @@ impl Server {
         Server::start_with(ServeConfig::default()).await
     }
 
+    /// `config` with the feeds' low-stock threshold set to `THRESHOLD` and
+    /// no per-key rate limit.
     async fn start_with(config: ServeConfig) -> Server {
         let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            admin_key: Some(ADMIN.into()),
             feed_low_stock_threshold: THRESHOLD,
             rate_limit_per_second: 0,
             ..config
         };
-        let running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-            .await
-            .expect("server starts");
+        let running = start_engine(config, ADMIN).await;
         Server {
-            base: format!("http://{}", running.addr),
+            base: base_url(&running),
             running,
             http: Client::new(),
         }
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ADMIN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let (base, body) = (&self.base, body.as_ref());
+        send(&self.http, base, method, path, Some(ADMIN), body, &[]).await
     }
 
     async fn ok(&self, method: Method, path: &str, body: Value) -> Value {

@@ -8,11 +8,9 @@
 //! `PROPTEST_CASES` sets the number of cases (default 300; the scheduled
 //! long run in RELIABILITY.md uses 20,000).
 
-use std::sync::Arc;
+mod support;
 
-use omnistock::ledger::{Ledger, LedgerConfig};
-use omnistock::server::config::ServeConfig;
-use omnistock::server::{Running, start};
+use omnistock::server::Running;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use reqwest::{Client, Method};
@@ -119,15 +117,7 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 async fn server() -> Running {
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_key: Some(ADMIN.into()),
-        rate_limit_per_second: 0,
-        ..ServeConfig::default()
-    };
-    start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-        .await
-        .expect("server starts")
+    support::engine::start_engine(support::engine::unlimited(), ADMIN).await
 }
 
 fn cases() -> u32 {

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omnistock::ledger::{Ledger, LedgerConfig};
+mod support;
+
+use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
-use omnistock::server::{Running, start};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use support::engine::{base_url, send, start_engine};
 
 const ADMIN: &str = "test-admin-key-0123456789";
 
@@ -20,15 +22,8 @@ struct Server {
 
 impl Server {
     async fn start_with(config: ServeConfig) -> Server {
-        let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            admin_key: Some(ADMIN.into()),
-            ..config
-        };
-        let running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-            .await
-            .expect("server starts");
-        let base = format!("http://{}", running.addr);
+        let running = start_engine(config, ADMIN).await;
+        let base = base_url(&running);
         Server {
             running,
             base,
@@ -61,23 +56,8 @@ impl Server {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let body = body.as_ref();
+        send(&self.http, &self.base, method, path, key, body, headers).await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {

@@ -3,12 +3,12 @@
 //! connection cap makes extra connections wait instead of costing memory.
 //! Raw sockets, so the client can misbehave exactly.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use omnistock::ledger::{Ledger, LedgerConfig};
+mod support;
+
+use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
-use omnistock::server::{Running, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -16,16 +16,13 @@ const ADMIN: &str = "limits-test-admin-key-0123";
 /// Generous: a correctness bound (the server does close), not a timing claim.
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The engine with `config`'s connection limits and no per-key rate limit.
 async fn server(config: ServeConfig) -> Running {
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_key: Some(ADMIN.into()),
         rate_limit_per_second: 0,
         ..config
     };
-    start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-        .await
-        .expect("server starts")
+    support::engine::start_engine(config, ADMIN).await
 }
 
 /// Reads until the server closes the connection; returns what it sent.

@@ -3,13 +3,13 @@
 //! caps on lines, TTL, batch size and body size. Over real HTTP; every
 //! refusal is a problem body with a code and changes nothing.
 
-use std::sync::Arc;
+mod support;
 
-use omnistock::ledger::Ledger;
+use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
-use omnistock::server::{Running, start};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use support::engine::{base_url, send, start_engine};
 
 const ADMIN: &str = "request-limits-admin-key-0123";
 
@@ -24,15 +24,12 @@ impl Server {
     /// holding 100 units of `SKU-1`.
     async fn start(config: ServeConfig) -> Server {
         let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            admin_key: Some(ADMIN.into()),
             rate_limit_per_second: 0,
             ..config
         };
-        let ledger = Arc::new(Ledger::new(config.ledger_config()));
-        let running = start(&config, ledger).await.expect("server starts");
+        let running = start_engine(config, ADMIN).await;
         let server = Server {
-            base: format!("http://{}", running.addr),
+            base: base_url(&running),
             _running: running,
             http: Client::new(),
         };
@@ -64,20 +61,8 @@ impl Server {
         key: &str,
         body: Value,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(key);
-        if !body.is_null() {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let body = (!body.is_null()).then_some(&body);
+        send(&self.http, &self.base, method, path, Some(key), body, &[]).await
     }
 
     async fn reserve(&self, key: &str, qty: u32, customer: Option<&str>) -> (StatusCode, Value) {
@@ -376,17 +361,13 @@ fn limits_out_of_range_are_refused_at_start() {
 async fn a_key_over_its_rate_gets_a_delayed_429_and_other_keys_do_not_wait() {
     // Not `Server::start`: that one turns rate limiting off for seeding.
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_key: Some(ADMIN.into()),
         rate_limit_per_second: 1,
         rate_limit_burst: 1,
         rate_limited_delay_ms: 400,
         ..ServeConfig::default()
     };
-    let running = start(&config, Arc::new(Ledger::new(config.ledger_config())))
-        .await
-        .expect("server starts");
-    let base = format!("http://{}", running.addr);
+    let running = start_engine(config, ADMIN).await;
+    let base = base_url(&running);
     let http = Client::new();
     let get = |key: String| {
         let request = http

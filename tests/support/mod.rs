@@ -1,8 +1,10 @@
-//! Shared by the store tests: a real `redis-server` started on a free
-//! loopback port in its own temp dir and killed on drop, and the real
-//! `omnistock` binary as a child process (so it can be `kill -9`ed).
+//! Shared by the integration tests: a real `redis-server` started on a free
+//! loopback port in its own temp dir and killed on drop, the real
+//! `omnistock` binary as a child process (so it can be `kill -9`ed), and
+//! the engine in-process with a client (`engine`).
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod proxy;
 
 use std::io::{Read, Write};

@@ -116,6 +116,10 @@ pub fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return false;
     };
+    // The form nearly every client sends, compared without splitting.
+    if value.as_bytes().eq_ignore_ascii_case(b"application/json") {
+        return true;
+    }
     let Ok(value) = value.to_str() else {
         return false;
     };

@@ -84,12 +84,14 @@ impl DeadlineIndex {
             // In order within its lane (the usual case): a FIFO push.
             Some(entries) if entries.back().is_none_or(|back| back.0 <= deadline) => {
                 entries.push_back((deadline, id));
+                self.len += 1;
             }
             _ => {
-                self.others.insert((deadline, id));
+                if self.others.insert((deadline, id)) {
+                    self.len += 1;
+                }
             }
         }
-        self.len += 1;
     }
 
     /// Indexes a hold whose TTL is unknown (restored from a store): its
@@ -209,6 +211,23 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!((index.len(), index.first()), (0, None));
+    }
+
+    #[test]
+    fn the_count_matches_the_entries() {
+        let mut index = DeadlineIndex::default();
+        // Nine TTLs fill the lanes; the same out-of-order entry twice is
+        // stored (and counted) once.
+        for ttl in 0..9 {
+            index.push(at(100 + ttl), ReservationId(1), at(0));
+        }
+        index.push(at(50), ReservationId(2), at(0));
+        index.push(at(50), ReservationId(2), at(0));
+        index.push_unordered(at(50), ReservationId(2));
+        assert_eq!(index.len(), 10);
+        assert_eq!(index.len(), index.iter().count());
+        assert_eq!(drain(&mut index, i64::MAX).len(), 10);
+        assert_eq!(index.len(), 0);
     }
 
     #[test]

@@ -51,13 +51,13 @@ struct Lane {
 pub(crate) struct DeadlineIndex {
     lanes: SmallVec<[Lane; MAX_LANES]>,
     others: BTreeSet<Entry>,
-    len: usize,
 }
 
 impl DeadlineIndex {
     /// Entries, live and stale.
     pub fn len(&self) -> usize {
-        self.len
+        let in_lanes: usize = self.lanes.iter().map(|lane| lane.entries.len()).sum();
+        in_lanes + self.others.len()
     }
 
     /// Indexes a hold that, at `now`, is due at `deadline`.
@@ -84,55 +84,48 @@ impl DeadlineIndex {
             // In order within its lane (the usual case): a FIFO push.
             Some(entries) if entries.back().is_none_or(|back| back.0 <= deadline) => {
                 entries.push_back((deadline, id));
-                self.len += 1;
             }
-            _ => {
-                if self.others.insert((deadline, id)) {
-                    self.len += 1;
-                }
-            }
+            _ => self.push_unordered(deadline, id),
         }
     }
 
     /// Indexes a hold whose TTL is unknown (restored from a store): its
     /// deadline may be out of order with anything indexed so far.
     pub fn push_unordered(&mut self, deadline: TimestampMs, id: ReservationId) {
-        if self.others.insert((deadline, id)) {
-            self.len += 1;
-        }
+        self.others.insert((deadline, id));
     }
 
     /// The earliest entry (live or stale).
     pub fn first(&self) -> Option<Entry> {
-        self.lanes
+        self.earliest().map(|(entry, _)| entry)
+    }
+
+    /// The earliest entry and the lane holding it (`None`: the ordered set).
+    fn earliest(&self) -> Option<(Entry, Option<usize>)> {
+        let in_lanes = self
+            .lanes
             .iter()
-            .filter_map(|lane| lane.entries.front().copied())
-            .chain(self.others.first().copied())
-            .min()
+            .enumerate()
+            .filter_map(|(index, lane)| Some((*lane.entries.front()?, Some(index))));
+        let in_others = self.others.first().map(|entry| (*entry, None));
+        in_lanes.chain(in_others).min_by_key(|(entry, _)| *entry)
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
     pub fn pop_due(&mut self, now: TimestampMs) -> Option<Entry> {
-        let first = self.first().filter(|(deadline, _)| *deadline <= now)?;
-        let from_lane = self
-            .lanes
-            .iter_mut()
-            .find(|lane| lane.entries.front() == Some(&first));
-        match from_lane {
-            Some(lane) => {
-                lane.entries.pop_front();
-            }
-            None => {
-                self.others.pop_first();
-            }
-        }
-        self.len -= 1;
+        let (first, lane) = self
+            .earliest()
+            .filter(|((deadline, _), _)| *deadline <= now)?;
+        match lane {
+            Some(index) => self.lanes[index].entries.pop_front(),
+            None => self.others.pop_first(),
+        };
         Some(first)
     }
 
     /// Whether the index has outgrown `held` live entries enough to compact.
     pub fn needs_compaction(&self, held: usize) -> bool {
-        self.len > held.saturating_mul(2).saturating_add(COMPACT_SLACK)
+        self.len() > held.saturating_mul(2).saturating_add(COMPACT_SLACK)
     }
 
     /// Drops every entry `is_live` rejects.
@@ -141,7 +134,6 @@ impl DeadlineIndex {
             lane.entries.retain(|entry| is_live(*entry));
         }
         self.others.retain(|entry| is_live(*entry));
-        self.len = self.iter().count();
     }
 
     /// Every entry, in no particular order.

@@ -93,8 +93,6 @@ pub(crate) struct ReservationShard {
     /// instead of scanning. Resolving leaves a stale entry behind
     /// (`deadlines.rs`).
     deadlines: DeadlineIndex,
-    /// Held reservations in this shard (the deadline index's live entries).
-    held: usize,
 }
 
 impl ReservationShard {
@@ -117,7 +115,6 @@ impl ReservationShard {
         }
         self.slab.push_back(reservation);
         if held {
-            self.held += 1;
             self.deadlines.push(deadline, id, now);
             self.compact_deadlines_if_needed();
         }
@@ -175,8 +172,8 @@ impl ReservationShard {
                 }
             }
         }
-        if held != self.held {
-            return Err(format!("{held} held reservations, counted {}", self.held));
+        if held != self.held() {
+            return Err(format!("{held} held reservations, counted {}", self.held()));
         }
         if self.deadlines.needs_compaction(held) {
             return Err(format!(
@@ -187,10 +184,22 @@ impl ReservationShard {
         Ok(())
     }
 
+    /// Held reservations in this shard (the deadline index's live entries),
+    /// from the counts kept for forgetting: the ring's unresolved ones, and
+    /// the side map's entries not queued as resolved.
+    fn held(&self) -> usize {
+        let in_slab = self.slab.len().saturating_sub(self.resolved_in_slab);
+        let evicted = self
+            .evicted_held
+            .len()
+            .saturating_sub(self.evicted_resolved.len());
+        in_slab + evicted
+    }
+
     /// Drops stale deadline entries once they outnumber the held ones (plus
     /// slack): the index stays within `2 * held + COMPACT_SLACK` entries.
     fn compact_deadlines_if_needed(&mut self) {
-        if self.deadlines.needs_compaction(self.held) {
+        if self.deadlines.needs_compaction(self.held()) {
             let mut deadlines = std::mem::take(&mut self.deadlines);
             deadlines.compact(|entry| self.is_live(entry));
             self.deadlines = deadlines;
@@ -251,8 +260,6 @@ impl ReservationShard {
             Some(local) if local < self.base => self.evicted_resolved.push_back((now, local)),
             _ => self.resolved_in_slab += 1,
         }
-        debug_assert!(self.held > 0, "held count in step");
-        self.held -= 1;
         self.compact_deadlines_if_needed();
         released
     }
@@ -315,7 +322,6 @@ impl ReservationShard {
         debug_assert!(self.slab.is_empty(), "restore only into a fresh shard");
         match (reservation.state, reservation.resolved_at) {
             (ReservationState::Held, _) => {
-                self.held += 1;
                 self.deadlines.push_unordered(reservation.expires_at, id);
             }
             (_, Some(resolved_at)) => self.evicted_resolved.push_back((resolved_at, local)),
@@ -367,7 +373,6 @@ impl ReservationShards {
                         evicted_resolved: VecDeque::new(),
                         resolved_in_slab: 0,
                         deadlines: DeadlineIndex::default(),
-                        held: 0,
                     }))
                 })
                 .collect(),

@@ -28,9 +28,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use omnistock::ledger::{Ledger, LedgerConfig};
 use omnistock::server::config::{Durability, ServeConfig};
-use omnistock::server::start;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use support::{ADMIN, RedisServer};
@@ -549,12 +547,7 @@ fn seed_and_sizes(label: &str, default_rounds: u64) -> (u64, usize, usize) {
 }
 
 fn config() -> ServeConfig {
-    ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_key: Some(ADMIN.into()),
-        rate_limit_per_second: 0,
-        ..ServeConfig::default()
-    }
+    support::engine::unlimited()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -580,9 +573,7 @@ async fn with_sync_durability_histories_are_linearizable_too() {
 }
 
 async fn run(config: ServeConfig, label: &str, seed: u64, rounds: usize, per_client: usize) {
-    let mut running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-        .await
-        .expect("server starts");
+    let mut running = support::engine::start_engine(config, ADMIN).await;
     running
         .wait_ready(Duration::from_secs(30))
         .await

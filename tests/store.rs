@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnistock::http::now;
@@ -13,12 +12,13 @@ use omnistock::ledger::{
     Changes, CountRequest, Cut, Ledger, LedgerConfig, Line, Location, LocationCode, LocationKind,
     PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore, Seq, Sku,
 };
+use omnistock::server::Running;
 use omnistock::server::config::{Durability, ServeConfig};
-use omnistock::server::{Running, start};
 use omnistock::store::redis::{RedisConfig, RedisStore};
 use omnistock::store::{Batch, Store};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use support::engine::start_engine;
 use support::{ADMIN, RedisServer};
 
 struct Engine {
@@ -30,16 +30,12 @@ struct Engine {
 impl Engine {
     async fn start(redis_url: &str, durability: Durability) -> Engine {
         let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            admin_key: Some(ADMIN.into()),
             redis_url: Some(redis_url.into()),
             durability,
             rate_limit_per_second: 0,
             ..ServeConfig::default()
         };
-        let mut running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-            .await
-            .expect("server starts");
+        let mut running = start_engine(config, ADMIN).await;
         running
             .wait_ready(Duration::from_secs(30))
             .await
@@ -612,16 +608,12 @@ async fn not_ready_until_loaded_and_sync_writes_answer_503_while_redis_is_down()
     redis.kill();
     // Redis is down at start: the engine waits for it, not ready, serving nothing.
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_key: Some(ADMIN.into()),
         redis_url: Some(redis.url()),
         durability: Durability::Sync,
         rate_limit_per_second: 0,
         ..ServeConfig::default()
     };
-    let mut running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-        .await
-        .expect("listens");
+    let mut running = start_engine(config, ADMIN).await;
     let base = format!("http://{}", running.addr);
     let http = Client::new();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -720,16 +712,12 @@ async fn not_ready_until_loaded_and_sync_writes_answer_503_while_redis_is_down()
 async fn wait_aof_is_refused_clearly_when_redis_lacks_waitaof() {
     let redis = RedisServer::start_persistent();
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_key: Some(ADMIN.into()),
         redis_url: Some(redis.url()),
         durability: Durability::Sync,
         wait_aof: true,
         ..ServeConfig::default()
     };
-    let mut running = start(&config, Arc::new(Ledger::new(LedgerConfig::default())))
-        .await
-        .expect("listens");
+    let mut running = start_engine(config, ADMIN).await;
     let version = support::redis_version();
     let result = running.wait_ready(Duration::from_secs(30)).await;
     if version < (7, 2) {

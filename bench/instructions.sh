@@ -54,6 +54,6 @@ echo "callgrind, wrk -t1 -c16 -d${seconds}s after a 3 s warm-up"
 measure "noop POST reservation" bench/reserve.lua /v1/reservations target/release/examples/noop_server "127.0.0.1:$port"
 measure "omnistock POST reservation" bench/reserve.lua /v1/reservations \
     target/release/omnistock serve --demo --listen "127.0.0.1:$port" --rate-limit-per-second 0
-measure "noop GET position" "" /v1/stock/WH-NORD/SKU-00042 target/release/examples/noop_server "127.0.0.1:$port"
+measure "noop GET position" bench/read.lua /v1/stock/WH-NORD/SKU-00042 target/release/examples/noop_server "127.0.0.1:$port"
 measure "omnistock GET position" bench/read.lua /v1/stock/WH-NORD/SKU-00042 \
     target/release/omnistock serve --demo --listen "127.0.0.1:$port" --rate-limit-per-second 0

@@ -2,15 +2,17 @@
 //! creation; only their SHA-256 is kept, and they are never logged.
 //! `OMNISTOCK_ADMIN_KEY` holds every scope.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use dashmap::DashMap;
+use parking_lot::Mutex;
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -61,14 +63,36 @@ pub struct ApiKey {
     pub max_held_units: Option<u64>,
 }
 
-type Digest256 = [u8; 32];
+/// The SHA-256 of a key's secret: what the store keeps instead of the secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Digest256([u8; 32]);
 
-fn digest(secret: &str) -> Digest256 {
-    Sha256::digest(secret.as_bytes()).into()
+/// A digest is already uniformly random, so its first eight bytes are as
+/// good a hash as any; hashing all 32 again (SipHash) would only cost time.
+/// Only digests of stored keys are ever inserted, so an attacker choosing
+/// the secrets it presents cannot crowd one bucket.
+impl std::hash::Hash for Digest256 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(prefix));
+    }
 }
 
+fn digest(secret: &str) -> Digest256 {
+    Digest256(Sha256::digest(secret.as_bytes()).into())
+}
+
+type KeyMap = HashMap<Digest256, Arc<ApiKey>, FxBuildHasher>;
+
+/// Every request reads the keys and almost none change them, so the map is
+/// immutable and shared: a lookup takes no lock (one `ArcSwap` load); a
+/// create, revoke or restore copies the map (at most `MAX_KEYS` entries)
+/// and swaps the copy in, one writer at a time.
 pub struct KeyStore {
-    by_digest: DashMap<Digest256, Arc<ApiKey>>,
+    by_digest: ArcSwap<KeyMap>,
+    /// Serialises writers, so no change is lost between copy and swap.
+    writer: Mutex<()>,
     /// Bumped by every create and revoke, so the write-behind store knows
     /// when to persist the keys.
     generation: AtomicU64,
@@ -76,10 +100,7 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn new(admin_secret: Option<&str>) -> KeyStore {
-        let store = KeyStore {
-            by_digest: DashMap::new(),
-            generation: AtomicU64::new(0),
-        };
+        let mut keys = KeyMap::default();
         if let Some(secret) = admin_secret {
             let admin = ApiKey {
                 id: "admin".into(),
@@ -88,13 +109,26 @@ impl KeyStore {
                 locations: Vec::new(),
                 max_held_units: None,
             };
-            store.by_digest.insert(digest(secret), Arc::new(admin));
+            keys.insert(digest(secret), Arc::new(admin));
         }
-        store
+        KeyStore {
+            by_digest: ArcSwap::from_pointee(keys),
+            writer: Mutex::new(()),
+            generation: AtomicU64::new(0),
+        }
     }
 
     pub fn authenticate(&self, secret: &str) -> Option<Arc<ApiKey>> {
-        self.by_digest.get(&digest(secret)).map(|k| Arc::clone(&k))
+        self.by_digest.load().get(&digest(secret)).map(Arc::clone)
+    }
+
+    /// Applies `change` to a copy of the keys and publishes the copy.
+    fn update<T>(&self, change: impl FnOnce(&mut KeyMap) -> T) -> T {
+        let _writer = self.writer.lock();
+        let mut keys = KeyMap::clone(&self.by_digest.load());
+        let outcome = change(&mut keys);
+        self.by_digest.store(Arc::new(keys));
+        outcome
     }
 
     /// Creates a key; returns it with its secret (shown once).
@@ -109,7 +143,7 @@ impl KeyStore {
         getrandom::fill(&mut bytes)
             .map_err(|e| ApiError::internal(format!("no randomness for a key: {e}")))?;
         let secret = format!("osk_{}", hex(&bytes));
-        let id = format!("key_{}", &hex(&digest(&secret))[..16]);
+        let id = format!("key_{}", &hex(&digest(&secret).0)[..16]);
         let key = Arc::new(ApiKey {
             id,
             name,
@@ -117,7 +151,7 @@ impl KeyStore {
             locations,
             max_held_units,
         });
-        self.by_digest.insert(digest(&secret), Arc::clone(&key));
+        self.update(|keys| keys.insert(digest(&secret), Arc::clone(&key)));
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok((key, secret))
     }
@@ -125,9 +159,10 @@ impl KeyStore {
     pub fn list(&self) -> Vec<Arc<ApiKey>> {
         let mut keys: Vec<_> = self
             .by_digest
-            .iter()
-            .map(|k| Arc::clone(k.value()))
+            .load()
+            .values()
             .filter(|k| k.id != "admin")
+            .map(Arc::clone)
             .collect();
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         keys
@@ -135,14 +170,15 @@ impl KeyStore {
 
     /// Keys held, the admin key included.
     pub fn count(&self) -> usize {
-        self.by_digest.len()
+        self.by_digest.load().len()
     }
 
     pub fn revoke(&self, id: &str) -> bool {
-        let before = self.by_digest.len();
-        self.by_digest
-            .retain(|_, key| key.id != id || id == "admin");
-        let revoked = self.by_digest.len() < before;
+        let revoked = self.update(|keys| {
+            let before = keys.len();
+            keys.retain(|_, key| key.id != id || id == "admin");
+            keys.len() < before
+        });
         if revoked {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
@@ -152,7 +188,7 @@ impl KeyStore {
     /// Puts back keys loaded from the store (the admin key comes from the
     /// environment and is never stored). Refuses records it cannot read.
     pub fn restore(&self, record: KeysRecord) -> Result<usize, String> {
-        let mut restored = 0;
+        let mut restored = Vec::with_capacity(record.keys.len());
         for key in record.keys {
             let digest = parse_digest(&key.digest_hex)
                 .ok_or_else(|| format!("key {}: invalid digest", key.id))?;
@@ -166,7 +202,7 @@ impl KeyStore {
                 .iter()
                 .map(|l| LocationCode::new(l).map_err(|e| format!("key {}: {e}", key.id)))
                 .collect::<Result<Vec<_>, _>>()?;
-            self.by_digest.insert(
+            restored.push((
                 digest,
                 Arc::new(ApiKey {
                     id: key.id,
@@ -175,11 +211,13 @@ impl KeyStore {
                     locations,
                     max_held_units: key.max_held_units,
                 }),
-            );
-            restored += 1;
+            ));
         }
+        // All or nothing: a record with one unreadable key changes nothing.
+        let count = restored.len();
+        self.update(|keys| keys.extend(restored));
         self.generation.store(record.generation, Ordering::SeqCst);
-        Ok(restored)
+        Ok(count)
     }
 }
 
@@ -194,26 +232,24 @@ impl KeySource for KeyStore {
         let generation = self.generation.load(Ordering::SeqCst);
         let mut keys: Vec<KeyRecord> = self
             .by_digest
+            .load()
             .iter()
-            .filter(|entry| entry.value().id != "admin")
-            .map(|entry| {
-                let key = entry.value();
-                KeyRecord {
-                    id: key.id.clone(),
-                    name: key.name.clone(),
-                    scopes: key
-                        .scopes
-                        .iter()
-                        .map(|s| scope_name(*s).to_owned())
-                        .collect(),
-                    locations: key
-                        .locations
-                        .iter()
-                        .map(|l| l.as_str().to_owned())
-                        .collect(),
-                    digest_hex: hex(entry.key()),
-                    max_held_units: key.max_held_units,
-                }
+            .filter(|(_, key)| key.id != "admin")
+            .map(|(digest, key)| KeyRecord {
+                id: key.id.clone(),
+                name: key.name.clone(),
+                scopes: key
+                    .scopes
+                    .iter()
+                    .map(|s| scope_name(*s).to_owned())
+                    .collect(),
+                locations: key
+                    .locations
+                    .iter()
+                    .map(|l| l.as_str().to_owned())
+                    .collect(),
+                digest_hex: hex(&digest.0),
+                max_held_units: key.max_held_units,
             })
             .collect();
         keys.sort_by(|a, b| a.id.cmp(&b.id));
@@ -229,7 +265,7 @@ fn parse_digest(text: &str) -> Option<Digest256> {
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
     }
-    Some(out)
+    Some(Digest256(out))
 }
 
 fn parse_scope(text: &str) -> Option<Scope> {
@@ -324,7 +360,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .keys
             .authenticate(secret.trim())
             .ok_or_else(ApiError::unauthorized)?;
-        if let Err(retry_after_s) = state.rate_limiter.check(&key.id, Instant::now()) {
+        // No clock read when limiting is off.
+        let limited = match state.rate_limiter.is_enabled() {
+            true => state.rate_limiter.check(&key.id, Instant::now()),
+            false => Ok(()),
+        };
+        if let Err(retry_after_s) = limited {
             // Tarpit: a flooding client on keep-alive connections can only
             // send as fast as these answers come back, so its refused
             // requests stop competing with other keys' for the CPU.
@@ -345,5 +386,65 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Err(ApiError::rate_limited(retry_after_s));
         }
         Ok(Caller(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserve_key(store: &KeyStore, name: &str) -> (Arc<ApiKey>, String) {
+        store
+            .create(name.into(), [Scope::Reserve].into(), Vec::new(), Some(5))
+            .expect("a key is created")
+    }
+
+    #[test]
+    fn created_keys_authenticate_until_revoked_and_admin_stays() {
+        let store = KeyStore::new(Some("admin-secret-0123456789"));
+        let (key, secret) = reserve_key(&store, "web");
+        let generation = store.generation();
+        assert_eq!(store.count(), 2);
+        let found = store
+            .authenticate(&secret)
+            .expect("the new key authenticates");
+        assert_eq!(found.id, key.id);
+        assert!(store.authenticate("osk_not-a-key").is_none());
+        assert_eq!(
+            store
+                .authenticate("admin-secret-0123456789")
+                .map(|k| k.id.clone()),
+            Some("admin".to_owned())
+        );
+        assert!(!store.revoke("admin"), "the admin key cannot be revoked");
+        assert!(store.revoke(&key.id));
+        assert!(store.generation() > generation);
+        assert!(store.authenticate(&secret).is_none());
+        assert!(!store.revoke(&key.id), "revoked once");
+        assert_eq!(store.count(), 1);
+    }
+
+    #[test]
+    fn exported_keys_restore_elsewhere_and_a_bad_record_changes_nothing() {
+        let source = KeyStore::new(Some("admin-secret-0123456789"));
+        let (first, first_secret) = reserve_key(&source, "web");
+        let (_, second_secret) = reserve_key(&source, "app");
+        let record = source.export();
+        assert_eq!(record.keys.len(), 2, "the admin key is never exported");
+
+        let target = KeyStore::new(None);
+        assert_eq!(target.restore(record.clone()), Ok(2));
+        assert_eq!(target.generation(), record.generation);
+        let restored = target.authenticate(&first_secret).expect("restored");
+        assert_eq!(restored.id, first.id);
+        assert_eq!(restored.max_held_units, Some(5));
+        assert!(target.authenticate(&second_secret).is_some());
+
+        let mut bad = record;
+        bad.keys[1].digest_hex = "not hex".into();
+        let empty = KeyStore::new(None);
+        assert!(empty.restore(bad).is_err());
+        assert_eq!(empty.count(), 0, "no key of a bad record is restored");
+        assert!(empty.authenticate(&first_secret).is_none());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod change_signal;
 pub mod dto;
 pub mod error;
 pub mod json;
@@ -84,9 +85,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The write-behind store, when one is configured.
     pub write_behind: Option<Arc<WriteBehind>>,
-    /// The newest journal sequence, updated after every write (the ledger's
-    /// change listener): live streams wait on it instead of polling.
-    pub changes: tokio::sync::watch::Receiver<u64>,
+    /// The newest journal sequence, published after every write (the
+    /// ledger's change listener): live streams wait on it instead of polling.
+    pub changes: Arc<change_signal::ChangeSignal>,
     /// Turns true when the server shuts down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// One permit per open live stream (`limits.max_stream_subscribers`).

@@ -27,9 +27,14 @@ impl RateLimiter {
         }
     }
 
+    /// Whether requests are limited at all (`per_second > 0`).
+    pub fn is_enabled(&self) -> bool {
+        self.per_second > 0.0
+    }
+
     /// Takes one token for `key`, or says how many seconds until one is back.
     pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
-        if self.per_second <= 0.0 {
+        if !self.is_enabled() {
             return Ok(());
         }
         // Look up before inserting: no key allocation on the hot path.
@@ -78,6 +83,9 @@ mod tests {
             "keys have their own buckets"
         );
         assert!(limiter.check("a", t0 + Duration::from_millis(110)).is_ok());
-        assert!(RateLimiter::new(0, 0).check("a", t0).is_ok(), "0 disables");
+        assert!(limiter.is_enabled());
+        let off = RateLimiter::new(0, 0);
+        assert!(!off.is_enabled());
+        assert!(off.check("a", t0).is_ok(), "0 disables");
     }
 }

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::auth::KeyStore;
+use crate::http::change_signal::ChangeSignal;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, HttpLimits, app, now, run_expiry};
 use crate::ledger::{Changes, Ledger, LedgerConfig};
@@ -55,10 +56,9 @@ pub fn state(
     ledger: Arc<Ledger>,
     stopping: watch::Receiver<bool>,
 ) -> Arc<AppState> {
-    let (changed, changes) = watch::channel(ledger.journal_head().0);
-    if !ledger.set_change_listener(Box::new(move |seq| {
-        changed.send_replace(seq.0);
-    })) {
+    let changes = Arc::new(ChangeSignal::new(ledger.journal_head().0));
+    let publisher = Arc::clone(&changes);
+    if !ledger.set_change_listener(Box::new(move |seq| publisher.publish(seq.0))) {
         tracing::warn!(
             "the ledger already has a change listener: live streams wake only on their timers"
         );

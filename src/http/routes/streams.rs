@@ -27,6 +27,7 @@ use utoipa::IntoParams;
 
 use crate::feeds::FeedAvailability;
 use crate::http::auth::{Caller, Scope};
+use crate::http::change_signal::ChangeSignal;
 use crate::http::dto;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
@@ -117,7 +118,8 @@ pub async fn availability(
     let subscriber = Subscriber {
         _slot: slot,
         ledger: Arc::clone(&state.ledger),
-        changes: state.changes.clone(),
+        changes: Arc::clone(&state.changes),
+        seen: state.changes.latest(),
         stopping: state.stopping.clone(),
         cursor,
         sku,
@@ -141,7 +143,9 @@ struct Subscriber {
     /// Given back when the stream ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
     ledger: Arc<Ledger>,
-    changes: watch::Receiver<u64>,
+    changes: Arc<ChangeSignal>,
+    /// The newest journal sequence this stream has been woken for.
+    seen: u64,
     stopping: watch::Receiver<bool>,
     /// Next journal sequence to read.
     cursor: Seq,
@@ -189,12 +193,7 @@ impl Subscriber {
                 self.coalesce - since_flush
             };
             tokio::select! {
-                changed = self.changes.changed() => {
-                    if changed.is_err() {
-                        // No more wake-ups (the ledger is gone): end.
-                        return None;
-                    }
-                }
+                () = self.changes.changed(&mut self.seen) => {}
                 stopping = self.stopping.changed() => {
                     if stopping.is_err() {
                         return None;

@@ -11,41 +11,31 @@
 # A label starting with "noop" names another no-op build (e.g. other flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ $# -ge 3 ] || { sed -n 2,12p "$0" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "bench/ab.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
-pin_server=""; pin_client=""
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin_server="taskset -c 0"; pin_client="taskset -c 1"; fi
+require bench/ab.sh wrk
 cargo build --release --quiet --locked --example noop_server
 rounds=$1; slice=$2; shift 2
-key=bench-admin-key-0123456789
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+results=$(mktemp); trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "$results"' EXIT
+start_noop target/release/examples/noop_server 18800; pids+=("$started")
 labels=(noop); ports=(18800)
-$pin_server target/release/examples/noop_server 127.0.0.1:18800 >/dev/null & pids+=($!)
 port=18801
 for pair in "$@"; do
     label=${pair%%=*}; binary=${pair#*=}
     case $label in
-        noop*) $pin_server "$binary" "127.0.0.1:$port" >/dev/null & pids+=($!) ;;
-        *) OMNISTOCK_ADMIN_KEY=$key $pin_server "$binary" serve --demo --listen "127.0.0.1:$port" \
-               --rate-limit-per-second 0 2>/dev/null & pids+=($!) ;;
+        noop*) start_noop "$binary" "$port" ;;
+        *) start_engine "$binary" "$port" ;;
     esac
-    labels+=("$label"); ports+=("$port"); port=$((port + 1))
+    pids+=("$started"); labels+=("$label"); ports+=("$port"); port=$((port + 1))
 done
 for i in "${!ports[@]}"; do
-    url=http://127.0.0.1:${ports[$i]}
     case ${labels[$i]} in
-        noop*) until curl -fs -o /dev/null "$url/v1/stock/A/B"; do sleep 0.1; done ;;
-        *) until curl -fs -o /dev/null "$url/readyz"; do sleep 0.1; done
-           # Enough stock that every reservation of the run is granted.
-           curl -fs -o /dev/null -X PUT -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
-               -d '{"on_hand": 4000000000}' "$url/v1/stock/WH-NORD/HOT" ;;
+        noop*) wait_until_up "${ports[$i]}" /v1/stock/A/B ;;
+        *) wait_until_up "${ports[$i]}" /readyz; stock_hot "${ports[$i]}" ;;
     esac
 done
-rate() { # url [script] -> req/s
-    $pin_client wrk -t1 -c64 -d"${slice}s" ${2:+-s "$2"} "$1" | awk '/Requests\/sec/ {print $2}'
-}
-results=$(mktemp); trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "$results"' EXIT
+rate() { wrk_rate "$1" "$slice" "$2"; } # url script -> req/s
 echo "wrk -t1 -c64, $rounds rounds of ${slice} s slices${pin_server:+, servers on core 0, wrk on core 1}"
 for round in $(seq 1 "$rounds"); do
     for i in "${!ports[@]}"; do

@@ -7,28 +7,19 @@
 # measurement is repeated and the median reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 seconds=${1:-10}
 connections=${2:-64}
 repeats=${3:-3}
-pin_server=""; pin_client=""
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin_server="taskset -c 0"; pin_client="taskset -c 1"; fi
-command -v wrk >/dev/null || { echo "bench/http.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+require bench/http.sh wrk
 cargo build --release --quiet --locked --bin omnistock --example noop_server
 
-key=bench-admin-key-0123456789
-OMNISTOCK_ADMIN_KEY=$key $pin_server target/release/omnistock serve --demo --listen 127.0.0.1:18080 --rate-limit-per-second 0 2>/dev/null &
-engine=$!
-$pin_server target/release/examples/noop_server 127.0.0.1:18090 >/dev/null &
-noop=$!
+start_engine target/release/omnistock 18080; engine=$started
+start_noop target/release/examples/noop_server 18090; noop=$started
 trap 'kill $engine $noop 2>/dev/null || true' EXIT
-sleep 2
-# Enough stock that every reservation in the run is granted.
-python3 - <<PY
-import json, urllib.request
-req = urllib.request.Request("http://127.0.0.1:18080/v1/stock/WH-NORD/HOT", data=json.dumps({"on_hand": 4000000000}).encode(), method="PUT",
-                             headers={"Authorization": "Bearer $key", "Content-Type": "application/json"})
-urllib.request.urlopen(req).read()
-PY
+wait_until_up 18080 /readyz
+wait_until_up 18090 /v1/stock/A/B
+stock_hot 18080
 
 once() { # url script -> "req/s p50 p99"
     local out

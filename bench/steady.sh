@@ -9,34 +9,25 @@
 #   default: 65 10 current=target/release/omnistock; two rounds each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { echo "bench/steady.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+source bench/lib.sh
+require bench/steady.sh wrk
 warm=${1:-65}; measure=${2:-10}
 shift $(( $# >= 2 ? 2 : $# ))
 [ $# -gt 0 ] || set -- current=target/release/omnistock
-pin_server=""; pin_client=""
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin_server="taskset -c 0"; pin_client="taskset -c 1"; fi
 cargo build --release --quiet --locked --bin omnistock --example noop_server
-key=bench-admin-key-0123456789
 noop_port=18990; engine_port=18991
-$pin_server target/release/examples/noop_server "127.0.0.1:$noop_port" >/dev/null &
-noop=$!
+start_noop target/release/examples/noop_server "$noop_port"; noop=$started
 engine=""
 trap 'kill $noop $engine 2>/dev/null || true' EXIT
-until curl -fs -o /dev/null "http://127.0.0.1:$noop_port/v1/stock/A/B"; do sleep 0.1; done
-rate() { # port seconds -> req/s
-    $pin_client wrk -t1 -c64 -d"$2s" -s bench/reserve.lua "http://127.0.0.1:$1/v1/reservations" |
-        awk '/Requests\/sec/ {print $2}'
-}
+wait_until_up "$noop_port" /v1/stock/A/B
+rate() { wrk_rate "http://127.0.0.1:$1/v1/reservations" "$2" bench/reserve.lua; } # port seconds -> req/s
 echo "wrk -t1 -c64, ${warm} s warm-up then ${measure} s measured${pin_server:+, servers on core 0, wrk on core 1}"
 for round in 1 2; do
     for pair in "$@"; do
         label=${pair%%=*}; binary=${pair#*=}
-        OMNISTOCK_ADMIN_KEY=$key $pin_server "$binary" serve --demo --listen "127.0.0.1:$engine_port" \
-            --rate-limit-per-second 0 2>/dev/null &
-        engine=$!
-        until curl -fs -o /dev/null "http://127.0.0.1:$engine_port/readyz"; do sleep 0.1; done
-        curl -fs -o /dev/null -X PUT -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
-            -d '{"on_hand": 4000000000}' "http://127.0.0.1:$engine_port/v1/stock/WH-NORD/HOT"
+        start_engine "$binary" "$engine_port"; engine=$started
+        wait_until_up "$engine_port" /readyz
+        stock_hot "$engine_port"
         rate $engine_port "$warm" >/dev/null
         omni=$(rate $engine_port "$measure")
         noop_rate=$(rate $noop_port "$measure")

@@ -8,32 +8,25 @@
 # Usage: bash bench/steady_ab.sh ROUNDS WARM_S SLICE_S label=BINARY label=BINARY ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { echo "bench/steady_ab.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+source bench/lib.sh
+require bench/steady_ab.sh wrk
 [ $# -ge 5 ] || { echo "usage: bash bench/steady_ab.sh ROUNDS WARM_S SLICE_S label=BINARY label=BINARY ..." >&2; exit 2; }
 rounds=$1; warm=$2; slice=$3; shift 3
-pin_server=""; pin_client=""
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin_server="taskset -c 0"; pin_client="taskset -c 1"; fi
-key=bench-admin-key-0123456789
 labels=(); ports=(); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+results=$(mktemp)
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "$results"' EXIT
 port=18970
 for spec in "$@"; do
     label=${spec%%=*}; binary=${spec#*=}
-    OMNISTOCK_ADMIN_KEY=$key $pin_server "$binary" serve --demo --listen "127.0.0.1:$port" \
-        --rate-limit-per-second 0 2>/dev/null &
-    pids+=($!); labels+=("$label"); ports+=("$port"); port=$((port + 1))
+    start_engine "$binary" "$port"
+    pids+=("$started"); labels+=("$label"); ports+=("$port"); port=$((port + 1))
 done
-rate() { # port seconds -> req/s
-    $pin_client wrk -t1 -c64 -d"$2s" -s bench/reserve.lua "http://127.0.0.1:$1/v1/reservations" |
-        awk '/Requests\/sec/ {print $2}'
-}
+rate() { wrk_rate "http://127.0.0.1:$1/v1/reservations" "$2" bench/reserve.lua; } # port seconds -> req/s
 for i in "${!ports[@]}"; do
-    until curl -fs -o /dev/null "http://127.0.0.1:${ports[$i]}/healthz"; do sleep 0.1; done
-    curl -fs -o /dev/null -X PUT -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
-        -d '{"on_hand": 4000000000}' "http://127.0.0.1:${ports[$i]}/v1/stock/WH-NORD/HOT"
+    wait_until_up "${ports[$i]}" /readyz
+    stock_hot "${ports[$i]}"
     echo "warm ${labels[$i]} $(rate "${ports[$i]}" "$warm") req/s"
 done
-results=$(mktemp)
 for round in $(seq "$rounds"); do
     line="round $round"
     for i in "${!ports[@]}"; do line="$line ${labels[$i]} $(rate "${ports[$i]}" "$slice")"; done
@@ -48,4 +41,3 @@ for j, label in enumerate(labels[1:], start=1):
     print(f"{label} / {labels[0]}: median {statistics.median(ratios):.3f}, "
           f"range {min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} rounds")
 PY
-rm -f "$results"

@@ -639,6 +639,41 @@ fn expiry_is_bounded_per_call() {
 }
 
 #[test]
+fn expiry_budget_is_exact_with_stale_entries_between() {
+    // One shard, every third hold released first (a stale entry in the
+    // deadline index): each call expires exactly its budget, in deadline
+    // order, and never a released hold.
+    let ledger = fixture_with(LedgerConfig {
+        reservation_shards: 1,
+        ..LedgerConfig::default()
+    });
+    set(&ledger, "S1", "W", 1_000);
+    let mut held = Vec::new();
+    for i in 0..150 {
+        let r = reserve(&ledger, Channel::Pos, vec![line("S1", "W", 1)]).expect("granted");
+        if i % 3 == 0 {
+            ledger.release(r.id, T0, None).expect("released");
+        } else {
+            held.push(r.id);
+        }
+    }
+    let due = T0.plus_ms(TTL);
+    let state = |id| ledger.reservation(id).map(|r| r.state);
+    let mut expired = 0;
+    for budget in [1, 31, 32, 33] {
+        assert_eq!(ledger.expire_due(due, budget), budget);
+        expired += budget;
+        assert_eq!(state(held[expired - 1]), Some(ReservationState::Expired));
+        assert_eq!(state(held[expired]), Some(ReservationState::Held));
+        assert_consistent(&ledger);
+    }
+    assert_eq!(ledger.expire_due(due, usize::MAX), held.len() - expired);
+    assert_eq!(ledger.expire_due(due, usize::MAX), 0);
+    assert_eq!(pos(&ledger, "S1", "W").reserved, Qty(0));
+    assert_consistent(&ledger);
+}
+
+#[test]
 fn transfer_moves_a_line_atomically() {
     let ledger = fixture();
     let r = reserve(&ledger, Channel::Pos, vec![line("S1", "A", 4)]).expect("granted");

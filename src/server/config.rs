@@ -243,99 +243,39 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let defaults = ServeConfig::default();
+        // A flag or environment variable, else the file, else the default.
+        macro_rules! merged {
+            ($field:ident) => {
+                self.$field.or(file.$field).unwrap_or(defaults.$field)
+            };
+        }
         let config = ServeConfig {
-            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            listen: merged!(listen),
             redis_url: self.redis_url.or(file.redis_url).filter(|u| !u.is_empty()),
-            durability: self
-                .durability
-                .or(file.durability)
-                .unwrap_or(defaults.durability),
+            durability: merged!(durability),
             demo: self.demo || file.demo.unwrap_or(false),
-            rate_limit_per_second: self
-                .rate_limit_per_second
-                .or(file.rate_limit_per_second)
-                .unwrap_or(defaults.rate_limit_per_second),
-            rate_limit_burst: self
-                .rate_limit_burst
-                .or(file.rate_limit_burst)
-                .unwrap_or(defaults.rate_limit_burst),
-            max_body_bytes: self
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(defaults.max_body_bytes),
-            expiry_sweep_interval_ms: self
-                .expiry_sweep_interval_ms
-                .or(file.expiry_sweep_interval_ms)
-                .unwrap_or(defaults.expiry_sweep_interval_ms),
-            log_format: self
-                .log_format
-                .or(file.log_format)
-                .unwrap_or(defaults.log_format),
-            flush_interval_ms: self
-                .flush_interval_ms
-                .or(file.flush_interval_ms)
-                .unwrap_or(defaults.flush_interval_ms),
-            flush_max_items: self
-                .flush_max_items
-                .or(file.flush_max_items)
-                .unwrap_or(defaults.flush_max_items),
-            redis_timeout_ms: self
-                .redis_timeout_ms
-                .or(file.redis_timeout_ms)
-                .unwrap_or(defaults.redis_timeout_ms),
-            redis_key_prefix: self
-                .redis_key_prefix
-                .or(file.redis_key_prefix)
-                .unwrap_or(defaults.redis_key_prefix),
+            rate_limit_per_second: merged!(rate_limit_per_second),
+            rate_limit_burst: merged!(rate_limit_burst),
+            max_body_bytes: merged!(max_body_bytes),
+            expiry_sweep_interval_ms: merged!(expiry_sweep_interval_ms),
+            log_format: merged!(log_format),
+            flush_interval_ms: merged!(flush_interval_ms),
+            flush_max_items: merged!(flush_max_items),
+            redis_timeout_ms: merged!(redis_timeout_ms),
+            redis_key_prefix: merged!(redis_key_prefix),
             wait_aof: self.wait_aof || file.wait_aof.unwrap_or(false),
-            sync_wait_timeout_ms: self
-                .sync_wait_timeout_ms
-                .or(file.sync_wait_timeout_ms)
-                .unwrap_or(defaults.sync_wait_timeout_ms),
-            feed_low_stock_threshold: self
-                .feed_low_stock_threshold
-                .or(file.feed_low_stock_threshold)
-                .unwrap_or(defaults.feed_low_stock_threshold),
-            max_stream_subscribers: self
-                .max_stream_subscribers
-                .or(file.max_stream_subscribers)
-                .unwrap_or(defaults.max_stream_subscribers),
-            max_connections: self
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(defaults.max_connections),
-            header_read_timeout_ms: self
-                .header_read_timeout_ms
-                .or(file.header_read_timeout_ms)
-                .unwrap_or(defaults.header_read_timeout_ms),
-            body_read_timeout_ms: self
-                .body_read_timeout_ms
-                .or(file.body_read_timeout_ms)
-                .unwrap_or(defaults.body_read_timeout_ms),
-            max_held_units_per_customer: self
-                .max_held_units_per_customer
-                .or(file.max_held_units_per_customer)
-                .unwrap_or(defaults.max_held_units_per_customer),
-            max_held_units_per_key: self
-                .max_held_units_per_key
-                .or(file.max_held_units_per_key)
-                .unwrap_or(defaults.max_held_units_per_key),
-            rate_limited_delay_ms: self
-                .rate_limited_delay_ms
-                .or(file.rate_limited_delay_ms)
-                .unwrap_or(defaults.rate_limited_delay_ms),
-            max_lines_per_request: self
-                .max_lines_per_request
-                .or(file.max_lines_per_request)
-                .unwrap_or(defaults.max_lines_per_request),
-            max_ttl_seconds: self
-                .max_ttl_seconds
-                .or(file.max_ttl_seconds)
-                .unwrap_or(defaults.max_ttl_seconds),
-            max_batch_items: self
-                .max_batch_items
-                .or(file.max_batch_items)
-                .unwrap_or(defaults.max_batch_items),
+            sync_wait_timeout_ms: merged!(sync_wait_timeout_ms),
+            feed_low_stock_threshold: merged!(feed_low_stock_threshold),
+            max_stream_subscribers: merged!(max_stream_subscribers),
+            max_connections: merged!(max_connections),
+            header_read_timeout_ms: merged!(header_read_timeout_ms),
+            body_read_timeout_ms: merged!(body_read_timeout_ms),
+            max_held_units_per_customer: merged!(max_held_units_per_customer),
+            max_held_units_per_key: merged!(max_held_units_per_key),
+            rate_limited_delay_ms: merged!(rate_limited_delay_ms),
+            max_lines_per_request: merged!(max_lines_per_request),
+            max_ttl_seconds: merged!(max_ttl_seconds),
+            max_batch_items: merged!(max_batch_items),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;

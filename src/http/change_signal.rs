@@ -1,10 +1,15 @@
 //! Tells live streams that the journal moved on.
 //!
 //! Every write calls [`ChangeSignal::publish`], so it must cost next to
-//! nothing while nobody listens, which is the usual case: an atomic
-//! `fetch_max` and an atomic load. `tokio::sync::watch` took a write lock
-//! and notified eight wait lists on every write, whether or not a stream
-//! was open: a lock every request shared.
+//! nothing while nobody listens, which is the usual case: an atomic add and
+//! an atomic load. `tokio::sync::watch` took a write lock and notified
+//! eight wait lists on every write, whether or not a stream was open: a
+//! lock every request shared.
+//!
+//! It counts publishes rather than keeping the newest journal sequence:
+//! writers append out of order, so a writer that finishes appending an
+//! earlier sequence after a later one was published does not move the
+//! head, yet a stream stopped at that gap must wake to read on.
 //!
 //! Architecture invariant: a write never takes a lock here unless a stream
 //! is waiting at that moment.
@@ -16,44 +21,45 @@ use tokio::sync::Notify;
 
 #[derive(Debug)]
 pub struct ChangeSignal {
-    /// The newest journal sequence published.
-    latest: AtomicU64,
+    /// Publishes so far.
+    version: AtomicU64,
     /// Streams between "registered for a wake-up" and "woken or gone".
     waiting: AtomicUsize,
     notify: Notify,
 }
 
 impl ChangeSignal {
-    pub fn new(latest: u64) -> ChangeSignal {
+    pub fn new() -> ChangeSignal {
         ChangeSignal {
-            latest: AtomicU64::new(latest),
+            version: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             notify: Notify::new(),
         }
     }
 
-    /// Records that the journal reached `seq` and wakes the waiting streams.
-    /// Writers may publish out of order; the newest sequence wins.
-    pub fn publish(&self, seq: u64) {
+    /// Records that the journal changed and wakes the waiting streams.
+    pub fn publish(&self) {
         // SeqCst pairs with `changed`: either this load sees a stream's
-        // registration, or that stream's re-check sees this sequence.
-        self.latest.fetch_max(seq, Ordering::SeqCst);
+        // registration, or that stream's re-check sees this publish.
+        self.version.fetch_add(1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.notify.notify_waiters();
         }
     }
 
-    pub fn latest(&self) -> u64 {
-        self.latest.load(Ordering::SeqCst)
+    /// Publishes so far: what a stream passes to [`Self::changed`].
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
-    /// Waits until the newest sequence differs from `*seen`, then stores it
-    /// there. Cancel-safe (a stream waits for it in a `select!`).
+    /// Waits until something was published after version `*seen`, then
+    /// stores the new version there. Cancel-safe (a stream waits for it in
+    /// a `select!`).
     pub async fn changed(&self, seen: &mut u64) {
         loop {
-            let latest = self.latest();
-            if latest != *seen {
-                *seen = latest;
+            let version = self.version();
+            if version != *seen {
+                *seen = version;
                 return;
             }
             let mut notified = pin!(self.notify.notified());
@@ -61,7 +67,7 @@ impl ChangeSignal {
             // finds this waiter.
             notified.as_mut().enable();
             let _registered = Registered::new(&self.waiting);
-            if self.latest() != *seen {
+            if self.version() != *seen {
                 continue;
             }
             notified.await;
@@ -85,6 +91,12 @@ impl Drop for Registered<'_> {
     }
 }
 
+impl Default for ChangeSignal {
+    fn default() -> Self {
+        ChangeSignal::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -92,42 +104,47 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_waiting_stream_wakes_on_publish_and_none_waits_for_nothing() {
-        let signal = Arc::new(ChangeSignal::new(5));
-        let mut seen = 5;
-        let waiter = tokio::spawn({
-            let signal = Arc::clone(&signal);
-            async move {
-                signal.changed(&mut seen).await;
-                seen
-            }
-        });
-        // Wait until the stream is registered, then publish.
+    /// Spawns a stream-like waiter from `seen`; returns the version it woke at.
+    fn waiter(signal: &Arc<ChangeSignal>, mut seen: u64) -> tokio::task::JoinHandle<u64> {
+        let signal = Arc::clone(signal);
+        tokio::spawn(async move {
+            signal.changed(&mut seen).await;
+            seen
+        })
+    }
+
+    async fn registered(signal: &ChangeSignal) {
         while signal.waiting.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
-        signal.publish(7);
-        let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
+    }
+
+    #[tokio::test]
+    async fn every_publish_wakes_a_waiting_stream() {
+        let signal = Arc::new(ChangeSignal::new());
+        signal.publish();
+        let woken = waiter(&signal, signal.version());
+        registered(&signal).await;
+        // A writer that filled an earlier gap in the journal publishes
+        // without moving the head: the stream must still wake.
+        signal.publish();
+        let seen = tokio::time::timeout(Duration::from_secs(5), woken)
             .await
             .expect("the waiter wakes")
             .expect("the waiter ends");
-        assert_eq!(seen, 7);
+        assert_eq!(seen, 2);
         assert_eq!(signal.waiting.load(Ordering::SeqCst), 0);
 
-        // Out of order publishes keep the newest; a change already there
-        // returns at once.
-        signal.publish(6);
-        assert_eq!(signal.latest(), 7);
-        let mut seen = 3;
+        // A publish the stream has not seen yet returns at once.
+        let mut seen = 1;
         signal.changed(&mut seen).await;
-        assert_eq!(seen, 7);
+        assert_eq!(seen, 2);
     }
 
     #[tokio::test]
     async fn a_cancelled_wait_unregisters() {
-        let signal = ChangeSignal::new(1);
-        let mut seen = 1;
+        let signal = ChangeSignal::new();
+        let mut seen = signal.version();
         let timed_out =
             tokio::time::timeout(Duration::from_millis(20), signal.changed(&mut seen)).await;
         assert!(timed_out.is_err(), "nothing was published");
@@ -144,11 +161,11 @@ mod tests {
             .build()
             .expect("a runtime");
         runtime.block_on(async {
-            let signal = Arc::new(ChangeSignal::new(0));
+            let signal = Arc::new(ChangeSignal::new());
             for round in 1..=2_000u64 {
                 let publisher = {
                     let signal = Arc::clone(&signal);
-                    tokio::spawn(async move { signal.publish(round) })
+                    tokio::spawn(async move { signal.publish() })
                 };
                 let mut seen = round - 1;
                 tokio::time::timeout(Duration::from_secs(5), signal.changed(&mut seen))

@@ -56,9 +56,9 @@ pub fn state(
     ledger: Arc<Ledger>,
     stopping: watch::Receiver<bool>,
 ) -> Arc<AppState> {
-    let changes = Arc::new(ChangeSignal::new(ledger.journal_head().0));
+    let changes = Arc::new(ChangeSignal::new());
     let publisher = Arc::clone(&changes);
-    if !ledger.set_change_listener(Box::new(move |seq| publisher.publish(seq.0))) {
+    if !ledger.set_change_listener(Box::new(move |_seq| publisher.publish())) {
         tracing::warn!(
             "the ledger already has a change listener: live streams wake only on their timers"
         );

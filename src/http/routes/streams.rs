@@ -119,7 +119,7 @@ pub async fn availability(
         _slot: slot,
         ledger: Arc::clone(&state.ledger),
         changes: Arc::clone(&state.changes),
-        seen: state.changes.latest(),
+        seen: state.changes.version(),
         stopping: state.stopping.clone(),
         cursor,
         sku,
@@ -144,7 +144,7 @@ struct Subscriber {
     _slot: tokio::sync::OwnedSemaphorePermit,
     ledger: Arc<Ledger>,
     changes: Arc<ChangeSignal>,
-    /// The newest journal sequence this stream has been woken for.
+    /// The change-signal version this stream has been woken for.
     seen: u64,
     stopping: watch::Receiver<bool>,
     /// Next journal sequence to read.

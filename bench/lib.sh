@@ -50,3 +50,8 @@ stock_hot() {
 wrk_rate() {
     $pin_client wrk -t1 -c64 -d"$2s" ${3:+-s "$3"} "$1" | awk '/Requests\/sec/ {print $2}'
 }
+
+# reserve_rate PORT SECONDS -> req/s of single-line reservations.
+reserve_rate() {
+    wrk_rate "http://127.0.0.1:$1/v1/reservations" "$2" bench/reserve.lua
+}

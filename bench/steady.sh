@@ -20,7 +20,6 @@ start_noop target/release/examples/noop_server "$noop_port"; noop=$started
 engine=""
 trap 'kill $noop $engine 2>/dev/null || true' EXIT
 wait_until_up "$noop_port" /v1/stock/A/B
-rate() { wrk_rate "http://127.0.0.1:$1/v1/reservations" "$2" bench/reserve.lua; } # port seconds -> req/s
 echo "wrk -t1 -c64, ${warm} s warm-up then ${measure} s measured${pin_server:+, servers on core 0, wrk on core 1}"
 for round in 1 2; do
     for pair in "$@"; do
@@ -28,9 +27,9 @@ for round in 1 2; do
         start_engine "$binary" "$engine_port"; engine=$started
         wait_until_up "$engine_port" /readyz
         stock_hot "$engine_port"
-        rate $engine_port "$warm" >/dev/null
-        omni=$(rate $engine_port "$measure")
-        noop_rate=$(rate $noop_port "$measure")
+        reserve_rate $engine_port "$warm" >/dev/null
+        omni=$(reserve_rate $engine_port "$measure")
+        noop_rate=$(reserve_rate $noop_port "$measure")
         rss_mb=$(( $(ps -o rss= -p "$engine") / 1024 ))
         kill "$engine"; wait "$engine" 2>/dev/null || true; engine=""
         awk -v r="$round" -v l="$label" -v a="$omni" -v b="$noop_rate" -v m="$rss_mb" \

@@ -21,15 +21,14 @@ for spec in "$@"; do
     start_engine "$binary" "$port"
     pids+=("$started"); labels+=("$label"); ports+=("$port"); port=$((port + 1))
 done
-rate() { wrk_rate "http://127.0.0.1:$1/v1/reservations" "$2" bench/reserve.lua; } # port seconds -> req/s
 for i in "${!ports[@]}"; do
     wait_until_up "${ports[$i]}" /readyz
     stock_hot "${ports[$i]}"
-    echo "warm ${labels[$i]} $(rate "${ports[$i]}" "$warm") req/s"
+    echo "warm ${labels[$i]} $(reserve_rate "${ports[$i]}" "$warm") req/s"
 done
 for round in $(seq "$rounds"); do
     line="round $round"
-    for i in "${!ports[@]}"; do line="$line ${labels[$i]} $(rate "${ports[$i]}" "$slice")"; done
+    for i in "${!ports[@]}"; do line="$line ${labels[$i]} $(reserve_rate "${ports[$i]}" "$slice")"; done
     echo "$line" | tee -a "$results"
 done
 python3 - "$results" <<'PY'

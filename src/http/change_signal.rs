@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ChangeSignal {
     /// Publishes so far.
     version: AtomicU64,
@@ -29,14 +29,6 @@ pub struct ChangeSignal {
 }
 
 impl ChangeSignal {
-    pub fn new() -> ChangeSignal {
-        ChangeSignal {
-            version: AtomicU64::new(0),
-            waiting: AtomicUsize::new(0),
-            notify: Notify::new(),
-        }
-    }
-
     /// Records that the journal changed and wakes the waiting streams.
     pub fn publish(&self) {
         // SeqCst pairs with `changed`: either this load sees a stream's
@@ -91,12 +83,6 @@ impl Drop for Registered<'_> {
     }
 }
 
-impl Default for ChangeSignal {
-    fn default() -> Self {
-        ChangeSignal::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -121,7 +107,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_publish_wakes_a_waiting_stream() {
-        let signal = Arc::new(ChangeSignal::new());
+        let signal = Arc::new(ChangeSignal::default());
         signal.publish();
         let woken = waiter(&signal, signal.version());
         registered(&signal).await;
@@ -143,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_wait_unregisters() {
-        let signal = ChangeSignal::new();
+        let signal = ChangeSignal::default();
         let mut seen = signal.version();
         let timed_out =
             tokio::time::timeout(Duration::from_millis(20), signal.changed(&mut seen)).await;
@@ -161,7 +147,7 @@ mod tests {
             .build()
             .expect("a runtime");
         runtime.block_on(async {
-            let signal = Arc::new(ChangeSignal::new());
+            let signal = Arc::new(ChangeSignal::default());
             for round in 1..=2_000u64 {
                 let publisher = {
                     let signal = Arc::clone(&signal);

@@ -45,6 +45,14 @@ fn fixture() -> Ledger {
     })
 }
 
+/// The fixture with one reservation shard, so its deadline index sees every hold.
+fn one_reservation_shard() -> Ledger {
+    fixture_with(LedgerConfig {
+        reservation_shards: 1,
+        ..LedgerConfig::default()
+    })
+}
+
 fn fixture_with(config: LedgerConfig) -> Ledger {
     let ledger = Ledger::new(config);
     ledger
@@ -573,10 +581,7 @@ fn deadlines_expire_exactly_and_lazily() {
 #[test]
 fn resolved_and_extended_holds_never_expire_twice_and_stay_bounded() {
     // One shard, so its deadline index sees all 20,000 holds and compacts.
-    let ledger = fixture_with(LedgerConfig {
-        reservation_shards: 1,
-        ..LedgerConfig::default()
-    });
+    let ledger = one_reservation_shard();
     set(&ledger, "S1", "W", 1_000_000);
     let mut kept = Vec::new();
     // Many TTLs (more than the index's lanes), time moving on, most holds
@@ -643,10 +648,7 @@ fn expiry_budget_is_exact_with_stale_entries_between() {
     // One shard, every third hold released first (a stale entry in the
     // deadline index): each call expires exactly its budget, in deadline
     // order, and never a released hold.
-    let ledger = fixture_with(LedgerConfig {
-        reservation_shards: 1,
-        ..LedgerConfig::default()
-    });
+    let ledger = one_reservation_shard();
     set(&ledger, "S1", "W", 1_000);
     let mut held = Vec::new();
     for i in 0..150 {

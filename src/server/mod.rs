@@ -56,7 +56,7 @@ pub fn state(
     ledger: Arc<Ledger>,
     stopping: watch::Receiver<bool>,
 ) -> Arc<AppState> {
-    let changes = Arc::new(ChangeSignal::new());
+    let changes = Arc::new(ChangeSignal::default());
     let publisher = Arc::clone(&changes);
     if !ledger.set_change_listener(Box::new(move |_seq| publisher.publish())) {
         tracing::warn!(

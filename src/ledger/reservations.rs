@@ -66,9 +66,7 @@ impl Ledger {
         self.with_catalog(|catalog| {
             let merged = self.resolve_lines(catalog, &request.lines)?;
             let expires_at = now.plus_ms(request.ttl_ms);
-            let mut shard = self
-                .reservations
-                .lock_index(self.reservations.shard_for_new());
+            let mut shard = self.reservations.lock_for_new();
             // Claimed and given back only under a reservation shard lock, so
             // `check_invariants` (which takes them all) sees counts and
             // reservations agree.

@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use smallvec::SmallVec;
 
 use super::Ledger;
 use super::catalog::{Catalog, ChannelPolicy, Location, PolicyScope};
@@ -30,7 +29,7 @@ use super::ids::{
 use super::journal::{JournalRead, Movement, MovementKind};
 use super::position::{Incoming, OnHandMovement, Position, PositionCounts};
 use super::requests::WriteOutput;
-use super::reservation::{HeldLine, Reservation, ReservationState};
+use super::reservation::{HeldLine, HeldLines, HolderList, Reservation, ReservationState};
 
 pub type IdempotencyRecord = GenericIdempotencyRecord<WriteOutput>;
 
@@ -505,12 +504,12 @@ impl Ledger {
             state: r.state,
             created_at: r.created_at,
             expires_at: r.expires_at,
-            resolved_at: r.resolved_at,
+            resolved_at: r.resolved_at.get(),
             lines,
             holders: r
                 .holders
                 .as_deref()
-                .map(<[Holder]>::to_vec)
+                .map(|list| list.to_vec())
                 .unwrap_or_default(),
         })
     }
@@ -547,7 +546,7 @@ impl Ledger {
         let mut by_shard: Vec<Vec<(ReservationId, Reservation)>> =
             (0..self.reservations.count()).map(|_| Vec::new()).collect();
         for record in std::mem::take(&mut state.reservations) {
-            let mut lines: SmallVec<[HeldLine; 2]> = SmallVec::new();
+            let mut lines = HeldLines::new();
             for line in &record.lines {
                 let loc = catalog.location_id(line.location.as_str()).ok_or_else(|| {
                     RestoreError::UnknownLocation {
@@ -576,13 +575,13 @@ impl Ledger {
                 lines,
                 created_at: record.created_at,
                 expires_at: record.expires_at,
-                resolved_at: record.resolved_at,
+                resolved_at: record.resolved_at.into(),
                 holders: (held && !record.holders.is_empty())
-                    .then(|| record.holders.into_boxed_slice()),
+                    .then(|| Box::new(HolderList::from_vec(record.holders))),
             };
             if held {
                 report.reservations_held += 1;
-                for holder in reservation.holders.iter().flatten() {
+                for holder in reservation.holders.iter().flat_map(|list| list.iter()) {
                     self.held_units.restore(holder, reservation.units());
                 }
             } else {

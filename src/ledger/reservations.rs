@@ -17,7 +17,10 @@ use super::requests::{
     CommitRequest, Line, ReservationLineView, ReservationView, ReserveRequest, TransferRequest,
     WriteOutput,
 };
-use super::reservation::{HeldLine, ReleasedHold, Reservation, ReservationShard, ReservationState};
+use super::reservation::{
+    HeldLine, HeldLines, HolderList, MaybeTimestampMs, ReleasedHold, Reservation, ReservationShard,
+    ReservationState,
+};
 use super::shards::LockedShards;
 use super::{Ledger, MergedLine, OpContext, merged_keys};
 
@@ -73,11 +76,13 @@ impl Ledger {
             let units: u64 = merged.iter().map(|line| u64::from(line.qty.0)).sum();
             self.held_units.claim(&request.caps, units)?;
             let holders = (!request.caps.is_empty()).then(|| {
-                request
-                    .caps
-                    .iter()
-                    .map(|cap| cap.holder.clone())
-                    .collect::<Box<[Holder]>>()
+                Box::new(
+                    request
+                        .caps
+                        .iter()
+                        .map(|cap| cap.holder.clone())
+                        .collect::<HolderList>(),
+                )
             });
             let mut locked = self.positions.lock_many(merged_keys(&merged));
 
@@ -101,7 +106,7 @@ impl Ledger {
                 note: MovementNote::shared(None, None, key),
             };
             let first_seq = self.journal.allocate(merged.len() as u64);
-            let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
+            let mut held = HeldLines::with_capacity(merged.len());
             for (
                 offset,
                 MergedLine {
@@ -169,7 +174,7 @@ impl Ledger {
                 lines: held,
                 created_at: now,
                 expires_at,
-                resolved_at: None,
+                resolved_at: MaybeTimestampMs::NONE,
                 holders,
             });
             debug_assert_eq!(stored_id, id);
@@ -655,7 +660,7 @@ impl Ledger {
                 state: r.state,
                 created_at: r.created_at,
                 expires_at: r.expires_at,
-                resolved_at: r.resolved_at,
+                resolved_at: r.resolved_at.get(),
                 lines: r
                     .lines
                     .iter()

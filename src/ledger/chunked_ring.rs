@@ -14,9 +14,9 @@
 
 use std::collections::VecDeque;
 
-/// Elements per chunk: small enough that allocating one is cheap (16 KiB
-/// of 64-byte reservations; the 64 shards still fill theirs in step, so this
-/// is also the size of that burst: 1 MiB), large enough that the chunk
+/// Elements per chunk: small enough that allocating one is cheap (about
+/// 25 KiB of reservations; the 64 shards still fill theirs in step, so this
+/// is also the size of that burst: 1.6 MiB), large enough that the chunk
 /// index stays short. 1,024 measured a worse open-loop p99.9 (BENCHMARKS.md).
 const CHUNK: usize = 256;
 

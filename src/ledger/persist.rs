@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use super::Ledger;
 use super::catalog::{Catalog, ChannelPolicy, Location, PolicyScope};
@@ -29,7 +30,7 @@ use super::ids::{
 use super::journal::{JournalRead, Movement, MovementKind};
 use super::position::{Incoming, OnHandMovement, Position, PositionCounts};
 use super::requests::WriteOutput;
-use super::reservation::{HeldLine, HeldLines, HolderList, Reservation, ReservationState};
+use super::reservation::{HeldLine, Reservation, ReservationState};
 
 pub type IdempotencyRecord = GenericIdempotencyRecord<WriteOutput>;
 
@@ -504,12 +505,12 @@ impl Ledger {
             state: r.state,
             created_at: r.created_at,
             expires_at: r.expires_at,
-            resolved_at: r.resolved_at.get(),
+            resolved_at: r.resolved_at,
             lines,
             holders: r
                 .holders
                 .as_deref()
-                .map(|list| list.to_vec())
+                .map(<[Holder]>::to_vec)
                 .unwrap_or_default(),
         })
     }
@@ -546,7 +547,7 @@ impl Ledger {
         let mut by_shard: Vec<Vec<(ReservationId, Reservation)>> =
             (0..self.reservations.count()).map(|_| Vec::new()).collect();
         for record in std::mem::take(&mut state.reservations) {
-            let mut lines = HeldLines::new();
+            let mut lines: SmallVec<[HeldLine; 2]> = SmallVec::new();
             for line in &record.lines {
                 let loc = catalog.location_id(line.location.as_str()).ok_or_else(|| {
                     RestoreError::UnknownLocation {
@@ -575,13 +576,13 @@ impl Ledger {
                 lines,
                 created_at: record.created_at,
                 expires_at: record.expires_at,
-                resolved_at: record.resolved_at.into(),
+                resolved_at: record.resolved_at,
                 holders: (held && !record.holders.is_empty())
-                    .then(|| Box::new(HolderList::from_vec(record.holders))),
+                    .then(|| record.holders.into_boxed_slice()),
             };
             if held {
                 report.reservations_held += 1;
-                for holder in reservation.holders.iter().flat_map(|list| list.iter()) {
+                for holder in reservation.holders.iter().flatten() {
                     self.held_units.restore(holder, reservation.units());
                 }
             } else {

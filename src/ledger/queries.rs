@@ -249,7 +249,7 @@ impl Ledger {
                     continue;
                 }
                 report.held_reservations += 1;
-                for holder in reservation.holders.iter().flat_map(|list| list.iter()) {
+                for holder in reservation.holders.iter().flatten() {
                     *held_by_holder.entry(holder.clone()).or_default() += reservation.units();
                 }
                 for line in &reservation.lines {

@@ -52,51 +52,17 @@ pub(crate) struct HeldLine {
     pub committed: Qty,
 }
 
-/// A reservation's lines: one inline (a single-line reservation, the
-/// common case, allocates nothing), more on the heap.
-pub(crate) type HeldLines = SmallVec<[HeldLine; 1]>;
-
-/// The holders a reservation's units are counted against (hold caps).
-pub(crate) type HolderList = SmallVec<[Holder; 1]>;
-
-/// Stored per reservation, millions of them: kept to one cache line
-/// (asserted below), so writing a hold, expiring it and forgetting it each
-/// touch one line. Hence one line inline, the rare holders behind a thin
-/// pointer, and `resolved_at` in 8 bytes rather than an `Option`'s 16.
 #[derive(Clone, Debug)]
 pub(crate) struct Reservation {
     pub channel: Channel,
     pub state: ReservationState,
-    pub lines: HeldLines,
+    pub lines: SmallVec<[HeldLine; 2]>,
     pub created_at: TimestampMs,
     pub expires_at: TimestampMs,
-    pub resolved_at: MaybeTimestampMs,
+    pub resolved_at: Option<TimestampMs>,
+    /// The holders this reservation's units are counted against (hold caps);
     /// `None` when no cap applied. Taken when it resolves.
-    pub holders: Option<Box<HolderList>>,
-}
-
-const _: () = assert!(std::mem::size_of::<Reservation>() <= 64);
-
-/// An optional timestamp in 8 bytes: `TimestampMs::MIN` (no real time)
-/// stands for none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct MaybeTimestampMs(TimestampMs);
-
-impl MaybeTimestampMs {
-    pub const NONE: MaybeTimestampMs = MaybeTimestampMs(TimestampMs::MIN);
-
-    pub fn get(self) -> Option<TimestampMs> {
-        (self != Self::NONE).then_some(self.0)
-    }
-}
-
-impl From<Option<TimestampMs>> for MaybeTimestampMs {
-    fn from(at: Option<TimestampMs>) -> Self {
-        // `MIN` is no real time; it reads back as the earliest one that is.
-        at.map_or(Self::NONE, |at| {
-            MaybeTimestampMs(at.max(TimestampMs(i64::MIN + 1)))
-        })
-    }
+    pub holders: Option<Box<[Holder]>>,
 }
 
 impl Reservation {
@@ -107,7 +73,7 @@ impl Reservation {
 }
 
 /// Holders and units a resolved reservation gives back to its hold caps.
-pub(crate) type ReleasedHold = (Box<HolderList>, u64);
+pub(crate) type ReleasedHold = (Box<[Holder]>, u64);
 
 pub(crate) struct ReservationShard {
     index: u64,
@@ -287,7 +253,7 @@ impl ReservationShard {
             "a reservation resolves once"
         );
         reservation.state = state;
-        reservation.resolved_at = Some(now).into();
+        reservation.resolved_at = Some(now);
         let units = reservation.units();
         let released = reservation.holders.take().map(|holders| (holders, units));
         match self.local(id) {
@@ -327,7 +293,7 @@ impl ReservationShard {
             let Some(front) = self.slab.front() else {
                 return;
             };
-            let forget = match front.resolved_at.get() {
+            let forget = match front.resolved_at {
                 Some(resolved_at) => over_capacity || resolved_at.plus_ms(retention_ms) <= now,
                 None => over_capacity && self.resolved_in_slab > 0,
             };
@@ -354,7 +320,7 @@ impl ReservationShard {
             return;
         };
         debug_assert!(self.slab.is_empty(), "restore only into a fresh shard");
-        match (reservation.state, reservation.resolved_at.get()) {
+        match (reservation.state, reservation.resolved_at) {
             (ReservationState::Held, _) => {
                 self.deadlines.push_unordered(reservation.expires_at, id);
             }
@@ -477,7 +443,7 @@ mod tests {
             lines: SmallVec::new(),
             created_at: TimestampMs(0),
             expires_at: TimestampMs(expires_at),
-            resolved_at: MaybeTimestampMs::NONE,
+            resolved_at: None,
             holders: None,
         }
     }
@@ -561,23 +527,6 @@ mod tests {
         assert_eq!(shard.stored(), 1, "kept for the retention");
         shard.forget_resolved(TimestampMs(1_100), 100, 10, 100);
         assert_eq!(shard.stored(), 0, "then forgotten");
-    }
-
-    #[test]
-    fn maybe_timestamp_round_trips_every_real_time() {
-        for at in [
-            None,
-            Some(TimestampMs(0)),
-            Some(TimestampMs(-5)),
-            Some(TimestampMs(i64::MAX)),
-        ] {
-            assert_eq!(MaybeTimestampMs::from(at).get(), at);
-        }
-        assert_eq!(
-            MaybeTimestampMs::from(Some(TimestampMs::MIN)).get(),
-            Some(TimestampMs(i64::MIN + 1)),
-            "the sentinel is not a time: it reads back as a time, never as none"
-        );
     }
 
     /// The shard indexes a fresh thread's next `count` new reservations go to.

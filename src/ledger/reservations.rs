@@ -17,10 +17,7 @@ use super::requests::{
     CommitRequest, Line, ReservationLineView, ReservationView, ReserveRequest, TransferRequest,
     WriteOutput,
 };
-use super::reservation::{
-    HeldLine, HeldLines, HolderList, MaybeTimestampMs, ReleasedHold, Reservation, ReservationShard,
-    ReservationState,
-};
+use super::reservation::{HeldLine, ReleasedHold, Reservation, ReservationShard, ReservationState};
 use super::shards::LockedShards;
 use super::{Ledger, MergedLine, OpContext, merged_keys};
 
@@ -76,13 +73,11 @@ impl Ledger {
             let units: u64 = merged.iter().map(|line| u64::from(line.qty.0)).sum();
             self.held_units.claim(&request.caps, units)?;
             let holders = (!request.caps.is_empty()).then(|| {
-                Box::new(
-                    request
-                        .caps
-                        .iter()
-                        .map(|cap| cap.holder.clone())
-                        .collect::<HolderList>(),
-                )
+                request
+                    .caps
+                    .iter()
+                    .map(|cap| cap.holder.clone())
+                    .collect::<Box<[Holder]>>()
             });
             let mut locked = self.positions.lock_many(merged_keys(&merged));
 
@@ -106,7 +101,7 @@ impl Ledger {
                 note: MovementNote::shared(None, None, key),
             };
             let first_seq = self.journal.allocate(merged.len() as u64);
-            let mut held = HeldLines::with_capacity(merged.len());
+            let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
             for (
                 offset,
                 MergedLine {
@@ -174,7 +169,7 @@ impl Ledger {
                 lines: held,
                 created_at: now,
                 expires_at,
-                resolved_at: MaybeTimestampMs::NONE,
+                resolved_at: None,
                 holders,
             });
             debug_assert_eq!(stored_id, id);
@@ -660,7 +655,7 @@ impl Ledger {
                 state: r.state,
                 created_at: r.created_at,
                 expires_at: r.expires_at,
-                resolved_at: r.resolved_at.get(),
+                resolved_at: r.resolved_at,
                 lines: r
                     .lines
                     .iter()

@@ -10,11 +10,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-10}
 connections=${2:-64}
 script=${3:-bench/reserve_spread.lua}
-command -v wrk >/dev/null || { echo "bench/durability.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "bench/durability.sh needs redis-server" >&2; exit 1; }
+source bench/lib.sh
+require bench/durability.sh wrk redis-server curl
 cargo build --release --quiet --locked --bin omnistock
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-key=bench-admin-key-0123456789
+key=$BENCH_KEY
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "${dir:-}"' EXIT
 
@@ -25,7 +24,7 @@ run() { # label, extra serve args...
         --rate-limit-per-second 0 "$@" 2>/dev/null &
     local engine=$!
     pids+=("$engine")
-    until curl -fs "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+    wait_until_up "$port" /readyz
     local out
     out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$script" "http://127.0.0.1:$port/v1/reservations")
     if grep -q "Non-2xx" <<<"$out"; then echo "$label: unexpected errors: $(grep Non-2xx <<<"$out")" >&2; fi

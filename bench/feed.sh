@@ -7,15 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 skus=${1:-100000}
+source bench/lib.sh
+require bench/feed.sh curl
 cargo build --release --quiet --locked --bin omnistock
-key=bench-admin-key-0123456789
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+key=$BENCH_KEY
+port=$(free_port)
 base=http://127.0.0.1:$port
 OMNISTOCK_ADMIN_KEY=$key target/release/omnistock serve --listen 127.0.0.1:$port --rate-limit-per-second 0 2>/dev/null &
 engine=$!
 file=$(mktemp)
 trap 'kill $engine 2>/dev/null || true; rm -f "$file"' EXIT
-until curl -fs $base/readyz >/dev/null; do sleep 0.1; done
+wait_until_up "$port" /readyz
 auth="Authorization: Bearer $key"
 for s in 00 01 02 03 04 05 06 07 08 09; do
   curl -fsS -X PUT -H "$auth" -H 'content-type: application/json' \

@@ -12,12 +12,10 @@ seconds=${1:-10}
 rate=${2:-1000}
 flood_connections=${3:-64}
 shift $(( $# < 3 ? $# : 3 ))
-command -v wrk >/dev/null || { echo "bench/flood.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+source bench/lib.sh
+require bench/flood.sh wrk curl
 cargo build --release --quiet --locked -p omnistock -p loadtest --bins
-pin_server=""; pin_client=""
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin_server="taskset -c 0"; pin_client="taskset -c 1"; fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-admin=bench-admin-key-0123456789
+admin=$BENCH_KEY
 port=$(free_port)
 dir=$(mktemp -d)
 # Every key may send twice the good client's rate, with a burst of 50 ms of
@@ -30,7 +28,7 @@ OMNISTOCK_ADMIN_KEY=$admin $pin_server target/release/omnistock serve --listen "
     --rate-limit-per-second "$limit" --rate-limit-burst "$burst" "$@" 2>"$dir/engine.log" &
 engine=$!
 trap 'kill $engine 2>/dev/null || true; rm -rf "$dir"' EXIT
-until curl -fs "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+wait_until_up "$port" /readyz
 flood_key=$(curl -fs -X POST -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
     -d '{"name": "flooding bot", "scopes": ["reserve"]}' "http://127.0.0.1:$port/v1/keys" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')

@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
+source bench/lib.sh
+require bench/import.sh wrk curl
 cargo build --release --quiet --locked --bin omnistock
-key=bench-admin-key-0123456789
+key=$BENCH_KEY
 OMNISTOCK_ADMIN_KEY=$key target/release/omnistock serve --demo --listen 127.0.0.1:18080 --rate-limit-per-second 0 2>/dev/null &
 engine=$!
 file=$(mktemp)
@@ -18,8 +20,8 @@ with open(path, "w") as f:
     for i in range(rows):
         f.write('{"sku":"IMP-%07d","location":"%s","on_hand":%d}\n' % (i // 5, stores[i % 5], i % 50))
 PY
-sleep 1
-curl -fsS -X PUT -H "Authorization: Bearer $key" -H 'content-type: application/json' -d '{"on_hand": 4000000000}' http://127.0.0.1:18080/v1/stock/WH-NORD/HOT >/dev/null
+wait_until_up 18080 /readyz
+stock_hot 18080
 echo "reservations alone:"
 wrk -t1 -c16 -d8s --latency -s bench/reserve.lua http://127.0.0.1:18080/v1/reservations | grep -E "Requests/sec|50%|99%"
 echo "reservations during a $rows-row import:"

@@ -13,11 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-for tool in valgrind callgrind_control callgrind_annotate wrk; do
-    command -v "$tool" >/dev/null || { echo "bench/instructions.sh needs $tool (apt-get install valgrind wrk)" >&2; exit 1; }
-done
+source bench/lib.sh
+require bench/instructions.sh valgrind callgrind_control callgrind_annotate wrk
 cargo build --release --quiet --locked --bin omnistock --example noop_server
-key=bench-admin-key-0123456789
+key=$BENCH_KEY
 export OMNISTOCK_ADMIN_KEY=$key
 port=18795
 out=$(mktemp -d)

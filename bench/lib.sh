@@ -1,5 +1,6 @@
-# Shared by the HTTP bench scripts (ab.sh, http.sh, steady.sh,
-# steady_ab.sh): sourced, not run. Loopback only.
+# Shared by the bench scripts (ab.sh, http.sh, steady.sh, steady_ab.sh,
+# durability.sh, feed.sh, flood.sh, import.sh, instructions.sh, store.sh):
+# sourced, not run. Loopback only.
 
 # The admin key every bench engine starts with (the wrk scripts send it).
 BENCH_KEY=bench-admin-key-0123456789
@@ -18,6 +19,11 @@ require() {
     for tool in "$@"; do
         command -v "$tool" >/dev/null || { echo "$script needs $tool (apt-get install $tool)" >&2; exit 1; }
     done
+}
+
+# free_port -> a loopback TCP port free right now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 # start_engine BINARY PORT: omnistock with the demo data, rate limiting

@@ -5,8 +5,9 @@
 # Usage: bash bench/store.sh [SKUS] [LOCATIONS]   (default 100000 x 10 = 1M positions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v redis-server >/dev/null || { echo "bench/store.sh: needs redis-server" >&2; exit 1; }
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source bench/lib.sh
+require bench/store.sh redis-server
+PORT=$(free_port)
 DIR=$(mktemp -d)
 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" >/dev/null &
 REDIS=$!

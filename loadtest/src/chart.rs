@@ -19,6 +19,15 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// A chart's title, at the top left of its box.
+fn chart_title(title: &str, x: f64, y: f64) -> String {
+    format!(
+        r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
+        y + 14.0,
+        escape(title)
+    )
+}
+
 /// A horizontal bar chart in the box (x, y, width, height).
 pub fn bars(
     title: &str,
@@ -29,13 +38,7 @@ pub fn bars(
     width: f64,
     height: f64,
 ) -> String {
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
-        y + 14.0,
-        escape(title)
-    );
+    let mut svg = chart_title(title, x, y);
     let max = items.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9);
     let label_w = 150.0;
     let bar_area = width - label_w - 110.0;
@@ -79,13 +82,7 @@ pub fn latency_lines(
     width: f64,
     height: f64,
 ) -> String {
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<text x="{x}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
-        y + 14.0,
-        escape(title)
-    );
+    let mut svg = chart_title(title, x, y);
     let all: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())

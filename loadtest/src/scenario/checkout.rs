@@ -57,43 +57,16 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
         return Flow::Continue;
     };
     if fate < 80 {
-        let path = format!("/v1/reservations/{id}/commit");
-        let call = Call {
-            method: Method::POST,
-            path: &path,
-            body: None,
-            key,
-        };
-        if w.send(
-            Op::CheckoutCommit,
-            Instant::now(),
-            call,
-            count as u64,
-            false,
-        )
-        .await
-        .is_some()
+        if w.resolve_reservation(Op::CheckoutCommit, id, "commit", key, count as u64)
+            .await
         {
             for (position, qty) in &lines {
                 ctx.book.moved(*position, -i64::from(*qty));
             }
         }
     } else if fate < 95 {
-        let path = format!("/v1/reservations/{id}/release");
-        let call = Call {
-            method: Method::POST,
-            path: &path,
-            body: None,
-            key,
-        };
-        w.send(
-            Op::CheckoutRelease,
-            Instant::now(),
-            call,
-            count as u64,
-            false,
-        )
-        .await;
+        w.resolve_reservation(Op::CheckoutRelease, id, "release", key, count as u64)
+            .await;
     } else {
         ctx.book.hold_left(sent_ms + ttl_s * 1000);
     }

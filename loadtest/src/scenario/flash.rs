@@ -39,16 +39,8 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
             .note_error("flash.reserve: no id in the 201 body".into());
         return Flow::Continue;
     };
-    let path = format!("/v1/reservations/{id}/commit");
-    let call = Call {
-        method: Method::POST,
-        path: &path,
-        body: None,
-        key,
-    };
-    if w.send(Op::FlashCommit, Instant::now(), call, 1, false)
+    if w.resolve_reservation(Op::FlashCommit, id, "commit", key, 1)
         .await
-        .is_some()
     {
         ctx.book.moved(position, -1);
     }

@@ -257,6 +257,28 @@ impl ScenarioWorker {
         }
     }
 
+    /// Sends `POST /v1/reservations/{id}/{action}` (`commit` or `release`,
+    /// no body) as `op`, timed from now; true if it succeeded.
+    pub async fn resolve_reservation(
+        &mut self,
+        op: Op,
+        id: u64,
+        action: &str,
+        key: Option<&HeaderValue>,
+        lines: u64,
+    ) -> bool {
+        let path = format!("/v1/reservations/{id}/{action}");
+        let call = Call {
+            method: hyper::Method::POST,
+            path: &path,
+            body: None,
+            key,
+        };
+        self.send(op, Instant::now(), call, lines, false)
+            .await
+            .is_some()
+    }
+
     /// A random regular SKU (by the data set's skew) and location.
     pub fn pick_position(&mut self, location: usize) -> usize {
         let sku = self.ctx.data.sku_picker.pick(&mut self.rng);

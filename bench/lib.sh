@@ -14,10 +14,14 @@ fi
 
 # require SCRIPT TOOL... : fails loud when a tool is missing.
 require() {
-    local script=$1 tool
+    local script=$1 tool package
     shift
     for tool in "$@"; do
-        command -v "$tool" >/dev/null || { echo "$script needs $tool (apt-get install $tool)" >&2; exit 1; }
+        case $tool in
+            callgrind_*) package=valgrind ;; # the Debian package that ships it
+            *) package=$tool ;;
+        esac
+        command -v "$tool" >/dev/null || { echo "$script needs $tool (apt-get install $package)" >&2; exit 1; }
     done
 }
 

@@ -7,6 +7,11 @@
 # throughput with bench/http.sh too (BENCHMARKS.md).
 # Needs valgrind and wrk (apt-get install valgrind wrk). Loopback only.
 # Usage: bash bench/instructions.sh [seconds]
+#   CACHE_SIM=1 also simulates the caches (valgrind's model of this CPU's
+#   L1 and last level) and prints misses per request: I1mr instruction
+#   fetches, D1mr/D1mw data reads/writes missing L1, ILmr/DLmr/DLmw the same
+#   at the last level. Still repeatable; it shows what instruction counts
+#   cannot (BENCHMARKS.md, tenth session).
 # Caveat: under valgrind, SHA-256 (the API key digest) runs its portable code
 # (valgrind hides the SHA CPU extensions): about 3,500 instructions per
 # request that the native binary does in ~100 ns.
@@ -26,7 +31,7 @@ trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 measure() {
     local name=$1 script=$2 path=$3
     shift 3
-    valgrind --tool=callgrind --callgrind-out-file="$out/$name" "$@" >/dev/null 2>"$out/$name.log" &
+    valgrind --tool=callgrind ${CACHE_SIM:+--cache-sim=yes} --callgrind-out-file="$out/$name" "$@" >/dev/null 2>"$out/$name.log" &
     local pid=$!
     # Ready: the engine's /readyz (its demo data loaded), or the no-op answering.
     until curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null ||
@@ -44,9 +49,21 @@ measure() {
     sleep 1
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    local instructions
-    instructions=$(callgrind_annotate "$out/$name.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    printf '%-28s %8s requests   %8s instructions/request\n' "$name" "$requests" "$((instructions / requests))"
+    # callgrind_annotate: "Events shown: Ir ..." names the columns of the
+    # "N (100.0%) ... PROGRAM TOTALS" line; each event is divided by requests.
+    callgrind_annotate "$out/$name.1" 2>/dev/null | awk -v name="$name" -v n="$requests" '
+        /^Events shown:/ { for (i = 3; i <= NF; i++) event[i - 2] = $i; events = NF - 2 }
+        /PROGRAM TOTALS/ {
+            line = sprintf("%-28s %8s requests   ", name, n); k = 0
+            for (i = 1; i <= NF && k < events; i++) {
+                if ($i !~ /^[0-9,]+$/) continue
+                gsub(",", "", $i); k++
+                if (event[k] == "Ir") line = line sprintf("%8d instructions/request", $i / n)
+                else line = line sprintf("  %s %.1f", event[k], $i / n)
+            }
+            print line
+        }'
+
 }
 
 echo "callgrind, wrk -t1 -c16 -d${seconds}s after a 3 s warm-up"

@@ -63,7 +63,6 @@ measure() {
             }
             print line
         }'
-
 }
 
 echo "callgrind, wrk -t1 -c16 -d${seconds}s after a 3 s warm-up"

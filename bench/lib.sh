@@ -1,5 +1,6 @@
 # Shared by the bench scripts (ab.sh, http.sh, steady.sh, steady_ab.sh,
-# durability.sh, feed.sh, flood.sh, import.sh, instructions.sh, store.sh):
+# steady_paired.sh, durability.sh, feed.sh, flood.sh, import.sh,
+# instructions.sh, store.sh):
 # sourced, not run. Loopback only.
 
 # The admin key every bench engine starts with (the wrk scripts send it).

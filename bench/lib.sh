@@ -57,6 +57,11 @@ stock_hot() {
         -d '{"on_hand": 4000000000}' "http://127.0.0.1:$1/v1/stock/WH-NORD/HOT"
 }
 
+# rss_mb PID -> the resident set of process PID, in MB.
+rss_mb() {
+    echo $(( $(ps -o rss= -p "$1") / 1024 ))
+}
+
 # wrk_rate URL SECONDS [SCRIPT] -> req/s (wrk -t1 -c64).
 wrk_rate() {
     $pin_client wrk -t1 -c64 -d"$2s" ${3:+-s "$3"} "$1" | awk '/Requests\/sec/ {print $2}'

@@ -30,9 +30,9 @@ for round in 1 2; do
         reserve_rate $engine_port "$warm" >/dev/null
         omni=$(reserve_rate $engine_port "$measure")
         noop_rate=$(reserve_rate $noop_port "$measure")
-        rss_mb=$(( $(ps -o rss= -p "$engine") / 1024 ))
+        rss=$(rss_mb "$engine")
         kill "$engine"; wait "$engine" 2>/dev/null || true; engine=""
-        awk -v r="$round" -v l="$label" -v a="$omni" -v b="$noop_rate" -v m="$rss_mb" \
+        awk -v r="$round" -v l="$label" -v a="$omni" -v b="$noop_rate" -v m="$rss" \
             'BEGIN { printf "round %s %-10s %8.0f req/s   no-op %8.0f   %5.1f %%   rss %d MB\n", r, l, a, b, 100 * a / b, m }'
     done
 done

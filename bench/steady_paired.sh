@@ -14,7 +14,7 @@
 # RSS are printed after the warm-up and at the end.
 # Servers pinned to core 0, wrk to core 1. Needs wrk. Loopback only.
 # Usage: bash bench/steady_paired.sh [WARM_S] [SLICE_S] [PAIRS] [BINARY]
-#   default: 65 10 30 target/release/omnistock (about 11 min)
+#   default: 65 10 30 target/release/omnistock (about 11.5 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -34,12 +34,12 @@ held() { # units held on the hot position right now, and the engine's RSS
     local reserved
     reserved=$(curl -fs -H "Authorization: Bearer $BENCH_KEY" "http://127.0.0.1:$engine_port/v1/stock/WH-NORD/HOT" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["reserved"])')
-    echo "held $reserved, rss $(( $(ps -o rss= -p "$engine") / 1024 )) MB"
+    echo "held $reserved, rss $(rss_mb "$engine") MB"
 }
 echo "wrk -t1 -c64, ${warm} s warm-up, then $pairs pairs of ${slice} s slices (engine, no-op)${pin_server:+, servers on core 0, wrk on core 1}"
 reserve_rate "$engine_port" "$warm" >/dev/null
 echo "after warm-up: $(held)"
-for pair in $(seq 1 "$pairs"); do
+for _ in $(seq 1 "$pairs"); do
     echo "$(reserve_rate "$engine_port" "$slice") $(reserve_rate "$noop_port" "$slice")" >>"$results"
 done
 echo "at the end:    $(held)"

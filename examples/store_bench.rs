@@ -80,6 +80,7 @@ async fn main() {
             keys: None,
             now: now(),
             reservation_shards: shards,
+            clean: false,
         })
         .await
         .expect("full write");
@@ -116,6 +117,7 @@ async fn main() {
                     keys: None,
                     now: now(),
                     reservation_shards: shards,
+                    clean: false,
                 })
                 .await
                 .expect("write");

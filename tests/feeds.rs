@@ -56,7 +56,7 @@ impl Server {
     }
 
     /// The feed's body and its `X-Next-Cursor`.
-    async fn feed(&self, path: &str, key: &str) -> (StatusCode, String, Option<u64>) {
+    async fn feed(&self, path: &str, key: &str) -> (StatusCode, String, Option<String>) {
         let (status, body, cursor, _) = self.feed_with_snapshot(path, key).await;
         (status, body, cursor)
     }
@@ -66,7 +66,7 @@ impl Server {
         &self,
         path: &str,
         key: &str,
-    ) -> (StatusCode, String, Option<u64>, String) {
+    ) -> (StatusCode, String, Option<String>, String) {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -79,7 +79,7 @@ impl Server {
             .headers()
             .get("x-next-cursor")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+            .map(str::to_owned);
         let snapshot = response
             .headers()
             .get("x-feed-snapshot")
@@ -93,6 +93,13 @@ impl Server {
             snapshot,
         )
     }
+}
+
+/// The journal sequence inside a cursor. Clients treat cursors as opaque;
+/// the tests look inside to check their order.
+fn cursor_seq(cursor: &str) -> u64 {
+    let hex = cursor.rsplit('.').next().expect("a cursor");
+    u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("cursor {cursor:?}"))
 }
 
 /// A validated row: (store_code, id) -> (availability, quantity).
@@ -282,7 +289,7 @@ async fn full_and_incremental_feeds_pass_the_validator() {
         .feed("/v1/feeds/google/local-inventory?format=xml", ADMIN)
         .await;
     assert_eq!(validate_xml(&xml), full, "XML says what TSV says");
-    assert_eq!(xml_cursor, Some(cursor));
+    assert_eq!(xml_cursor.as_ref(), Some(&cursor));
 
     // Changes: a hold, a sale, a count, a position that goes out of stock
     // and comes back, and a warehouse count (not published).
@@ -344,7 +351,8 @@ async fn full_and_incremental_feeds_pass_the_validator() {
         "exactly the changed positions, latest state"
     );
     let next = next.expect("cursor");
-    assert!(next > cursor && between_cursor.is_some_and(|c| c < next));
+    assert!(cursor_seq(&next) > cursor_seq(&cursor));
+    assert!(between_cursor.is_some_and(|c| cursor_seq(&c) < cursor_seq(&next)));
     let (_, xml_incremental, _) = server
         .feed(
             &format!("/v1/feeds/google/local-inventory?since={cursor}&format=xml"),
@@ -433,12 +441,7 @@ async fn ads_policy_filters_meta_format_and_errors() {
     }
 
     // Incremental feeds list what the ads channel's view changed, not every
-    // write: a hold at S3/A leaves 8 units, still above the cap of 6. (A
-    // write after the policy changes first: a cursor taken before any write
-    // follows a catalog change is answered in full once, see feeds.rs.)
-    server
-        .ok(Method::PUT, "/v1/stock/WH/A", json!({"on_hand": 3}))
-        .await;
+    // write: a hold at S3/A leaves 8 units, still above the cap of 6.
     let (_, _, cursor, snapshot) = server
         .feed_with_snapshot("/v1/feeds/google/local-inventory", ADMIN)
         .await;
@@ -481,7 +484,9 @@ async fn ads_policy_filters_meta_format_and_errors() {
         )
         .await;
     assert!(csv.contains("D,S4,available for order,0\n"), "{csv}");
-    // A policy change may change every row: an older cursor gets them all.
+    // A policy change lists exactly the rows whose published quantity it
+    // moved: at S3, A (8 units: 6 under the old cap, 7 under the new) and
+    // D (5 units: 5 under both) -- only A.
     server
         .ok(
             Method::PUT,
@@ -489,7 +494,7 @@ async fn ads_policy_filters_meta_format_and_errors() {
             json!({"channel": "ads", "location": "S3", "cap": 7}),
         )
         .await;
-    let (_, tsv, _, snapshot) = server
+    let (_, tsv, after_policy, snapshot) = server
         .feed_with_snapshot(
             &format!(
                 "/v1/feeds/google/local-inventory?since={}",
@@ -498,11 +503,25 @@ async fn ads_policy_filters_meta_format_and_errors() {
             ADMIN,
         )
         .await;
-    assert_eq!(snapshot, "full");
-    let rows = validate_tsv(&tsv);
-    assert_eq!(rows.len(), 4 * 5);
-    assert_eq!(rows[&("S3".into(), "A".into())], ("in_stock".into(), 7));
-    assert_eq!(rows[&("S3".into(), "B".into())], ("in_stock".into(), 5));
+    assert_eq!(snapshot, "incremental");
+    assert_eq!(
+        validate_tsv(&tsv),
+        expected_rows(&[(("S3", "A"), ("in_stock", 7))])
+    );
+    // Its cursor gives increments again at once: nothing changed since.
+    let (_, tsv, _, snapshot) = server
+        .feed_with_snapshot(
+            &format!(
+                "/v1/feeds/google/local-inventory?since={}",
+                after_policy.expect("cursor")
+            ),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(
+        (snapshot.as_str(), validate_tsv(&tsv).len()),
+        ("incremental", 0)
+    );
 
     // Errors: problem bodies, nothing streamed.
     for (path, status, code) in [
@@ -836,14 +855,15 @@ async fn command_line_export_from_a_running_server() {
     let cursor = summary
         .rsplit("--since ")
         .next()
-        .and_then(|c| c.trim().parse::<u64>().ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("c1."))
         .unwrap_or_else(|| panic!("a cursor in {summary:?}"));
 
     server
         .ok(Method::POST, "/v1/reservations", reserve("A", "S2", 3))
         .await;
     let xml = dir.join("incremental.xml");
-    let since = cursor.to_string();
+    let since = cursor;
     let (ok, summary) = export(
         "google",
         &["--format", "xml", "--since", &since],
@@ -875,4 +895,212 @@ async fn command_line_export_from_a_running_server() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
     server.running.shutdown().await.expect("stop");
+}
+
+/// Opens the live stream for A at S1, resuming after `last_event_id`.
+async fn stream_of_a_at_s1(server: &Server, last_event_id: Option<&str>) -> reqwest::Response {
+    let mut request = server
+        .http
+        .get(format!(
+            "{}/v1/streams/availability?sku=A&location=S1&coalesce_ms=10",
+            server.base
+        ))
+        .bearer_auth(ADMIN);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.expect("subscribe");
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+}
+
+/// The cursor `omnistock feed ... --from` prints.
+fn exported_cursor(server: &Server, kind: &str) -> String {
+    let out = std::env::temp_dir().join(format!(
+        "omnistock-cursor-{kind}-{}.feed",
+        std::process::id()
+    ));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_omnistock"))
+        .args([
+            "feed",
+            kind,
+            "--from",
+            &server.base,
+            "--key",
+            ADMIN,
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("the binary runs");
+    let _ = std::fs::remove_file(&out);
+    let summary = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{summary}");
+    summary
+        .rsplit("--since ")
+        .next()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("c1."))
+        .unwrap_or_else(|| panic!("a cursor in {summary:?}"))
+}
+
+/// Every way a client obtains a cursor from a live server -- the
+/// `X-Next-Cursor` of the Google TSV and XML feeds, of the Meta feed and of
+/// an incremental answer, the cursor `omnistock feed --from` prints, and
+/// the id of a live-stream event -- lists exactly the next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cursor_a_client_can_obtain_lists_the_next_change() {
+    use std::time::Duration;
+    const GOOGLE: &str = "/v1/feeds/google/local-inventory";
+    const META: &str = "/v1/feeds/meta/local-inventory";
+    let server = Server::start().await;
+    seed(&server).await;
+    let (_, _, before) = server.feed(GOOGLE, ADMIN).await;
+    let mut stream = stream_of_a_at_s1(&server, None).await;
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 1))
+        .await;
+    let mut buffer = String::new();
+    let events = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
+    let event_id = events[0].2.clone().expect("an event id");
+    drop(stream);
+
+    let mut google = Vec::new();
+    let (_, _, tsv) = server.feed(GOOGLE, ADMIN).await;
+    google.push(("tsv", tsv.expect("cursor")));
+    let (_, _, xml) = server.feed(&format!("{GOOGLE}?format=xml"), ADMIN).await;
+    google.push(("xml", xml.expect("cursor")));
+    let since = format!("{GOOGLE}?since={}", before.expect("cursor"));
+    let (_, _, incremental, snapshot) = server.feed_with_snapshot(&since, ADMIN).await;
+    assert_eq!(snapshot, "incremental");
+    google.push(("incremental", incremental.expect("cursor")));
+    google.push(("feed --from", exported_cursor(&server, "google")));
+    let (_, _, meta) = server.feed(META, ADMIN).await;
+    let meta = [
+        ("meta", meta.expect("cursor")),
+        ("meta feed --from", exported_cursor(&server, "meta")),
+    ];
+
+    server
+        .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 2))
+        .await;
+    for (source, cursor) in &google {
+        let (_, tsv, _, snapshot) = server
+            .feed_with_snapshot(&format!("{GOOGLE}?since={cursor}"), ADMIN)
+            .await;
+        assert_eq!(snapshot, "incremental", "{source}");
+        assert_eq!(
+            validate_tsv(&tsv),
+            expected_rows(&[(("S1", "A"), ("in_stock", 7))]),
+            "{source}"
+        );
+    }
+    for (source, cursor) in &meta {
+        let (_, csv, _, snapshot) = server
+            .feed_with_snapshot(&format!("{META}?since={cursor}"), ADMIN)
+            .await;
+        assert_eq!(snapshot, "incremental", "{source}");
+        assert_eq!(
+            csv.lines().skip(1).collect::<Vec<_>>(),
+            ["A,S1,in stock,7"],
+            "{source}"
+        );
+    }
+    let mut resumed = stream_of_a_at_s1(&server, Some(&event_id)).await;
+    let mut buffer = String::new();
+    let events = read_events(&mut resumed, &mut buffer, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1["atf"].clone()),
+        ("availability", json!(7)),
+        "{events:?}"
+    );
+    drop(resumed);
+    server.running.shutdown().await.expect("stop");
+}
+
+/// A cursor this server never handed out -- another server's (or an
+/// in-memory run's before a restart), one from the future, a bare number
+/// of the old form -- gets the full feed and the reason, and a live stream
+/// resumed from such an id starts with a `resync`; never a silently empty
+/// increment. Text that is no cursor is a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_this_server_cannot_answer_get_everything_and_the_reason() {
+    use std::time::Duration;
+    const GOOGLE: &str = "/v1/feeds/google/local-inventory";
+    let server = Server::start().await;
+    let other = Server::start().await;
+    seed(&server).await;
+    seed(&other).await;
+    let (_, _, theirs) = other.feed(GOOGLE, ADMIN).await;
+    let theirs = theirs.expect("cursor");
+    let (_, _, ours) = server.feed(GOOGLE, ADMIN).await;
+    let ours = ours.expect("cursor");
+    let (prefix, _) = ours.rsplit_once('.').expect("a cursor");
+    let ahead = format!("{prefix}.{:x}", cursor_seq(&ours) + 1_000);
+    for (cursor, reason) in [
+        (theirs.as_str(), "other_lineage"),
+        (ahead.as_str(), "ahead_of_head"),
+        ("99999999", "legacy_cursor"),
+    ] {
+        let response = server
+            .http
+            .get(format!("{}{GOOGLE}?since={cursor}", server.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("feed");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            (header("x-feed-snapshot"), header("x-feed-snapshot-reason")),
+            (Some("full".into()), Some(reason.into())),
+            "{cursor}"
+        );
+        let rows = validate_tsv(&response.text().await.expect("body"));
+        assert_eq!(rows.len(), 4 * 5, "{cursor}: every row");
+
+        let mut stream = stream_of_a_at_s1(&server, Some(cursor)).await;
+        let mut buffer = String::new();
+        let events = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
+        assert_eq!(events[0].0, "resync", "{cursor}: {events:?}");
+        assert_eq!(events[0].1["reason"], reason, "{cursor}");
+        // The resync's id resumes from here on.
+        let resume = events[0].2.clone().expect("id");
+        assert_eq!(events[0].1["cursor"], json!(resume));
+        drop(stream);
+    }
+    let (status, body) = server
+        .call(Method::GET, &format!("{GOOGLE}?since=c1.zz.1"), None)
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_cursor"))
+    );
+    let response = server
+        .http
+        .get(format!("{}/v1/streams/availability", server.base))
+        .bearer_auth(ADMIN)
+        .header("last-event-id", "not-an-id")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The journal: a `since` beyond its head is refused, not answered empty.
+    let (_, journal) = server.call(Method::GET, "/v1/journal?limit=1", None).await;
+    let beyond = journal["next"].as_u64().expect("next") + 1_000_000;
+    let (status, body) = server
+        .call(Method::GET, &format!("/v1/journal?since={beyond}"), None)
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("cursor_ahead")),
+        "{body}"
+    );
+    server.running.shutdown().await.expect("stop");
+    other.running.shutdown().await.expect("stop");
 }

@@ -548,6 +548,7 @@ async fn retried_and_reordered_batches_never_roll_anything_back() {
             keys: None,
             now: now(),
             reservation_shards: shards,
+            clean: false,
         };
         store.write(&batch).await.expect("write");
     }

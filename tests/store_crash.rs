@@ -302,3 +302,138 @@ async fn async_mode_kill_9_is_consistent_and_loses_only_the_last_moments() {
     }
     engine.stop();
 }
+
+/// A Google feed: rows (id -> quantity), `X-Feed-Snapshot`, its reason
+/// (empty for an increment) and `X-Next-Cursor`.
+async fn feed(
+    http: &Client,
+    base: &str,
+    since: Option<&str>,
+) -> (BTreeMap<String, u32>, String, String, String) {
+    let mut url = format!("{base}/v1/feeds/google/local-inventory");
+    if let Some(since) = since {
+        url.push_str(&format!("?since={since}"));
+    }
+    let response = http.get(url).bearer_auth(ADMIN).send().await.expect("feed");
+    assert_eq!(response.status(), StatusCode::OK);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (snapshot, reason, cursor) = (
+        header("x-feed-snapshot"),
+        header("x-feed-snapshot-reason"),
+        header("x-next-cursor"),
+    );
+    let rows = response
+        .text()
+        .await
+        .expect("body")
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            (fields[1].to_owned(), fields[3].parse().expect("quantity"))
+        })
+        .collect();
+    (rows, snapshot, reason, cursor)
+}
+
+/// Waits until the write-behind store holds every change.
+async fn flushed(http: &Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, ready) = get(http, base, "/readyz").await;
+        if ready["status"] == "ready" && ready["write_behind"]["backlog_items"] == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        assert!(Instant::now() < deadline, "never flushed: {ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn hold(http: &Client, base: &str, sku: &str, qty: u32) {
+    let response = http
+        .post(format!("{base}/v1/reservations"))
+        .bearer_auth(ADMIN)
+        .json(&reservation(sku, qty))
+        .send()
+        .await
+        .expect("reserve");
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+/// Every way a client gets a cursor, used against the live server after
+/// restarts: the feed's `X-Next-Cursor` and the cursor `omnistock feed
+/// --redis-url` prints (the store's, not its private ledger's) both list
+/// the next change; a graceful restart keeps cursors; after `kill -9` a
+/// cursor from before is answered in full (what it saw may be lost), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_cursors_survive_a_graceful_restart_and_the_store_export_but_not_a_crash() {
+    let redis = support::RedisServer::start();
+    let url = redis.url();
+    let port = support::free_port();
+    let args = ["--redis-url", url.as_str()];
+    let mut engine = EngineProcess::start_on(port, &args, None);
+    let (http, base) = (Client::new(), engine.base());
+    seed(&http, &base).await;
+    let (all, _, _, from_feed) = feed(&http, &base, None).await;
+    assert_eq!(all.len(), SKUS);
+    flushed(&http, &base).await;
+    let out = std::env::temp_dir().join(format!("omnistock-cursor-{}.tsv", std::process::id()));
+    let export = std::process::Command::new(env!("CARGO_BIN_EXE_omnistock"))
+        .args(["feed", "google", "--redis-url", &url, "--out"])
+        .arg(&out)
+        .output()
+        .expect("the binary runs");
+    let summary = String::from_utf8_lossy(&export.stderr).into_owned();
+    assert!(export.status.success(), "{summary}");
+    let _ = std::fs::remove_file(&out);
+    let from_store = summary
+        .rsplit("--since ")
+        .next()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("c1."))
+        .unwrap_or_else(|| panic!("a cursor in {summary:?}"));
+
+    hold(&http, &base, "SKU-1", 2).await;
+    for cursor in [&from_feed, &from_store] {
+        let (rows, snapshot, _, _) = feed(&http, &base, Some(cursor)).await;
+        assert_eq!(snapshot, "incremental", "{cursor}");
+        assert_eq!(
+            rows.into_iter().collect::<Vec<_>>(),
+            vec![("SKU-1".to_owned(), 999_998)],
+            "{cursor}"
+        );
+    }
+
+    // SIGTERM: the last write holds everything; cursors stay good.
+    engine.stop();
+    let mut engine = EngineProcess::start_on(port, &args, None);
+    hold(&http, &base, "SKU-2", 1).await;
+    let (rows, snapshot, _, before_crash) = feed(&http, &base, Some(&from_feed)).await;
+    assert_eq!(snapshot, "incremental");
+    assert_eq!(
+        rows.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["SKU-1", "SKU-2"]
+    );
+
+    // kill -9: what a client saw may not have reached the store.
+    hold(&http, &base, "SKU-3", 1).await;
+    flushed(&http, &base).await;
+    engine.kill9();
+    let _engine = EngineProcess::start_on(port, &args, None);
+    let (rows, snapshot, reason, next) = feed(&http, &base, Some(&before_crash)).await;
+    assert_eq!(
+        (snapshot.as_str(), reason.as_str(), rows.len()),
+        ("full", "before_restart", SKUS)
+    );
+    assert_eq!(rows["SKU-3"], 999_999, "the flushed hold survived");
+    let (rows, snapshot, _, _) = feed(&http, &base, Some(&next)).await;
+    assert_eq!((snapshot.as_str(), rows.len()), ("incremental", 0));
+}

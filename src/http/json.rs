@@ -422,16 +422,26 @@ pub fn location_filter(
         .transpose()?;
     catalog
         .select_locations(code.as_ref().map(LocationCode::as_str), group)
-        .map_err(|unknown| match unknown {
-            UnknownFilter::Location => ApiError::not_found(
-                "unknown_location",
-                format!("unknown {field} {}", location.unwrap_or_default()),
-            ),
-            UnknownFilter::Group => ApiError::not_found(
-                "unknown_group",
-                format!("unknown location group {}", group.unwrap_or_default()),
-            ),
-        })
+        .map_err(|unknown| unknown_filter(unknown, field, location, group))
+}
+
+/// The 404 for a location filter naming an unknown location or group.
+pub fn unknown_filter(
+    unknown: UnknownFilter,
+    field: &str,
+    location: Option<&str>,
+    group: Option<&str>,
+) -> ApiError {
+    match unknown {
+        UnknownFilter::Location => ApiError::not_found(
+            "unknown_location",
+            format!("unknown {field} {}", location.unwrap_or_default()),
+        ),
+        UnknownFilter::Group => ApiError::not_found(
+            "unknown_group",
+            format!("unknown location group {}", group.unwrap_or_default()),
+        ),
+    }
 }
 
 #[cfg(test)]

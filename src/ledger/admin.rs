@@ -1,5 +1,6 @@
 //! Catalog changes (admin): locations, groups, channel policies. Writers are
-//! serialised and publish a new snapshot; readers keep the one they loaded.
+//! serialised and publish a new snapshot (`Ledger::update_catalog`, in
+//! `publishing.rs`); readers keep the one they loaded.
 
 use std::sync::Arc;
 
@@ -12,19 +13,6 @@ impl Ledger {
     /// A snapshot of locations, groups and policies.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
-    }
-
-    fn update_catalog<T>(
-        &self,
-        change: impl FnOnce(&mut Catalog) -> Result<T, Refusal>,
-    ) -> Result<T, Refusal> {
-        let _writer = self.catalog_writer.lock();
-        let mut next = Catalog::clone(&self.catalog.load());
-        let result = change(&mut next)?;
-        next.set_generation(next.generation() + 1);
-        next.set_changed_at(self.journal.head());
-        self.catalog.store(Arc::new(next));
-        Ok(result)
     }
 
     /// Creates or replaces a location (by code). Its id never changes.

@@ -39,6 +39,10 @@ pub struct LedgerConfig {
     pub max_idempotency_keys: usize,
     /// A count's `as_of` may be at most this far in the future (clock skew).
     pub max_as_of_skew_ms: u64,
+    /// Catalog versions kept for incremental feeds: a cursor from before
+    /// the oldest kept is answered in full (each version is one copy of
+    /// the locations, groups and policies).
+    pub catalog_history_len: usize,
 }
 
 impl Default for LedgerConfig {
@@ -59,6 +63,7 @@ impl Default for LedgerConfig {
             idempotency_ttl_ms: 24 * 3_600_000,
             max_idempotency_keys: 2_000_000,
             max_as_of_skew_ms: 60_000,
+            catalog_history_len: 16,
         }
     }
 }

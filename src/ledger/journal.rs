@@ -121,10 +121,34 @@ pub enum JournalRead {
     Lagged { oldest: Seq, resume_at: Seq },
 }
 
+/// One ring slot: a movement, or a marker for a sequence that belongs to no
+/// position (a catalog change takes one, so a feed cursor can be placed
+/// after it). Readers skip markers; they exist so a reader never waits on a
+/// sequence that no movement will fill.
+enum Slot {
+    Empty,
+    Movement(Movement),
+    Marker(Seq),
+}
+
+impl Slot {
+    fn seq(&self) -> Option<Seq> {
+        match self {
+            Slot::Empty => None,
+            Slot::Movement(movement) => Some(movement.seq),
+            Slot::Marker(seq) => Some(*seq),
+        }
+    }
+}
+
 pub(crate) struct Journal {
-    slots: Box<[CachePadded<Mutex<Option<Movement>>>]>,
+    slots: Box<[CachePadded<Mutex<Slot>>]>,
     /// The next sequence to hand out; sequences start at 1.
     next_seq: CachePadded<AtomicU64>,
+    /// The first sequence this journal was asked to hold: 1, or where a
+    /// restore continued numbering. A reader from below it missed movements
+    /// of an earlier run and is told it lagged.
+    first_seq: AtomicU64,
 }
 
 impl Journal {
@@ -132,9 +156,10 @@ impl Journal {
         let capacity = capacity.max(2).next_power_of_two();
         Journal {
             slots: (0..capacity)
-                .map(|_| CachePadded::new(Mutex::new(None)))
+                .map(|_| CachePadded::new(Mutex::new(Slot::Empty)))
                 .collect(),
             next_seq: CachePadded::new(AtomicU64::new(1)),
+            first_seq: AtomicU64::new(1),
         }
     }
 
@@ -145,10 +170,31 @@ impl Journal {
         Seq(self.next_seq.fetch_add(count, Ordering::Relaxed))
     }
 
+    /// Takes one sequence for a change that is not a movement and fills its
+    /// slot with a marker readers skip. Release ordering: a reader that sees
+    /// the head past it also sees what the caller published before (the
+    /// catalog change uses it so, see `Ledger::update_catalog`).
+    pub fn append_marker(&self) -> Seq {
+        let seq = Seq(self.next_seq.fetch_add(1, Ordering::AcqRel));
+        let mut slot = self.slot(seq).lock();
+        if slot.seq().is_none_or(|old| old < seq) {
+            *slot = Slot::Marker(seq);
+        }
+        seq
+    }
+
     /// Continues numbering at `next` (after a restore, on an unused journal),
     /// so sequences never repeat across restarts.
     pub fn restart_at(&self, next: Seq) {
-        self.next_seq.fetch_max(next.0.max(1), Ordering::AcqRel);
+        let next = next.0.max(1);
+        self.next_seq.fetch_max(next, Ordering::AcqRel);
+        self.first_seq.fetch_max(next, Ordering::AcqRel);
+    }
+
+    /// The oldest sequence this run can have: older ones belong to a run
+    /// before the last restore.
+    pub fn first(&self) -> Seq {
+        Seq(self.first_seq.load(Ordering::Acquire))
     }
 
     /// The sequence the next change will get; everything below it was handed out.
@@ -156,37 +202,41 @@ impl Journal {
         Seq(self.next_seq.load(Ordering::Acquire))
     }
 
-    fn slot(&self, seq: Seq) -> &Mutex<Option<Movement>> {
+    fn slot(&self, seq: Seq) -> &Mutex<Slot> {
         &self.slots[(seq.0 as usize) & (self.slots.len() - 1)]
     }
 
     pub fn append(&self, movement: Movement) {
         let mut slot = self.slot(movement.seq).lock();
         // A writer delayed by a full lap must not overwrite newer data.
-        if slot.as_ref().is_none_or(|old| old.seq < movement.seq) {
-            *slot = Some(movement);
+        if slot.seq().is_none_or(|old| old < movement.seq) {
+            *slot = Slot::Movement(movement);
         }
     }
 
     /// Up to `max` movements from `from` on. Stops at the first sequence not
     /// yet written (a writer still in flight), so readers never skip one.
+    /// From below [`Journal::first`] (a cursor of an earlier run) the
+    /// reader is told it lagged: those movements are not here.
     pub fn read(&self, from: Seq, max: usize) -> JournalRead {
         let from = Seq(from.0.max(1));
         let head = self.head();
         let capacity = self.slots.len() as u64;
+        let lagged = || JournalRead::Lagged {
+            oldest: Seq(head.0.saturating_sub(capacity).max(self.first().0)),
+            resume_at: head,
+        };
+        if from < self.first() {
+            return lagged();
+        }
         let mut movements = Vec::with_capacity(max.min((head.0.saturating_sub(from.0)) as usize));
         let mut seq = from;
         while seq < head && movements.len() < max {
             let slot = self.slot(seq).lock();
-            match slot.as_ref() {
-                Some(m) if m.seq == seq => movements.push(m.clone()),
-                Some(m) if m.seq > seq => {
-                    let oldest = Seq(head.0.saturating_sub(capacity).max(1));
-                    return JournalRead::Lagged {
-                        oldest,
-                        resume_at: head,
-                    };
-                }
+            match &*slot {
+                Slot::Movement(m) if m.seq == seq => movements.push(m.clone()),
+                Slot::Marker(marker) if *marker == seq => {}
+                written if written.seq().is_some_and(|s| s > seq) => return lagged(),
                 // Handed out but not yet written (or an older lap): stop here.
                 _ => break,
             }
@@ -259,6 +309,43 @@ mod tests {
             }
         );
         assert_eq!(seqs(&journal.read(Seq(7), 10)), vec![7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn markers_are_skipped_and_a_reader_from_an_earlier_run_lagged() {
+        let journal = Journal::new(8);
+        journal.allocate(1);
+        journal.append(movement(1));
+        assert_eq!(journal.append_marker(), Seq(2));
+        journal.allocate(1);
+        journal.append(movement(3));
+        let JournalRead::Movements { movements, next } = journal.read(Seq(1), 10) else {
+            panic!("lagged");
+        };
+        assert_eq!(
+            (movements.iter().map(|m| m.seq.0).collect::<Vec<_>>(), next),
+            (vec![1, 3], Seq(4))
+        );
+        // A trailing marker is passed even though it yields no movement.
+        journal.append_marker();
+        assert_eq!(
+            journal.read(Seq(4), 10),
+            JournalRead::Movements {
+                movements: Vec::new(),
+                next: Seq(5)
+            }
+        );
+        // After a restore numbering continues far above; a cursor of the
+        // earlier run is told it lagged instead of waiting on empty slots.
+        let restored = Journal::new(8);
+        restored.restart_at(Seq(1_000));
+        assert_eq!(
+            restored.read(Seq(5), 10),
+            JournalRead::Lagged {
+                oldest: Seq(1_000),
+                resume_at: Seq(1_000)
+            }
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod ids;
 mod journal;
 mod persist;
 mod position;
+mod publishing;
 mod queries;
 mod refusal;
 mod requests;
@@ -68,6 +69,7 @@ use holds::HeldUnits;
 use idempotency::{Claim, Fingerprint, IdempotencyStore};
 use journal::Journal;
 use position::{Position, Snapshot};
+use publishing::{CatalogHistory, CursorScope, PublishMarks};
 use reservation::ReservationShards;
 use shards::{LockedShards, PositionShards};
 use skus::SkuTable;
@@ -83,6 +85,12 @@ pub struct Ledger {
     catalog: ArcSwap<Catalog>,
     /// Serialises catalog writers (readers never wait).
     catalog_writer: Mutex<()>,
+    /// Catalog versions incremental feeds may need (bounded).
+    catalog_history: CatalogHistory,
+    /// Per position shard, where the last catalog change marked rows.
+    publish_marks: PublishMarks,
+    /// Which cursors this ledger honours.
+    cursor_scope: CursorScope,
     skus: SkuTable,
     positions: PositionShards,
     reservations: ReservationShards,
@@ -103,11 +111,16 @@ struct OpContext {
 
 impl Ledger {
     pub fn new(config: LedgerConfig) -> Ledger {
+        let catalog = Arc::new(Catalog::default());
+        let positions = PositionShards::new(config.position_shards);
         Ledger {
-            catalog: ArcSwap::from_pointee(Catalog::default()),
+            catalog: ArcSwap::new(Arc::clone(&catalog)),
             catalog_writer: Mutex::new(()),
+            catalog_history: CatalogHistory::new(catalog, config.catalog_history_len),
+            publish_marks: PublishMarks::new(positions.count()),
+            cursor_scope: CursorScope::new(),
             skus: SkuTable::default(),
-            positions: PositionShards::new(config.position_shards),
+            positions,
             reservations: ReservationShards::new(config.reservation_shards),
             journal: Journal::new(config.journal_capacity),
             idempotency: IdempotencyStore::new(
@@ -231,7 +244,9 @@ impl Ledger {
             let published_changed = !before.existed
                 || before.display_only != position.display_only()
                 || ads.apply(before.atf) != ads.apply(position.atf());
-            position.advance_version(seq, published_changed);
+            position.advance_version(seq, published_changed, || {
+                self.publish_mark(self.positions.shard_of(key))
+            });
         }
         if kind != MovementKind::Count {
             position.remember_on_hand_change(

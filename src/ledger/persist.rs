@@ -28,7 +28,7 @@ use super::ids::{
     SkuId, TimestampMs,
 };
 use super::journal::{JournalRead, Movement, MovementKind};
-use super::position::{Incoming, OnHandMovement, Position, PositionCounts};
+use super::position::{Incoming, MAX_PUBLISHED_LAG, OnHandMovement, Position, PositionCounts};
 use super::requests::WriteOutput;
 use super::reservation::{HeldLine, Reservation, ReservationState};
 
@@ -61,8 +61,8 @@ pub struct PositionRecord {
     /// Display models only (ATF 0; ads say `on_display_to_order`).
     pub display_only: bool,
     /// `version` minus the sequence at which what the ads channel publishes
-    /// last changed (saturating), so incremental feeds stay exact across a
-    /// restart.
+    /// last changed (saturating at 2^31 - 1), so incremental feeds stay
+    /// exact across a restart.
     pub published_lag: u32,
 }
 
@@ -239,12 +239,25 @@ pub struct Cut {
     pub idempotency: Vec<IdempotencyRecord>,
     pub catalog: CatalogRecord,
     pub movements: Vec<MovementRecord>,
+    /// The ledger's cursor lineage and floor (see `Ledger::cursor_lineage`).
+    pub cursor_lineage: u64,
+    pub cursor_floor: Seq,
 }
 
 /// Everything a store holds, to rebuild a ledger from.
 #[derive(Debug, Default)]
 pub struct Restore {
     pub head: Seq,
+    /// The lineage of the stored positions (`None`: a store written before
+    /// lineages existed; the ledger keeps its own and the store gets it).
+    pub cursor_lineage: Option<u64>,
+    /// The oldest cursor the previous run honoured.
+    pub cursor_floor: Seq,
+    /// The previous run stopped gracefully: its last write holds everything
+    /// any client saw, so its cursors stay good. Otherwise (a crash, a
+    /// store written before this flag existed) cursors from before the
+    /// restart are answered in full.
+    pub clean: bool,
     pub reservation_shards: usize,
     pub reservation_next_local: Vec<u64>,
     pub catalog: Option<CatalogRecord>,
@@ -292,6 +305,8 @@ impl Ledger {
             match self.journal.read(changes.cursor, 4096) {
                 JournalRead::Movements { movements, next } => {
                     if movements.is_empty() {
+                        // Past catalog markers, if any: they change no item.
+                        changes.cursor = next;
                         return;
                     }
                     if changes.oldest_unwritten.is_none() {
@@ -362,9 +377,7 @@ impl Ledger {
             let reservation_guards: Vec<_> = (0..self.reservations.count())
                 .map(|i| self.reservations.lock_index(i))
                 .collect();
-            let position_guards: Vec<_> = (0..self.positions.count())
-                .map(|i| self.positions.lock_index(i))
-                .collect();
+            let position_guards = self.positions.lock_all();
             self.collect_changes(changes, now);
             let head = changes.cursor;
             debug_assert_eq!(head, self.journal.head(), "no writer runs during a cut");
@@ -436,6 +449,8 @@ impl Ledger {
             idempotency,
             catalog: CatalogRecord::of(&catalog),
             movements: changes.movements.drain(..).collect(),
+            cursor_lineage: self.cursor_lineage(),
+            cursor_floor: self.cursor_floor(),
         }
     }
 
@@ -469,7 +484,7 @@ impl Ledger {
             reserved: Qty(p.reserved),
             safety_stock: Qty(p.safety_stock),
             non_sellable: Qty(p.non_sellable()),
-            published_lag: p.published_lag,
+            published_lag: p.stored_published_lag(),
             version: p.version,
             last_count_as_of: p.last_count_as_of,
             incoming,
@@ -540,6 +555,9 @@ impl Ledger {
         if let Some(catalog) = state.catalog.take() {
             self.restore_catalog(catalog)?;
         }
+        // The versions of the previous run are gone: a cursor from before
+        // its last catalog change is answered in full.
+        self.reset_catalog_history();
         let catalog = self.catalog.load_full();
 
         // Held units per position, from the reservations.
@@ -628,7 +646,8 @@ impl Ledger {
                 on_hand: record.on_hand.0,
                 reserved,
                 safety_stock: record.safety_stock.0,
-                published_lag: record.published_lag,
+                // Stores written before the flag bit saturated at u32::MAX.
+                published_lag: record.published_lag.min(MAX_PUBLISHED_LAG),
                 version: record.version,
                 last_count_as_of: record.last_count_as_of,
                 extras: None,
@@ -691,6 +710,15 @@ impl Ledger {
         let next_seq = Seq(state.head.0.max(1).saturating_add(RESTART_SEQ_GAP));
         self.journal.restart_at(next_seq);
         report.next_seq = self.journal.head();
+        if let Some(lineage) = state.cursor_lineage {
+            self.set_cursor_lineage(lineage);
+        }
+        let floor = if state.clean && state.cursor_lineage.is_some() {
+            state.cursor_floor
+        } else {
+            Seq(report.next_seq.0 - 1)
+        };
+        self.set_cursor_floor(floor);
         Ok(report)
     }
 

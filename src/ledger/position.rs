@@ -4,6 +4,13 @@ use std::collections::VecDeque;
 
 use super::ids::{Qty, Seq, TimestampMs};
 
+/// Flag bit of `Position::published_lag`: what the ads channel publishes
+/// last changed with a catalog change, at the shard's mark.
+pub(crate) const PUBLISHED_BY_CATALOG: u32 = 1 << 31;
+/// Largest lag kept; beyond it the lag saturates (the published version is
+/// then over-estimated: a row may be listed again, never missed).
+pub(crate) const MAX_PUBLISHED_LAG: u32 = PUBLISHED_BY_CATALOG - 1;
+
 /// The stored form, kept small on purpose (48 bytes with its key): a million
 /// positions must fit in 128 MB with the hash table's overhead. Rarely used
 /// parts live behind `extras`, allocated on first use.
@@ -17,6 +24,11 @@ pub(crate) struct Position {
     /// `version - published_lag` bounds that change from above, so an
     /// incremental feed lists only rows whose published values changed. A
     /// lag rather than a second `Seq` keeps `Position` at 40 bytes.
+    ///
+    /// The top bit ([`PUBLISHED_BY_CATALOG`]) says the last change came
+    /// after `version`, from a change of the ads policy: it happened at the
+    /// shard's catalog mark (`Ledger::publish_marks`), which a lag cannot
+    /// express.
     pub published_lag: u32,
     /// Sequence of the latest change.
     pub version: Seq,
@@ -82,21 +94,48 @@ impl Position {
     }
 
     /// The newest sequence at which the ads channel's published values
-    /// (ATF after its policy, display flag) may have changed.
-    pub fn published_version(&self) -> Seq {
+    /// (ATF after its policy, display flag) may have changed. `catalog_mark`
+    /// is the position's shard's mark (used only when a catalog change
+    /// changed the published values after the last write).
+    pub fn published_version(&self, catalog_mark: impl FnOnce() -> Seq) -> Seq {
+        if self.published_lag & PUBLISHED_BY_CATALOG != 0 {
+            return catalog_mark().max(self.version);
+        }
         Seq(self.version.0.saturating_sub(u64::from(self.published_lag)))
     }
 
     /// Moves the version to `seq`; `published_changed` says whether what
     /// the ads channel publishes changed with it.
-    pub fn advance_version(&mut self, seq: Seq, published_changed: bool) {
+    pub fn advance_version(
+        &mut self,
+        seq: Seq,
+        published_changed: bool,
+        catalog_mark: impl FnOnce() -> Seq,
+    ) {
         self.published_lag = if published_changed {
             0
         } else {
-            let gap = seq.0.saturating_sub(self.version.0);
-            u32::try_from(u64::from(self.published_lag).saturating_add(gap)).unwrap_or(u32::MAX)
+            let gap = seq.0.saturating_sub(self.published_version(catalog_mark).0);
+            u32::try_from(gap).map_or(MAX_PUBLISHED_LAG, |gap| gap.min(MAX_PUBLISHED_LAG))
         };
         self.version = seq;
+    }
+
+    /// What the ads channel publishes changed with a catalog change, at the
+    /// shard's (new) mark.
+    pub fn mark_published_by_catalog(&mut self) {
+        self.published_lag = PUBLISHED_BY_CATALOG;
+    }
+
+    /// The lag to store: a catalog mark is stored as no lag. After a
+    /// restart, cursors from before the catalog's last change are answered
+    /// in full, so the mark is not needed there; later cursors are above it.
+    pub fn stored_published_lag(&self) -> u32 {
+        if self.published_lag & PUBLISHED_BY_CATALOG != 0 {
+            0
+        } else {
+            self.published_lag
+        }
     }
 
     pub fn display_only(&self) -> bool {

@@ -182,11 +182,18 @@ impl Ledger {
         shard: usize,
         keep: impl Fn(LocId, Seq) -> bool,
     ) -> Vec<(Sku, LocId, ChannelView)> {
-        let catalog = self.catalog.load();
         let seen: Vec<(PosKey, ChannelView)> = {
             let map = self.positions.lock_index(shard);
+            // Loaded under the shard's lock: a catalog change holds every
+            // shard, so this is the catalog the shard's marks belong to.
+            let catalog = self.catalog.load();
             map.iter()
-                .filter(|(key, position)| keep(key.loc(), position.published_version()))
+                .filter(|(key, position)| {
+                    keep(
+                        key.loc(),
+                        position.published_version(|| self.publish_mark(shard)),
+                    )
+                })
                 .map(|(key, position)| {
                     let view = ChannelView {
                         atf: Qty(catalog
@@ -234,9 +241,7 @@ impl Ledger {
         let reservation_guards: Vec<_> = (0..self.reservations.count())
             .map(|i| self.reservations.lock_index(i))
             .collect();
-        let position_guards: Vec<_> = (0..self.positions.count())
-            .map(|i| self.positions.lock_index(i))
-            .collect();
+        let position_guards = self.positions.lock_all();
         let head = self.journal.head();
 
         let mut held = HeldByPosition::default();

@@ -53,6 +53,12 @@ impl PositionShards {
         self.shards[index].lock()
     }
 
+    /// Every shard, in ascending order: nothing else writes a position (nor
+    /// takes a journal sequence) until the guards drop.
+    pub fn lock_all(&self) -> Vec<MutexGuard<'_, PositionMap>> {
+        self.shards.iter().map(|shard| shard.lock()).collect()
+    }
+
     /// Locks every shard holding one of `keys`, in ascending shard order.
     pub fn lock_many(&self, keys: impl IntoIterator<Item = PosKey>) -> LockedShards<'_> {
         let mut indexes: SmallVec<[usize; 8]> =

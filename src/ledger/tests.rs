@@ -1507,6 +1507,9 @@ fn restored(ledger: &Ledger, now: TimestampMs) -> (Ledger, RestoreReport) {
                 positions: cut.positions.clone(),
                 reservations: cut.reservations.clone(),
                 idempotency: cut.idempotency.clone(),
+                cursor_lineage: Some(cut.cursor_lineage),
+                cursor_floor: cut.cursor_floor,
+                clean: true,
             },
             now,
         )
@@ -1631,6 +1634,7 @@ fn restore_recomputes_reserved_from_the_holds() {
                 positions: cut.positions,
                 reservations: cut.reservations,
                 idempotency: Vec::new(),
+                ..Restore::default()
             },
             T0,
         )
@@ -1672,6 +1676,47 @@ fn changes_and_cuts_cover_exactly_what_changed() {
     ledger.collect_changes(&mut changes, T0);
     assert_eq!(changes.movements.len(), 10);
     assert_eq!(changes.movements_dropped, 2);
+}
+
+#[test]
+fn a_catalog_change_takes_a_sequence_that_changes_no_item() {
+    let ledger = fixture();
+    set(&ledger, "X", "A", 10);
+    let mut changes = Changes::new(&ledger, 10);
+    let head = ledger.journal_head();
+    ledger
+        .put_policy(
+            Channel::Ads,
+            PolicyScope::Location(loc("A")),
+            Some(ChannelPolicy {
+                held_back: Qty(0),
+                cap: Some(Qty(4)),
+            }),
+        )
+        .expect("policy");
+    // The marker: one sequence, the catalog's `changed_at`, no movement.
+    assert_eq!(ledger.journal_head(), Seq(head.0 + 1));
+    assert_eq!(ledger.catalog().changed_at(), head);
+    assert_eq!(
+        ledger.catalog_at(head).map(|c| c.generation()),
+        Some(ledger.catalog().generation())
+    );
+    assert!(
+        ledger
+            .catalog_at(Seq(head.0 - 1))
+            .is_some_and(|c| c.changed_at() < head)
+    );
+    let cut = ledger.cut(&mut changes, T0);
+    assert_eq!(
+        cut.head,
+        ledger.journal_head(),
+        "the cut reads past the marker"
+    );
+    assert!(cut.positions.is_empty() && cut.movements.is_empty());
+    // The position's version did not move (compare-and-set callers are not
+    // disturbed by a policy change).
+    assert_eq!(pos(&ledger, "X", "A").version, Seq(head.0 - 1));
+    ledger.check_invariants().expect("invariants hold");
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! file is what an uploader expects), `--since` makes it incremental, and
 //! the cursor to pass next time is printed. From a store, the store is
 //! loaded into a private in-memory ledger (the engine keeps running
-//! undisturbed) and the same rows the feed route serves are written.
+//! undisturbed) and the same rows the feed route serves are written; the
+//! cursor printed is the store's own (its lineage and the head of its last
+//! write), which the server writing that store honours as `?since=`.
 //! Either way the file is written under a temporary name and renamed when
 //! complete, so a failed export never leaves a truncated feed to upload.
 
@@ -15,6 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::cursor::{Cursor, SentCursor};
 use crate::feeds::{FeedPlan, Format};
 use crate::http::now;
 use crate::ledger::{Ledger, LedgerConfig, UnknownFilter};
@@ -42,9 +45,10 @@ pub struct ExportArgs {
     #[arg(long, env = "OMNISTOCK_FEED_KEY")]
     pub key: Option<String>,
     /// With --from: only rows changed after this cursor (the cursor a
-    /// previous export printed).
+    /// previous export printed, from the server or from its store). A
+    /// cursor the server cannot answer exactly gets the full feed.
     #[arg(long)]
-    pub since: Option<u64>,
+    pub since: Option<String>,
     /// The Redis store to read (the engine's --redis-url).
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -133,6 +137,13 @@ async fn export_from_store(args: &ExportArgs, url: &str, format: Format) -> Resu
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("the store at {url} is empty"))?;
+    // The store's cursor, not the private ledger's (which restarts its
+    // sequences far above the store's): every change up to the head of
+    // the store's last write is in what is loaded.
+    let cursor = loaded.restore.cursor_lineage.map(|lineage| Cursor {
+        lineage,
+        seq: crate::ledger::Seq(loaded.restore.head.0.saturating_sub(1)),
+    });
     let ledger = Ledger::new(LedgerConfig::default());
     ledger
         .restore(loaded.restore, now())
@@ -152,19 +163,23 @@ async fn export_from_store(args: &ExportArgs, url: &str, format: Format) -> Resu
                 args.group.as_deref().unwrap_or_default()
             ),
         })?;
-    let plan = FeedPlan::new(&catalog, &covered, None, format, args.low_stock_threshold);
+    let plan = FeedPlan::full(&catalog, &covered, format, args.low_stock_threshold);
     let (pending, file) = PendingFile::create(&args.out)?;
     let mut out = std::io::BufWriter::new(file);
-    let cursor = plan
-        .write_all(&ledger, &mut out)
-        .and_then(|cursor| out.flush().map(|()| cursor))
+    plan.write_all(&ledger, &mut out)
+        .and_then(|()| out.flush())
         .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
     pending.commit()?;
+    let next = match cursor {
+        Some(cursor) => format!("next time pass --since {cursor}"),
+        None => "no cursor: the store was written by an older omnistock; \
+                 the next export from the server is full"
+            .to_owned(),
+    };
     Ok(format!(
-        "wrote {} ({} positions in the store; cursor of the snapshot: {})",
+        "wrote {} ({} positions in the store); {next}",
         args.out.display(),
         ledger.position_count(),
-        cursor.0
     ))
 }
 
@@ -211,8 +226,11 @@ async fn export_from_server(
     if let Some(group) = &args.group {
         query.push(format!("group={}", escape(group)));
     }
-    if let Some(since) = args.since {
-        query.push(format!("since={since}"));
+    if let Some(since) = &args.since {
+        since
+            .parse::<SentCursor>()
+            .map_err(|e| format!("--since {since:?}: {e}"))?;
+        query.push(format!("since={}", escape(since)));
     }
     let prefix = base.path().trim_end_matches('/');
     let path = if query.is_empty() {
@@ -252,6 +270,10 @@ async fn export_from_server(
             .to_owned()
     };
     let (cursor, snapshot) = (header("x-next-cursor"), header("x-feed-snapshot"));
+    let reason = match header("x-feed-snapshot-reason") {
+        reason if reason.is_empty() => String::new(),
+        reason => format!(": {reason}"),
+    };
     let mut body = response.into_body();
     if !status.is_success() {
         let text = body
@@ -279,7 +301,7 @@ async fn export_from_server(
     drop(out);
     pending.commit()?;
     Ok(format!(
-        "wrote {} ({bytes} bytes, {lines} lines, {snapshot} feed); next time pass --since {cursor}",
+        "wrote {} ({bytes} bytes, {lines} lines, {snapshot} feed{reason}); next time pass --since {cursor}",
         args.out.display(),
     ))
 }

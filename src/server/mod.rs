@@ -112,7 +112,12 @@ pub struct Running {
     pub addr: std::net::SocketAddr,
     pub state: Arc<AppState>,
     stop: watch::Sender<bool>,
+    /// Sent once requests have drained: the flusher's last write follows.
+    flush_stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The expiry sweeper of an engine without a store (with one, the
+    /// store task owns it).
+    expiry: Option<tokio::task::JoinHandle<()>>,
     /// Loads the store, then runs the flusher until stopped.
     store_task: Option<tokio::task::JoinHandle<()>>,
     /// Set when the engine cannot go on (e.g. the store holds invalid data).
@@ -124,11 +129,17 @@ impl Running {
     /// a last flush, then the tasks end.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
-        let served = self.task.await.map_err(std::io::Error::other)?;
+        let served = self.task.await.map_err(std::io::Error::other);
+        // Requests are done (sync-mode writers got their flush meanwhile):
+        // the flusher may now write the last, clean batch.
+        let _ = self.flush_stop.send(true);
+        if let Some(expiry) = self.expiry {
+            expiry.await.map_err(std::io::Error::other)?;
+        }
         if let Some(store_task) = self.store_task {
             store_task.await.map_err(std::io::Error::other)?;
         }
-        served
+        served?
     }
 
     /// Waits until the engine serves (state loaded), or fails.
@@ -151,7 +162,11 @@ impl Running {
 pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result<Running> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    // This run's feed cursors are its own until a store's lineage replaces
+    // this one (restore).
+    ledger.set_cursor_lineage(random_lineage()?);
     let (stop, stopped) = watch::channel(false);
+    let (flush_stop, flush_stopped) = watch::channel(false);
     let state = state(config, ledger, stopped.clone());
     let (fatal_sender, fatal) = watch::channel(None);
     if let Some(handle) = state.metrics.clone() {
@@ -166,22 +181,26 @@ pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result
             }
         });
     }
-    let store_task = match &config.redis_url {
+    let (store_task, expiry) = match &config.redis_url {
         None => {
-            start_expiry(&state, config, stopped.clone());
+            let expiry = start_expiry(&state, config, stopped.clone());
             state.ready.store(true, Ordering::Release);
-            None
+            (None, Some(expiry))
         }
         Some(url) => {
             let store = RedisStore::new(redis_config(config, url, state.ledger.config()))
                 .map_err(std::io::Error::other)?;
-            Some(tokio::spawn(run_store(
+            let task = tokio::spawn(run_store(
                 Arc::new(store),
                 Arc::clone(&state),
                 config.clone(),
-                stopped.clone(),
+                Stops {
+                    requests: stopped.clone(),
+                    flusher: flush_stopped,
+                },
                 fatal_sender,
-            )))
+            ));
+            (Some(task), None)
         }
     };
     let router = app(Arc::clone(&state));
@@ -195,29 +214,54 @@ pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result
         addr,
         state,
         stop,
+        flush_stop,
         task,
+        expiry,
         store_task,
         fatal,
     })
 }
 
-fn start_expiry(state: &Arc<AppState>, config: &ServeConfig, stopped: watch::Receiver<bool>) {
+/// A random lineage for a fresh ledger's feed cursors.
+fn random_lineage() -> std::io::Result<u64> {
+    let mut bytes = [0_u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn start_expiry(
+    state: &Arc<AppState>,
+    config: &ServeConfig,
+    stopped: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run_expiry(
         Arc::clone(&state.ledger),
         Duration::from_millis(config.expiry_sweep_interval_ms),
         stopped,
-    ));
+    ))
+}
+
+/// The two stops of an engine with a store: requests (and expiry) first,
+/// then the flusher, whose last write must come after every change.
+struct Stops {
+    requests: watch::Receiver<bool>,
+    flusher: watch::Receiver<bool>,
 }
 
 /// Loads the store into the ledger (retrying while Redis is unreachable),
-/// marks the engine ready, then runs the flusher until stopped.
+/// claims it for this run, marks the engine ready, then runs the flusher
+/// until stopped.
 async fn run_store<S: Store>(
     store: Arc<S>,
     state: Arc<AppState>,
     config: ServeConfig,
-    mut stopped: watch::Receiver<bool>,
+    stops: Stops,
     fatal: watch::Sender<Option<String>>,
 ) {
+    let Stops {
+        requests: mut stopped,
+        flusher: mut flush_stopped,
+    } = stops;
     let Some(write_behind) = state.write_behind.clone() else {
         return;
     };
@@ -293,9 +337,51 @@ async fn run_store<S: Store>(
         tracing::info!(expired, "reservations expired while the engine was down");
         metrics::counter!("omnistock_reservations_expired_total").increment(expired as u64);
     }
-    start_expiry(&state, &config, stopped.clone());
+    if !fresh {
+        // Claim the store before serving: from here on it says this run
+        // started (its sequences and ids lie above everything stored) and
+        // was not stopped cleanly, so a crash of this run can neither
+        // have its sequences reused nor its cursors honoured by the next.
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let cut = ledger.cut(&mut changes, now());
+            let batch = crate::store::Batch {
+                cut: &cut,
+                keys: None,
+                now: now(),
+                reservation_shards: write_behind::reservation_shards(ledger),
+                clean: false,
+            };
+            match store.write(&batch).await {
+                Ok(()) => {
+                    changes.written(&cut);
+                    break;
+                }
+                Err(error) => {
+                    changes.unwritten(cut);
+                    tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
+                        "cannot claim the store yet; not ready until it is claimed");
+                    write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopped.changed() => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+    let expiry = start_expiry(&state, &config, stopped.clone());
     write_behind.set_status(StoreStatus::Healthy, None);
     state.ready.store(true, Ordering::Release);
+    // The flusher stops after the requests have drained and the expiry
+    // sweeper has ended, so its last write holds every change.
+    let (final_stop, final_stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = flush_stopped.wait_for(|stop| *stop).await;
+        let _ = expiry.await;
+        let _ = final_stop.send(true);
+    });
     write_behind::run(
         Arc::clone(&write_behind),
         store,
@@ -305,7 +391,7 @@ async fn run_store<S: Store>(
             changes,
             clock: now,
         },
-        stopped,
+        final_stopped,
     )
     .await;
 }

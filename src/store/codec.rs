@@ -748,14 +748,20 @@ pub fn decode_keys(value: &str) -> Result<KeysRecord, CodecError> {
 
 // ---- engine state --------------------------------------------------------------
 
-/// The engine's counters: the head of the latest cut written, and per
-/// reservation shard the next local id.
+/// The engine's counters: the head of the latest cut written, per
+/// reservation shard the next local id, and what feed cursors need (the
+/// lineage, the oldest cursor honoured, and whether this write was the last
+/// of a graceful stop).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineState {
     pub head: Seq,
     pub reservation_shards: usize,
     pub reservation_next_local: Vec<u64>,
     pub written_at: TimestampMs,
+    /// `None` in states written before lineages existed.
+    pub cursor_lineage: Option<u64>,
+    pub cursor_floor: Seq,
+    pub clean: bool,
 }
 
 pub fn encode_state(s: &EngineState) -> String {
@@ -764,26 +770,57 @@ pub fn encode_state(s: &EngineState) -> String {
         .iter()
         .map(u64::to_string)
         .collect();
-    format!(
+    let mut text = format!(
         "{}|{}|{}|{}|{}",
         s.head.0.saturating_sub(1),
         s.head.0,
         s.reservation_shards,
         next.join(";"),
         s.written_at.0
-    )
+    );
+    if let Some(lineage) = s.cursor_lineage {
+        use std::fmt::Write;
+        let _ = write!(
+            text,
+            "|{lineage:016x}|{}|{}",
+            s.cursor_floor.0,
+            u8::from(s.clean)
+        );
+    }
+    text
 }
 
+/// Reads both the current form and the five-field one written before
+/// cursor lineages (no lineage, not clean).
 pub fn decode_state(value: &str) -> Result<EngineState, CodecError> {
-    let [_version, head, shards, next, written_at] = fields::<5>(value, '|', "state")?;
-    Ok(EngineState {
+    let (counters, cursors) = match value.match_indices('|').nth(4) {
+        Some((at, _)) => (&value[..at], Some(&value[at + 1..])),
+        None => (value, None),
+    };
+    let [_version, head, shards, next, written_at] = fields::<5>(counters, '|', "state")?;
+    let mut state = EngineState {
         head: Seq(num(head, "head")?),
         reservation_shards: num(shards, "reservation shards")?,
         reservation_next_local: items(next, ';')
             .map(|n| num(n, "next local id"))
             .collect::<Result<_, _>>()?,
         written_at: ts(written_at, "written_at")?,
-    })
+        ..EngineState::default()
+    };
+    if let Some(cursors) = cursors {
+        let [lineage, floor, clean] = fields::<3>(cursors, '|', "state cursors")?;
+        state.cursor_lineage = Some(
+            u64::from_str_radix(lineage, 16)
+                .map_err(|_| bad("cursor lineage", lineage.to_owned()))?,
+        );
+        state.cursor_floor = Seq(num(floor, "cursor floor")?);
+        state.clean = match clean {
+            "0" => false,
+            "1" => true,
+            other => return Err(bad("clean flag", other.to_owned())),
+        };
+    }
+    Ok(state)
 }
 
 #[cfg(test)]
@@ -1049,7 +1086,23 @@ mod tests {
             reservation_shards: 4,
             reservation_next_local: vec![1, 2, 3, 4],
             written_at: TimestampMs(5),
+            cursor_lineage: Some(0x0123_4567_89ab_cdef),
+            cursor_floor: Seq(42),
+            clean: true,
         };
-        assert_eq!(decode_state(&encode_state(&state)), Ok(state));
+        assert_eq!(decode_state(&encode_state(&state)), Ok(state.clone()));
+        // The form written before cursor lineages still loads: no lineage,
+        // not clean (its cursors are answered in full after the restart).
+        assert_eq!(
+            decode_state("99|100|4|1;2;3;4|5"),
+            Ok(EngineState {
+                cursor_lineage: None,
+                cursor_floor: Seq(0),
+                clean: false,
+                ..state
+            })
+        );
+        assert!(decode_state("99|100|4|1;2;3;4|5|zz|1|0").is_err());
+        assert!(decode_state("99|100|4|1;2;3;4|5|00000000000000ff|1|2").is_err());
     }
 }

@@ -51,6 +51,9 @@ pub struct Batch<'a> {
     /// retention are purged from the store as of this time.
     pub now: TimestampMs,
     pub reservation_shards: usize,
+    /// The last write of a graceful stop: nothing changes after it, so
+    /// the next run may honour this run's feed cursors.
+    pub clean: bool,
 }
 
 /// Everything a store holds.

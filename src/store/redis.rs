@@ -520,6 +520,9 @@ impl Store for RedisStore {
         Ok(Some(Loaded {
             restore: Restore {
                 head: state.head,
+                cursor_lineage: state.cursor_lineage,
+                cursor_floor: state.cursor_floor,
+                clean: state.clean,
                 reservation_shards: state.reservation_shards,
                 reservation_next_local: state.reservation_next_local,
                 catalog,
@@ -663,6 +666,9 @@ impl Store for RedisStore {
             reservation_shards: batch.reservation_shards,
             reservation_next_local: cut.reservation_next_local.clone(),
             written_at: batch.now,
+            cursor_lineage: Some(cut.cursor_lineage),
+            cursor_floor: cut.cursor_floor,
+            clean: batch.clean,
         };
         txs.versioned(
             self,

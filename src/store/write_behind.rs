@@ -242,6 +242,16 @@ impl WriteBehind {
     }
 }
 
+/// The reservation shard count a store records (the ledger rounds its
+/// configuration the same way).
+pub fn reservation_shards(ledger: &Ledger) -> usize {
+    ledger
+        .config()
+        .reservation_shards
+        .clamp(1, 1 << 12)
+        .next_power_of_two()
+}
+
 /// What the flusher needs besides the store.
 pub struct FlusherParts {
     pub ledger: Arc<Ledger>,
@@ -252,7 +262,11 @@ pub struct FlusherParts {
 }
 
 /// Runs the flusher until `stop` turns true, then makes a last attempt to
-/// write what is left (a graceful shutdown loses nothing when the store is up).
+/// write what is left (a graceful shutdown loses nothing when the store is
+/// up). Send `stop` only once nothing writes to the ledger any more (requests
+/// drained, expiry stopped): the writes after it are marked clean, which lets
+/// the next run honour this run's feed cursors. At least one is made, so the
+/// mark is written even when nothing else is left.
 pub async fn run<S: Store>(
     handle: Arc<WriteBehind>,
     store: Arc<S>,
@@ -267,11 +281,7 @@ pub async fn run<S: Store>(
     } = parts;
     let config = handle.config.clone();
     let poll = Duration::from_millis(config.flush_interval_ms.clamp(1, 5));
-    let reservation_shards = ledger
-        .config()
-        .reservation_shards
-        .clamp(1, 1 << 12)
-        .next_power_of_two();
+    let reservation_shards = reservation_shards(&ledger);
     let mut written_catalog = if changes.everything {
         u64::MAX
     } else {
@@ -284,6 +294,7 @@ pub async fn run<S: Store>(
     };
     let mut retry_at: Option<Instant> = None;
     let mut stopping = false;
+    let mut clean_written = false;
     let mut final_attempts = 0;
     loop {
         let woken = if stopping {
@@ -304,7 +315,8 @@ pub async fn run<S: Store>(
         let oldest_due = changes.oldest_unwritten.is_some_and(|(_, at)| {
             now.0.saturating_sub(at.0) >= i64::try_from(config.flush_interval_ms).unwrap_or(0)
         });
-        let pending = !changes.is_empty() || catalog_changed || keys_changed;
+        let pending =
+            !changes.is_empty() || catalog_changed || keys_changed || (stopping && !clean_written);
         let due = changes.everything
             || catalog_changed
             || keys_changed
@@ -331,12 +343,14 @@ pub async fn run<S: Store>(
             keys: keys_record.as_ref(),
             now,
             reservation_shards,
+            clean: stopping,
         };
         let items = cut.positions.len() + cut.reservations.len() + cut.idempotency.len();
         let started = Instant::now();
         let result = store.write(&batch).await;
         match result {
             Ok(()) => {
+                clean_written = stopping;
                 let full = cut.everything;
                 changes.written(&cut);
                 written_catalog = cut.catalog.generation.max(catalog_generation_before);

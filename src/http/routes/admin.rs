@@ -247,6 +247,19 @@ pub async fn journal(
         .transpose()?;
     let catalog = state.ledger.catalog();
     let mut from = Seq(params.since.unwrap_or(1).max(1));
+    let head = state.ledger.journal_head();
+    if from > head {
+        // Never handed out here (another run's, or made up): answering it
+        // with nothing would silently skip every movement until the head
+        // gets there.
+        return Err(ApiError::invalid(
+            "cursor_ahead",
+            format!(
+                "since {} is ahead of the journal (next sequence {}): start again without since",
+                from.0, head.0
+            ),
+        ));
+    }
     let mut lagged = false;
     let mut movements = Vec::new();
     // Filtered reads scan forward in pages; bounded by the journal's size.
@@ -301,7 +314,12 @@ pub async fn journal(
                     .map(|k| k.to_string()),
             });
         }
-        if movements.len() >= limit || empty {
+        if empty {
+            // Past catalog markers (they are no movements), if any.
+            from = next;
+            break;
+        }
+        if movements.len() >= limit {
             break;
         }
         from = next;

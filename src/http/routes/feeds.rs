@@ -3,18 +3,22 @@
 //! in memory at a time, and each shard's lock is held only while its
 //! positions are copied, so reservations never wait for a feed.
 //!
-//! `X-Next-Cursor` is the journal position the snapshot covers: a later
-//! `?since=` with it returns every position whose published values (the ads
-//! channel's quantity after its policy, availability) changed after it, each
-//! once with its latest state; a position that went out of stock and back is
-//! listed. A cursor from before the last catalog change (a policy, store or
-//! group may change every row) is answered in full, and `X-Feed-Snapshot`
-//! says which (`full` or `incremental`). A catalog change takes no journal
-//! sequence, so a cursor handed out after it but before the next write
-//! cannot be told from one handed out just before it: that cursor is also
-//! answered in full, once (a superset, never a missed row). Positions keep their versions and
-//! published lags across restarts (the store persists them and sequences only
-//! grow), so cursors survive them.
+//! `X-Next-Cursor` is an opaque cursor (`crate::cursor`): the journal
+//! position the snapshot covers, and the lineage of the positions. A later
+//! `?since=` with it returns every row whose published values (the ads
+//! channel's quantity after its policy, availability, the store's columns)
+//! changed after it, each once with its latest state; a position that went
+//! out of stock and back is listed. A catalog change lists only the rows it
+//! changed: the stores that joined the feed or changed their columns, and
+//! the positions whose quantity a new ads policy moved. A cursor that cannot
+//! be answered exactly is answered in full, never with a short increment:
+//! one of another store (or of an ended in-memory run), ahead of the head,
+//! from before a restart that did not follow a graceful stop, from before
+//! the catalog versions kept, or from before a change that took stores out
+//! of the feed. `X-Feed-Snapshot` says `full` or `incremental`, and
+//! `X-Feed-Snapshot-Reason` why a feed is full. Positions keep their
+//! versions and published lags across restarts (the store persists them
+//! and sequences only grow), so cursors survive a graceful restart.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,19 +32,22 @@ use futures_util::stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::feeds::{FeedPlan, Format};
+use crate::cursor::SentCursor;
+use crate::feeds::{FeedPlan, FeedRequest, Format};
 use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
-use crate::ledger::{Catalog, Seq};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
     /// `tsv` (default) or `xml` (Google only).
     pub format: Option<String>,
-    /// A cursor from `X-Next-Cursor`: only rows whose published values changed after it.
+    /// A cursor from `X-Next-Cursor` (opaque): only rows whose published
+    /// values changed after it. One the server cannot answer exactly is
+    /// answered in full (`X-Feed-Snapshot: full`, with the reason in
+    /// `X-Feed-Snapshot-Reason`).
     pub since: Option<String>,
     /// Only this store.
     pub store: Option<String>,
@@ -94,17 +101,6 @@ pub async fn meta(
     feed(state, headers, params, Format::MetaCsv)
 }
 
-/// Which locations a feed covers (only the published stores among them
-/// are listed).
-fn covered(catalog: &Catalog, params: &FeedParams) -> ApiResult<Vec<bool>> {
-    json::location_filter(
-        catalog,
-        "store",
-        params.store.as_deref(),
-        params.group.as_deref(),
-    )
-}
-
 /// Whether the client takes gzip (`Accept-Encoding: gzip`, not `q=0`).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
@@ -155,34 +151,33 @@ fn feed(
     params: FeedParams,
     format: Format,
 ) -> ApiResult<Response> {
-    let since = match &params.since {
-        None => None,
-        Some(text) => Some(Seq(text.parse::<u64>().map_err(|_| {
-            ApiError::invalid(
-                "invalid_cursor",
-                format!("since {text:?}: expected a cursor from X-Next-Cursor (a number)"),
-            )
-        })?)),
-    };
-    // Every change below the head is in the snapshot taken after this read
-    // (or later); the next poll asks for what came after. The catalog is
-    // loaded after the cursor: a catalog change after this load has
-    // `changed_at` above the cursor, so the next poll is answered in full.
-    let cursor = state.ledger.journal_head().0.saturating_sub(1);
-    let catalog = state.ledger.catalog();
-    let covered = covered(&catalog, &params)?;
-    let plan = FeedPlan::new(
-        &catalog,
-        &covered,
+    let since = params
+        .since
+        .as_deref()
+        .map(|text| {
+            text.parse::<SentCursor>()
+                .map_err(|e| ApiError::invalid("invalid_cursor", format!("since: {e}")))
+        })
+        .transpose()?;
+    if let Some(store) = params.store.as_deref() {
+        json::location("store", store)?;
+    }
+    let request = FeedRequest {
         since,
+        store: params.store.as_deref(),
+        group: params.group.as_deref(),
         format,
-        state.feed_low_stock_threshold,
-    );
-    let snapshot = if plan.is_full() {
-        "full"
-    } else {
-        "incremental"
+        low_stock_threshold: state.feed_low_stock_threshold,
     };
+    let (plan, cursor) = FeedPlan::plan(&state.ledger, &request).map_err(|unknown| {
+        json::unknown_filter(
+            unknown,
+            "store",
+            params.store.as_deref(),
+            params.group.as_deref(),
+        )
+    })?;
+    let snapshot = plan.snapshot();
     let shards = state.ledger.position_shard_count();
     let ledger = Arc::clone(&state.ledger);
     let rows = stream::iter(0..shards)
@@ -206,8 +201,16 @@ fn feed(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
-    headers.insert("x-next-cursor", HeaderValue::from(cursor));
-    headers.insert("x-feed-snapshot", HeaderValue::from_static(snapshot));
+    let cursor = HeaderValue::from_str(&cursor.to_string())
+        .map_err(|e| ApiError::internal(format!("cursor header: {e}")))?;
+    headers.insert("x-next-cursor", cursor);
+    headers.insert(
+        "x-feed-snapshot",
+        HeaderValue::from_static(snapshot.as_str()),
+    );
+    if let Some(reason) = snapshot.reason() {
+        headers.insert("x-feed-snapshot-reason", HeaderValue::from_static(reason));
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if gzip {

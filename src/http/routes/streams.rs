@@ -5,9 +5,12 @@
 //! its filters in a pending set (one entry per position: coalescing; bounded
 //! by the number of positions), and at most once per `coalesce_ms` sends
 //! each pending position's current published state. The last event of a
-//! flush carries the journal sequence as its id, so `Last-Event-ID` resumes
-//! without loss (a flush cut short is sent again). A reader that falls
-//! behind the journal ring gets a `resync` event and should refetch.
+//! flush carries a cursor (`crate::cursor`) as its id, so `Last-Event-ID`
+//! resumes without loss (a flush cut short is sent again). A reader that
+//! falls behind the journal ring, or resumes from an id this server cannot
+//! continue from (another store's, an ended run's, one ahead of the head or
+//! from before a restart), gets a `resync` event (with the reason) and
+//! should refetch: never a stream that silently skips changes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -25,6 +28,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use utoipa::IntoParams;
 
+use crate::cursor::{Cursor, SentCursor};
 use crate::feeds::FeedAvailability;
 use crate::http::auth::{Caller, Scope};
 use crate::http::change_signal::ChangeSignal;
@@ -91,18 +95,25 @@ pub async fn availability(
     } else {
         None
     };
-    let cursor = match headers.get("last-event-id") {
+    let head = state.ledger.journal_head();
+    let (cursor, unhonoured) = match headers.get("last-event-id") {
         Some(value) => {
-            let id = value
+            let sent = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| v.parse::<SentCursor>().ok())
                 .ok_or_else(|| {
-                    ApiError::invalid("invalid_last_event_id", "Last-Event-ID must be a number")
+                    ApiError::invalid(
+                        "invalid_last_event_id",
+                        "Last-Event-ID must be the id of an event this stream sent",
+                    )
                 })?;
-            Seq(id.saturating_add(1))
+            match Cursor::check(sent, &state.ledger, head) {
+                Ok(cursor) => (Seq(cursor.seq.0 + 1), None),
+                Err(why) => (head, Some(why.as_str())),
+            }
         }
-        None => state.ledger.journal_head(),
+        None => (head, None),
     };
     let slot = Arc::clone(&state.stream_slots)
         .try_acquire_owned()
@@ -115,8 +126,9 @@ pub async fn availability(
                 ),
             )
         })?;
-    let subscriber = Subscriber {
+    let mut subscriber = Subscriber {
         _slot: slot,
+        lineage: state.ledger.cursor_lineage(),
         ledger: Arc::clone(&state.ledger),
         changes: Arc::clone(&state.changes),
         seen: state.changes.version(),
@@ -131,6 +143,9 @@ pub async fn availability(
         ready: VecDeque::new(),
         last_flush: Instant::now(),
     };
+    if let Some(reason) = unhonoured {
+        subscriber.resync(head, reason);
+    }
     metrics::gauge!("omnistock_stream_subscribers").increment(1.0);
     let events = stream::unfold(subscriber, |mut subscriber| async move {
         let event = subscriber.next_event().await?;
@@ -142,6 +157,8 @@ pub async fn availability(
 struct Subscriber {
     /// Given back when the stream ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// The ledger's cursor lineage (event ids carry it).
+    lineage: u64,
     ledger: Arc<Ledger>,
     changes: Arc<ChangeSignal>,
     /// The change-signal version this stream has been woken for.
@@ -255,26 +272,41 @@ impl Subscriber {
                     }
                 }
                 JournalRead::Lagged { resume_at, .. } => {
-                    self.pending.clear();
-                    self.cursor = resume_at;
-                    let last = resume_at.0.saturating_sub(1);
-                    self.ready.push_back(
-                        Event::default()
-                            .event("resync")
-                            .id(last.to_string())
-                            .data(json!({"cursor": last}).to_string()),
-                    );
+                    self.resync(resume_at, "lagged");
                     return;
                 }
             }
         }
     }
 
+    /// The id of an event after which the stream goes on at `next`.
+    fn event_id(&self, next: Seq) -> String {
+        Cursor {
+            lineage: self.lineage,
+            seq: Seq(next.0.saturating_sub(1)),
+        }
+        .to_string()
+    }
+
+    /// Drops what is pending and tells the client to refetch, going on
+    /// from `resume_at`.
+    fn resync(&mut self, resume_at: Seq, reason: &str) {
+        self.pending.clear();
+        self.cursor = resume_at;
+        let id = self.event_id(resume_at);
+        self.ready.push_back(
+            Event::default()
+                .event("resync")
+                .id(id.clone())
+                .data(json!({"cursor": id, "reason": reason}).to_string()),
+        );
+    }
+
     /// One event per pending position, its state now; the last carries the id.
     fn flush(&mut self) {
         let catalog = self.ledger.catalog();
         let at = now();
-        let last_seq = self.cursor.0.saturating_sub(1);
+        let id = self.event_id(self.cursor);
         let pending = std::mem::take(&mut self.pending);
         for (key, before) in pending {
             let (Some(sku), Some(location)) = (
@@ -310,7 +342,7 @@ impl Subscriber {
         }
         // Only the last event of the flush moves the client's Last-Event-ID.
         if let Some(last) = self.ready.back_mut() {
-            *last = std::mem::take(last).id(last_seq.to_string());
+            *last = std::mem::take(last).id(id);
         }
         self.last_flush = Instant::now();
     }

@@ -7,8 +7,10 @@
 
 use std::fmt::Write;
 
+use crate::cursor::{Cursor, SentCursor, Unhonoured};
 use crate::ledger::{
     Catalog, ChannelView, Ledger, Location, LocationKind, PickupMethod, PickupSla, Seq,
+    UnknownFilter,
 };
 
 /// The feed formats.
@@ -44,25 +46,114 @@ impl Format {
     }
 }
 
+/// What a client asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct FeedRequest<'a> {
+    /// The cursor of a previous answer: only rows changed after it.
+    pub since: Option<SentCursor>,
+    /// Only this store.
+    pub store: Option<&'a str>,
+    /// Only the stores of this group.
+    pub group: Option<&'a str>,
+    pub format: Format,
+    /// At most this many units (after the ads policy) is `limited_availability`.
+    pub low_stock_threshold: u32,
+}
+
+/// Whether a feed lists every row, and if so why (`X-Feed-Snapshot`,
+/// `X-Feed-Snapshot-Reason`). A cursor that cannot be answered exactly is
+/// answered in full: never with a silently short increment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snapshot {
+    Incremental,
+    Full(FullReason),
+}
+
+/// Why a feed lists every row, in precedence order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullReason {
+    /// No cursor was given.
+    NoCursor,
+    /// The cursor is not one this server can answer (see [`Unhonoured`]).
+    Unhonoured(Unhonoured),
+    /// More catalog changes since the cursor than the server keeps.
+    CatalogHistory,
+    /// A catalog change took stores out of this feed (a store became a
+    /// warehouse, or left the group): an increment cannot remove rows.
+    RowsRemoved,
+}
+
+impl Snapshot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Snapshot::Incremental => "incremental",
+            Snapshot::Full(_) => "full",
+        }
+    }
+
+    /// Why the feed is full (`None` for an increment).
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            Snapshot::Incremental => None,
+            Snapshot::Full(FullReason::NoCursor) => Some("no_cursor"),
+            Snapshot::Full(FullReason::Unhonoured(why)) => Some(why.as_str()),
+            Snapshot::Full(FullReason::CatalogHistory) => Some("catalog_history"),
+            Snapshot::Full(FullReason::RowsRemoved) => Some("rows_removed"),
+        }
+    }
+}
+
 /// One feed over a ledger: which stores (with their repeated columns), which
 /// changes, which format. Rendered shard by shard, so memory stays flat.
 pub struct FeedPlan {
     /// Indexed by location id; `None`: not in this feed.
     stores: Vec<Option<StoreColumns>>,
+    /// Incremental: rows whose published version is above this.
     since: Option<Seq>,
+    /// Incremental, indexed by location id: list every row of the store
+    /// (it joined the feed, or its store columns changed, since the cursor).
+    relist: Vec<bool>,
+    snapshot: Snapshot,
     format: Format,
     low_stock_threshold: u32,
 }
 
 impl FeedPlan {
-    /// `covered[location id]`: the locations the caller asked for (only
-    /// stores are ever published). An incremental feed from a cursor older
-    /// than the last catalog change is answered in full (a policy or store
-    /// change may change every row); see [`FeedPlan::is_full`].
-    pub fn new(
+    /// Plans the feed a request asks for, and the cursor to hand out with
+    /// it. The journal head is read before the catalog and before any row:
+    /// every change below it is in the rows rendered after, so the next
+    /// increment from the cursor misses nothing.
+    pub fn plan(
+        ledger: &Ledger,
+        request: &FeedRequest<'_>,
+    ) -> Result<(FeedPlan, Cursor), UnknownFilter> {
+        let head = ledger.journal_head();
+        let next = Cursor::at_head(ledger, head);
+        let catalog = ledger.catalog();
+        let covered = coverage(&catalog, request.store, request.group)?;
+        let mut plan = FeedPlan::full(
+            &catalog,
+            &covered,
+            request.format,
+            request.low_stock_threshold,
+        );
+        if let Some(sent) = request.since {
+            plan.snapshot = match Cursor::check(sent, ledger, head) {
+                Err(why) => Snapshot::Full(FullReason::Unhonoured(why)),
+                Ok(cursor) => match ledger.catalog_at(cursor.seq) {
+                    None => Snapshot::Full(FullReason::CatalogHistory),
+                    Some(then) => plan.since_catalog(&then, &catalog, request, cursor.seq),
+                },
+            };
+        }
+        Ok((plan, next))
+    }
+
+    /// Every row of the `covered` stores (`covered[location id]`; only
+    /// stores are ever published).
+    pub fn full(
         catalog: &Catalog,
         covered: &[bool],
-        since: Option<Seq>,
         format: Format,
         low_stock_threshold: u32,
     ) -> FeedPlan {
@@ -75,23 +166,67 @@ impl FeedPlan {
             .collect();
         FeedPlan {
             stores,
-            since: since.filter(|since| *since >= catalog.changed_at()),
+            since: None,
+            relist: Vec::new(),
+            snapshot: Snapshot::Full(FullReason::NoCursor),
             format,
             low_stock_threshold,
         }
     }
 
-    /// Whether every row is listed (no cursor, or one from before the last
-    /// catalog change).
-    pub fn is_full(&self) -> bool {
-        self.since.is_none()
+    /// Makes the plan incremental from `since`, when the catalog changes
+    /// between `then` (in force at the cursor) and `now` allow: stores
+    /// that joined the feed or changed their columns are listed whole; a
+    /// store that left it makes the feed full.
+    fn since_catalog(
+        &mut self,
+        then: &Catalog,
+        now: &Catalog,
+        request: &FeedRequest<'_>,
+        since: Seq,
+    ) -> Snapshot {
+        if then.generation() != now.generation() {
+            // A filter naming a store or group that did not exist then
+            // covered nothing then.
+            let covered_then = coverage(then, request.store, request.group)
+                .unwrap_or_else(|_| vec![false; then.location_count()]);
+            let was_published = |index: usize| {
+                covered_then.get(index).copied().unwrap_or(false)
+                    && then
+                        .location(crate::ledger::LocId(index as u32))
+                        .is_some_and(published)
+            };
+            let mut relist = vec![false; self.stores.len()];
+            for (index, store) in self.stores.iter().enumerate() {
+                let loc = crate::ledger::LocId(index as u32);
+                match (was_published(index), store) {
+                    (true, None) => return Snapshot::Full(FullReason::RowsRemoved),
+                    (false, Some(_)) => relist[index] = true,
+                    (true, Some(columns)) => {
+                        relist[index] =
+                            then.location(loc).map(StoreColumns::of).as_ref() != Some(columns);
+                    }
+                    (false, None) => {}
+                }
+            }
+            self.relist = relist;
+        }
+        self.since = Some(since);
+        Snapshot::Incremental
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot
     }
 
     /// The rows of one position shard, formatted.
     pub fn render_shard(&self, ledger: &Ledger, shard: usize) -> String {
         let seen = ledger.ads_view_in_shard(shard, |loc, published_version| {
-            self.stores.get(loc.0 as usize).is_some_and(Option::is_some)
-                && self.since.is_none_or(|since| published_version > since)
+            let index = loc.0 as usize;
+            self.stores.get(index).is_some_and(Option::is_some)
+                && self.since.is_none_or(|since| {
+                    published_version > since || self.relist.get(index).copied().unwrap_or(false)
+                })
         });
         let mut out = String::with_capacity(seen.len() * 64);
         for (sku, loc, view) in &seen {
@@ -108,20 +243,24 @@ impl FeedPlan {
         out
     }
 
-    /// The whole feed into `out`, shard by shard; returns the cursor it covers.
-    pub fn write_all(
-        &self,
-        ledger: &Ledger,
-        out: &mut impl std::io::Write,
-    ) -> std::io::Result<Seq> {
-        let cursor = Seq(ledger.journal_head().0.saturating_sub(1));
+    /// The whole feed into `out`, shard by shard.
+    pub fn write_all(&self, ledger: &Ledger, out: &mut impl std::io::Write) -> std::io::Result<()> {
         out.write_all(self.format.header().as_bytes())?;
         for shard in 0..ledger.position_shard_count() {
             out.write_all(self.render_shard(ledger, shard).as_bytes())?;
         }
-        out.write_all(self.format.footer().as_bytes())?;
-        Ok(cursor)
+        out.write_all(self.format.footer().as_bytes())
     }
+}
+
+/// Per location id, whether a feed with these filters covers it (before
+/// keeping only stores).
+pub fn coverage(
+    catalog: &Catalog,
+    store: Option<&str>,
+    group: Option<&str>,
+) -> Result<Vec<bool>, UnknownFilter> {
+    catalog.select_locations(store, group)
 }
 
 /// Google's `availability` values (and Meta's, mapped).
@@ -319,6 +458,9 @@ fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
     }
     std::borrow::Cow::Owned(format!("\"{}\"", text.replace('"', "\"\"")))
 }
+
+#[cfg(test)]
+mod cursor_tests;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod export;
 pub mod listen;
+pub mod metrics_catalog;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use crate::http::auth::KeyStore;
 use crate::http::change_signal::ChangeSignal;
 use crate::http::rate_limit::RateLimiter;
+use crate::http::request_metrics::{self, LedgerCounters};
 use crate::http::{AppState, HttpLimits, app, now, run_expiry};
 use crate::ledger::{Changes, Ledger, LedgerConfig};
 use crate::store::redis::{RedisConfig, RedisStore};
@@ -43,6 +45,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            metrics_catalog::describe_all();
             Some(handle)
         })
         .clone()
@@ -58,11 +61,17 @@ pub fn state(
 ) -> Arc<AppState> {
     let changes = Arc::new(ChangeSignal::default());
     let publisher = Arc::clone(&changes);
-    if !ledger.set_change_listener(Box::new(move |_seq| publisher.publish())) {
+    let listening = ledger.set_change_listener(Box::new(move |_seq| {
+        request_metrics::note_write_ran();
+        publisher.publish();
+    }));
+    if !listening {
         tracing::warn!(
-            "the ledger already has a change listener: live streams wake only on their timers"
+            "the ledger already has a change listener: live streams wake only on their timers, \
+             and idempotent replays count as new reservation outcomes"
         );
     }
+    let metrics = metrics_handle();
     Arc::new(AppState {
         changes,
         stopping,
@@ -80,9 +89,9 @@ pub fn state(
             ..HttpLimits::default()
         },
         stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),
-        metrics: metrics_handle(),
+        metrics,
         request_metrics: Default::default(),
-        counters: Default::default(),
+        counters: LedgerCounters::new(listening),
         ready: AtomicBool::new(false),
         feed_low_stock_threshold: config.feed_low_stock_threshold,
         write_behind: config.redis_url.as_ref().map(|_| {

@@ -167,9 +167,23 @@ impl Running {
     }
 }
 
+/// Binds `--listen`: a host name is resolved, and each of its addresses is
+/// tried in turn until one binds.
+pub async fn bind(config: &ServeConfig) -> std::io::Result<TcpListener> {
+    TcpListener::bind(config.listen.as_str()).await
+}
+
 /// Binds and starts serving; returns once the listener is bound.
 pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(config.listen).await?;
+    start_on(bind(config).await?, config, ledger)
+}
+
+/// Starts serving on a bound listener.
+pub fn start_on(
+    listener: TcpListener,
+    config: &ServeConfig,
+    ledger: Arc<Ledger>,
+) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     // This run's feed cursors are its own until a store's lineage replaces
     // this one (restore).
@@ -407,6 +421,11 @@ async fn run_store<S: Store>(
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), String> {
+    // Bound before anything slow (the demo data set takes seconds to load):
+    // a taken port fails at once.
+    let listener = bind(&config)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let ledger = Arc::new(Ledger::new(config.ledger_config()));
     if config.demo && config.redis_url.is_none() {
         let positions = demo::load(&ledger, now())?;
@@ -432,11 +451,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     }
     if config.admin_key.is_none() {
         tracing::warn!(
-            "OMNISTOCK_ADMIN_KEY is not set: no key can call the API; set it to administer the engine"
+            "OMNISTOCK_ADMIN_KEY is not set (--allow-no-admin-key): no key can call the API; set it to administer the engine"
         );
     }
-    let mut running = start(&config, ledger)
-        .await
+    let mut running = start_on(listener, &config, ledger)
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
     tracing::info!(addr = %running.addr, durability = ?config.durability, "omnistock serving");
     let mut fatal = running.fatal.clone();

@@ -298,10 +298,10 @@ async fn run_store<S: Store>(
     let loaded = loop {
         match store.load(now()).await {
             Ok(loaded) => break loaded,
-            Err(StoreError::Unavailable(error)) => {
+            Err(error @ StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
                     "store unreachable at start; not ready until it is loaded");
-                write_behind.set_status(StoreStatus::Loading, Some(error));
+                write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stopped.changed() => return,

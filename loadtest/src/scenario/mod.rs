@@ -69,6 +69,22 @@ impl Scenario {
         }
     }
 
+    /// What one iteration of the scenario is, in the plural: the unit of the
+    /// open-loop rate (`--iterations-per-s`), which is not requests where an
+    /// iteration sends more than one (a checkout, a flash-sale buyer).
+    pub fn unit(self) -> &'static str {
+        match self {
+            Scenario::Browse => "page views",
+            Scenario::Checkout => "checkouts",
+            Scenario::Pos => "till transactions",
+            Scenario::FlashSale => "buyers",
+            Scenario::Feed => "feed polls",
+            Scenario::Import => "imports",
+            Scenario::Reserve | Scenario::ReserveBatch => "reservations",
+            Scenario::Mixed => "iterations",
+        }
+    }
+
     /// Which targets implement what the scenario calls.
     pub fn supported_by(self, target: Target) -> bool {
         match target {
@@ -288,6 +304,7 @@ impl ScenarioWorker {
 
 impl Worker for ScenarioWorker {
     async fn iteration(&mut self, scheduled: Instant) -> Flow {
+        self.rec.iterations += 1;
         let mut scenario = self.ctx.mix.pick(&mut self.rng);
         if self.exhausted.contains(&scenario) {
             // Finite work done: the rest of the blend goes on without it.

@@ -218,7 +218,8 @@ pub struct ScenarioWorker {
     pub rng: Rng,
     pub ctx: Arc<Ctx>,
     pub rec: Recorder,
-    pub feed_cursor: Option<u64>,
+    /// The last feed answer's `X-Next-Cursor`, sent back as is (opaque).
+    pub feed_cursor: Option<String>,
     /// Set once a scenario with finite work (flash sale) has none left.
     exhausted: Vec<Scenario>,
 }

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use omnistock::server::config::{LogFormat, ServeArgs};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use omnistock::server::config::{self, LogFormat, ServeArgs};
 
 /// mimalloc instead of the system allocator: the HTTP path allocates small
 /// short-lived buffers per request, and glibc malloc (with its
@@ -41,7 +41,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --help` shows each flag's default (see `config::document_defaults`).
+    let command = Cli::command().mut_subcommand("serve", config::document_defaults);
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     match cli.command {
         Command::Demo { units, buyers } => report(omnistock::flash_sale::run(units, buyers)),
         Command::Feed(args) => {

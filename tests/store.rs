@@ -490,6 +490,10 @@ async fn redis_restart_during_load(mut redis: RedisServer) {
         ready["write_behind"]["full_rewrites"].as_u64() >= Some(2),
         "the restarted Redis got the full state: {ready}"
     );
+    assert!(
+        ready["write_behind"]["last_error"].is_null(),
+        "no stale error once Redis is back: {ready}"
+    );
     let in_memory = engine.ledger().export_all(now());
     assert_store_equals_ledger(&stored(&redis.url()).await, &in_memory);
     engine.running.shutdown().await.expect("stop");
@@ -674,8 +678,28 @@ async fn not_ready_until_loaded_and_sync_writes_answer_503_while_redis_is_down()
     }
     let refused = refused.expect("a sync write is refused while Redis is down");
     assert_eq!(refused["code"], "not_durable", "{refused}");
+    let detail = refused["detail"].as_str().expect("detail");
+    assert!(
+        detail.matches("unavailable").count() <= 1,
+        "says what failed once: {detail}"
+    );
+    assert!(!detail.contains("Some("), "{detail}");
     let ready = engine.readyz().await;
     assert_eq!(ready["status"], "degraded", "{ready}");
+    let error = ready["write_behind"]["last_error"]
+        .as_str()
+        .expect("last_error");
+    assert!(
+        error.contains("unavailable") && error.matches("unavailable").count() == 1,
+        "{ready}"
+    );
+    let at = ready["write_behind"]["last_error_at"]
+        .as_str()
+        .expect("last_error_at");
+    assert!(
+        at.len() >= 20 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "RFC 3339: {at}"
+    );
 
     // Redis is back (empty): the full state is rewritten, and the retry
     // with the same key gets the one reservation, acknowledged.
@@ -700,7 +724,16 @@ async fn not_ready_until_loaded_and_sync_writes_answer_503_while_redis_is_down()
     let (_, position) = engine.call(Method::GET, "/v1/stock/S1/SKU-0", None).await;
     assert_eq!(position["reserved"], 2, "applied once: {position}");
     let id = body["id"].as_str().expect("id").to_owned();
-    engine.caught_up().await;
+    let ready = engine.caught_up().await;
+    assert!(
+        ready["write_behind"]["last_error"].is_null()
+            && ready["write_behind"]["last_error_at"].is_null(),
+        "no stale error once the store has recovered: {ready}"
+    );
+    assert!(
+        ready["write_behind"]["flush_errors"].as_u64() > Some(0),
+        "the failures stay counted: {ready}"
+    );
     let stored = stored(&redis.url()).await;
     assert!(
         stored.reservations.iter().any(|r| r.id.0.to_string() == id),

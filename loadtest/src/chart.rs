@@ -73,9 +73,11 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Latency (log scale, ms) against offered rate (linear), in the box.
+/// Latency (log scale, ms) against offered rate (linear), in the box;
+/// `rate_unit` names what the rate counts (e.g. "checkouts").
 pub fn latency_lines(
     title: &str,
+    rate_unit: &str,
     series: &[Series],
     x: f64,
     y: f64,
@@ -136,9 +138,10 @@ pub fn latency_lines(
     }
     let _ = write!(
         svg,
-        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">offered rate (requests/s, open loop)</text>"#,
+        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">offered rate ({}/s, open loop)</text>"#,
         px + pw / 2.0,
-        py + ph + 34.0
+        py + ph + 34.0,
+        escape(rate_unit)
     );
     for (i, s) in series.iter().enumerate() {
         let points: Vec<String> = s
@@ -218,6 +221,7 @@ mod tests {
         );
         let l = latency_lines(
             "lat",
+            "checkouts",
             &[Series {
                 label: "p99".into(),
                 color: 0,
@@ -232,6 +236,10 @@ mod tests {
         let doc = document("T", "s", 600.0, 420.0, &format!("{b}{l}"));
         assert!(doc.starts_with("<svg") && doc.ends_with("</svg>"));
         assert!(doc.contains("a&lt;b") && doc.contains("polyline"));
+        assert!(
+            doc.contains("offered rate (checkouts/s, open loop)"),
+            "the axis names the rate's unit"
+        );
         assert_eq!(
             doc.matches("<rect").count(),
             4,

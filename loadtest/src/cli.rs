@@ -27,15 +27,20 @@ pub enum Command {
     Run(RunArgs),
     /// omnistock, the Redis-Lua baseline and the no-op ceiling back to back, with ratios.
     Compare(CompareArgs),
+    /// The no-op HTTP target (the ceiling); started by `run` and `compare`.
     #[command(hide = true)]
     ServeNoop {
+        /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:18090")]
         listen: std::net::SocketAddr,
     },
+    /// The Redis-Lua baseline target; started by `run` and `compare`.
     #[command(hide = true)]
     ServeRedisLua {
+        /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:18091")]
         listen: std::net::SocketAddr,
+        /// The Redis holding the baseline's stock (redis://host:port).
         #[arg(long)]
         redis_url: String,
     },
@@ -46,8 +51,10 @@ pub struct DataArgs {
     /// Regular SKUs in the data set (each at every location).
     #[arg(long, default_value_t = 2_000)]
     pub skus: usize,
+    /// Stores in the data set (locations that sell, in the store group).
     #[arg(long, default_value_t = 20)]
     pub stores: usize,
+    /// Warehouses in the data set (locations that ship online orders).
     #[arg(long, default_value_t = 2)]
     pub warehouses: usize,
     /// Mean initial on hand per position.
@@ -62,6 +69,7 @@ pub struct DataArgs {
     /// Buyers per unit in a flash-sale round.
     #[arg(long, default_value_t = 20)]
     pub flash_buyers_per_unit: u32,
+    /// Flash-sale rounds, one hot SKU each, run one after the other.
     #[arg(long, default_value_t = 5)]
     pub flash_rounds: usize,
     /// Seed of the workload's randomness (same seed, same requests).
@@ -88,27 +96,37 @@ impl DataArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SpawnArgs {
-    /// The omnistock binary (default: next to this one, target/release/omnistock).
+    /// The omnistock binary the tool starts (default: next to this one, target/release/omnistock).
     #[arg(long)]
     pub omnistock_bin: Option<PathBuf>,
+    /// The redis-server binary the tool starts for the Redis targets (a name is looked up in PATH).
     #[arg(long, default_value = "redis-server")]
     pub redis_server: String,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
+    /// What to drive: omnistock (in memory), omnistock-async / omnistock-sync (with a
+    /// Redis store the tool starts), redis-lua (the baseline) or noop (the ceiling).
     #[arg(long, value_enum, default_value = "omnistock")]
     pub target: Target,
     /// A running target (e.g. http://127.0.0.1:8080); without it the tool starts one.
     #[arg(long)]
     pub url: Option<String>,
+    /// The running target's admin key (needed with --url; a started target gets its own).
     #[arg(long, env = "OMNISTOCK_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// The workload. One iteration of each (the unit of --iterations-per-s): browse = a
+    /// page view (1 request); checkout = a cart held, then committed or released (1-2
+    /// requests); pos = a till transaction (1); flash-sale = a buyer (reserve, commit if
+    /// granted: 1-2); feed = a feed poll (1); import = an ERP import of --import-rows rows
+    /// (1); reserve / reserve-batch = a reservation (1); mixed = one of the blend's.
     #[arg(long, value_enum, default_value = "mixed")]
     pub scenario: Scenario,
-    /// Blend of `mixed`, e.g. browse=700,checkout=150,pos=100,flash-sale=45,feed=4,import=1.
+    /// Blend of `mixed` (per mille), e.g. browse=700,checkout=150,pos=100,flash-sale=45,feed=4,import=1.
     #[arg(long, default_value_t = Weights::default())]
     pub weights: Weights,
+    /// Connections (one worker task each) the load is spread over.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
     /// Length of each measured phase.
@@ -117,14 +135,28 @@ pub struct RunArgs {
     /// Closed-loop warm-up before measuring (not reported).
     #[arg(long, default_value_t = 1.0)]
     pub warmup_s: f64,
-    /// Open loop at this rate (requests or scenario units per second); default: closed loop.
-    #[arg(long)]
+    /// Open loop: start this many scenario iterations per second, in total over the
+    /// connections (an iteration, not a request: a checkout or a flash-sale buyer may send
+    /// 2 requests; see --scenario); latency is measured from each scheduled start.
+    /// Default: closed loop (each connection starts its next iteration when one ends).
+    /// (Alias: --rate-per-s.)
+    #[arg(
+        long = "iterations-per-s",
+        visible_alias = "rate-per-s",
+        value_name = "ITERATIONS"
+    )]
     pub rate_per_s: Option<f64>,
-    /// Rate sweep: open-loop phases at these % of the maximum (measured first), e.g. 25,50,75,90.
+    /// Rate sweep: open-loop phases at these % of the maximum iterations per second
+    /// (measured first by a closed-loop phase), e.g. 25,50,75,90.
     #[arg(long, value_delimiter = ',')]
     pub sweep: Vec<f64>,
-    /// The maximum the sweep's percentages apply to (skips measuring it).
-    #[arg(long)]
+    /// The maximum, in scenario iterations per second, the sweep's percentages apply to
+    /// (skips measuring it). (Alias: --max-rate-per-s.)
+    #[arg(
+        long = "max-iterations-per-s",
+        visible_alias = "max-rate-per-s",
+        value_name = "ITERATIONS"
+    )]
     pub max_rate_per_s: Option<f64>,
     /// TTL of holds left to expire (reserve scenarios, abandoned carts).
     #[arg(long, default_value_t = 2)]
@@ -135,8 +167,10 @@ pub struct RunArgs {
     /// Rows per ERP import request (at most 1,000, what the engine reports per request).
     #[arg(long, default_value_t = 1_000)]
     pub import_rows: usize,
+    /// Feed scenario: incremental polls (?since=cursor) between two full feeds.
     #[arg(long, default_value_t = 20)]
     pub feed_incremental_per_full: u32,
+    /// A request unanswered after this long counts as an error.
     #[arg(long, default_value_t = 10.0)]
     pub request_timeout_s: f64,
     /// Worker threads of the load generator.
@@ -145,12 +179,15 @@ pub struct RunArgs {
     /// Pin a target the tool starts to this core (taskset).
     #[arg(long)]
     pub pin_target_core: Option<usize>,
-    /// Reports (JSON, SVG) and target logs go here.
+    /// Reports (run-TARGET-SCENARIO.json and .svg) and the logs of started targets
+    /// (logs/) go here; a relative path is relative to the current directory.
     #[arg(long, default_value = "target/loadtest-reports")]
     pub out_dir: PathBuf,
-    /// Also write the JSON report to exactly this path.
+    /// Write the JSON report to exactly this path instead of --out-dir.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    /// No progress line on stderr (by default: redrawn every second on a terminal,
+    /// one line every 5 s otherwise).
     #[arg(long)]
     pub no_progress: bool,
     #[command(flatten)]
@@ -174,7 +211,7 @@ impl RunArgs {
         if let Some(rate) = self.rate_per_s
             && !(rate.is_finite() && rate > 0.0)
         {
-            return Err("--rate-per-s must be above 0".into());
+            return Err("--iterations-per-s must be above 0".into());
         }
         if self
             .sweep
@@ -238,20 +275,27 @@ pub struct CompareArgs {
     /// Rounds of closed-loop runs, interleaved across targets; figures are medians.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Length of each measured run.
     #[arg(long, default_value_t = 10.0)]
     pub duration_s: f64,
+    /// Closed-loop warm-up before each run (not reported).
     #[arg(long, default_value_t = 2.0)]
     pub warmup_s: f64,
+    /// Connections of the load generator.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Open-loop phases of the single-line reservation run, in % of its maximum.
+    /// Open-loop phases of the single-line reservation run, in % of its maximum
+    /// (reservations per second; one request each).
     #[arg(long, value_delimiter = ',', default_value = "25,50,75,90")]
     pub sweep: Vec<f64>,
+    /// Lines per reservation in the batch run.
     #[arg(long, default_value_t = 100)]
     pub batch_lines: usize,
     /// Do not pin (default: with 2+ cores and taskset, targets on core 0, the generator on core 1).
     #[arg(long)]
     pub no_pin: bool,
+    /// compare.json, compare.svg and each run's report (runs/) go here; a relative
+    /// path is relative to the current directory.
     #[arg(long, default_value = "bench/reports")]
     pub out_dir: PathBuf,
     #[command(flatten)]

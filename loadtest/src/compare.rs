@@ -198,7 +198,7 @@ async fn one(args: &CompareArgs, step: Step, pin: bool) -> Result<RunReport, Str
         command.args([
             "--sweep",
             &sweep.join(","),
-            "--max-rate-per-s",
+            "--max-iterations-per-s",
             &max.to_string(),
         ]);
     }
@@ -553,6 +553,7 @@ pub fn chart(report: &CompareReport) -> String {
         ),
         chart::latency_lines(
             "Single-line reservations: latency percentiles vs offered rate",
+            Scenario::Reserve.unit(),
             &series,
             20.0,
             100.0 + h1 + h2,

@@ -85,8 +85,15 @@ pub async fn drive<W: Worker>(
             worker
         }));
     }
-    let reporter = progress
-        .map(|(progress, label)| tokio::spawn(report_progress(progress, label, start, duration)));
+    let reporter = progress.map(|(progress, label)| {
+        let task = tokio::spawn(report_progress(
+            Arc::clone(&progress),
+            label.clone(),
+            start,
+            duration,
+        ));
+        (task, progress, label)
+    });
     let mut workers = Vec::with_capacity(connections);
     for task in tasks {
         if let Ok(worker) = task.await {
@@ -94,20 +101,33 @@ pub async fn drive<W: Worker>(
         }
     }
     let elapsed = start.elapsed();
-    if let Some(reporter) = reporter {
+    if let Some((reporter, progress, label)) = reporter {
         reporter.abort();
         if std::io::stderr().is_terminal() {
             eprintln!();
+        } else {
+            // A log gets the phase's end too, not only its 5 s marks.
+            let requests = progress.requests.load(Ordering::Relaxed);
+            let errors = progress.errors.load(Ordering::Relaxed);
+            let seconds = elapsed.as_secs_f64();
+            eprintln!(
+                "{label} done: {requests} req in {seconds:.1} s ({:.0} req/s), errors {errors}",
+                requests as f64 / seconds.max(1e-9)
+            );
         }
     }
     (workers, elapsed)
 }
 
+/// How often the progress line is printed when stderr is not a terminal (a
+/// CI log, a file): one line per this many seconds, not a redraw per second.
+pub const LOG_PROGRESS_EVERY_S: u64 = 5;
+
 /// A progress line on stderr: redrawn every second on a terminal, printed
-/// every 5 s otherwise (CI logs).
+/// every `LOG_PROGRESS_EVERY_S` otherwise (with the rate over that window).
 async fn report_progress(progress: Arc<Progress>, label: String, start: Instant, total: Duration) {
     let terminal = std::io::stderr().is_terminal();
-    let every = if terminal { 1 } else { 5 };
+    let every = if terminal { 1 } else { LOG_PROGRESS_EVERY_S };
     let mut last = 0u64;
     let mut ticks = 0u64;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -115,6 +135,9 @@ async fn report_progress(progress: Arc<Progress>, label: String, start: Instant,
     loop {
         ticker.tick().await;
         ticks += 1;
+        if !ticks.is_multiple_of(every) {
+            continue;
+        }
         let now = progress.requests.load(Ordering::Relaxed);
         let errors = progress.errors.load(Ordering::Relaxed);
         let elapsed = start.elapsed().as_secs_f64();
@@ -128,13 +151,13 @@ async fn report_progress(progress: Arc<Progress>, label: String, start: Instant,
             elapsed,
             total.as_secs_f64(),
             now,
-            (now - last) as f64,
+            (now - last) as f64 / every as f64,
             errors
         );
         last = now;
         if terminal {
             eprint!("\r{line}");
-        } else if ticks.is_multiple_of(every) {
+        } else {
             eprintln!("{line}");
         }
     }

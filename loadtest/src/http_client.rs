@@ -86,8 +86,8 @@ impl<'a> Call<'a> {
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
-    /// `X-Next-Cursor` (feeds), when present.
-    pub cursor: Option<u64>,
+    /// `X-Next-Cursor` (feeds), when present: opaque text, sent back as is.
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug)]
@@ -198,7 +198,7 @@ impl Conn {
             .headers()
             .get("x-next-cursor")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+            .map(str::to_owned);
         let body = match response.into_body().collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {

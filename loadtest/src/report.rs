@@ -6,14 +6,21 @@ use std::path::Path;
 use crate::chart::{self, Series};
 use crate::run::{PhaseReport, RunReport};
 
-pub fn phase_table(phase: &PhaseReport) -> String {
+/// One phase: `unit` is what an iteration of the scenario is (the unit of
+/// the open-loop rate), shown next to the request rate.
+pub fn phase_table(phase: &PhaseReport, unit: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{} - {} connections, {:.1} s: {:.0} req/s{}, {} ok, {} refused (409), {} errors; all requests p50 {:.3} / p99 {:.3} / p99.9 {:.3} / max {:.3} ms{}",
+        "\n{} - {} connections, {:.1} s: {}{:.0} {unit}/s = {:.0} req/s{}, {} ok, {} refused (409), {} errors; all requests p50 {:.3} / p99 {:.3} / p99.9 {:.3} / max {:.3} ms{}",
         phase.label,
         phase.connections,
         phase.duration_s,
+        match phase.offered_rate_per_s {
+            Some(offered) => format!("offered {offered:.0} {unit}/s, ran "),
+            None => String::new(),
+        },
+        phase.iterations_per_s,
         phase.rate_per_s,
         if phase.lines_per_s > phase.rate_per_s * 1.01 {
             format!(" ({:.0} lines/s)", phase.lines_per_s)
@@ -88,7 +95,7 @@ pub fn run_table(report: &RunReport) -> String {
         report.skew
     );
     for phase in &report.phases {
-        out.push_str(&phase_table(phase));
+        out.push_str(&phase_table(phase, report.scenario.unit()));
     }
     match &report.audit {
         None => out.push_str("\naudit: not applicable (the target holds no stock)\n"),
@@ -188,6 +195,7 @@ pub fn run_chart(report: &RunReport) -> String {
         ),
         chart::latency_lines(
             "Latency vs offered rate",
+            report.scenario.unit(),
             &series,
             20.0,
             90.0 + bar_h,

@@ -28,11 +28,13 @@ pub struct RunConfig {
     pub connections: usize,
     pub duration: Duration,
     pub warmup: Duration,
-    /// Open loop at this rate; `None`: closed loop.
+    /// Open loop at this many scenario iterations per second (not requests:
+    /// see `Scenario::unit`); `None`: closed loop.
     pub rate_per_s: Option<f64>,
     /// Open-loop phases at these percentages of the maximum.
     pub sweep_percent: Vec<f64>,
-    /// The maximum for the sweep; `None`: measured by a closed-loop phase first.
+    /// The maximum for the sweep, in scenario iterations per second; `None`:
+    /// measured by a closed-loop phase first.
     pub max_rate_per_s: Option<f64>,
     pub data: DataSetConfig,
     pub hold_ttl_s: u64,
@@ -51,13 +53,22 @@ pub struct PhaseReport {
     /// `closed` or `open`.
     pub mode: String,
     pub connections: usize,
+    /// Open loop: scenario iterations started per second, as scheduled (the
+    /// unit is the scenario's, `Scenario::unit`: e.g. checkouts, not requests).
     pub offered_rate_per_s: Option<f64>,
     pub duration_s: f64,
     pub requests: u64,
     pub ok: u64,
     pub refused: u64,
     pub errors: u64,
+    /// Requests per second.
     pub rate_per_s: f64,
+    /// Scenario iterations run (each one or more requests).
+    #[serde(default)]
+    pub iterations: u64,
+    /// Scenario iterations per second: what the open-loop rate offers.
+    #[serde(default)]
+    pub iterations_per_s: f64,
     pub lines_per_s: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -128,6 +139,8 @@ fn phase_report(
         refused,
         errors,
         rate_per_s: requests as f64 / seconds,
+        iterations: rec.iterations,
+        iterations_per_s: rec.iterations as f64 / seconds,
         lines_per_s: lines as f64 / seconds,
         p50_ms: ms(0.5),
         p90_ms: ms(0.9),
@@ -279,14 +292,18 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
                     2,
                 )
                 .await;
-                let max = closed.rate_per_s;
+                // In the open loop's unit: iterations, not requests.
+                let max = closed.iterations_per_s;
                 phases.push(closed);
                 max
             }
         };
         for (i, percent) in config.sweep_percent.iter().enumerate() {
             let rate_per_s = (max * percent / 100.0).max(1.0);
-            let label = format!("open {percent}% ({rate_per_s:.0}/s)");
+            let label = format!(
+                "open {percent}% ({rate_per_s:.0} {}/s)",
+                config.scenario.unit()
+            );
             phases.push(
                 phase(
                     &ctx,
@@ -307,7 +324,9 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         };
         let label = match mode {
             Mode::Closed => "closed".to_string(),
-            Mode::Open { rate_per_s } => format!("open ({rate_per_s:.0}/s)"),
+            Mode::Open { rate_per_s } => {
+                format!("open ({rate_per_s:.0} {}/s)", config.scenario.unit())
+            }
         };
         phases.push(phase(&ctx, &endpoint, config, mode, config.duration, label, 2).await);
     }

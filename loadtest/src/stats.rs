@@ -128,6 +128,9 @@ pub struct Recorder {
     progress: Arc<Progress>,
     /// First few error messages, to show the user what went wrong.
     pub error_samples: Vec<String>,
+    /// Scenario iterations started (the unit of the open-loop rate; one may
+    /// send several requests).
+    pub iterations: u64,
 }
 
 impl Recorder {
@@ -136,6 +139,7 @@ impl Recorder {
             ops: Op::ALL.iter().map(|_| None).collect(),
             progress,
             error_samples: Vec::new(),
+            iterations: 0,
         }
     }
 
@@ -178,6 +182,7 @@ impl Recorder {
                 }
             }
         }
+        self.iterations += other.iterations;
         for sample in other.error_samples {
             self.note_error(sample);
         }

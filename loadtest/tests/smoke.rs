@@ -142,7 +142,8 @@ async fn open_loop_and_a_rate_sweep_run_at_the_offered_rate() {
     assert_clean(&report, &[Op::Reserve]);
     let labels: Vec<&str> = report.phases.iter().map(|p| p.mode.as_str()).collect();
     assert_eq!(labels, ["closed", "open", "open"]);
-    let max = report.phases[0].rate_per_s;
+    // The sweep's maximum is in the open loop's unit: scenario iterations/s.
+    let max = report.phases[0].iterations_per_s;
     let offered = report.phases[2].offered_rate_per_s.expect("open");
     assert!((offered - max * 0.5).abs() < 1.0, "{offered} vs {max}");
     engine.shutdown().await.expect("shutdown");

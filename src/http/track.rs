@@ -10,6 +10,12 @@
 //! `axum::middleware::from_fn`, which clones the inner service and boxes a
 //! future per request: the common path here allocates nothing. Only a write
 //! that must wait for the store takes a boxed future.
+//!
+//! A response is measured when its body ends, not when its head is ready:
+//! a streamed body (feeds, live streams) is wrapped so its duration and
+//! bytes cover the whole stream, whatever the route. A body whose size is
+//! known is already complete in memory, so it is measured at once and not
+//! wrapped (wrapping boxes the body: one allocation, kept off the hot path).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,9 +25,12 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -62,14 +71,91 @@ pub struct Measure {
 }
 
 impl Measure {
-    fn record(self, response: &Response) {
+    fn record(self, status: u16, body_bytes: u64) {
         let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         self.state.request_metrics.record(
             route,
             &self.method,
-            response.status().as_u16(),
+            status,
             self.started.elapsed().as_secs_f64(),
+            body_bytes,
         );
+    }
+
+    /// Records a response whose body is in memory now; wraps a streamed one
+    /// to record when its body ends (or is dropped: the client went away).
+    fn finish(self, response: Response) -> Response {
+        let status = response.status().as_u16();
+        if let Some(bytes) = response.body().size_hint().exact() {
+            self.record(status, bytes);
+            return response;
+        }
+        response.map(|inner| {
+            Body::new(MeasuredBody {
+                inner,
+                measure: Some(self),
+                status,
+                bytes: 0,
+            })
+        })
+    }
+}
+
+/// A streamed response body that records its request's metrics when it ends.
+struct MeasuredBody {
+    inner: Body,
+    /// Taken when recorded, so a request is recorded once.
+    measure: Option<Measure>,
+    status: u16,
+    /// Data bytes passed on so far.
+    bytes: u64,
+}
+
+impl MeasuredBody {
+    fn record(&mut self) {
+        if let Some(measure) = self.measure.take() {
+            measure.record(self.status, self.bytes);
+        }
+    }
+}
+
+impl HttpBody for MeasuredBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => this.record(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// hyper stops polling once `is_end_stream` says so, and drops the body when
+/// the client disconnects mid-stream: either way the request is recorded
+/// here, with the bytes passed on until then.
+impl Drop for MeasuredBody {
+    fn drop(&mut self) {
+        self.record();
     }
 }
 
@@ -140,8 +226,7 @@ where
             } else {
                 response
             };
-            measure.record(&response);
-            Ok(response)
+            Ok(measure.finish(response))
         }))
     }
 }
@@ -169,16 +254,13 @@ where
                 let Poll::Ready(Ok(response)) = Pin::new(inner).poll(cx) else {
                     return Poll::Pending;
                 };
-                if let Some(measure) = measure.take() {
-                    measure.record(&response);
-                }
-                Poll::Ready(Ok(response))
+                Poll::Ready(Ok(match measure.take() {
+                    Some(measure) => measure.finish(response),
+                    None => response,
+                }))
             }
             TrackFuture::Answered(answer) => match answer.take() {
-                Some((response, measure)) => {
-                    measure.record(&response);
-                    Poll::Ready(Ok(response))
-                }
+                Some((response, measure)) => Poll::Ready(Ok(measure.finish(response))),
                 // Polled again after completion: a caller bug; answer, don't panic.
                 None => Poll::Ready(Ok(
                     ApiError::internal("response already taken").into_response()

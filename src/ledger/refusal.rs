@@ -70,26 +70,34 @@ pub enum Refusal {
     IdempotencyStoreFull,
     #[error("reservation {0} not found")]
     ReservationNotFound(ReservationId),
-    #[error("reservation {id} is {state:?}, not held")]
+    #[error("reservation {id} is {}, not held", state.as_str())]
     ReservationNotHeld {
         id: ReservationId,
         state: ReservationState,
     },
     #[error("reservation has no line for {sku} at {location}")]
     LineNotInReservation { sku: Sku, location: LocationCode },
-    #[error("version is {actual:?}, expected {expected:?}")]
+    #[error("the position is at version {}, the request expected version {}", actual.0, expected.0)]
     StaleVersion { expected: Seq, actual: Seq },
-    #[error("a count taken at {last_as_of:?} was already applied; this one is from {as_of:?}")]
+    #[error(
+        "a count taken at {} ms (Unix time) was already applied; this one is from {} ms",
+        last_as_of.0,
+        as_of.0
+    )]
     CountOlderThanLast {
         as_of: TimestampMs,
         last_as_of: TimestampMs,
     },
-    #[error("as_of {as_of:?} is older than the movement history kept ({horizon:?}); count again")]
+    #[error(
+        "as_of {} ms (Unix time) is older than the movement history kept (from {} ms); count again",
+        as_of.0,
+        horizon.0
+    )]
     AsOfBeyondHistory {
         as_of: TimestampMs,
         horizon: TimestampMs,
     },
-    #[error("as_of {as_of:?} is in the future")]
+    #[error("as_of {} ms (Unix time) is in the future", as_of.0)]
     AsOfInFuture { as_of: TimestampMs },
     #[error("{} {holder} holds {held} units; {requested} more would exceed its cap of {max}", kind.as_str())]
     HoldCapExceeded {

@@ -1,7 +1,7 @@
 //! `omnistock serve` settings: flags, environment variables and an optional
 //! TOML file, in that order of precedence, validated before anything starts.
 
-use std::net::SocketAddr;
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -26,12 +26,16 @@ pub enum LogFormat {
 }
 
 /// Flags of `omnistock serve`. Every flag may also come from the config file.
+/// The flags are `Option`s (a flag left out falls back to the file, then to
+/// the default), so clap cannot show the defaults itself: `--help` gets them
+/// from [`flag_defaults`] (see [`document_defaults`]).
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on: IP:PORT or HOST:PORT (a host name such as
+    /// localhost is resolved; port 0 picks a free port).
     #[arg(long, env = "OMNISTOCK_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Redis URL of the write-behind store (absent: in-memory embedded default).
+    pub listen: Option<String>,
+    /// Redis URL of the write-behind store (redis://, rediss:// or unix://).
     #[arg(long, env = "OMNISTOCK_REDIS_URL")]
     pub redis_url: Option<String>,
     /// When a write is acknowledged.
@@ -40,9 +44,14 @@ pub struct ServeArgs {
     /// A TOML file with any of these settings (flags and environment win).
     #[arg(long, env = "OMNISTOCK_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Load the demo data set: stores, warehouses, groups, policies, thousands of SKUs.
+    /// Load the demo data set: stores, warehouses, groups, policies, thousands of SKUs
+    /// (after the listener is bound; with --redis-url only into an empty store).
     #[arg(long)]
     pub demo: bool,
+    /// Start even though OMNISTOCK_ADMIN_KEY is not set. No key can call the
+    /// API then (not even to create keys): only for probes and experiments.
+    #[arg(long)]
+    pub allow_no_admin_key: bool,
     /// Requests per second per API key (0: unlimited).
     #[arg(long, env = "OMNISTOCK_RATE_LIMIT_PER_SECOND")]
     pub rate_limit_per_second: Option<u32>,
@@ -55,7 +64,7 @@ pub struct ServeArgs {
     /// How often expired holds are swept back to ATF.
     #[arg(long)]
     pub expiry_sweep_interval_ms: Option<u64>,
-    /// Log format.
+    /// Log format (to stderr).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Write-behind: longest a change waits before it is written to Redis
@@ -123,10 +132,11 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     redis_url: Option<String>,
     durability: Option<Durability>,
     demo: Option<bool>,
+    allow_no_admin_key: Option<bool>,
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
     max_body_bytes: Option<usize>,
@@ -154,10 +164,14 @@ struct FileConfig {
 /// Settings after merging and validation.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    pub listen: SocketAddr,
+    /// `IP:PORT` or `HOST:PORT`; a host name is resolved when binding, and
+    /// every address it resolves to is tried in turn.
+    pub listen: String,
     pub redis_url: Option<String>,
     pub durability: Durability,
     pub demo: bool,
+    /// Start without `OMNISTOCK_ADMIN_KEY` (refused otherwise).
+    pub allow_no_admin_key: bool,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub max_body_bytes: usize,
@@ -199,10 +213,11 @@ impl ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: "127.0.0.1:8080".into(),
             redis_url: None,
             durability: Durability::Async,
             demo: false,
+            allow_no_admin_key: false,
             rate_limit_per_second: 20_000,
             rate_limit_burst: 40_000,
             max_body_bytes: 256 * 1024,
@@ -254,6 +269,7 @@ impl ServeArgs {
             redis_url: self.redis_url.or(file.redis_url).filter(|u| !u.is_empty()),
             durability: merged!(durability),
             demo: self.demo || file.demo.unwrap_or(false),
+            allow_no_admin_key: self.allow_no_admin_key || file.allow_no_admin_key.unwrap_or(false),
             rate_limit_per_second: merged!(rate_limit_per_second),
             rate_limit_burst: merged!(rate_limit_burst),
             max_body_bytes: merged!(max_body_bytes),
@@ -283,8 +299,23 @@ impl ServeArgs {
     }
 }
 
+/// Resolves `--listen`: `IP:PORT` as is, `HOST:PORT` through the resolver.
+pub fn listen_addresses(listen: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    let addresses: Vec<_> = listen
+        .to_socket_addrs()
+        .map_err(|e| format!("--listen {listen}: {e} (expected IP:PORT or HOST:PORT)"))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(format!(
+            "--listen {listen}: the host name resolves to no address"
+        ));
+    }
+    Ok(addresses)
+}
+
 impl ServeConfig {
     pub fn validate(&self) -> Result<(), String> {
+        listen_addresses(&self.listen)?;
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -358,13 +389,107 @@ impl ServeConfig {
         if !(1..=60_000).contains(&self.expiry_sweep_interval_ms) {
             return Err("--expiry-sweep-interval-ms must be between 1 and 60000".into());
         }
-        if let Some(key) = &self.admin_key
-            && key.len() < 16
-        {
-            return Err("OMNISTOCK_ADMIN_KEY must be at least 16 characters".into());
+        match &self.admin_key {
+            Some(key) if key.len() < 16 => {
+                return Err("OMNISTOCK_ADMIN_KEY must be at least 16 characters".into());
+            }
+            // Without a key nothing can call the API; starting like that by
+            // accident (a deployment that lost its secret) must not look
+            // like a healthy start.
+            None if !self.allow_no_admin_key => {
+                return Err(
+                    "OMNISTOCK_ADMIN_KEY is not set, so no key could call the API: \
+                     set it to an admin key of at least 16 characters, \
+                     or pass --allow-no-admin-key to start without one"
+                        .into(),
+                );
+            }
+            _ => {}
         }
         Ok(())
     }
+}
+
+/// The default of every `serve` flag that takes a value, by argument id, as
+/// `--help` shows it (taken from [`ServeConfig::default`], so the help
+/// cannot drift from the behaviour).
+pub fn flag_defaults() -> Vec<(&'static str, String)> {
+    let d = ServeConfig::default();
+    let name = |value: Option<clap::builder::PossibleValue>| {
+        value.map_or_else(String::new, |v| v.get_name().to_owned())
+    };
+    vec![
+        ("listen", d.listen.clone()),
+        (
+            "redis_url",
+            "none: the embedded in-memory store, state lost on exit".into(),
+        ),
+        ("durability", name(d.durability.to_possible_value())),
+        ("config", "none".into()),
+        ("rate_limit_per_second", d.rate_limit_per_second.to_string()),
+        ("rate_limit_burst", d.rate_limit_burst.to_string()),
+        ("max_body_bytes", d.max_body_bytes.to_string()),
+        (
+            "expiry_sweep_interval_ms",
+            d.expiry_sweep_interval_ms.to_string(),
+        ),
+        ("log_format", name(d.log_format.to_possible_value())),
+        ("flush_interval_ms", d.flush_interval_ms.to_string()),
+        ("flush_max_items", d.flush_max_items.to_string()),
+        ("redis_timeout_ms", d.redis_timeout_ms.to_string()),
+        ("redis_key_prefix", d.redis_key_prefix.clone()),
+        ("sync_wait_timeout_ms", d.sync_wait_timeout_ms.to_string()),
+        (
+            "feed_low_stock_threshold",
+            d.feed_low_stock_threshold.to_string(),
+        ),
+        (
+            "max_stream_subscribers",
+            d.max_stream_subscribers.to_string(),
+        ),
+        ("max_connections", d.max_connections.to_string()),
+        (
+            "header_read_timeout_ms",
+            d.header_read_timeout_ms.to_string(),
+        ),
+        ("body_read_timeout_ms", d.body_read_timeout_ms.to_string()),
+        ("rate_limited_delay_ms", d.rate_limited_delay_ms.to_string()),
+        (
+            "max_held_units_per_customer",
+            d.max_held_units_per_customer.to_string(),
+        ),
+        (
+            "max_held_units_per_key",
+            d.max_held_units_per_key.to_string(),
+        ),
+        ("max_lines_per_request", d.max_lines_per_request.to_string()),
+        ("max_ttl_seconds", d.max_ttl_seconds.to_string()),
+        ("max_batch_items", d.max_batch_items.to_string()),
+    ]
+}
+
+/// What `serve --help` says after the flags: the one setting that is not a
+/// flag, and the precedence.
+pub const SERVE_AFTER_HELP: &str = "\
+Environment:
+  OMNISTOCK_ADMIN_KEY  The admin API key, at least 16 characters (environment only: no \
+secrets in flags or files). Required unless --allow-no-admin-key is given.
+
+Each setting comes from its flag, else its environment variable, else the --config file \
+(same names as the flags, with underscores), else its default.";
+
+/// Adds each flag's default to its help text in the `serve` command
+/// (`[default: ...]`, as clap shows the defaults it knows).
+pub fn document_defaults(serve: clap::Command) -> clap::Command {
+    flag_defaults()
+        .into_iter()
+        .fold(serve, |command, (id, value)| {
+            command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {value}]"))
+            })
+        })
+        .after_help(SERVE_AFTER_HELP)
 }
 
 #[cfg(test)]
@@ -384,21 +509,57 @@ mod tests {
         let args = ServeArgs {
             config: Some(path.clone()),
             rate_limit_per_second: Some(7),
+            allow_no_admin_key: true,
             ..ServeArgs::default()
         };
         let config = args.resolve(None).expect("valid");
-        assert_eq!(config.listen, "127.0.0.1:9999".parse().expect("addr"));
+        assert_eq!(config.listen, "127.0.0.1:9999");
         assert_eq!(config.rate_limit_per_second, 7);
         assert_eq!(config.max_body_bytes, 4096);
         assert_eq!(config.expiry_sweep_interval_ms, 10);
         std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nunknown = 1\n").expect("write");
         let error = ServeArgs {
             config: Some(path),
+            allow_no_admin_key: true,
             ..ServeArgs::default()
         }
         .resolve(None)
         .expect_err("unknown key");
         assert!(error.contains("unknown"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_admin_key_is_allowed_only_when_asked_for() {
+        let error = ServeArgs::default().resolve(None).expect_err("refused");
+        assert!(
+            error.contains("OMNISTOCK_ADMIN_KEY") && error.contains("--allow-no-admin-key"),
+            "{error}"
+        );
+        let config = ServeArgs {
+            allow_no_admin_key: true,
+            ..ServeArgs::default()
+        }
+        .resolve(None)
+        .expect("allowed");
+        assert!(config.admin_key.is_none());
+        ServeArgs::default()
+            .resolve(Some("a-long-enough-admin-key".into()))
+            .expect("a key is enough");
+    }
+
+    #[test]
+    fn listen_accepts_host_names() {
+        let config = ServeArgs {
+            listen: Some("localhost:0".into()),
+            ..ServeArgs::default()
+        }
+        .resolve(Some("a-long-enough-admin-key".into()))
+        .expect("valid");
+        let addresses = listen_addresses(&config.listen).expect("resolves");
+        assert!(
+            addresses.iter().all(|a| a.ip().is_loopback()),
+            "{addresses:?}"
+        );
     }
 
     #[test]
@@ -458,6 +619,16 @@ mod tests {
                 ServeArgs::default(),
                 Some("short".to_string()),
                 "16 characters",
+            ),
+            (ServeArgs::default(), None, "--allow-no-admin-key"),
+            (
+                ServeArgs {
+                    listen: Some("8080".into()),
+                    allow_no_admin_key: true,
+                    ..ServeArgs::default()
+                },
+                None,
+                "--listen 8080",
             ),
         ];
         for (args, key, expected) in cases {

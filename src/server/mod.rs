@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod export;
 pub mod listen;
+pub mod metrics_catalog;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use crate::http::auth::KeyStore;
 use crate::http::change_signal::ChangeSignal;
 use crate::http::rate_limit::RateLimiter;
+use crate::http::request_metrics::{self, LedgerCounters};
 use crate::http::{AppState, HttpLimits, app, now, run_expiry};
 use crate::ledger::{Changes, Ledger, LedgerConfig};
 use crate::store::redis::{RedisConfig, RedisStore};
@@ -43,6 +45,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            metrics_catalog::describe_all();
             Some(handle)
         })
         .clone()
@@ -58,11 +61,17 @@ pub fn state(
 ) -> Arc<AppState> {
     let changes = Arc::new(ChangeSignal::default());
     let publisher = Arc::clone(&changes);
-    if !ledger.set_change_listener(Box::new(move |_seq| publisher.publish())) {
+    let listening = ledger.set_change_listener(Box::new(move |_seq| {
+        request_metrics::note_write_ran();
+        publisher.publish();
+    }));
+    if !listening {
         tracing::warn!(
-            "the ledger already has a change listener: live streams wake only on their timers"
+            "the ledger already has a change listener: live streams wake only on their timers, \
+             and idempotent replays count as new reservation outcomes"
         );
     }
+    let metrics = metrics_handle();
     Arc::new(AppState {
         changes,
         stopping,
@@ -80,9 +89,9 @@ pub fn state(
             ..HttpLimits::default()
         },
         stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),
-        metrics: metrics_handle(),
+        metrics,
         request_metrics: Default::default(),
-        counters: Default::default(),
+        counters: LedgerCounters::new(listening),
         ready: AtomicBool::new(false),
         feed_low_stock_threshold: config.feed_low_stock_threshold,
         write_behind: config.redis_url.as_ref().map(|_| {
@@ -158,9 +167,23 @@ impl Running {
     }
 }
 
+/// Binds `--listen`: a host name is resolved, and each of its addresses is
+/// tried in turn until one binds.
+pub async fn bind(config: &ServeConfig) -> std::io::Result<TcpListener> {
+    TcpListener::bind(config.listen.as_str()).await
+}
+
 /// Binds and starts serving; returns once the listener is bound.
 pub async fn start(config: &ServeConfig, ledger: Arc<Ledger>) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(config.listen).await?;
+    start_on(bind(config).await?, config, ledger)
+}
+
+/// Starts serving on a bound listener.
+pub fn start_on(
+    listener: TcpListener,
+    config: &ServeConfig,
+    ledger: Arc<Ledger>,
+) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     // This run's feed cursors are its own until a store's lineage replaces
     // this one (restore).
@@ -275,10 +298,10 @@ async fn run_store<S: Store>(
     let loaded = loop {
         match store.load(now()).await {
             Ok(loaded) => break loaded,
-            Err(StoreError::Unavailable(error)) => {
+            Err(error @ StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
                     "store unreachable at start; not ready until it is loaded");
-                write_behind.set_status(StoreStatus::Loading, Some(error));
+                write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stopped.changed() => return,
@@ -398,6 +421,11 @@ async fn run_store<S: Store>(
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), String> {
+    // Bound before anything slow (the demo data set takes seconds to load):
+    // a taken port fails at once.
+    let listener = bind(&config)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let ledger = Arc::new(Ledger::new(config.ledger_config()));
     if config.demo && config.redis_url.is_none() {
         let positions = demo::load(&ledger, now())?;
@@ -423,11 +451,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     }
     if config.admin_key.is_none() {
         tracing::warn!(
-            "OMNISTOCK_ADMIN_KEY is not set: no key can call the API; set it to administer the engine"
+            "OMNISTOCK_ADMIN_KEY is not set (--allow-no-admin-key): no key can call the API; set it to administer the engine"
         );
     }
-    let mut running = start(&config, ledger)
-        .await
+    let mut running = start_on(listener, &config, ledger)
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
     tracing::info!(addr = %running.addr, durability = ?config.durability, "omnistock serving");
     let mut fatal = running.fatal.clone();

@@ -783,7 +783,8 @@ impl Transactions {
                             && marker.as_deref() != Some(expected.marker.as_str())
                         {
                             return Err(StoreError::Replaced(format!(
-                                "marker {marker:?}, expected {}",
+                                "marker {}, expected {}",
+                                marker.as_deref().unwrap_or("(none)"),
                                 expected.marker
                             )));
                         }
@@ -799,7 +800,8 @@ impl Transactions {
                             && run_id != Some(expected.run_id.as_str())
                         {
                             return Err(StoreError::Replaced(format!(
-                                "Redis run {run_id:?}, expected {}",
+                                "Redis run {}, expected {}",
+                                run_id.unwrap_or("(none)"),
                                 expected.run_id
                             )));
                         }

@@ -91,7 +91,12 @@ pub struct Health {
     /// Age of the oldest change not yet written.
     pub flush_lag_ms: u64,
     pub consecutive_failures: u64,
+    /// What failed while the store is not healthy; cleared once a write (or
+    /// the load) succeeds, so a recovered store shows no stale error (the
+    /// failures stay counted in `flush_errors`).
     pub last_error: Option<String>,
+    /// When `last_error` happened.
+    pub last_error_at: Option<TimestampMs>,
     pub flushes: u64,
     pub flush_errors: u64,
     pub full_rewrites: u64,
@@ -103,10 +108,13 @@ pub struct Health {
 /// idempotency key to get the outcome).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NotDurable {
-    #[error("the store is unavailable: {0}")]
+    /// The store's last error, which already says what failed (e.g. "store
+    /// unavailable: ..."): not wrapped in another "unavailable".
+    #[error("{0}")]
     StoreDown(String),
-    #[error("the flush holding this write failed")]
-    FlushFailed,
+    /// With the store's error (recorded before the failed round is published).
+    #[error("the flush holding this write failed: {0}")]
+    FlushFailed(String),
     #[error("the store did not confirm the write within {0} ms")]
     Timeout(u64),
 }
@@ -142,6 +150,7 @@ impl WriteBehind {
                 flush_lag_ms: 0,
                 consecutive_failures: 0,
                 last_error: None,
+                last_error_at: None,
                 flushes: 0,
                 flush_errors: 0,
                 full_rewrites: 0,
@@ -158,12 +167,18 @@ impl WriteBehind {
         self.health.lock().clone()
     }
 
+    /// Sets the store's state; `error` (what went wrong) is kept until the
+    /// store is healthy again, which clears it.
     pub fn set_status(&self, status: StoreStatus, error: Option<String>) {
         let mut health = self.health.lock();
-        health.status = status;
-        if error.is_some() {
+        if status == StoreStatus::Healthy {
+            health.last_error = None;
+            health.last_error_at = None;
+        } else if error.is_some() {
             health.last_error = error;
+            health.last_error_at = Some(wall_clock());
         }
+        health.status = status;
     }
 
     /// Sync mode: returns once every change made before the call is in the
@@ -177,7 +192,10 @@ impl WriteBehind {
             let health = self.health.lock();
             if health.consecutive_failures > 0 {
                 return Err(NotDurable::StoreDown(
-                    health.last_error.clone().unwrap_or_default(),
+                    health
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "store unavailable".into()),
                 ));
             }
         }
@@ -189,9 +207,17 @@ impl WriteBehind {
             progress.wait_for(|p| p.flushed >= target || p.failed >= target),
         )
         .await;
-        match waited {
-            Ok(Ok(p)) if p.flushed >= target => Ok(()),
-            Ok(_) => Err(NotDurable::FlushFailed),
+        // The progress borrow is released before the health lock is taken.
+        let outcome = waited.map(|progress| progress.is_ok_and(|p| p.flushed >= target));
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NotDurable::FlushFailed(
+                self.health
+                    .lock()
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "store unavailable".into()),
+            )),
             Err(_) => Err(NotDurable::Timeout(self.config.sync_wait_timeout_ms)),
         }
     }
@@ -200,6 +226,8 @@ impl WriteBehind {
         let mut health = self.health.lock();
         health.status = StoreStatus::Healthy;
         health.consecutive_failures = 0;
+        health.last_error = None;
+        health.last_error_at = None;
         health.flushes += 1;
         health.full_rewrites += u64::from(full);
         health.backlog_items = changes.backlog();
@@ -213,12 +241,13 @@ impl WriteBehind {
         }
     }
 
-    fn record_failure(&self, error: &StoreError) -> u64 {
+    fn record_failure(&self, error: &StoreError, now: TimestampMs) -> u64 {
         let mut health = self.health.lock();
         health.status = StoreStatus::Degraded;
         health.consecutive_failures += 1;
         health.flush_errors += 1;
         health.last_error = Some(error.to_string());
+        health.last_error_at = Some(now);
         metrics::counter!("omnistock_write_behind_flush_errors_total").increment(1);
         health.consecutive_failures
     }
@@ -250,6 +279,15 @@ pub fn reservation_shards(ledger: &Ledger) -> usize {
         .reservation_shards
         .clamp(1, 1 << 12)
         .next_power_of_two()
+}
+
+/// Wall-clock now, for when an error happened (outside the flusher, which
+/// reads its injected clock).
+fn wall_clock() -> TimestampMs {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// What the flusher needs besides the store.
@@ -374,7 +412,7 @@ pub async fn run<S: Store>(
             }
             Err(error) => {
                 changes.unwritten(cut);
-                let failures = handle.record_failure(&error);
+                let failures = handle.record_failure(&error, now);
                 handle
                     .progress
                     .send_modify(|p| p.failed = p.failed.max(round));

@@ -18,7 +18,7 @@ pub async fn run(w: &mut ScenarioWorker, scheduled: Instant) -> Flow {
         None => true,
         Some(_) => w.rng.below(ctx.feed_incremental_per_full as usize + 1) == 0,
     };
-    let (op, path) = match (full, w.feed_cursor) {
+    let (op, path) = match (full, &w.feed_cursor) {
         (false, Some(cursor)) => (
             Op::FeedIncremental,
             format!("/v1/feeds/google/local-inventory?group={STORE_GROUP}&since={cursor}"),

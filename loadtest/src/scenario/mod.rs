@@ -69,6 +69,22 @@ impl Scenario {
         }
     }
 
+    /// What one iteration of the scenario is, in the plural: the unit of the
+    /// open-loop rate (`--iterations-per-s`), which is not requests where an
+    /// iteration sends more than one (a checkout, a flash-sale buyer).
+    pub fn unit(self) -> &'static str {
+        match self {
+            Scenario::Browse => "page views",
+            Scenario::Checkout => "checkouts",
+            Scenario::Pos => "till transactions",
+            Scenario::FlashSale => "buyers",
+            Scenario::Feed => "feed polls",
+            Scenario::Import => "imports",
+            Scenario::Reserve | Scenario::ReserveBatch => "reservations",
+            Scenario::Mixed => "iterations",
+        }
+    }
+
     /// Which targets implement what the scenario calls.
     pub fn supported_by(self, target: Target) -> bool {
         match target {
@@ -202,7 +218,8 @@ pub struct ScenarioWorker {
     pub rng: Rng,
     pub ctx: Arc<Ctx>,
     pub rec: Recorder,
-    pub feed_cursor: Option<u64>,
+    /// The last feed answer's `X-Next-Cursor`, sent back as is (opaque).
+    pub feed_cursor: Option<String>,
     /// Set once a scenario with finite work (flash sale) has none left.
     exhausted: Vec<Scenario>,
 }
@@ -288,6 +305,7 @@ impl ScenarioWorker {
 
 impl Worker for ScenarioWorker {
     async fn iteration(&mut self, scheduled: Instant) -> Flow {
+        self.rec.iterations += 1;
         let mut scenario = self.ctx.mix.pick(&mut self.rng);
         if self.exhausted.contains(&scenario) {
             // Finite work done: the rest of the blend goes on without it.

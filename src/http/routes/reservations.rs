@@ -11,7 +11,7 @@ use crate::http::dto::{
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiJson, ApiPath, JsonResponse, OptionalApiJson};
-use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
+use crate::http::{AppState, IdempotencyHeader, idempotency_key, now, request_metrics};
 use crate::ledger::{
     CommitRequest, HoldCap, Holder, HolderId, HolderKind, Qty, ReservationId, ReserveRequest,
     TransferRequest,
@@ -102,16 +102,12 @@ pub async fn create(
         caps: hold_caps(&state, &caller, body.customer_id.as_deref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
+    // The ledger call is synchronous, so it runs on this thread between the
+    // two reads: a change in the count means it ran rather than replayed.
+    let ran_before = request_metrics::writes_ran_on_this_thread();
     let held = state.ledger.reserve(&request, now(), key.as_ref());
-    match &held {
-        Ok(_) => state.counters.granted.increment(1),
-        Err(refusal) => {
-            state.counters.refused.increment(1);
-            if matches!(refusal, crate::ledger::Refusal::InsufficientStock { .. }) {
-                state.counters.oversell_refused.increment(1);
-            }
-        }
-    }
+    let ran = request_metrics::writes_ran_on_this_thread() != ran_before;
+    state.counters.reservation(&held, ran);
     Ok((StatusCode::CREATED, JsonResponse(ReservationOut(held?))))
 }
 

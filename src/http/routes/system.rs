@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use crate::http::AppState;
+use crate::http::json::rfc3339;
 use crate::http::openapi;
 use crate::store::write_behind::StoreStatus;
 
@@ -61,6 +62,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
                 "flush_lag_ms": health.flush_lag_ms,
                 "consecutive_failures": health.consecutive_failures,
                 "last_error": health.last_error,
+                "last_error_at": health.last_error_at.map(rfc3339),
                 "flushes": health.flushes,
                 "flush_errors": health.flush_errors,
                 "full_rewrites": health.full_rewrites,

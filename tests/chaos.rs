@@ -552,9 +552,19 @@ async fn erp(world: Arc<World>, seed: u64) {
     }
 }
 
+/// A feed cursor's lineage and sequence. Clients treat cursors as opaque;
+/// the soak looks inside to check that a store's lineage never changes and
+/// its sequences only grow, across restarts too.
+fn cursor_parts(cursor: &str) -> Option<(String, u64)> {
+    let mut parts = cursor.strip_prefix("c1.")?.split('.');
+    let lineage = parts.next()?.to_owned();
+    let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some((lineage, seq))
+}
+
 async fn feed_poller(world: Arc<World>, seed: u64) {
     let mut rng = Rng(seed);
-    let mut cursor: u64 = 0;
+    let mut cursor: Option<String> = None;
     while !world.stop.load(Ordering::Acquire) {
         world.park_if_paused().await;
         if world.stop.load(Ordering::Acquire) {
@@ -573,21 +583,28 @@ async fn feed_poller(world: Arc<World>, seed: u64) {
                 }
             }
         } else {
-            let url = format!(
-                "{}/v1/feeds/google/local-inventory?since={cursor}",
-                world.base
-            );
+            let url = match &cursor {
+                Some(cursor) => format!(
+                    "{}/v1/feeds/google/local-inventory?since={cursor}",
+                    world.base
+                ),
+                None => format!("{}/v1/feeds/google/local-inventory", world.base),
+            };
             let Ok(response) = world.http.get(&url).bearer_auth(ADMIN).send().await else {
                 world.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
             let status = response.status();
-            let next = response
-                .headers()
-                .get("x-next-cursor")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let next = header("x-next-cursor");
+            let snapshot = header("x-feed-snapshot");
             let Ok(text) = response.text().await else {
                 continue;
             };
@@ -612,10 +629,20 @@ async fn feed_poller(world: Arc<World>, seed: u64) {
                     world.violation(format!("feed row malformed: {row:?}"));
                 }
             }
-            match next {
-                // Sequences only grow, across restarts too.
-                Some(next) if next >= cursor => cursor = next,
-                other => world.violation(format!("feed cursor went from {cursor} to {other:?}")),
+            if !matches!(snapshot.as_deref(), Some("full" | "incremental")) {
+                world.violation(format!("feed without X-Feed-Snapshot: {snapshot:?}"));
+            }
+            // One store, one lineage; its sequences only grow, across
+            // restarts too.
+            let before = cursor.as_deref().and_then(cursor_parts);
+            match (before, next.as_deref().and_then(cursor_parts)) {
+                (None, Some(_)) => cursor = next,
+                (Some((lineage, seq)), Some((next_lineage, next_seq)))
+                    if next_lineage == lineage && next_seq >= seq =>
+                {
+                    cursor = next
+                }
+                _ => world.violation(format!("feed cursor went from {cursor:?} to {next:?}")),
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.range(20, 60))).await;

@@ -4,7 +4,6 @@
 //! request. A hit costs a hash of the three labels and three atomic updates;
 //! no allocation. (HELP texts: `server::metrics_catalog`.)
 
-use std::cell::Cell;
 use std::hash::BuildHasher;
 
 use axum::http::Method;
@@ -12,7 +11,7 @@ use dashmap::DashMap;
 use metrics::{Counter, Histogram};
 use rustc_hash::FxBuildHasher;
 
-use crate::ledger::{Refusal, ReservationView};
+use crate::ledger::{Origin, Refusal, ReservationView};
 
 struct Handles {
     route: String,
@@ -66,27 +65,6 @@ impl RequestMetrics {
     }
 }
 
-thread_local! {
-    /// Ledger writes that ran (were not answered from the idempotency store)
-    /// on this thread; see [`note_write_ran`].
-    static WRITES_RAN: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Called by the ledger's change listener, which the ledger invokes
-/// synchronously, on the calling thread, after every write it actually runs,
-/// and never for an idempotent replay (a replay changes nothing). Comparing
-/// [`writes_ran_on_this_thread`] before and after one synchronous ledger call
-/// therefore tells a new outcome from a replayed one without a lock or an
-/// allocation. (The ledger's API does not say which it was; a stored
-/// outcome is indistinguishable from a new one.)
-pub fn note_write_ran() {
-    WRITES_RAN.with(|count| count.set(count.get().wrapping_add(1)));
-}
-
-pub fn writes_ran_on_this_thread() -> u64 {
-    WRITES_RAN.with(Cell::get)
-}
-
 /// Counters of reservation outcomes, registered once.
 pub struct LedgerCounters {
     pub granted: Counter,
@@ -95,43 +73,25 @@ pub struct LedgerCounters {
     /// grant nor a new refusal.
     pub replayed: Counter,
     pub oversell_refused: Counter,
-    /// False when the ledger's change listener is not ours (it was installed
-    /// before): replays cannot be told apart then, and every outcome counts
-    /// as new, as it did before replays were counted.
-    pub replays_detected: bool,
 }
 
-impl LedgerCounters {
-    pub fn new(replays_detected: bool) -> LedgerCounters {
+impl Default for LedgerCounters {
+    fn default() -> LedgerCounters {
         LedgerCounters {
             granted: metrics::counter!("omnistock_reservations_total", "outcome" => "granted"),
             refused: metrics::counter!("omnistock_reservations_total", "outcome" => "refused"),
             replayed: metrics::counter!("omnistock_reservations_total", "outcome" => "replayed"),
             oversell_refused: metrics::counter!("omnistock_oversell_refused_total"),
-            replays_detected,
         }
     }
+}
 
-    /// Counts one reservation request's outcome. `ran`: the ledger ran the
-    /// operation (see [`note_write_ran`]) rather than replaying a stored
-    /// outcome.
-    pub fn reservation(&self, outcome: &Result<ReservationView, Refusal>, ran: bool) {
-        let replayed = self.replays_detected
-            && !ran
-            && match outcome {
-                Ok(_) => true,
-                // Refused before the idempotency store was consulted (shape),
-                // or by it (key reused, in flight, full): new refusals, and
-                // the ledger runs nothing for them either.
-                Err(
-                    Refusal::Invalid(_)
-                    | Refusal::IdempotencyKeyReused
-                    | Refusal::IdempotencyInFlight
-                    | Refusal::IdempotencyStoreFull,
-                ) => false,
-                Err(_) => true,
-            };
-        if replayed {
+impl LedgerCounters {
+    /// Counts one reservation request's outcome: a replay (an idempotent
+    /// retry answered with the stored outcome) is neither a new grant nor
+    /// a new refusal.
+    pub fn reservation(&self, outcome: &Result<ReservationView, Refusal>, origin: Origin) {
+        if origin == Origin::Replayed {
             self.replayed.increment(1);
             return;
         }

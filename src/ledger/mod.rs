@@ -189,18 +189,40 @@ impl Ledger {
         unwrap: fn(&WriteOutput) -> Option<&T>,
         op: impl FnOnce() -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
+        self.idempotent_with_origin(key, now, fingerprint, wrap, unwrap, op)
+            .0
+    }
+
+    /// [`Ledger::idempotent`], saying whether the outcome is new or a
+    /// replay of the one stored under the key.
+    fn idempotent_with_origin<T: Clone>(
+        &self,
+        key: Option<&IdempotencyKey>,
+        now: TimestampMs,
+        fingerprint: impl FnOnce() -> Fingerprint,
+        wrap: fn(T) -> WriteOutput,
+        unwrap: fn(&WriteOutput) -> Option<&T>,
+        op: impl FnOnce() -> Result<T, Refusal>,
+    ) -> (Result<T, Refusal>, Origin) {
         let Some(key) = key else {
             let result = op();
             self.notify();
-            return result;
+            return (result, Origin::Ran);
         };
         let fingerprint = fingerprint();
-        match self.idempotency.begin(key, fingerprint)? {
-            Claim::Replay(outcome) => match &*outcome {
-                Ok(output) => unwrap(output).cloned().ok_or(Refusal::IdempotencyKeyReused),
-                Err(refusal) => Err(refusal.clone()),
+        match self.idempotency.begin(key, fingerprint) {
+            // The key itself refused the call (reused with another request,
+            // in flight, store full): a new answer, nothing replayed.
+            Err(refusal) => (Err(refusal), Origin::Ran),
+            Ok(Claim::Replay(outcome)) => match &*outcome {
+                Ok(output) => match unwrap(output) {
+                    Some(output) => (Ok(output.clone()), Origin::Replayed),
+                    // The key answered another kind of operation.
+                    None => (Err(Refusal::IdempotencyKeyReused), Origin::Ran),
+                },
+                Err(refusal) => (Err(refusal.clone()), Origin::Replayed),
             },
-            Claim::Run => {
+            Ok(Claim::Run) => {
                 let result = op();
                 if matches!(result, Err(Refusal::Invalid(_))) {
                     self.idempotency.abandon(key);
@@ -209,7 +231,7 @@ impl Ledger {
                     self.idempotency.complete(key, fingerprint, stored, now);
                 }
                 self.notify();
-                result
+                (result, Origin::Ran)
             }
         }
     }
@@ -406,6 +428,16 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Whether a keyed write's outcome is new or the one stored under its
+/// idempotency key (metrics count replays apart from new grants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The operation ran now (or was refused now).
+    Ran,
+    /// A retry: the stored outcome was returned and nothing ran.
+    Replayed,
 }
 
 /// The lines of one request on one position, summed.

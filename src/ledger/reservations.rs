@@ -19,7 +19,7 @@ use super::requests::{
 };
 use super::reservation::{HeldLine, ReleasedHold, Reservation, ReservationShard, ReservationState};
 use super::shards::LockedShards;
-use super::{Ledger, MergedLine, OpContext, merged_keys};
+use super::{Ledger, MergedLine, OpContext, Origin, merged_keys};
 
 /// How many resolved reservations a write may forget on the way (amortised
 /// clean-up, so the resolved set stays bounded without a sweeper).
@@ -35,9 +35,24 @@ impl Ledger {
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
-        self.validate_lines(&request.lines, false)?;
-        self.validate_ttl(request.ttl_ms)?;
-        self.idempotent(
+        self.reserve_with_origin(request, now, key).0
+    }
+
+    /// [`Ledger::reserve`], saying whether the outcome is new or replayed
+    /// from the idempotency key.
+    pub fn reserve_with_origin(
+        &self,
+        request: &ReserveRequest,
+        now: TimestampMs,
+        key: Option<&IdempotencyKey>,
+    ) -> (Result<ReservationView, Refusal>, Origin) {
+        if let Err(invalid) = self
+            .validate_lines(&request.lines, false)
+            .and_then(|()| self.validate_ttl(request.ttl_ms))
+        {
+            return (Err(invalid), Origin::Ran);
+        }
+        self.idempotent_with_origin(
             key,
             now,
             || {

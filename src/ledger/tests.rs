@@ -1140,6 +1140,21 @@ fn idempotent_writes_replay_and_refuse_reuse() {
         Err(Refusal::IdempotencyKeyReused),
         "keys span operations"
     );
+    // Callers that count outcomes learn which were replays.
+    assert_eq!(
+        ledger.reserve_with_origin(&request, T0, Some(&k)),
+        (Ok(first.clone()), Origin::Replayed)
+    );
+    assert_eq!(
+        ledger.reserve_with_origin(&other, T0, Some(&k)),
+        (Err(Refusal::IdempotencyKeyReused), Origin::Ran),
+        "a reused key is a new refusal, not a replay"
+    );
+    let (fresh, origin) = ledger.reserve_with_origin(&request, T0, Some(&key("order-new")));
+    assert_eq!(origin, Origin::Ran);
+    ledger
+        .release(fresh.expect("granted").id, T0, None)
+        .expect("released");
 
     // Refusals that depend on state are replayed too...
     let big = ReserveRequest {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::http::auth::KeyStore;
 use crate::http::change_signal::ChangeSignal;
 use crate::http::rate_limit::RateLimiter;
-use crate::http::request_metrics::{self, LedgerCounters};
+use crate::http::request_metrics::LedgerCounters;
 use crate::http::{AppState, HttpLimits, app, now, run_expiry};
 use crate::ledger::{Changes, Ledger, LedgerConfig};
 use crate::store::redis::{RedisConfig, RedisStore};
@@ -61,14 +61,9 @@ pub fn state(
 ) -> Arc<AppState> {
     let changes = Arc::new(ChangeSignal::default());
     let publisher = Arc::clone(&changes);
-    let listening = ledger.set_change_listener(Box::new(move |_seq| {
-        request_metrics::note_write_ran();
-        publisher.publish();
-    }));
-    if !listening {
+    if !ledger.set_change_listener(Box::new(move |_seq| publisher.publish())) {
         tracing::warn!(
-            "the ledger already has a change listener: live streams wake only on their timers, \
-             and idempotent replays count as new reservation outcomes"
+            "the ledger already has a change listener: live streams wake only on their timers"
         );
     }
     let metrics = metrics_handle();
@@ -91,7 +86,7 @@ pub fn state(
         stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),
         metrics,
         request_metrics: Default::default(),
-        counters: LedgerCounters::new(listening),
+        counters: LedgerCounters::default(),
         ready: AtomicBool::new(false),
         feed_low_stock_threshold: config.feed_low_stock_threshold,
         write_behind: config.redis_url.as_ref().map(|_| {

@@ -11,7 +11,7 @@ use crate::http::dto::{
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiJson, ApiPath, JsonResponse, OptionalApiJson};
-use crate::http::{AppState, IdempotencyHeader, idempotency_key, now, request_metrics};
+use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
 use crate::ledger::{
     CommitRequest, HoldCap, Holder, HolderId, HolderKind, Qty, ReservationId, ReserveRequest,
     TransferRequest,
@@ -102,12 +102,10 @@ pub async fn create(
         caps: hold_caps(&state, &caller, body.customer_id.as_deref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    // The ledger call is synchronous, so it runs on this thread between the
-    // two reads: a change in the count means it ran rather than replayed.
-    let ran_before = request_metrics::writes_ran_on_this_thread();
-    let held = state.ledger.reserve(&request, now(), key.as_ref());
-    let ran = request_metrics::writes_ran_on_this_thread() != ran_before;
-    state.counters.reservation(&held, ran);
+    let (held, origin) = state
+        .ledger
+        .reserve_with_origin(&request, now(), key.as_ref());
+    state.counters.reservation(&held, origin);
     Ok((StatusCode::CREATED, JsonResponse(ReservationOut(held?))))
 }
 

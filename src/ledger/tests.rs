@@ -1185,7 +1185,7 @@ fn idempotent_writes_replay_and_refuse_reuse() {
     // Keys are forgotten after their time.
     let remembered = ledger.idempotency_key_count();
     ledger.tick(T0.plus_ms(ledger.config().idempotency_ttl_ms), 1_000);
-    assert_eq!(ledger.idempotency_key_count(), remembered - 3);
+    assert_eq!(ledger.idempotency_key_count(), remembered - 4);
     assert!(
         ledger
             .reserve(

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The test command (README, second command). Installs what the tests need
-# (redis-server: the store tests start their own on free loopback ports;
-# promtool, from Debian's prometheus package: tests/metrics.rs checks
-# /metrics with it), then runs every test of the workspace: unit tests, the model-based property
-# test (PROPTEST_CASES, default 50,000 cases), the threaded stress test, the
-# Redis write-behind tests (round trip, kill -9 in sync and async mode, Redis
-# killed under load), each benchmark once in test mode so they cannot rot,
-# then schemathesis against the running server. Fails loudly; skips nothing.
+# from Debian's packages when it is missing (redis-server: the store tests
+# start their own on free loopback ports; promtool, from the prometheus
+# package: tests/metrics.rs checks /metrics with it; curl and jq:
+# tests/readme.rs runs the README's examples), then runs every test of the
+# workspace: unit tests, the model-based property test (PROPTEST_CASES,
+# default 50,000 cases), the threaded stress test, the Redis write-behind
+# tests (round trip, kill -9 in sync and async mode, Redis killed under
+# load), the README's examples, each benchmark once in test mode so they
+# cannot rot, then schemathesis against the running server. Fails loudly;
+# skips nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,27 +20,33 @@ fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+APT_UPDATED=""
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "scripts/test.sh: redis-server is missing; installing it (Debian package)" >&2
-    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server; } >&2; then
-        echo "scripts/test.sh: could not install redis-server; install it and rerun (the store tests need a real Redis)" >&2
+# need COMMAND PACKAGE SERVICE WHY: installs PACKAGE when COMMAND is missing,
+# and stops the system SERVICE the package may start (the tests start their
+# own servers); fails with WHY when it cannot.
+need() {
+    local command=$1 package=$2 service=$3 why=$4
+    command -v "$command" >/dev/null 2>&1 && return 0
+    echo "scripts/test.sh: $command is missing; installing it (Debian package $package)" >&2
+    if [ -z "$APT_UPDATED" ]; then
+        $SUDO apt-get update -qq >&2 || true
+        APT_UPDATED=1
+    fi
+    if ! $SUDO apt-get install -y -qq "$package" >&2; then
+        echo "scripts/test.sh: could not install $package; install it and rerun ($why)" >&2
         exit 1
     fi
-    # The package starts a system instance; the tests start their own.
-    $SUDO service redis-server stop >/dev/null 2>&1 || true
-fi
+    if [ -n "$service" ]; then
+        $SUDO service "$service" stop >/dev/null 2>&1 || true
+    fi
+}
+
+need redis-server redis-server redis-server "the store tests need a real Redis"
+need promtool prometheus prometheus "tests/metrics.rs checks /metrics with promtool"
+need curl curl "" "tests/readme.rs runs the README's curl examples"
+need jq jq "" "tests/readme.rs runs the README's examples, which use jq"
 redis-server --version >&2
-
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "scripts/test.sh: promtool is missing; installing it (Debian package prometheus)" >&2
-    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq prometheus; } >&2; then
-        echo "scripts/test.sh: could not install prometheus (promtool); install it and rerun (tests/metrics.rs checks /metrics with promtool)" >&2
-        exit 1
-    fi
-    # The package starts a Prometheus server (port 9090); the tests need only promtool.
-    $SUDO service prometheus stop >/dev/null 2>&1 || true
-fi
 promtool --version 2>&1 | sed -n 1p >&2
 
 cargo test --locked --workspace --all-targets

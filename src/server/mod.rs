@@ -288,62 +288,17 @@ async fn run_store<S: Store>(
         write_behind.set_status(StoreStatus::Failed, Some(error.clone()));
         let _ = fatal.send(Some(error));
     };
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(50);
-    let loaded = loop {
-        match store.load(now()).await {
-            Ok(loaded) => break loaded,
-            Err(error @ StoreError::Unavailable(_)) => {
-                tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
-                    "store unreachable at start; not ready until it is loaded");
-                write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stopped.changed() => return,
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(error) => return fail(error.to_string()),
-        }
+    let Some(loaded) = load_store(&*store, &write_behind, &mut stopped).await else {
+        return;
+    };
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => return fail(error),
     };
     let ledger = &state.ledger;
     let fresh = loaded.is_none();
-    match loaded {
-        Some(loaded) => {
-            let report = match ledger.restore(loaded.restore, now()) {
-                Ok(report) => report,
-                Err(error) => return fail(error.to_string()),
-            };
-            let keys = match state.keys.restore(loaded.keys) {
-                Ok(keys) => keys,
-                Err(error) => return fail(error),
-            };
-            let seconds = started.elapsed().as_secs_f64();
-            tracing::info!(
-                positions = report.positions,
-                reservations_held = report.reservations_held,
-                reservations_resolved = report.reservations_resolved,
-                idempotency_keys = report.idempotency_keys,
-                api_keys = keys,
-                reserved_recomputed = report.reserved_recomputed,
-                seconds,
-                positions_per_second = (report.positions as f64 / seconds.max(1e-9)) as u64,
-                "state loaded from the store"
-            );
-        }
-        None => {
-            if config.demo {
-                match demo::load(ledger, now()) {
-                    Ok(positions) => tracing::info!(positions, "store is empty: demo data loaded"),
-                    Err(error) => return fail(error),
-                }
-            } else {
-                tracing::info!("store is empty: starting with an empty ledger");
-            }
-        }
-    }
-    if !fresh && config.demo {
-        tracing::info!("the store holds data: --demo ignored");
+    if let Err(error) = fill_ledger(&state, loaded, config.demo) {
+        return fail(error);
     }
     let mut changes = Changes::new(ledger, write_behind.config().max_stream_backlog);
     // A fresh store gets everything in its first write.
@@ -355,39 +310,8 @@ async fn run_store<S: Store>(
         tracing::info!(expired, "reservations expired while the engine was down");
         metrics::counter!("omnistock_reservations_expired_total").increment(expired as u64);
     }
-    if !fresh {
-        // Claim the store before serving: from here on it says this run
-        // started (its sequences and ids lie above everything stored) and
-        // was not stopped cleanly, so a crash of this run can neither
-        // have its sequences reused nor its cursors honoured by the next.
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let cut = ledger.cut(&mut changes, now());
-            let batch = crate::store::Batch {
-                cut: &cut,
-                keys: None,
-                now: now(),
-                reservation_shards: write_behind::reservation_shards(ledger),
-                clean: false,
-            };
-            match store.write(&batch).await {
-                Ok(()) => {
-                    changes.written(&cut);
-                    break;
-                }
-                Err(error) => {
-                    changes.unwritten(cut);
-                    tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
-                        "cannot claim the store yet; not ready until it is claimed");
-                    write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stopped.changed() => return,
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+    if !claim_store(&*store, &state, &write_behind, &mut changes, &mut stopped).await {
+        return;
     }
     let expiry = start_expiry(&state, &config, stopped.clone());
     write_behind.set_status(StoreStatus::Healthy, None);
@@ -412,6 +336,119 @@ async fn run_store<S: Store>(
         final_stopped,
     )
     .await;
+}
+
+/// Reads the store, retrying (50 ms doubling to 2 s) while it is
+/// unreachable. `None`: stopped meanwhile; `Some(Err)`: it cannot be used.
+async fn load_store<S: Store>(
+    store: &S,
+    write_behind: &WriteBehind,
+    stopped: &mut watch::Receiver<bool>,
+) -> Option<Result<Option<crate::store::Loaded>, String>> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.load(now()).await {
+            Ok(loaded) => return Some(Ok(loaded)),
+            Err(error @ StoreError::Unavailable(_)) => {
+                tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
+                    "store unreachable at start; not ready until it is loaded");
+                write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.changed() => return None,
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Some(Err(error.to_string())),
+        }
+    }
+}
+
+/// Restores what the store held into the fresh ledger and key store; an
+/// empty store gets the demo data set when asked for.
+fn fill_ledger(
+    state: &AppState,
+    loaded: Option<crate::store::Loaded>,
+    demo: bool,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let Some(loaded) = loaded else {
+        if demo {
+            let positions = demo::load(&state.ledger, now())?;
+            tracing::info!(positions, "store is empty: demo data loaded");
+        } else {
+            tracing::info!("store is empty: starting with an empty ledger");
+        }
+        return Ok(());
+    };
+    if demo {
+        tracing::info!("the store holds data: --demo ignored");
+    }
+    let report = state
+        .ledger
+        .restore(loaded.restore, now())
+        .map_err(|e| e.to_string())?;
+    let keys = state.keys.restore(loaded.keys)?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        positions = report.positions,
+        reservations_held = report.reservations_held,
+        reservations_resolved = report.reservations_resolved,
+        idempotency_keys = report.idempotency_keys,
+        api_keys = keys,
+        reserved_recomputed = report.reserved_recomputed,
+        seconds,
+        positions_per_second = (report.positions as f64 / seconds.max(1e-9)) as u64,
+        "state loaded from the store"
+    );
+    Ok(())
+}
+
+/// The first write of this run, before it serves: a fresh store gets the
+/// whole state (so "ready" means stored, and the store has its lineage);
+/// a loaded one learns that this run started (its sequences and ids lie
+/// above everything stored) and was not stopped cleanly, so a crash of
+/// this run can neither have its sequences reused nor its cursors honoured
+/// by the next. Retries like the load; false when stopped meanwhile.
+async fn claim_store<S: Store>(
+    store: &S,
+    state: &AppState,
+    write_behind: &WriteBehind,
+    changes: &mut Changes,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    let ledger = &state.ledger;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let cut = ledger.cut(changes, now());
+        let keys = cut
+            .everything
+            .then(|| crate::store::KeySource::export(state));
+        let batch = crate::store::Batch {
+            cut: &cut,
+            keys: keys.as_ref(),
+            now: now(),
+            reservation_shards: write_behind::reservation_shards(ledger),
+            clean: false,
+        };
+        match store.write(&batch).await {
+            Ok(()) => {
+                changes.written(&cut);
+                return true;
+            }
+            Err(error) => {
+                changes.unwritten(cut);
+                tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
+                    "cannot write the store yet; not ready until it is written");
+                write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.changed() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// Runs until SIGINT or SIGTERM.

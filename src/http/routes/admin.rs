@@ -210,11 +210,14 @@ pub async fn revoke_key(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JournalParams {
     /// First sequence to return (default: the oldest kept).
     pub since: Option<u64>,
+    /// Only this SKU's movements.
     pub sku: Option<String>,
+    /// Only this location's movements.
     pub location: Option<String>,
     /// Default 100, at most 1000.
     pub limit: Option<usize>,

@@ -19,6 +19,7 @@ use crate::http::{AppState, now};
 use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityParams {
     /// Comma-separated location codes.
@@ -30,6 +31,7 @@ pub struct AvailabilityParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelParam {
     /// See availability after this channel's policy.
@@ -158,10 +160,14 @@ pub async fn batch(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NearbyParams {
+    /// The SKU wanted.
     pub sku: String,
+    /// Latitude of the point, -90 to 90.
     pub lat: f64,
+    /// Longitude of the point, -180 to 180.
     pub lon: f64,
     /// Default 25 km, at most 1000.
     pub radius_km: Option<f64>,

@@ -36,6 +36,7 @@ use crate::http::json::{self, ApiQuery};
 use crate::ledger::{Catalog, Seq};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
     /// `tsv` (default) or `xml` (Google only).

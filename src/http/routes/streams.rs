@@ -39,6 +39,7 @@ const MAX_COALESCE_MS: u64 = 10_000;
 const DEFAULT_COALESCE_MS: u64 = 50;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamParams {
     /// Only this SKU.
@@ -54,9 +55,10 @@ pub struct StreamParams {
 }
 
 /// Availability changes as Server-Sent Events (`Last-Event-ID` resumes).
-#[utoipa::path(get, path = "/v1/streams/availability", tag = "availability", params(StreamParams),
+#[utoipa::path(get, path = "/v1/streams/availability", tag = "availability",
+    params(StreamParams, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (the journal sequence of the last event received); a browser's EventSource sends it when it reconnects")),
     responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version}; `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
-        (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters"),
+        (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters, or a Last-Event-ID that is not a number"),
         (status = 503, description = "too many live streams open (`too_many_subscribers`, with Retry-After)")),
     security(("bearer" = [])))]
 pub async fn availability(

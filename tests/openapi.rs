@@ -273,6 +273,7 @@ fn reads(spec: &RouteSpec, errors: &mut Vec<String>) -> Reads {
 
 /// The parameters an operation declares.
 fn declared_params(
+    doc: &Value,
     operation: &Value,
     what: &str,
     errors: &mut Vec<String>,
@@ -288,7 +289,7 @@ fn declared_params(
         };
         let use_ = ParamUse {
             required: parameter["required"].as_bool().unwrap_or(false),
-            types: schema_types(&parameter["schema"]),
+            types: schema_types(resolve(doc, &parameter["schema"])),
         };
         if declared.insert(key(place, name), use_).is_some() {
             errors.push(format!(
@@ -312,7 +313,7 @@ fn compare(spec: &RouteSpec, doc: &Value, errors: &mut Vec<String>) {
         return;
     };
     let reads = reads(spec, errors);
-    let declared = declared_params(operation, &what, errors);
+    let declared = declared_params(doc, operation, &what, errors);
     for (param, read) in &reads.params {
         let Some(declared_use) = declared.get(param) else {
             let elsewhere: Vec<&str> = declared
@@ -649,6 +650,213 @@ fn hand_read_headers_and_media_types_are_documented() {
     }
 }
 
+/// Every error an operation can answer is documented with the problem body:
+/// the key's (401, 403, 429) where the handler authenticates, the body's
+/// where it reads one, 503 (with Retry-After) under `/v1`.
+#[test]
+fn error_responses_follow_what_handlers_extract() {
+    let doc = document();
+    let mut errors = Vec::new();
+    for spec in route_specs() {
+        let method = spec.method.as_str().to_ascii_lowercase();
+        let responses = &doc["paths"][spec.path][&method]["responses"];
+        let what = format!("{} {}", spec.method, spec.path);
+        let mut expected: Vec<&str> = Vec::new();
+        if spec.path.starts_with("/v1/") {
+            expected.push("503");
+        }
+        for extracted in &spec.extracts {
+            expected.extend(match extracted {
+                Extracted::Caller => &["401", "403", "429"][..],
+                Extracted::Path(_) | Extracted::Query(_) => &["422"][..],
+                Extracted::Header { .. } => &["409", "422"][..],
+                Extracted::JsonBody { .. } => &["400", "408", "413", "415", "422"][..],
+                Extracted::RawBody => &["400", "415", "422"][..],
+                Extracted::HeaderMap => &[][..],
+            });
+        }
+        for status in expected {
+            if responses.get(status).is_none() {
+                errors.push(format!("{what}: {status} not documented"));
+            }
+        }
+        for (status, response) in responses.as_object().into_iter().flatten() {
+            let problem = response["content"].get("application/problem+json");
+            if status.starts_with(['4', '5']) && spec.path.starts_with("/v1/") {
+                if problem.map(|c| &c["schema"]["$ref"])
+                    != Some(&"#/components/schemas/Problem".into())
+                {
+                    errors.push(format!("{what}: {status} without the problem body"));
+                }
+                if matches!(status.as_str(), "429" | "503")
+                    && response["headers"].get("Retry-After").is_none()
+                {
+                    errors.push(format!("{what}: {status} without Retry-After"));
+                }
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// The values the document gives what the code defines elsewhere: channel
+/// names, id lengths, the largest quantity of a line.
+#[test]
+fn documented_values_follow_the_code() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let channels: Vec<&str> = omnistock::ledger::Channel::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    let documented: Vec<&str> = schemas["ChannelName"]["enum"]
+        .as_array()
+        .expect("channel names")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(documented, channels);
+    for id in ["Sku", "LocationCode", "GroupName"] {
+        assert_eq!(
+            schemas[id]["maxLength"].as_u64(),
+            u64::try_from(omnistock::ledger::MAX_ID_CHARS).ok(),
+            "{id}"
+        );
+    }
+    // Unsigned integers: their real range, not int32's or int64's.
+    let text = openapi::document();
+    assert!(
+        !text.contains("\"u-int"),
+        "utoipa's unsigned format names are replaced"
+    );
+    let line_qty = &schemas["LineBody"]["properties"]["qty"];
+    assert_eq!(line_qty["format"], "uint32");
+    assert_eq!(line_qty["maximum"].as_u64(), Some(u64::from(u32::MAX)));
+    let since = doc["paths"]["/v1/journal"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "since")
+        .expect("since");
+    assert_eq!(since["schema"]["maximum"].as_u64(), Some(u64::MAX));
+    let qty = doc["paths"]["/v1/nearby"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "qty")
+        .expect("qty");
+    assert_eq!(
+        qty["schema"]["maximum"].as_f64(),
+        Some(f64::from(
+            omnistock::ledger::LedgerConfig::default().max_qty_per_line
+        ))
+    );
+}
+
+/// The id schema (pattern and lengths) accepts exactly what the ledger's
+/// validation accepts, on the edge cases: the pattern is run by Python's
+/// `re` (what schemathesis generates with; Python 3 is needed by the test
+/// command anyway).
+#[test]
+fn the_id_schema_matches_the_ledgers_validation() {
+    let max = omnistock::ledger::MAX_ID_CHARS;
+    let cases: Vec<String> = [
+        "SKU-1",
+        "a",
+        "a b",
+        "é/ü,x",
+        " a",
+        "a ",
+        "a\tb",
+        "\u{7f}",
+        "\u{85}x",
+        "x\u{9f}",
+        "",
+        "\u{a0}a",
+        "a\u{3000}",
+        "日本",
+        "\u{feff}a",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["x".repeat(max), "x".repeat(max + 1), "é".repeat(max)])
+    .collect();
+    let matched = python_matches(openapi::ID_PATTERN, &cases, max);
+    for (case, matched) in cases.iter().zip(matched) {
+        assert_eq!(
+            matched,
+            omnistock::ledger::Sku::new(case).is_ok(),
+            "{case:?}: the schema and the ledger disagree"
+        );
+    }
+    // `locations` of /v1/availability/{sku}: comma-separated codes, empty
+    // items skipped (the handler's split and filter).
+    let doc = document();
+    let parameters = doc["paths"]["/v1/availability/{sku}"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let list_pattern = parameters
+        .iter()
+        .find(|p| p["name"] == "locations")
+        .and_then(|p| p["schema"]["pattern"].as_str())
+        .expect("locations has a pattern");
+    let lists: Vec<String> = [
+        "",
+        "A",
+        "A,B",
+        "A,,B,",
+        ",A",
+        "A, B",
+        "A ,B",
+        "A,\u{1}",
+        "Paris 1,Lyon",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("{},B", "x".repeat(max)),
+        format!("B,{}", "x".repeat(max + 1)),
+    ])
+    .collect();
+    let matched = python_matches(list_pattern, &lists, usize::MAX);
+    for (list, matched) in lists.iter().zip(matched) {
+        let valid = list
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .all(|code| omnistock::ledger::LocationCode::new(code).is_ok());
+        assert_eq!(
+            matched, valid,
+            "{list:?}: the schema and the handler disagree"
+        );
+    }
+}
+
+/// Whether each case matches `pattern` (JSON Schema: `re.search`) and has
+/// at most `max_chars` characters, by Python 3's `re`.
+fn python_matches(pattern: &str, cases: &[String], max_chars: usize) -> Vec<bool> {
+    let script = "import json,re,sys\n\
+        p,cases,hi=json.load(sys.stdin)\n\
+        print(json.dumps([bool(re.search(p,c)) and (hi is None or len(c)<=hi) for c in cases]))";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (the test command needs Python 3)");
+    let limit = (max_chars != usize::MAX).then_some(max_chars);
+    let input = serde_json::json!([pattern, cases, limit]).to_string();
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.as_bytes())
+        .expect("write");
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("python3 answers");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
 /// Resolves `#/components/schemas/...`.
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema["$ref"].as_str() {
@@ -770,7 +978,9 @@ async fn check_response(doc: &Value, http: &Client, base: &str, path: &str) -> (
         content_type.contains(media_type.as_str()) || !media_type.contains(';'),
         "GET {path}: {content_type} vs {media_type}"
     );
-    let value = if content_type.starts_with("application/json") {
+    let value = if content_type.starts_with("application/json")
+        || content_type.starts_with("application/problem+json")
+    {
         serde_json::from_str(&text).expect("JSON")
     } else {
         Value::String(text)
@@ -805,6 +1015,10 @@ async fn operational_routes_answer_as_documented() {
     assert_eq!(spec, doc);
     let (_, page) = check_response(&doc, &http, &base, "/docs").await;
     assert!(page.as_str().is_some_and(|p| p.contains("/openapi.json")));
+    // An error: the documented problem body.
+    let (status, problem) = check_response(&doc, &http, &base, "/v1/locations").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(problem["code"], "unauthorized");
     running.shutdown().await.expect("shutdown");
 }
 

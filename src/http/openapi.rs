@@ -5,9 +5,14 @@
 
 use std::sync::OnceLock;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
+use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::ledger::MAX_ID_CHARS;
 
 use super::routes::{admin, availability, feeds, reservations, stock, streams, system};
 
@@ -23,7 +28,8 @@ use super::routes::{admin, availability, feeds, reservations, stock, streams, sy
         feeds::google, feeds::meta, streams::availability,
         system::healthz, system::readyz, system::metrics, system::openapi_json, system::docs,
     ),
-    modifiers(&BearerAuth, &OptionalBodies),
+    components(schemas(Problem, Sku, LocationCode, GroupName, ChannelName, FeedFormat)),
+    modifiers(&BearerAuth, &OptionalBodies, &ErrorResponses),
 )]
 struct ApiDoc;
 
@@ -75,6 +81,193 @@ impl Modify for OptionalBodies {
     }
 }
 
+/// What an id (SKU, location code, group name) may be, as
+/// `crate::ledger`'s validation has it: 1 to `MAX_ID_CHARS` characters, no
+/// control character, no whitespace at either end. The pattern says the
+/// last two (a regular expression both ECMA-262 and Python read alike).
+pub const ID_PATTERN: &str =
+    r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$";
+
+macro_rules! id_schemas {
+    ($($name:ident: $what:literal),*) => {$(
+        #[doc = concat!("The schema of ", $what, " (documentation only).")]
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_ID_CHARS))
+                    .pattern(Some(ID_PATTERN))
+                    .description(Some(format!(
+                        "{}: 1 to {MAX_ID_CHARS} characters, no control characters, no whitespace at either end",
+                        $what
+                    )))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+        }
+    )*};
+}
+
+id_schemas!(Sku: "a SKU", LocationCode: "a location code", GroupName: "a location group name");
+
+/// A sales channel, as `crate::ledger::Channel` names it (documentation
+/// only; the OpenAPI test holds the two equal).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelName {
+    Web,
+    App,
+    Pos,
+    Kiosk,
+    Marketplace,
+    CallCentre,
+    Ads,
+}
+
+/// The format of an ad feed (documentation only): `tsv` (Google, the
+/// default) or `xml` (Google); `csv`, the Meta feed's only one.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedFormat {
+    Tsv,
+    Xml,
+    Csv,
+}
+
+/// Every error body: RFC 9457 problem details with a stable `code` (see
+/// `http/error.rs`). Some codes add members: `shortfalls` (insufficient
+/// stock or on hand), `location`, `group`, `state`, `expected_version` and
+/// `actual_version`, the hold cap's `holder`, `held`, `requested`, `max`.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:omnistock:problem:{code}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    pub detail: String,
+    /// Stable and machine-readable: build on it, not on `title` or `detail`.
+    pub code: String,
+}
+
+/// The errors every operation can answer, from what its handler extracts
+/// (the routing table's [`super::routes::specs`], as the OpenAPI test
+/// reads it) and where it is served: the key (401, 403, 429), parameters
+/// (422), a JSON body (400, 408, 413, 415, 422), an idempotency key (409,
+/// 422), the readiness and durability gate under `/v1` (503). A status an
+/// annotation documents keeps its own description; every error response
+/// gets the problem body.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use super::routes::table::Extracted;
+        use axum::http::Method;
+        use utoipa::openapi::{
+            ContentBuilder, HeaderBuilder, Object, Ref, RefOr, ResponseBuilder, Type,
+        };
+
+        for spec in super::routes::specs() {
+            let Some(item) = openapi.paths.paths.get_mut(spec.path) else {
+                continue; // the OpenAPI test reports an undocumented route
+            };
+            let operation = match spec.method {
+                Method::GET => item.get.as_mut(),
+                Method::PUT => item.put.as_mut(),
+                Method::POST => item.post.as_mut(),
+                Method::DELETE => item.delete.as_mut(),
+                Method::PATCH => item.patch.as_mut(),
+                _ => None,
+            };
+            let Some(operation) = operation else {
+                continue;
+            };
+            let mut statuses: Vec<(u16, &str)> = Vec::new();
+            if spec.path.starts_with("/v1/") {
+                statuses.push((
+                    503,
+                    "`not_ready`: the engine is still loading its state; in sync durability mode, \
+                     `not_durable`: a write could not be stored (retry with the same Idempotency-Key)",
+                ));
+            }
+            for extracted in &spec.extracts {
+                match extracted {
+                    Extracted::Caller => statuses.extend([
+                        (401, "`unauthorized`: no API key, or an unknown one"),
+                        (403, "`forbidden`: the key lacks the scope (or, for a pos key, the location)"),
+                        (429, "`rate_limited`: the key is over its request rate"),
+                    ]),
+                    Extracted::Path(_) | Extracted::Query(_) => {
+                        statuses.push((422, "invalid parameters"));
+                    }
+                    Extracted::Header { .. } => statuses.extend([
+                        (409, "`idempotency_in_flight`: a request with this Idempotency-Key is still running"),
+                        (422, "invalid request, or `idempotency_key_reused` for another request"),
+                    ]),
+                    Extracted::JsonBody { .. } => statuses.extend([
+                        (400, "`malformed_json`: the body is not JSON"),
+                        (408, "`body_timeout`: the body did not arrive in time"),
+                        (413, "`body_too_large`: the body is over the size limit"),
+                        (415, "`unsupported_media_type`: send `Content-Type: application/json`"),
+                        (422, "invalid request"),
+                    ]),
+                    Extracted::RawBody => statuses.extend([
+                        (400, "`unreadable_body`: the body stopped"),
+                        (415, "`unsupported_media_type`"),
+                        (422, "invalid request"),
+                    ]),
+                    Extracted::HeaderMap => {}
+                }
+            }
+            let responses = &mut operation.responses.responses;
+            for (status, description) in statuses {
+                responses.entry(status.to_string()).or_insert_with(|| {
+                    RefOr::T(ResponseBuilder::new().description(description).build())
+                });
+            }
+            for (status, response) in responses.iter_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if !status.starts_with(['4', '5']) {
+                    continue;
+                }
+                if response.content.is_empty() {
+                    response.content.insert(
+                        "application/problem+json".into(),
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    );
+                }
+                // Every 429 and 503 problem says when to retry.
+                if matches!(status.as_str(), "429" | "503")
+                    && response.content.contains_key("application/problem+json")
+                {
+                    response
+                        .headers
+                        .entry("Retry-After".into())
+                        .or_insert_with(|| {
+                            HeaderBuilder::new()
+                                .schema(Object::with_type(Type::Integer))
+                                .description(Some("seconds to wait before retrying"))
+                                .build()
+                        });
+                }
+            }
+        }
+    }
+}
+
 /// The `Idempotency-Key` header every write that takes one documents
 /// (`params(crate::http::openapi::IdempotencyKey)`); read by
 /// [`super::IdempotencyHeader`].
@@ -85,7 +278,12 @@ pub struct IdempotencyKey {
     /// key) replays the first outcome instead of applying the request again;
     /// the same key with another request is refused (422). 1 to 200 visible
     /// ASCII characters.
-    #[param(rename = "Idempotency-Key")]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 200
+    )]
     pub idempotency_key: Option<String>,
 }
 
@@ -172,11 +370,40 @@ pub fn document() -> String {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT
         .get_or_init(|| {
-            ApiDoc::openapi()
-                .to_pretty_json()
+            serde_json::to_value(ApiDoc::openapi())
+                .and_then(|mut document| {
+                    unsigned_formats(&mut document);
+                    serde_json::to_string_pretty(&document)
+                })
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
         })
         .clone()
+}
+
+/// Unsigned integers (utoipa's `non_strict_integers`, so that a `u32` is not
+/// documented as `int32`, whose range it exceeds) get the usual format names
+/// (`uint32`, not utoipa's `u-int32`) and their type's upper bound, unless
+/// an annotation set a lower one.
+fn unsigned_formats(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let unsigned = match map.get("format").and_then(Value::as_str) {
+                Some("u-int8") => Some(("uint8", u64::from(u8::MAX))),
+                Some("u-int16") => Some(("uint16", u64::from(u16::MAX))),
+                Some("u-int32") => Some(("uint32", u64::from(u32::MAX))),
+                Some("u-int64") => Some(("uint64", u64::MAX)),
+                _ => None,
+            };
+            if let Some((format, max)) = unsigned {
+                map.insert("format".into(), format.into());
+                map.entry("maximum").or_insert(max.into());
+            }
+            map.values_mut().for_each(unsigned_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(unsigned_formats),
+        _ => {}
+    }
 }
 
 /// The browsable page: renders `/openapi.json` in the browser with no
@@ -206,7 +433,11 @@ function render(doc){
   // A short type label: `string`, `integer (int32)`, `array of Line`, `Line`, with `| null`.
   function label(s){
     if(!s) return 'any';
-    if(s.$ref) return refName(s.$ref);
+    if(s.$ref){
+      // A named scalar (an id, an enum) shows what it is; an object, its name.
+      const name=refName(s.$ref),target=schemas[name];
+      return target&&!target.properties&&!target.oneOf&&!target.anyOf&&!target.allOf&&!target.$ref?name+' ('+label(target)+')':name;
+    }
     const alts=s.oneOf||s.anyOf;
     if(alts) return alts.map(label).join(' | ');
     if(s.allOf) return s.allOf.map(label).join(' & ');
@@ -214,6 +445,12 @@ function render(doc){
     let text=types.map(t=>t==='array'?'array of '+label(s.items):t).join(' | ')||(s.properties?'object':'any');
     if(s.format) text+=' ('+s.format+')';
     if(s.enum) text+=': one of '+s.enum.map(e=>JSON.stringify(e)).join(', ');
+    const bounds=[];
+    if(s.minimum!==undefined) bounds.push('≥ '+s.minimum);
+    if(s.exclusiveMinimum!==undefined) bounds.push('> '+s.exclusiveMinimum);
+    if(s.maximum!==undefined) bounds.push('≤ '+s.maximum);
+    if(s.minLength!==undefined||s.maxLength!==undefined) bounds.push((s.minLength||0)+' to '+(s.maxLength===undefined?'any':s.maxLength)+' characters');
+    if(bounds.length) text+=', '+bounds.join(', ');
     return text;
   }
   // A schema's fields as nested lists, following $refs (into `seen` once per branch).
@@ -242,8 +479,10 @@ function render(doc){
     return '<ul class="f">'+rows.join('')+'</ul>';
   }
   const schemaHtml=s=>'<span class="t">'+esc(label(s))+'</span>'+fields(s,[],0);
+  // Error bodies are all the same problem object: named, its fields shown once under schemas.
   function content(c){
-    return Object.entries(c||{}).map(([type,m])=>'<div><code>'+esc(type)+'</code> '+schemaHtml(m.schema)+'</div>').join('');
+    return Object.entries(c||{}).map(([type,m])=>'<div><code>'+esc(type)+'</code> '+
+      (type==='application/problem+json'?'<span class="t">'+esc(label(m.schema))+'</span>':schemaHtml(m.schema))+'</div>').join('');
   }
   const out=[];
   for(const [path,item] of Object.entries(doc.paths||{})){
@@ -262,8 +501,12 @@ function render(doc){
         parts.push('<div><b>request body</b>'+(b.required?' <span class="req">required</span>':' (optional)')+
           (b.description?' <span class="d">'+esc(b.description)+'</span>':'')+content(b.content)+'</div>');
       }
-      const responses=Object.entries(op.responses||{}).map(([status,r])=>
-        '<li><code>'+esc(status)+'</code> '+esc(r.description||'')+(r.content?'<details><summary>body</summary>'+content(r.content)+'</details>':'')+'</li>');
+      const responses=Object.entries(op.responses||{}).map(([status,r])=>{
+        const types=Object.keys(r.content||{});
+        const body=!types.length?'':types.length===1&&types[0]==='application/problem+json'?' <span class="t">(problem+json)</span>':
+          '<details><summary>body</summary>'+content(r.content)+'</details>';
+        return '<li><code>'+esc(status)+'</code> '+esc(r.description||'')+body+'</li>';
+      });
       parts.push('<ul class="f">'+responses.join('')+'</ul></div>');
       out.push(parts.join(''));
     }

@@ -39,19 +39,24 @@ use crate::ledger::{Catalog, Seq};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
-    /// `tsv` (default) or `xml` (Google only).
+    /// Google: `tsv` (default) or `xml`; Meta: `csv` only.
+    #[param(value_type = Option<crate::http::openapi::FeedFormat>)]
     pub format: Option<String>,
-    /// A cursor from `X-Next-Cursor`: only rows whose published values changed after it.
+    /// A cursor from `X-Next-Cursor` (a whole number): only rows whose published values changed after it.
     pub since: Option<String>,
     /// Only this store.
+    #[param(value_type = Option<crate::http::openapi::LocationCode>)]
     pub store: Option<String>,
     /// Only the stores of this group.
+    #[param(value_type = Option<crate::http::openapi::GroupName>)]
     pub group: Option<String>,
 }
 
 /// Google local product inventory feed.
 #[utoipa::path(get, path = "/v1/feeds/google/local-inventory", tag = "feeds", params(FeedParams),
-    responses((status = 200, description = "tab-separated text with a header row (or XML with `format=xml`); headers `X-Next-Cursor`, `X-Feed-Snapshot` (`full` or `incremental`)", content_type = "text/tab-separated-values", body = String),
+    responses((status = 200, description = "tab-separated text with a header row, or XML with `format=xml` (gzip when the client accepts it)",
+            content((String = "text/tab-separated-values; charset=utf-8"), (String = "application/xml; charset=utf-8")),
+            headers(("X-Next-Cursor" = u64, description = "the cursor for the next `since`"), ("X-Feed-Snapshot" = String, description = "`full` or `incremental`"))),
         (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn google(
@@ -76,7 +81,8 @@ pub async fn google(
 
 /// Meta catalog local inventory feed (CSV).
 #[utoipa::path(get, path = "/v1/feeds/meta/local-inventory", tag = "feeds", params(FeedParams),
-    responses((status = 200, description = "CSV with a header row; headers `X-Next-Cursor`, `X-Feed-Snapshot` (`full` or `incremental`)", content_type = "text/csv", body = String),
+    responses((status = 200, description = "CSV with a header row (gzip when the client accepts it)", content_type = "text/csv; charset=utf-8", body = String,
+            headers(("X-Next-Cursor" = u64, description = "the cursor for the next `since`"), ("X-Feed-Snapshot" = String, description = "`full` or `incremental`"))),
         (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn meta(

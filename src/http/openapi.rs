@@ -269,11 +269,11 @@ impl Modify for ErrorResponses {
 }
 
 /// The `Idempotency-Key` header every write that takes one documents
-/// (`params(crate::http::openapi::IdempotencyKey)`); read by
+/// (`params(crate::http::openapi::IdempotencyKeyHeader)`); read by
 /// [`super::IdempotencyHeader`].
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
-pub struct IdempotencyKey {
+pub struct IdempotencyKeyHeader {
     /// Makes the request safe to retry: a retry with the same key (per API
     /// key) replays the first outcome instead of applying the request again;
     /// the same key with another request is refused (422). 1 to 200 visible

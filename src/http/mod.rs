@@ -11,6 +11,7 @@ pub mod dto;
 pub mod error;
 pub mod json;
 pub mod openapi;
+pub mod probe;
 pub mod rate_limit;
 pub mod request_metrics;
 mod routes;
@@ -167,6 +168,15 @@ pub fn app(state: Arc<AppState>) -> Router {
             state: Arc::clone(&state),
         })
         .with_state(state)
+}
+
+pub use routes::table::{Extracted, RouteSpec};
+
+/// Every operation [`app`] serves (method, path, handler) with what its
+/// handler extracts from a request, from the same table the router is built
+/// from. The OpenAPI test holds the document equal to it.
+pub fn route_specs() -> Vec<RouteSpec> {
+    routes::specs()
 }
 
 /// Runs the ledger's housekeeping: expiry and idempotency purges, every

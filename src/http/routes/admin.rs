@@ -20,7 +20,7 @@ use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, rfc3339};
 use crate::ledger::{ChannelPolicy, GroupName, JournalRead, PolicyScope, Qty, Seq};
 
 /// Create or replace a store or warehouse.
-#[utoipa::path(put, path = "/v1/locations/{location}", tag = "admin", params(("location" = String, Path)), request_body = LocationBody,
+#[utoipa::path(put, path = "/v1/locations/{location}", tag = "admin", params(("location" = crate::http::openapi::LocationCode, Path)), request_body = LocationBody,
     responses((status = 200, body = LocationJson), (status = 422, description = "invalid location")), security(("bearer" = [])))]
 pub async fn put_location(
     State(state): State<Arc<AppState>>,
@@ -51,7 +51,7 @@ pub async fn list_locations(
 }
 
 /// Create or replace a location group.
-#[utoipa::path(put, path = "/v1/groups/{group}", tag = "admin", params(("group" = String, Path)), request_body = GroupBody,
+#[utoipa::path(put, path = "/v1/groups/{group}", tag = "admin", params(("group" = crate::http::openapi::GroupName, Path)), request_body = GroupBody,
     responses((status = 204), (status = 404, description = "unknown member location")), security(("bearer" = [])))]
 pub async fn put_group(
     State(state): State<Arc<AppState>>,
@@ -210,13 +210,19 @@ pub async fn revoke_key(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JournalParams {
     /// First sequence to return (default: the oldest kept).
     pub since: Option<u64>,
+    /// Only this SKU's movements.
+    #[param(value_type = Option<crate::http::openapi::Sku>)]
     pub sku: Option<String>,
+    /// Only this location's movements.
+    #[param(value_type = Option<crate::http::openapi::LocationCode>)]
     pub location: Option<String>,
     /// Default 100, at most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

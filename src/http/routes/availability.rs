@@ -19,20 +19,29 @@ use crate::http::{AppState, now};
 use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityParams {
-    /// Comma-separated location codes.
+    /// Comma-separated location codes (at most `--max-batch-items`, 1,000 by
+    /// default); not together with `group`.
+    #[param(
+        pattern = r"^(?:[^,\s\x00-\x1f\x7f-\x9f](?:[^,\x00-\x1f\x7f-\x9f]{0,48}[^,\s\x00-\x1f\x7f-\x9f])?)?(?:,(?:[^,\s\x00-\x1f\x7f-\x9f](?:[^,\x00-\x1f\x7f-\x9f]{0,48}[^,\s\x00-\x1f\x7f-\x9f])?)?)*$"
+    )]
     pub locations: Option<String>,
-    /// A location group name.
+    /// A location group name; not together with `locations`.
+    #[param(value_type = Option<crate::http::openapi::GroupName>)]
     pub group: Option<String>,
     /// See availability after this channel's policy.
+    #[param(value_type = Option<crate::http::openapi::ChannelName>)]
     pub channel: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelParam {
     /// See availability after this channel's policy.
+    #[param(value_type = Option<crate::http::openapi::ChannelName>)]
     pub channel: Option<String>,
 }
 
@@ -42,7 +51,7 @@ fn channel(param: Option<&String>) -> ApiResult<Option<crate::ledger::Channel>> 
 
 /// Availability of one SKU at every location stocking it, at listed locations, or in a group.
 #[utoipa::path(get, path = "/v1/availability/{sku}", tag = "availability",
-    params(("sku" = String, Path), AvailabilityParams),
+    params(("sku" = crate::http::openapi::Sku, Path), AvailabilityParams),
     responses((status = 200, body = AvailabilityJson), (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn sku_availability(
@@ -89,7 +98,7 @@ pub async fn sku_availability(
 
 /// One position.
 #[utoipa::path(get, path = "/v1/stock/{location}/{sku}", tag = "availability",
-    params(("location" = String, Path), ("sku" = String, Path), ChannelParam),
+    params(("location" = crate::http::openapi::LocationCode, Path), ("sku" = crate::http::openapi::Sku, Path), ChannelParam),
     responses((status = 200, body = PositionJson), (status = 404, description = "unknown location")),
     security(("bearer" = [])))]
 pub async fn position(
@@ -158,20 +167,31 @@ pub async fn batch(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NearbyParams {
+    /// The SKU wanted.
+    #[param(value_type = crate::http::openapi::Sku)]
     pub sku: String,
+    /// Latitude of the point, -90 to 90.
+    #[param(minimum = -90.0, maximum = 90.0)]
     pub lat: f64,
+    /// Longitude of the point, -180 to 180.
+    #[param(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
     /// Default 25 km, at most 1000.
+    #[param(exclusive_minimum = 0.0, maximum = 1000.0)]
     pub radius_km: Option<f64>,
-    /// Units needed (default 1).
+    /// Units needed (default 1), at most the largest quantity of a line.
+    #[param(minimum = 1, maximum = 1000000)]
     pub qty: Option<u32>,
     /// Default `web`.
+    #[param(value_type = Option<crate::http::openapi::ChannelName>)]
     pub channel: Option<String>,
     /// Only stores offering pickup.
     pub pickup_only: Option<bool>,
     /// Default 10, at most 100.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
 }
 

@@ -40,9 +40,11 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::{self, ApiQuery};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
-    /// `tsv` (default) or `xml` (Google only).
+    /// Google: `tsv` (default) or `xml`; Meta: `csv` only.
+    #[param(value_type = Option<crate::http::openapi::FeedFormat>)]
     pub format: Option<String>,
     /// A cursor from `X-Next-Cursor` (opaque): only rows whose published
     /// values changed after it. One the server cannot answer exactly is
@@ -50,14 +52,18 @@ pub struct FeedParams {
     /// `X-Feed-Snapshot-Reason`).
     pub since: Option<String>,
     /// Only this store.
+    #[param(value_type = Option<crate::http::openapi::LocationCode>)]
     pub store: Option<String>,
     /// Only the stores of this group.
+    #[param(value_type = Option<crate::http::openapi::GroupName>)]
     pub group: Option<String>,
 }
 
 /// Google local product inventory feed.
 #[utoipa::path(get, path = "/v1/feeds/google/local-inventory", tag = "feeds", params(FeedParams),
-    responses((status = 200, description = "tab-separated text with a header row (or XML with `format=xml`); headers `X-Next-Cursor`, `X-Feed-Snapshot` (`full` or `incremental`)", content_type = "text/tab-separated-values", body = String),
+    responses((status = 200, description = "tab-separated text with a header row, or XML with `format=xml` (gzip when the client accepts it)",
+            content((String = "text/tab-separated-values; charset=utf-8"), (String = "application/xml; charset=utf-8")),
+            headers(("X-Next-Cursor" = String, description = "the opaque cursor for the next `since`"), ("X-Feed-Snapshot" = String, description = "`full` or `incremental`"), ("X-Feed-Snapshot-Reason" = String, description = "why a feed is full: `no_cursor`, `legacy_cursor`, `other_lineage` (another store's, or an ended in-memory run's), `ahead_of_head`, `before_restart` (a restart that did not follow a graceful stop), `catalog_history`, `rows_removed` (stores left the feed); absent on an increment"))),
         (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn google(
@@ -82,7 +88,8 @@ pub async fn google(
 
 /// Meta catalog local inventory feed (CSV).
 #[utoipa::path(get, path = "/v1/feeds/meta/local-inventory", tag = "feeds", params(FeedParams),
-    responses((status = 200, description = "CSV with a header row; headers `X-Next-Cursor`, `X-Feed-Snapshot` (`full` or `incremental`)", content_type = "text/csv", body = String),
+    responses((status = 200, description = "CSV with a header row (gzip when the client accepts it)", content_type = "text/csv; charset=utf-8", body = String,
+            headers(("X-Next-Cursor" = String, description = "the opaque cursor for the next `since`"), ("X-Feed-Snapshot" = String, description = "`full` or `incremental`"), ("X-Feed-Snapshot-Reason" = String, description = "why a feed is full: `no_cursor`, `legacy_cursor`, `other_lineage` (another store's, or an ended in-memory run's), `ahead_of_head`, `before_restart` (a restart that did not follow a graceful stop), `catalog_history`, `rows_removed` (stores left the feed); absent on an increment"))),
         (status = 404, description = "unknown store or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn meta(

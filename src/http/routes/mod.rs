@@ -6,18 +6,31 @@ pub mod feeds;
 pub mod reservations;
 pub mod stock;
 pub mod streams;
-mod system;
+pub mod system;
+pub mod table;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{delete, get, post, put};
 
 use super::AppState;
 use super::error::ApiError;
+use table::{Routes, delete, get, post, put};
 
+/// The router: every route of [`routes`].
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
+    routes().into_router()
+}
+
+/// Every operation the router serves, with what its handler extracts.
+pub fn specs() -> Vec<table::RouteSpec> {
+    routes().into_specs()
+}
+
+/// The one table of routes: the router serves it, and [`specs`] lists it
+/// for the OpenAPI test (register every route here, through `table`).
+fn routes() -> Routes {
+    Routes::new()
         .route("/v1/availability/batch", post(availability::batch))
         .route(
             "/v1/availability/{sku}",

@@ -84,8 +84,8 @@ fn hold_caps(state: &AppState, caller: &Caller, customer: Option<&str>) -> ApiRe
 
 /// Hold units for a channel: every line or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
-    responses((status = 201, body = ReservationJson), (status = 409, description = "insufficient stock, with `shortfalls`; or `hold_cap_exceeded`: the key or customer would hold more than its cap"), (status = 422, description = "invalid request")),
+    params(crate::http::openapi::IdempotencyKeyHeader),
+    responses((status = 201, body = ReservationJson), (status = 404, description = "unknown location"), (status = 409, description = "insufficient stock, with `shortfalls`; or `hold_cap_exceeded`: the key or customer would hold more than its cap"), (status = 422, description = "invalid request")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -132,8 +132,9 @@ pub async fn get(
 
 /// Commit (fulfil): committed units leave on hand; with `lines`, only those
 /// quantities commit and the rest is released. The body is optional.
-#[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path)), request_body(content = Option<CommitBody>),
-    responses((status = 200, body = ReservationJson), (status = 409, description = "not held, or not enough on hand")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path), crate::http::openapi::IdempotencyKeyHeader),
+    request_body(content = Option<CommitBody>, description = "optional: without a body (or an empty one) every line commits in full"),
+    responses((status = 200, body = ReservationJson), (status = 404, description = "no reservation has this id"), (status = 409, description = "not held, or not enough on hand")), security(("bearer" = [])))]
 pub async fn commit(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -157,8 +158,8 @@ pub async fn commit(
 }
 
 /// Release (cancel): the units are available again at once.
-#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
-    responses((status = 200, body = ReservationJson), (status = 409, description = "not held")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path), crate::http::openapi::IdempotencyKeyHeader),
+    responses((status = 200, body = ReservationJson), (status = 404, description = "no reservation has this id"), (status = 409, description = "not held")), security(("bearer" = [])))]
 pub async fn release(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -176,8 +177,8 @@ pub async fn release(
 }
 
 /// Extend: the hold now ends `ttl_seconds` from now.
-#[utoipa::path(post, path = "/v1/reservations/{id}/extend", tag = "reservations", params(("id" = String, Path)), request_body = ExtendBody,
-    responses((status = 200, body = ReservationJson), (status = 409, description = "not held")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/reservations/{id}/extend", tag = "reservations", params(("id" = String, Path), crate::http::openapi::IdempotencyKeyHeader), request_body = ExtendBody,
+    responses((status = 200, body = ReservationJson), (status = 404, description = "no reservation has this id"), (status = 409, description = "not held")), security(("bearer" = [])))]
 pub async fn extend(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -197,8 +198,8 @@ pub async fn extend(
 }
 
 /// Transfer: move a held line (or part of it) to another location, atomically.
-#[utoipa::path(post, path = "/v1/reservations/{id}/transfer", tag = "reservations", params(("id" = String, Path)), request_body = TransferBody,
-    responses((status = 200, body = ReservationJson), (status = 409, description = "destination short, or not held")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/reservations/{id}/transfer", tag = "reservations", params(("id" = String, Path), crate::http::openapi::IdempotencyKeyHeader), request_body = TransferBody,
+    responses((status = 200, body = ReservationJson), (status = 404, description = "no reservation has this id, or unknown destination location"), (status = 409, description = "destination short, or not held")), security(("bearer" = [])))]
 pub async fn transfer(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -25,8 +25,8 @@ use crate::ledger::{
 };
 
 /// Absolute count from ERP/WMS/cycle count: sets on hand, never touches reservations.
-#[utoipa::path(put, path = "/v1/stock/{location}/{sku}", tag = "stock", params(("location" = String, Path), ("sku" = String, Path)), request_body = CountBody,
-    responses((status = 200, body = PositionJson), (status = 412, description = "stale expected_version"), (status = 409, description = "as_of older than the last count or than the history kept")),
+#[utoipa::path(put, path = "/v1/stock/{location}/{sku}", tag = "stock", params(("location" = crate::http::openapi::LocationCode, Path), ("sku" = crate::http::openapi::Sku, Path), crate::http::openapi::IdempotencyKeyHeader), request_body = CountBody,
+    responses((status = 200, body = PositionJson), (status = 404, description = "unknown location"), (status = 412, description = "stale expected_version"), (status = 409, description = "as_of older than the last count or than the history kept")),
     security(("bearer" = [])))]
 pub async fn count(
     State(state): State<Arc<AppState>>,
@@ -51,8 +51,8 @@ pub async fn count(
 
 /// Marks a position's units as display models (or clears it): ATF 0 for every
 /// channel, ads publish `on_display_to_order`. Creates the position if needed.
-#[utoipa::path(put, path = "/v1/stock/{location}/{sku}/display", tag = "stock", params(("location" = String, Path), ("sku" = String, Path)), request_body = DisplayBody,
-    responses((status = 200, body = PositionJson)),
+#[utoipa::path(put, path = "/v1/stock/{location}/{sku}/display", tag = "stock", params(("location" = crate::http::openapi::LocationCode, Path), ("sku" = crate::http::openapi::Sku, Path), crate::http::openapi::IdempotencyKeyHeader), request_body = DisplayBody,
+    responses((status = 200, body = PositionJson), (status = 404, description = "unknown location")),
     security(("bearer" = [])))]
 pub async fn display(
     State(state): State<Arc<AppState>>,
@@ -97,8 +97,8 @@ fn count_request(
 }
 
 /// An immediate sale (POS, kiosk): all lines or none, within what the channel sees.
-#[utoipa::path(post, path = "/v1/sales", tag = "stock", request_body = SaleBody,
-    responses((status = 200, body = PositionsJson), (status = 409, description = "insufficient stock")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/sales", tag = "stock", request_body = SaleBody, params(crate::http::openapi::IdempotencyKeyHeader),
+    responses((status = 200, body = PositionsJson), (status = 404, description = "unknown location"), (status = 409, description = "insufficient stock")), security(("bearer" = [])))]
 pub async fn sale(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -120,7 +120,7 @@ pub async fn sale(
 }
 
 /// A customer return (BORIS), to on hand or to the non-sellable bucket.
-#[utoipa::path(post, path = "/v1/returns", tag = "stock", request_body = ReturnBody, responses((status = 200, body = PositionJson)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/returns", tag = "stock", request_body = ReturnBody, params(crate::http::openapi::IdempotencyKeyHeader), responses((status = 200, body = PositionJson), (status = 404, description = "unknown location")), security(("bearer" = [])))]
 pub async fn return_units(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -149,7 +149,7 @@ pub async fn return_units(
 }
 
 /// Goods received (consumes the expected receipt with the same reference).
-#[utoipa::path(post, path = "/v1/receipts", tag = "stock", request_body = ReceiptBody, responses((status = 200, body = PositionJson)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/receipts", tag = "stock", request_body = ReceiptBody, params(crate::http::openapi::IdempotencyKeyHeader), responses((status = 200, body = PositionJson), (status = 404, description = "unknown location")), security(("bearer" = [])))]
 pub async fn receipt(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -174,7 +174,8 @@ pub async fn receipt(
 }
 
 /// Goods expected at a date (counts towards ATO).
-#[utoipa::path(post, path = "/v1/incoming", tag = "stock", request_body = IncomingBody, responses((status = 200, body = PositionJson)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/incoming", tag = "stock", request_body = IncomingBody, params(crate::http::openapi::IdempotencyKeyHeader),
+    responses((status = 200, body = PositionJson), (status = 404, description = "unknown location"), (status = 409, description = "`too_many_incoming`: too many expected receipts at this position")), security(("bearer" = [])))]
 pub async fn incoming(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -200,8 +201,8 @@ pub async fn incoming(
 }
 
 /// A signed correction of on hand, with a reason.
-#[utoipa::path(post, path = "/v1/adjustments", tag = "stock", request_body = AdjustmentBody,
-    responses((status = 200, body = PositionJson), (status = 409, description = "would go below zero")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/adjustments", tag = "stock", request_body = AdjustmentBody, params(crate::http::openapi::IdempotencyKeyHeader),
+    responses((status = 200, body = PositionJson), (status = 404, description = "unknown location"), (status = 409, description = "would go below zero")), security(("bearer" = [])))]
 pub async fn adjustment(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -270,7 +271,8 @@ enum Format {
 /// Rows are applied as they arrive; memory stays flat; each bad row is
 /// reported and skipped.
 #[utoipa::path(post, path = "/v1/stock/import", tag = "stock",
-    request_body(content = String, content_type = "application/x-ndjson", description = "one count per line, or CSV with a header row (text/csv)"),
+    request_body(description = "one count per line: NDJSON objects, or CSV rows after a header row",
+        content((String = "application/x-ndjson"), (String = "text/csv"))),
     responses((status = 200, body = ImportReport), (status = 415, description = "neither NDJSON nor CSV")), security(("bearer" = [])))]
 pub async fn import(
     State(state): State<Arc<AppState>>,
@@ -548,7 +550,7 @@ pub struct MovementBatchReport {
 /// applies (or is refused) on its own. With `Idempotency-Key: K`, item `i`
 /// runs under the key `K#i`: a retried batch replays every item's original
 /// outcome and applies nothing twice.
-#[utoipa::path(post, path = "/v1/movements/batch", tag = "stock", request_body = MovementBatchBody,
+#[utoipa::path(post, path = "/v1/movements/batch", tag = "stock", request_body = MovementBatchBody, params(crate::http::openapi::IdempotencyKeyHeader),
     responses((status = 200, body = MovementBatchReport)), security(("bearer" = [])))]
 pub async fn movement_batch(
     State(state): State<Arc<AppState>>,

@@ -43,24 +43,31 @@ const MAX_COALESCE_MS: u64 = 10_000;
 const DEFAULT_COALESCE_MS: u64 = 50;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamParams {
     /// Only this SKU.
+    #[param(value_type = Option<crate::http::openapi::Sku>)]
     pub sku: Option<String>,
     /// Only this location.
+    #[param(value_type = Option<crate::http::openapi::LocationCode>)]
     pub location: Option<String>,
     /// Only the locations of this group.
+    #[param(value_type = Option<crate::http::openapi::GroupName>)]
     pub group: Option<String>,
     /// Availability as this channel sees it (default: raw ATF).
+    #[param(value_type = Option<crate::http::openapi::ChannelName>)]
     pub channel: Option<String>,
     /// At most one event per position per this many ms (default 50, max 10000).
+    #[param(maximum = 10000)]
     pub coalesce_ms: Option<u64>,
 }
 
 /// Availability changes as Server-Sent Events (`Last-Event-ID` resumes).
-#[utoipa::path(get, path = "/v1/streams/availability", tag = "availability", params(StreamParams),
+#[utoipa::path(get, path = "/v1/streams/availability", tag = "availability",
+    params(StreamParams, ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "resume after this event id (the journal sequence of the last event received); a browser's EventSource sends it when it reconnects")),
     responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version}; `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
-        (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters"),
+        (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters, or a Last-Event-ID that is not a number"),
         (status = 503, description = "too many live streams open (`too_many_subscribers`, with Retry-After)")),
     security(("bearer" = [])))]
 pub async fn availability(

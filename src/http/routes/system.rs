@@ -16,6 +16,8 @@ use crate::http::openapi;
 use crate::store::write_behind::StoreStatus;
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "system",
+    responses((status = 200, description = "the process answers", body = crate::http::openapi::Health)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -24,6 +26,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// reports the write-behind: `degraded` (Redis down, serving from memory)
 /// stays 200 in async mode, where writes are still acknowledged, and is 503
 /// in sync mode, where they cannot be.
+#[utoipa::path(get, path = "/readyz", tag = "system",
+    responses((status = 200, description = "ready, or degraded in async mode (serving from memory)", body = crate::http::openapi::Readiness),
+        (status = 503, description = "loading, failed, or degraded in sync mode", body = crate::http::openapi::Readiness)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let ready = state.ready.load(Ordering::Acquire);
     let Some(write_behind) = &state.write_behind else {
@@ -74,6 +79,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let ledger = &state.ledger;
     metrics::gauge!("omnistock_positions").set(ledger.position_count() as f64);
@@ -88,6 +95,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "system",
+    responses((status = 200, description = "the OpenAPI 3.1 document of this API", content_type = "application/json", body = Object)))]
 pub async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -96,6 +106,10 @@ pub async fn openapi_json() -> Response {
         .into_response()
 }
 
+/// The API's browsable documentation: one self-contained page rendering
+/// `/openapi.json` (no external resources).
+#[utoipa::path(get, path = "/docs", tag = "system",
+    responses((status = 200, description = "an HTML page", content_type = "text/html", body = String)))]
 pub async fn docs() -> Html<&'static str> {
     Html(openapi::DOCS_PAGE)
 }

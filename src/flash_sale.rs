@@ -4,19 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crate::ledger::{
     Channel, CountRequest, Ledger, LedgerConfig, Line, Location, LocationCode, LocationKind, Qty,
     Refusal, ReserveRequest, Scope, Sku, TimestampMs,
 };
-
-fn wall_clock() -> TimestampMs {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
-}
 
 pub fn run(units: u32, buyers: u64) -> Result<(), String> {
     let ledger = Arc::new(Ledger::new(LedgerConfig::default()));
@@ -42,7 +35,7 @@ pub fn run(units: u32, buyers: u64) -> Result<(), String> {
         reference: None,
     };
     ledger
-        .count(&count, wall_clock(), None)
+        .count(&count, crate::clock::now(), None)
         .map_err(|e| e.to_string())?;
 
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
@@ -70,7 +63,7 @@ pub fn run(units: u32, buyers: u64) -> Result<(), String> {
                     ttl_ms: 10 * 60_000,
                 };
                 for _ in (thread..buyers).step_by(threads as usize) {
-                    match ledger.reserve(&request, wall_clock(), None) {
+                    match ledger.reserve(&request, crate::clock::now(), None) {
                         Ok(_) => granted.fetch_add(1, Ordering::Relaxed),
                         Err(Refusal::InsufficientStock { .. }) => {
                             refused.fetch_add(1, Ordering::Relaxed)
@@ -84,7 +77,7 @@ pub fn run(units: u32, buyers: u64) -> Result<(), String> {
     let elapsed = started.elapsed();
     let (granted, refused) = (granted.into_inner(), refused.into_inner());
     let view = ledger
-        .availability(&sku, &Scope::All, None, wall_clock())
+        .availability(&sku, &Scope::All, None, crate::clock::now())
         .map_err(|e| e.to_string())?;
     let audit = ledger.check_invariants()?;
     println!(
@@ -96,11 +89,11 @@ pub fn run(units: u32, buyers: u64) -> Result<(), String> {
         "available to fulfil now: {} (on hand {}, reserved {})",
         view.total_atf, audit.on_hand, audit.reserved
     );
-    let expired = ledger.expire_due(TimestampMs(wall_clock().0 + 10 * 60_000), usize::MAX);
+    let expired = ledger.expire_due(TimestampMs(crate::clock::now().0 + 10 * 60_000), usize::MAX);
     println!(
         "ten minutes later, {expired} unpaid holds expired; available again: {}",
         ledger
-            .availability(&sku, &Scope::All, None, wall_clock())
+            .availability(&sku, &Scope::All, None, crate::clock::now())
             .map_err(|e| e.to_string())?
             .total_atf
     );

@@ -4,6 +4,7 @@
 //! location: a pure, synchronous, lock-sharded core. [`http`] and [`server`]
 //! are the shells that serve it; [`store`] makes it durable (Redis write-behind). See `ARCHITECTURE.md`.
 
+pub mod clock;
 pub mod cursor;
 pub mod feeds;
 pub mod flash_sale;

@@ -19,7 +19,7 @@ mod track;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -110,12 +110,7 @@ impl crate::store::KeySource for AppState {
 }
 
 /// Wall-clock now for the ledger. The only clock read of a request.
-pub fn now() -> TimestampMs {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
-}
+pub use crate::clock::now;
 
 /// The raw `Idempotency-Key` header of a request. An extractor of its own so
 /// write handlers do not take (and clone) the whole `HeaderMap` per request.

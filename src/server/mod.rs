@@ -310,7 +310,15 @@ async fn run_store<S: Store>(
         tracing::info!(expired, "reservations expired while the engine was down");
         metrics::counter!("omnistock_reservations_expired_total").increment(expired as u64);
     }
-    if !claim_store(&*store, &state, &write_behind, &mut changes, &mut stopped).await {
+    let first = write_behind::first_write(
+        &write_behind,
+        &*store,
+        ledger,
+        &*state,
+        &mut changes,
+        &mut stopped,
+    );
+    if !first.await {
         return;
     }
     let expiry = start_expiry(&state, &config, stopped.clone());
@@ -402,53 +410,6 @@ fn fill_ledger(
         "state loaded from the store"
     );
     Ok(())
-}
-
-/// The first write of this run, before it serves: a fresh store gets the
-/// whole state (so "ready" means stored, and the store has its lineage);
-/// a loaded one learns that this run started (its sequences and ids lie
-/// above everything stored) and was not stopped cleanly, so a crash of
-/// this run can neither have its sequences reused nor its cursors honoured
-/// by the next. Retries like the load; false when stopped meanwhile.
-async fn claim_store<S: Store>(
-    store: &S,
-    state: &AppState,
-    write_behind: &WriteBehind,
-    changes: &mut Changes,
-    stopped: &mut watch::Receiver<bool>,
-) -> bool {
-    let ledger = &state.ledger;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let cut = ledger.cut(changes, now());
-        let keys = cut
-            .everything
-            .then(|| crate::store::KeySource::export(state));
-        let batch = crate::store::Batch {
-            cut: &cut,
-            keys: keys.as_ref(),
-            now: now(),
-            reservation_shards: write_behind::reservation_shards(ledger),
-            clean: false,
-        };
-        match store.write(&batch).await {
-            Ok(()) => {
-                changes.written(&cut);
-                return true;
-            }
-            Err(error) => {
-                changes.unwritten(cut);
-                tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
-                    "cannot write the store yet; not ready until it is written");
-                write_behind.set_status(StoreStatus::Loading, Some(error.to_string()));
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stopped.changed() => return false,
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
 }
 
 /// Runs until SIGINT or SIGTERM.

@@ -176,7 +176,7 @@ impl WriteBehind {
             health.last_error_at = None;
         } else if error.is_some() {
             health.last_error = error;
-            health.last_error_at = Some(wall_clock());
+            health.last_error_at = Some(crate::clock::now());
         }
         health.status = status;
     }
@@ -281,13 +281,56 @@ pub fn reservation_shards(ledger: &Ledger) -> usize {
         .next_power_of_two()
 }
 
-/// Wall-clock now, for when an error happened (outside the flusher, which
-/// reads its injected clock).
-fn wall_clock() -> TimestampMs {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
+/// The first write of a run, before it serves: a fresh store gets the
+/// whole state (so "ready" means stored, and the store has its lineage); a
+/// loaded one learns that this run started (its sequences and ids lie
+/// above everything stored) and was not stopped cleanly, so a crash of this
+/// run can neither have its sequences reused nor its cursors honoured by
+/// the next. Retries (50 ms doubling to 2 s) while the store fails; false
+/// when `stopped` turns meanwhile.
+pub async fn first_write<S: Store>(
+    handle: &WriteBehind,
+    store: &S,
+    ledger: &Ledger,
+    keys: &dyn KeySource,
+    changes: &mut Changes,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let now = crate::clock::now();
+        let cut = ledger.cut(changes, now);
+        let keys_record = cut.everything.then(|| keys.export());
+        let batch = Batch {
+            cut: &cut,
+            keys: keys_record.as_ref(),
+            now,
+            reservation_shards: reservation_shards(ledger),
+            clean: false,
+        };
+        let items = cut.positions.len() + cut.reservations.len() + cut.idempotency.len();
+        let started = Instant::now();
+        match store.write(&batch).await {
+            Ok(()) => {
+                changes.written(&cut);
+                handle.record_success(changes, cut.everything, items, started.elapsed());
+                return true;
+            }
+            Err(error) => {
+                changes.unwritten(cut);
+                handle.record_failure(&error, now);
+                // Not serving yet: loading, not degraded.
+                handle.set_status(StoreStatus::Loading, Some(error.to_string()));
+                tracing::warn!(%error, retry_ms = delay.as_millis() as u64,
+                    "cannot write the store yet; not ready until it is written");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.changed() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// What the flusher needs besides the store.

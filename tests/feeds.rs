@@ -1098,7 +1098,7 @@ async fn cursors_this_server_cannot_answer_get_everything_and_the_reason() {
         .await;
     assert_eq!(
         (status, body["code"].clone()),
-        (StatusCode::UNPROCESSABLE_ENTITY, json!("cursor_ahead")),
+        (StatusCode::CONFLICT, json!("cursor_ahead")),
         "{body}"
     );
     server.running.shutdown().await.expect("stop");

@@ -227,7 +227,8 @@ pub struct JournalParams {
 }
 
 /// The movement journal from a sequence on, optionally for one SKU and/or location.
-#[utoipa::path(get, path = "/v1/journal", tag = "admin", params(JournalParams), responses((status = 200, body = JournalJson)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/journal", tag = "admin", params(JournalParams), responses((status = 200, body = JournalJson),
+        (status = 409, description = "`since` is ahead of the journal (`cursor_ahead`): never handed out by this server, or by a run before its restart")), security(("bearer" = [])))]
 pub async fn journal(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -258,8 +259,11 @@ pub async fn journal(
         // Never handed out here (another run's, or made up): answering it
         // with nothing would silently skip every movement until the head
         // gets there.
-        return Err(ApiError::invalid(
+        // A well-formed request at odds with the server's state: 409.
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
             "cursor_ahead",
+            "Cursor ahead of the journal",
             format!(
                 "since {} is ahead of the journal (next sequence {}): start again without since",
                 from.0, head.0

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnistock::server::metrics_catalog::CATALOG;
-use reqwest::{Client, Method, StatusCode};
-use serde_json::{Value, json};
-use support::engine::{base_url, send, start_engine, unlimited};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::engine::{Api, start_engine, unlimited};
 
 const ADMIN: &str = "metrics-test-admin-key-0123";
 const FEED_ROUTE: &str = "/v1/feeds/google/local-inventory";
@@ -90,63 +90,24 @@ fn promtool_check(text: &str) -> (bool, String) {
     (output.status.success(), said)
 }
 
-struct Server {
-    base: String,
-    http: Client,
-}
-
-impl Server {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        idempotency_key: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let headers: Vec<(&str, &str)> = idempotency_key
-            .map(|key| ("Idempotency-Key", key))
-            .into_iter()
-            .collect();
-        send(
-            &self.http,
-            &self.base,
-            method,
-            path,
-            Some(ADMIN),
-            body.as_ref(),
-            &headers,
-        )
+async fn scrape(api: &Api) -> String {
+    let response = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
         .await
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
-        let (status, body) = self.call(method, path, Some(body), None).await;
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-
-    async fn scrape(&self) -> String {
-        let response = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("scrape");
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.expect("metrics text")
-    }
+        .expect("scrape");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.expect("metrics text")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
     let running = start_engine(unlimited(), ADMIN).await;
     let state = Arc::clone(&running.state);
-    let server = Server {
-        base: base_url(&running),
-        http: Client::new(),
-    };
+    let server = Api::of(&running, ADMIN);
     // Counters that may stay at zero are exported before their first event.
-    let fresh = server.scrape().await;
+    let fresh = scrape(&server).await;
     for (name, labels) in [
         (
             "omnistock_reservations_total",
@@ -203,7 +164,7 @@ async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
             value(text, "omnistock_oversell_refused_total", &[]),
         ]
     };
-    let before = outcomes(&server.scrape().await);
+    let before = outcomes(&scrape(&server).await);
     let hold = json!({"channel": "web", "lines": [{"sku": "MET-0001", "location": "MS1", "qty": 2}], "ttl_seconds": 600});
     let (status, first) = server
         .call(
@@ -239,7 +200,7 @@ async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
     }
-    let after = outcomes(&server.scrape().await);
+    let after = outcomes(&scrape(&server).await);
     let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     assert_eq!(
         delta,
@@ -250,7 +211,7 @@ async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
 
     // A streamed feed: the bytes recorded are the whole body.
     let route = [("route", FEED_ROUTE)];
-    let feed_before = server.scrape().await;
+    let feed_before = scrape(&server).await;
     let response = server
         .http
         .get(format!("{}{FEED_ROUTE}", server.base))
@@ -265,7 +226,7 @@ async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
         "a feed of 200 rows: {} bytes",
         feed.len()
     );
-    let feed_after = server.scrape().await;
+    let feed_after = scrape(&server).await;
     let bytes = value(
         &feed_after,
         "omnistock_http_response_body_bytes_total",
@@ -310,7 +271,7 @@ async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
 
     // A live stream open for a known time: its recorded duration covers it
     // all, and its bytes are what the client got.
-    let stream_before = server.scrape().await;
+    let stream_before = scrape(&server).await;
     let opened = Instant::now();
     let mut stream = server
         .http

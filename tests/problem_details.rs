@@ -9,9 +9,9 @@ use omnistock::ledger::{
     GroupName, HolderId, HolderKind, Invalid, LocationCode, Qty, Refusal, ReservationId,
     ReservationState, Seq, Shortfall, Sku, TimestampMs,
 };
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::engine::{base_url, send, start_engine, unlimited};
+use support::engine::{Api, start_engine, unlimited};
 
 const ADMIN: &str = "details-test-admin-key-0123";
 
@@ -179,49 +179,10 @@ type Case = (
     &'static str,
 );
 
-struct Server {
-    base: String,
-    http: Client,
-}
-
-impl Server {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        idempotency_key: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let headers: Vec<(&str, &str)> = idempotency_key
-            .map(|key| ("Idempotency-Key", key))
-            .into_iter()
-            .collect();
-        send(
-            &self.http,
-            &self.base,
-            method,
-            path,
-            Some(ADMIN),
-            body.as_ref(),
-            &headers,
-        )
-        .await
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
-        let (status, body) = self.call(method, path, Some(body), None).await;
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_over_http_have_readable_details() {
     let running = start_engine(unlimited(), ADMIN).await;
-    let server = Server {
-        base: base_url(&running),
-        http: Client::new(),
-    };
+    let server = Api::of(&running, ADMIN);
     server
         .ok(
             Method::PUT,

@@ -67,3 +67,51 @@ pub async fn send(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// One engine's API, called with one key: what the HTTP tests repeat.
+pub struct Api {
+    pub base: String,
+    pub http: Client,
+    pub key: String,
+}
+
+impl Api {
+    pub fn of(running: &Running, key: &str) -> Api {
+        Api {
+            base: base_url(running),
+            http: Client::new(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// A JSON request, with an `Idempotency-Key` when given.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|key| ("Idempotency-Key", key))
+            .into_iter()
+            .collect();
+        send(
+            &self.http,
+            &self.base,
+            method,
+            path,
+            Some(&self.key),
+            body.as_ref(),
+            &headers,
+        )
+        .await
+    }
+
+    /// A request that must succeed; its body.
+    pub async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let (status, body) = self.call(method, path, Some(body), None).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+}

@@ -538,6 +538,129 @@ fn count(ledger: &Ledger, sku: &str, on_hand: u32) {
         .expect("count");
 }
 
+/// The idempotency record (hash, field, value) whose key ends with `suffix`.
+async fn idempotency_record(redis_url: &str, suffix: &str) -> Option<(String, String, String)> {
+    let client = redis::Client::open(redis_url).expect("client");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for bucket in 0..16 {
+        let hash = format!("omnistock:{{i{bucket}}}:idem");
+        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&hash)
+            .query_async(&mut redis)
+            .await
+            .expect("HGETALL");
+        if let Some((field, value)) = entries.into_iter().find(|(f, _)| f.ends_with(suffix)) {
+            return Some((hash, field, value));
+        }
+    }
+    None
+}
+
+/// A store written by an engine before fingerprint version 2 holds legacy
+/// records (`1|<SipHash>|...`): after the upgrade, their retries still
+/// replay, a different request under their key is still refused, and the
+/// records are written back as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_idempotency_records_replay_and_refuse_after_an_upgrade() {
+    // The version-1 fingerprint of the ledger request `body` makes (web, one
+    // line, 900 s, counted against customer cust-7), as engines before
+    // version 2 computed it.
+    const LEGACY_FINGERPRINT: u64 = 6_809_153_889_089_045_231;
+    let mut redis_server = RedisServer::start();
+    let engine = Engine::start(&redis_server.url(), Durability::Async).await;
+    seed(&engine, 1, 100).await;
+    let body = json!({"channel": "web", "lines": [{"sku": "SKU-0", "location": "S1", "qty": 2}],
+                      "ttl_seconds": 900, "customer_id": "cust-7"});
+    let (status, held) = engine
+        .call_as(
+            ADMIN,
+            Method::POST,
+            "/v1/reservations",
+            Some(body.clone()),
+            Some("order-legacy"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    engine.caught_up().await;
+    engine.running.shutdown().await.expect("graceful stop");
+
+    // What an engine before version 2 would have stored: the same record
+    // in format 1, with the legacy fingerprint.
+    let (hash, field, current) = idempotency_record(&redis_server.url(), ":order-legacy")
+        .await
+        .expect("the record is stored");
+    let [version, fingerprint, rest] = current.splitn(3, '|').collect::<Vec<_>>()[..] else {
+        panic!("a record: {current}");
+    };
+    assert_eq!(version, "2", "new records are version 2: {current}");
+    assert!(
+        fingerprint.len() == 32 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{current}"
+    );
+    let legacy = format!("1|{LEGACY_FINGERPRINT}|{rest}");
+    let client = redis::Client::open(redis_server.url()).expect("client");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg(&field)
+        .arg(&legacy)
+        .query_async(&mut redis)
+        .await
+        .expect("HSET");
+
+    let engine = Engine::start(&redis_server.url(), Durability::Async).await;
+    let head = engine.ledger().journal_head();
+    let (status, replayed) = engine
+        .call_as(
+            ADMIN,
+            Method::POST,
+            "/v1/reservations",
+            Some(body.clone()),
+            Some("order-legacy"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{replayed}");
+    assert_eq!(replayed, held, "the original reservation, replayed");
+    assert_eq!(engine.ledger().journal_head(), head, "nothing applied");
+    let mut other = body.clone();
+    other["lines"][0]["qty"] = json!(3);
+    let (status, refused) = engine
+        .call_as(
+            ADMIN,
+            Method::POST,
+            "/v1/reservations",
+            Some(other),
+            Some("order-legacy"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["code"], "idempotency_key_reused");
+
+    // Redis comes back empty: the full rewrite (the next write finds it)
+    // writes the legacy record back as it was read.
+    redis_server.restart();
+    engine
+        .ok(Method::PUT, "/v1/stock/S1/SKU-0", json!({"on_hand": 50}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rewritten = loop {
+        if let Some((_, _, value)) = idempotency_record(&redis_server.url(), ":order-legacy").await
+        {
+            break value;
+        }
+        assert!(Instant::now() < deadline, "never rewritten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rewritten, legacy);
+    engine.running.shutdown().await.expect("graceful stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_and_reordered_batches_never_roll_anything_back() {
     let redis = RedisServer::start();

@@ -7,9 +7,13 @@
 //! Memory is bounded by `max_idempotency_keys`; past it new keyed writes are
 //! refused rather than evicting a live key, which would silently break the
 //! at-most-once promise.
+//!
+//! A key remembers the fingerprint of its request (`fingerprint.rs`): a
+//! retry is the same request when the fingerprints match, in the version
+//! the key remembers (a key restored from a store written before the
+//! current version compares the retry's fingerprint in that version).
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,22 +21,9 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 
+pub(crate) use super::fingerprint::{Fingerprint, FingerprintVersion};
 use super::ids::{IdempotencyKey, TimestampMs};
 use super::refusal::Refusal;
-
-/// A stable digest of a request: the same request always hashes the same,
-/// across processes and restarts (SipHash-1-3 with fixed keys).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub u64);
-
-impl Fingerprint {
-    pub fn of(operation: &'static str, request: &impl Hash) -> Fingerprint {
-        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(0x6f6d_6e69, 0x7374_6f63);
-        operation.hash(&mut hasher);
-        request.hash(&mut hasher);
-        Fingerprint(hasher.finish())
-    }
-}
 
 enum Slot<T> {
     Pending(Fingerprint),
@@ -49,7 +40,8 @@ enum Slot<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyRecord<T> {
     pub key: IdempotencyKey,
-    pub fingerprint: u64,
+    /// Of any version: a record written by an older engine keeps its own.
+    pub fingerprint: Fingerprint,
     pub expires_at: TimestampMs,
     pub outcome: T,
 }
@@ -82,19 +74,27 @@ impl<T> IdempotencyStore<T> {
         }
     }
 
+    /// Claims `key` for the request whose current fingerprint is
+    /// `fingerprint`; `fingerprint_as` gives its fingerprint in another
+    /// version, asked only to compare with a key remembered in that version.
     pub fn begin(
         &self,
         key: &IdempotencyKey,
         fingerprint: Fingerprint,
+        fingerprint_as: impl Fn(FingerprintVersion) -> Fingerprint,
     ) -> Result<Claim<T>, Refusal> {
         match self.slots.entry(key.clone()) {
             Entry::Occupied(entry) => match entry.get() {
-                Slot::Pending(f) if *f == fingerprint => Err(Refusal::IdempotencyInFlight),
+                Slot::Pending(f) if f.matches(fingerprint, &fingerprint_as) => {
+                    Err(Refusal::IdempotencyInFlight)
+                }
                 Slot::Done {
                     fingerprint: f,
                     outcome,
                     ..
-                } if *f == fingerprint => Ok(Claim::Replay(Arc::clone(outcome))),
+                } if f.matches(fingerprint, &fingerprint_as) => {
+                    Ok(Claim::Replay(Arc::clone(outcome)))
+                }
                 _ => Err(Refusal::IdempotencyKeyReused),
             },
             Entry::Vacant(entry) => {
@@ -155,7 +155,7 @@ impl<T> IdempotencyStore<T> {
                         if let Ok(output) = &**outcome {
                             records.push(IdempotencyRecord {
                                 key: key.clone(),
-                                fingerprint: fingerprint.0,
+                                fingerprint: *fingerprint,
                                 expires_at: *expires_at,
                                 outcome: output.clone(),
                             });
@@ -189,7 +189,7 @@ impl<T> IdempotencyStore<T> {
         let previous = self.slots.insert(
             record.key.clone(),
             Slot::Done {
-                fingerprint: Fingerprint(record.fingerprint),
+                fingerprint: record.fingerprint,
                 outcome: Arc::new(Ok(record.outcome)),
                 expires_at: record.expires_at,
             },

@@ -13,6 +13,7 @@ mod catalog;
 mod chunked_ring;
 mod config;
 mod deadlines;
+mod fingerprint;
 mod holds;
 mod idempotency;
 mod ids;
@@ -43,6 +44,7 @@ pub use catalog::{
     PolicyScope, UnknownFilter,
 };
 pub use config::LedgerConfig;
+pub use fingerprint::{Fingerprint, FingerprintVersion};
 pub use holds::{HoldCap, Holder, HolderKind};
 pub use ids::{
     Channel, GroupName, HolderId, IdError, IdempotencyKey, LocId, LocationCode, MAX_ID_CHARS,
@@ -66,7 +68,7 @@ pub use requests::{
 pub use reservation::ReservationState;
 
 use holds::HeldUnits;
-use idempotency::{Claim, Fingerprint, IdempotencyStore};
+use idempotency::{Claim, IdempotencyStore};
 use journal::Journal;
 use position::{Position, Snapshot};
 use publishing::{CatalogHistory, CursorScope, PublishMarks};
@@ -180,11 +182,14 @@ impl Ledger {
 
     /// Runs `op` at most once per idempotency key. Shape refusals
     /// (`Refusal::Invalid`) are not remembered: they do not depend on state.
+    /// `fingerprint` gives the request's fingerprint in a version: the
+    /// current one for the claim, an older one only to compare with a key
+    /// restored from a store written by an older engine.
     fn idempotent<T: Clone>(
         &self,
         key: Option<&IdempotencyKey>,
         now: TimestampMs,
-        fingerprint: impl FnOnce() -> Fingerprint,
+        fingerprint: impl Fn(FingerprintVersion) -> Fingerprint,
         wrap: fn(T) -> WriteOutput,
         unwrap: fn(&WriteOutput) -> Option<&T>,
         op: impl FnOnce() -> Result<T, Refusal>,
@@ -199,7 +204,7 @@ impl Ledger {
         &self,
         key: Option<&IdempotencyKey>,
         now: TimestampMs,
-        fingerprint: impl FnOnce() -> Fingerprint,
+        fingerprint: impl Fn(FingerprintVersion) -> Fingerprint,
         wrap: fn(T) -> WriteOutput,
         unwrap: fn(&WriteOutput) -> Option<&T>,
         op: impl FnOnce() -> Result<T, Refusal>,
@@ -209,8 +214,8 @@ impl Ledger {
             self.notify();
             return (result, Origin::Ran);
         };
-        let fingerprint = fingerprint();
-        match self.idempotency.begin(key, fingerprint) {
+        let current = fingerprint(FingerprintVersion::CURRENT);
+        match self.idempotency.begin(key, current, fingerprint) {
             // The key itself refused the call (reused with another request,
             // in flight, store full): a new answer, nothing replayed.
             Err(refusal) => (Err(refusal), Origin::Ran),
@@ -228,7 +233,7 @@ impl Ledger {
                     self.idempotency.abandon(key);
                 } else {
                     let stored = Arc::new(result.clone().map(wrap));
-                    self.idempotency.complete(key, fingerprint, stored, now);
+                    self.idempotency.complete(key, current, stored, now);
                 }
                 self.notify();
                 (result, Origin::Ran)

@@ -20,8 +20,9 @@ pub struct ReserveRequest {
     pub lines: Vec<Line>,
     pub ttl_ms: u64,
     /// Hold caps this reservation counts against (the caller's key, the
-    /// customer); empty when none applies. Not part of the idempotency
-    /// fingerprint: a retry after a cap changed is still the same request.
+    /// customer); empty when none applies. The holders are part of the
+    /// idempotency fingerprint, the caps' numbers are not: a retry after a
+    /// cap changed is still the same request.
     pub caps: Vec<HoldCap>,
 }
 

@@ -55,17 +55,8 @@ impl Ledger {
         self.idempotent_with_origin(
             key,
             now,
-            || {
-                // Hashes like the derived `Hash` of the request before caps
-                // existed (fields in order), so stored fingerprints stay valid.
-                let uncapped = (request.channel, &request.lines, request.ttl_ms);
-                if request.caps.is_empty() {
-                    return Fingerprint::of("reserve", &uncapped);
-                }
-                let holders: SmallVec<[&Holder; 2]> =
-                    request.caps.iter().map(|cap| &cap.holder).collect();
-                Fingerprint::of("reserve", &(uncapped, holders))
-            },
+            // Caps' numbers are left out (see `fingerprint.rs`).
+            |version| Fingerprint::of(version, "reserve", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || self.reserve_unchecked(request, now, key),
@@ -328,7 +319,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || Fingerprint::of("release", &id),
+            |version| Fingerprint::of(version, "release", &id),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || {
@@ -363,7 +354,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || Fingerprint::of("commit", request),
+            |version| Fingerprint::of(version, "commit", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || self.commit_unchecked(request, now, key),
@@ -456,7 +447,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || Fingerprint::of("extend", &(id, ttl_ms)),
+            |version| Fingerprint::of(version, "extend", &(id, ttl_ms)),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || {
@@ -512,7 +503,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || Fingerprint::of("transfer", request),
+            |version| Fingerprint::of(version, "transfer", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
             || self.transfer_unchecked(request, now, key),

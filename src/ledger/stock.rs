@@ -1,8 +1,7 @@
 //! Stock movements that do not involve a reservation: absolute counts,
 //! receipts, expected receipts, adjustments, sales and returns.
 
-use std::hash::Hash;
-
+use super::fingerprint::Fingerprinted;
 use super::idempotency::Fingerprint;
 use super::ids::{Channel, IdempotencyKey, LocationCode, PosKey, Qty, Seq, Sku, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
@@ -31,7 +30,7 @@ impl Ledger {
     /// request make the fingerprint): the frame every single-position write
     /// shares.
     #[allow(clippy::too_many_arguments)]
-    fn write_position_once<R: Hash>(
+    fn write_position_once<R: Fingerprinted>(
         &self,
         operation: &'static str,
         request: &R,
@@ -45,7 +44,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || Fingerprint::of(operation, request),
+            |version| Fingerprint::of(version, operation, request),
             WriteOutput::Position,
             WriteOutput::as_position,
             || self.write_position(sku, location, create, writer, change),
@@ -390,7 +389,7 @@ impl Ledger {
         self.idempotent(
             key,
             now,
-            || Fingerprint::of("sale", request),
+            |version| Fingerprint::of(version, "sale", request),
             WriteOutput::Positions,
             WriteOutput::as_positions,
             || {

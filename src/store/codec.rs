@@ -8,11 +8,11 @@
 use std::borrow::Cow;
 
 use crate::ledger::{
-    CatalogRecord, Channel, ChannelPolicy, GeoPoint, GroupName, Holder, HolderId, HolderKind,
-    IdempotencyKey, IdempotencyRecord, Incoming, Location, LocationCode, LocationKind, Pickup,
-    PickupMethod, PickupSla, PolicyScope, PositionRecord, PositionView, Qty, ReservationId,
-    ReservationLineRecord, ReservationLineView, ReservationRecord, ReservationState,
-    ReservationView, Seq, Sku, TimestampMs, WriteOutput,
+    CatalogRecord, Channel, ChannelPolicy, Fingerprint, FingerprintVersion, GeoPoint, GroupName,
+    Holder, HolderId, HolderKind, IdempotencyKey, IdempotencyRecord, Incoming, Location,
+    LocationCode, LocationKind, Pickup, PickupMethod, PickupSla, PolicyScope, PositionRecord,
+    PositionView, Qty, ReservationId, ReservationLineRecord, ReservationLineView,
+    ReservationRecord, ReservationState, ReservationView, Seq, Sku, TimestampMs, WriteOutput,
 };
 
 use super::{KeyRecord, KeysRecord};
@@ -466,12 +466,33 @@ pub fn encode_idempotency(r: &IdempotencyRecord) -> String {
             ),
         ),
     };
-    // Version 1: a record is written once and never changes.
-    format!("1|{}|{}|{}", r.fingerprint, r.expires_at.0, outcome)
+    // A record is written once and never changes. Its format version is
+    // its fingerprint's: `1|<decimal>` (legacy SipHash, written by engines
+    // before fingerprint version 2, still read) or `2|<32 hex digits>`
+    // (the current one; the rest of the layout is the same).
+    let version = match r.fingerprint.version() {
+        FingerprintVersion::V1 => 1,
+        FingerprintVersion::V2 => 2,
+    };
+    format!("{version}|{}|{}|{}", r.fingerprint, r.expires_at.0, outcome)
+}
+
+/// The fingerprint of an idempotency record of format `version`.
+fn fingerprint(version: &str, text: &str) -> Result<Fingerprint, CodecError> {
+    match version {
+        "1" => num(text, "fingerprint").map(Fingerprint::V1),
+        "2" => Fingerprint::v2_from_hex(text)
+            .ok_or_else(|| bad("fingerprint", format!("not 32 hex digits: {text:?}"))),
+        other => Err(bad(
+            "idempotency record version",
+            format!("unknown: {other:?}"),
+        )),
+    }
 }
 
 pub fn decode_idempotency(field: &str, value: &str) -> Result<IdempotencyRecord, CodecError> {
-    let [_version, fingerprint, expires, kind, rest] = fields::<5>(value, '|', "idempotency")?;
+    let [version, fingerprint_text, expires, kind, rest] = fields::<5>(value, '|', "idempotency")?;
+    let fingerprint = fingerprint(version, fingerprint_text)?;
     let outcome = match kind {
         "P" => WriteOutput::Position(decode_view(rest)?),
         "S" => WriteOutput::Positions(
@@ -505,7 +526,7 @@ pub fn decode_idempotency(field: &str, value: &str) -> Result<IdempotencyRecord,
     Ok(IdempotencyRecord {
         key: IdempotencyKey::new(&unescape(field)?)
             .map_err(|e| bad("idempotency key", e.to_string()))?,
-        fingerprint: num(fingerprint, "fingerprint")?,
+        fingerprint,
         expires_at: ts(expires, "expires_at")?,
         outcome,
     })
@@ -986,19 +1007,285 @@ mod tests {
                 }],
             }),
         ];
-        for outcome in outcomes {
+        let fingerprints = [
+            Fingerprint::V1(u64::MAX),
+            Fingerprint::V2([0xa5; 16]),
+            Fingerprint::V2(std::array::from_fn(|i| i as u8 * 17)),
+        ];
+        for (outcome, fingerprint) in outcomes
+            .into_iter()
+            .flat_map(|o| fingerprints.map(|f| (o.clone(), f)))
+        {
             let record = IdempotencyRecord {
                 key: IdempotencyKey::new("key_1:order|42").expect("key"),
-                fingerprint: u64::MAX,
+                fingerprint,
                 expires_at: TimestampMs(10),
                 outcome,
             };
             let field = escape(record.key.as_str()).into_owned();
+            let encoded = encode_idempotency(&record);
+            // The record's format version is its fingerprint's.
+            let prefix = match fingerprint {
+                Fingerprint::V1(_) => "1|18446744073709551615|10|",
+                Fingerprint::V2([0xa5, ..]) => "2|a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5|10|",
+                Fingerprint::V2(_) => "2|00112233445566778899aabbccddeeff|10|",
+            };
+            assert!(encoded.starts_with(prefix), "{encoded}");
+            assert_eq!(decode_idempotency(&field, &encoded), Ok(record));
+        }
+    }
+
+    #[test]
+    fn idempotency_fingerprints_are_read_by_record_version() {
+        let tail = "|10|P|A,S1,1,0,0,0,4,1,5,3,0";
+        let decoded = |value: &str| decode_idempotency("k", value).map(|r| r.fingerprint);
+        assert_eq!(
+            decoded(&format!("1|42{tail}")),
+            Ok(Fingerprint::V1(42)),
+            "legacy records (SipHash, decimal) are still read"
+        );
+        assert_eq!(
+            decoded(&format!("2|000102030405060708090a0b0c0d0e0f{tail}")),
+            Ok(Fingerprint::V2(std::array::from_fn(|i| i as u8)))
+        );
+        for refused in [
+            // A version-2 digest in a version-1 record, and the reverse.
+            format!("1|000102030405060708090a0b0c0d0e0f{tail}"),
+            format!("2|42{tail}"),
+            // Not exactly 32 lowercase hex digits.
+            format!("2|000102030405060708090a0b0c0d0e{tail}"),
+            format!("2|000102030405060708090a0b0c0d0e0f00{tail}"),
+            format!("2|000102030405060708090A0B0C0D0E0F{tail}"),
+            format!("2|+00102030405060708090a0b0c0d0e0f{tail}"),
+            format!("2|g00102030405060708090a0b0c0d0e0f{tail}"),
+            format!("2|é0102030405060708090a0b0c0d0e0f{tail}"),
+            // An unknown version (a newer engine's record).
+            format!("3|000102030405060708090a0b0c0d0e0f{tail}"),
+        ] {
+            assert!(decoded(&refused).is_err(), "{refused}");
+        }
+    }
+
+    /// Records stored by engines before fingerprint version 2 (record
+    /// format 1, legacy SipHash fingerprints, golden strings as they wrote
+    /// them) still replay the identical request and still refuse a
+    /// different one, after the decode and `Ledger::restore` of a start.
+    #[test]
+    fn legacy_idempotency_records_still_replay_and_refuse_after_a_restore() {
+        use crate::ledger::{
+            CommitRequest, CountRequest, HoldCap, Ledger, LedgerConfig, Line, Origin, Refusal,
+            ReserveRequest, Restore, SaleRequest,
+        };
+        const NOW: TimestampMs = TimestampMs(1_700_000_100_000);
+        let holder = |kind, id: &str| Holder {
+            kind,
+            id: HolderId::new(id).expect("holder"),
+        };
+        let held_view = |outcome: &WriteOutput| match outcome {
+            WriteOutput::Reservation(view) => Ok(view.clone()),
+            _ => Err(Refusal::IdempotencyKeyReused),
+        };
+        let line = |s: &str, l: &str, qty: u32| Line {
+            sku: sku_(s),
+            location: loc_(l),
+            qty: Qty(qty),
+        };
+        let reserve = ReserveRequest {
+            channel: Channel::Web,
+            lines: vec![line("ÉTÉ-👕-42", "PAR-01", 2), line("SKU-1", "LYO-02", 1)],
+            ttl_ms: 900_000,
+            caps: vec![
+                HoldCap {
+                    holder: holder(HolderKind::Key, "key_1"),
+                    max_units: 10,
+                },
+                HoldCap {
+                    holder: holder(HolderKind::Customer, "cust-42"),
+                    max_units: 500,
+                },
+            ],
+        };
+        let commit = CommitRequest {
+            id: ReservationId(4_160),
+            lines: Some(vec![line("ÉTÉ-👕-42", "PAR-01", 1)]),
+        };
+        let count = CountRequest {
+            sku: sku_("SKU-1"),
+            location: loc_("WH-1"),
+            on_hand: Qty(40),
+            safety_stock: Some(Qty(2)),
+            expected_version: Some(Seq(17)),
+            as_of: Some(TimestampMs(1_700_000_000_000)),
+            reference: Some("cycle-7".into()),
+        };
+        let sale = SaleRequest {
+            channel: Channel::Pos,
+            lines: vec![line("SKU-1", "PAR-01", 1), line("SKU-2", "PAR-01", 3)],
+            reference: Some("till-4/receipt-991".into()),
+        };
+        // (field, value) as the store held them.
+        let stored = [
+            (
+                "key_1:order-7",
+                "1|11797948176945236699|1700086500000|R|4160|web|held|1700000000000|1700000900000||\
+                 ÉTÉ-👕-42,PAR-01,2,0;SKU-1,LYO-02,1,0",
+            ),
+            (
+                "key_1:commit-7",
+                "1|17093919912889190266|1700086500000|R|4160|web|committed|1700000000000|1700000900000|\
+                 1700000050000|ÉTÉ-👕-42,PAR-01,2,1;SKU-1,LYO-02,1,0",
+            ),
+            (
+                "key_1:count-7",
+                "1|2374654174286493997|1700086500000|P|SKU-1,WH-1,40,0,2,0,0,38,38,18,0",
+            ),
+            (
+                "key_1:till-4%7C991",
+                "1|17020888603402756437|1700086500000|S|SKU-1,PAR-01,8,0,0,0,0,8,8,21,0;\
+                 SKU-2,PAR-01,4,0,0,0,0,4,4,22,0",
+            ),
+        ];
+        let records: Vec<IdempotencyRecord> = stored
+            .iter()
+            .map(|(field, value)| decode_idempotency(field, value).expect("a legacy record"))
+            .collect();
+        assert!(
+            records
+                .iter()
+                .all(|r| r.fingerprint.version() == FingerprintVersion::V1)
+        );
+        let ledger = Ledger::new(LedgerConfig::default());
+        let report = ledger
+            .restore(
+                Restore {
+                    idempotency: records.clone(),
+                    ..Restore::default()
+                },
+                NOW,
+            )
+            .expect("restores");
+        assert_eq!(report.idempotency_keys, 4);
+        let key = |k: &str| IdempotencyKey::new(k).expect("key");
+        let outcome = |index: usize| records[index].outcome.clone();
+        let head = ledger.journal_head();
+
+        // The identical requests replay the stored outcomes...
+        let (held, origin) = ledger.reserve_with_origin(&reserve, NOW, Some(&key("key_1:order-7")));
+        assert_eq!(origin, Origin::Replayed);
+        assert_eq!(held.map(WriteOutput::Reservation), Ok(outcome(0)));
+        // (hold caps' numbers are not part of the request's identity)
+        let mut raised = reserve.clone();
+        raised.caps[1].max_units = 5;
+        assert_eq!(
+            ledger.reserve_with_origin(&raised, NOW, Some(&key("key_1:order-7"))),
+            (held_view(&outcome(0)), Origin::Replayed)
+        );
+        assert_eq!(
+            ledger
+                .commit(&commit, NOW, Some(&key("key_1:commit-7")))
+                .map(WriteOutput::Reservation),
+            Ok(outcome(1))
+        );
+        assert_eq!(
+            ledger
+                .count(&count, NOW, Some(&key("key_1:count-7")))
+                .map(WriteOutput::Position),
+            Ok(outcome(2))
+        );
+        assert_eq!(
+            ledger
+                .sell(&sale, NOW, Some(&key("key_1:till-4|991")))
+                .map(WriteOutput::Positions),
+            Ok(outcome(3))
+        );
+        // ...and different ones are refused.
+        let reused = Refusal::IdempotencyKeyReused;
+        let longer = ReserveRequest {
+            ttl_ms: 900_001,
+            ..reserve.clone()
+        };
+        let other_customer = ReserveRequest {
+            caps: vec![HoldCap {
+                holder: holder(HolderKind::Customer, "cust-43"),
+                max_units: 500,
+            }],
+            ..reserve.clone()
+        };
+        for other in [longer, other_customer] {
             assert_eq!(
-                decode_idempotency(&field, &encode_idempotency(&record)),
-                Ok(record)
+                ledger.reserve(&other, NOW, Some(&key("key_1:order-7"))),
+                Err(reused.clone())
             );
         }
+        let commit_all = CommitRequest {
+            lines: None,
+            ..commit.clone()
+        };
+        assert_eq!(
+            ledger.commit(&commit_all, NOW, Some(&key("key_1:commit-7"))),
+            Err(reused.clone())
+        );
+        let now_count = CountRequest {
+            as_of: None,
+            ..count.clone()
+        };
+        assert_eq!(
+            ledger.count(&now_count, NOW, Some(&key("key_1:count-7"))),
+            Err(reused.clone())
+        );
+        let other_till = SaleRequest {
+            reference: Some("till-4/receipt-992".into()),
+            ..sale.clone()
+        };
+        assert_eq!(
+            ledger.sell(&other_till, NOW, Some(&key("key_1:till-4|991"))),
+            Err(reused)
+        );
+        assert_eq!(ledger.journal_head(), head, "nothing ran");
+
+        // The legacy records are written back as they were read; a new
+        // key gets a version-2 record.
+        ledger
+            .put_location(Location {
+                code: loc_("WH-1"),
+                kind: LocationKind::Warehouse,
+                name: "Warehouse".into(),
+                coords: None,
+                pickup: None,
+                ship_from_store: false,
+            })
+            .expect("a location");
+        let first_count = CountRequest {
+            expected_version: None,
+            ..now_count
+        };
+        ledger
+            .count(&first_count, NOW, Some(&key("key_1:count-8")))
+            .expect("counted");
+        let mut written: Vec<(String, String)> = ledger
+            .export_all(NOW)
+            .idempotency
+            .iter()
+            .map(|r| (escape(r.key.as_str()).into_owned(), encode_idempotency(r)))
+            .collect();
+        written.sort();
+        let fresh = written
+            .iter()
+            .position(|(field, _)| field == "key_1:count-8")
+            .map(|i| written.remove(i))
+            .expect("the new key is written");
+        assert!(fresh.1.starts_with("2|"), "{fresh:?}");
+        let hex = fresh.1.split('|').nth(1).unwrap_or_default();
+        assert!(
+            hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{fresh:?}"
+        );
+        let mut expected: Vec<(String, String)> = stored
+            .iter()
+            .map(|(field, value)| ((*field).to_owned(), (*value).to_owned()))
+            .collect();
+        expected.sort();
+        assert_eq!(written, expected);
     }
 
     #[test]

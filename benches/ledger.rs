@@ -54,7 +54,7 @@ fn reserve_release(ledger: &Ledger, request: &ReserveRequest, now: i64) {
         .reserve(black_box(request), TimestampMs(now), None)
         .expect("granted");
     ledger
-        .release(held.id, TimestampMs(now), None)
+        .release(held.id, Acting::Any, TimestampMs(now), None)
         .expect("released");
 }
 

@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             id: hold.id,
             lines: None,
         },
+        Acting::Any,
         now,
         None,
     )?;

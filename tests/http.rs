@@ -944,6 +944,68 @@ async fn auth_matrix() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // The ledger checks the POS key's stores in the same operation as it
+    // acts: a reservation moved to S2 is refused with the location named,
+    // and so is a transfer to S2; the refusal is not kept under the
+    // Idempotency-Key, so the same request succeeds once the line is back.
+    let (_, held) = server
+        .call(
+            Method::POST,
+            "/v1/reservations",
+            Some(pos),
+            Some(reserve_body("S1", 1)),
+        )
+        .await;
+    let id = held["id"].as_str().expect("id");
+    let move_to = |from: &str, to: &str| json!({"sku": "SKU-1", "from": from, "to": to});
+    let transfer = format!("/v1/reservations/{id}/transfer");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &transfer,
+            Some(pos),
+            Some(move_to("S1", "S2")),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["location"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"), Some("S2")),
+        "{body}"
+    );
+    let (status, _) = server
+        .admin(Method::POST, &transfer, Some(move_to("S1", "S2")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let commit = format!("/v1/reservations/{id}/commit");
+    let till = [("idempotency-key", "till-1")];
+    let (status, body) = server
+        .call_with(Method::POST, &commit, Some(pos), None, &till)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["location"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"), Some("S2")),
+        "{body}"
+    );
+    assert_eq!(
+        body["detail"], "this pos key may not act on location S2",
+        "the body the HTTP layer gave before the ledger checked it"
+    );
+    let (status, _) = server
+        .admin(Method::POST, &transfer, Some(move_to("S2", "S1")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let committed = server
+        .call_with(Method::POST, &commit, Some(pos), None, &till)
+        .await;
+    assert_eq!(committed.0, StatusCode::OK, "{}", committed.1);
+    assert_eq!(committed.1["state"], "committed");
+    assert_eq!(
+        server
+            .call_with(Method::POST, &commit, Some(pos), None, &till)
+            .await,
+        committed,
+        "the commit is what the key keeps"
+    );
     let (status, body) = server
         .admin(
             Method::POST,

@@ -502,7 +502,7 @@ fn step(ledger: &Ledger, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
                     qty: Qty(q),
                 }]
             });
-            let real = result(&ledger.commit(&CommitRequest { id, lines }, now, None));
+            let real = result(&ledger.commit(&CommitRequest { id, lines }, Acting::Any, now, None));
             let expected = match model.touch(which) {
                 Err(outcome) => outcome,
                 Ok(index) => {
@@ -543,7 +543,7 @@ fn step(ledger: &Ledger, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
                     Outcome::Refused("none".into()),
                 );
             };
-            let real = result(&ledger.release(id, now, None));
+            let real = result(&ledger.release(id, Acting::Any, now, None));
             let expected = match model.touch(which) {
                 Err(outcome) => outcome,
                 Ok(index) => {
@@ -560,7 +560,7 @@ fn step(ledger: &Ledger, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
                     Outcome::Refused("none".into()),
                 );
             };
-            let real = result(&ledger.extend(id, ttl_ms, now, None));
+            let real = result(&ledger.extend(id, ttl_ms, Acting::Any, now, None));
             let expected = match model.touch(which) {
                 Err(outcome) => outcome,
                 Ok(index) => {
@@ -586,7 +586,7 @@ fn step(ledger: &Ledger, model: &mut Model, op: &Op) -> (Outcome, Outcome) {
                 to: loc_of(to),
                 qty: None,
             };
-            let real = result(&ledger.transfer(&request, now, None));
+            let real = result(&ledger.transfer(&request, Acting::Any, now, None));
             let expected = if from == to {
                 refused(&Refusal::Invalid(Invalid::TransferToSameLocation))
             } else {

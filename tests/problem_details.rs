@@ -77,6 +77,9 @@ fn every_refusal_reads_without_debug_formatting() {
         Refusal::IdempotencyInFlight,
         Refusal::IdempotencyStoreFull,
         Refusal::ReservationNotFound(ReservationId(42)),
+        Refusal::LocationNotAllowed {
+            location: location.clone(),
+        },
         Refusal::LineNotInReservation {
             sku: sku.clone(),
             location: location.clone(),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use omnistock::http::now;
 use omnistock::ledger::{
-    Changes, CountRequest, Cut, Ledger, LedgerConfig, Line, Location, LocationCode, LocationKind,
-    PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore, Seq, Sku,
+    Acting, Changes, CountRequest, Cut, Ledger, LedgerConfig, Line, Location, LocationCode,
+    LocationKind, PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore, Seq, Sku,
 };
 use omnistock::server::Running;
 use omnistock::server::config::{Durability, ServeConfig};
@@ -707,6 +707,7 @@ async fn retried_and_reordered_batches_never_roll_anything_back() {
                 id: held.id,
                 lines: None,
             },
+            Acting::Any,
             now(),
             None,
         )

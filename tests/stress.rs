@@ -2,11 +2,13 @@
 //! returning, receiving and expiring at once, on one hot SKU and on many SKUs. At the
 //! end every unit is accounted for (initial + returns + receipts - commits - sales ==
 //! on hand), nothing was oversold, and the invariants hold; a monitor thread
-//! also checks the invariants on consistent cuts while the load runs.
+//! also checks the invariants on consistent cuts while the load runs. And a
+//! POS caller's location check racing a transfer of the line it acts on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use omnistock::ledger::*;
 
@@ -206,9 +208,12 @@ impl World {
             if open.len() > 8 {
                 let id = open.swap_remove(rng.below(open.len() as u64) as usize);
                 let outcome = match rng.below(4) {
-                    0 => self
-                        .ledger
-                        .commit(&CommitRequest { id, lines: None }, self.now(), None),
+                    0 => self.ledger.commit(
+                        &CommitRequest { id, lines: None },
+                        Acting::Any,
+                        self.now(),
+                        None,
+                    ),
                     1 => match self.ledger.reservation(id) {
                         Some(view) => {
                             let first = &view.lines[0];
@@ -222,13 +227,14 @@ impl World {
                                     id,
                                     lines: Some(vec![partial]),
                                 },
+                                Acting::Any,
                                 self.now(),
                                 None,
                             )
                         }
                         None => continue,
                     },
-                    2 => self.ledger.release(id, self.now(), None),
+                    2 => self.ledger.release(id, Acting::Any, self.now(), None),
                     _ => continue,
                 };
                 match outcome {
@@ -357,4 +363,210 @@ fn hot_sku_from_many_threads_never_oversells() {
 #[test]
 fn many_skus_multi_line_carts_conserve_units() {
     run(World::new(200, 4, 20), 50_000, 5, 20);
+}
+
+/// What a POS caller does to a reservation at its store.
+#[derive(Clone, Copy, Debug)]
+enum PosAct {
+    Commit,
+    Release,
+    Extend,
+}
+
+/// The POS caller's request: one ledger operation, which checks the
+/// caller's stores under the reservation's lock, in the same step as it acts.
+fn pos_acts(
+    ledger: &Ledger,
+    act: PosAct,
+    id: ReservationId,
+    stores: &[LocationCode],
+) -> Result<ReservationView, Refusal> {
+    let acting = Acting::AtLocations(stores);
+    let now = TimestampMs(T0);
+    match act {
+        PosAct::Commit => ledger.commit(&CommitRequest { id, lines: None }, acting, now, None),
+        PosAct::Release => ledger.release(id, acting, now, None),
+        PosAct::Extend => ledger.extend(id, 120_000, acting, now, None),
+    }
+}
+
+/// Spins (yielding now and then) until `done`; false if `stop` came first.
+fn spin_until(done: impl Fn() -> bool, stop: &AtomicBool) -> bool {
+    let mut spins = 0u64;
+    while !done() {
+        if stop.load(Ordering::Acquire) {
+            return false;
+        }
+        spins += 1;
+        if spins.is_multiple_of(1_024) {
+            thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    true
+}
+
+/// Sets `stop` when dropped, so a thread that panics never leaves the other
+/// spinning.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A POS caller at store A commits, releases or extends a one-line
+/// reservation at A while another caller transfers that line to store B,
+/// both starting within a few microseconds of each other (both threads
+/// spin, never sleep, between rounds; offsets vary round by round, so
+/// each side goes first, and often lands in the midst of the other).
+/// Whichever lands first, the POS caller must never act on a line that is
+/// at B: either it acts while the line is at A (and the transfer finds the
+/// reservation resolved, or moves it afterwards), or the transfer moves
+/// the line first and the POS caller is refused at B. Runs until each
+/// order was seen `EACH` times (or a round or time budget is spent).
+/// Checking the reservation with one read and acting with a second call
+/// (as the HTTP layer once did) lets the transfer land in between, and
+/// this test fails.
+#[test]
+fn a_pos_caller_never_acts_on_a_line_a_concurrent_transfer_moved_away() {
+    const EACH: u64 = 2_000;
+    const MAX_ROUNDS: u64 = 100_000;
+    let budget = Duration::from_secs(5);
+    let ledger = Ledger::new(LedgerConfig::default());
+    let (a, b) = (
+        LocationCode::new("A").expect("code"),
+        LocationCode::new("B").expect("code"),
+    );
+    let sku = Sku::new("SKU-1").expect("sku");
+    for code in [&a, &b] {
+        ledger
+            .put_location(location(code.as_str()))
+            .expect("location");
+        let count = CountRequest {
+            sku: sku.clone(),
+            location: code.clone(),
+            on_hand: Qty(MAX_ROUNDS as u32),
+            safety_stock: None,
+            expected_version: None,
+            as_of: None,
+            reference: None,
+        };
+        ledger.count(&count, TimestampMs(T0), None).expect("count");
+    }
+    let now = TimestampMs(T0);
+    let act_of = |round: u64| match round % 3 {
+        0 => PosAct::Commit,
+        1 => PosAct::Release,
+        _ => PosAct::Extend,
+    };
+    // Round `n` starts when `go` reaches `n` (its reservation in `target`)
+    // and ends when `answered` does (the POS caller's outcome in `answer`).
+    let go = AtomicU64::new(0);
+    let target = AtomicU64::new(0);
+    let answered = AtomicU64::new(0);
+    let answer = std::sync::Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    // Up to 4 µs on each side (an operation takes about one).
+    let pause = |ns: u64| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_nanos(ns) {
+            std::hint::spin_loop();
+        }
+    };
+    let (mut rounds, mut pos_first, mut transfer_first) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let _stop = StopOnDrop(&stop);
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            let stores = [a.clone()];
+            for round in 1.. {
+                if !spin_until(|| go.load(Ordering::Acquire) >= round, &stop) {
+                    return;
+                }
+                let id = ReservationId(target.load(Ordering::Acquire));
+                pause(rng.below(4_000));
+                let outcome = pos_acts(&ledger, act_of(round), id, &stores);
+                *answer.lock().expect("answer") = Some(outcome);
+                answered.store(round, Ordering::Release);
+            }
+        });
+        let _stop = StopOnDrop(&stop);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        while rounds < MAX_ROUNDS
+            && (pos_first < EACH || transfer_first < EACH)
+            && started.elapsed() < budget
+        {
+            rounds += 1;
+            let round = rounds;
+            let held = ledger
+                .reserve(
+                    &ReserveRequest {
+                        caps: Vec::new(),
+                        channel: Channel::Pos,
+                        lines: vec![Line {
+                            sku: sku.clone(),
+                            location: a.clone(),
+                            qty: Qty(1),
+                        }],
+                        ttl_ms: 60_000,
+                    },
+                    now,
+                    None,
+                )
+                .expect("units at A");
+            target.store(held.id.0, Ordering::Release);
+            go.store(round, Ordering::Release);
+            pause(rng.below(4_000));
+            let transfer = TransferRequest {
+                id: held.id,
+                sku: sku.clone(),
+                from: a.clone(),
+                to: b.clone(),
+                qty: None,
+            };
+            let moved = ledger.transfer(&transfer, Acting::Any, now, None);
+            assert!(
+                spin_until(|| answered.load(Ordering::Acquire) >= round, &stop),
+                "the POS caller stopped"
+            );
+            let acted = answer.lock().expect("answer").take().expect("answered");
+            let act = act_of(round);
+            match (&acted, &moved) {
+                (Ok(view), _) => {
+                    assert!(
+                        view.lines.iter().all(|line| line.location == a),
+                        "round {round}: the POS caller at A could {act:?} a reservation \
+                         at {:?} (transfer: {moved:?})",
+                        view.lines
+                            .iter()
+                            .map(|l| l.location.as_str())
+                            .collect::<Vec<_>>()
+                    );
+                    match act {
+                        PosAct::Extend => {}
+                        PosAct::Commit | PosAct::Release => assert!(
+                            matches!(moved, Err(Refusal::ReservationNotHeld { .. })),
+                            "round {round}: {act:?} went first, so the transfer finds it resolved: {moved:?}"
+                        ),
+                    }
+                    pos_first += 1;
+                }
+                (Err(Refusal::LocationNotAllowed { location }), Ok(_)) if *location == b => {
+                    transfer_first += 1;
+                }
+                _ => panic!("round {round}: {act:?} {acted:?}, transfer {moved:?}"),
+            }
+            // Whatever is still held goes back, so each round starts alike.
+            let _ = ledger.release(held.id, Acting::Any, now, None);
+        }
+    });
+    ledger.check_invariants().expect("invariants hold");
+    eprintln!(
+        "{rounds} rounds in {:?}: the POS caller acted first {pos_first} times, the transfer {transfer_first} times",
+        started.elapsed()
+    );
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use omnistock::ledger::{
-    Channel, CommitRequest, CountRequest, JournalRead, Ledger, LedgerConfig, Line, Location,
-    LocationCode, LocationKind, MovementKind, Qty, Refusal, ReservationState, ReservationView,
-    ReserveRequest, Seq, Sku, TimestampMs,
+    Acting, Channel, CommitRequest, CountRequest, JournalRead, Ledger, LedgerConfig, Line,
+    Location, LocationCode, LocationKind, MovementKind, Qty, Refusal, ReservationState,
+    ReservationView, ReserveRequest, Seq, Sku, TimestampMs,
 };
 use proptest::prelude::*;
 
@@ -140,7 +140,7 @@ proptest! {
                 Step::Commit(n) if !holds.is_empty() => {
                     let (id, deadline) = holds[n % holds.len()];
                     let before = ledger.reservation(id).map(|r| r.state);
-                    let result = ledger.commit(&CommitRequest { id, lines: None }, now, None);
+                    let result = ledger.commit(&CommitRequest { id, lines: None }, Acting::Any, now, None);
                     let after = ledger.reservation(id).map(|r| r.state);
                     latest_seen = latest_seen.max(now);
                     match before {
@@ -242,6 +242,7 @@ fn a_commit_racing_an_expiry_resolves_once() {
                         id: id.id,
                         lines: None,
                     },
+                    Acting::Any,
                     TimestampMs(deadline.0 - 1),
                     None,
                 )

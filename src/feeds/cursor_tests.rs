@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::*;
 use crate::cursor::{Cursor, SentCursor, Unhonoured};
 use crate::ledger::{
-    Channel, ChannelPolicy, CountRequest, GroupName, LedgerConfig, Line, LocationCode,
+    Acting, Channel, ChannelPolicy, CountRequest, GroupName, LedgerConfig, Line, LocationCode,
     LocationKind, Pickup, PolicyScope, Qty, ReserveRequest, Restore, Sku, TimestampMs,
 };
 
@@ -355,7 +355,7 @@ fn writer(ledger: &Ledger, seed: u64, stop: &AtomicBool) {
             }
             _ => {
                 if let Some(id) = held.pop() {
-                    ledger.release(id, T0, None).expect("release");
+                    ledger.release(id, Acting::Any, T0, None).expect("release");
                 }
             }
         }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::ledger::LocationCode;
+use crate::ledger::{Acting, LocationCode};
 use crate::store::{KeyRecord, KeySource, KeysRecord};
 
 #[derive(
@@ -305,14 +305,30 @@ impl Caller {
     }
 
     /// Writes at `locations` need `broad` (any location) or `pos` limited to
-    /// the key's own locations.
+    /// the key's own locations. For locations named by the request itself;
+    /// where they come from ledger state (a reservation's lines), pass
+    /// [`Caller::acting`] to the ledger operation instead, which checks
+    /// them under the same lock as it acts.
     pub fn require_at<'a>(
         &self,
         broad: Scope,
         locations: impl IntoIterator<Item = &'a LocationCode>,
     ) -> Result<(), ApiError> {
+        let acting = self.acting(broad)?;
+        for location in locations {
+            if !acting.allows(location) {
+                return Err(ApiError::location_not_allowed(location));
+            }
+        }
+        Ok(())
+    }
+
+    /// On whose authority the caller acts on a reservation: `broad` (or
+    /// admin) on any, `pos` only at the key's own locations; without
+    /// either, 403 before the ledger is asked anything.
+    pub fn acting(&self, broad: Scope) -> Result<Acting<'_>, ApiError> {
         if self.has(broad) {
-            return Ok(());
+            return Ok(Acting::Any);
         }
         if !self.0.scopes.contains(&Scope::Pos) {
             return Err(ApiError::forbidden(format!(
@@ -320,15 +336,7 @@ impl Caller {
                 scope_name(broad)
             )));
         }
-        for location in locations {
-            if !self.0.locations.contains(location) {
-                return Err(ApiError::forbidden(format!(
-                    "this pos key may not act on location {location}"
-                ))
-                .with("location", serde_json::json!(location.as_str())));
-            }
-        }
-        Ok(())
+        Ok(Acting::AtLocations(&self.0.locations))
     }
 }
 

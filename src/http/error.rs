@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::json::rfc3339;
-use crate::ledger::{Invalid, Refusal, Shortfall};
+use crate::ledger::{Invalid, LocationCode, Refusal, Shortfall};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -59,6 +59,14 @@ impl ApiError {
             "The API key lacks a scope for this request",
             detail,
         )
+    }
+
+    /// 403 for a `pos` key acting at a location that is not its own: the
+    /// same body whether the HTTP layer finds it in the request or the
+    /// ledger in the reservation (`Refusal::LocationNotAllowed`).
+    pub fn location_not_allowed(location: &LocationCode) -> ApiError {
+        ApiError::forbidden(format!("this pos key may not act on location {location}"))
+            .with("location", json!(location.as_str()))
     }
 
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
@@ -169,6 +177,7 @@ impl From<Refusal> for ApiError {
                 error
             }
             Refusal::ReservationNotFound(_) => ApiError::not_found("reservation_not_found", detail),
+            Refusal::LocationNotAllowed { location } => ApiError::location_not_allowed(location),
             Refusal::ReservationNotHeld { state, .. } => ApiError::new(
                 S::CONFLICT,
                 "reservation_not_held",

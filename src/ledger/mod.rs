@@ -8,6 +8,7 @@
 //! operation) -> one reservation shard -> position shards in ascending index.
 //! No code path takes a reservation shard while holding a position shard.
 
+mod acting;
 mod admin;
 mod catalog;
 mod chunked_ring;
@@ -39,6 +40,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+pub use acting::Acting;
 pub use catalog::{
     Catalog, ChannelPolicy, GeoPoint, Location, LocationKind, Pickup, PickupMethod, PickupSla,
     PolicyScope, UnknownFilter,
@@ -180,8 +182,9 @@ impl Ledger {
             .ok_or_else(|| Refusal::UnknownLocation(code.clone()))
     }
 
-    /// Runs `op` at most once per idempotency key. Shape refusals
-    /// (`Refusal::Invalid`) are not remembered: they do not depend on state.
+    /// Runs `op` at most once per idempotency key. Shape and authority
+    /// refusals are not remembered (`Refusal::is_remembered`): they say
+    /// nothing about the operation's outcome.
     /// `fingerprint` gives the request's fingerprint in a version: the
     /// current one for the claim, an older one only to compare with a key
     /// restored from a store written by an older engine.
@@ -229,7 +232,10 @@ impl Ledger {
             },
             Ok(Claim::Run) => {
                 let result = op();
-                if matches!(result, Err(Refusal::Invalid(_))) {
+                if result
+                    .as_ref()
+                    .is_err_and(|refusal| !refusal.is_remembered())
+                {
                     self.idempotency.abandon(key);
                 } else {
                     let stored = Arc::new(result.clone().map(wrap));

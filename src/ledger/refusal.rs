@@ -1,7 +1,8 @@
 //! Refusals are values. The variants are declared in precedence order: when a
 //! request is wrong in several ways, the ledger reports the first that applies
-//! (shape, then existence, then idempotency, then state, then versions, then
-//! hold caps, then stock), because that is the order in which it checks them.
+//! (shape, then existence, then idempotency, then the caller's authority over
+//! a reservation, then state, then versions, then hold caps, then stock),
+//! because that is the order in which it checks them.
 
 use super::holds::HolderKind;
 use super::ids::{
@@ -70,6 +71,14 @@ pub enum Refusal {
     IdempotencyStoreFull,
     #[error("reservation {0} not found")]
     ReservationNotFound(ReservationId),
+    /// The caller may act only at some locations ([`Acting::AtLocations`]),
+    /// and the reservation has a line at `location` (or a transfer's
+    /// destination is `location`). Checked under the reservation's lock,
+    /// before anything changes.
+    ///
+    /// [`Acting::AtLocations`]: super::Acting::AtLocations
+    #[error("the caller may not act on location {location}")]
+    LocationNotAllowed { location: LocationCode },
     #[error("reservation {id} is {}, not held", state.as_str())]
     ReservationNotHeld {
         id: ReservationId,
@@ -115,6 +124,26 @@ pub enum Refusal {
     TooManyIncoming { sku: Sku, location: LocationCode },
     #[error("quantity of {sku} at {location} would exceed the per-position maximum")]
     QuantityOverflow { sku: Sku, location: LocationCode },
+}
+
+impl Refusal {
+    /// Whether this refusal is the outcome an idempotency key keeps (and
+    /// replays). Two kinds are not, so a retry with the same key runs again:
+    /// - `Invalid`: the shape of the request, whatever the state;
+    /// - `LocationNotAllowed`: who asked, not what the operation did. The
+    ///   operation did not run for this caller, and the fingerprint does not
+    ///   name the caller, so a stored refusal would be replayed to anyone
+    ///   using the key: to a caller allowed to act (the HTTP layer
+    ///   namespaces keys per API key, but the ledger does not rely on it),
+    ///   or to the same caller after the reservation moved back to its
+    ///   stores. Nothing changed, so nothing is lost by forgetting it: the
+    ///   key stays free and the operation still runs at most once.
+    pub fn is_remembered(&self) -> bool {
+        !matches!(
+            self,
+            Refusal::Invalid(_) | Refusal::LocationNotAllowed { .. }
+        )
+    }
 }
 
 impl From<Invalid> for Refusal {

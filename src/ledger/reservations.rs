@@ -7,10 +7,11 @@
 
 use smallvec::SmallVec;
 
+use super::acting::Acting;
 use super::catalog::Catalog;
 use super::holds::Holder;
 use super::idempotency::Fingerprint;
-use super::ids::{IdempotencyKey, PosKey, Qty, ReservationId, Seq, TimestampMs};
+use super::ids::{IdempotencyKey, LocationCode, PosKey, Qty, ReservationId, Seq, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
 use super::refusal::{Invalid, Refusal, Shortfall};
 use super::requests::{
@@ -212,6 +213,46 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether `acting` may act on reservation `id` (every line at one of its
+    /// locations) and, for a transfer, at `destination`. Called under the
+    /// reservation shard's lock, before anything changes (even an expiry
+    /// on the spot), so the reservation checked is the one acted on: a
+    /// transfer cannot move a line between the check and the action. A
+    /// caller with `Acting::Any` looks nothing up (an unknown id is then
+    /// refused by `held_reservation`, as before). Cost: lines x the
+    /// caller's locations (a `pos` key has at most 1,000, and usually one).
+    fn check_acting(
+        &self,
+        shard: &ReservationShard,
+        id: ReservationId,
+        acting: Acting<'_>,
+        destination: Option<&LocationCode>,
+    ) -> Result<(), Refusal> {
+        if acting == Acting::Any {
+            return Ok(());
+        }
+        let reservation = shard.get(id).ok_or(Refusal::ReservationNotFound(id))?;
+        self.with_catalog(|catalog| {
+            for line in &reservation.lines {
+                let location = &catalog
+                    .location(line.position.loc())
+                    .expect("held lines are at registered locations")
+                    .code;
+                if !acting.allows(location) {
+                    return Err(Refusal::LocationNotAllowed {
+                        location: location.clone(),
+                    });
+                }
+            }
+            match destination {
+                Some(to) if !acting.allows(to) => Err(Refusal::LocationNotAllowed {
+                    location: to.clone(),
+                }),
+                _ => Ok(()),
+            }
+        })
+    }
+
     /// Returns every held unit to ATF and resolves the reservation as
     /// `Released` or `Expired`.
     fn unhold(
@@ -313,6 +354,7 @@ impl Ledger {
     pub fn release(
         &self,
         id: ReservationId,
+        acting: Acting<'_>,
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
@@ -324,6 +366,7 @@ impl Ledger {
             WriteOutput::as_reservation,
             || {
                 let mut shard = self.reservations.lock_for(id);
+                self.check_acting(&shard, id, acting, None)?;
                 self.held_reservation(&mut shard, id, now)?;
                 self.unhold(&mut shard, id, now, ReservationState::Released, key);
                 self.reservation_view(&shard, id)
@@ -337,6 +380,7 @@ impl Ledger {
     pub fn commit(
         &self,
         request: &CommitRequest,
+        acting: Acting<'_>,
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
@@ -357,19 +401,21 @@ impl Ledger {
             |version| Fingerprint::of(version, "commit", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
-            || self.commit_unchecked(request, now, key),
+            || self.commit_unchecked(request, acting, now, key),
         )
     }
 
     fn commit_unchecked(
         &self,
         request: &CommitRequest,
+        acting: Acting<'_>,
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
         let id = request.id;
         let catalog = self.catalog.load();
         let mut shard = self.reservations.lock_for(id);
+        self.check_acting(&shard, id, acting, None)?;
         self.held_reservation(&mut shard, id, now)?;
         let reservation = shard.get(id).ok_or(Refusal::ReservationNotFound(id))?;
 
@@ -440,6 +486,7 @@ impl Ledger {
         &self,
         id: ReservationId,
         ttl_ms: u64,
+        acting: Acting<'_>,
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
@@ -452,6 +499,7 @@ impl Ledger {
             WriteOutput::as_reservation,
             || {
                 let mut shard = self.reservations.lock_for(id);
+                self.check_acting(&shard, id, acting, None)?;
                 self.held_reservation(&mut shard, id, now)?;
                 let expires_at = now.plus_ms(ttl_ms);
                 shard.set_deadline(id, expires_at, now);
@@ -491,6 +539,7 @@ impl Ledger {
     pub fn transfer(
         &self,
         request: &TransferRequest,
+        acting: Acting<'_>,
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
@@ -506,20 +555,26 @@ impl Ledger {
             |version| Fingerprint::of(version, "transfer", request),
             WriteOutput::Reservation,
             WriteOutput::as_reservation,
-            || self.transfer_unchecked(request, now, key),
+            || self.transfer_unchecked(request, acting, now, key),
         )
     }
 
     fn transfer_unchecked(
         &self,
         request: &TransferRequest,
+        acting: Acting<'_>,
         now: TimestampMs,
         key: Option<&IdempotencyKey>,
     ) -> Result<ReservationView, Refusal> {
         let id = request.id;
         let catalog = self.catalog.load();
-        let to_loc = self.resolve_location(&catalog, &request.to)?;
+        let to_loc = self.resolve_location(&catalog, &request.to);
         let mut shard = self.reservations.lock_for(id);
+        // The source's lines and the destination, before an unknown
+        // destination is refused: a restricted caller learns nothing about
+        // a location it may not act on.
+        self.check_acting(&shard, id, acting, Some(&request.to))?;
+        let to_loc = to_loc?;
         self.held_reservation(&mut shard, id, now)?;
         let reservation = shard.get_mut(id).ok_or(Refusal::ReservationNotFound(id))?;
         let from_line = Line {

@@ -374,17 +374,17 @@ fn commit_release_extend_refusals() {
     let cases: Vec<(&str, Result<ReservationView, Refusal>, Refusal)> = vec![
         (
             "commit unknown",
-            ledger.commit(&commit_all(missing), T0, None),
+            ledger.commit(&commit_all(missing), Acting::Any, T0, None),
             Refusal::ReservationNotFound(missing),
         ),
         (
             "release unknown",
-            ledger.release(missing, T0, None),
+            ledger.release(missing, Acting::Any, T0, None),
             Refusal::ReservationNotFound(missing),
         ),
         (
             "extend unknown",
-            ledger.extend(missing, TTL, T0, None),
+            ledger.extend(missing, TTL, Acting::Any, T0, None),
             Refusal::ReservationNotFound(missing),
         ),
         (
@@ -394,6 +394,7 @@ fn commit_release_extend_refusals() {
                     id: r.id,
                     lines: Some(vec![line("S1", "B", 4)]),
                 },
+                Acting::Any,
                 T0,
                 None,
             ),
@@ -411,6 +412,7 @@ fn commit_release_extend_refusals() {
                     id: r.id,
                     lines: Some(vec![line("S1", "A", 1)]),
                 },
+                Acting::Any,
                 T0,
                 None,
             ),
@@ -426,6 +428,7 @@ fn commit_release_extend_refusals() {
                     id: r.id,
                     lines: Some(vec![line("S1", "B", 1), line("S1", "B", 1)]),
                 },
+                Acting::Any,
                 T0,
                 None,
             ),
@@ -433,7 +436,7 @@ fn commit_release_extend_refusals() {
         ),
         (
             "extend beyond max ttl",
-            ledger.extend(r.id, u64::MAX, T0, None),
+            ledger.extend(r.id, u64::MAX, Acting::Any, T0, None),
             Invalid::TtlOutOfRange {
                 min_ms: 1_000,
                 max_ms: 7 * 24 * 3_600_000,
@@ -450,7 +453,9 @@ fn commit_release_extend_refusals() {
         "refusals change nothing"
     );
 
-    let released = ledger.release(r.id, T0, None).expect("release");
+    let released = ledger
+        .release(r.id, Acting::Any, T0, None)
+        .expect("release");
     assert_eq!(released.state, ReservationState::Released);
     assert_eq!(
         pos(&ledger, "S1", "B").atf,
@@ -462,15 +467,18 @@ fn commit_release_extend_refusals() {
         state: ReservationState::Released,
     };
     assert_eq!(
-        ledger.release(r.id, T0, None),
+        ledger.release(r.id, Acting::Any, T0, None),
         Err(not_held.clone()),
         "resolves at most once"
     );
     assert_eq!(
-        ledger.commit(&commit_all(r.id), T0, None),
+        ledger.commit(&commit_all(r.id), Acting::Any, T0, None),
         Err(not_held.clone())
     );
-    assert_eq!(ledger.extend(r.id, TTL, T0, None), Err(not_held));
+    assert_eq!(
+        ledger.extend(r.id, TTL, Acting::Any, T0, None),
+        Err(not_held)
+    );
     assert_consistent(&ledger);
 }
 
@@ -484,6 +492,7 @@ fn commit_full_and_partial() {
                 id: full.id,
                 lines: None,
             },
+            Acting::Any,
             T0,
             None,
         )
@@ -506,6 +515,7 @@ fn commit_full_and_partial() {
                 id: cart.id,
                 lines: Some(vec![line("S1", "B", 1)]),
             },
+            Acting::Any,
             T0,
             None,
         )
@@ -535,7 +545,13 @@ fn deadlines_expire_exactly_and_lazily() {
     );
     // Extending moves the deadline; the old one no longer applies.
     let extended = ledger
-        .extend(r.id, 2 * TTL, TimestampMs(deadline.0 - 1), None)
+        .extend(
+            r.id,
+            2 * TTL,
+            Acting::Any,
+            TimestampMs(deadline.0 - 1),
+            None,
+        )
         .expect("extend");
     assert_eq!(
         extended.expires_at,
@@ -567,13 +583,14 @@ fn deadlines_expire_exactly_and_lazily() {
                 id: r.id,
                 lines: None
             },
+            Acting::Any,
             late,
             None
         ),
         Err(expired.clone())
     );
     assert_eq!(pos(&ledger, "S1", "B").reserved, Qty(0));
-    assert_eq!(ledger.release(r.id, late, None), Err(expired));
+    assert_eq!(ledger.release(r.id, Acting::Any, late, None), Err(expired));
     assert_eq!(ledger.expire_due(late, 100), 0, "already resolved");
     assert_consistent(&ledger);
 }
@@ -600,7 +617,9 @@ fn resolved_and_extended_holds_never_expire_twice_and_stay_bounded() {
         match i % 10 {
             0 => kept.push(r.id),
             1 => {
-                ledger.extend(r.id, 30_000, now, None).expect("extended");
+                ledger
+                    .extend(r.id, 30_000, Acting::Any, now, None)
+                    .expect("extended");
                 kept.push(r.id);
             }
             2 => {
@@ -608,10 +627,14 @@ fn resolved_and_extended_holds_never_expire_twice_and_stay_bounded() {
                     id: r.id,
                     lines: None,
                 };
-                ledger.commit(&commit, now, None).expect("committed");
+                ledger
+                    .commit(&commit, Acting::Any, now, None)
+                    .expect("committed");
             }
             _ => {
-                ledger.release(r.id, now, None).expect("released");
+                ledger
+                    .release(r.id, Acting::Any, now, None)
+                    .expect("released");
             }
         }
         if i % 4_999 == 0 {
@@ -654,7 +677,9 @@ fn expiry_budget_is_exact_with_stale_entries_between() {
     for i in 0..150 {
         let r = reserve(&ledger, Channel::Pos, vec![line("S1", "W", 1)]).expect("granted");
         if i % 3 == 0 {
-            ledger.release(r.id, T0, None).expect("released");
+            ledger
+                .release(r.id, Acting::Any, T0, None)
+                .expect("released");
         } else {
             held.push(r.id);
         }
@@ -725,12 +750,16 @@ fn transfer_moves_a_line_atomically() {
         ),
     ];
     for (name, request, expected) in cases {
-        assert_eq!(ledger.transfer(&request, T0, None), Err(expected), "{name}");
+        assert_eq!(
+            ledger.transfer(&request, Acting::Any, T0, None),
+            Err(expected),
+            "{name}"
+        );
     }
     // Destination short: refused, nothing moves.
     reserve(&ledger, Channel::Pos, vec![line("S1", "B", 8)]).expect("granted");
     assert_eq!(
-        ledger.transfer(&transfer("B", None), T0, None),
+        ledger.transfer(&transfer("B", None), Acting::Any, T0, None),
         Err(Refusal::InsufficientStock {
             shortfalls: vec![Shortfall {
                 sku: sku("S1"),
@@ -743,7 +772,7 @@ fn transfer_moves_a_line_atomically() {
     assert_eq!(pos(&ledger, "S1", "A").reserved, Qty(4));
     // Partial then full move; the view merges into the destination line.
     let moved = ledger
-        .transfer(&transfer("B", Some(1)), T0, None)
+        .transfer(&transfer("B", Some(1)), Acting::Any, T0, None)
         .expect("partial transfer");
     let lines: Vec<_> = moved
         .lines
@@ -752,7 +781,7 @@ fn transfer_moves_a_line_atomically() {
         .collect();
     assert_eq!(lines, vec![("A", 3), ("B", 1)]);
     let moved = ledger
-        .transfer(&transfer("W", None), T0, None)
+        .transfer(&transfer("W", None), Acting::Any, T0, None)
         .expect("transfer");
     let lines: Vec<_> = moved
         .lines
@@ -768,6 +797,216 @@ fn transfer_moves_a_line_atomically() {
         ),
         (Qty(0), Qty(9), Qty(3))
     );
+    assert_consistent(&ledger);
+}
+
+/// A caller restricted to some locations (a POS key) acts only on
+/// reservations whose every line is at one of them, and transfers only to
+/// one of them; otherwise each operation is refused with the first location
+/// it may not act on, and the refusal changes nothing (no movement, no
+/// reservation, no idempotency key).
+#[test]
+fn restricted_callers_are_refused_at_other_locations_and_change_nothing() {
+    let ledger = fixture();
+    let at_a = [loc("A")];
+    let pos_a = Acting::AtLocations(&at_a);
+    let r_a = reserve(&ledger, Channel::Pos, vec![line("S1", "A", 2)]).expect("granted");
+    let r_b = reserve(&ledger, Channel::Pos, vec![line("S1", "B", 2)]).expect("granted");
+    let cart = reserve(
+        &ledger,
+        Channel::Pos,
+        vec![line("S1", "A", 1), line("S1", "B", 1)],
+    )
+    .expect("granted");
+    let missing = ReservationId(999_999);
+    let commit_all = |id| CommitRequest { id, lines: None };
+    let transfer = |id, from: &str, to: &str| TransferRequest {
+        id,
+        sku: sku("S1"),
+        from: loc(from),
+        to: loc(to),
+        qty: None,
+    };
+    let not_at = |l: &str| Refusal::LocationNotAllowed { location: loc(l) };
+    let before = state(&ledger);
+    let views = |ledger: &Ledger| [r_a.id, r_b.id, cart.id].map(|id| ledger.reservation(id));
+    let views_before = views(&ledger);
+    let keys_before = ledger.idempotency_key_count();
+    let k = key("pos-retry");
+    let cases: Vec<(&str, Result<ReservationView, Refusal>, Refusal)> = vec![
+        (
+            "commit at B",
+            ledger.commit(&commit_all(r_b.id), pos_a, T0, Some(&k)),
+            not_at("B"),
+        ),
+        (
+            "commit a cart with one line at B",
+            ledger.commit(&commit_all(cart.id), pos_a, T0, Some(&k)),
+            not_at("B"),
+        ),
+        (
+            "release at B",
+            ledger.release(r_b.id, pos_a, T0, Some(&k)),
+            not_at("B"),
+        ),
+        (
+            "extend at B",
+            ledger.extend(r_b.id, 2 * TTL, pos_a, T0, Some(&k)),
+            not_at("B"),
+        ),
+        (
+            "transfer from B",
+            ledger.transfer(&transfer(r_b.id, "B", "A"), pos_a, T0, Some(&k)),
+            not_at("B"),
+        ),
+        (
+            "transfer to B",
+            ledger.transfer(&transfer(r_a.id, "A", "B"), pos_a, T0, Some(&k)),
+            not_at("B"),
+        ),
+        (
+            "transfer to a location it may not act on, before the location is looked up",
+            ledger.transfer(&transfer(r_a.id, "A", "NOPE"), pos_a, T0, Some(&k)),
+            not_at("NOPE"),
+        ),
+        (
+            "an unknown reservation is not found, whoever asks",
+            ledger.release(missing, pos_a, T0, None),
+            Refusal::ReservationNotFound(missing),
+        ),
+        (
+            "a shape refusal comes first",
+            ledger.transfer(&transfer(r_b.id, "B", "B"), pos_a, T0, None),
+            Invalid::TransferToSameLocation.into(),
+        ),
+    ];
+    for (name, outcome, expected) in cases {
+        assert_eq!(outcome, Err(expected), "{name}");
+    }
+    assert_eq!(state(&ledger), before, "refusals change nothing");
+    assert_eq!(views(&ledger), views_before, "no reservation changed");
+    assert_eq!(
+        ledger.idempotency_key_count(),
+        keys_before,
+        "a location refusal is not remembered under its key"
+    );
+
+    // Every line (and the destination) among the caller's locations: it acts.
+    let at_a_and_w = [loc("A"), loc("W")];
+    let moved = ledger
+        .transfer(
+            &transfer(r_a.id, "A", "W"),
+            Acting::AtLocations(&at_a_and_w),
+            T0,
+            None,
+        )
+        .expect("A and W are the caller's");
+    assert_eq!(moved.lines[0].location, loc("W"));
+    assert_eq!(
+        ledger.extend(r_a.id, 2 * TTL, pos_a, T0, None),
+        Err(not_at("W")),
+        "the line is at W now"
+    );
+    let at_w = [loc("W")];
+    let committed = ledger
+        .commit(&commit_all(r_a.id), Acting::AtLocations(&at_w), T0, None)
+        .expect("at W");
+    assert_eq!(committed.state, ReservationState::Committed);
+    let at_a_and_b = [loc("A"), loc("B")];
+    let released = ledger
+        .release(cart.id, Acting::AtLocations(&at_a_and_b), T0, None)
+        .expect("A and B");
+    assert_eq!(released.state, ReservationState::Released);
+    let extended = ledger
+        .extend(r_b.id, 2 * TTL, Acting::Any, T0, None)
+        .expect("anyone may act");
+    assert_eq!(extended.expires_at, T0.plus_ms(2 * TTL));
+    assert_consistent(&ledger);
+}
+
+/// The caller's authority is checked before the reservation's state, and
+/// before anything changes: a caller that may not act on a reservation
+/// past its deadline does not expire it (the sweep, or an allowed caller,
+/// does), and learns the location, not the state.
+#[test]
+fn authority_comes_before_state_and_a_refused_caller_expires_nothing() {
+    let ledger = fixture();
+    let at_a = [loc("A")];
+    let pos_a = Acting::AtLocations(&at_a);
+    let not_at_b = Err(Refusal::LocationNotAllowed { location: loc("B") });
+    let resolved = reserve(&ledger, Channel::Pos, vec![line("S1", "B", 1)]).expect("granted");
+    ledger
+        .release(resolved.id, Acting::Any, T0, None)
+        .expect("released");
+    assert_eq!(ledger.release(resolved.id, pos_a, T0, None), not_at_b);
+
+    let due = reserve(&ledger, Channel::Pos, vec![line("S1", "B", 3)]).expect("granted");
+    let late = due.expires_at;
+    let head = ledger.journal_head();
+    let commit = CommitRequest {
+        id: due.id,
+        lines: None,
+    };
+    assert_eq!(ledger.commit(&commit, pos_a, late, None), not_at_b);
+    assert_eq!(ledger.journal_head(), head, "nothing recorded");
+    assert_eq!(
+        ledger.reservation(due.id).map(|r| r.state),
+        Some(ReservationState::Held),
+        "still held until someone allowed touches it"
+    );
+    assert_eq!(pos(&ledger, "S1", "B").reserved, Qty(3));
+    assert_eq!(
+        ledger.commit(&commit, Acting::Any, late, None),
+        Err(Refusal::ReservationNotHeld {
+            id: due.id,
+            state: ReservationState::Expired
+        })
+    );
+    assert_consistent(&ledger);
+}
+
+/// A location refusal is not the operation's outcome, so it is not kept
+/// under the idempotency key: a retry with the same key runs again (here
+/// after the line came back to the caller's store) and its outcome is the
+/// one kept and replayed.
+#[test]
+fn a_location_refusal_is_not_kept_under_the_idempotency_key() {
+    let ledger = fixture();
+    let at_a = [loc("A")];
+    let pos_a = Acting::AtLocations(&at_a);
+    let r = reserve(&ledger, Channel::Pos, vec![line("S1", "B", 2)]).expect("granted");
+    let k = key("till-7-release");
+    assert_eq!(
+        ledger.release(r.id, pos_a, T0, Some(&k)),
+        Err(Refusal::LocationNotAllowed { location: loc("B") })
+    );
+    let keys = ledger.idempotency_key_count();
+    ledger
+        .transfer(
+            &TransferRequest {
+                id: r.id,
+                sku: sku("S1"),
+                from: loc("B"),
+                to: loc("A"),
+                qty: None,
+            },
+            Acting::Any,
+            T0,
+            None,
+        )
+        .expect("moved to A");
+    let released = ledger
+        .release(r.id, pos_a, t_plus(1), Some(&k))
+        .expect("the retry runs");
+    assert_eq!(released.state, ReservationState::Released);
+    assert_eq!(ledger.idempotency_key_count(), keys + 1, "now it is kept");
+    let head = ledger.journal_head();
+    assert_eq!(
+        ledger.release(r.id, pos_a, t_plus(2), Some(&k)),
+        Ok(released),
+        "and replayed"
+    );
+    assert_eq!(ledger.journal_head(), head);
     assert_consistent(&ledger);
 }
 
@@ -1136,7 +1375,7 @@ fn idempotent_writes_replay_and_refuse_reuse() {
         Err(Refusal::IdempotencyKeyReused)
     );
     assert_eq!(
-        ledger.release(first.id, T0, Some(&k)),
+        ledger.release(first.id, Acting::Any, T0, Some(&k)),
         Err(Refusal::IdempotencyKeyReused),
         "keys span operations"
     );
@@ -1153,7 +1392,7 @@ fn idempotent_writes_replay_and_refuse_reuse() {
     let (fresh, origin) = ledger.reserve_with_origin(&request, T0, Some(&key("order-new")));
     assert_eq!(origin, Origin::Ran);
     ledger
-        .release(fresh.expect("granted").id, T0, None)
+        .release(fresh.expect("granted").id, Acting::Any, T0, None)
         .expect("released");
 
     // Refusals that depend on state are replayed too...
@@ -1243,7 +1482,9 @@ fn journal_records_every_change_in_order() {
             Some(&key("k1")),
         )
         .expect("granted");
-    ledger.release(r.id, T0, None).expect("release");
+    ledger
+        .release(r.id, Acting::Any, T0, None)
+        .expect("release");
     ledger
         .adjust(
             &AdjustmentRequest {
@@ -1452,7 +1693,9 @@ fn resolved_reservations_are_forgotten_within_bounds() {
     let mut ids = Vec::new();
     for _ in 0..50 {
         let r = reserve(&ledger, Channel::Web, vec![line("S", "A", 1)]).expect("granted");
-        ledger.release(r.id, T0, None).expect("release");
+        ledger
+            .release(r.id, Acting::Any, T0, None)
+            .expect("release");
         ids.push(r.id);
     }
     assert!(
@@ -1466,7 +1709,7 @@ fn resolved_reservations_are_forgotten_within_bounds() {
     );
     assert_eq!(ledger.reservation(ids[0]), None);
     assert_eq!(
-        ledger.release(ids[0], T0, None),
+        ledger.release(ids[0], Acting::Any, T0, None),
         Err(Refusal::ReservationNotFound(ids[0])),
         "forgotten, still never resolved twice"
     );
@@ -1487,10 +1730,12 @@ fn a_long_hold_pushed_out_of_a_full_ring_still_resolves_and_reads() {
     let long_hold = reserve(&ledger, Channel::Web, vec![line("S", "A", 5)]).expect("granted");
     for _ in 0..20 {
         let r = reserve(&ledger, Channel::Web, vec![line("S", "A", 1)]).expect("granted");
-        ledger.release(r.id, T0, None).expect("release");
+        ledger
+            .release(r.id, Acting::Any, T0, None)
+            .expect("release");
     }
     let released = ledger
-        .release(long_hold.id, T0, None)
+        .release(long_hold.id, Acting::Any, T0, None)
         .expect("the evicted hold releases and answers");
     assert_eq!(released.state, ReservationState::Released);
     assert_eq!(pos(&ledger, "S", "A").reserved, Qty(0));
@@ -1557,6 +1802,7 @@ fn export_and_restore_round_trip_everything() {
                 id: committed.id,
                 lines: None,
             },
+            Acting::Any,
             T0,
             None,
         )
@@ -1894,7 +2140,9 @@ fn hold_caps_count_units_per_holder_refuse_beyond_and_give_back_on_resolve() {
     assert_consistent(&ledger);
 
     // Release, then a partial commit: each gives back all the reservation's units.
-    ledger.release(first.id, T0, None).expect("released");
+    ledger
+        .release(first.id, Acting::Any, T0, None)
+        .expect("released");
     assert_eq!((held(&web_key), held(&bot)), (2, 2));
     ledger
         .commit(
@@ -1902,6 +2150,7 @@ fn hold_caps_count_units_per_holder_refuse_beyond_and_give_back_on_resolve() {
                 id: second.id,
                 lines: Some(vec![line("Y", "W", 1)]),
             },
+            Acting::Any,
             T0,
             None,
         )

@@ -1073,8 +1073,8 @@ mod tests {
     #[test]
     fn legacy_idempotency_records_still_replay_and_refuse_after_a_restore() {
         use crate::ledger::{
-            CommitRequest, CountRequest, HoldCap, Ledger, LedgerConfig, Line, Origin, Refusal,
-            ReserveRequest, Restore, SaleRequest,
+            Acting, CommitRequest, CountRequest, HoldCap, Ledger, LedgerConfig, Line, Origin,
+            Refusal, ReserveRequest, Restore, SaleRequest,
         };
         const NOW: TimestampMs = TimestampMs(1_700_000_100_000);
         let holder = |kind, id: &str| Holder {
@@ -1182,7 +1182,7 @@ mod tests {
         );
         assert_eq!(
             ledger
-                .commit(&commit, NOW, Some(&key("key_1:commit-7")))
+                .commit(&commit, Acting::Any, NOW, Some(&key("key_1:commit-7")))
                 .map(WriteOutput::Reservation),
             Ok(outcome(1))
         );
@@ -1222,7 +1222,7 @@ mod tests {
             ..commit.clone()
         };
         assert_eq!(
-            ledger.commit(&commit_all, NOW, Some(&key("key_1:commit-7"))),
+            ledger.commit(&commit_all, Acting::Any, NOW, Some(&key("key_1:commit-7"))),
             Err(reused.clone())
         );
         let now_count = CountRequest {

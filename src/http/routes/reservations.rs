@@ -29,22 +29,6 @@ fn seconds_to_ms(seconds: u64) -> u64 {
     seconds.saturating_mul(1_000)
 }
 
-/// Whether the caller may act on a reservation: `reserve` on any (no lookup
-/// needed; an unknown id is the ledger's 404), `pos` only on reservations
-/// whose lines are all at its own stores.
-fn authorise(state: &AppState, caller: &Caller, id: ReservationId) -> ApiResult<()> {
-    if caller.has(Scope::Reserve) {
-        return Ok(());
-    }
-    let view = state.ledger.reservation(id).ok_or_else(|| {
-        ApiError::not_found(
-            "reservation_not_found",
-            format!("reservation {id} not found"),
-        )
-    })?;
-    caller.require_at(Scope::Reserve, view.lines.iter().map(|l| &l.location))
-}
-
 /// The hold caps a reservation counts against: the caller's key (its own
 /// `max_held_units`, else `--max-held-units-per-key`) and the customer
 /// (`--max-held-units-per-customer`); a cap of 0 is none.
@@ -118,6 +102,11 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
+    // A read stays a read: the view is one snapshot, taken under the
+    // reservation's lock, and the locations checked are that snapshot's,
+    // so a `pos` key is shown a reservation only as it was at its stores.
+    // (Commit, release, extend and transfer act, so the ledger checks
+    // their locations itself, in the same operation: `Caller::acting`.)
     let view = state.ledger.reservation(id).ok_or_else(|| {
         ApiError::not_found(
             "reservation_not_found",
@@ -149,11 +138,11 @@ pub async fn commit(
         .as_deref()
         .map(|l| dto::lines(l, state.ledger.config().max_lines_per_request))
         .transpose()?;
-    authorise(&state, &caller, id)?;
+    let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
     let done = state
         .ledger
-        .commit(&CommitRequest { id, lines }, now(), key.as_ref())?;
+        .commit(&CommitRequest { id, lines }, acting, now(), key.as_ref())?;
     Ok(JsonResponse(ReservationOut(done)))
 }
 
@@ -167,10 +156,11 @@ pub async fn release(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
-    authorise(&state, &caller, id)?;
+    let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
     Ok(JsonResponse(ReservationOut(state.ledger.release(
         id,
+        acting,
         now(),
         key.as_ref(),
     )?)))
@@ -187,11 +177,12 @@ pub async fn extend(
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> ApiResult<JsonResponse<ReservationOut>> {
     let id = reservation_id(&id)?;
-    authorise(&state, &caller, id)?;
+    let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
     Ok(JsonResponse(ReservationOut(state.ledger.extend(
         id,
         seconds_to_ms(body.ttl_seconds),
+        acting,
         now(),
         key.as_ref(),
     )?)))
@@ -215,11 +206,12 @@ pub async fn transfer(
         to: json::location("to", &body.to)?,
         qty: body.qty.map(Qty),
     };
-    authorise(&state, &caller, id)?;
-    caller.require_at(Scope::Reserve, [&request.to])?;
+    // The reservation's lines and the destination alike.
+    let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
     Ok(JsonResponse(ReservationOut(state.ledger.transfer(
         &request,
+        acting,
         now(),
         key.as_ref(),
     )?)))

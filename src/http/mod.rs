@@ -27,8 +27,8 @@ use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::engine::write_behind::WriteBehind;
 use crate::ledger::{IdempotencyKey, Ledger, TimestampMs};
-use crate::store::write_behind::WriteBehind;
 use auth::{Caller, KeyStore};
 use error::ApiError;
 use rate_limit::RateLimiter;

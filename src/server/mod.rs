@@ -16,6 +16,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::engine::write_behind::{
+    self, FlusherParts, StoreStatus, WriteBehind, WriteBehindConfig,
+};
 use crate::http::auth::KeyStore;
 use crate::http::change_signal::ChangeSignal;
 use crate::http::rate_limit::RateLimiter;
@@ -23,7 +26,6 @@ use crate::http::request_metrics::LedgerCounters;
 use crate::http::{AppState, HttpLimits, app, now, run_expiry};
 use crate::ledger::{Changes, Ledger, LedgerConfig};
 use crate::store::redis::{RedisConfig, RedisStore};
-use crate::store::write_behind::{self, FlusherParts, StoreStatus, WriteBehind, WriteBehindConfig};
 use crate::store::{Store, StoreError};
 use config::{Durability, ServeConfig};
 

@@ -10,10 +10,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
+use crate::engine::write_behind::StoreStatus;
 use crate::http::AppState;
 use crate::http::json::rfc3339;
 use crate::http::openapi;
-use crate::store::write_behind::StoreStatus;
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "system",

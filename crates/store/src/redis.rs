@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 
 use super::codec::{self, EngineState};
 use super::{Batch, Loaded, Store, StoreError};
-use crate::ledger::{
+use omnistock_ledger::{
     IdempotencyRecord, LedgerConfig, MovementRecord, PositionRecord, ReservationRecord, Restore,
     Sku, TimestampMs,
 };

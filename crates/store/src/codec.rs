@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::ledger::{
+use omnistock_ledger::{
     CatalogRecord, Channel, ChannelPolicy, Fingerprint, FingerprintVersion, GeoPoint, GroupName,
     Holder, HolderId, HolderKind, IdempotencyKey, IdempotencyRecord, Incoming, Location,
     LocationCode, LocationKind, Pickup, PickupMethod, PickupSla, PolicyScope, PositionRecord,
@@ -1072,7 +1072,7 @@ mod tests {
     /// different one, after the decode and `Ledger::restore` of a start.
     #[test]
     fn legacy_idempotency_records_still_replay_and_refuse_after_a_restore() {
-        use crate::ledger::{
+        use omnistock_ledger::{
             Acting, CommitRequest, CountRequest, HoldCap, Ledger, LedgerConfig, Line, Origin,
             Refusal, ReserveRequest, Restore, SaleRequest,
         };

@@ -253,7 +253,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::ids::{LocId, SkuId};
+    use crate::ids::{LocId, SkuId};
 
     fn movement(seq: u64) -> Movement {
         Movement {

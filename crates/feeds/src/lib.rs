@@ -5,10 +5,12 @@
 //! What is published is what the `ads` channel sees (after its policy:
 //! buffer, cap), so an ad never promises units another channel holds back.
 
+pub mod cursor;
+
 use std::fmt::Write;
 
 use crate::cursor::{Cursor, SentCursor, Unhonoured};
-use crate::ledger::{
+use omnistock_ledger::{
     Catalog, ChannelView, Ledger, Location, LocationKind, PickupMethod, PickupSla, Seq,
     UnknownFilter,
 };
@@ -193,12 +195,12 @@ impl FeedPlan {
             let was_published = |index: usize| {
                 covered_then.get(index).copied().unwrap_or(false)
                     && then
-                        .location(crate::ledger::LocId(index as u32))
+                        .location(omnistock_ledger::LocId(index as u32))
                         .is_some_and(published)
             };
             let mut relist = vec![false; self.stores.len()];
             for (index, store) in self.stores.iter().enumerate() {
-                let loc = crate::ledger::LocId(index as u32);
+                let loc = omnistock_ledger::LocId(index as u32);
                 match (was_published(index), store) {
                     (true, None) => return Snapshot::Full(FullReason::RowsRemoved),
                     (false, Some(_)) => relist[index] = true,

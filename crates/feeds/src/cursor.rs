@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ledger::{Ledger, Seq};
+use omnistock_ledger::{Ledger, Seq};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn honoured_only_within_lineage_floor_and_head() {
-        let ledger = Ledger::new(crate::ledger::LedgerConfig::default());
+        let ledger = Ledger::new(omnistock_ledger::LedgerConfig::default());
         ledger.set_cursor_lineage(7);
         let head = Seq(100);
         let sent = |lineage, seq| {

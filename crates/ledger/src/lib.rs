@@ -1,8 +1,10 @@
 //! The stock ledger: the single authority for every SKU x location.
 //!
-//! Architecture invariant: this module is a pure, synchronous core. It imports
-//! no tokio, axum, redis or serde, does no I/O and never reads a clock: time
-//! is an argument (`now`). Everything else in omnistock is a shell around it.
+//! Architecture invariant: this crate is a pure, synchronous core. Its
+//! manifest lists no tokio, axum, hyper, redis or serde, so it cannot import
+//! them; it does no I/O and never reads a clock (`clippy.toml` forbids the
+//! calls): time is an argument (`now`). Everything else in omnistock is a
+//! shell around it.
 //!
 //! Lock order (deadlock freedom): idempotency slot (never held across an
 //! operation) -> one reservation shard -> position shards in ascending index.

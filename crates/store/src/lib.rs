@@ -11,11 +11,10 @@
 
 pub mod codec;
 pub mod redis;
-pub mod write_behind;
 
 use std::future::Future;
 
-use crate::ledger::{Cut, Restore, TimestampMs};
+use omnistock_ledger::{Cut, Restore, TimestampMs};
 
 /// An API key as persisted: never the secret, only its SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 use crate::cursor::{Cursor, SentCursor, Unhonoured};
-use crate::ledger::{
+use omnistock_ledger::{
     Acting, Channel, ChannelPolicy, CountRequest, GroupName, LedgerConfig, Line, LocationCode,
     LocationKind, Pickup, PolicyScope, Qty, ReserveRequest, Restore, Sku, TimestampMs,
 };
@@ -395,7 +395,9 @@ fn catalog_changer(ledger: &Ledger, seed: u64, stop: &AtomicBool) {
     }
 }
 
-/// Polls incrementally for `duration`, applying what comes.
+/// Polls incrementally for `duration`, applying what comes. The test's own
+/// stopwatch: the threads it races are real, the code under test reads no clock.
+#[allow(clippy::disallowed_methods)]
 fn poll_for(ledger: &Ledger, held: &mut Rows, cursor: &mut Cursor, duration_ms: u64) -> usize {
     let mut increments = 0;
     let started = std::time::Instant::now();

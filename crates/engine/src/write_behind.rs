@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
-use super::{Batch, KeySource, Store, StoreError};
-use crate::ledger::{Changes, Ledger, TimestampMs};
+use omnistock_ledger::{Changes, Ledger, TimestampMs};
+use omnistock_store::{Batch, KeySource, Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct WriteBehindConfig {

@@ -486,7 +486,7 @@ fingerprinted_whole! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::holds::HoldCap;
+    use crate::holds::HoldCap;
 
     fn sku(s: &str) -> Sku {
         Sku::new(s).expect("valid sku")

@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::ledger::TimestampMs;
+use omnistock_ledger::TimestampMs;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now() -> TimestampMs {

@@ -5,6 +5,7 @@
 
 mod support;
 
+use omnistock::http::error_codes::Code;
 use omnistock::ledger::{
     GroupName, HolderId, HolderKind, Invalid, LocationCode, Qty, Refusal, ReservationId,
     ReservationState, Seq, Shortfall, Sku, TimestampMs,
@@ -341,6 +342,15 @@ async fn refusals_over_http_have_readable_details() {
         let (got, problem) = server.call(method, &path, body, key).await;
         assert_eq!(got.as_u16(), status, "{what}: {problem}");
         assert_eq!(problem["code"], code, "{what}: {problem}");
+        // The rest of the body is the code's row of the table.
+        let row = Code::ALL
+            .iter()
+            .find(|row| row.as_str() == code)
+            .unwrap_or_else(|| panic!("{what}: `{code}` is not in the table"));
+        assert_eq!(problem["status"], status, "{what}: {problem}");
+        assert_eq!(row.status().as_u16(), status, "{what}");
+        assert_eq!(problem["title"], row.title(), "{what}: {problem}");
+        assert_eq!(problem["type"], row.type_uri(), "{what}: {problem}");
         let detail = problem["detail"].as_str().expect("a detail");
         assert!(!detail.is_empty(), "{what}");
         assert_readable(what, detail);

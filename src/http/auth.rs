@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
+use super::error_codes::Code;
 use crate::ledger::{Acting, LocationCode};
 use crate::store::{KeyRecord, KeySource, KeysRecord};
 
@@ -141,7 +142,7 @@ impl KeyStore {
     ) -> Result<(Arc<ApiKey>, String), ApiError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)
-            .map_err(|e| ApiError::internal(format!("no randomness for a key: {e}")))?;
+            .map_err(|e| ApiError::new(Code::Internal, format!("no randomness for a key: {e}")))?;
         let secret = format!("osk_{}", hex(&bytes));
         let id = format!("key_{}", &hex(&digest(&secret).0)[..16]);
         let key = Arc::new(ApiKey {
@@ -297,10 +298,10 @@ impl Caller {
         if self.has(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
-                "this request needs the `{}` scope",
-                scope_name(scope)
-            )))
+            Err(ApiError::new(
+                Code::Forbidden,
+                format!("this request needs the `{}` scope", scope_name(scope)),
+            ))
         }
     }
 
@@ -331,10 +332,13 @@ impl Caller {
             return Ok(Acting::Any);
         }
         if !self.0.scopes.contains(&Scope::Pos) {
-            return Err(ApiError::forbidden(format!(
-                "this request needs the `{}` or `pos` scope",
-                scope_name(broad)
-            )));
+            return Err(ApiError::new(
+                Code::Forbidden,
+                format!(
+                    "this request needs the `{}` or `pos` scope",
+                    scope_name(broad)
+                ),
+            ));
         }
         Ok(Acting::AtLocations(&self.0.locations))
     }

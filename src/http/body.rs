@@ -20,14 +20,15 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
 use bytes::BytesMut;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use super::AppState;
 use super::error::ApiError;
+use super::error_codes::Code;
 
 /// The whole body of a request, read within the limits.
 pub struct ApiBody(pub Bytes);
@@ -52,9 +53,7 @@ impl FromRequest<Arc<AppState>> for ApiBody {
 pub async fn read_body(body: Body, max_bytes: usize, timeout_ms: u64) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "Request body too large",
+            Code::BodyTooLarge,
             format!("the body is larger than the limit of {max_bytes} bytes"),
         )
     };
@@ -65,14 +64,12 @@ pub async fn read_body(body: Body, max_bytes: usize, timeout_ms: u64) -> Result<
     match tokio::time::timeout(timeout, collect(body, max_bytes)).await {
         Ok(Ok(Some(bytes))) => Ok(bytes),
         Ok(Ok(None)) => Err(too_large()),
-        Ok(Err(error)) => Err(ApiError::bad_request(
-            "unreadable_body",
+        Ok(Err(error)) => Err(ApiError::new(
+            Code::UnreadableBody,
             format!("the body stopped: {error}"),
         )),
         Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "Request body too slow",
+            Code::BodyTimeout,
             format!("the body did not arrive within {timeout_ms} ms"),
         )),
     }
@@ -137,7 +134,7 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, StatusCode};
     use futures_util::{StreamExt, stream};
 
     fn headers(content_type: &str) -> HeaderMap {
@@ -202,13 +199,13 @@ mod tests {
         let error = read_body(Body::from("123456"), 5, 1_000)
             .await
             .expect_err("refused");
-        assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
         // Streamed without a length: refused once it passes the limit.
         let error = read_body(chunked(&[b"123", b"456"]), 5, 1_000)
             .await
             .expect_err("refused");
-        assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(error.code, "body_too_large");
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.code, Code::BodyTooLarge);
     }
 
     #[tokio::test]
@@ -220,8 +217,8 @@ mod tests {
         let error = read_body(Body::from_stream(stream::iter(chunks)), 100, 1_000)
             .await
             .expect_err("refused");
-        assert_eq!(error.status, StatusCode::BAD_REQUEST);
-        assert_eq!(error.code, "unreadable_body");
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.code, Code::UnreadableBody);
     }
 
     #[tokio::test(start_paused = true)]
@@ -231,7 +228,7 @@ mod tests {
         let error = read_body(Body::from_stream(stalled), 100, 300)
             .await
             .expect_err("refused");
-        assert_eq!(error.status, StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(error.code, "body_timeout");
+        assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(error.code, Code::BodyTimeout);
     }
 }

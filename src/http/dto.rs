@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::error_codes::Code;
 use super::json::{self, JsonWriter, WriteJson, rfc3339};
 use crate::ledger::{
     Channel, Line, Location, LocationKind, NearbyStore, Pickup, PickupMethod, PickupSla,
@@ -15,8 +16,8 @@ use crate::ledger::{
 
 pub fn channel(text: &str) -> Result<Channel, ApiError> {
     Channel::parse(text).ok_or_else(|| {
-        ApiError::invalid(
-            "unknown_channel",
+        ApiError::new(
+            Code::UnknownChannel,
             format!(
                 "channel {:?} is not one of web, app, pos, kiosk, marketplace, call_centre, ads",
                 text.chars().take(40).collect::<String>()
@@ -47,8 +48,8 @@ impl LineBody {
 
 pub fn lines(bodies: &[LineBody], max: usize) -> Result<Vec<Line>, ApiError> {
     if bodies.len() > max {
-        return Err(ApiError::invalid(
-            "too_many_lines",
+        return Err(ApiError::new(
+            Code::TooManyLines,
             format!("at most {max} lines per request"),
         ));
     }
@@ -179,7 +180,7 @@ pub enum BatchResult {
     Error {
         sku: String,
         location: String,
-        code: &'static str,
+        code: Code,
         detail: String,
     },
 }
@@ -423,8 +424,8 @@ pub fn free_text(field: &str, text: Option<&String>) -> Result<Option<String>, A
     match text {
         None => Ok(None),
         Some(t) if t.chars().count() > 200 || t.chars().any(char::is_control) => {
-            Err(ApiError::invalid(
-                "invalid_text",
+            Err(ApiError::new(
+                Code::InvalidText,
                 format!("{field}: at most 200 characters, no control characters"),
             ))
         }
@@ -480,8 +481,8 @@ fn parse_pickup(body: &PickupBody) -> Result<Pickup, ApiError> {
         "ship to store" => PickupMethod::ShipToStore,
         "not supported" => PickupMethod::NotSupported,
         _ => {
-            return Err(ApiError::invalid(
-                "invalid_pickup",
+            return Err(ApiError::new(
+                Code::InvalidPickup,
                 "pickup.method must be buy, reserve, ship to store or not supported",
             ));
         }
@@ -498,8 +499,8 @@ fn parse_pickup(body: &PickupBody) -> Result<Pickup, ApiError> {
         {
             Some(sla @ PickupSla::Days(_)) => Some(sla),
             _ => {
-                return Err(ApiError::invalid(
-                    "invalid_pickup",
+                return Err(ApiError::new(
+                    Code::InvalidPickup,
                     "pickup.sla must be same day, next day, 2-day ... 7-day or multi-week",
                 ));
             }
@@ -514,8 +515,8 @@ impl LocationBody {
             "store" => LocationKind::Store,
             "warehouse" => LocationKind::Warehouse,
             _ => {
-                return Err(ApiError::invalid(
-                    "invalid_kind",
+                return Err(ApiError::new(
+                    Code::InvalidKind,
                     "kind must be store or warehouse",
                 ));
             }
@@ -524,15 +525,15 @@ impl LocationBody {
             (None, None) => None,
             (Some(lat), Some(lon)) => {
                 Some(crate::ledger::GeoPoint::new(lat, lon).ok_or_else(|| {
-                    ApiError::invalid(
-                        "invalid_coordinates",
+                    ApiError::new(
+                        Code::InvalidCoordinates,
                         "lat must be within -90..90 and lon within -180..180",
                     )
                 })?)
             }
             _ => {
-                return Err(ApiError::invalid(
-                    "invalid_coordinates",
+                return Err(ApiError::new(
+                    Code::InvalidCoordinates,
                     "give both lat and lon, or neither",
                 ));
             }

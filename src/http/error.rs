@@ -1,41 +1,43 @@
-//! One error type for the whole API: every refusal, rejection and limit maps
-//! to a status and an `application/problem+json` body (RFC 9457) with a
-//! stable machine-readable `code`. Channel teams build on the codes.
+//! One error type for the whole API: every refusal, rejection and limit is
+//! a [`Code`] of the table in `http/error_codes.rs` (which gives its status,
+//! title and `type`) with a `detail`, answered as an
+//! `application/problem+json` body (RFC 9457). Channel teams build on the
+//! codes.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::error_codes::Code;
 use super::json::rfc3339;
 use crate::ledger::{Invalid, LocationCode, Refusal, Shortfall};
 
+/// A problem to answer with. Built from a [`Code`] (its status, title and
+/// `type` come from the table in `http/error_codes.rs`) and a `detail`:
+/// no code string, status or title is given here.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub title: &'static str,
+    pub code: Code,
     pub detail: String,
     /// Extra members of the problem object (e.g. `shortfalls`).
     pub extra: Map<String, Value>,
+    /// `Retry-After`: the code's own unless set with [`ApiError::retry_after`].
     pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> ApiError {
+    pub fn new(code: Code, detail: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
-            title,
             detail: detail.into(),
             extra: Map::new(),
-            retry_after_seconds: None,
+            retry_after_seconds: code.retry_after_seconds(),
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     pub fn with(mut self, key: &str, value: Value) -> ApiError {
@@ -43,21 +45,16 @@ impl ApiError {
         self
     }
 
-    pub fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Missing or unknown API key",
-            "send `Authorization: Bearer <key>` with a valid key",
-        )
+    /// Overrides the code's `Retry-After` (at least one second).
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_seconds = Some(seconds.max(1));
+        self
     }
 
-    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+    pub fn unauthorized() -> ApiError {
         ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "The API key lacks a scope for this request",
-            detail,
+            Code::Unauthorized,
+            "send `Authorization: Bearer <key>` with a valid key",
         )
     }
 
@@ -65,57 +62,19 @@ impl ApiError {
     /// same body whether the HTTP layer finds it in the request or the
     /// ledger in the reservation (`Refusal::LocationNotAllowed`).
     pub fn location_not_allowed(location: &LocationCode) -> ApiError {
-        ApiError::forbidden(format!("this pos key may not act on location {location}"))
-            .with("location", json!(location.as_str()))
-    }
-
-    pub fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            "Invalid request",
-            detail,
+            Code::Forbidden,
+            format!("this pos key may not act on location {location}"),
         )
-    }
-
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, "Malformed request", detail)
-    }
-
-    pub fn not_found(code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, code, "Not found", detail)
+        .with("location", json!(location.as_str()))
     }
 
     pub fn rate_limited(retry_after_seconds: u64) -> ApiError {
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "Too many requests",
-            "this API key is over its request rate; retry after the delay in Retry-After",
-        );
-        error.retry_after_seconds = Some(retry_after_seconds.max(1));
-        error
-    }
-
-    /// 503 with `Retry-After: 1`: the engine cannot serve this right now.
-    pub fn unavailable(code: &'static str, detail: impl Into<String>) -> ApiError {
-        let mut error = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code,
-            "Temporarily unavailable",
-            detail,
-        );
-        error.retry_after_seconds = Some(1);
-        error
-    }
-
-    pub fn internal(detail: impl Into<String>) -> ApiError {
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            detail,
+            Code::RateLimited,
+            "this API key is over its request rate; retry after the delay in Retry-After",
         )
+        .retry_after(retry_after_seconds)
     }
 }
 
@@ -127,79 +86,55 @@ fn shortfalls(list: &[Shortfall]) -> Value {
     )
 }
 
-fn invalid_code(invalid: &Invalid) -> &'static str {
+/// The code of each shape refusal. Exhaustive, like [`From<Refusal>`]: a
+/// new `Invalid` does not compile until it has its code.
+fn invalid_code(invalid: &Invalid) -> Code {
     match invalid {
-        Invalid::NoLines => "no_lines",
-        Invalid::TooManyLines { .. } => "too_many_lines",
-        Invalid::ZeroQuantity { .. } => "zero_quantity",
-        Invalid::QuantityTooLarge { .. } => "quantity_too_large",
-        Invalid::TtlOutOfRange { .. } => "ttl_out_of_range",
-        Invalid::CommitMoreThanHeld { .. } => "more_than_held",
-        Invalid::DuplicateLine { .. } => "duplicate_line",
-        Invalid::TransferToSameLocation => "transfer_to_same_location",
-        Invalid::MissingReason => "missing_reason",
-        Invalid::ZeroDelta => "zero_delta",
-        Invalid::BadId { .. } => "invalid_id",
-        Invalid::Other(_) => "invalid_value",
+        Invalid::NoLines => Code::NoLines,
+        Invalid::TooManyLines { .. } => Code::TooManyLines,
+        Invalid::ZeroQuantity { .. } => Code::ZeroQuantity,
+        Invalid::QuantityTooLarge { .. } => Code::QuantityTooLarge,
+        Invalid::TtlOutOfRange { .. } => Code::TtlOutOfRange,
+        Invalid::CommitMoreThanHeld { .. } => Code::MoreThanHeld,
+        Invalid::DuplicateLine { .. } => Code::DuplicateLine,
+        Invalid::TransferToSameLocation => Code::TransferToSameLocation,
+        Invalid::MissingReason => Code::MissingReason,
+        Invalid::ZeroDelta => Code::ZeroDelta,
+        Invalid::BadId { .. } => Code::InvalidId,
+        Invalid::Other(_) => Code::InvalidValue,
     }
 }
 
+/// Every refusal's code, and the members it adds. The ledger knows no codes
+/// or statuses: this mapping is the HTTP layer's, exhaustive (no wildcard),
+/// so a new refusal does not compile until it is mapped.
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> ApiError {
-        use StatusCode as S;
         let detail = refusal.to_string();
         match &refusal {
-            Refusal::Invalid(invalid) => ApiError::invalid(invalid_code(invalid), detail),
-            Refusal::UnknownLocation(code) => ApiError::not_found("unknown_location", detail)
-                .with("location", json!(code.as_str())),
+            Refusal::Invalid(invalid) => ApiError::new(invalid_code(invalid), detail),
+            Refusal::UnknownLocation(code) => {
+                ApiError::new(Code::UnknownLocation, detail).with("location", json!(code.as_str()))
+            }
             Refusal::UnknownGroup(name) => {
-                ApiError::not_found("unknown_group", detail).with("group", json!(name.as_str()))
+                ApiError::new(Code::UnknownGroup, detail).with("group", json!(name.as_str()))
             }
-            Refusal::IdempotencyKeyReused => ApiError::invalid("idempotency_key_reused", detail),
-            Refusal::IdempotencyInFlight => {
-                let mut error = ApiError::new(
-                    S::CONFLICT,
-                    "idempotency_in_flight",
-                    "Request in progress",
-                    detail,
-                );
-                error.retry_after_seconds = Some(1);
-                error
-            }
-            Refusal::IdempotencyStoreFull => {
-                let mut error = ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "idempotency_store_full",
-                    "Too many idempotency keys",
-                    detail,
-                );
-                error.retry_after_seconds = Some(5);
-                error
-            }
-            Refusal::ReservationNotFound(_) => ApiError::not_found("reservation_not_found", detail),
+            Refusal::IdempotencyKeyReused => ApiError::new(Code::IdempotencyKeyReused, detail),
+            Refusal::IdempotencyInFlight => ApiError::new(Code::IdempotencyInFlight, detail),
+            Refusal::IdempotencyStoreFull => ApiError::new(Code::IdempotencyStoreFull, detail),
+            Refusal::ReservationNotFound(_) => ApiError::new(Code::ReservationNotFound, detail),
             Refusal::LocationNotAllowed { location } => ApiError::location_not_allowed(location),
-            Refusal::ReservationNotHeld { state, .. } => ApiError::new(
-                S::CONFLICT,
-                "reservation_not_held",
-                "Reservation is not held",
-                detail,
-            )
-            .with("state", json!(state.as_str())),
-            Refusal::LineNotInReservation { .. } => {
-                ApiError::invalid("line_not_in_reservation", detail)
+            Refusal::ReservationNotHeld { state, .. } => {
+                ApiError::new(Code::ReservationNotHeld, detail).with("state", json!(state.as_str()))
             }
-            Refusal::StaleVersion { expected, actual } => ApiError::new(
-                S::PRECONDITION_FAILED,
-                "stale_version",
-                "Version mismatch",
-                detail,
-            )
-            .with("expected_version", json!(expected.0))
-            .with("actual_version", json!(actual.0)),
+            Refusal::LineNotInReservation { .. } => {
+                ApiError::new(Code::LineNotInReservation, detail)
+            }
+            Refusal::StaleVersion { expected, actual } => ApiError::new(Code::StaleVersion, detail)
+                .with("expected_version", json!(expected.0))
+                .with("actual_version", json!(actual.0)),
             Refusal::CountOlderThanLast { as_of, last_as_of } => ApiError::new(
-                S::CONFLICT,
-                "stale_count",
-                "A newer count was applied",
+                Code::StaleCount,
                 format!(
                     "a count taken at {} was already applied; this one was taken at {}",
                     rfc3339(*last_as_of),
@@ -207,17 +142,15 @@ impl From<Refusal> for ApiError {
                 ),
             ),
             Refusal::AsOfBeyondHistory { as_of, horizon } => ApiError::new(
-                S::CONFLICT,
-                "as_of_beyond_history",
-                "Count too old to reconcile",
+                Code::AsOfBeyondHistory,
                 format!(
                     "as_of {} is older than the movement history kept (complete from {}); count again",
                     rfc3339(*as_of),
                     rfc3339(*horizon)
                 ),
             ),
-            Refusal::AsOfInFuture { as_of } => ApiError::invalid(
-                "as_of_in_future",
+            Refusal::AsOfInFuture { as_of } => ApiError::new(
+                Code::AsOfInFuture,
                 format!("as_of {} is in the future", rfc3339(*as_of)),
             ),
             Refusal::HoldCapExceeded {
@@ -226,38 +159,20 @@ impl From<Refusal> for ApiError {
                 held,
                 requested,
                 max,
-            } => ApiError::new(
-                S::CONFLICT,
-                "hold_cap_exceeded",
-                "Hold cap exceeded",
-                detail,
-            )
-            .with("holder_kind", json!(kind.as_str()))
-            .with("holder", json!(holder.as_str()))
-            .with("held", json!(held))
-            .with("requested", json!(requested))
-            .with("max", json!(max)),
-            Refusal::InsufficientStock { shortfalls: list } => ApiError::new(
-                S::CONFLICT,
-                "insufficient_stock",
-                "Insufficient stock",
-                detail,
-            )
-            .with("shortfalls", shortfalls(list)),
-            Refusal::InsufficientOnHand { shortfalls: list } => ApiError::new(
-                S::CONFLICT,
-                "insufficient_on_hand",
-                "Not enough units on hand",
-                detail,
-            )
-            .with("shortfalls", shortfalls(list)),
-            Refusal::TooManyIncoming { .. } => ApiError::new(
-                S::CONFLICT,
-                "too_many_incoming",
-                "Too many expected receipts",
-                detail,
-            ),
-            Refusal::QuantityOverflow { .. } => ApiError::invalid("quantity_overflow", detail),
+            } => ApiError::new(Code::HoldCapExceeded, detail)
+                .with("holder_kind", json!(kind.as_str()))
+                .with("holder", json!(holder.as_str()))
+                .with("held", json!(held))
+                .with("requested", json!(requested))
+                .with("max", json!(max)),
+            Refusal::InsufficientStock { shortfalls: list } => {
+                ApiError::new(Code::InsufficientStock, detail).with("shortfalls", shortfalls(list))
+            }
+            Refusal::InsufficientOnHand { shortfalls: list } => {
+                ApiError::new(Code::InsufficientOnHand, detail).with("shortfalls", shortfalls(list))
+            }
+            Refusal::TooManyIncoming { .. } => ApiError::new(Code::TooManyIncoming, detail),
+            Refusal::QuantityOverflow { .. } => ApiError::new(Code::QuantityOverflow, detail),
         }
     }
 }
@@ -265,7 +180,7 @@ impl From<Refusal> for ApiError {
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
-    kind: String,
+    kind: &'static str,
     title: &'a str,
     status: u16,
     detail: &'a str,
@@ -276,17 +191,18 @@ struct Problem<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = self.code;
         let body = Problem {
-            kind: format!("urn:omnistock:problem:{}", self.code),
-            title: self.title,
-            status: self.status.as_u16(),
+            kind: code.type_uri(),
+            title: code.title(),
+            status: code.status().as_u16(),
             detail: &self.detail,
-            code: self.code,
+            code: code.as_str(),
             extra: &self.extra,
         };
-        let bytes =
-            serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":\"internal\"}".to_vec());
-        let mut response = (self.status, bytes).into_response();
+        let bytes = serde_json::to_vec(&body)
+            .unwrap_or_else(|_| format!("{{\"code\":\"{}\"}}", Code::Internal).into_bytes());
+        let mut response = (code.status(), bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

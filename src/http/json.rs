@@ -3,7 +3,6 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use super::AppState;
 use super::body::{ApiBody, is_json};
 use super::error::ApiError;
+use super::error_codes::Code;
 use crate::ledger::{Catalog, IdError, LocationCode, Sku, TimestampMs, UnknownFilter};
 
 /// `axum::Json`, but malformed JSON, a wrong content type, unknown fields and
@@ -59,9 +59,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalApiJson<T> {
 /// 415: the body must be sent as JSON.
 fn unsupported_media_type() -> ApiError {
     ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        "Unsupported media type",
+        Code::UnsupportedMediaType,
         "send the body as `Content-Type: application/json`",
     )
 }
@@ -73,7 +71,7 @@ fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|_| match axum::Json::<T>::from_bytes(body) {
         Err(rejection) => json_rejection(rejection),
         // Cannot happen (the same parser refused it); answer as invalid anyway.
-        Ok(_) => ApiError::invalid("invalid_body", "the body is not valid for this request"),
+        Ok(_) => ApiError::new(Code::InvalidBody, "the body is not valid for this request"),
     })
 }
 
@@ -81,9 +79,9 @@ fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// checks the content type: [`ApiJson`] has done that already).
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
-        JsonRejection::JsonDataError(e) => ApiError::invalid("invalid_body", e.body_text()),
-        other => ApiError::bad_request("unreadable_body", other.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(Code::MalformedJson, e.body_text()),
+        JsonRejection::JsonDataError(e) => ApiError::new(Code::InvalidBody, e.body_text()),
+        other => ApiError::new(Code::UnreadableBody, other.body_text()),
     }
 }
 
@@ -97,7 +95,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e: PathRejection| ApiError::invalid("invalid_path", e.body_text()))
+            .map_err(|e: PathRejection| ApiError::new(Code::InvalidPath, e.body_text()))
     }
 }
 
@@ -111,7 +109,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| ApiError::invalid("invalid_query", e.body_text()))
+            .map_err(|e: QueryRejection| ApiError::new(Code::InvalidQuery, e.body_text()))
     }
 }
 
@@ -380,21 +378,21 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 pub fn parse_rfc3339(field: &'static str, text: &str) -> Result<TimestampMs, ApiError> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
-        ApiError::invalid(
-            "invalid_timestamp",
+        ApiError::new(
+            Code::InvalidTimestamp,
             format!("{field}: not an RFC 3339 timestamp ({e})"),
         )
     })?;
     let ms = parsed.unix_timestamp_nanos() / 1_000_000;
     i64::try_from(ms)
         .map(TimestampMs)
-        .map_err(|_| ApiError::invalid("invalid_timestamp", format!("{field}: out of range")))
+        .map_err(|_| ApiError::new(Code::InvalidTimestamp, format!("{field}: out of range")))
 }
 
 fn id_error(field: impl std::fmt::Display, text: &str, error: IdError) -> ApiError {
     let shown: String = text.chars().take(60).collect();
     let field = field.to_string();
-    ApiError::invalid("invalid_id", format!("{field} {shown:?}: {error}"))
+    ApiError::new(Code::InvalidId, format!("{field} {shown:?}: {error}"))
         .with("field", serde_json::json!(field))
 }
 
@@ -433,12 +431,12 @@ pub fn unknown_filter(
     group: Option<&str>,
 ) -> ApiError {
     match unknown {
-        UnknownFilter::Location => ApiError::not_found(
-            "unknown_location",
+        UnknownFilter::Location => ApiError::new(
+            Code::UnknownLocation,
             format!("unknown {field} {}", location.unwrap_or_default()),
         ),
-        UnknownFilter::Group => ApiError::not_found(
-            "unknown_group",
+        UnknownFilter::Group => ApiError::new(
+            Code::UnknownGroup,
             format!("unknown location group {}", group.unwrap_or_default()),
         ),
     }

@@ -9,6 +9,7 @@ pub mod body;
 pub mod change_signal;
 pub mod dto;
 pub mod error;
+pub mod error_codes;
 pub mod json;
 pub mod openapi;
 pub mod probe;
@@ -31,6 +32,7 @@ use crate::engine::write_behind::WriteBehind;
 use crate::ledger::{IdempotencyKey, Ledger, TimestampMs};
 use auth::{Caller, KeyStore};
 use error::ApiError;
+use error_codes::Code;
 use rate_limit::RateLimiter;
 
 /// Limits of the HTTP layer (the ledger has its own in `LedgerConfig`).
@@ -138,20 +140,20 @@ pub fn idempotency_key(
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| {
-        ApiError::invalid(
-            "invalid_idempotency_key",
+        ApiError::new(
+            Code::InvalidIdempotencyKey,
             "Idempotency-Key must be visible ASCII",
         )
     })?;
     if text.is_empty() || text.len() > 200 {
-        return Err(ApiError::invalid(
-            "invalid_idempotency_key",
+        return Err(ApiError::new(
+            Code::InvalidIdempotencyKey,
             "Idempotency-Key must be 1 to 200 characters",
         ));
     }
     IdempotencyKey::new(&format!("{}:{text}", caller.0.id))
         .map(Some)
-        .map_err(|e| ApiError::invalid("invalid_idempotency_key", format!("Idempotency-Key: {e}")))
+        .map_err(|e| ApiError::new(Code::InvalidIdempotencyKey, format!("Idempotency-Key: {e}")))
 }
 
 /// The whole API. Every route lives under `/v1` except the operational ones.

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::ledger::MAX_ID_CHARS;
 
+use super::error_codes::Code;
 use super::routes::{admin, availability, feeds, reservations, stock, streams, system};
 
 #[derive(OpenApi)]
@@ -28,7 +29,7 @@ use super::routes::{admin, availability, feeds, reservations, stock, streams, sy
         feeds::google, feeds::meta, streams::availability,
         system::healthz, system::readyz, system::metrics, system::openapi_json, system::docs,
     ),
-    components(schemas(Problem, Sku, LocationCode, GroupName, ChannelName, FeedFormat)),
+    components(schemas(Problem, Code, Sku, LocationCode, GroupName, ChannelName, FeedFormat)),
     modifiers(&BearerAuth, &OptionalBodies, &ErrorResponses),
 )]
 struct ApiDoc;
@@ -142,10 +143,12 @@ pub enum FeedFormat {
     Csv,
 }
 
-/// Every error body: RFC 9457 problem details with a stable `code` (see
-/// `http/error.rs`). Some codes add members: `shortfalls` (insufficient
-/// stock or on hand), `location`, `group`, `state`, `expected_version` and
-/// `actual_version`, the hold cap's `holder`, `held`, `requested`, `max`.
+/// Every error body: RFC 9457 problem details with a stable `code`, one of
+/// `ProblemCode` (the table in `http/error_codes.rs`, which also gives the
+/// status, `title` and `type`). Some codes add members: `shortfalls`
+/// (insufficient stock or on hand), `location`, `group`, `state`,
+/// `expected_version` and `actual_version`, the hold cap's `holder`,
+/// `held`, `requested`, `max`.
 #[derive(Serialize, ToSchema)]
 pub struct Problem {
     /// `urn:omnistock:problem:{code}`.
@@ -156,7 +159,7 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     /// Stable and machine-readable: build on it, not on `title` or `detail`.
-    pub code: String,
+    pub code: Code,
 }
 
 /// The errors every operation can answer, from what its handler extracts
@@ -191,39 +194,62 @@ impl Modify for ErrorResponses {
             let Some(operation) = operation else {
                 continue;
             };
-            let mut statuses: Vec<(u16, &str)> = Vec::new();
+            // A response named after its code: the status and the code's
+            // spelling come from the table.
+            let coded =
+                |code: Code, what: &str| (code.status().as_u16(), format!("`{code}`: {what}"));
+            let invalid = |what: &str| (Code::InvalidBody.status().as_u16(), what.to_owned());
+            let mut statuses: Vec<(u16, String)> = Vec::new();
             if spec.path.starts_with("/v1/") {
-                statuses.push((
-                    503,
-                    "`not_ready`: the engine is still loading its state; in sync durability mode, \
-                     `not_durable`: a write could not be stored (retry with the same Idempotency-Key)",
+                statuses.push(coded(
+                    Code::NotReady,
+                    &format!(
+                        "the engine is still loading its state; in sync durability mode, \
+                         `{}`: a write could not be stored (retry with the same Idempotency-Key)",
+                        Code::NotDurable
+                    ),
                 ));
             }
             for extracted in &spec.extracts {
                 match extracted {
                     Extracted::Caller => statuses.extend([
-                        (401, "`unauthorized`: no API key, or an unknown one"),
-                        (403, "`forbidden`: the key lacks the scope (or, for a pos key, the location)"),
-                        (429, "`rate_limited`: the key is over its request rate"),
+                        coded(Code::Unauthorized, "no API key, or an unknown one"),
+                        coded(
+                            Code::Forbidden,
+                            "the key lacks the scope (or, for a pos key, the location)",
+                        ),
+                        coded(Code::RateLimited, "the key is over its request rate"),
                     ]),
                     Extracted::Path(_) | Extracted::Query(_) => {
-                        statuses.push((422, "invalid parameters"));
+                        statuses.push(invalid("invalid parameters"));
                     }
                     Extracted::Header { .. } => statuses.extend([
-                        (409, "`idempotency_in_flight`: a request with this Idempotency-Key is still running"),
-                        (422, "invalid request, or `idempotency_key_reused` for another request"),
+                        coded(
+                            Code::IdempotencyInFlight,
+                            "a request with this Idempotency-Key is still running",
+                        ),
+                        invalid(&format!(
+                            "invalid request, or `{}` for another request",
+                            Code::IdempotencyKeyReused
+                        )),
                     ]),
                     Extracted::JsonBody { .. } => statuses.extend([
-                        (400, "`malformed_json`: the body is not JSON"),
-                        (408, "`body_timeout`: the body did not arrive in time"),
-                        (413, "`body_too_large`: the body is over the size limit"),
-                        (415, "`unsupported_media_type`: send `Content-Type: application/json`"),
-                        (422, "invalid request"),
+                        coded(Code::MalformedJson, "the body is not JSON"),
+                        coded(Code::BodyTimeout, "the body did not arrive in time"),
+                        coded(Code::BodyTooLarge, "the body is over the size limit"),
+                        coded(
+                            Code::UnsupportedMediaType,
+                            "send `Content-Type: application/json`",
+                        ),
+                        invalid("invalid request"),
                     ]),
                     Extracted::RawBody => statuses.extend([
-                        (400, "`unreadable_body`: the body stopped"),
-                        (415, "`unsupported_media_type`"),
-                        (422, "invalid request"),
+                        coded(Code::UnreadableBody, "the body stopped"),
+                        (
+                            Code::UnsupportedMediaType.status().as_u16(),
+                            format!("`{}`", Code::UnsupportedMediaType),
+                        ),
+                        invalid("invalid request"),
                     ]),
                     Extracted::HeaderMap => {}
                 }

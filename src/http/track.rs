@@ -36,6 +36,7 @@ use tower_service::Service;
 
 use super::AppState;
 use super::error::ApiError;
+use super::error_codes::Code;
 
 /// POST routes that only read.
 const READ_ONLY_POSTS: [&str; 1] = ["/v1/availability/batch"];
@@ -182,8 +183,8 @@ where
         let path = request.uri().path();
         let api = path.starts_with("/v1/");
         if api && !self.state.ready.load(Ordering::Acquire) {
-            let response = ApiError::unavailable(
-                "not_ready",
+            let response = ApiError::new(
+                Code::NotReady,
                 "the engine is loading its state; retry shortly",
             )
             .into_response();
@@ -213,8 +214,8 @@ where
                     Ok(()) => response,
                     Err(error) => {
                         metrics::counter!("omnistock_writes_not_durable_total").increment(1);
-                        ApiError::unavailable(
-                            "not_durable",
+                        ApiError::new(
+                            Code::NotDurable,
                             format!(
                                 "{error}; the write is applied in memory and will be stored when the store is back: \
                                  retry with the same Idempotency-Key to get its outcome"
@@ -263,7 +264,7 @@ where
                 Some((response, measure)) => Poll::Ready(Ok(measure.finish(response))),
                 // Polled again after completion: a caller bug; answer, don't panic.
                 None => Poll::Ready(Ok(
-                    ApiError::internal("response already taken").into_response()
+                    ApiError::new(Code::Internal, "response already taken").into_response()
                 )),
             },
             TrackFuture::Durable(boxed) => boxed.as_mut().poll(cx),

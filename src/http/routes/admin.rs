@@ -16,6 +16,7 @@ use crate::http::dto::{
     PolicyBody,
 };
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, rfc3339};
 use crate::ledger::{ChannelPolicy, GroupName, JournalRead, PolicyScope, Qty, Seq};
 
@@ -60,11 +61,11 @@ pub async fn put_group(
     ApiJson(body): ApiJson<GroupBody>,
 ) -> ApiResult<StatusCode> {
     caller.require(Scope::Admin)?;
-    let name = GroupName::new(&name)
-        .map_err(|e| ApiError::invalid("invalid_id", format!("group: {e}")))?;
+    let name =
+        GroupName::new(&name).map_err(|e| ApiError::new(Code::InvalidId, format!("group: {e}")))?;
     if body.locations.len() > 10_000 {
-        return Err(ApiError::invalid(
-            "too_many_items",
+        return Err(ApiError::new(
+            Code::TooManyItems,
             "at most 10,000 locations per group",
         ));
     }
@@ -92,11 +93,11 @@ pub async fn put_policy(
         (Some(location), None) => PolicyScope::Location(json::location("location", location)?),
         (None, Some(group)) => PolicyScope::Group(
             GroupName::new(group)
-                .map_err(|e| ApiError::invalid("invalid_id", format!("group: {e}")))?,
+                .map_err(|e| ApiError::new(Code::InvalidId, format!("group: {e}")))?,
         ),
         _ => {
-            return Err(ApiError::invalid(
-                "invalid_scope",
+            return Err(ApiError::new(
+                Code::InvalidScope,
                 "give exactly one of location or group",
             ));
         }
@@ -136,12 +137,12 @@ pub async fn create_key(
     caller.require(Scope::Admin)?;
     let name = dto::free_text("name", Some(&body.name))?.unwrap_or_default();
     if name.is_empty() {
-        return Err(ApiError::invalid("invalid_text", "name must not be empty"));
+        return Err(ApiError::new(Code::InvalidText, "name must not be empty"));
     }
     let scopes: BTreeSet<Scope> = body.scopes.iter().copied().collect();
     if scopes.is_empty() {
-        return Err(ApiError::invalid(
-            "no_scopes",
+        return Err(ApiError::new(
+            Code::NoScopes,
             "a key needs at least one scope",
         ));
     }
@@ -152,20 +153,20 @@ pub async fn create_key(
         .map(|c| json::location("locations", c))
         .collect::<Result<Vec<_>, _>>()?;
     if scopes.contains(&Scope::Pos) && locations.is_empty() {
-        return Err(ApiError::invalid(
-            "pos_needs_locations",
+        return Err(ApiError::new(
+            Code::PosNeedsLocations,
             "a pos key needs the list of locations it may act on",
         ));
     }
     if locations.len() > 1_000 {
-        return Err(ApiError::invalid(
-            "too_many_items",
+        return Err(ApiError::new(
+            Code::TooManyItems,
             "at most 1,000 locations per key",
         ));
     }
     if state.keys.count() >= MAX_KEYS {
-        return Err(ApiError::invalid(
-            "too_many_keys",
+        return Err(ApiError::new(
+            Code::TooManyKeys,
             format!("at most {MAX_KEYS} keys; revoke unused ones"),
         ));
     }
@@ -205,7 +206,7 @@ pub async fn revoke_key(
         state.rate_limiter.forget(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found("key_not_found", "no key has this id"))
+        Err(ApiError::new(Code::KeyNotFound, "no key has this id"))
     }
 }
 
@@ -237,10 +238,7 @@ pub async fn journal(
     caller.require(Scope::Admin)?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            "limit must be 1 to 1000",
-        ));
+        return Err(ApiError::new(Code::InvalidLimit, "limit must be 1 to 1000"));
     }
     let sku = params
         .sku
@@ -261,9 +259,7 @@ pub async fn journal(
         // gets there.
         // A well-formed request at odds with the server's state: 409.
         return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "cursor_ahead",
-            "Cursor ahead of the journal",
+            Code::CursorAhead,
             format!(
                 "since {} is ahead of the journal (next sequence {}): start again without since",
                 from.0, head.0

@@ -14,6 +14,7 @@ use crate::http::dto::{
     NearbyStoreJson, PositionJson, PositionOut,
 };
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, JsonResponse};
 use crate::http::{AppState, now};
 use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
@@ -64,8 +65,8 @@ pub async fn sku_availability(
     let sku = json::sku("sku", &sku)?;
     let coverage = match (&params.locations, &params.group) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "invalid_query",
+            return Err(ApiError::new(
+                Code::InvalidQuery,
                 "give locations or group, not both",
             ));
         }
@@ -76,8 +77,8 @@ pub async fn sku_availability(
                 .map(|c| json::location("locations", c))
                 .collect::<Result<Vec<_>, _>>()?;
             if codes.len() > state.limits.max_batch_items {
-                return Err(ApiError::invalid(
-                    "too_many_items",
+                return Err(ApiError::new(
+                    Code::TooManyItems,
                     format!("at most {} locations", state.limits.max_batch_items),
                 ));
             }
@@ -85,7 +86,7 @@ pub async fn sku_availability(
         }
         (None, Some(group)) => Coverage::Group(
             GroupName::new(group)
-                .map_err(|e| ApiError::invalid("invalid_id", format!("group: {e}")))?,
+                .map_err(|e| ApiError::new(Code::InvalidId, format!("group: {e}")))?,
         ),
         (None, None) => Coverage::All,
     };
@@ -127,8 +128,8 @@ pub async fn batch(
 ) -> ApiResult<Json<BatchAvailabilityJson>> {
     caller.require(Scope::Read)?;
     if body.items.len() > state.limits.max_batch_items {
-        return Err(ApiError::invalid(
-            "too_many_items",
+        return Err(ApiError::new(
+            Code::TooManyItems,
             format!("at most {} items per batch", state.limits.max_batch_items),
         ));
     }
@@ -206,22 +207,22 @@ pub async fn nearby(
     caller.require(Scope::Read)?;
     let sku = json::sku("sku", &params.sku)?;
     let point = GeoPoint::new(params.lat, params.lon).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_coordinates",
+        ApiError::new(
+            Code::InvalidCoordinates,
             "lat must be within -90..90 and lon within -180..180",
         )
     })?;
     let radius_km = params.radius_km.unwrap_or(25.0);
     if !(radius_km > 0.0 && radius_km <= 1000.0) {
-        return Err(ApiError::invalid(
-            "invalid_radius",
+        return Err(ApiError::new(
+            Code::InvalidRadius,
             "radius_km must be above 0 and at most 1000",
         ));
     }
     let qty = params.qty.unwrap_or(1);
     if qty == 0 || qty > state.ledger.config().max_qty_per_line {
-        return Err(ApiError::invalid(
-            "invalid_quantity",
+        return Err(ApiError::new(
+            Code::InvalidQuantity,
             format!(
                 "qty must be 1 to {}",
                 state.ledger.config().max_qty_per_line
@@ -230,7 +231,7 @@ pub async fn nearby(
     }
     let limit = params.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit must be 1 to 100"));
+        return Err(ApiError::new(Code::InvalidLimit, "limit must be 1 to 100"));
     }
     let query = NearbyQuery {
         sku: sku.clone(),

@@ -37,6 +37,7 @@ use crate::feeds::{FeedPlan, FeedRequest, Format};
 use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiQuery};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -77,8 +78,8 @@ pub async fn google(
         None | Some("tsv") => Format::GoogleTsv,
         Some("xml") => Format::GoogleXml,
         Some(other) => {
-            return Err(ApiError::invalid(
-                "invalid_format",
+            return Err(ApiError::new(
+                Code::InvalidFormat,
                 format!("format {other:?}: expected tsv or xml"),
             ));
         }
@@ -100,8 +101,8 @@ pub async fn meta(
 ) -> ApiResult<Response> {
     caller.require(Scope::Feed)?;
     if params.format.as_deref().is_some_and(|f| f != "csv") {
-        return Err(ApiError::invalid(
-            "invalid_format",
+        return Err(ApiError::new(
+            Code::InvalidFormat,
             "the Meta feed is CSV only",
         ));
     }
@@ -163,7 +164,7 @@ fn feed(
         .as_deref()
         .map(|text| {
             text.parse::<SentCursor>()
-                .map_err(|e| ApiError::invalid("invalid_cursor", format!("since: {e}")))
+                .map_err(|e| ApiError::new(Code::InvalidCursor, format!("since: {e}")))
         })
         .transpose()?;
     if let Some(store) = params.store.as_deref() {
@@ -209,7 +210,7 @@ fn feed(
         HeaderValue::from_static(format.content_type()),
     );
     let cursor = HeaderValue::from_str(&cursor.to_string())
-        .map_err(|e| ApiError::internal(format!("cursor header: {e}")))?;
+        .map_err(|e| ApiError::new(Code::Internal, format!("cursor header: {e}")))?;
     headers.insert("x-next-cursor", cursor);
     headers.insert(
         "x-feed-snapshot",

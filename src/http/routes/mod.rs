@@ -15,6 +15,7 @@ use axum::Router;
 
 use super::AppState;
 use super::error::ApiError;
+use super::error_codes::Code;
 use table::{Routes, delete, get, post, put};
 
 /// The router: every route of [`routes`].
@@ -74,12 +75,10 @@ fn routes() -> Routes {
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi_json))
         .route("/docs", get(system::docs))
-        .fallback(|| async { ApiError::not_found("no_route", "no such route; see /openapi.json") })
+        .fallback(|| async { ApiError::new(Code::NoRoute, "no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Method not allowed",
+                Code::MethodNotAllowed,
                 "see /openapi.json for the methods of this route",
             )
         })

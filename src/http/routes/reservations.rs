@@ -10,6 +10,7 @@ use crate::http::dto::{
     self, CommitBody, ExtendBody, ReservationJson, ReservationOut, ReserveBody, TransferBody,
 };
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, JsonResponse, OptionalApiJson};
 use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
 use crate::ledger::{
@@ -22,7 +23,7 @@ fn reservation_id(text: &str) -> ApiResult<ReservationId> {
         .ok()
         .filter(|id| *id > 0)
         .map(ReservationId)
-        .ok_or_else(|| ApiError::not_found("reservation_not_found", "no reservation has this id"))
+        .ok_or_else(|| ApiError::new(Code::ReservationNotFound, "no reservation has this id"))
 }
 
 fn seconds_to_ms(seconds: u64) -> u64 {
@@ -42,15 +43,16 @@ fn hold_caps(state: &AppState, caller: &Caller, customer: Option<&str>) -> ApiRe
         caps.push(HoldCap {
             holder: Holder {
                 kind: HolderKind::Key,
-                id: HolderId::new(&caller.0.id)
-                    .map_err(|e| ApiError::internal(format!("key id {:?}: {e}", caller.0.id)))?,
+                id: HolderId::new(&caller.0.id).map_err(|e| {
+                    ApiError::new(Code::Internal, format!("key id {:?}: {e}", caller.0.id))
+                })?,
             },
             max_units: key_cap,
         });
     }
     if let Some(customer) = customer {
         let id = HolderId::new(customer).map_err(|e| {
-            ApiError::invalid("invalid_id", format!("customer_id: {e}"))
+            ApiError::new(Code::InvalidId, format!("customer_id: {e}"))
                 .with("field", serde_json::json!("customer_id"))
         })?;
         if state.limits.max_held_units_per_customer > 0 {
@@ -108,8 +110,8 @@ pub async fn get(
     // (Commit, release, extend and transfer act, so the ledger checks
     // their locations itself, in the same operation: `Caller::acting`.)
     let view = state.ledger.reservation(id).ok_or_else(|| {
-        ApiError::not_found(
-            "reservation_not_found",
+        ApiError::new(
+            Code::ReservationNotFound,
             format!("reservation {id} not found"),
         )
     })?;

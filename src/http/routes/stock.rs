@@ -17,6 +17,7 @@ use crate::http::dto::{
     ReceiptBody, ReturnBody, SaleBody,
 };
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, parse_rfc3339};
 use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
 use crate::ledger::{
@@ -242,7 +243,7 @@ struct ImportRow {
 pub struct ImportRowError {
     /// 1-based data row (the CSV header is row 0).
     pub row: u64,
-    pub code: &'static str,
+    pub code: Code,
     pub detail: String,
 }
 
@@ -290,9 +291,7 @@ pub async fn import(
         Some("text/csv") => Format::Csv { header: None },
         _ => {
             return Err(ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Unsupported media type",
+                Code::UnsupportedMediaType,
                 "send application/x-ndjson or text/csv",
             ));
         }
@@ -313,8 +312,8 @@ pub async fn import(
         match stream.next().await {
             Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
             Some(Err(e)) => {
-                return Err(ApiError::bad_request(
-                    "unreadable_body",
+                return Err(ApiError::new(
+                    Code::UnreadableBody,
                     format!("the body stopped: {e}"),
                 ));
             }
@@ -349,8 +348,8 @@ pub async fn import(
             line_number += 1;
             report.rows += 1;
             let outcome = if raw.len() > MAX_IMPORT_LINE_BYTES {
-                Err(ApiError::invalid(
-                    "row_too_long",
+                Err(ApiError::new(
+                    Code::RowTooLong,
                     format!("rows are at most {MAX_IMPORT_LINE_BYTES} bytes"),
                 ))
             } else {
@@ -378,8 +377,8 @@ pub async fn import(
         pending.drain(..start);
         if pending.len() > MAX_IMPORT_LINE_BYTES * 4 {
             // A row with no end in sight: refuse it rather than buffer without bound.
-            return Err(ApiError::invalid(
-                "row_too_long",
+            return Err(ApiError::new(
+                Code::RowTooLong,
                 format!(
                     "row {} exceeds {MAX_IMPORT_LINE_BYTES} bytes",
                     line_number + 1
@@ -397,7 +396,7 @@ pub async fn import(
 fn apply_row(state: &AppState, format: &Format, line: &str) -> ApiResult<()> {
     let row: ImportRow = match format {
         Format::Ndjson => serde_json::from_str(line)
-            .map_err(|e| ApiError::invalid("invalid_row", e.to_string()))?,
+            .map_err(|e| ApiError::new(Code::InvalidRow, e.to_string()))?,
         Format::Csv { header } => csv_row(header.as_deref().unwrap_or_default(), line)?,
     };
     let count = CountBody {
@@ -419,8 +418,8 @@ fn apply_row(state: &AppState, format: &Format, line: &str) -> ApiResult<()> {
 fn csv_row(header: &[String], line: &str) -> ApiResult<ImportRow> {
     let fields = split_csv(line);
     if fields.len() != header.len() {
-        return Err(ApiError::invalid(
-            "invalid_row",
+        return Err(ApiError::new(
+            Code::InvalidRow,
             format!("expected {} fields, found {}", header.len(), fields.len()),
         ));
     }
@@ -432,8 +431,8 @@ fn csv_row(header: &[String], line: &str) -> ApiResult<ImportRow> {
         let value = match name.as_str() {
             "on_hand" | "safety_stock" | "expected_version" => {
                 serde_json::Value::from(value.trim().parse::<u64>().map_err(|_| {
-                    ApiError::invalid(
-                        "invalid_row",
+                    ApiError::new(
+                        Code::InvalidRow,
                         format!(
                             "{name}: not a whole number: {:?}",
                             value.chars().take(30).collect::<String>()
@@ -446,7 +445,7 @@ fn csv_row(header: &[String], line: &str) -> ApiResult<ImportRow> {
         object.insert(name.clone(), value);
     }
     serde_json::from_value(serde_json::Value::Object(object))
-        .map_err(|e| ApiError::invalid("invalid_row", e.to_string()))
+        .map_err(|e| ApiError::new(Code::InvalidRow, e.to_string()))
 }
 
 /// Splits one CSV line: commas, with double-quoted fields and `""` escapes.
@@ -533,7 +532,7 @@ pub enum MovementResult {
         position: PositionJson,
     },
     Refused {
-        code: &'static str,
+        code: Code,
         status: u16,
         detail: String,
     },
@@ -559,8 +558,8 @@ pub async fn movement_batch(
     ApiJson(body): ApiJson<MovementBatchBody>,
 ) -> ApiResult<Json<MovementBatchReport>> {
     if body.items.len() > state.limits.max_batch_items {
-        return Err(ApiError::invalid(
-            "too_many_items",
+        return Err(ApiError::new(
+            Code::TooManyItems,
             format!("at most {} items per batch", state.limits.max_batch_items),
         ));
     }
@@ -576,7 +575,7 @@ pub async fn movement_batch(
             .as_ref()
             .map(|k| {
                 crate::ledger::IdempotencyKey::new(&format!("{k}#{index}"))
-                    .map_err(|e| ApiError::invalid("invalid_idempotency_key", e.to_string()))
+                    .map_err(|e| ApiError::new(Code::InvalidIdempotencyKey, e.to_string()))
             })
             .transpose()?;
         match apply_movement(&state, &caller, item, at, item_key.as_ref()) {
@@ -590,7 +589,7 @@ pub async fn movement_batch(
                 report.failed += 1;
                 report.results.push(MovementResult::Refused {
                     code: error.code,
-                    status: error.status.as_u16(),
+                    status: error.status().as_u16(),
                     detail: error.detail,
                 });
             }
@@ -633,7 +632,7 @@ fn apply_movement(
                 .sell(&request, at, key)?
                 .into_iter()
                 .next()
-                .ok_or_else(|| ApiError::internal("a sale returns its position"))
+                .ok_or_else(|| ApiError::new(Code::Internal, "a sale returns its position"))
         }
         MovementItem::Return {
             channel,

@@ -34,6 +34,7 @@ use crate::http::auth::{Caller, Scope};
 use crate::http::change_signal::ChangeSignal;
 use crate::http::dto;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiQuery};
 use crate::http::{AppState, now};
 use crate::ledger::{Channel, JournalRead, Ledger, Movement, PosKey, Seq, Sku};
@@ -85,8 +86,8 @@ pub async fn availability(
     let channel = params.channel.as_deref().map(dto::channel).transpose()?;
     let coalesce_ms = params.coalesce_ms.unwrap_or(DEFAULT_COALESCE_MS);
     if coalesce_ms > MAX_COALESCE_MS {
-        return Err(ApiError::invalid(
-            "invalid_coalesce",
+        return Err(ApiError::new(
+            Code::InvalidCoalesce,
             format!("coalesce_ms must be at most {MAX_COALESCE_MS}"),
         ));
     }
@@ -110,8 +111,8 @@ pub async fn availability(
                 .ok()
                 .and_then(|v| v.parse::<SentCursor>().ok())
                 .ok_or_else(|| {
-                    ApiError::invalid(
-                        "invalid_last_event_id",
+                    ApiError::new(
+                        Code::InvalidLastEventId,
                         "Last-Event-ID must be the id of an event this stream sent",
                     )
                 })?;
@@ -125,8 +126,8 @@ pub async fn availability(
     let slot = Arc::clone(&state.stream_slots)
         .try_acquire_owned()
         .map_err(|_| {
-            ApiError::unavailable(
-                "too_many_subscribers",
+            ApiError::new(
+                Code::TooManySubscribers,
                 format!(
                     "{} live streams are open, the most this server keeps; retry later",
                     state.limits.max_stream_subscribers

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use omnistock::http::now;
+use omnistock::clock::now;
 use omnistock::ledger::{
     Changes, CountRequest, Ledger, LedgerConfig, Location, LocationCode, LocationKind, Qty, Sku,
 };

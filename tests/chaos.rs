@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use omnistock::http::now;
+use omnistock::clock::now;
 use omnistock::store::Store;
 use omnistock::store::redis::{RedisConfig, RedisStore};
 use reqwest::{Client, Method, StatusCode};

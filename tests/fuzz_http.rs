@@ -136,7 +136,7 @@ async fn check(
     path: &str,
     build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
 ) -> Result<u16, String> {
-    let head = running.state.ledger.journal_head();
+    let head = running.state.ledger().journal_head();
     let request = build(
         http.request(method.clone(), format!("{base}{path}"))
             .bearer_auth(ADMIN),
@@ -156,7 +156,7 @@ async fn check(
         if !problem["code"].is_string() {
             return Err(format!("{method} {path}: {status} without a code: {text}"));
         }
-        let after = running.state.ledger.journal_head();
+        let after = running.state.ledger().journal_head();
         if after != head {
             return Err(format!(
                 "{method} {path}: refused ({status}) but the journal moved"
@@ -333,7 +333,7 @@ async fn arbitrary_header_values_never_500_and_change_nothing_when_refused() {
         let Ok(fuzzed) = reqwest::header::HeaderValue::from_bytes(&bytes) else {
             continue;
         };
-        let head = running.state.ledger.journal_head();
+        let head = running.state.ledger().journal_head();
         let post = || {
             http.post(format!("{base}/v1/reservations"))
                 .bearer_auth(ADMIN)
@@ -396,7 +396,7 @@ async fn arbitrary_header_values_never_500_and_change_nothing_when_refused() {
             && (400..500).contains(status)
         {
             assert_eq!(
-                running.state.ledger.journal_head(),
+                running.state.ledger().journal_head(),
                 head,
                 "a refused request changed the journal: {context}"
             );

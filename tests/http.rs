@@ -402,7 +402,7 @@ async fn every_route_answers_per_the_contract() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let head = server.running.state.ledger.journal_head();
+    let head = server.running.state.ledger().journal_head();
     let replay = server
         .call_with(
             Method::POST,
@@ -418,7 +418,7 @@ async fn every_route_answers_per_the_contract() {
         "a retried batch replays every item"
     );
     assert_eq!(
-        server.running.state.ledger.journal_head(),
+        server.running.state.ledger().journal_head(),
         head,
         "and applies nothing twice"
     );
@@ -1030,7 +1030,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     })
     .await;
     server.seed().await;
-    let ledger = Arc::clone(&server.running.state.ledger);
+    let ledger = Arc::clone(server.running.state.ledger());
     let head = ledger.journal_head();
     let long_id = "x".repeat(51);
     let huge_body = json!({"channel": "web", "lines": [{"sku": "x".repeat(5_000), "location": "S1", "qty": 1}], "ttl_seconds": 60});
@@ -1433,7 +1433,7 @@ async fn http_flash_sale_grants_exactly_the_stock() {
     let report = server
         .running
         .state
-        .ledger
+        .ledger()
         .check_invariants()
         .expect("invariants");
     assert!(report.reserved <= report.on_hand);
@@ -1494,7 +1494,7 @@ async fn idempotent_replays_including_concurrent_ones() {
         )
         .await;
     assert_eq!(first.0, StatusCode::CREATED);
-    let head = server.running.state.ledger.journal_head();
+    let head = server.running.state.ledger().journal_head();
     let replay = server
         .call_with(
             Method::POST,
@@ -1506,7 +1506,7 @@ async fn idempotent_replays_including_concurrent_ones() {
         .await;
     assert_eq!(replay, first, "same status and body");
     assert_eq!(
-        server.running.state.ledger.journal_head(),
+        server.running.state.ledger().journal_head(),
         head,
         "a replay changes nothing"
     );

@@ -108,7 +108,14 @@ async fn a_stalled_body_gets_408_and_changes_nothing() {
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
-    assert!(running.state.ledger.catalog().location_id("SLOW").is_none());
+    assert!(
+        running
+            .state
+            .ledger()
+            .catalog()
+            .location_id("SLOW")
+            .is_none()
+    );
     running.shutdown().await.expect("stop");
 }
 

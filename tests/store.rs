@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use omnistock::http::now;
+use omnistock::clock::now;
 use omnistock::ledger::{
     Acting, Changes, CountRequest, Cut, Ledger, LedgerConfig, Line, Location, LocationCode,
     LocationKind, PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore, Seq, Sku,
@@ -48,7 +48,7 @@ impl Engine {
     }
 
     fn ledger(&self) -> &Ledger {
-        &self.running.state.ledger
+        self.running.state.ledger()
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {

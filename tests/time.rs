@@ -189,7 +189,7 @@ async fn the_sweep_releases_within_one_interval_of_the_deadline() {
         let wall = Arc::clone(&wall);
         move || TimestampMs(wall.load(Ordering::SeqCst))
     };
-    let sweeper = tokio::spawn(omnistock::http::run_expiry_with_clock(
+    let sweeper = tokio::spawn(omnistock::engine::expiry::sweep(
         Arc::clone(&ledger),
         interval,
         stop,

@@ -1,289 +1,44 @@
-//! API keys and scopes. Keys are random 256-bit secrets shown once at
-//! creation; only their SHA-256 is kept, and they are never logged.
-//! `OMNISTOCK_ADMIN_KEY` holds every scope.
+//! The caller of a request: its bearer key, authenticated by the engine's
+//! key store (`omnistock_engine::keys`), then the key's rate limit; and the
+//! scope checks a handler makes before it calls an engine operation.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use parking_lot::Mutex;
-use rustc_hash::FxBuildHasher;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
 use super::error_codes::Code;
+pub use crate::engine::keys::{ApiKey, KeyStore, Scope};
 use crate::ledger::{Acting, LocationCode};
-use crate::store::{KeyRecord, KeySource, KeysRecord};
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Availability, positions, reservations by id, locations.
-    Read,
-    /// Reserve and resolve reservations at any location.
-    Reserve,
-    /// Reserve, sell and take returns, only at the key's own locations.
-    Pos,
-    /// Counts, receipts, adjustments, expected receipts, imports.
-    StockWrite,
-    /// Ad feeds.
-    Feed,
-    /// Everything, including keys, locations, groups, policies, the journal.
-    Admin,
-}
+/// The OpenAPI schema of a scope (the engine's `Scope` knows no OpenAPI):
+/// its names, as `Scope::as_str` spells them.
+pub struct ScopeSchema;
 
-/// A key as stored (without the secret).
-#[derive(Clone, Debug)]
-pub struct ApiKey {
-    pub id: String,
-    pub name: String,
-    pub scopes: BTreeSet<Scope>,
-    /// For `pos` keys: the stores the key may act on.
-    pub locations: Vec<LocationCode>,
-    /// Most units this key may hold at once across its held reservations
-    /// (overrides `--max-held-units-per-key`; 0: no cap).
-    pub max_held_units: Option<u64>,
-}
-
-/// The SHA-256 of a key's secret: what the store keeps instead of the secret.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Digest256([u8; 32]);
-
-/// A digest is already uniformly random, so its first eight bytes are as
-/// good a hash as any; hashing all 32 again (SipHash) would only cost time.
-/// Only digests of stored keys are ever inserted, so an attacker choosing
-/// the secrets it presents cannot crowd one bucket.
-impl std::hash::Hash for Digest256 {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(prefix));
+impl utoipa::PartialSchema for ScopeSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(Scope::ALL.iter().map(|scope| scope.as_str())))
+            .description(Some(
+                "read: availability, positions, reservations by id, locations; \
+                 reserve: reserve and resolve reservations at any location; \
+                 pos: reserve, sell and take returns at the key's own locations; \
+                 stock_write: counts, receipts, adjustments, expected receipts, imports; \
+                 feed: ad feeds; admin: everything",
+            ))
+            .into()
     }
 }
 
-fn digest(secret: &str) -> Digest256 {
-    Digest256(Sha256::digest(secret.as_bytes()).into())
-}
-
-type KeyMap = HashMap<Digest256, Arc<ApiKey>, FxBuildHasher>;
-
-/// Every request reads the keys and almost none change them, so the map is
-/// immutable and shared: a lookup takes no lock (one `ArcSwap` load); a
-/// create, revoke or restore copies the map (at most `MAX_KEYS` entries)
-/// and swaps the copy in, one writer at a time.
-pub struct KeyStore {
-    by_digest: ArcSwap<KeyMap>,
-    /// Serialises writers, so no change is lost between copy and swap.
-    writer: Mutex<()>,
-    /// Bumped by every create and revoke, so the write-behind store knows
-    /// when to persist the keys.
-    generation: AtomicU64,
-}
-
-impl KeyStore {
-    pub fn new(admin_secret: Option<&str>) -> KeyStore {
-        let mut keys = KeyMap::default();
-        if let Some(secret) = admin_secret {
-            let admin = ApiKey {
-                id: "admin".into(),
-                name: "OMNISTOCK_ADMIN_KEY".into(),
-                scopes: [Scope::Admin].into(),
-                locations: Vec::new(),
-                max_held_units: None,
-            };
-            keys.insert(digest(secret), Arc::new(admin));
-        }
-        KeyStore {
-            by_digest: ArcSwap::from_pointee(keys),
-            writer: Mutex::new(()),
-            generation: AtomicU64::new(0),
-        }
+impl utoipa::ToSchema for ScopeSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Scope")
     }
-
-    pub fn authenticate(&self, secret: &str) -> Option<Arc<ApiKey>> {
-        self.by_digest.load().get(&digest(secret)).map(Arc::clone)
-    }
-
-    /// Applies `change` to a copy of the keys and publishes the copy.
-    fn update<T>(&self, change: impl FnOnce(&mut KeyMap) -> T) -> T {
-        let _writer = self.writer.lock();
-        let mut keys = KeyMap::clone(&self.by_digest.load());
-        let outcome = change(&mut keys);
-        self.by_digest.store(Arc::new(keys));
-        outcome
-    }
-
-    /// Creates a key; returns it with its secret (shown once).
-    pub fn create(
-        &self,
-        name: String,
-        scopes: BTreeSet<Scope>,
-        locations: Vec<LocationCode>,
-        max_held_units: Option<u64>,
-    ) -> Result<(Arc<ApiKey>, String), ApiError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| ApiError::new(Code::Internal, format!("no randomness for a key: {e}")))?;
-        let secret = format!("osk_{}", hex(&bytes));
-        let id = format!("key_{}", &hex(&digest(&secret).0)[..16]);
-        let key = Arc::new(ApiKey {
-            id,
-            name,
-            scopes,
-            locations,
-            max_held_units,
-        });
-        self.update(|keys| keys.insert(digest(&secret), Arc::clone(&key)));
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        Ok((key, secret))
-    }
-
-    pub fn list(&self) -> Vec<Arc<ApiKey>> {
-        let mut keys: Vec<_> = self
-            .by_digest
-            .load()
-            .values()
-            .filter(|k| k.id != "admin")
-            .map(Arc::clone)
-            .collect();
-        keys.sort_by(|a, b| a.id.cmp(&b.id));
-        keys
-    }
-
-    /// Keys held, the admin key included.
-    pub fn count(&self) -> usize {
-        self.by_digest.load().len()
-    }
-
-    pub fn revoke(&self, id: &str) -> bool {
-        let revoked = self.update(|keys| {
-            let before = keys.len();
-            keys.retain(|_, key| key.id != id || id == "admin");
-            keys.len() < before
-        });
-        if revoked {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-        }
-        revoked
-    }
-
-    /// Puts back keys loaded from the store (the admin key comes from the
-    /// environment and is never stored). Refuses records it cannot read.
-    pub fn restore(&self, record: KeysRecord) -> Result<usize, String> {
-        let mut restored = Vec::with_capacity(record.keys.len());
-        for key in record.keys {
-            let digest = parse_digest(&key.digest_hex)
-                .ok_or_else(|| format!("key {}: invalid digest", key.id))?;
-            let scopes = key
-                .scopes
-                .iter()
-                .map(|s| parse_scope(s).ok_or_else(|| format!("key {}: scope {s:?}", key.id)))
-                .collect::<Result<BTreeSet<_>, _>>()?;
-            let locations = key
-                .locations
-                .iter()
-                .map(|l| LocationCode::new(l).map_err(|e| format!("key {}: {e}", key.id)))
-                .collect::<Result<Vec<_>, _>>()?;
-            restored.push((
-                digest,
-                Arc::new(ApiKey {
-                    id: key.id,
-                    name: key.name,
-                    scopes,
-                    locations,
-                    max_held_units: key.max_held_units,
-                }),
-            ));
-        }
-        // All or nothing: a record with one unreadable key changes nothing.
-        let count = restored.len();
-        self.update(|keys| keys.extend(restored));
-        self.generation.store(record.generation, Ordering::SeqCst);
-        Ok(count)
-    }
-}
-
-impl KeySource for KeyStore {
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    fn export(&self) -> KeysRecord {
-        // Generation first: a key added meanwhile bumps it again, so it is
-        // written by the next flush at the latest.
-        let generation = self.generation.load(Ordering::SeqCst);
-        let mut keys: Vec<KeyRecord> = self
-            .by_digest
-            .load()
-            .iter()
-            .filter(|(_, key)| key.id != "admin")
-            .map(|(digest, key)| KeyRecord {
-                id: key.id.clone(),
-                name: key.name.clone(),
-                scopes: key
-                    .scopes
-                    .iter()
-                    .map(|s| scope_name(*s).to_owned())
-                    .collect(),
-                locations: key
-                    .locations
-                    .iter()
-                    .map(|l| l.as_str().to_owned())
-                    .collect(),
-                digest_hex: hex(&digest.0),
-                max_held_units: key.max_held_units,
-            })
-            .collect();
-        keys.sort_by(|a, b| a.id.cmp(&b.id));
-        KeysRecord { generation, keys }
-    }
-}
-
-fn parse_digest(text: &str) -> Option<Digest256> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(Digest256(out))
-}
-
-fn parse_scope(text: &str) -> Option<Scope> {
-    [
-        Scope::Read,
-        Scope::Reserve,
-        Scope::Pos,
-        Scope::StockWrite,
-        Scope::Feed,
-        Scope::Admin,
-    ]
-    .into_iter()
-    .find(|s| scope_name(*s) == text)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The authenticated caller of a request.
@@ -291,7 +46,7 @@ pub struct Caller(pub Arc<ApiKey>);
 
 impl Caller {
     pub fn has(&self, scope: Scope) -> bool {
-        self.0.scopes.contains(&Scope::Admin) || self.0.scopes.contains(&scope)
+        self.0.has(scope)
     }
 
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
@@ -300,7 +55,7 @@ impl Caller {
         } else {
             Err(ApiError::new(
                 Code::Forbidden,
-                format!("this request needs the `{}` scope", scope_name(scope)),
+                format!("this request needs the `{}` scope", scope.as_str()),
             ))
         }
     }
@@ -328,30 +83,12 @@ impl Caller {
     /// admin) on any, `pos` only at the key's own locations; without
     /// either, 403 before the ledger is asked anything.
     pub fn acting(&self, broad: Scope) -> Result<Acting<'_>, ApiError> {
-        if self.has(broad) {
-            return Ok(Acting::Any);
-        }
-        if !self.0.scopes.contains(&Scope::Pos) {
-            return Err(ApiError::new(
+        self.0.acting(broad).ok_or_else(|| {
+            ApiError::new(
                 Code::Forbidden,
-                format!(
-                    "this request needs the `{}` or `pos` scope",
-                    scope_name(broad)
-                ),
-            ));
-        }
-        Ok(Acting::AtLocations(&self.0.locations))
-    }
-}
-
-pub fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::Reserve => "reserve",
-        Scope::Pos => "pos",
-        Scope::StockWrite => "stock_write",
-        Scope::Feed => "feed",
-        Scope::Admin => "admin",
+                format!("this request needs the `{}` or `pos` scope", broad.as_str()),
+            )
+        })
     }
 }
 
@@ -369,7 +106,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthorized)?;
         let key = state
-            .keys
+            .engine
+            .keys()
             .authenticate(secret.trim())
             .ok_or_else(ApiError::unauthorized)?;
         if let Err(retry_after_s) = state.rate_limiter.check(&key.id, Instant::now) {
@@ -393,65 +131,5 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Err(ApiError::rate_limited(retry_after_s));
         }
         Ok(Caller(key))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reserve_key(store: &KeyStore, name: &str) -> (Arc<ApiKey>, String) {
-        store
-            .create(name.into(), [Scope::Reserve].into(), Vec::new(), Some(5))
-            .expect("a key is created")
-    }
-
-    #[test]
-    fn created_keys_authenticate_until_revoked_and_admin_stays() {
-        let store = KeyStore::new(Some("admin-secret-0123456789"));
-        let (key, secret) = reserve_key(&store, "web");
-        let generation = store.generation();
-        assert_eq!(store.count(), 2);
-        let found = store
-            .authenticate(&secret)
-            .expect("the new key authenticates");
-        assert_eq!(found.id, key.id);
-        assert!(store.authenticate("osk_not-a-key").is_none());
-        assert_eq!(
-            store
-                .authenticate("admin-secret-0123456789")
-                .map(|k| k.id.clone()),
-            Some("admin".to_owned())
-        );
-        assert!(!store.revoke("admin"), "the admin key cannot be revoked");
-        assert!(store.revoke(&key.id));
-        assert!(store.generation() > generation);
-        assert!(store.authenticate(&secret).is_none());
-        assert!(!store.revoke(&key.id), "revoked once");
-        assert_eq!(store.count(), 1);
-    }
-
-    #[test]
-    fn exported_keys_restore_elsewhere_and_a_bad_record_changes_nothing() {
-        let source = KeyStore::new(Some("admin-secret-0123456789"));
-        let (first, first_secret) = reserve_key(&source, "web");
-        let (_, second_secret) = reserve_key(&source, "app");
-        let record = source.export();
-        assert_eq!(record.keys.len(), 2, "the admin key is never exported");
-
-        let target = KeyStore::new(None);
-        assert_eq!(target.restore(record.clone()), Ok(2));
-        assert_eq!(target.generation(), record.generation);
-        let restored = target.authenticate(&first_secret).expect("restored");
-        assert_eq!(restored.id, first.id);
-        assert_eq!(restored.max_held_units, Some(5));
-        assert!(target.authenticate(&second_secret).is_some());
-
-        let mut bad = record;
-        bad.keys[1].digest_hex = "not hex".into();
-        let empty = KeyStore::new(None);
-        assert!(empty.restore(bad).is_err());
-        assert_eq!(empty.count(), 0, "no key of a bad record is restored");
-        assert!(empty.authenticate(&first_secret).is_none());
     }
 }

@@ -604,6 +604,7 @@ pub struct PolicyBody {
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
     pub name: String,
+    #[schema(value_type = Vec<super::auth::ScopeSchema>)]
     pub scopes: Vec<super::auth::Scope>,
     /// Required for `pos` keys: the stores the key may act on.
     pub locations: Option<Vec<String>>,
@@ -617,6 +618,7 @@ pub struct KeyBody {
 pub struct KeyJson {
     pub id: String,
     pub name: String,
+    #[schema(value_type = Vec<super::auth::ScopeSchema>)]
     pub scopes: Vec<super::auth::Scope>,
     pub locations: Vec<String>,
     /// The key's own hold cap, when it has one.

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::error_codes::Code;
 use super::json::rfc3339;
+use crate::engine::{NoRandomness, NotDurable, WriteError};
 use crate::ledger::{Invalid, LocationCode, Refusal, Shortfall};
 
 /// A problem to answer with. Built from a [`Code`] (its status, title and
@@ -102,6 +103,35 @@ fn invalid_code(invalid: &Invalid) -> Code {
         Invalid::ZeroDelta => Code::ZeroDelta,
         Invalid::BadId { .. } => Code::InvalidId,
         Invalid::Other(_) => Code::InvalidValue,
+    }
+}
+
+/// A sync-mode write that was applied but not stored in time: 503, and the
+/// client retries with the same `Idempotency-Key` to get the outcome.
+impl From<NotDurable> for ApiError {
+    fn from(error: NotDurable) -> ApiError {
+        ApiError::new(
+            Code::NotDurable,
+            format!(
+                "{error}; the write is applied in memory and will be stored when the store is back: \
+                 retry with the same Idempotency-Key to get its outcome"
+            ),
+        )
+    }
+}
+
+impl From<NoRandomness> for ApiError {
+    fn from(error: NoRandomness) -> ApiError {
+        ApiError::new(Code::Internal, error.to_string())
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> ApiError {
+        match error {
+            WriteError::Refused(refusal) => refusal.into(),
+            WriteError::NotDurable(not_durable) => not_durable.into(),
+        }
     }
 }
 

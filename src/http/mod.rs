@@ -1,12 +1,13 @@
-//! The HTTP shell around the ledger (axum). It parses JSON into ledger
-//! requests, reads the clock once per request, checks keys and scopes, and
-//! renders outcomes; it holds no stock state of its own.
+//! The HTTP shell around the engine (axum): translation only. A handler
+//! parses JSON into engine and ledger requests, authenticates the caller
+//! and checks its scopes, calls one engine operation (or a ledger read), and
+//! renders the outcome; it holds no stock state and reads no clock of its
+//! own. Only this layer knows JSON and status codes.
 //!
 //! `app(state)` builds the whole router so tests can serve it on port 0.
 
 pub mod auth;
 pub mod body;
-pub mod change_signal;
 pub mod dto;
 pub mod error;
 pub mod error_codes;
@@ -19,8 +20,6 @@ mod routes;
 mod track;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -28,14 +27,15 @@ use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::engine::write_behind::WriteBehind;
-use crate::ledger::{IdempotencyKey, Ledger, TimestampMs};
-use auth::{Caller, KeyStore};
+use crate::engine::Engine;
+use crate::ledger::{IdempotencyKey, Ledger};
+use auth::Caller;
 use error::ApiError;
 use error_codes::Code;
 use rate_limit::RateLimiter;
 
-/// Limits of the HTTP layer (the ledger has its own in `LedgerConfig`).
+/// Limits of the HTTP layer (the ledger has its own in `LedgerConfig`, the
+/// engine its hold caps in `HoldPolicy`).
 #[derive(Clone, Debug)]
 pub struct HttpLimits {
     /// Largest JSON body accepted (413 beyond).
@@ -50,11 +50,6 @@ pub struct HttpLimits {
     /// A JSON body must arrive within this time (408 `body_timeout`): a
     /// client trickling a body cannot hold a request open for ever.
     pub body_read_timeout_ms: u64,
-    /// Hold cap per customer (`customer_id`): most units held at once
-    /// across its held reservations (0: none). 409 `hold_cap_exceeded`.
-    pub max_held_units_per_customer: u64,
-    /// Hold cap per API key without its own `max_held_units` (0: none).
-    pub max_held_units_per_key: u64,
     /// Delay before a 429 (capped at its Retry-After): a client that
     /// ignores Retry-After waits instead of re-sending at once. Each waiting
     /// request holds its connection, so `--max-connections` bounds them.
@@ -69,28 +64,19 @@ impl Default for HttpLimits {
             max_import_errors_reported: 1_000,
             max_stream_subscribers: 10_000,
             body_read_timeout_ms: 10_000,
-            max_held_units_per_customer: 500,
-            max_held_units_per_key: 0,
             rate_limited_delay_ms: 200,
         }
     }
 }
 
+/// What the HTTP layer holds: the engine, and what only HTTP needs (rate
+/// limits, body limits, metrics rendering, live-stream slots).
 pub struct AppState {
-    pub ledger: Arc<Ledger>,
-    pub keys: KeyStore,
+    pub engine: Arc<Engine>,
     pub rate_limiter: RateLimiter,
     pub limits: HttpLimits,
     pub metrics: Option<PrometheusHandle>,
     pub request_metrics: request_metrics::RequestMetrics,
-    pub counters: request_metrics::LedgerCounters,
-    /// False until the engine has loaded its state and can serve.
-    pub ready: AtomicBool,
-    /// The write-behind store, when one is configured.
-    pub write_behind: Option<Arc<WriteBehind>>,
-    /// The newest journal sequence, published after every write (the
-    /// ledger's change listener): live streams wait on it instead of polling.
-    pub changes: Arc<change_signal::ChangeSignal>,
     /// Turns true when the server shuts down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// One permit per open live stream (`limits.max_stream_subscribers`).
@@ -100,19 +86,12 @@ pub struct AppState {
     pub feed_low_stock_threshold: u32,
 }
 
-/// The flusher persists the keys through the application state.
-impl crate::store::KeySource for AppState {
-    fn generation(&self) -> u64 {
-        self.keys.generation()
-    }
-
-    fn export(&self) -> crate::store::KeysRecord {
-        self.keys.export()
+impl AppState {
+    /// The ledger, for reads (writes go through the engine's operations).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        self.engine.ledger()
     }
 }
-
-/// Wall-clock now for the ledger. The only clock read of a request.
-pub use crate::clock::now;
 
 /// The raw `Idempotency-Key` header of a request. An extractor of its own so
 /// write handlers do not take (and clone) the whole `HeaderMap` per request.
@@ -174,41 +153,4 @@ pub use routes::table::{Extracted, RouteSpec};
 /// from. The OpenAPI test holds the document equal to it.
 pub fn route_specs() -> Vec<RouteSpec> {
     routes::specs()
-}
-
-/// Runs the ledger's housekeeping: expiry and idempotency purges, every
-/// `interval`, so an expired hold returns to ATF within one interval (and at
-/// once when anyone touches it). Up to `EXPIRIES_PER_SWEEP` per interval;
-/// more wait for the next one.
-pub async fn run_expiry(
-    ledger: Arc<Ledger>,
-    interval: Duration,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
-    run_expiry_with_clock(ledger, interval, stop, now).await;
-}
-
-/// Most expiries (and idempotency purges) one sweep does.
-pub const EXPIRIES_PER_SWEEP: usize = 10_000;
-
-/// [`run_expiry`] reading time from `clock` (tests jump it forwards and
-/// backwards; the ledger never reads a clock itself).
-pub async fn run_expiry_with_clock(
-    ledger: Arc<Ledger>,
-    interval: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    clock: impl Fn() -> TimestampMs,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let expired = ledger.tick(clock(), EXPIRIES_PER_SWEEP);
-        if expired > 0 {
-            metrics::counter!("omnistock_reservations_expired_total").increment(expired as u64);
-        }
-    }
 }

@@ -11,8 +11,6 @@ use dashmap::DashMap;
 use metrics::{Counter, Histogram};
 use rustc_hash::FxBuildHasher;
 
-use crate::ledger::{Origin, Refusal, ReservationView};
-
 struct Handles {
     route: String,
     method: Method,
@@ -61,48 +59,6 @@ impl RequestMetrics {
                 latency,
                 body_bytes: bytes,
             });
-        }
-    }
-}
-
-/// Counters of reservation outcomes, registered once.
-pub struct LedgerCounters {
-    pub granted: Counter,
-    pub refused: Counter,
-    /// Idempotent retries answered with the stored outcome: neither a new
-    /// grant nor a new refusal.
-    pub replayed: Counter,
-    pub oversell_refused: Counter,
-}
-
-impl Default for LedgerCounters {
-    fn default() -> LedgerCounters {
-        LedgerCounters {
-            granted: metrics::counter!("omnistock_reservations_total", "outcome" => "granted"),
-            refused: metrics::counter!("omnistock_reservations_total", "outcome" => "refused"),
-            replayed: metrics::counter!("omnistock_reservations_total", "outcome" => "replayed"),
-            oversell_refused: metrics::counter!("omnistock_oversell_refused_total"),
-        }
-    }
-}
-
-impl LedgerCounters {
-    /// Counts one reservation request's outcome: a replay (an idempotent
-    /// retry answered with the stored outcome) is neither a new grant nor
-    /// a new refusal.
-    pub fn reservation(&self, outcome: &Result<ReservationView, Refusal>, origin: Origin) {
-        if origin == Origin::Replayed {
-            self.replayed.increment(1);
-            return;
-        }
-        match outcome {
-            Ok(_) => self.granted.increment(1),
-            Err(refusal) => {
-                self.refused.increment(1);
-                if matches!(refusal, Refusal::InsufficientStock { .. }) {
-                    self.oversell_refused.increment(1);
-                }
-            }
         }
     }
 }

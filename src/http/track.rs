@@ -1,15 +1,12 @@
 //! The one middleware around every route: request metrics (count and latency
-//! by route, method and status) around two gates. Nothing under `/v1` is
-//! served until the engine has loaded its state (503 `not_ready`), and in
-//! sync durability mode a successful write is answered only once it is in
-//! the store (503 `not_durable` if it cannot be; the change stays applied in
-//! memory and is written when the store is back, so the client retries with
-//! its idempotency key and gets the original outcome).
+//! by route, method and status) around one gate: nothing under `/v1` is
+//! served until the engine has loaded its state (503 `not_ready`).
+//! Durability is not decided here: every engine write returns once it is
+//! as durable as the mode promises, and its handler renders `not_durable`.
 //!
 //! Written as a plain tower service with its own future rather than
 //! `axum::middleware::from_fn`, which clones the inner service and boxes a
-//! future per request: the common path here allocates nothing. Only a write
-//! that must wait for the store takes a boxed future.
+//! future per request: the common path here allocates nothing.
 //!
 //! A response is measured when its body ends, not when its head is ready:
 //! a streamed body (feeds, live streams) is wrapped so its duration and
@@ -21,7 +18,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -37,9 +33,6 @@ use tower_service::Service;
 use super::AppState;
 use super::error::ApiError;
 use super::error_codes::Code;
-
-/// POST routes that only read.
-const READ_ONLY_POSTS: [&str; 1] = ["/v1/availability/batch"];
 
 #[derive(Clone)]
 pub struct TrackLayer {
@@ -180,9 +173,8 @@ where
             route: request.extensions().get::<MatchedPath>().cloned(),
             method: request.method().clone(),
         };
-        let path = request.uri().path();
-        let api = path.starts_with("/v1/");
-        if api && !self.state.ready.load(Ordering::Acquire) {
+        let api = request.uri().path().starts_with("/v1/");
+        if api && !self.state.engine.is_ready() {
             let response = ApiError::new(
                 Code::NotReady,
                 "the engine is loading its state; retry shortly",
@@ -190,57 +182,15 @@ where
             .into_response();
             return TrackFuture::Answered(Some((response, measure)));
         }
-        // Only a write under /v1 in sync durability mode waits for the store.
-        let method = request.method();
-        let write_behind = self
-            .state
-            .write_behind
-            .as_ref()
-            .filter(|w| api && w.config().sync)
-            .filter(|_| {
-                !(method == Method::GET
-                    || method == Method::HEAD
-                    || READ_ONLY_POSTS.contains(&path))
-            })
-            .map(Arc::clone);
-        let inner = self.inner.call(request);
-        let Some(write_behind) = write_behind else {
-            return TrackFuture::Inner(inner, Some(measure));
-        };
-        TrackFuture::Durable(Box::pin(async move {
-            let Ok(response) = inner.await;
-            let response = if response.status().is_success() {
-                match write_behind.durable().await {
-                    Ok(()) => response,
-                    Err(error) => {
-                        metrics::counter!("omnistock_writes_not_durable_total").increment(1);
-                        ApiError::new(
-                            Code::NotDurable,
-                            format!(
-                                "{error}; the write is applied in memory and will be stored when the store is back: \
-                                 retry with the same Idempotency-Key to get its outcome"
-                            ),
-                        )
-                        .into_response()
-                    }
-                }
-            } else {
-                response
-            };
-            Ok(measure.finish(response))
-        }))
+        TrackFuture::Inner(self.inner.call(request), Some(measure))
     }
 }
-
-type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 pub enum TrackFuture<F> {
     /// The route's own future; the measure is taken when it completes.
     Inner(F, Option<Measure>),
     /// Answered by the gate without calling the route.
     Answered(Option<(Response, Measure)>),
-    /// A write in sync durability mode: the route, then the store (measured inside).
-    Durable(BoxedResponse),
 }
 
 impl<F> Future for TrackFuture<F>
@@ -267,7 +217,6 @@ where
                     ApiError::new(Code::Internal, "response already taken").into_response()
                 )),
             },
-            TrackFuture::Durable(boxed) => boxed.as_mut().poll(cx),
         }
     }
 }

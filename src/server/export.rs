@@ -17,11 +17,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::cursor::{Cursor, SentCursor};
+use crate::cursor::SentCursor;
+use crate::engine::{Engine, StoreSnapshot};
 use crate::feeds::{FeedPlan, Format};
-use crate::http::now;
-use crate::ledger::{Ledger, LedgerConfig, UnknownFilter};
-use crate::store::Store;
+use crate::ledger::{LedgerConfig, UnknownFilter};
 use crate::store::redis::{RedisConfig, RedisStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -132,22 +131,10 @@ async fn export_from_store(args: &ExportArgs, url: &str, format: Format) -> Resu
         ..RedisConfig::new(url)
     })
     .map_err(|e| e.to_string())?;
-    let loaded = store
-        .load(now())
-        .await
-        .map_err(|e| e.to_string())?
+    let StoreSnapshot { engine, cursor } = Engine::snapshot(&store, LedgerConfig::default())
+        .await?
         .ok_or_else(|| format!("the store at {url} is empty"))?;
-    // The store's cursor, not the private ledger's (which restarts its
-    // sequences far above the store's): every change up to the head of
-    // the store's last write is in what is loaded.
-    let cursor = loaded.restore.cursor_lineage.map(|lineage| Cursor {
-        lineage,
-        seq: crate::ledger::Seq(loaded.restore.head.0.saturating_sub(1)),
-    });
-    let ledger = Ledger::new(LedgerConfig::default());
-    ledger
-        .restore(loaded.restore, now())
-        .map_err(|e| e.to_string())?;
+    let ledger = engine.ledger();
     let catalog = ledger.catalog();
     let covered = catalog
         .select_locations(args.store.as_deref(), args.group.as_deref())
@@ -166,7 +153,7 @@ async fn export_from_store(args: &ExportArgs, url: &str, format: Format) -> Resu
     let plan = FeedPlan::full(&catalog, &covered, format, args.low_stock_threshold);
     let (pending, file) = PendingFile::create(&args.out)?;
     let mut out = std::io::BufWriter::new(file);
-    plan.write_all(&ledger, &mut out)
+    plan.write_all(ledger, &mut out)
         .and_then(|()| out.flush())
         .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
     pending.commit()?;

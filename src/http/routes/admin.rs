@@ -31,7 +31,7 @@ pub async fn put_location(
 ) -> ApiResult<Json<LocationJson>> {
     caller.require(Scope::Admin)?;
     let location = body.to_location(json::location("location", &code)?)?;
-    state.ledger.put_location(location.clone())?;
+    state.engine.put_location(location.clone()).await?;
     Ok(Json(LocationJson::from(&location)))
 }
 
@@ -42,7 +42,7 @@ pub async fn list_locations(
     caller: Caller,
 ) -> ApiResult<Json<Vec<LocationJson>>> {
     caller.require(Scope::Read)?;
-    let catalog = state.ledger.catalog();
+    let catalog = state.ledger().catalog();
     Ok(Json(
         catalog
             .locations()
@@ -74,7 +74,7 @@ pub async fn put_group(
         .iter()
         .map(|c| json::location("locations", c))
         .collect::<Result<Vec<_>, _>>()?;
-    state.ledger.put_group(name, &members)?;
+    state.engine.put_group(name, &members).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -109,7 +109,7 @@ pub async fn put_policy(
             cap: cap.map(Qty),
         }),
     };
-    state.ledger.put_policy(channel, scope, policy)?;
+    state.engine.put_policy(channel, scope, policy).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -164,15 +164,16 @@ pub async fn create_key(
             "at most 1,000 locations per key",
         ));
     }
-    if state.keys.count() >= MAX_KEYS {
+    if state.engine.keys().count() >= MAX_KEYS {
         return Err(ApiError::new(
             Code::TooManyKeys,
             format!("at most {MAX_KEYS} keys; revoke unused ones"),
         ));
     }
     let (key, secret) = state
-        .keys
-        .create(name, scopes, locations, body.max_held_units)?;
+        .engine
+        .create_key(name, scopes, locations, body.max_held_units)
+        .await??;
     Ok((StatusCode::CREATED, Json(key_json(&key, Some(secret)))))
 }
 
@@ -185,7 +186,8 @@ pub async fn list_keys(
     caller.require(Scope::Admin)?;
     Ok(Json(
         state
-            .keys
+            .engine
+            .keys()
             .list()
             .iter()
             .map(|k| key_json(k, None))
@@ -202,7 +204,7 @@ pub async fn revoke_key(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Scope::Admin)?;
-    if state.keys.revoke(&id) {
+    if state.engine.revoke_key(&id).await? {
         state.rate_limiter.forget(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -250,9 +252,9 @@ pub async fn journal(
         .as_deref()
         .map(|l| json::location("location", l))
         .transpose()?;
-    let catalog = state.ledger.catalog();
+    let catalog = state.ledger().catalog();
     let mut from = Seq(params.since.unwrap_or(1).max(1));
-    let head = state.ledger.journal_head();
+    let head = state.ledger().journal_head();
     if from > head {
         // Never handed out here (another run's, or made up): answering it
         // with nothing would silently skip every movement until the head
@@ -270,7 +272,7 @@ pub async fn journal(
     let mut movements = Vec::new();
     // Filtered reads scan forward in pages; bounded by the journal's size.
     for _ in 0..64 {
-        let page = match state.ledger.read_journal(from, 1_000) {
+        let page = match state.ledger().read_journal(from, 1_000) {
             JournalRead::Movements { movements, next } => (movements, next),
             JournalRead::Lagged { oldest, .. } => {
                 lagged = true;
@@ -285,7 +287,7 @@ pub async fn journal(
                 break;
             }
             let (Some(sku_code), Some(loc)) = (
-                state.ledger.sku_code(m.position.sku()),
+                state.ledger().sku_code(m.position.sku()),
                 catalog.location(m.position.loc()),
             ) else {
                 continue;
@@ -362,7 +364,7 @@ pub async fn audit(
     caller: Caller,
 ) -> ApiResult<Json<AuditJson>> {
     caller.require(Scope::Admin)?;
-    Ok(Json(match state.ledger.check_invariants() {
+    Ok(Json(match state.ledger().check_invariants() {
         Ok(report) => AuditJson {
             ok: true,
             violation: None,

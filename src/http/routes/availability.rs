@@ -8,6 +8,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::dto::{
     self, AvailabilityJson, BatchAvailabilityBody, BatchAvailabilityJson, BatchResult, NearbyJson,
@@ -16,7 +17,6 @@ use crate::http::dto::{
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, JsonResponse};
-use crate::http::{AppState, now};
 use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -90,10 +90,10 @@ pub async fn sku_availability(
         ),
         (None, None) => Coverage::All,
     };
-    let view =
-        state
-            .ledger
-            .availability(&sku, &coverage, channel(params.channel.as_ref())?, now())?;
+    let channel = channel(params.channel.as_ref())?;
+    let view = state
+        .ledger()
+        .availability(&sku, &coverage, channel, state.engine.now())?;
     Ok(Json(AvailabilityJson::from(&view)))
 }
 
@@ -109,11 +109,11 @@ pub async fn position(
     ApiQuery(params): ApiQuery<ChannelParam>,
 ) -> ApiResult<JsonResponse<PositionOut>> {
     caller.require(Scope::Read)?;
-    let view = state.ledger.position(
+    let view = state.ledger().position(
         &json::sku("sku", &sku)?,
         &json::location("location", &location)?,
         channel(params.channel.as_ref())?,
-        now(),
+        state.engine.now(),
     )?;
     Ok(JsonResponse(PositionOut(view)))
 }
@@ -134,7 +134,7 @@ pub async fn batch(
         ));
     }
     let channel = channel(body.channel.as_ref())?;
-    let at = now();
+    let at = state.engine.now();
     let results = body
         .items
         .iter()
@@ -149,7 +149,7 @@ pub async fn batch(
                 })
                 .and_then(|(sku, location)| {
                     state
-                        .ledger
+                        .ledger()
                         .position(&sku, &location, channel, at)
                         .map_err(ApiError::from)
                 });
@@ -220,12 +220,12 @@ pub async fn nearby(
         ));
     }
     let qty = params.qty.unwrap_or(1);
-    if qty == 0 || qty > state.ledger.config().max_qty_per_line {
+    if qty == 0 || qty > state.ledger().config().max_qty_per_line {
         return Err(ApiError::new(
             Code::InvalidQuantity,
             format!(
                 "qty must be 1 to {}",
-                state.ledger.config().max_qty_per_line
+                state.ledger().config().max_qty_per_line
             ),
         ));
     }
@@ -242,7 +242,7 @@ pub async fn nearby(
         pickup_only: params.pickup_only.unwrap_or(false),
         limit,
     };
-    let stores = state.ledger.nearby(&query);
+    let stores = state.ledger().nearby(&query);
     Ok(Json(NearbyJson {
         sku: sku.to_string(),
         stores: stores.iter().map(NearbyStoreJson::from).collect(),

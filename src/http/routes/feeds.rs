@@ -177,7 +177,7 @@ fn feed(
         format,
         low_stock_threshold: state.feed_low_stock_threshold,
     };
-    let (plan, cursor) = FeedPlan::plan(&state.ledger, &request).map_err(|unknown| {
+    let (plan, cursor) = FeedPlan::plan(state.ledger(), &request).map_err(|unknown| {
         json::unknown_filter(
             unknown,
             "store",
@@ -186,8 +186,8 @@ fn feed(
         )
     })?;
     let snapshot = plan.snapshot();
-    let shards = state.ledger.position_shard_count();
-    let ledger = Arc::clone(&state.ledger);
+    let shards = state.ledger().position_shard_count();
+    let ledger = Arc::clone(state.ledger());
     let rows = stream::iter(0..shards)
         .map(move |shard| Ok::<_, Infallible>(Bytes::from(plan.render_shard(&ledger, shard))));
     let body =

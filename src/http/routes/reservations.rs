@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use crate::engine::ReserveOrder;
 use crate::http::auth::{Caller, Scope};
 use crate::http::dto::{
     self, CommitBody, ExtendBody, ReservationJson, ReservationOut, ReserveBody, TransferBody,
@@ -12,11 +13,8 @@ use crate::http::dto::{
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, JsonResponse, OptionalApiJson};
-use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
-use crate::ledger::{
-    CommitRequest, HoldCap, Holder, HolderId, HolderKind, Qty, ReservationId, ReserveRequest,
-    TransferRequest,
-};
+use crate::http::{AppState, IdempotencyHeader, idempotency_key};
+use crate::ledger::{CommitRequest, HolderId, Qty, ReservationId, TransferRequest};
 
 fn reservation_id(text: &str) -> ApiResult<ReservationId> {
     text.parse::<u64>()
@@ -30,42 +28,17 @@ fn seconds_to_ms(seconds: u64) -> u64 {
     seconds.saturating_mul(1_000)
 }
 
-/// The hold caps a reservation counts against: the caller's key (its own
-/// `max_held_units`, else `--max-held-units-per-key`) and the customer
-/// (`--max-held-units-per-customer`); a cap of 0 is none.
-fn hold_caps(state: &AppState, caller: &Caller, customer: Option<&str>) -> ApiResult<Vec<HoldCap>> {
-    let mut caps = Vec::new();
-    let key_cap = caller
-        .0
-        .max_held_units
-        .unwrap_or(state.limits.max_held_units_per_key);
-    if key_cap > 0 {
-        caps.push(HoldCap {
-            holder: Holder {
-                kind: HolderKind::Key,
-                id: HolderId::new(&caller.0.id).map_err(|e| {
-                    ApiError::new(Code::Internal, format!("key id {:?}: {e}", caller.0.id))
-                })?,
-            },
-            max_units: key_cap,
-        });
-    }
-    if let Some(customer) = customer {
-        let id = HolderId::new(customer).map_err(|e| {
-            ApiError::new(Code::InvalidId, format!("customer_id: {e}"))
-                .with("field", serde_json::json!("customer_id"))
-        })?;
-        if state.limits.max_held_units_per_customer > 0 {
-            caps.push(HoldCap {
-                holder: Holder {
-                    kind: HolderKind::Customer,
-                    id,
-                },
-                max_units: state.limits.max_held_units_per_customer,
-            });
-        }
-    }
-    Ok(caps)
+/// The customer a reservation's hold counts against (its cap is the
+/// engine's `HoldPolicy`).
+fn customer(customer_id: Option<&str>) -> ApiResult<Option<HolderId>> {
+    customer_id
+        .map(|customer| {
+            HolderId::new(customer).map_err(|e| {
+                ApiError::new(Code::InvalidId, format!("customer_id: {e}"))
+                    .with("field", serde_json::json!("customer_id"))
+            })
+        })
+        .transpose()
 }
 
 /// Hold units for a channel: every line or none.
@@ -79,20 +52,17 @@ pub async fn create(
     idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<ReserveBody>,
 ) -> ApiResult<(StatusCode, JsonResponse<ReservationOut>)> {
-    let lines = dto::lines(&body.lines, state.ledger.config().max_lines_per_request)?;
+    let lines = dto::lines(&body.lines, state.ledger().config().max_lines_per_request)?;
     caller.require_at(Scope::Reserve, lines.iter().map(|l| &l.location))?;
-    let request = ReserveRequest {
+    let order = ReserveOrder {
         channel: dto::channel(&body.channel)?,
         lines,
         ttl_ms: seconds_to_ms(body.ttl_seconds),
-        caps: hold_caps(&state, &caller, body.customer_id.as_deref())?,
+        customer: customer(body.customer_id.as_deref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    let (held, origin) = state
-        .ledger
-        .reserve_with_origin(&request, now(), key.as_ref());
-    state.counters.reservation(&held, origin);
-    Ok((StatusCode::CREATED, JsonResponse(ReservationOut(held?))))
+    let held = state.engine.reserve(&caller.0, order, key.as_ref()).await?;
+    Ok((StatusCode::CREATED, JsonResponse(ReservationOut(held))))
 }
 
 /// A reservation (held, or resolved within the retention time).
@@ -109,7 +79,7 @@ pub async fn get(
     // so a `pos` key is shown a reservation only as it was at its stores.
     // (Commit, release, extend and transfer act, so the ledger checks
     // their locations itself, in the same operation: `Caller::acting`.)
-    let view = state.ledger.reservation(id).ok_or_else(|| {
+    let view = state.ledger().reservation(id).ok_or_else(|| {
         ApiError::new(
             Code::ReservationNotFound,
             format!("reservation {id} not found"),
@@ -138,13 +108,15 @@ pub async fn commit(
     let lines = body
         .lines
         .as_deref()
-        .map(|l| dto::lines(l, state.ledger.config().max_lines_per_request))
+        .map(|l| dto::lines(l, state.ledger().config().max_lines_per_request))
         .transpose()?;
     let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
+    let request = CommitRequest { id, lines };
     let done = state
-        .ledger
-        .commit(&CommitRequest { id, lines }, acting, now(), key.as_ref())?;
+        .engine
+        .write(|writes| writes.commit(&request, acting, key.as_ref()))
+        .await?;
     Ok(JsonResponse(ReservationOut(done)))
 }
 
@@ -160,12 +132,11 @@ pub async fn release(
     let id = reservation_id(&id)?;
     let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(JsonResponse(ReservationOut(state.ledger.release(
-        id,
-        acting,
-        now(),
-        key.as_ref(),
-    )?)))
+    let released = state
+        .engine
+        .write(|writes| writes.release(id, acting, key.as_ref()))
+        .await?;
+    Ok(JsonResponse(ReservationOut(released)))
 }
 
 /// Extend: the hold now ends `ttl_seconds` from now.
@@ -181,13 +152,12 @@ pub async fn extend(
     let id = reservation_id(&id)?;
     let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(JsonResponse(ReservationOut(state.ledger.extend(
-        id,
-        seconds_to_ms(body.ttl_seconds),
-        acting,
-        now(),
-        key.as_ref(),
-    )?)))
+    let ttl_ms = seconds_to_ms(body.ttl_seconds);
+    let extended = state
+        .engine
+        .write(|writes| writes.extend(id, ttl_ms, acting, key.as_ref()))
+        .await?;
+    Ok(JsonResponse(ReservationOut(extended)))
 }
 
 /// Transfer: move a held line (or part of it) to another location, atomically.
@@ -211,10 +181,9 @@ pub async fn transfer(
     // The reservation's lines and the destination alike.
     let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(JsonResponse(ReservationOut(state.ledger.transfer(
-        &request,
-        acting,
-        now(),
-        key.as_ref(),
-    )?)))
+    let moved = state
+        .engine
+        .write(|writes| writes.transfer(&request, acting, key.as_ref()))
+        .await?;
+    Ok(JsonResponse(ReservationOut(moved)))
 }

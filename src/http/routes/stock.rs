@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::engine::Writes;
 use crate::http::auth::{Caller, Scope};
 use crate::http::dto::{
     self, AdjustmentBody, CountBody, DisplayBody, IncomingBody, PositionJson, PositionsJson,
@@ -19,7 +20,7 @@ use crate::http::dto::{
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, parse_rfc3339};
-use crate::http::{AppState, IdempotencyHeader, idempotency_key, now};
+use crate::http::{AppState, IdempotencyHeader, idempotency_key};
 use crate::ledger::{
     AdjustmentRequest, CountRequest, DisplayRequest, IncomingRequest, Line, Qty, ReceiptRequest,
     ReturnRequest, SaleRequest, Seq,
@@ -43,11 +44,11 @@ pub async fn count(
         &body,
     )?;
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(Json(PositionJson::from(&state.ledger.count(
-        &request,
-        now(),
-        key.as_ref(),
-    )?)))
+    let view = state
+        .engine
+        .write(|writes| writes.count(&request, key.as_ref()))
+        .await?;
+    Ok(Json(PositionJson::from(&view)))
 }
 
 /// Marks a position's units as display models (or clears it): ATF 0 for every
@@ -70,11 +71,11 @@ pub async fn display(
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(Json(PositionJson::from(&state.ledger.set_display(
-        &request,
-        now(),
-        key.as_ref(),
-    )?)))
+    let view = state
+        .engine
+        .write(|writes| writes.set_display(&request, key.as_ref()))
+        .await?;
+    Ok(Json(PositionJson::from(&view)))
 }
 
 fn count_request(
@@ -106,7 +107,7 @@ pub async fn sale(
     idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<SaleBody>,
 ) -> ApiResult<Json<PositionsJson>> {
-    let lines = dto::lines(&body.lines, state.ledger.config().max_lines_per_request)?;
+    let lines = dto::lines(&body.lines, state.ledger().config().max_lines_per_request)?;
     caller.require_at(Scope::StockWrite, lines.iter().map(|l| &l.location))?;
     let request = SaleRequest {
         channel: dto::channel(&body.channel)?,
@@ -114,7 +115,10 @@ pub async fn sale(
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    let views = state.ledger.sell(&request, now(), key.as_ref())?;
+    let views = state
+        .engine
+        .write(|writes| writes.sell(&request, key.as_ref()))
+        .await?;
     Ok(Json(PositionsJson {
         positions: views.iter().map(PositionJson::from).collect(),
     }))
@@ -142,11 +146,11 @@ pub async fn return_units(
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(Json(PositionJson::from(&state.ledger.return_units(
-        &request,
-        now(),
-        key.as_ref(),
-    )?)))
+    let view = state
+        .engine
+        .write(|writes| writes.return_units(&request, key.as_ref()))
+        .await?;
+    Ok(Json(PositionJson::from(&view)))
 }
 
 /// Goods received (consumes the expected receipt with the same reference).
@@ -167,11 +171,11 @@ pub async fn receipt(
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(Json(PositionJson::from(&state.ledger.receive(
-        &request,
-        now(),
-        key.as_ref(),
-    )?)))
+    let view = state
+        .engine
+        .write(|writes| writes.receive(&request, key.as_ref()))
+        .await?;
+    Ok(Json(PositionJson::from(&view)))
 }
 
 /// Goods expected at a date (counts towards ATO).
@@ -194,11 +198,11 @@ pub async fn incoming(
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(Json(PositionJson::from(&state.ledger.expect_incoming(
-        &request,
-        now(),
-        key.as_ref(),
-    )?)))
+    let view = state
+        .engine
+        .write(|writes| writes.expect_incoming(&request, key.as_ref()))
+        .await?;
+    Ok(Json(PositionJson::from(&view)))
 }
 
 /// A signed correction of on hand, with a reason.
@@ -219,11 +223,11 @@ pub async fn adjustment(
         reference: dto::free_text("reference", body.reference.as_ref())?,
     };
     let key = idempotency_key(&idempotency, &caller)?;
-    Ok(Json(PositionJson::from(&state.ledger.adjust(
-        &request,
-        now(),
-        key.as_ref(),
-    )?)))
+    let view = state
+        .engine
+        .write(|writes| writes.adjust(&request, key.as_ref()))
+        .await?;
+    Ok(Json(PositionJson::from(&view)))
 }
 
 /// One row of a bulk import.
@@ -304,6 +308,7 @@ pub async fn import(
         errors_truncated: false,
     };
     let max_errors = state.limits.max_import_errors_reported;
+    let mut writes = state.engine.writes();
     let mut stream = body.into_data_stream();
     let mut pending: Vec<u8> = Vec::new();
     let mut line_number: u64 = 0;
@@ -353,7 +358,7 @@ pub async fn import(
                     format!("rows are at most {MAX_IMPORT_LINE_BYTES} bytes"),
                 ))
             } else {
-                apply_row(&state, &format, line)
+                apply_row(&mut writes, &format, line)
             };
             match outcome {
                 Ok(()) => report.applied += 1,
@@ -390,10 +395,11 @@ pub async fn import(
         .increment(report.applied);
     metrics::counter!("omnistock_import_rows_total", "outcome" => "failed")
         .increment(report.failed);
+    writes.durable().await?;
     Ok(Json(report))
 }
 
-fn apply_row(state: &AppState, format: &Format, line: &str) -> ApiResult<()> {
+fn apply_row(writes: &mut Writes<'_>, format: &Format, line: &str) -> ApiResult<()> {
     let row: ImportRow = match format {
         Format::Ndjson => serde_json::from_str(line)
             .map_err(|e| ApiError::new(Code::InvalidRow, e.to_string()))?,
@@ -411,7 +417,7 @@ fn apply_row(state: &AppState, format: &Format, line: &str) -> ApiResult<()> {
         json::location("location", &row.location)?,
         &count,
     )?;
-    state.ledger.count(&request, now(), None)?;
+    writes.count(&request, None)?;
     Ok(())
 }
 
@@ -563,7 +569,7 @@ pub async fn movement_batch(
             format!("at most {} items per batch", state.limits.max_batch_items),
         ));
     }
-    let at = now();
+    let mut writes = state.engine.writes();
     let mut report = MovementBatchReport {
         applied: 0,
         failed: 0,
@@ -578,7 +584,7 @@ pub async fn movement_batch(
                     .map_err(|e| ApiError::new(Code::InvalidIdempotencyKey, e.to_string()))
             })
             .transpose()?;
-        match apply_movement(&state, &caller, item, at, item_key.as_ref()) {
+        match apply_movement(&mut writes, &caller, item, item_key.as_ref()) {
             Ok(view) => {
                 report.applied += 1;
                 report.results.push(MovementResult::Applied {
@@ -595,17 +601,16 @@ pub async fn movement_batch(
             }
         }
     }
+    writes.durable().await?;
     Ok(Json(report))
 }
 
 fn apply_movement(
-    state: &AppState,
+    writes: &mut Writes<'_>,
     caller: &Caller,
     item: &MovementItem,
-    at: crate::ledger::TimestampMs,
     key: Option<&crate::ledger::IdempotencyKey>,
 ) -> ApiResult<crate::ledger::PositionView> {
-    let ledger = &state.ledger;
     let line = |sku: &str, location: &str, qty: u32| -> ApiResult<Line> {
         Ok(Line {
             sku: json::sku("sku", sku)?,
@@ -628,8 +633,8 @@ fn apply_movement(
                 lines: vec![line],
                 reference: dto::free_text("reference", reference.as_ref())?,
             };
-            ledger
-                .sell(&request, at, key)?
+            writes
+                .sell(&request, key)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| ApiError::new(Code::Internal, "a sale returns its position"))
@@ -652,7 +657,7 @@ fn apply_movement(
                 reason: dto::free_text("reason", reason.as_ref())?,
                 reference: dto::free_text("reference", reference.as_ref())?,
             };
-            Ok(ledger.return_units(&request, at, key)?)
+            Ok(writes.return_units(&request, key)?)
         }
         MovementItem::Receipt {
             sku,
@@ -661,14 +666,11 @@ fn apply_movement(
             reference,
         } => {
             caller.require(Scope::StockWrite)?;
-            Ok(ledger.receive(
-                &ReceiptRequest {
-                    line: line(sku, location, *qty)?,
-                    reference: dto::free_text("reference", reference.as_ref())?,
-                },
-                at,
-                key,
-            )?)
+            let request = ReceiptRequest {
+                line: line(sku, location, *qty)?,
+                reference: dto::free_text("reference", reference.as_ref())?,
+            };
+            Ok(writes.receive(&request, key)?)
         }
         MovementItem::Adjustment {
             sku,
@@ -685,7 +687,7 @@ fn apply_movement(
                 reason: dto::free_text("reason", Some(reason))?.unwrap_or_default(),
                 reference: dto::free_text("reference", reference.as_ref())?,
             };
-            Ok(ledger.adjust(&request, at, key)?)
+            Ok(writes.adjust(&request, key)?)
         }
     }
 }

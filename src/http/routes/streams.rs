@@ -29,15 +29,15 @@ use tokio::sync::watch;
 use utoipa::IntoParams;
 
 use crate::cursor::{Cursor, SentCursor};
+use crate::engine::Engine;
 use crate::feeds::FeedAvailability;
+use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
-use crate::http::change_signal::ChangeSignal;
 use crate::http::dto;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiQuery};
-use crate::http::{AppState, now};
-use crate::ledger::{Channel, JournalRead, Ledger, Movement, PosKey, Seq, Sku};
+use crate::ledger::{Channel, JournalRead, Movement, PosKey, Seq, Sku};
 
 /// Longest coalescing interval a client may ask for.
 const MAX_COALESCE_MS: u64 = 10_000;
@@ -91,7 +91,7 @@ pub async fn availability(
             format!("coalesce_ms must be at most {MAX_COALESCE_MS}"),
         ));
     }
-    let catalog = state.ledger.catalog();
+    let catalog = state.ledger().catalog();
     let locations = if params.location.is_some() || params.group.is_some() {
         let selected = json::location_filter(
             &catalog,
@@ -103,7 +103,7 @@ pub async fn availability(
     } else {
         None
     };
-    let head = state.ledger.journal_head();
+    let head = state.ledger().journal_head();
     let (cursor, unhonoured) = match headers.get("last-event-id") {
         Some(value) => {
             let sent = value
@@ -116,7 +116,7 @@ pub async fn availability(
                         "Last-Event-ID must be the id of an event this stream sent",
                     )
                 })?;
-            match Cursor::check(sent, &state.ledger, head) {
+            match Cursor::check(sent, state.ledger(), head) {
                 Ok(cursor) => (Seq(cursor.seq.0 + 1), None),
                 Err(why) => (head, Some(why.as_str())),
             }
@@ -136,10 +136,9 @@ pub async fn availability(
         })?;
     let mut subscriber = Subscriber {
         _slot: slot,
-        lineage: state.ledger.cursor_lineage(),
-        ledger: Arc::clone(&state.ledger),
-        changes: Arc::clone(&state.changes),
-        seen: state.changes.version(),
+        lineage: state.ledger().cursor_lineage(),
+        engine: Arc::clone(&state.engine),
+        seen: state.engine.changes().version(),
         stopping: state.stopping.clone(),
         cursor,
         sku,
@@ -167,8 +166,9 @@ struct Subscriber {
     _slot: tokio::sync::OwnedSemaphorePermit,
     /// The ledger's cursor lineage (event ids carry it).
     lineage: u64,
-    ledger: Arc<Ledger>,
-    changes: Arc<ChangeSignal>,
+    /// Reads the journal and positions through the engine's ledger, waits
+    /// on its change signal, and reads its clock.
+    engine: Arc<Engine>,
     /// The change-signal version this stream has been woken for.
     seen: u64,
     stopping: watch::Receiver<bool>,
@@ -218,7 +218,7 @@ impl Subscriber {
                 self.coalesce - since_flush
             };
             tokio::select! {
-                () = self.changes.changed(&mut self.seen) => {}
+                () = self.engine.changes().changed(&mut self.seen) => {}
                 stopping = self.stopping.changed() => {
                     if stopping.is_err() {
                         return None;
@@ -238,7 +238,8 @@ impl Subscriber {
         }
         match &self.sku {
             Some(sku) => self
-                .ledger
+                .engine
+                .ledger()
                 .sku_code(movement.position.sku())
                 .is_some_and(|code| code == *sku),
             None => true,
@@ -255,7 +256,8 @@ impl Subscriber {
         let atf = on_hand.saturating_sub(reserved).saturating_sub(safety);
         match self.channel {
             Some(channel) => self
-                .ledger
+                .engine
+                .ledger()
                 .catalog()
                 .policy(channel, movement.position.loc())
                 .apply(atf),
@@ -265,7 +267,7 @@ impl Subscriber {
 
     fn read_journal(&mut self) {
         loop {
-            match self.ledger.read_journal(self.cursor, 1_024) {
+            match self.engine.ledger().read_journal(self.cursor, 1_024) {
                 JournalRead::Movements { movements, next } => {
                     for movement in &movements {
                         if self.matches(movement) && !self.pending.contains_key(&movement.position)
@@ -312,18 +314,22 @@ impl Subscriber {
 
     /// One event per pending position, its state now; the last carries the id.
     fn flush(&mut self) {
-        let catalog = self.ledger.catalog();
-        let at = now();
+        let catalog = self.engine.ledger().catalog();
+        let at = self.engine.now();
         let id = self.event_id(self.cursor);
         let pending = std::mem::take(&mut self.pending);
         for (key, before) in pending {
             let (Some(sku), Some(location)) = (
-                self.ledger.sku_code(key.sku()),
+                self.engine.ledger().sku_code(key.sku()),
                 catalog.location(key.loc()).map(|l| l.code.clone()),
             ) else {
                 continue;
             };
-            let Ok(view) = self.ledger.position(&sku, &location, self.channel, at) else {
+            let Ok(view) = self
+                .engine
+                .ledger()
+                .position(&sku, &location, self.channel, at)
+            else {
                 continue;
             };
             let atf = view.atf.0;

@@ -2,7 +2,6 @@
 //! its browsable page. No authentication, so probes and scrapers need no key.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
@@ -30,8 +29,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     responses((status = 200, description = "ready, or degraded in async mode (serving from memory)", body = crate::http::openapi::Readiness),
         (status = 503, description = "loading, failed, or degraded in sync mode", body = crate::http::openapi::Readiness)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.ready.load(Ordering::Acquire);
-    let Some(write_behind) = &state.write_behind else {
+    let ready = state.engine.is_ready();
+    let Some(write_behind) = state.engine.write_behind() else {
         return if ready {
             (
                 StatusCode::OK,
@@ -82,7 +81,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let ledger = &state.ledger;
+    let ledger = state.ledger();
     metrics::gauge!("omnistock_positions").set(ledger.position_count() as f64);
     metrics::gauge!("omnistock_reservations_stored").set(ledger.reservation_count() as f64);
     metrics::gauge!("omnistock_idempotency_keys").set(ledger.idempotency_key_count() as f64);

@@ -3,7 +3,7 @@
 //! groups, channel policies and 5,000 SKUs stocked across the network.
 //! Deterministic, so README examples always show the same thing.
 
-use crate::ledger::{
+use omnistock_ledger::{
     Channel, ChannelPolicy, CountRequest, DisplayRequest, GeoPoint, GroupName, IncomingRequest,
     Ledger, Line, Location, LocationCode, LocationKind, Pickup, PickupMethod, PickupSla,
     PolicyScope, Qty, Refusal, Sku, TimestampMs,

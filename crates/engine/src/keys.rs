@@ -1,0 +1,378 @@
+//! API keys and scopes. Keys are random 256-bit secrets shown once at
+//! creation; only their SHA-256 is kept, and they are never logged.
+//! `OMNISTOCK_ADMIN_KEY` holds every scope. The key store is the engine's:
+//! transports authenticate a caller with [`KeyStore::authenticate`] and pass
+//! the key to the operations it may call; the write-behind store persists it
+//! through [`KeySource`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use omnistock_ledger::{Acting, LocationCode};
+use omnistock_store::{KeyRecord, KeySource, KeysRecord};
+use parking_lot::Mutex;
+use rustc_hash::FxBuildHasher;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The system could not supply randomness for a new key's secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("no randomness for a key: {0}")]
+pub struct NoRandomness(pub String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Availability, positions, reservations by id, locations.
+    Read,
+    /// Reserve and resolve reservations at any location.
+    Reserve,
+    /// Reserve, sell and take returns, only at the key's own locations.
+    Pos,
+    /// Counts, receipts, adjustments, expected receipts, imports.
+    StockWrite,
+    /// Ad feeds.
+    Feed,
+    /// Everything, including keys, locations, groups, policies, the journal.
+    Admin,
+}
+
+/// A key as stored (without the secret).
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub scopes: BTreeSet<Scope>,
+    /// For `pos` keys: the stores the key may act on.
+    pub locations: Vec<LocationCode>,
+    /// Most units this key may hold at once across its held reservations
+    /// (overrides `--max-held-units-per-key`; 0: no cap).
+    pub max_held_units: Option<u64>,
+}
+
+impl Scope {
+    /// Every scope, in order of breadth.
+    pub const ALL: [Scope; 6] = [
+        Scope::Read,
+        Scope::Reserve,
+        Scope::Pos,
+        Scope::StockWrite,
+        Scope::Feed,
+        Scope::Admin,
+    ];
+
+    /// The scope's name: in API bodies (serde's `snake_case` spelling of
+    /// the variant, held equal by a test) and in the store.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Reserve => "reserve",
+            Scope::Pos => "pos",
+            Scope::StockWrite => "stock_write",
+            Scope::Feed => "feed",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl ApiKey {
+    /// Whether the key holds `scope` (admin holds every scope).
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+
+    /// On whose authority the key acts on a reservation: `broad` (or admin)
+    /// on any; `pos` only at the key's own locations; `None` with neither.
+    pub fn acting(&self, broad: Scope) -> Option<Acting<'_>> {
+        if self.has(broad) {
+            Some(Acting::Any)
+        } else if self.scopes.contains(&Scope::Pos) {
+            Some(Acting::AtLocations(&self.locations))
+        } else {
+            None
+        }
+    }
+}
+
+/// The SHA-256 of a key's secret: what the store keeps instead of the secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Digest256([u8; 32]);
+
+/// A digest is already uniformly random, so its first eight bytes are as
+/// good a hash as any; hashing all 32 again (SipHash) would only cost time.
+/// Only digests of stored keys are ever inserted, so an attacker choosing
+/// the secrets it presents cannot crowd one bucket.
+impl std::hash::Hash for Digest256 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(prefix));
+    }
+}
+
+fn digest(secret: &str) -> Digest256 {
+    Digest256(Sha256::digest(secret.as_bytes()).into())
+}
+
+type KeyMap = HashMap<Digest256, Arc<ApiKey>, FxBuildHasher>;
+
+/// Every request reads the keys and almost none change them, so the map is
+/// immutable and shared: a lookup takes no lock (one `ArcSwap` load); a
+/// create, revoke or restore copies the map (at most `MAX_KEYS` entries)
+/// and swaps the copy in, one writer at a time.
+pub struct KeyStore {
+    by_digest: ArcSwap<KeyMap>,
+    /// Serialises writers, so no change is lost between copy and swap.
+    writer: Mutex<()>,
+    /// Bumped by every create and revoke, so the write-behind store knows
+    /// when to persist the keys.
+    generation: AtomicU64,
+}
+
+impl KeyStore {
+    pub fn new(admin_secret: Option<&str>) -> KeyStore {
+        let mut keys = KeyMap::default();
+        if let Some(secret) = admin_secret {
+            let admin = ApiKey {
+                id: "admin".into(),
+                name: "OMNISTOCK_ADMIN_KEY".into(),
+                scopes: [Scope::Admin].into(),
+                locations: Vec::new(),
+                max_held_units: None,
+            };
+            keys.insert(digest(secret), Arc::new(admin));
+        }
+        KeyStore {
+            by_digest: ArcSwap::from_pointee(keys),
+            writer: Mutex::new(()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn authenticate(&self, secret: &str) -> Option<Arc<ApiKey>> {
+        self.by_digest.load().get(&digest(secret)).map(Arc::clone)
+    }
+
+    /// Applies `change` to a copy of the keys and publishes the copy.
+    fn update<T>(&self, change: impl FnOnce(&mut KeyMap) -> T) -> T {
+        let _writer = self.writer.lock();
+        let mut keys = KeyMap::clone(&self.by_digest.load());
+        let outcome = change(&mut keys);
+        self.by_digest.store(Arc::new(keys));
+        outcome
+    }
+
+    /// Creates a key; returns it with its secret (shown once).
+    pub fn create(
+        &self,
+        name: String,
+        scopes: BTreeSet<Scope>,
+        locations: Vec<LocationCode>,
+        max_held_units: Option<u64>,
+    ) -> Result<(Arc<ApiKey>, String), NoRandomness> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| NoRandomness(e.to_string()))?;
+        let secret = format!("osk_{}", hex(&bytes));
+        let id = format!("key_{}", &hex(&digest(&secret).0)[..16]);
+        let key = Arc::new(ApiKey {
+            id,
+            name,
+            scopes,
+            locations,
+            max_held_units,
+        });
+        self.update(|keys| keys.insert(digest(&secret), Arc::clone(&key)));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok((key, secret))
+    }
+
+    pub fn list(&self) -> Vec<Arc<ApiKey>> {
+        let mut keys: Vec<_> = self
+            .by_digest
+            .load()
+            .values()
+            .filter(|k| k.id != "admin")
+            .map(Arc::clone)
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        keys
+    }
+
+    /// Keys held, the admin key included.
+    pub fn count(&self) -> usize {
+        self.by_digest.load().len()
+    }
+
+    pub fn revoke(&self, id: &str) -> bool {
+        let revoked = self.update(|keys| {
+            let before = keys.len();
+            keys.retain(|_, key| key.id != id || id == "admin");
+            keys.len() < before
+        });
+        if revoked {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        revoked
+    }
+
+    /// Puts back keys loaded from the store (the admin key comes from the
+    /// environment and is never stored). Refuses records it cannot read.
+    pub fn restore(&self, record: KeysRecord) -> Result<usize, String> {
+        let mut restored = Vec::with_capacity(record.keys.len());
+        for key in record.keys {
+            let digest = parse_digest(&key.digest_hex)
+                .ok_or_else(|| format!("key {}: invalid digest", key.id))?;
+            let scopes = key
+                .scopes
+                .iter()
+                .map(|s| Scope::parse(s).ok_or_else(|| format!("key {}: scope {s:?}", key.id)))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            let locations = key
+                .locations
+                .iter()
+                .map(|l| LocationCode::new(l).map_err(|e| format!("key {}: {e}", key.id)))
+                .collect::<Result<Vec<_>, _>>()?;
+            restored.push((
+                digest,
+                Arc::new(ApiKey {
+                    id: key.id,
+                    name: key.name,
+                    scopes,
+                    locations,
+                    max_held_units: key.max_held_units,
+                }),
+            ));
+        }
+        // All or nothing: a record with one unreadable key changes nothing.
+        let count = restored.len();
+        self.update(|keys| keys.extend(restored));
+        self.generation.store(record.generation, Ordering::SeqCst);
+        Ok(count)
+    }
+}
+
+impl KeySource for KeyStore {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn export(&self) -> KeysRecord {
+        // Generation first: a key added meanwhile bumps it again, so it is
+        // written by the next flush at the latest.
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut keys: Vec<KeyRecord> = self
+            .by_digest
+            .load()
+            .iter()
+            .filter(|(_, key)| key.id != "admin")
+            .map(|(digest, key)| KeyRecord {
+                id: key.id.clone(),
+                name: key.name.clone(),
+                scopes: key.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+                locations: key
+                    .locations
+                    .iter()
+                    .map(|l| l.as_str().to_owned())
+                    .collect(),
+                digest_hex: hex(&digest.0),
+                max_held_units: key.max_held_units,
+            })
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        KeysRecord { generation, keys }
+    }
+}
+
+fn parse_digest(text: &str) -> Option<Digest256> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(Digest256(out))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_names_are_serdes_spelling() {
+        for scope in Scope::ALL {
+            let named: Scope =
+                serde::de::Deserialize::deserialize(serde::de::value::StrDeserializer::<
+                    serde::de::value::Error,
+                >::new(scope.as_str()))
+                .expect("serde reads the name");
+            assert_eq!(named, scope);
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
+    }
+
+    fn reserve_key(store: &KeyStore, name: &str) -> (Arc<ApiKey>, String) {
+        store
+            .create(name.into(), [Scope::Reserve].into(), Vec::new(), Some(5))
+            .expect("a key is created")
+    }
+
+    #[test]
+    fn created_keys_authenticate_until_revoked_and_admin_stays() {
+        let store = KeyStore::new(Some("admin-secret-0123456789"));
+        let (key, secret) = reserve_key(&store, "web");
+        let generation = store.generation();
+        assert_eq!(store.count(), 2);
+        let found = store
+            .authenticate(&secret)
+            .expect("the new key authenticates");
+        assert_eq!(found.id, key.id);
+        assert!(store.authenticate("osk_not-a-key").is_none());
+        assert_eq!(
+            store
+                .authenticate("admin-secret-0123456789")
+                .map(|k| k.id.clone()),
+            Some("admin".to_owned())
+        );
+        assert!(!store.revoke("admin"), "the admin key cannot be revoked");
+        assert!(store.revoke(&key.id));
+        assert!(store.generation() > generation);
+        assert!(store.authenticate(&secret).is_none());
+        assert!(!store.revoke(&key.id), "revoked once");
+        assert_eq!(store.count(), 1);
+    }
+
+    #[test]
+    fn exported_keys_restore_elsewhere_and_a_bad_record_changes_nothing() {
+        let source = KeyStore::new(Some("admin-secret-0123456789"));
+        let (first, first_secret) = reserve_key(&source, "web");
+        let (_, second_secret) = reserve_key(&source, "app");
+        let record = source.export();
+        assert_eq!(record.keys.len(), 2, "the admin key is never exported");
+
+        let target = KeyStore::new(None);
+        assert_eq!(target.restore(record.clone()), Ok(2));
+        assert_eq!(target.generation(), record.generation);
+        let restored = target.authenticate(&first_secret).expect("restored");
+        assert_eq!(restored.id, first.id);
+        assert_eq!(restored.max_held_units, Some(5));
+        assert!(target.authenticate(&second_secret).is_some());
+
+        let mut bad = record;
+        bad.keys[1].digest_hex = "not hex".into();
+        let empty = KeyStore::new(None);
+        assert!(empty.restore(bad).is_err());
+        assert_eq!(empty.count(), 0, "no key of a bad record is restored");
+        assert!(empty.authenticate(&first_secret).is_none());
+    }
+}

@@ -1,10 +1,16 @@
-//! The crate boundaries (ARCHITECTURE.md, "Crates"), checked on the
-//! resolved dependency graph. The manifests already make a forbidden import
+//! The architecture rules that a compiler cannot see on its own, checked:
+//! the crate boundaries (ARCHITECTURE.md, "Crates") on the resolved
+//! dependency graph; transports writing to the ledger only through the
+//! engine; the code map naming every source file and only files that
+//! exist; no tracker references in the docs and the code.
+//!
+//! The crate boundaries are checked on the resolved dependency graph. The manifests already make a forbidden import
 //! fail to compile; this test also catches what a manifest does not show: a
 //! forbidden crate pulled in through another dependency, or a new direct
 //! dependency that crosses a layer.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -199,4 +205,197 @@ fn the_layers_stack_in_one_direction() {
             .collect();
         assert_eq!(own, *layers, "{krate} depends on the wrong layers");
     }
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `.rs` file under `dir`, as a path relative to the repository root.
+fn rust_sources(dir: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            rust_sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let relative = path.strip_prefix(root()).expect("under the root");
+            out.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+/// The product's source files: `src/` and every crate's `src/`.
+fn product_sources() -> Vec<String> {
+    let mut files = Vec::new();
+    rust_sources(&root().join("src"), &mut files);
+    for krate in std::fs::read_dir(root().join("crates")).expect("crates/") {
+        rust_sources(&krate.expect("a crate").path().join("src"), &mut files);
+    }
+    files.sort();
+    files
+}
+
+/// The paths the code map names: every backticked path in the first cell of
+/// a table row of ARCHITECTURE.md's "Code map" section (a path ending in
+/// `/` names a directory and covers what is under it).
+fn code_map_paths() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let start = text.find("## Code map").expect("a Code map section");
+    let section = &text[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    let mut paths = Vec::new();
+    for line in section[..end].lines() {
+        let Some(first_cell) = line.strip_prefix('|').and_then(|l| l.split('|').next()) else {
+            continue;
+        };
+        paths.extend(
+            first_cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|p| p.contains('/'))
+                .map(str::to_owned),
+        );
+    }
+    paths
+}
+
+#[test]
+fn the_code_map_names_every_source_file_and_only_files_that_exist() {
+    let named = code_map_paths();
+    assert!(
+        named.len() > 40,
+        "the code map names only {} paths",
+        named.len()
+    );
+    let missing: Vec<_> = named.iter().filter(|p| !root().join(p).exists()).collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's code map names files that do not exist: {missing:?}"
+    );
+    let unmapped: Vec<_> = product_sources()
+        .into_iter()
+        .filter(|file| {
+            !named
+                .iter()
+                .any(|p| p == file || (p.ends_with('/') && file.starts_with(p.as_str())))
+        })
+        .collect();
+    assert!(
+        unmapped.is_empty(),
+        "source files missing from ARCHITECTURE.md's code map: {unmapped:?}"
+    );
+}
+
+/// The ledger's writes: a transport calls them only through the engine,
+/// which carries the durability promise.
+const LEDGER_WRITES: &[&str] = &[
+    "reserve",
+    "reserve_with_origin",
+    "commit",
+    "release",
+    "extend",
+    "transfer",
+    "sell",
+    "count",
+    "set_display",
+    "receive",
+    "expect_incoming",
+    "adjust",
+    "return_units",
+    "put_location",
+    "put_group",
+    "put_policy",
+    "tick",
+    "expire_due",
+    "restore",
+    "set_change_listener",
+    "set_cursor_lineage",
+];
+
+/// The ledger writes `source` calls directly (whitespace ignored, so a call
+/// split over lines is found): `ledger.write(` or `ledger().write(`.
+fn ledger_writes(source: &str) -> Vec<&'static str> {
+    let compact: String = source.split_whitespace().collect();
+    LEDGER_WRITES
+        .iter()
+        .filter(|write| {
+            ["ledger.", "ledger()."]
+                .iter()
+                .any(|via| compact.contains(&format!("{via}{write}(")))
+        })
+        .copied()
+        .collect()
+}
+
+#[test]
+fn the_scan_finds_a_ledger_write() {
+    assert_eq!(
+        ledger_writes("state\n    .ledger()\n    .count(&request, now, None)"),
+        ["count"]
+    );
+    assert_eq!(ledger_writes("ledger.reserve(&r, now, None)"), ["reserve"]);
+    assert!(ledger_writes("state.ledger().position_count()").is_empty());
+    assert!(ledger_writes("engine.write(|w| w.count(&r, None))").is_empty());
+}
+
+#[test]
+fn transports_write_to_the_ledger_only_through_the_engine() {
+    let mut files = Vec::new();
+    rust_sources(&root().join("src"), &mut files);
+    assert!(files.len() > 20, "found only {} files", files.len());
+    let faults: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let source = std::fs::read_to_string(root().join(file)).expect("source");
+            let writes = ledger_writes(&source);
+            (!writes.is_empty()).then(|| format!("{file} writes to the ledger: {writes:?}"))
+        })
+        .collect();
+    assert!(
+        faults.is_empty(),
+        "go through the engine (Engine::write, its operations): {faults:#?}"
+    );
+}
+
+#[test]
+fn docs_and_code_name_no_tracker_issue() {
+    let mut files: Vec<String> = ["README.md", "ARCHITECTURE.md", "RELIABILITY.md"]
+        .map(str::to_owned)
+        .into();
+    files.extend(product_sources());
+    let faults: Vec<String> = files
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(root().join(file)).expect("a file");
+            text.lines()
+                .enumerate()
+                .filter(|(_, line)| names_an_issue(line))
+                .map(|(n, line)| format!("{file}:{}: {}", n + 1, line.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(faults.is_empty(), "tracker references: {faults:#?}");
+}
+
+/// "issue 12", "Issue #3", "(#45)": how a tracker item is named.
+fn names_an_issue(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    let after_issue = lower.split("issue").skip(1).any(|rest| {
+        let rest = rest.trim_start_matches([' ', '#']);
+        rest.starts_with(|c: char| c.is_ascii_digit())
+    });
+    let hash_number = lower
+        .split("(#")
+        .skip(1)
+        .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    after_issue || hash_number
+}
+
+#[test]
+fn the_issue_scan_finds_tracker_references() {
+    assert!(names_an_issue("see issue 12"));
+    assert!(names_an_issue("Issue #3 says"));
+    assert!(names_an_issue("fixed (#45)"));
+    assert!(!names_an_issue("an issue with 2 parts"));
 }

@@ -1,5 +1,5 @@
-//! The JSON shapes of the API (the Stable contract of PRODUCT.md) and their
-//! conversion to and from the ledger's types. Only this layer knows JSON.
+//! The JSON shapes of the API (the Stable contract: the names README.md
+//! documents) and their conversion to and from the ledger's types. Only this layer knows JSON.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

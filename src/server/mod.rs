@@ -170,6 +170,8 @@ pub fn start_on(
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let (flush_stop, flush_stopped) = watch::channel(false);
+    // The recorder first: the engine registers its counters when it is made.
+    metrics_handle();
     let engine = Engine::new(engine_config(config), ledger);
     let state = state(config, Arc::clone(&engine), stopped.clone());
     if let Some(handle) = state.metrics.clone() {

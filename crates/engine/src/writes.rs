@@ -41,6 +41,24 @@ pub enum WriteError {
     NotDurable(#[from] NotDurable),
 }
 
+/// One method per ledger write: the ledger's own, with the group's `now`,
+/// its outcome noted (see [`Writes::note`]).
+macro_rules! ledger_writes {
+    ($( $write:ident($($arg:ident: $type:ty),*) -> $view:ty; )*) => {
+        $(
+            #[doc = concat!("`Ledger::", stringify!($write), "` at the group's instant.")]
+            pub fn $write(
+                &mut self,
+                $($arg: $type,)*
+                key: Option<&IdempotencyKey>,
+            ) -> Result<$view, Refusal> {
+                let outcome = self.ledger().$write($($arg,)* self.now, key);
+                self.note(outcome)
+            }
+        )*
+    };
+}
+
 /// A group of ledger writes made at one instant; see the module docs.
 pub struct Writes<'e> {
     engine: &'e Engine,
@@ -73,108 +91,18 @@ impl<'e> Writes<'e> {
         outcome
     }
 
-    pub fn count(
-        &mut self,
-        request: &CountRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<PositionView, Refusal> {
-        let outcome = self.ledger().count(request, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn set_display(
-        &mut self,
-        request: &DisplayRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<PositionView, Refusal> {
-        let outcome = self.ledger().set_display(request, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn receive(
-        &mut self,
-        request: &ReceiptRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<PositionView, Refusal> {
-        let outcome = self.ledger().receive(request, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn expect_incoming(
-        &mut self,
-        request: &IncomingRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<PositionView, Refusal> {
-        let outcome = self.ledger().expect_incoming(request, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn adjust(
-        &mut self,
-        request: &AdjustmentRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<PositionView, Refusal> {
-        let outcome = self.ledger().adjust(request, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn return_units(
-        &mut self,
-        request: &ReturnRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<PositionView, Refusal> {
-        let outcome = self.ledger().return_units(request, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn sell(
-        &mut self,
-        request: &SaleRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<Vec<PositionView>, Refusal> {
-        let outcome = self.ledger().sell(request, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn commit(
-        &mut self,
-        request: &CommitRequest,
-        acting: Acting<'_>,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<ReservationView, Refusal> {
-        let outcome = self.ledger().commit(request, acting, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn release(
-        &mut self,
-        id: ReservationId,
-        acting: Acting<'_>,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<ReservationView, Refusal> {
-        let outcome = self.ledger().release(id, acting, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn extend(
-        &mut self,
-        id: ReservationId,
-        ttl_ms: u64,
-        acting: Acting<'_>,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<ReservationView, Refusal> {
-        let outcome = self.ledger().extend(id, ttl_ms, acting, self.now, key);
-        self.note(outcome)
-    }
-
-    pub fn transfer(
-        &mut self,
-        request: &TransferRequest,
-        acting: Acting<'_>,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<ReservationView, Refusal> {
-        let outcome = self.ledger().transfer(request, acting, self.now, key);
-        self.note(outcome)
+    ledger_writes! {
+        count(request: &CountRequest) -> PositionView;
+        set_display(request: &DisplayRequest) -> PositionView;
+        receive(request: &ReceiptRequest) -> PositionView;
+        expect_incoming(request: &IncomingRequest) -> PositionView;
+        adjust(request: &AdjustmentRequest) -> PositionView;
+        return_units(request: &ReturnRequest) -> PositionView;
+        sell(request: &SaleRequest) -> Vec<PositionView>;
+        commit(request: &CommitRequest, acting: Acting<'_>) -> ReservationView;
+        release(id: ReservationId, acting: Acting<'_>) -> ReservationView;
+        extend(id: ReservationId, ttl_ms: u64, acting: Acting<'_>) -> ReservationView;
+        transfer(request: &TransferRequest, acting: Acting<'_>) -> ReservationView;
     }
 
     /// A write the engine makes on the ledger itself (reservations with

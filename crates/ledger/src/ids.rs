@@ -192,7 +192,7 @@ impl PosKey {
     }
 }
 
-/// The sales channels of PRODUCT.md. A closed set: policies are indexed by it.
+/// The sales channels. A closed set: policies are indexed by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Channel {
     Web,

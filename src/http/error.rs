@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::error_codes::Code;
 use super::json::rfc3339;
-use crate::engine::{NoRandomness, NotDurable, WriteError};
+use crate::engine::{KeyWriteError, NoRandomness, NotDurable, WriteError};
 use crate::ledger::{Invalid, LocationCode, Refusal, Shortfall};
 
 /// A problem to answer with. Built from a [`Code`] (its status, title and
@@ -123,6 +123,18 @@ impl From<NotDurable> for ApiError {
 impl From<NoRandomness> for ApiError {
     fn from(error: NoRandomness) -> ApiError {
         ApiError::new(Code::Internal, error.to_string())
+    }
+}
+
+impl From<KeyWriteError> for ApiError {
+    fn from(error: KeyWriteError) -> ApiError {
+        match error {
+            KeyWriteError::TooManyKeys { .. } => {
+                ApiError::new(Code::TooManyKeys, error.to_string())
+            }
+            KeyWriteError::NoRandomness(error) => error.into(),
+            KeyWriteError::NotDurable(error) => error.into(),
+        }
     }
 }
 

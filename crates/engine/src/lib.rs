@@ -33,7 +33,7 @@ use omnistock_ledger::{Ledger, TimestampMs};
 pub use change_signal::ChangeSignal;
 pub use keys::{ApiKey, KeyStore, NoRandomness, Scope};
 pub use lifecycle::{EngineTasks, Stops, StoreSnapshot};
-pub use operations::{HoldPolicy, Outcomes, ReserveOrder};
+pub use operations::{HoldPolicy, KeyWriteError, MAX_KEYS, Outcomes, ReserveOrder};
 pub use write_behind::{NotDurable, WriteBehind, WriteBehindConfig};
 pub use writes::{WriteError, Writes};
 

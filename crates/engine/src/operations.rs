@@ -17,6 +17,22 @@ use crate::keys::{ApiKey, NoRandomness, Scope};
 use crate::writes::WriteError;
 use crate::{Engine, NotDurable};
 
+/// Most API keys an engine holds (the admin key included): every request
+/// reads the key map, and a create or revoke copies it.
+pub const MAX_KEYS: usize = 10_000;
+
+/// Why a key was not created, in precedence order.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyWriteError {
+    #[error("at most {max} keys; revoke unused ones")]
+    TooManyKeys { max: usize },
+    #[error(transparent)]
+    NoRandomness(#[from] NoRandomness),
+    /// The key exists (and works) but is not stored yet.
+    #[error(transparent)]
+    NotDurable(#[from] NotDurable),
+}
+
 /// Hold caps: most units held at once across held reservations (0: none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HoldPolicy {
@@ -167,12 +183,13 @@ impl Engine {
         scopes: BTreeSet<Scope>,
         locations: Vec<LocationCode>,
         max_held_units: Option<u64>,
-    ) -> Result<Result<(Arc<ApiKey>, String), NoRandomness>, NotDurable> {
-        let mut writes = self.writes();
-        let created = self.keys.create(name, scopes, locations, max_held_units);
-        if created.is_ok() {
-            writes.wrote();
+    ) -> Result<(Arc<ApiKey>, String), KeyWriteError> {
+        if self.keys.count() >= MAX_KEYS {
+            return Err(KeyWriteError::TooManyKeys { max: MAX_KEYS });
         }
+        let mut writes = self.writes();
+        let created = self.keys.create(name, scopes, locations, max_held_units)?;
+        writes.wrote();
         writes.durable().await?;
         Ok(created)
     }

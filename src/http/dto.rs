@@ -6,10 +6,10 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::error_codes::Code;
-use super::json::{self, JsonWriter, WriteJson, rfc3339};
+use super::json::{self, JsonTime};
 use crate::ledger::{
-    Channel, Line, Location, LocationKind, NearbyStore, Pickup, PickupMethod, PickupSla,
-    PositionView, Qty, ReservationView, SkuAvailability,
+    Channel, Line, Location, LocationCode, LocationKind, NearbyStore, Pickup, PickupMethod,
+    PickupSla, PositionView, Qty, ReservationView, Sku, SkuAvailability,
 };
 
 // ---------- shared pieces ----------
@@ -63,10 +63,15 @@ pub fn lines(bodies: &[LineBody], max: usize) -> Result<Vec<Line>, ApiError> {
 // ---------- positions and availability ----------
 
 /// A position as the Stable contract defines it, plus extra detail fields.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// Made from the ledger's view without copying its ids (they are shared).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PositionJson {
-    pub sku: String,
-    pub location: String,
+    #[serde(serialize_with = "id_text")]
+    #[schema(value_type = String)]
+    pub sku: Sku,
+    #[serde(serialize_with = "id_text")]
+    #[schema(value_type = String)]
+    pub location: LocationCode,
     pub on_hand: u32,
     pub reserved: u32,
     pub safety_stock: u32,
@@ -84,11 +89,19 @@ pub struct PositionJson {
     pub display_only: bool,
 }
 
+/// An id (SKU, location code) as its text.
+fn id_text<S: serde::Serializer>(
+    id: &impl std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(id)
+}
+
 impl From<&PositionView> for PositionJson {
     fn from(p: &PositionView) -> PositionJson {
         PositionJson {
-            sku: p.sku.to_string(),
-            location: p.location.to_string(),
+            sku: p.sku.clone(),
+            location: p.location.clone(),
             on_hand: p.on_hand.0,
             reserved: p.reserved.0,
             safety_stock: p.safety_stock.0,
@@ -103,39 +116,7 @@ impl From<&PositionView> for PositionJson {
     }
 }
 
-/// A position written straight from the ledger's view: the JSON of
-/// [`PositionJson`] without allocating its ids (a test holds the two equal).
-pub struct PositionOut(pub PositionView);
-
-impl WriteJson for PositionOut {
-    fn write_json(&self, out: &mut JsonWriter) {
-        let p = &self.0;
-        out.begin_object();
-        out.key("sku");
-        out.str(p.sku.as_str());
-        out.key("location");
-        out.str(p.location.as_str());
-        for (key, value) in [
-            ("on_hand", u64::from(p.on_hand.0)),
-            ("reserved", u64::from(p.reserved.0)),
-            ("safety_stock", u64::from(p.safety_stock.0)),
-            ("atf", u64::from(p.atf.0)),
-            ("ato", p.ato),
-            ("version", p.version.0),
-            ("non_sellable", u64::from(p.non_sellable.0)),
-            ("incoming", p.incoming),
-            ("shortage", u64::from(p.shortage.0)),
-        ] {
-            out.key(key);
-            out.u64(value);
-        }
-        out.key("display_only");
-        out.bool(p.display_only);
-        out.end_object();
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AvailabilityJson {
     pub sku: String,
     pub total_atf: u64,
@@ -251,90 +232,57 @@ pub struct TransferBody {
     pub qty: Option<u32>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationLineJson {
-    pub sku: String,
-    pub location: String,
+    #[serde(serialize_with = "id_text")]
+    #[schema(value_type = String)]
+    pub sku: Sku,
+    #[serde(serialize_with = "id_text")]
+    #[schema(value_type = String)]
+    pub location: LocationCode,
     pub qty: u32,
     pub committed: u32,
 }
 
+/// A reservation, made from the ledger's view (its ids shared, its lines'
+/// storage reused, its times written without allocating).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationJson {
-    pub id: String,
+    #[serde(serialize_with = "id_text")]
+    #[schema(value_type = String)]
+    pub id: u64,
     /// `held`, `committed`, `released` or `expired`.
     pub state: &'static str,
     pub channel: &'static str,
-    pub created_at: String,
-    pub expires_at: String,
-    pub resolved_at: Option<String>,
+    #[schema(value_type = String)]
+    pub created_at: JsonTime,
+    #[schema(value_type = String)]
+    pub expires_at: JsonTime,
+    #[schema(value_type = Option<String>)]
+    pub resolved_at: Option<JsonTime>,
     pub lines: Vec<ReservationLineJson>,
 }
 
-impl From<&ReservationView> for ReservationJson {
-    fn from(r: &ReservationView) -> ReservationJson {
+impl From<ReservationView> for ReservationJson {
+    fn from(r: ReservationView) -> ReservationJson {
         ReservationJson {
-            id: r.id.to_string(),
+            id: r.id.0,
             state: r.state.as_str(),
             channel: r.channel.as_str(),
-            created_at: rfc3339(r.created_at),
-            expires_at: rfc3339(r.expires_at),
-            resolved_at: r.resolved_at.map(rfc3339),
+            created_at: JsonTime(r.created_at),
+            expires_at: JsonTime(r.expires_at),
+            resolved_at: r.resolved_at.map(JsonTime),
             lines: r
                 .lines
-                .iter()
+                .into_iter()
                 .map(|l| ReservationLineJson {
-                    sku: l.sku.to_string(),
-                    location: l.location.to_string(),
+                    sku: l.sku,
+                    location: l.location,
                     qty: l.qty.0,
                     committed: l.committed.0,
                 })
                 .collect(),
         }
-    }
-}
-
-/// What the reservation routes answer: the reservation written straight from
-/// the ledger's view, without the intermediate `String`s of
-/// [`ReservationJson`]. Same JSON: `ReservationJson` documents it in the
-/// OpenAPI document, and a test holds the two equal.
-pub struct ReservationOut(pub ReservationView);
-
-impl WriteJson for ReservationOut {
-    fn write_json(&self, out: &mut JsonWriter) {
-        let r = &self.0;
-        out.begin_object();
-        out.key("id");
-        out.u64_text(r.id.0);
-        out.key("state");
-        out.str(r.state.as_str());
-        out.key("channel");
-        out.str(r.channel.as_str());
-        out.key("created_at");
-        out.time(r.created_at);
-        out.key("expires_at");
-        out.time(r.expires_at);
-        out.key("resolved_at");
-        match r.resolved_at {
-            Some(at) => out.time(at),
-            None => out.null(),
-        }
-        out.key("lines");
-        out.begin_array();
-        for line in &r.lines {
-            out.begin_object();
-            out.key("sku");
-            out.str(line.sku.as_str());
-            out.key("location");
-            out.str(line.location.as_str());
-            out.key("qty");
-            out.u64(u64::from(line.qty.0));
-            out.key("committed");
-            out.u64(u64::from(line.committed.0));
-            out.end_object();
-        }
-        out.end_array();
-        out.end_object();
     }
 }
 
@@ -669,12 +617,6 @@ mod tests {
         TimestampMs,
     };
 
-    fn written(value: &impl WriteJson) -> String {
-        let mut out = JsonWriter::with_capacity(0);
-        value.write_json(&mut out);
-        String::from_utf8(out.into_bytes()).expect("utf-8")
-    }
-
     fn view(resolved_at: Option<TimestampMs>, created_at: TimestampMs) -> ReservationView {
         ReservationView {
             id: ReservationId(18_446_744_073_709_551_615),
@@ -701,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn position_out_writes_the_json_of_position_json() {
+    fn a_position_is_written_with_every_documented_field() {
         let view = PositionView {
             sku: Sku::new("SKU \"q\" é").expect("valid"),
             location: LocationCode::new("S-1").expect("valid"),
@@ -716,25 +658,42 @@ mod tests {
             shortage: Qty(0),
             display_only: true,
         };
-        let expected = serde_json::to_string(&PositionJson::from(&view)).expect("json");
-        assert_eq!(written(&PositionOut(view)), expected);
+        let written = serde_json::to_string(&PositionJson::from(&view)).expect("json");
+        assert_eq!(
+            written,
+            r#"{"sku":"SKU \"q\" é","location":"S-1","on_hand":10,"reserved":4,"safety_stock":1,"atf":5,"ato":9,"version":3,"non_sellable":2,"incoming":4,"shortage":0,"display_only":true}"#
+        );
     }
 
-    /// The zero-copy writer answers exactly what the documented shape says.
+    /// The documented shape, field by field, times in RFC 3339 (the slow
+    /// path beyond year 9999 included), the id as text.
     #[test]
-    fn reservation_out_writes_the_json_of_reservation_json() {
-        for (resolved_at, created_at) in [
-            (None, TimestampMs(0)),
-            (Some(TimestampMs(1_795_345_424_999)), TimestampMs(-1)),
-            // Years beyond 9999 take the slow formatting path.
+    fn a_reservation_is_written_with_every_documented_field() {
+        let cases = [
+            (None, TimestampMs(0), "1970-01-01T00:00:00.000Z", "null"),
+            (
+                Some(TimestampMs(1_795_345_424_999)),
+                TimestampMs(-1),
+                "1969-12-31T23:59:59.999Z",
+                "\"2026-11-22T11:03:44.999Z\"",
+            ),
             (
                 Some(TimestampMs(253_402_300_800_000)),
                 TimestampMs(-62_000_000_000_000),
+                "0005-04-19T09:46:40.000Z",
+                // RFC 3339 has no year 10000: the time crate refuses it, and
+                // the milliseconds are written as they are.
+                "\"253402300800000\"",
             ),
-        ] {
-            let view = view(resolved_at, created_at);
-            let expected = serde_json::to_string(&ReservationJson::from(&view)).expect("json");
-            assert_eq!(written(&ReservationOut(view)), expected);
+        ];
+        for (resolved_at, created_at, created_text, resolved_text) in cases {
+            let written =
+                serde_json::to_string(&ReservationJson::from(view(resolved_at, created_at)))
+                    .expect("json");
+            let expected = format!(
+                r#"{{"id":"18446744073709551615","state":"committed","channel":"marketplace","created_at":"{created_text}","expires_at":"2026-11-22T11:03:44.275Z","resolved_at":{resolved_text},"lines":[{{"sku":"SKU \"quoted\" \\ é ü 😀","location":"STORE-ÖST","qty":7,"committed":3}},{{"sku":"B","location":"WH","qty":4294967295,"committed":0}}]}}"#
+            );
+            assert_eq!(written, expected);
         }
     }
 }

@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -131,26 +132,21 @@ fn rfc3339_slow(at: TimestampMs) -> String {
         .unwrap_or_else(|| at.0.to_string())
 }
 
-/// A response body that writes its own JSON ([`JsonWriter`]): the hot
-/// responses (a reservation, a position) skip serde's generic machinery and
-/// the `String`s of their documented shapes. Tests hold each writer's output
-/// equal to serde_json's rendering of the documented shape.
-pub trait WriteJson {
-    fn write_json(&self, out: &mut JsonWriter);
-}
-
-/// A JSON response written into one buffer sized for it up front (axum's
-/// `Json` starts at 128 bytes and grows by copying).
+/// A JSON response serialized into one buffer sized for it up front
+/// (axum's `Json` starts at 128 bytes and grows by copying).
 pub struct JsonResponse<T>(pub T);
 
 /// Room for a typical single-reservation or position body.
 const JSON_RESPONSE_CAPACITY_BYTES: usize = 512;
 
-impl<T: WriteJson> IntoResponse for JsonResponse<T> {
+impl<T: Serialize> IntoResponse for JsonResponse<T> {
     fn into_response(self) -> Response {
-        let mut writer = JsonWriter::with_capacity(JSON_RESPONSE_CAPACITY_BYTES);
-        self.0.write_json(&mut writer);
-        let mut response = Response::new(axum::body::Body::from(writer.into_bytes()));
+        let mut body = Vec::with_capacity(JSON_RESPONSE_CAPACITY_BYTES);
+        if let Err(error) = serde_json::to_writer(&mut body, &self.0) {
+            return ApiError::new(Code::Internal, format!("rendering JSON: {error}"))
+                .into_response();
+        }
+        let mut response = Response::new(axum::body::Body::from(body));
         response.headers_mut().insert(
             CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
@@ -159,174 +155,19 @@ impl<T: WriteJson> IntoResponse for JsonResponse<T> {
     }
 }
 
-/// Appends JSON to a buffer, placing commas itself. Strings are escaped
-/// exactly as serde_json escapes them (`"`, `\\`, control characters; other
-/// characters, non-ASCII included, as they are).
-pub struct JsonWriter {
-    out: Vec<u8>,
-    /// A value was just written at this level: the next one needs a comma.
-    needs_comma: bool,
-}
+/// A timestamp in a JSON body: RFC 3339 text (see [`rfc3339`]), written
+/// without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonTime(pub TimestampMs);
 
-impl JsonWriter {
-    pub fn with_capacity(bytes: usize) -> JsonWriter {
-        JsonWriter {
-            out: Vec::with_capacity(bytes),
-            needs_comma: false,
+impl Serialize for JsonTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match rfc3339_text(self.0) {
+            // The fast path writes ASCII digits and separators only.
+            Some(text) => serializer.serialize_str(std::str::from_utf8(&text).unwrap_or_default()),
+            None => serializer.serialize_str(&rfc3339_slow(self.0)),
         }
     }
-
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.out
-    }
-
-    fn separate(&mut self) {
-        if self.needs_comma {
-            self.out.push(b',');
-        }
-    }
-
-    fn open(&mut self, bracket: u8) {
-        self.separate();
-        self.out.push(bracket);
-        self.needs_comma = false;
-    }
-
-    fn close(&mut self, bracket: u8) {
-        self.out.push(bracket);
-        self.needs_comma = true;
-    }
-
-    pub fn begin_object(&mut self) {
-        self.open(b'{');
-    }
-
-    pub fn end_object(&mut self) {
-        self.close(b'}');
-    }
-
-    pub fn begin_array(&mut self) {
-        self.open(b'[');
-    }
-
-    pub fn end_array(&mut self) {
-        self.close(b']');
-    }
-
-    /// An object key (a constant of ours: plain ASCII, nothing to escape);
-    /// the value follows.
-    pub fn key(&mut self, key: &'static str) {
-        debug_assert!(!key.bytes().any(needs_escape), "{key}");
-        self.separate();
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-        self.needs_comma = false;
-    }
-
-    pub fn str(&mut self, value: &str) {
-        self.separate();
-        self.push_escaped(value);
-        self.needs_comma = true;
-    }
-
-    /// A number written as a JSON string (ids).
-    pub fn u64_text(&mut self, value: u64) {
-        self.separate();
-        self.out.push(b'"');
-        self.push_digits(value);
-        self.out.push(b'"');
-        self.needs_comma = true;
-    }
-
-    pub fn u64(&mut self, value: u64) {
-        self.separate();
-        self.push_digits(value);
-        self.needs_comma = true;
-    }
-
-    fn push_digits(&mut self, value: u64) {
-        let mut digits = [0_u8; 20];
-        let mut at = digits.len();
-        let mut rest = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        self.out.extend_from_slice(&digits[at..]);
-    }
-
-    pub fn bool(&mut self, value: bool) {
-        self.separate();
-        self.out
-            .extend_from_slice(if value { b"true" } else { b"false" });
-        self.needs_comma = true;
-    }
-
-    pub fn null(&mut self) {
-        self.separate();
-        self.out.extend_from_slice(b"null");
-        self.needs_comma = true;
-    }
-
-    /// A timestamp as RFC 3339 text (see [`rfc3339`]), without allocating.
-    pub fn time(&mut self, at: TimestampMs) {
-        match rfc3339_text(at) {
-            Some(text) => {
-                self.separate();
-                self.out.push(b'"');
-                self.out.extend_from_slice(&text);
-                self.out.push(b'"');
-                self.needs_comma = true;
-            }
-            None => self.str(&rfc3339_slow(at)),
-        }
-    }
-
-    fn push_escaped(&mut self, text: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.out.push(b'"');
-        let bytes = text.as_bytes();
-        // Ids and names almost never need escaping: one scan, one copy.
-        if !bytes.iter().copied().any(needs_escape) {
-            self.out.extend_from_slice(bytes);
-            self.out.push(b'"');
-            return;
-        }
-        let mut plain_from = 0;
-        for (index, &byte) in bytes.iter().enumerate() {
-            let escape: &[u8] = match byte {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0x00..=0x1f => &[],
-                _ => continue,
-            };
-            self.out.extend_from_slice(&bytes[plain_from..index]);
-            if escape.is_empty() {
-                self.out.extend_from_slice(b"\\u00");
-                self.out.push(HEX[usize::from(byte >> 4)]);
-                self.out.push(HEX[usize::from(byte & 0xf)]);
-            } else {
-                self.out.extend_from_slice(escape);
-            }
-            plain_from = index + 1;
-        }
-        self.out.extend_from_slice(&bytes[plain_from..]);
-        self.out.push(b'"');
-    }
-}
-
-fn needs_escape(byte: u8) -> bool {
-    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 /// The fast path of [`rfc3339`]: `None` for years outside 0..=9999.
@@ -447,64 +288,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_writer_escapes_and_separates_like_serde_json() {
-        let texts: Vec<String> = (0_u8..=0x7f)
-            .map(|b| format!("a{}b", char::from(b)))
-            .chain(["", "plain", "é ü 😀 \u{2028}", "\"\\\"", "\u{7f}\u{80}"].map(String::from))
-            .collect();
-        let mut writer = JsonWriter::with_capacity(0);
-        writer.begin_object();
-        writer.key("texts");
-        writer.begin_array();
-        for text in &texts {
-            writer.str(text);
+    fn json_time_writes_what_rfc3339_formats() {
+        for at in [
+            -62_000_000_000_000,
+            -1,
+            0,
+            951_782_400_123,
+            1_795_345_424_999,
+            253_402_300_799_999,
+            253_402_300_800_000,
+        ] {
+            let written = serde_json::to_string(&JsonTime(TimestampMs(at))).expect("json");
+            assert_eq!(written, format!("\"{}\"", rfc3339(TimestampMs(at))), "{at}");
         }
-        writer.end_array();
-        writer.key("numbers");
-        writer.begin_array();
-        for n in [0, 1, 9, 10, 99, 1_000_000, u64::MAX] {
-            writer.u64(n);
-        }
-        writer.end_array();
-        writer.key("id");
-        writer.u64_text(18_446_744_073_709_551_615);
-        writer.key("nested");
-        writer.begin_array();
-        writer.begin_object();
-        writer.key("t");
-        writer.bool(true);
-        writer.key("f");
-        writer.bool(false);
-        writer.key("n");
-        writer.null();
-        writer.end_object();
-        writer.begin_object();
-        writer.end_object();
-        writer.end_array();
-        writer.key("at");
-        writer.time(TimestampMs(951_782_400_123));
-        writer.end_object();
-        let expected = serde_json::json!({
-            "texts": texts,
-            "numbers": [0, 1, 9, 10, 99, 1_000_000, u64::MAX],
-            "nested": [{"t": true, "f": false, "n": null}, {}],
-            "at": "2000-02-29T00:00:00.123Z",
-            "id": "18446744073709551615",
-        });
-        // serde_json renders maps with sorted keys: compare byte for byte
-        // against serde_json writing the same strings one by one.
-        let written = String::from_utf8(writer.into_bytes()).expect("utf-8");
-        let value: serde_json::Value = serde_json::from_str(&written).expect("valid JSON");
-        assert_eq!(value, expected);
-        for text in &texts {
-            let mut one = JsonWriter::with_capacity(0);
-            one.str(text);
-            assert_eq!(
-                String::from_utf8(one.into_bytes()).expect("utf-8"),
-                serde_json::to_string(text).expect("json"),
-                "{text:?}"
-            );
-        }
+        assert_eq!(
+            serde_json::to_string(&JsonTime(TimestampMs(951_782_400_123))).expect("json"),
+            "\"2000-02-29T00:00:00.123Z\""
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::dto::{
     self, AvailabilityJson, BatchAvailabilityBody, BatchAvailabilityJson, BatchResult, NearbyJson,
-    NearbyStoreJson, PositionJson, PositionOut,
+    NearbyStoreJson, PositionJson,
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
@@ -107,7 +107,7 @@ pub async fn position(
     caller: Caller,
     ApiPath((location, sku)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<ChannelParam>,
-) -> ApiResult<JsonResponse<PositionOut>> {
+) -> ApiResult<JsonResponse<PositionJson>> {
     caller.require(Scope::Read)?;
     let view = state.ledger().position(
         &json::sku("sku", &sku)?,
@@ -115,7 +115,7 @@ pub async fn position(
         channel(params.channel.as_ref())?,
         state.engine.now(),
     )?;
-    Ok(JsonResponse(PositionOut(view)))
+    Ok(JsonResponse(PositionJson::from(&view)))
 }
 
 /// Many positions in one request; each item answers on its own.

@@ -7,9 +7,7 @@ use axum::http::StatusCode;
 
 use crate::engine::ReserveOrder;
 use crate::http::auth::{Caller, Scope};
-use crate::http::dto::{
-    self, CommitBody, ExtendBody, ReservationJson, ReservationOut, ReserveBody, TransferBody,
-};
+use crate::http::dto::{self, CommitBody, ExtendBody, ReservationJson, ReserveBody, TransferBody};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, JsonResponse, OptionalApiJson};
@@ -51,7 +49,7 @@ pub async fn create(
     caller: Caller,
     idempotency: IdempotencyHeader,
     ApiJson(body): ApiJson<ReserveBody>,
-) -> ApiResult<(StatusCode, JsonResponse<ReservationOut>)> {
+) -> ApiResult<(StatusCode, JsonResponse<ReservationJson>)> {
     let lines = dto::lines(&body.lines, state.ledger().config().max_lines_per_request)?;
     caller.require_at(Scope::Reserve, lines.iter().map(|l| &l.location))?;
     let order = ReserveOrder {
@@ -62,7 +60,10 @@ pub async fn create(
     };
     let key = idempotency_key(&idempotency, &caller)?;
     let held = state.engine.reserve(&caller.0, order, key.as_ref()).await?;
-    Ok((StatusCode::CREATED, JsonResponse(ReservationOut(held))))
+    Ok((
+        StatusCode::CREATED,
+        JsonResponse(ReservationJson::from(held)),
+    ))
 }
 
 /// A reservation (held, or resolved within the retention time).
@@ -72,7 +73,7 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<JsonResponse<ReservationOut>> {
+) -> ApiResult<JsonResponse<ReservationJson>> {
     let id = reservation_id(&id)?;
     // A read stays a read: the view is one snapshot, taken under the
     // reservation's lock, and the locations checked are that snapshot's,
@@ -88,7 +89,7 @@ pub async fn get(
     if !caller.has(Scope::Read) {
         caller.require_at(Scope::Reserve, view.lines.iter().map(|l| &l.location))?;
     }
-    Ok(JsonResponse(ReservationOut(view)))
+    Ok(JsonResponse(ReservationJson::from(view)))
 }
 
 /// Commit (fulfil): committed units leave on hand; with `lines`, only those
@@ -102,7 +103,7 @@ pub async fn commit(
     idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
     OptionalApiJson(body): OptionalApiJson<CommitBody>,
-) -> ApiResult<JsonResponse<ReservationOut>> {
+) -> ApiResult<JsonResponse<ReservationJson>> {
     let id = reservation_id(&id)?;
     let body = body.unwrap_or_default();
     let lines = body
@@ -117,7 +118,7 @@ pub async fn commit(
         .engine
         .write(|writes| writes.commit(&request, acting, key.as_ref()))
         .await?;
-    Ok(JsonResponse(ReservationOut(done)))
+    Ok(JsonResponse(ReservationJson::from(done)))
 }
 
 /// Release (cancel): the units are available again at once.
@@ -128,7 +129,7 @@ pub async fn release(
     caller: Caller,
     idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<JsonResponse<ReservationOut>> {
+) -> ApiResult<JsonResponse<ReservationJson>> {
     let id = reservation_id(&id)?;
     let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
@@ -136,7 +137,7 @@ pub async fn release(
         .engine
         .write(|writes| writes.release(id, acting, key.as_ref()))
         .await?;
-    Ok(JsonResponse(ReservationOut(released)))
+    Ok(JsonResponse(ReservationJson::from(released)))
 }
 
 /// Extend: the hold now ends `ttl_seconds` from now.
@@ -148,7 +149,7 @@ pub async fn extend(
     idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ExtendBody>,
-) -> ApiResult<JsonResponse<ReservationOut>> {
+) -> ApiResult<JsonResponse<ReservationJson>> {
     let id = reservation_id(&id)?;
     let acting = caller.acting(Scope::Reserve)?;
     let key = idempotency_key(&idempotency, &caller)?;
@@ -157,7 +158,7 @@ pub async fn extend(
         .engine
         .write(|writes| writes.extend(id, ttl_ms, acting, key.as_ref()))
         .await?;
-    Ok(JsonResponse(ReservationOut(extended)))
+    Ok(JsonResponse(ReservationJson::from(extended)))
 }
 
 /// Transfer: move a held line (or part of it) to another location, atomically.
@@ -169,7 +170,7 @@ pub async fn transfer(
     idempotency: IdempotencyHeader,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TransferBody>,
-) -> ApiResult<JsonResponse<ReservationOut>> {
+) -> ApiResult<JsonResponse<ReservationJson>> {
     let id = reservation_id(&id)?;
     let request = TransferRequest {
         id,
@@ -185,5 +186,5 @@ pub async fn transfer(
         .engine
         .write(|writes| writes.transfer(&request, acting, key.as_ref()))
         .await?;
-    Ok(JsonResponse(ReservationOut(moved)))
+    Ok(JsonResponse(ReservationJson::from(moved)))
 }

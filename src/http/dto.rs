@@ -183,8 +183,8 @@ impl From<&NearbyStore> for NearbyStoreJson {
             name: s.name.clone(),
             distance_km: (s.distance_km * 1000.0).round() / 1000.0,
             atf: s.atf.0,
-            pickup_method: s.pickup.map(|p| pickup_method_name(p.method)),
-            pickup_sla: s.pickup.and_then(|p| p.sla).map(pickup_sla_name),
+            pickup_method: s.pickup.map(|p| p.method.as_str()),
+            pickup_sla: s.pickup.and_then(|p| p.sla).map(|sla| sla.to_string()),
         }
     }
 }
@@ -404,71 +404,32 @@ pub struct LocationBody {
     pub ship_from_store: Option<bool>,
 }
 
-pub fn pickup_method_name(method: PickupMethod) -> &'static str {
-    match method {
-        PickupMethod::Buy => "buy",
-        PickupMethod::Reserve => "reserve",
-        PickupMethod::ShipToStore => "ship to store",
-        PickupMethod::NotSupported => "not supported",
-    }
-}
-
-pub fn pickup_sla_name(sla: PickupSla) -> String {
-    match sla {
-        PickupSla::SameDay => "same day".into(),
-        PickupSla::NextDay => "next day".into(),
-        PickupSla::Days(days) => format!("{days}-day"),
-        PickupSla::MultiWeek => "multi-week".into(),
-    }
-}
-
 fn parse_pickup(body: &PickupBody) -> Result<Pickup, ApiError> {
-    let method = match body.method.as_str() {
-        "buy" => PickupMethod::Buy,
-        "reserve" => PickupMethod::Reserve,
-        "ship to store" => PickupMethod::ShipToStore,
-        "not supported" => PickupMethod::NotSupported,
-        _ => {
-            return Err(ApiError::new(
-                Code::InvalidPickup,
-                "pickup.method must be buy, reserve, ship to store or not supported",
-            ));
-        }
-    };
-    let sla = match body.sla.as_deref() {
-        None => None,
-        Some("same day") => Some(PickupSla::SameDay),
-        Some("next day") => Some(PickupSla::NextDay),
-        Some("multi-week") => Some(PickupSla::MultiWeek),
-        Some(other) => match other
-            .strip_suffix("-day")
-            .and_then(|d| d.parse::<u8>().ok())
-            .and_then(PickupSla::days)
-        {
-            Some(sla @ PickupSla::Days(_)) => Some(sla),
-            _ => {
-                return Err(ApiError::new(
+    let method = PickupMethod::parse(&body.method).ok_or_else(|| {
+        ApiError::new(
+            Code::InvalidPickup,
+            "pickup.method must be buy, reserve, ship to store or not supported",
+        )
+    })?;
+    let sla = body
+        .sla
+        .as_deref()
+        .map(|text| {
+            PickupSla::parse(text).ok_or_else(|| {
+                ApiError::new(
                     Code::InvalidPickup,
                     "pickup.sla must be same day, next day, 2-day ... 7-day or multi-week",
-                ));
-            }
-        },
-    };
+                )
+            })
+        })
+        .transpose()?;
     Ok(Pickup { method, sla })
 }
 
 impl LocationBody {
     pub fn to_location(&self, code: crate::ledger::LocationCode) -> Result<Location, ApiError> {
-        let kind = match self.kind.as_str() {
-            "store" => LocationKind::Store,
-            "warehouse" => LocationKind::Warehouse,
-            _ => {
-                return Err(ApiError::new(
-                    Code::InvalidKind,
-                    "kind must be store or warehouse",
-                ));
-            }
-        };
+        let kind = LocationKind::parse(&self.kind)
+            .ok_or_else(|| ApiError::new(Code::InvalidKind, "kind must be store or warehouse"))?;
         let coords = match (self.lat, self.lon) {
             (None, None) => None,
             (Some(lat), Some(lon)) => {
@@ -513,15 +474,12 @@ impl From<&Location> for LocationJson {
     fn from(l: &Location) -> LocationJson {
         LocationJson {
             code: l.code.to_string(),
-            kind: match l.kind {
-                LocationKind::Store => "store",
-                LocationKind::Warehouse => "warehouse",
-            },
+            kind: l.kind.as_str(),
             name: l.name.clone(),
             lat: l.coords.map(|c| c.lat),
             lon: l.coords.map(|c| c.lon),
-            pickup_method: l.pickup.map(|p| pickup_method_name(p.method)),
-            pickup_sla: l.pickup.and_then(|p| p.sla).map(pickup_sla_name),
+            pickup_method: l.pickup.map(|p| p.method.as_str()),
+            pickup_sla: l.pickup.and_then(|p| p.sla).map(|sla| sla.to_string()),
             ship_from_store: l.ship_from_store,
         }
     }

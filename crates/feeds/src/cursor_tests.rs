@@ -11,7 +11,7 @@ use super::*;
 use crate::cursor::{Cursor, SentCursor, Unhonoured};
 use omnistock_ledger::{
     Acting, Channel, ChannelPolicy, CountRequest, GroupName, LedgerConfig, Line, LocationCode,
-    LocationKind, Pickup, PolicyScope, Qty, ReserveRequest, Restore, Sku, TimestampMs,
+    LocationKind, Pickup, PickupSla, PolicyScope, Qty, ReserveRequest, Restore, Sku, TimestampMs,
 };
 
 const T0: TimestampMs = TimestampMs(1_700_000_000_000);

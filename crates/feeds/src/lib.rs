@@ -11,8 +11,7 @@ use std::fmt::Write;
 
 use crate::cursor::{Cursor, SentCursor, Unhonoured};
 use omnistock_ledger::{
-    Catalog, ChannelView, Ledger, Location, LocationKind, PickupMethod, PickupSla, Seq,
-    UnknownFilter,
+    Catalog, ChannelView, Ledger, Location, LocationKind, PickupMethod, Seq, UnknownFilter,
 };
 
 /// The feed formats.
@@ -324,21 +323,11 @@ impl StoreColumns {
     pub fn of(location: &Location) -> StoreColumns {
         let (pickup_method, pickup_sla) = match location.pickup {
             Some(pickup) => {
-                let method = match pickup.method {
-                    PickupMethod::Buy => "buy",
-                    PickupMethod::Reserve => "reserve",
-                    PickupMethod::ShipToStore => "ship to store",
-                    PickupMethod::NotSupported => "not supported",
-                };
+                let method = pickup.method.as_str();
                 let sla = (pickup.method != PickupMethod::NotSupported)
                     .then_some(pickup.sla)
                     .flatten()
-                    .map(|sla| match sla {
-                        PickupSla::SameDay => "same day".to_owned(),
-                        PickupSla::NextDay => "next day".to_owned(),
-                        PickupSla::Days(days) => format!("{days}-day"),
-                        PickupSla::MultiWeek => "multi-week".to_owned(),
-                    });
+                    .map(|sla| sla.to_string());
                 (Some(method), sla)
             }
             None => (None, None),

@@ -34,6 +34,47 @@ pub enum PickupSla {
     MultiWeek,
 }
 
+// The one spelling of each of these enums: the API, the feeds and the store
+// read and write these names (Google's own for pickups).
+
+impl LocationKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LocationKind::Store => "store",
+            LocationKind::Warehouse => "warehouse",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LocationKind> {
+        [LocationKind::Store, LocationKind::Warehouse]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+impl PickupMethod {
+    pub const ALL: [PickupMethod; 4] = [
+        PickupMethod::Buy,
+        PickupMethod::Reserve,
+        PickupMethod::ShipToStore,
+        PickupMethod::NotSupported,
+    ];
+
+    /// Google's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PickupMethod::Buy => "buy",
+            PickupMethod::Reserve => "reserve",
+            PickupMethod::ShipToStore => "ship to store",
+            PickupMethod::NotSupported => "not supported",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PickupMethod> {
+        PickupMethod::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+}
+
 impl PickupSla {
     /// Builds a `Days` SLA, refusing counts Google has no value for.
     pub fn days(days: u8) -> Option<PickupSla> {
@@ -42,6 +83,32 @@ impl PickupSla {
             1 => Some(PickupSla::NextDay),
             2..=7 => Some(PickupSla::Days(days)),
             _ => None,
+        }
+    }
+
+    /// Google's spelling: `same day`, `next day`, `2-day` ... `7-day`,
+    /// `multi-week` (a day count of 0 or 1 has its own name, not `N-day`).
+    pub fn parse(text: &str) -> Option<PickupSla> {
+        match text {
+            "same day" => Some(PickupSla::SameDay),
+            "next day" => Some(PickupSla::NextDay),
+            "multi-week" => Some(PickupSla::MultiWeek),
+            other => match other.strip_suffix("-day")?.parse::<u8>().ok()? {
+                days @ 2..=7 => Some(PickupSla::Days(days)),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Google's spelling (see [`PickupSla::parse`]).
+impl std::fmt::Display for PickupSla {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PickupSla::SameDay => f.write_str("same day"),
+            PickupSla::NextDay => f.write_str("next day"),
+            PickupSla::Days(days) => write!(f, "{days}-day"),
+            PickupSla::MultiWeek => f.write_str("multi-week"),
         }
     }
 }
@@ -414,5 +481,29 @@ mod tests {
         assert!((d - 343.5).abs() < 2.0, "{d}");
         assert!(GeoPoint::new(91.0, 0.0).is_none());
         assert!(GeoPoint::new(f64::NAN, 0.0).is_none());
+    }
+
+    #[test]
+    fn every_name_reads_back_as_itself_and_only_google_values_are_read() {
+        for kind in [LocationKind::Store, LocationKind::Warehouse] {
+            assert_eq!(LocationKind::parse(kind.as_str()), Some(kind));
+        }
+        for method in PickupMethod::ALL {
+            assert_eq!(PickupMethod::parse(method.as_str()), Some(method));
+        }
+        let slas = [PickupSla::SameDay, PickupSla::NextDay, PickupSla::MultiWeek]
+            .into_iter()
+            .chain((2..=7).map(PickupSla::Days));
+        for sla in slas {
+            assert_eq!(PickupSla::parse(&sla.to_string()), Some(sla), "{sla}");
+        }
+        assert_eq!(PickupSla::Days(3).to_string(), "3-day");
+        for refused in [
+            "0-day", "1-day", "8-day", "-day", "same-day", "Same day", "",
+        ] {
+            assert_eq!(PickupSla::parse(refused), None, "{refused:?}");
+        }
+        assert_eq!(PickupMethod::parse("ship_to_store"), None);
+        assert_eq!(LocationKind::parse("Store"), None);
     }
 }

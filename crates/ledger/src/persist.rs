@@ -21,7 +21,7 @@ use smallvec::SmallVec;
 
 use super::Ledger;
 use super::catalog::{Catalog, ChannelPolicy, Location, PolicyScope};
-use super::holds::Holder;
+use super::holder::Holder;
 use super::idempotency::IdempotencyRecord as GenericIdempotencyRecord;
 use super::ids::{
     Channel, GroupName, IdempotencyKey, LocId, LocationCode, PosKey, Qty, ReservationId, Seq, Sku,
@@ -30,7 +30,8 @@ use super::ids::{
 use super::journal::{JournalRead, Movement, MovementKind};
 use super::position::{Incoming, MAX_PUBLISHED_LAG, OnHandMovement, Position, PositionCounts};
 use super::requests::WriteOutput;
-use super::reservation::{HeldLine, Reservation, ReservationState};
+use super::reservation_state::ReservationState;
+use super::reservation_store::{HeldLine, Reservation};
 
 pub type IdempotencyRecord = GenericIdempotencyRecord<WriteOutput>;
 

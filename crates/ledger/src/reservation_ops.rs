@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use super::acting::Acting;
 use super::catalog::Catalog;
-use super::holds::Holder;
+use super::holder::Holder;
 use super::idempotency::Fingerprint;
 use super::ids::{IdempotencyKey, LocationCode, PosKey, Qty, ReservationId, Seq, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
@@ -18,7 +18,8 @@ use super::requests::{
     CommitRequest, Line, ReservationLineView, ReservationView, ReserveRequest, TransferRequest,
     WriteOutput,
 };
-use super::reservation::{HeldLine, ReleasedHold, Reservation, ReservationShard, ReservationState};
+use super::reservation_state::ReservationState;
+use super::reservation_store::{HeldLine, ReleasedHold, Reservation, ReservationShard};
 use super::shards::LockedShards;
 use super::{Ledger, MergedLine, OpContext, Origin, merged_keys};
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::error_codes::Code;
-use super::json::rfc3339;
+use super::timestamps::rfc3339;
 use crate::engine::{KeyWriteError, NoRandomness, NotDurable, WriteError};
 use crate::ledger::{Invalid, LocationCode, Refusal, Shortfall};
 

@@ -17,6 +17,7 @@ pub mod probe;
 pub mod rate_limit;
 pub mod request_metrics;
 mod routes;
+mod timestamps;
 mod track;
 
 use std::sync::Arc;

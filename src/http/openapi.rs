@@ -173,124 +173,148 @@ struct ErrorResponses;
 
 impl Modify for ErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use super::routes::table::Extracted;
-        use axum::http::Method;
-        use utoipa::openapi::{
-            ContentBuilder, HeaderBuilder, Object, Ref, RefOr, ResponseBuilder, Type,
-        };
-
         for spec in super::routes::specs() {
             let Some(item) = openapi.paths.paths.get_mut(spec.path) else {
                 continue; // the OpenAPI test reports an undocumented route
             };
-            let operation = match spec.method {
-                Method::GET => item.get.as_mut(),
-                Method::PUT => item.put.as_mut(),
-                Method::POST => item.post.as_mut(),
-                Method::DELETE => item.delete.as_mut(),
-                Method::PATCH => item.patch.as_mut(),
-                _ => None,
-            };
-            let Some(operation) = operation else {
+            let Some(operation) = operation_for(item, &spec.method) else {
                 continue;
             };
-            // A response named after its code: the status and the code's
-            // spelling come from the table.
-            let coded =
-                |code: Code, what: &str| (code.status().as_u16(), format!("`{code}`: {what}"));
-            let invalid = |what: &str| (Code::InvalidBody.status().as_u16(), what.to_owned());
-            let mut statuses: Vec<(u16, String)> = Vec::new();
-            if spec.path.starts_with("/v1/") {
-                statuses.push(coded(
-                    Code::NotReady,
-                    &format!(
-                        "the engine is still loading its state; in sync durability mode, \
-                         `{}`: a write could not be stored (retry with the same Idempotency-Key)",
-                        Code::NotDurable
-                    ),
-                ));
-            }
-            for extracted in &spec.extracts {
-                match extracted {
-                    Extracted::Caller => statuses.extend([
-                        coded(Code::Unauthorized, "no API key, or an unknown one"),
-                        coded(
-                            Code::Forbidden,
-                            "the key lacks the scope (or, for a pos key, the location)",
-                        ),
-                        coded(Code::RateLimited, "the key is over its request rate"),
-                    ]),
-                    Extracted::Path(_) | Extracted::Query(_) => {
-                        statuses.push(invalid("invalid parameters"));
-                    }
-                    Extracted::Header { .. } => statuses.extend([
-                        coded(
-                            Code::IdempotencyInFlight,
-                            "a request with this Idempotency-Key is still running",
-                        ),
-                        invalid(&format!(
-                            "invalid request, or `{}` for another request",
-                            Code::IdempotencyKeyReused
-                        )),
-                    ]),
-                    Extracted::JsonBody { .. } => statuses.extend([
-                        coded(Code::MalformedJson, "the body is not JSON"),
-                        coded(Code::BodyTimeout, "the body did not arrive in time"),
-                        coded(Code::BodyTooLarge, "the body is over the size limit"),
-                        coded(
-                            Code::UnsupportedMediaType,
-                            "send `Content-Type: application/json`",
-                        ),
-                        invalid("invalid request"),
-                    ]),
-                    Extracted::RawBody => statuses.extend([
-                        coded(Code::UnreadableBody, "the body stopped"),
-                        (
-                            Code::UnsupportedMediaType.status().as_u16(),
-                            format!("`{}`", Code::UnsupportedMediaType),
-                        ),
-                        invalid("invalid request"),
-                    ]),
-                    Extracted::HeaderMap => {}
-                }
-            }
             let responses = &mut operation.responses.responses;
-            for (status, description) in statuses {
+            for (status, description) in error_statuses(&spec) {
                 responses.entry(status.to_string()).or_insert_with(|| {
-                    RefOr::T(ResponseBuilder::new().description(description).build())
+                    RefOr::T(
+                        utoipa::openapi::ResponseBuilder::new()
+                            .description(description)
+                            .build(),
+                    )
                 });
             }
             for (status, response) in responses.iter_mut() {
-                let RefOr::T(response) = response else {
-                    continue;
-                };
-                if !status.starts_with(['4', '5']) {
-                    continue;
-                }
-                if response.content.is_empty() {
-                    response.content.insert(
-                        "application/problem+json".into(),
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("Problem")))
-                            .build(),
-                    );
-                }
-                // Every 429 and 503 problem says when to retry.
-                if matches!(status.as_str(), "429" | "503")
-                    && response.content.contains_key("application/problem+json")
-                {
-                    response
-                        .headers
-                        .entry("Retry-After".into())
-                        .or_insert_with(|| {
-                            HeaderBuilder::new()
-                                .schema(Object::with_type(Type::Integer))
-                                .description(Some("seconds to wait before retrying"))
-                                .build()
-                        });
+                if let RefOr::T(response) = response {
+                    add_problem_body(status, response);
                 }
             }
         }
+    }
+}
+
+fn operation_for<'a>(
+    item: &'a mut utoipa::openapi::PathItem,
+    method: &axum::http::Method,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    use axum::http::Method;
+    match *method {
+        Method::GET => item.get.as_mut(),
+        Method::PUT => item.put.as_mut(),
+        Method::POST => item.post.as_mut(),
+        Method::DELETE => item.delete.as_mut(),
+        Method::PATCH => item.patch.as_mut(),
+        _ => None,
+    }
+}
+
+/// A response named after its code: the status and the code's spelling
+/// come from the table.
+fn coded(code: Code, what: &str) -> (u16, String) {
+    (code.status().as_u16(), format!("`{code}`: {what}"))
+}
+
+fn invalid(what: &str) -> (u16, String) {
+    (Code::InvalidBody.status().as_u16(), what.to_owned())
+}
+
+/// The error statuses (with descriptions) a route can answer, from where it
+/// is served and what it extracts.
+fn error_statuses(spec: &super::routes::table::RouteSpec) -> Vec<(u16, String)> {
+    let mut statuses: Vec<(u16, String)> = Vec::new();
+    if spec.path.starts_with("/v1/") {
+        statuses.push(coded(
+            Code::NotReady,
+            &format!(
+                "the engine is still loading its state; in sync durability mode, \
+                 `{}`: a write could not be stored (retry with the same Idempotency-Key)",
+                Code::NotDurable
+            ),
+        ));
+    }
+    for extracted in &spec.extracts {
+        statuses.extend(extraction_errors(extracted));
+    }
+    statuses
+}
+
+/// What an extractor answers when the request does not satisfy it.
+fn extraction_errors(extracted: &super::routes::table::Extracted) -> Vec<(u16, String)> {
+    use super::routes::table::Extracted;
+    match extracted {
+        Extracted::Caller => vec![
+            coded(Code::Unauthorized, "no API key, or an unknown one"),
+            coded(
+                Code::Forbidden,
+                "the key lacks the scope (or, for a pos key, the location)",
+            ),
+            coded(Code::RateLimited, "the key is over its request rate"),
+        ],
+        Extracted::Path(_) | Extracted::Query(_) => vec![invalid("invalid parameters")],
+        Extracted::Header { .. } => vec![
+            coded(
+                Code::IdempotencyInFlight,
+                "a request with this Idempotency-Key is still running",
+            ),
+            invalid(&format!(
+                "invalid request, or `{}` for another request",
+                Code::IdempotencyKeyReused
+            )),
+        ],
+        Extracted::JsonBody { .. } => vec![
+            coded(Code::MalformedJson, "the body is not JSON"),
+            coded(Code::BodyTimeout, "the body did not arrive in time"),
+            coded(Code::BodyTooLarge, "the body is over the size limit"),
+            coded(
+                Code::UnsupportedMediaType,
+                "send `Content-Type: application/json`",
+            ),
+            invalid("invalid request"),
+        ],
+        Extracted::RawBody => vec![
+            coded(Code::UnreadableBody, "the body stopped"),
+            (
+                Code::UnsupportedMediaType.status().as_u16(),
+                format!("`{}`", Code::UnsupportedMediaType),
+            ),
+            invalid("invalid request"),
+        ],
+        Extracted::HeaderMap => Vec::new(),
+    }
+}
+
+/// An error response without content gets the problem body; every 429 and
+/// 503 problem says when to retry.
+fn add_problem_body(status: &str, response: &mut utoipa::openapi::Response) {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Object, Ref};
+    if !status.starts_with(['4', '5']) {
+        return;
+    }
+    if response.content.is_empty() {
+        response.content.insert(
+            "application/problem+json".into(),
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+    }
+    if matches!(status, "429" | "503") && response.content.contains_key("application/problem+json")
+    {
+        response
+            .headers
+            .entry("Retry-After".into())
+            .or_insert_with(|| {
+                HeaderBuilder::new()
+                    .schema(Object::with_type(Type::Integer))
+                    .description(Some("seconds to wait before retrying"))
+                    .build()
+            });
     }
 }
 

@@ -316,6 +316,13 @@ pub fn listen_addresses(listen: &str) -> Result<Vec<std::net::SocketAddr>, Strin
 impl ServeConfig {
     pub fn validate(&self) -> Result<(), String> {
         listen_addresses(&self.listen)?;
+        self.validate_store()?;
+        self.validate_limits()?;
+        self.validate_admin_key()
+    }
+
+    /// The store and durability flags.
+    fn validate_store(&self) -> Result<(), String> {
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -359,6 +366,11 @@ impl ServeConfig {
         {
             return Err("--redis-key-prefix must be 1 to 64 characters of [A-Za-z0-9._-]".into());
         }
+        Ok(())
+    }
+
+    /// Request, connection and ledger limits.
+    fn validate_limits(&self) -> Result<(), String> {
         if !(1_024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err("--max-body-bytes must be between 1 KiB and 64 MiB".into());
         }
@@ -389,6 +401,10 @@ impl ServeConfig {
         if !(1..=60_000).contains(&self.expiry_sweep_interval_ms) {
             return Err("--expiry-sweep-interval-ms must be between 1 and 60000".into());
         }
+        Ok(())
+    }
+
+    fn validate_admin_key(&self) -> Result<(), String> {
         match &self.admin_key {
             Some(key) if key.len() < 16 => {
                 return Err("OMNISTOCK_ADMIN_KEY must be at least 16 characters".into());

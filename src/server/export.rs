@@ -13,8 +13,9 @@
 //! complete, so a failed export never leaves a truncated feed to upload.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use axum::http::uri::Authority;
 use clap::{Args, ValueEnum};
 
 use crate::cursor::SentCursor;
@@ -180,6 +181,34 @@ async fn export_from_server(
     if args.redis_key_prefix != "omnistock" {
         return Err("--redis-key-prefix applies with --redis-url".into());
     }
+    let (base, authority) = server_base(base)?;
+    let path = feed_path(args, &base, format)?;
+    let response = get_feed(&base, &authority, &path, args.key.as_deref()).await?;
+    let status = response.status();
+    let header = |name: &str| header_text(&response, name);
+    let (cursor, snapshot) = (header("x-next-cursor"), header("x-feed-snapshot"));
+    let reason = match header("x-feed-snapshot-reason") {
+        reason if reason.is_empty() => String::new(),
+        reason => format!(": {reason}"),
+    };
+    let body = response.into_body();
+    if !status.is_success() {
+        let text = body
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(format!("GET {path}: {status}: {text}"));
+    }
+    let (bytes, lines) = stream_to_file(body, &path, &args.out).await?;
+    Ok(format!(
+        "wrote {} ({bytes} bytes, {lines} lines, {snapshot} feed{reason}); next time pass --since {cursor}",
+        args.out.display(),
+    ))
+}
+
+/// `--from`: an `http://` URL with a host.
+fn server_base(base: &str) -> Result<(axum::http::Uri, Authority), String> {
     let base: axum::http::Uri = base.parse().map_err(|e| format!("--from {base:?}: {e}"))?;
     if base.scheme_str() != Some("http") {
         return Err(format!(
@@ -190,6 +219,11 @@ async fn export_from_server(
         .authority()
         .ok_or_else(|| format!("--from {base}: no host"))?
         .clone();
+    Ok((base, authority))
+}
+
+/// The feed route's path and query under `base`'s path.
+fn feed_path(args: &ExportArgs, base: &axum::http::Uri, format: Format) -> Result<String, String> {
     let route = match format {
         Format::GoogleTsv | Format::GoogleXml => "/v1/feeds/google/local-inventory",
         Format::MetaCsv => "/v1/feeds/meta/local-inventory",
@@ -198,33 +232,43 @@ async fn export_from_server(
     if format == Format::GoogleXml {
         query.push("format=xml".to_owned());
     }
-    let escape = |text: &str| {
-        // Store codes and group names are validated printable text; escape
-        // what would end a query value.
-        text.replace('%', "%25")
-            .replace('&', "%26")
-            .replace('#', "%23")
-            .replace('+', "%2B")
-            .replace(' ', "%20")
-    };
     if let Some(store) = &args.store {
-        query.push(format!("store={}", escape(store)));
+        query.push(format!("store={}", escape_query_value(store)));
     }
     if let Some(group) = &args.group {
-        query.push(format!("group={}", escape(group)));
+        query.push(format!("group={}", escape_query_value(group)));
     }
     if let Some(since) = &args.since {
         since
             .parse::<SentCursor>()
             .map_err(|e| format!("--since {since:?}: {e}"))?;
-        query.push(format!("since={}", escape(since)));
+        query.push(format!("since={}", escape_query_value(since)));
     }
     let prefix = base.path().trim_end_matches('/');
-    let path = if query.is_empty() {
+    Ok(if query.is_empty() {
         format!("{prefix}{route}")
     } else {
         format!("{prefix}{route}?{}", query.join("&"))
-    };
+    })
+}
+
+/// Store codes and group names are validated printable text; escapes what
+/// would end a query value.
+fn escape_query_value(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('&', "%26")
+        .replace('#', "%23")
+        .replace('+', "%2B")
+        .replace(' ', "%20")
+}
+
+/// `GET path` over one HTTP/1 connection, uncompressed.
+async fn get_feed(
+    base: &axum::http::Uri,
+    authority: &Authority,
+    path: &str,
+    key: Option<&str>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let port = authority.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((authority.host(), port))
         .await
@@ -234,44 +278,40 @@ async fn export_from_server(
             .await
             .map_err(|e| format!("--from {base}: {e}"))?;
     tokio::spawn(connection);
-    let mut request = hyper::Request::get(path.as_str())
+    let mut request = hyper::Request::get(path)
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::ACCEPT_ENCODING, "identity");
-    if let Some(key) = &args.key {
+    if let Some(key) = key {
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
     }
     let request = request
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
-    let response = sender
+    sender
         .send_request(request)
         .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let status = response.status();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (cursor, snapshot) = (header("x-next-cursor"), header("x-feed-snapshot"));
-    let reason = match header("x-feed-snapshot-reason") {
-        reason if reason.is_empty() => String::new(),
-        reason => format!(": {reason}"),
-    };
-    let mut body = response.into_body();
-    if !status.is_success() {
-        let text = body
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        return Err(format!("GET {path}: {status}: {text}"));
-    }
-    let (pending, file) = PendingFile::create(&args.out)?;
-    let mut out = std::io::BufWriter::new(file);
+        .map_err(|e| format!("GET {path}: {e}"))
+}
+
+fn header_text<B>(response: &hyper::Response<B>, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Writes the body to `out` (under a temporary name until complete);
+/// returns the bytes and lines written.
+async fn stream_to_file(
+    mut body: hyper::body::Incoming,
+    path: &str,
+    out: &Path,
+) -> Result<(u64, u64), String> {
+    use http_body_util::BodyExt;
+    let (pending, file) = PendingFile::create(out)?;
+    let mut writer = std::io::BufWriter::new(file);
     let mut bytes = 0_u64;
     let mut lines = 0_u64;
     while let Some(frame) = body.frame().await {
@@ -279,16 +319,15 @@ async fn export_from_server(
         if let Ok(data) = frame.into_data() {
             bytes += data.len() as u64;
             lines += data.iter().filter(|b| **b == b'\n').count() as u64;
-            out.write_all(&data)
-                .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+            writer
+                .write_all(&data)
+                .map_err(|e| format!("writing {}: {e}", out.display()))?;
         }
     }
-    out.flush()
-        .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
-    drop(out);
+    writer
+        .flush()
+        .map_err(|e| format!("writing {}: {e}", out.display()))?;
+    drop(writer);
     pending.commit()?;
-    Ok(format!(
-        "wrote {} ({bytes} bytes, {lines} lines, {snapshot} feed{reason}); next time pass --since {cursor}",
-        args.out.display(),
-    ))
+    Ok((bytes, lines))
 }

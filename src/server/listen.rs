@@ -38,7 +38,7 @@ use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower_service::Service;
 
@@ -116,31 +116,15 @@ pub async fn serve(
         };
         metrics::gauge!("omnistock_http_connections")
             .set((limits.max_connections - slots.available_permits()) as f64);
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Per-connection errors (reset before accept) are the
-                    // client's; running out of descriptors is ours: back off.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+        let stream = match accept(&listener, &mut stop).await {
+            Accepted::Stream(stream) => stream,
+            Accepted::Failed => continue,
+            Accepted::Stopping => break,
         };
         let _ = stream.set_nodelay(true);
         next_connection += 1;
         let id = next_connection;
-        let activity = Arc::new(Activity::default());
-        registry.lock().insert(
-            id,
-            Watched {
-                activity: Arc::clone(&activity),
-                requests_seen: 0,
-                quiet_since: Instant::now(),
-            },
-        );
+        let activity = watch_connection(&registry, id);
         let connection = http.serve_connection(
             TokioIo::new(stream),
             ConnectionService {
@@ -150,40 +134,90 @@ pub async fn serve(
         );
         let registry = Arc::clone(&registry);
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let mut draining = false;
-            let ended = std::future::poll_fn(|cx| {
-                activity.waker.register(cx.waker());
-                match activity.command.load(Ordering::Acquire) {
-                    CLOSE => return Poll::Ready(Ok(())),
-                    DRAIN if !draining => {
-                        draining = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    _ => {}
-                }
-                connection.as_mut().poll(cx)
-            })
-            .await;
-            // Errors here are the client's (reset, malformed): hyper has
-            // already answered what could be answered.
-            if let Err(error) = ended {
-                tracing::debug!(%error, "connection ended");
-            }
+            run_connection(connection, &activity).await;
             registry.lock().remove(&id);
             drop(permit);
         });
     }
     drop(listener);
-    // Drain: idle connections close now, busy ones after their response.
+    drain(&registry, &slots, limits.max_connections).await;
+    reaper.abort();
+    Ok(())
+}
+
+enum Accepted {
+    Stream(TcpStream),
+    /// The accept failed (and was waited out): try again.
+    Failed,
+    Stopping,
+}
+
+async fn accept(listener: &TcpListener, stop: &mut watch::Receiver<bool>) -> Accepted {
+    tokio::select! {
+        accepted = listener.accept() => match accepted {
+            Ok((stream, _)) => Accepted::Stream(stream),
+            Err(error) => {
+                // Per-connection errors (reset before accept) are the
+                // client's; running out of descriptors is ours: back off.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Accepted::Failed
+            }
+        },
+        _ = stop.changed() => Accepted::Stopping,
+    }
+}
+
+/// Registers connection `id` with the reaper; returns its activity.
+fn watch_connection(registry: &Registry, id: u64) -> Arc<Activity> {
+    let activity = Arc::new(Activity::default());
+    registry.lock().insert(
+        id,
+        Watched {
+            activity: Arc::clone(&activity),
+            requests_seen: 0,
+            quiet_since: Instant::now(),
+        },
+    );
+    activity
+}
+
+/// Serves one connection until it ends, draining it gracefully or closing
+/// it at once as `activity`'s command says.
+async fn run_connection(
+    connection: hyper::server::conn::http1::Connection<TokioIo<TcpStream>, ConnectionService>,
+    activity: &Activity,
+) {
+    let mut connection = std::pin::pin!(connection);
+    let mut draining = false;
+    let ended = std::future::poll_fn(|cx| {
+        activity.waker.register(cx.waker());
+        match activity.command.load(Ordering::Acquire) {
+            CLOSE => return Poll::Ready(Ok(())),
+            DRAIN if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ => {}
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    // Errors here are the client's (reset, malformed): hyper has
+    // already answered what could be answered.
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection ended");
+    }
+}
+
+/// Idle connections close now, busy ones after their response; returns
+/// once every connection task has given its slot back.
+async fn drain(registry: &Registry, slots: &Semaphore, max_connections: usize) {
     for watched in registry.lock().values() {
         watched.activity.tell(DRAIN);
     }
-    // Every connection task gives its slot back when it ends.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
-    reaper.abort();
-    Ok(())
 }
 
 /// Closes connections that have been quiet (no request started, no response

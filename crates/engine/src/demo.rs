@@ -54,28 +54,37 @@ fn group(text: &str) -> Result<GroupName, String> {
 
 /// Loads the data set; returns the number of positions created.
 pub fn load(ledger: &Ledger, now: TimestampMs) -> Result<usize, String> {
-    let fail = |r: Refusal| r.to_string();
-    let mut stores = Vec::new();
-    let mut online = Vec::new();
-    let mut paris = Vec::new();
-    let mut north = Vec::new();
+    let mut network = Network::default();
+    put_stores(ledger, &mut network)?;
+    put_warehouses(ledger, &mut network)?;
+    put_groups(ledger, &network)?;
+    put_policies(ledger)?;
+    stock(ledger, &network.stores, now)
+}
+
+fn fail(refusal: Refusal) -> String {
+    refusal.to_string()
+}
+
+const WAREHOUSES: [(&str, &str, f64, f64); 2] = [
+    ("WH-NORD", "Warehouse Nord (Lille)", 50.60, 3.10),
+    ("WH-SUD", "Warehouse Sud (Lyon)", 45.70, 4.90),
+];
+
+/// The locations each group lists, gathered as they are registered.
+#[derive(Default)]
+struct Network {
+    stores: Vec<LocationCode>,
+    online: Vec<LocationCode>,
+    paris: Vec<LocationCode>,
+    north: Vec<LocationCode>,
+}
+
+/// Two stores per city: `-01` (Centre, ships from store) and `-02` (Nord).
+fn put_stores(ledger: &Ledger, network: &mut Network) -> Result<(), String> {
     for (index, (city_code, city, lat, lon)) in CITIES.iter().enumerate() {
         for n in 1..=2 {
             let store = code(&format!("{city_code}-{n:02}"))?;
-            let pickup = match (index + n) % 4 {
-                0 => Pickup {
-                    method: PickupMethod::Reserve,
-                    sla: Some(PickupSla::NextDay),
-                },
-                1 => Pickup {
-                    method: PickupMethod::ShipToStore,
-                    sla: PickupSla::days(3),
-                },
-                _ => Pickup {
-                    method: PickupMethod::Buy,
-                    sla: Some(PickupSla::SameDay),
-                },
-            };
             let ship_from_store = n == 1;
             ledger
                 .put_location(Location {
@@ -83,27 +92,45 @@ pub fn load(ledger: &Ledger, now: TimestampMs) -> Result<usize, String> {
                     kind: LocationKind::Store,
                     name: format!("{city} {}", if n == 1 { "Centre" } else { "Nord" }),
                     coords: GeoPoint::new(lat + 0.01 * n as f64, lon - 0.012 * n as f64),
-                    pickup: Some(pickup),
+                    pickup: Some(store_pickup(index + n)),
                     ship_from_store,
                 })
                 .map_err(fail)?;
             if ship_from_store {
-                online.push(store.clone());
+                network.online.push(store.clone());
             }
             if *city_code == "PAR" {
-                paris.push(store.clone());
+                network.paris.push(store.clone());
             }
             if *lat > 48.0 {
-                north.push(store.clone());
+                network.north.push(store.clone());
             }
-            stores.push(store);
+            network.stores.push(store);
         }
     }
-    let warehouses = [
-        ("WH-NORD", "Warehouse Nord (Lille)", 50.60, 3.10),
-        ("WH-SUD", "Warehouse Sud (Lyon)", 45.70, 4.90),
-    ];
-    for (text, name, lat, lon) in warehouses {
+    Ok(())
+}
+
+/// The pickup settings of a store, varied by `turn`.
+fn store_pickup(turn: usize) -> Pickup {
+    match turn % 4 {
+        0 => Pickup {
+            method: PickupMethod::Reserve,
+            sla: Some(PickupSla::NextDay),
+        },
+        1 => Pickup {
+            method: PickupMethod::ShipToStore,
+            sla: PickupSla::days(3),
+        },
+        _ => Pickup {
+            method: PickupMethod::Buy,
+            sla: Some(PickupSla::SameDay),
+        },
+    }
+}
+
+fn put_warehouses(ledger: &Ledger, network: &mut Network) -> Result<(), String> {
+    for (text, name, lat, lon) in WAREHOUSES {
         let warehouse = code(text)?;
         ledger
             .put_location(Location {
@@ -115,17 +142,31 @@ pub fn load(ledger: &Ledger, now: TimestampMs) -> Result<usize, String> {
                 ship_from_store: true,
             })
             .map_err(fail)?;
-        online.push(warehouse);
+        network.online.push(warehouse);
     }
-    ledger.put_group(group("online")?, &online).map_err(fail)?;
-    ledger.put_group(group("stores")?, &stores).map_err(fail)?;
-    ledger.put_group(group("paris")?, &paris).map_err(fail)?;
+    Ok(())
+}
+
+fn put_groups(ledger: &Ledger, network: &Network) -> Result<(), String> {
     ledger
-        .put_group(group("north-region")?, &north)
+        .put_group(group("online")?, &network.online)
         .map_err(fail)?;
-    // Keep the last 2 units of every store for walk-in customers; the
-    // marketplace sees at most 20 per location of the online network; ads
-    // advertise a store's stock only above 1 unit.
+    ledger
+        .put_group(group("stores")?, &network.stores)
+        .map_err(fail)?;
+    ledger
+        .put_group(group("paris")?, &network.paris)
+        .map_err(fail)?;
+    ledger
+        .put_group(group("north-region")?, &network.north)
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// Keep the last 2 units of every store for walk-in customers; the
+/// marketplace sees at most 20 per location of the online network; ads
+/// advertise a store's stock only above 1 unit.
+fn put_policies(ledger: &Ledger) -> Result<(), String> {
     for channel in [Channel::Web, Channel::App] {
         ledger
             .put_policy(
@@ -158,10 +199,66 @@ pub fn load(ledger: &Ledger, now: TimestampMs) -> Result<usize, String> {
             }),
         )
         .map_err(fail)?;
+    Ok(())
+}
 
+/// Counts every SKU in both warehouses and about a third of the stores;
+/// returns the number of positions created.
+fn stock(ledger: &Ledger, stores: &[LocationCode], now: TimestampMs) -> Result<usize, String> {
     let mut rng = Rng(0x005E_ED0F_0AA1);
     let mut positions = 0;
-    let count = |sku: &Sku, location: &LocationCode, on_hand: u32| CountRequest {
+    for n in 1..=DEMO_SKUS {
+        let sku = Sku::new(&format!("SKU-{n:05}")).map_err(|e| e.to_string())?;
+        for (text, ..) in WAREHOUSES {
+            let on_hand = 50 + rng.below(950) as u32;
+            ledger
+                .count(&demo_count(&sku, &code(text)?, on_hand), now, None)
+                .map_err(fail)?;
+            positions += 1;
+        }
+        positions += stock_stores(ledger, &mut rng, n, &sku, stores, now)?;
+        if n % 10 == 0 {
+            expect_purchase_order(ledger, n, &sku, now)?;
+        }
+    }
+    Ok(positions)
+}
+
+/// Counts SKU number `n` in about a third of the stores; returns the number
+/// of positions created.
+fn stock_stores(
+    ledger: &Ledger,
+    rng: &mut Rng,
+    n: u32,
+    sku: &Sku,
+    stores: &[LocationCode],
+    now: TimestampMs,
+) -> Result<usize, String> {
+    let mut positions = 0;
+    for store in stores {
+        if rng.below(3) == 0 {
+            ledger
+                .count(&demo_count(sku, store, rng.below(20) as u32), now, None)
+                .map_err(fail)?;
+            positions += 1;
+            // Big items (every 50th SKU) are display models in some
+            // stores: shown, ordered for delivery, not sold off the shelf.
+            if n.is_multiple_of(50) && rng.below(2) == 0 {
+                let display = DisplayRequest {
+                    sku: sku.clone(),
+                    location: store.clone(),
+                    display_only: true,
+                    reference: Some("demo".into()),
+                };
+                ledger.set_display(&display, now, None).map_err(fail)?;
+            }
+        }
+    }
+    Ok(positions)
+}
+
+fn demo_count(sku: &Sku, location: &LocationCode, on_hand: u32) -> CountRequest {
+    CountRequest {
         sku: sku.clone(),
         location: location.clone(),
         on_hand: Qty(on_hand),
@@ -169,57 +266,32 @@ pub fn load(ledger: &Ledger, now: TimestampMs) -> Result<usize, String> {
         expected_version: None,
         as_of: None,
         reference: Some("demo".into()),
-    };
-    for n in 1..=DEMO_SKUS {
-        let sku = Sku::new(&format!("SKU-{n:05}")).map_err(|e| e.to_string())?;
-        for (text, ..) in warehouses {
-            ledger
-                .count(
-                    &count(&sku, &code(text)?, 50 + rng.below(950) as u32),
-                    now,
-                    None,
-                )
-                .map_err(fail)?;
-            positions += 1;
-        }
-        for store in &stores {
-            if rng.below(3) == 0 {
-                ledger
-                    .count(&count(&sku, store, rng.below(20) as u32), now, None)
-                    .map_err(fail)?;
-                positions += 1;
-                // Big items (every 50th SKU) are display models in some
-                // stores: shown, ordered for delivery, not sold off the shelf.
-                if n % 50 == 0 && rng.below(2) == 0 {
-                    let display = DisplayRequest {
-                        sku: sku.clone(),
-                        location: store.clone(),
-                        display_only: true,
-                        reference: Some("demo".into()),
-                    };
-                    ledger.set_display(&display, now, None).map_err(fail)?;
-                }
-            }
-        }
-        if n % 10 == 0 {
-            let line = Line {
-                sku: sku.clone(),
-                location: code("WH-NORD")?,
-                qty: Qty(100),
-            };
-            let expected_at = now.plus_ms(3 * 24 * 3_600_000);
-            ledger
-                .expect_incoming(
-                    &IncomingRequest {
-                        line,
-                        expected_at,
-                        reference: Some(format!("PO-{n:05}")),
-                    },
-                    now,
-                    None,
-                )
-                .map_err(fail)?;
-        }
     }
-    Ok(positions)
+}
+
+/// 100 units of SKU number `n` expected at WH-NORD in 3 days.
+fn expect_purchase_order(
+    ledger: &Ledger,
+    n: u32,
+    sku: &Sku,
+    now: TimestampMs,
+) -> Result<(), String> {
+    let line = Line {
+        sku: sku.clone(),
+        location: code("WH-NORD")?,
+        qty: Qty(100),
+    };
+    let expected_at = now.plus_ms(3 * 24 * 3_600_000);
+    ledger
+        .expect_incoming(
+            &IncomingRequest {
+                line,
+                expected_at,
+                reference: Some(format!("PO-{n:05}")),
+            },
+            now,
+            None,
+        )
+        .map_err(fail)?;
+    Ok(())
 }

@@ -18,6 +18,7 @@
 //! a writer reads the number *after* its change, so the round a writer
 //! waits for always contains its change.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -354,50 +355,121 @@ pub async fn run<S: Store>(
     parts: FlusherParts,
     mut stop: watch::Receiver<bool>,
 ) {
-    let FlusherParts {
-        ledger,
-        keys,
-        mut changes,
-        clock,
-    } = parts;
-    let config = handle.config.clone();
-    let poll = Duration::from_millis(config.flush_interval_ms.clamp(1, 5));
-    let reservation_shards = reservation_shards(&ledger);
-    let mut written_catalog = if changes.everything {
-        u64::MAX
-    } else {
-        ledger.catalog().generation()
-    };
-    let mut written_keys = if changes.everything {
-        u64::MAX
-    } else {
-        keys.generation()
-    };
-    let mut retry_at: Option<Instant> = None;
-    let mut stopping = false;
-    let mut clean_written = false;
-    let mut final_attempts = 0;
+    let mut flusher = Flusher::new(handle, store, parts);
     loop {
-        let woken = if stopping {
-            false
-        } else {
-            tokio::select! {
-                _ = handle.wake.notified() => true,
-                _ = tokio::time::sleep(poll) => false,
-                _ = stop.changed() => { stopping = true; false }
+        let woken = flusher.wait(&mut stop).await;
+        let now = (flusher.clock)();
+        match flusher.next_step(now, woken) {
+            Step::Wait => continue,
+            Step::Stop => return,
+            Step::Flush { keys_changed } => {
+                if flusher.flush(now, keys_changed).await.is_break() {
+                    return;
+                }
             }
-        };
-        let now = clock();
-        ledger.collect_changes(&mut changes, now);
-        let catalog_changed = ledger.catalog().generation() != written_catalog;
-        let keys_changed = keys.generation() != written_keys;
-        handle.record_backlog(&changes, now);
+        }
+    }
+}
 
+/// What the flusher does after waking.
+enum Step {
+    /// Nothing due (or backing off): wait again.
+    Wait,
+    /// Stopping, and nothing is left to write.
+    Stop,
+    Flush {
+        keys_changed: bool,
+    },
+}
+
+/// The flusher's state between rounds.
+struct Flusher<S> {
+    handle: Arc<WriteBehind>,
+    store: Arc<S>,
+    ledger: Arc<Ledger>,
+    keys: Arc<dyn KeySource>,
+    changes: Changes,
+    clock: fn() -> TimestampMs,
+    config: WriteBehindConfig,
+    poll: Duration,
+    reservation_shards: usize,
+    /// Catalog and key generations the store has (`u64::MAX`: unknown).
+    written_catalog: u64,
+    written_keys: u64,
+    retry_at: Option<Instant>,
+    stopping: bool,
+    clean_written: bool,
+    final_attempts: u32,
+}
+
+impl<S: Store> Flusher<S> {
+    fn new(handle: Arc<WriteBehind>, store: Arc<S>, parts: FlusherParts) -> Flusher<S> {
+        let FlusherParts {
+            ledger,
+            keys,
+            changes,
+            clock,
+        } = parts;
+        let config = handle.config.clone();
+        let poll = Duration::from_millis(config.flush_interval_ms.clamp(1, 5));
+        let reservation_shards = reservation_shards(&ledger);
+        let written_catalog = if changes.everything {
+            u64::MAX
+        } else {
+            ledger.catalog().generation()
+        };
+        let written_keys = if changes.everything {
+            u64::MAX
+        } else {
+            keys.generation()
+        };
+        Flusher {
+            handle,
+            store,
+            ledger,
+            keys,
+            changes,
+            clock,
+            config,
+            poll,
+            reservation_shards,
+            written_catalog,
+            written_keys,
+            retry_at: None,
+            stopping: false,
+            clean_written: false,
+            final_attempts: 0,
+        }
+    }
+
+    /// Waits for a wake-up, the poll interval or `stop` (not at all once
+    /// stopping); true when woken by a writer.
+    async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        if self.stopping {
+            return false;
+        }
+        tokio::select! {
+            _ = self.handle.wake.notified() => true,
+            _ = tokio::time::sleep(self.poll) => false,
+            _ = stop.changed() => { self.stopping = true; false }
+        }
+    }
+
+    /// Collects the changes up to `now` and says whether a write is due.
+    fn next_step(&mut self, now: TimestampMs, woken: bool) -> Step {
+        self.ledger.collect_changes(&mut self.changes, now);
+        let catalog_changed = self.ledger.catalog().generation() != self.written_catalog;
+        let keys_changed = self.keys.generation() != self.written_keys;
+        self.handle.record_backlog(&self.changes, now);
+
+        let (config, changes, stopping) = (&self.config, &self.changes, self.stopping);
         let oldest_due = changes.oldest_unwritten.is_some_and(|(_, at)| {
             now.0.saturating_sub(at.0) >= i64::try_from(config.flush_interval_ms).unwrap_or(0)
         });
-        let pending =
-            !changes.is_empty() || catalog_changed || keys_changed || (stopping && !clean_written);
+        let pending = !changes.is_empty()
+            || catalog_changed
+            || keys_changed
+            || (stopping && !self.clean_written);
         let due = changes.everything
             || catalog_changed
             || keys_changed
@@ -405,81 +477,102 @@ pub async fn run<S: Store>(
             || changes.backlog() >= config.flush_max_items
             || (woken && config.sync)
             || (stopping && pending);
-        let backing_off = retry_at.is_some_and(|at| Instant::now() < at) && !stopping;
+        let backing_off = self.retry_at.is_some_and(|at| Instant::now() < at) && !stopping;
         if !due || backing_off {
-            if stopping && !pending {
-                return;
-            }
-            continue;
+            return if stopping && !pending {
+                Step::Stop
+            } else {
+                Step::Wait
+            };
         }
+        Step::Flush { keys_changed }
+    }
 
+    /// Writes one round; breaks when stopping and the last attempts failed.
+    async fn flush(&mut self, now: TimestampMs, keys_changed: bool) -> ControlFlow<()> {
         // The round number is taken before the cut (see the module docs).
-        let round = handle.round.fetch_add(1, Ordering::SeqCst);
-        let keys_generation = keys.generation();
-        let catalog_generation_before = ledger.catalog().generation();
-        let cut = ledger.cut(&mut changes, now);
-        let keys_record = (keys_changed || cut.everything).then(|| keys.export());
+        let round = self.handle.round.fetch_add(1, Ordering::SeqCst);
+        let keys_generation = self.keys.generation();
+        let catalog_generation_before = self.ledger.catalog().generation();
+        let cut = self.ledger.cut(&mut self.changes, now);
+        let keys_record = (keys_changed || cut.everything).then(|| self.keys.export());
         let batch = Batch {
             cut: &cut,
             keys: keys_record.as_ref(),
             now,
-            reservation_shards,
-            clean: stopping,
+            reservation_shards: self.reservation_shards,
+            clean: self.stopping,
         };
         let items = cut.positions.len() + cut.reservations.len() + cut.idempotency.len();
         let started = Instant::now();
-        let result = store.write(&batch).await;
+        let result = self.store.write(&batch).await;
         match result {
             Ok(()) => {
-                clean_written = stopping;
+                self.clean_written = self.stopping;
                 let full = cut.everything;
-                changes.written(&cut);
-                written_catalog = cut.catalog.generation.max(catalog_generation_before);
+                self.changes.written(&cut);
+                self.written_catalog = cut.catalog.generation.max(catalog_generation_before);
                 if let Some(record) = &keys_record {
-                    written_keys = record.generation.max(keys_generation);
+                    self.written_keys = record.generation.max(keys_generation);
                 }
-                retry_at = None;
-                handle.record_success(&changes, full, items, started.elapsed());
-                handle
+                self.retry_at = None;
+                self.handle
+                    .record_success(&self.changes, full, items, started.elapsed());
+                self.handle
                     .progress
                     .send_modify(|p| p.flushed = p.flushed.max(round));
                 if full {
                     tracing::info!(items, head = cut.head.0, "store rewritten in full");
                 }
+                ControlFlow::Continue(())
             }
             Err(StoreError::Replaced(reason)) => {
                 tracing::warn!(%reason, "store restarted or replaced: rewriting the full state");
-                changes.unwritten(cut);
-                changes.everything = true;
+                self.changes.unwritten(cut);
+                self.changes.everything = true;
                 // No backoff: the full rewrite follows at once.
+                ControlFlow::Continue(())
             }
             Err(error) => {
-                changes.unwritten(cut);
-                let failures = handle.record_failure(&error, now);
-                handle
-                    .progress
-                    .send_modify(|p| p.failed = p.failed.max(round));
-                let backoff_ms = config
-                    .retry_min_ms
-                    .saturating_mul(1 << failures.min(16).saturating_sub(1))
-                    .min(config.retry_max_ms);
-                retry_at = Some(Instant::now() + Duration::from_millis(backoff_ms));
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(%error, failures, backoff_ms, backlog = changes.backlog(),
-                        "write-behind flush failed; serving from memory and retrying");
-                }
-                if stopping {
-                    final_attempts += 1;
-                    if final_attempts >= 3 {
-                        tracing::error!(
-                            backlog = changes.backlog(),
-                            "stopping with changes not written to the store"
-                        );
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                }
+                self.changes.unwritten(cut);
+                self.failed(&error, now, round).await
             }
         }
+    }
+
+    /// After a failed write: backs off (doubling), and when stopping gives
+    /// up after the third attempt.
+    async fn failed(
+        &mut self,
+        error: &StoreError,
+        now: TimestampMs,
+        round: u64,
+    ) -> ControlFlow<()> {
+        let failures = self.handle.record_failure(error, now);
+        self.handle
+            .progress
+            .send_modify(|p| p.failed = p.failed.max(round));
+        let backoff_ms = self
+            .config
+            .retry_min_ms
+            .saturating_mul(1 << failures.min(16).saturating_sub(1))
+            .min(self.config.retry_max_ms);
+        self.retry_at = Some(Instant::now() + Duration::from_millis(backoff_ms));
+        if failures == 1 || failures.is_multiple_of(20) {
+            tracing::warn!(%error, failures, backoff_ms, backlog = self.changes.backlog(),
+                "write-behind flush failed; serving from memory and retrying");
+        }
+        if self.stopping {
+            self.final_attempts += 1;
+            if self.final_attempts >= 3 {
+                tracing::error!(
+                    backlog = self.changes.backlog(),
+                    "stopping with changes not written to the store"
+                );
+                return ControlFlow::Break(());
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+        }
+        ControlFlow::Continue(())
     }
 }

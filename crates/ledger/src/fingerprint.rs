@@ -43,7 +43,7 @@ use std::hash::{Hash, Hasher};
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 
-use super::holds::{Holder, HolderKind};
+use super::holder::{Holder, HolderKind};
 use super::ids::{Channel, HolderId, LocationCode, Qty, ReservationId, Seq, Sku, TimestampMs};
 use super::requests::{
     AdjustmentRequest, CommitRequest, CountRequest, DisplayRequest, IncomingRequest, Line,
@@ -486,7 +486,7 @@ fingerprinted_whole! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::holds::HoldCap;
+    use crate::holder::HoldCap;
 
     fn sku(s: &str) -> Sku {
         Sku::new(s).expect("valid sku")

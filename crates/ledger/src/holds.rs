@@ -16,47 +16,8 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use rustc_hash::FxHashMap;
 
-use super::ids::HolderId;
+use super::holder::{HoldCap, Holder};
 use super::refusal::Refusal;
-
-/// What a holder is: whose units a cap counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HolderKind {
-    /// An API key (its id): caps one integration, whatever customers it serves.
-    Key,
-    /// A customer account, across every key and channel it reserves through.
-    Customer,
-}
-
-impl HolderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HolderKind::Key => "key",
-            HolderKind::Customer => "customer",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<HolderKind> {
-        match text {
-            "key" => Some(HolderKind::Key),
-            "customer" => Some(HolderKind::Customer),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Holder {
-    pub kind: HolderKind,
-    pub id: HolderId,
-}
-
-/// A holder and the most units it may hold across its held reservations.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct HoldCap {
-    pub holder: Holder,
-    pub max_units: u64,
-}
 
 /// Units held per counted holder. Entries at zero are removed, so the map
 /// is bounded by the number of held reservations with a holder.
@@ -152,6 +113,8 @@ impl HeldUnits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::holder::HolderKind;
+    use crate::ids::HolderId;
 
     fn cap(kind: HolderKind, id: &str, max_units: u64) -> HoldCap {
         HoldCap {

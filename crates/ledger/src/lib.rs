@@ -17,6 +17,7 @@ mod chunked_ring;
 mod config;
 mod deadlines;
 mod fingerprint;
+mod holder;
 mod holds;
 mod idempotency;
 mod ids;
@@ -27,8 +28,9 @@ mod publishing;
 mod queries;
 mod refusal;
 mod requests;
-mod reservation;
-mod reservations;
+mod reservation_ops;
+mod reservation_state;
+mod reservation_store;
 mod shards;
 mod skus;
 mod stock;
@@ -49,7 +51,7 @@ pub use catalog::{
 };
 pub use config::LedgerConfig;
 pub use fingerprint::{Fingerprint, FingerprintVersion};
-pub use holds::{HoldCap, Holder, HolderKind};
+pub use holder::{HoldCap, Holder, HolderKind};
 pub use ids::{
     Channel, GroupName, HolderId, IdError, IdempotencyKey, LocId, LocationCode, MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS, PosKey, Qty, ReservationId, Seq, Sku, SkuId, TimestampMs,
@@ -69,14 +71,14 @@ pub use requests::{
     ReservationView, ReserveRequest, ReturnRequest, SaleRequest, Scope, SkuAvailability,
     TransferRequest, WriteOutput,
 };
-pub use reservation::ReservationState;
+pub use reservation_state::ReservationState;
 
 use holds::HeldUnits;
 use idempotency::{Claim, IdempotencyStore};
 use journal::Journal;
 use position::{Position, Snapshot};
 use publishing::{CatalogHistory, CursorScope, PublishMarks};
-use reservation::ReservationShards;
+use reservation_store::ReservationShards;
 use shards::{LockedShards, PositionShards};
 use skus::SkuTable;
 

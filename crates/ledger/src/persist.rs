@@ -16,12 +16,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use parking_lot::MutexGuard;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use super::Ledger;
 use super::catalog::{Catalog, ChannelPolicy, Location, PolicyScope};
-use super::holds::Holder;
+use super::holder::Holder;
 use super::idempotency::IdempotencyRecord as GenericIdempotencyRecord;
 use super::ids::{
     Channel, GroupName, IdempotencyKey, LocId, LocationCode, PosKey, Qty, ReservationId, Seq, Sku,
@@ -30,7 +31,9 @@ use super::ids::{
 use super::journal::{JournalRead, Movement, MovementKind};
 use super::position::{Incoming, MAX_PUBLISHED_LAG, OnHandMovement, Position, PositionCounts};
 use super::requests::WriteOutput;
-use super::reservation::{HeldLine, Reservation, ReservationState};
+use super::reservation_state::ReservationState;
+use super::reservation_store::{HeldLine, Reservation, ReservationShard};
+use super::shards::PositionMap;
 
 pub type IdempotencyRecord = GenericIdempotencyRecord<WriteOutput>;
 
@@ -373,52 +376,13 @@ impl Ledger {
     /// Does not clear `changes`: call [`Changes::written`] once the cut is
     /// safely stored, [`Changes::unwritten`] if it was not.
     pub fn cut(&self, changes: &mut Changes, now: TimestampMs) -> Cut {
-        let (head, positions, reservations, next_local, catalog) = {
-            let reservation_guards: Vec<_> = (0..self.reservations.count())
-                .map(|i| self.reservations.lock_index(i))
-                .collect();
-            let position_guards = self.positions.lock_all();
-            self.collect_changes(changes, now);
-            let head = changes.cursor;
-            debug_assert_eq!(head, self.journal.head(), "no writer runs during a cut");
-            let catalog = self.catalog.load_full();
-            // Whole SKUs: every position of each SKU that changed (a store
-            // may keep a SKU's positions together, as the Redis store does).
-            let mut positions: Vec<(PosKey, Position)> = if changes.everything {
-                position_guards
-                    .iter()
-                    .flat_map(|map| map.iter().map(|(k, p)| (*k, p.clone())))
-                    .collect()
-            } else {
-                let skus: FxHashSet<SkuId> = changes.positions.iter().map(|k| k.sku()).collect();
-                let locations = catalog.location_count() as u32;
-                skus.into_iter()
-                    .flat_map(|sku| (0..locations).map(move |loc| PosKey::new(sku, LocId(loc))))
-                    .filter_map(|key| {
-                        let map = &position_guards[self.positions.shard_of(key)];
-                        map.get(&key).map(|p| (key, p.clone()))
-                    })
-                    .collect()
-            };
-            positions.sort_unstable_by_key(|(key, _)| (key.sku(), key.loc()));
-            let reservations: Vec<(ReservationId, Reservation)> = if changes.everything {
-                reservation_guards
-                    .iter()
-                    .flat_map(|shard| shard.iter().map(|(id, r)| (id, r.clone())))
-                    .collect()
-            } else {
-                changes
-                    .reservations
-                    .iter()
-                    .filter_map(|id| {
-                        let shard = &reservation_guards[self.reservations.index_of(*id)];
-                        shard.get(*id).map(|r| (*id, r.clone()))
-                    })
-                    .collect()
-            };
-            let next_local = reservation_guards.iter().map(|s| s.next_local()).collect();
-            (head, positions, reservations, next_local, catalog)
-        };
+        let Copied {
+            head,
+            positions,
+            reservations,
+            next_local,
+            catalog,
+        } = self.copy_changed(changes, now);
 
         // The keys named by the cut's movements, after the locks: an
         // operation completes its key just after releasing them. Records go
@@ -451,6 +415,79 @@ impl Ledger {
             movements: changes.movements.drain(..).collect(),
             cursor_lineage: self.cursor_lineage(),
             cursor_floor: self.cursor_floor(),
+        }
+    }
+
+    /// Under every reservation and position shard lock (so no writer runs):
+    /// brings `changes` up to the journal head and copies what changed.
+    fn copy_changed(&self, changes: &mut Changes, now: TimestampMs) -> Copied {
+        let reservation_guards: Vec<_> = (0..self.reservations.count())
+            .map(|i| self.reservations.lock_index(i))
+            .collect();
+        let position_guards = self.positions.lock_all();
+        self.collect_changes(changes, now);
+        let head = changes.cursor;
+        debug_assert_eq!(head, self.journal.head(), "no writer runs during a cut");
+        let catalog = self.catalog.load_full();
+        let positions = self.changed_positions(changes, &position_guards, &catalog);
+        let reservations = self.changed_reservations(changes, &reservation_guards);
+        let next_local = reservation_guards.iter().map(|s| s.next_local()).collect();
+        Copied {
+            head,
+            positions,
+            reservations,
+            next_local,
+            catalog,
+        }
+    }
+
+    /// Whole SKUs: every position of each SKU that changed (a store may keep
+    /// a SKU's positions together, as the Redis store does), sorted.
+    fn changed_positions(
+        &self,
+        changes: &Changes,
+        position_guards: &[MutexGuard<'_, PositionMap>],
+        catalog: &Catalog,
+    ) -> Vec<(PosKey, Position)> {
+        let mut positions: Vec<(PosKey, Position)> = if changes.everything {
+            position_guards
+                .iter()
+                .flat_map(|map| map.iter().map(|(k, p)| (*k, p.clone())))
+                .collect()
+        } else {
+            let skus: FxHashSet<SkuId> = changes.positions.iter().map(|k| k.sku()).collect();
+            let locations = catalog.location_count() as u32;
+            skus.into_iter()
+                .flat_map(|sku| (0..locations).map(move |loc| PosKey::new(sku, LocId(loc))))
+                .filter_map(|key| {
+                    let map = &position_guards[self.positions.shard_of(key)];
+                    map.get(&key).map(|p| (key, p.clone()))
+                })
+                .collect()
+        };
+        positions.sort_unstable_by_key(|(key, _)| (key.sku(), key.loc()));
+        positions
+    }
+
+    fn changed_reservations(
+        &self,
+        changes: &Changes,
+        reservation_guards: &[MutexGuard<'_, ReservationShard>],
+    ) -> Vec<(ReservationId, Reservation)> {
+        if changes.everything {
+            reservation_guards
+                .iter()
+                .flat_map(|shard| shard.iter().map(|(id, r)| (id, r.clone())))
+                .collect()
+        } else {
+            changes
+                .reservations
+                .iter()
+                .filter_map(|id| {
+                    let shard = &reservation_guards[self.reservations.index_of(*id)];
+                    shard.get(*id).map(|r| (*id, r.clone()))
+                })
+                .collect()
         }
     }
 
@@ -539,6 +576,34 @@ impl Ledger {
         mut state: Restore,
         now: TimestampMs,
     ) -> Result<RestoreReport, RestoreError> {
+        self.check_restorable(&state)?;
+        let mut report = RestoreReport::default();
+        if let Some(catalog) = state.catalog.take() {
+            self.restore_catalog(catalog)?;
+        }
+        // The versions of the previous run are gone: a cursor from before
+        // its last catalog change is answered in full.
+        self.reset_catalog_history();
+        let catalog = self.catalog.load_full();
+
+        // Held units per position, from the reservations.
+        let mut held: FxHashMap<PosKey, u64> = FxHashMap::default();
+        let reservations = std::mem::take(&mut state.reservations);
+        let by_shard =
+            self.reservations_by_shard(&catalog, reservations, &mut held, &mut report)?;
+        let positions = std::mem::take(&mut state.positions);
+        self.restore_positions(&catalog, positions, &mut held, &mut report)?;
+        self.restore_held_without_position(held, &mut report);
+        self.fill_reservation_shards(by_shard, &state.reservation_next_local);
+        let idempotency = std::mem::take(&mut state.idempotency);
+        self.restore_idempotency(idempotency, now, &mut report);
+        self.restart_journal(&state, &mut report);
+        Ok(report)
+    }
+
+    /// Restores only into a fresh ledger, with as many reservation shards as
+    /// the store was written with (ids name their shard).
+    fn check_restorable(&self, state: &Restore) -> Result<(), RestoreError> {
         if self.journal.head() != Seq(1)
             || self.position_count() != 0
             || self.reservation_count() != 0
@@ -551,43 +616,23 @@ impl Ledger {
                 configured: self.reservations.count(),
             });
         }
-        let mut report = RestoreReport::default();
-        if let Some(catalog) = state.catalog.take() {
-            self.restore_catalog(catalog)?;
-        }
-        // The versions of the previous run are gone: a cursor from before
-        // its last catalog change is answered in full.
-        self.reset_catalog_history();
-        let catalog = self.catalog.load_full();
+        Ok(())
+    }
 
-        // Held units per position, from the reservations.
-        let mut held: FxHashMap<PosKey, u64> = FxHashMap::default();
+    /// The reservations rebuilt from their records, grouped by shard; adds
+    /// held units to `held` and to the hold caps' counts.
+    fn reservations_by_shard(
+        &self,
+        catalog: &Catalog,
+        records: Vec<ReservationRecord>,
+        held: &mut FxHashMap<PosKey, u64>,
+        report: &mut RestoreReport,
+    ) -> Result<Vec<Vec<(ReservationId, Reservation)>>, RestoreError> {
         let mut by_shard: Vec<Vec<(ReservationId, Reservation)>> =
             (0..self.reservations.count()).map(|_| Vec::new()).collect();
-        for record in std::mem::take(&mut state.reservations) {
-            let mut lines: SmallVec<[HeldLine; 2]> = SmallVec::new();
-            for line in &record.lines {
-                let loc = catalog.location_id(line.location.as_str()).ok_or_else(|| {
-                    RestoreError::UnknownLocation {
-                        sku: line.sku.clone(),
-                        location: line.location.clone(),
-                    }
-                })?;
-                let sku = self
-                    .skus
-                    .intern(&line.sku)
-                    .map_err(|e| RestoreError::Sku(line.sku.clone(), e.to_string()))?;
-                let key = PosKey::new(sku, loc);
-                if record.state == ReservationState::Held {
-                    *held.entry(key).or_default() += u64::from(line.qty.0);
-                }
-                lines.push(HeldLine {
-                    position: key,
-                    qty: line.qty,
-                    committed: line.committed,
-                });
-            }
-            let held = record.state == ReservationState::Held;
+        for record in records {
+            let lines = self.restored_lines(catalog, &record, held)?;
+            let is_held = record.state == ReservationState::Held;
             let reservation = Reservation {
                 channel: record.channel,
                 state: record.state,
@@ -595,10 +640,10 @@ impl Ledger {
                 created_at: record.created_at,
                 expires_at: record.expires_at,
                 resolved_at: record.resolved_at,
-                holders: (held && !record.holders.is_empty())
+                holders: (is_held && !record.holders.is_empty())
                     .then(|| record.holders.into_boxed_slice()),
             };
-            if held {
+            if is_held {
                 report.reservations_held += 1;
                 for holder in reservation.holders.iter().flatten() {
                     self.held_units.restore(holder, reservation.units());
@@ -608,13 +653,56 @@ impl Ledger {
             }
             by_shard[self.reservations.index_of(record.id)].push((record.id, reservation));
         }
+        Ok(by_shard)
+    }
 
-        // Positions come grouped by SKU: intern each SKU once, and fill each
-        // shard under one lock.
+    /// A reservation record's lines on interned positions; a held
+    /// reservation's units are added to `held`.
+    fn restored_lines(
+        &self,
+        catalog: &Catalog,
+        record: &ReservationRecord,
+        held: &mut FxHashMap<PosKey, u64>,
+    ) -> Result<SmallVec<[HeldLine; 2]>, RestoreError> {
+        let mut lines: SmallVec<[HeldLine; 2]> = SmallVec::new();
+        for line in &record.lines {
+            let loc = catalog.location_id(line.location.as_str()).ok_or_else(|| {
+                RestoreError::UnknownLocation {
+                    sku: line.sku.clone(),
+                    location: line.location.clone(),
+                }
+            })?;
+            let sku = self
+                .skus
+                .intern(&line.sku)
+                .map_err(|e| RestoreError::Sku(line.sku.clone(), e.to_string()))?;
+            let key = PosKey::new(sku, loc);
+            if record.state == ReservationState::Held {
+                *held.entry(key).or_default() += u64::from(line.qty.0);
+            }
+            lines.push(HeldLine {
+                position: key,
+                qty: line.qty,
+                committed: line.committed,
+            });
+        }
+        Ok(lines)
+    }
+
+    /// Stores the positions, `reserved` taken from `held` (and removed from
+    /// it). Positions come grouped by SKU: each SKU is interned once, and
+    /// each shard filled under one lock.
+    fn restore_positions(
+        &self,
+        catalog: &Catalog,
+        records: Vec<PositionRecord>,
+        held: &mut FxHashMap<PosKey, u64>,
+        report: &mut RestoreReport,
+    ) -> Result<(), RestoreError> {
         let mut last_sku: Option<(Sku, SkuId)> = None;
         let mut by_position_shard: Vec<Vec<(PosKey, Position)>> =
             (0..self.positions.count()).map(|_| Vec::new()).collect();
-        for record in std::mem::take(&mut state.positions) {
+        for record in records {
             let loc = catalog
                 .location_id(record.location.as_str())
                 .ok_or_else(|| RestoreError::UnknownLocation {
@@ -642,33 +730,8 @@ impl Ledger {
             if reserved != record.reserved.0 {
                 report.reserved_recomputed += 1;
             }
-            let mut position = Position {
-                on_hand: record.on_hand.0,
-                reserved,
-                safety_stock: record.safety_stock.0,
-                // Stores written before the flag bit saturated at u32::MAX.
-                published_lag: record.published_lag.min(MAX_PUBLISHED_LAG),
-                version: record.version,
-                last_count_as_of: record.last_count_as_of,
-                extras: None,
-            };
-            if !record.incoming.is_empty()
-                || !record.history.is_empty()
-                || record.history_horizon != TimestampMs::MIN
-                || record.non_sellable.0 > 0
-            {
-                let extras = position.extras_mut();
-                extras.incoming = record.incoming;
-                extras.history = record
-                    .history
-                    .into_iter()
-                    .map(|(at, delta)| OnHandMovement { at, delta })
-                    .collect();
-                extras.history_horizon = record.history_horizon;
-                extras.non_sellable = record.non_sellable.0;
-            }
-            position.set_display_only(record.display_only);
-            by_position_shard[self.positions.shard_of(key)].push((key, position));
+            by_position_shard[self.positions.shard_of(key)]
+                .push((key, restored_position(record, reserved)));
             report.positions += 1;
         }
         for (index, positions) in by_position_shard.into_iter().enumerate() {
@@ -676,37 +739,61 @@ impl Ledger {
             map.reserve(positions.len());
             map.extend(positions);
         }
-        // Held lines on positions the store did not have (a store written
-        // by hand, or damaged): the units are held, on hand is unknown (0).
+        Ok(())
+    }
+
+    /// Held lines on positions the store did not have (a store written by
+    /// hand, or damaged): the units are held, on hand is unknown (0).
+    fn restore_held_without_position(
+        &self,
+        held: FxHashMap<PosKey, u64>,
+        report: &mut RestoreReport,
+    ) {
         for (key, units) in held {
             report.reserved_recomputed += 1;
             let mut position = Position::new();
             position.reserved = u32::try_from(units).unwrap_or(u32::MAX);
             self.positions.lock_one(key).insert(key, position);
         }
+    }
 
+    /// Stores each shard's reservations; its next id continues a gap above
+    /// both them and the stored next id.
+    fn fill_reservation_shards(
+        &self,
+        by_shard: Vec<Vec<(ReservationId, Reservation)>>,
+        stored_next_local: &[u64],
+    ) {
         for (index, reservations) in by_shard.into_iter().enumerate() {
             let mut shard = self.reservations.lock_index(index);
             for (id, reservation) in reservations {
                 shard.restore(id, reservation);
             }
-            let stored_next = state
-                .reservation_next_local
-                .get(index)
-                .copied()
-                .unwrap_or(1);
+            let stored_next = stored_next_local.get(index).copied().unwrap_or(1);
             let next = shard.next_local().max(stored_next);
             shard.finish_restore(next.saturating_add(RESTART_RESERVATION_GAP));
         }
+    }
 
-        let mut idempotency = std::mem::take(&mut state.idempotency);
-        idempotency.sort_by_key(|r| r.expires_at);
-        for record in idempotency {
+    /// Restores the idempotency keys still alive at `now`, soonest to
+    /// expire first.
+    fn restore_idempotency(
+        &self,
+        mut records: Vec<IdempotencyRecord>,
+        now: TimestampMs,
+        report: &mut RestoreReport,
+    ) {
+        records.sort_by_key(|r| r.expires_at);
+        for record in records {
             if self.idempotency.restore(record, now) {
                 report.idempotency_keys += 1;
             }
         }
+    }
 
+    /// Continues the journal a gap above the stored head, with the stored
+    /// cursor lineage; the cursor floor is kept only after a clean stop.
+    fn restart_journal(&self, state: &Restore, report: &mut RestoreReport) {
         let next_seq = Seq(state.head.0.max(1).saturating_add(RESTART_SEQ_GAP));
         self.journal.restart_at(next_seq);
         report.next_seq = self.journal.head();
@@ -719,7 +806,6 @@ impl Ledger {
             Seq(report.next_seq.0 - 1)
         };
         self.set_cursor_floor(floor);
-        Ok(report)
     }
 
     fn restore_catalog(&self, record: CatalogRecord) -> Result<(), RestoreError> {
@@ -742,4 +828,45 @@ impl Ledger {
         self.catalog.store(Arc::new(catalog));
         Ok(())
     }
+}
+
+/// What a cut copies under the locks.
+struct Copied {
+    head: Seq,
+    positions: Vec<(PosKey, Position)>,
+    reservations: Vec<(ReservationId, Reservation)>,
+    next_local: Vec<u64>,
+    catalog: Arc<Catalog>,
+}
+
+/// A stored position rebuilt from its record, with `reserved` recomputed
+/// from the held reservations.
+fn restored_position(record: PositionRecord, reserved: u32) -> Position {
+    let mut position = Position {
+        on_hand: record.on_hand.0,
+        reserved,
+        safety_stock: record.safety_stock.0,
+        // Stores written before the flag bit saturated at u32::MAX.
+        published_lag: record.published_lag.min(MAX_PUBLISHED_LAG),
+        version: record.version,
+        last_count_as_of: record.last_count_as_of,
+        extras: None,
+    };
+    if !record.incoming.is_empty()
+        || !record.history.is_empty()
+        || record.history_horizon != TimestampMs::MIN
+        || record.non_sellable.0 > 0
+    {
+        let extras = position.extras_mut();
+        extras.incoming = record.incoming;
+        extras.history = record
+            .history
+            .into_iter()
+            .map(|(at, delta)| OnHandMovement { at, delta })
+            .collect();
+        extras.history_horizon = record.history_horizon;
+        extras.non_sellable = record.non_sellable.0;
+    }
+    position.set_display_only(record.display_only);
+    position
 }

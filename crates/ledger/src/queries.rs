@@ -4,13 +4,13 @@
 use rustc_hash::FxHashMap;
 
 use super::catalog::LocationKind;
-use super::holds::Holder;
+use super::holder::Holder;
 use super::ids::{Channel, LocId, LocationCode, PosKey, Qty, Seq, Sku, SkuId, TimestampMs};
 use super::refusal::Refusal;
 use super::requests::{
     ChannelView, NearbyQuery, NearbyStore, PositionView, Scope, SkuAvailability,
 };
-use super::reservation::ReservationState;
+use super::reservation_state::ReservationState;
 use super::{HeldByPosition, Ledger};
 
 /// Totals gathered by [`Ledger::check_invariants`] on a consistent cut.

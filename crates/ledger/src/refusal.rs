@@ -4,11 +4,11 @@
 //! a reservation, then state, then versions, then hold caps, then stock),
 //! because that is the order in which it checks them.
 
-use super::holds::HolderKind;
+use super::holder::HolderKind;
 use super::ids::{
     GroupName, HolderId, IdError, LocationCode, Qty, ReservationId, Seq, Sku, TimestampMs,
 };
-use super::reservation::ReservationState;
+use super::reservation_state::ReservationState;
 
 /// One line that could not be granted, and by how much it fell short.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -2,9 +2,9 @@
 //! HTTP layer maps JSON to and from these; the ledger never sees JSON.
 
 use super::catalog::{GeoPoint, Pickup};
-use super::holds::HoldCap;
+use super::holder::HoldCap;
 use super::ids::{Channel, GroupName, LocationCode, Qty, ReservationId, Seq, Sku, TimestampMs};
-use super::reservation::ReservationState;
+use super::reservation_state::ReservationState;
 
 /// Units of one SKU at one location.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -18,7 +18,10 @@ use crate::http::dto::{
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, rfc3339};
-use crate::ledger::{ChannelPolicy, GroupName, JournalRead, PolicyScope, Qty, Seq};
+use crate::ledger::{
+    Catalog, ChannelPolicy, GroupName, JournalRead, Ledger, LocationCode, Movement, PolicyScope,
+    Qty, Seq, Sku,
+};
 
 /// Create or replace a store or warehouse.
 #[utoipa::path(put, path = "/v1/locations/{location}", tag = "admin", params(("location" = crate::http::openapi::LocationCode, Path)), request_body = LocationBody,
@@ -229,22 +232,8 @@ pub async fn journal(
     ApiQuery(params): ApiQuery<JournalParams>,
 ) -> ApiResult<Json<JournalJson>> {
     caller.require(Scope::Admin)?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::new(Code::InvalidLimit, "limit must be 1 to 1000"));
-    }
-    let sku = params
-        .sku
-        .as_deref()
-        .map(|s| json::sku("sku", s))
-        .transpose()?;
-    let location = params
-        .location
-        .as_deref()
-        .map(|l| json::location("location", l))
-        .transpose()?;
-    let catalog = state.ledger().catalog();
-    let mut from = Seq(params.since.unwrap_or(1).max(1));
+    let filter = JournalFilter::of(&params)?;
+    let from = Seq(params.since.unwrap_or(1).max(1));
     let head = state.ledger().journal_head();
     if from > head {
         // Never handed out here (another run's, or made up): answering it
@@ -259,75 +248,127 @@ pub async fn journal(
             ),
         ));
     }
-    let mut lagged = false;
-    let mut movements = Vec::new();
-    // Filtered reads scan forward in pages; bounded by the journal's size.
-    for _ in 0..64 {
-        let page = match state.ledger().read_journal(from, 1_000) {
-            JournalRead::Movements { movements, next } => (movements, next),
-            JournalRead::Lagged { oldest, .. } => {
-                lagged = true;
-                from = oldest;
-                continue;
+    Ok(Json(filter.read(state.ledger(), from)))
+}
+
+/// Which movements `GET /v1/journal` lists, and how many.
+struct JournalFilter {
+    limit: usize,
+    sku: Option<Sku>,
+    location: Option<LocationCode>,
+}
+
+impl JournalFilter {
+    fn of(params: &JournalParams) -> ApiResult<JournalFilter> {
+        let limit = params.limit.unwrap_or(100);
+        if !(1..=1_000).contains(&limit) {
+            return Err(ApiError::new(Code::InvalidLimit, "limit must be 1 to 1000"));
+        }
+        let sku = params
+            .sku
+            .as_deref()
+            .map(|s| json::sku("sku", s))
+            .transpose()?;
+        let location = params
+            .location
+            .as_deref()
+            .map(|l| json::location("location", l))
+            .transpose()?;
+        Ok(JournalFilter {
+            limit,
+            sku,
+            location,
+        })
+    }
+
+    /// Up to `limit` matching movements from `from` on. Filtered reads scan
+    /// forward in pages; bounded by the journal's size.
+    fn read(&self, ledger: &Ledger, mut from: Seq) -> JournalJson {
+        let catalog = ledger.catalog();
+        let mut lagged = false;
+        let mut movements = Vec::new();
+        for _ in 0..64 {
+            let (page, next) = match ledger.read_journal(from, 1_000) {
+                JournalRead::Movements { movements, next } => (movements, next),
+                JournalRead::Lagged { oldest, .. } => {
+                    lagged = true;
+                    from = oldest;
+                    continue;
+                }
+            };
+            let empty = page.is_empty();
+            self.collect(ledger, &catalog, page, &mut movements, &mut from);
+            if empty {
+                // Past catalog markers (they are no movements), if any.
+                from = next;
+                break;
             }
-        };
-        let (page, next) = page;
-        let empty = page.is_empty();
+            if movements.len() >= self.limit {
+                break;
+            }
+            from = next;
+        }
+        JournalJson {
+            movements,
+            next: from.0,
+            lagged,
+        }
+    }
+
+    /// Adds the page's matching movements (up to `limit`), moving `from`
+    /// past each one looked at.
+    fn collect(
+        &self,
+        ledger: &Ledger,
+        catalog: &Catalog,
+        page: Vec<Movement>,
+        movements: &mut Vec<MovementJson>,
+        from: &mut Seq,
+    ) {
         for m in page {
-            if movements.len() >= limit {
+            if movements.len() >= self.limit {
                 break;
             }
             let (Some(sku_code), Some(loc)) = (
-                state.ledger().sku_code(m.position.sku()),
+                ledger.sku_code(m.position.sku()),
                 catalog.location(m.position.loc()),
             ) else {
                 continue;
             };
-            if sku.as_ref().is_some_and(|s| *s != sku_code)
-                || location.as_ref().is_some_and(|l| *l != loc.code)
+            *from = Seq(m.seq.0 + 1);
+            if self.sku.as_ref().is_some_and(|s| *s != sku_code)
+                || self.location.as_ref().is_some_and(|l| *l != loc.code)
             {
-                from = Seq(m.seq.0 + 1);
                 continue;
             }
-            from = Seq(m.seq.0 + 1);
-            let note = m.note.as_deref();
-            movements.push(MovementJson {
-                seq: m.seq.0,
-                at: rfc3339(m.at),
-                kind: m.kind.as_str(),
-                sku: sku_code.to_string(),
-                location: loc.code.to_string(),
-                on_hand_delta: m.on_hand_delta,
-                reserved_delta: m.reserved_delta,
-                safety_stock_delta: m.safety_stock_delta,
-                non_sellable_delta: m.non_sellable_delta,
-                incoming_delta: m.incoming_delta,
-                on_hand: m.after.on_hand.0,
-                reserved: m.after.reserved.0,
-                channel: m.channel.map(|c| c.as_str()),
-                reservation: m.reservation.map(|r| r.to_string()),
-                reason: note.and_then(|n| n.reason.clone()),
-                reference: note.and_then(|n| n.reference.clone()),
-                idempotency_key: note
-                    .and_then(|n| n.idempotency_key.as_ref())
-                    .map(|k| k.to_string()),
-            });
+            movements.push(movement_json(&m, &sku_code, &loc.code));
         }
-        if empty {
-            // Past catalog markers (they are no movements), if any.
-            from = next;
-            break;
-        }
-        if movements.len() >= limit {
-            break;
-        }
-        from = next;
     }
-    Ok(Json(JournalJson {
-        movements,
-        next: from.0,
-        lagged,
-    }))
+}
+
+fn movement_json(m: &Movement, sku: &Sku, location: &LocationCode) -> MovementJson {
+    let note = m.note.as_deref();
+    MovementJson {
+        seq: m.seq.0,
+        at: rfc3339(m.at),
+        kind: m.kind.as_str(),
+        sku: sku.to_string(),
+        location: location.to_string(),
+        on_hand_delta: m.on_hand_delta,
+        reserved_delta: m.reserved_delta,
+        safety_stock_delta: m.safety_stock_delta,
+        non_sellable_delta: m.non_sellable_delta,
+        incoming_delta: m.incoming_delta,
+        on_hand: m.after.on_hand.0,
+        reserved: m.after.reserved.0,
+        channel: m.channel.map(|c| c.as_str()),
+        reservation: m.reservation.map(|r| r.to_string()),
+        reason: note.and_then(|n| n.reason.clone()),
+        reference: note.and_then(|n| n.reference.clone()),
+        idempotency_key: note
+            .and_then(|n| n.idempotency_key.as_ref())
+            .map(|k| k.to_string()),
+    }
 }
 
 /// The ledger's invariants on a consistent cut (every shard locked at once).

@@ -39,6 +39,7 @@ use crate::http::auth::{Caller, Scope};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiQuery};
+use crate::ledger::Ledger;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -186,18 +187,7 @@ fn feed(
         )
     })?;
     let snapshot = plan.snapshot();
-    let shards = state.ledger().position_shard_count();
-    let ledger = Arc::clone(state.ledger());
-    let rows = stream::iter(0..shards)
-        .map(move |shard| Ok::<_, Infallible>(Bytes::from(plan.render_shard(&ledger, shard))));
-    let body =
-        stream::once(
-            async move { Ok::<_, Infallible>(Bytes::from_static(format.header().as_bytes())) },
-        )
-        .chain(rows)
-        .chain(stream::once(async move {
-            Ok::<_, Infallible>(Bytes::from_static(format.footer().as_bytes()))
-        }));
+    let body = feed_body(state.ledger(), plan, format);
     let gzip = accepts_gzip(&headers);
     let mut response = if gzip {
         Response::new(Body::from_stream(gzipped(body)))
@@ -225,4 +215,22 @@ fn feed(
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     Ok(response)
+}
+
+/// The feed's header, the rows of each position shard rendered as it is
+/// reached, then its footer.
+fn feed_body(
+    ledger: &Arc<Ledger>,
+    plan: FeedPlan,
+    format: Format,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let shards = ledger.position_shard_count();
+    let ledger = Arc::clone(ledger);
+    let rows = stream::iter(0..shards)
+        .map(move |shard| Ok::<_, Infallible>(Bytes::from(plan.render_shard(&ledger, shard))));
+    stream::once(async move { Ok::<_, Infallible>(Bytes::from_static(format.header().as_bytes())) })
+        .chain(rows)
+        .chain(stream::once(async move {
+            Ok::<_, Infallible>(Bytes::from_static(format.footer().as_bytes()))
+        }))
 }

@@ -84,56 +84,11 @@ pub async fn availability(
         .map(|s| json::sku("sku", s))
         .transpose()?;
     let channel = params.channel.as_deref().map(dto::channel).transpose()?;
-    let coalesce_ms = params.coalesce_ms.unwrap_or(DEFAULT_COALESCE_MS);
-    if coalesce_ms > MAX_COALESCE_MS {
-        return Err(ApiError::new(
-            Code::InvalidCoalesce,
-            format!("coalesce_ms must be at most {MAX_COALESCE_MS}"),
-        ));
-    }
-    let catalog = state.ledger().catalog();
-    let locations = if params.location.is_some() || params.group.is_some() {
-        let selected = json::location_filter(
-            &catalog,
-            "location",
-            params.location.as_deref(),
-            params.group.as_deref(),
-        )?;
-        Some(selected)
-    } else {
-        None
-    };
+    let coalesce_ms = coalesce_ms(&params)?;
+    let locations = selected_locations(&state, &params)?;
     let head = state.ledger().journal_head();
-    let (cursor, unhonoured) = match headers.get("last-event-id") {
-        Some(value) => {
-            let sent = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.parse::<SentCursor>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        Code::InvalidLastEventId,
-                        "Last-Event-ID must be the id of an event this stream sent",
-                    )
-                })?;
-            match Cursor::check(sent, state.ledger(), head) {
-                Ok(cursor) => (Seq(cursor.seq.0 + 1), None),
-                Err(why) => (head, Some(why.as_str())),
-            }
-        }
-        None => (head, None),
-    };
-    let slot = Arc::clone(&state.stream_slots)
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::new(
-                Code::TooManySubscribers,
-                format!(
-                    "{} live streams are open, the most this server keeps; retry later",
-                    state.limits.max_stream_subscribers
-                ),
-            )
-        })?;
+    let (cursor, unhonoured) = resume_point(&state, &headers, head)?;
+    let slot = stream_slot(&state)?;
     let mut subscriber = Subscriber {
         _slot: slot,
         lineage: state.ledger().cursor_lineage(),
@@ -159,6 +114,74 @@ pub async fn availability(
         Some((Ok(event), subscriber))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn coalesce_ms(params: &StreamParams) -> ApiResult<u64> {
+    let coalesce_ms = params.coalesce_ms.unwrap_or(DEFAULT_COALESCE_MS);
+    if coalesce_ms > MAX_COALESCE_MS {
+        return Err(ApiError::new(
+            Code::InvalidCoalesce,
+            format!("coalesce_ms must be at most {MAX_COALESCE_MS}"),
+        ));
+    }
+    Ok(coalesce_ms)
+}
+
+/// The locations `?location=` or `?group=` selects (indexed by location id);
+/// `None`: every location.
+fn selected_locations(state: &AppState, params: &StreamParams) -> ApiResult<Option<Vec<bool>>> {
+    if params.location.is_none() && params.group.is_none() {
+        return Ok(None);
+    }
+    let catalog = state.ledger().catalog();
+    let selected = json::location_filter(
+        &catalog,
+        "location",
+        params.location.as_deref(),
+        params.group.as_deref(),
+    )?;
+    Ok(Some(selected))
+}
+
+/// Where the stream starts: after the `Last-Event-ID` when this server can
+/// continue from it, else at `head` with the reason it cannot (a `resync`).
+fn resume_point(
+    state: &AppState,
+    headers: &HeaderMap,
+    head: Seq,
+) -> ApiResult<(Seq, Option<&'static str>)> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok((head, None));
+    };
+    let sent = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<SentCursor>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidLastEventId,
+                "Last-Event-ID must be the id of an event this stream sent",
+            )
+        })?;
+    Ok(match Cursor::check(sent, state.ledger(), head) {
+        Ok(cursor) => (Seq(cursor.seq.0 + 1), None),
+        Err(why) => (head, Some(why.as_str())),
+    })
+}
+
+/// One of the server's live-stream slots, or a 503 when all are taken.
+fn stream_slot(state: &Arc<AppState>) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    Arc::clone(&state.stream_slots)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                Code::TooManySubscribers,
+                format!(
+                    "{} live streams are open, the most this server keeps; retry later",
+                    state.limits.max_stream_subscribers
+                ),
+            )
+        })
 }
 
 struct Subscriber {

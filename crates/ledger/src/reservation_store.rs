@@ -21,27 +21,9 @@ use smallvec::SmallVec;
 
 use super::chunked_ring::ChunkedRing;
 use super::deadlines::{DeadlineIndex, Entry};
-use super::holds::Holder;
+use super::holder::Holder;
 use super::ids::{Channel, PosKey, Qty, ReservationId, TimestampMs};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReservationState {
-    Held,
-    Committed,
-    Released,
-    Expired,
-}
-
-impl ReservationState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationState::Held => "held",
-            ReservationState::Committed => "committed",
-            ReservationState::Released => "released",
-            ReservationState::Expired => "expired",
-        }
-    }
-}
+use super::reservation_state::ReservationState;
 
 /// A held line: units on one position (lines on the same position are merged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use super::acting::Acting;
 use super::catalog::Catalog;
-use super::holds::Holder;
+use super::holder::{HoldCap, Holder};
 use super::idempotency::Fingerprint;
 use super::ids::{IdempotencyKey, LocationCode, PosKey, Qty, ReservationId, Seq, TimestampMs};
 use super::journal::{MovementKind, MovementNote};
@@ -18,7 +18,8 @@ use super::requests::{
     CommitRequest, Line, ReservationLineView, ReservationView, ReserveRequest, TransferRequest,
     WriteOutput,
 };
-use super::reservation::{HeldLine, ReleasedHold, Reservation, ReservationShard, ReservationState};
+use super::reservation_state::ReservationState;
+use super::reservation_store::{HeldLine, ReleasedHold, Reservation, ReservationShard};
 use super::shards::LockedShards;
 use super::{Ledger, MergedLine, OpContext, Origin, merged_keys};
 
@@ -79,13 +80,7 @@ impl Ledger {
             // reservations agree.
             let units: u64 = merged.iter().map(|line| u64::from(line.qty.0)).sum();
             self.held_units.claim(&request.caps, units)?;
-            let holders = (!request.caps.is_empty()).then(|| {
-                request
-                    .caps
-                    .iter()
-                    .map(|cap| cap.holder.clone())
-                    .collect::<Box<[Holder]>>()
-            });
+            let holders = counted_holders(&request.caps);
             let mut locked = self.positions.lock_many(merged_keys(&merged));
 
             if let Err(refusal) = self.check_channel_view(
@@ -107,68 +102,10 @@ impl Ledger {
                 reservation: Some(id),
                 note: MovementNote::shared(None, None, key),
             };
-            let first_seq = self.journal.allocate(merged.len() as u64);
-            let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
-            for (
-                offset,
-                MergedLine {
-                    key: pos_key, qty, ..
-                },
-            ) in merged.iter().enumerate()
-            {
-                // Every line passed the check, so its position exists.
-                let pos_key = pos_key.expect("checked lines have positions");
-                let position = locked
-                    .get_mut(pos_key)
-                    .expect("checked lines have positions");
-                let before = position.snapshot();
-                position.reserved += qty.0;
-                debug_assert!(
-                    position.reserved <= position.on_hand,
-                    "never reserve beyond on hand"
-                );
-                self.record(
-                    &ctx,
-                    MovementKind::Reserve,
-                    pos_key,
-                    position,
-                    before,
-                    Seq(first_seq.0 + offset as u64),
-                );
-                held.push(HeldLine {
-                    position: pos_key,
-                    qty: *qty,
-                    committed: Qty::ZERO,
-                });
-            }
+            let held = self.hold_lines(&mut locked, &ctx, &merged);
             drop(locked);
 
-            let view = ReservationView {
-                id,
-                channel: request.channel,
-                state: ReservationState::Held,
-                created_at: now,
-                expires_at,
-                resolved_at: None,
-                lines: merged
-                    .iter()
-                    .map(
-                        |MergedLine {
-                             first_line: line_index,
-                             qty,
-                             ..
-                         }| {
-                            let line = &request.lines[*line_index];
-                            ReservationLineView {
-                                sku: line.sku.clone(),
-                                location: line.location.clone(),
-                                qty: *qty,
-                                committed: Qty::ZERO,
-                            }
-                        },
-                    )
-                    .collect(),
-            };
+            let view = new_reservation_view(request, id, now, expires_at, &merged);
             self.forget_resolved(&mut shard, now);
             let stored_id = shard.insert(Reservation {
                 channel: request.channel,
@@ -182,6 +119,53 @@ impl Ledger {
             debug_assert_eq!(stored_id, id);
             Ok(view)
         })
+    }
+
+    /// Moves every merged line's units into `reserved` (each line passed the
+    /// oversell check, so its position exists) and journals one `Reserve`
+    /// movement per line; returns the held lines to store.
+    #[inline]
+    fn hold_lines(
+        &self,
+        locked: &mut LockedShards<'_>,
+        ctx: &OpContext,
+        merged: &[MergedLine],
+    ) -> SmallVec<[HeldLine; 2]> {
+        let first_seq = self.journal.allocate(merged.len() as u64);
+        let mut held: SmallVec<[HeldLine; 2]> = SmallVec::with_capacity(merged.len());
+        for (
+            offset,
+            MergedLine {
+                key: pos_key, qty, ..
+            },
+        ) in merged.iter().enumerate()
+        {
+            // Every line passed the check, so its position exists.
+            let pos_key = pos_key.expect("checked lines have positions");
+            let position = locked
+                .get_mut(pos_key)
+                .expect("checked lines have positions");
+            let before = position.snapshot();
+            position.reserved += qty.0;
+            debug_assert!(
+                position.reserved <= position.on_hand,
+                "never reserve beyond on hand"
+            );
+            self.record(
+                ctx,
+                MovementKind::Reserve,
+                pos_key,
+                position,
+                before,
+                Seq(first_seq.0 + offset as u64),
+            );
+            held.push(HeldLine {
+                position: pos_key,
+                qty: *qty,
+                committed: Qty::ZERO,
+            });
+        }
+        held
     }
 
     fn slab_capacity_per_shard(&self) -> usize {
@@ -418,39 +402,12 @@ impl Ledger {
         self.check_acting(&shard, id, acting, None)?;
         self.held_reservation(&mut shard, id, now)?;
         let reservation = shard.get(id).ok_or(Refusal::ReservationNotFound(id))?;
-
-        // What to ship from each held line.
-        let mut ship: SmallVec<[Qty; 4]> = reservation.lines.iter().map(|l| l.qty).collect();
-        if let Some(lines) = &request.lines {
-            ship.iter_mut().for_each(|q| *q = Qty::ZERO);
-            for (index, line) in lines.iter().enumerate() {
-                let slot = self.find_line(&catalog, &reservation.lines, line)?;
-                let held = reservation.lines[slot].qty;
-                if line.qty > held {
-                    return Err(Invalid::CommitMoreThanHeld {
-                        line: index,
-                        requested: line.qty,
-                        held,
-                    }
-                    .into());
-                }
-                ship[slot] = line.qty;
-            }
-        }
+        let ship = self.units_to_ship(&catalog, &reservation.lines, request)?;
 
         let mut locked = self
             .positions
             .lock_many(reservation.lines.iter().map(|l| l.position));
-        let mut shortfalls = Vec::new();
-        for (line, qty) in reservation.lines.iter().zip(&ship) {
-            let on_hand = locked.get(line.position).map_or(0, |p| p.on_hand);
-            if on_hand < qty.0 {
-                shortfalls.push(self.shortfall(&catalog, line.position, *qty, Qty(on_hand)));
-            }
-        }
-        if !shortfalls.is_empty() {
-            return Err(Refusal::InsufficientOnHand { shortfalls });
-        }
+        self.check_on_hand(&catalog, &mut locked, &reservation.lines, &ship)?;
         let ctx = OpContext {
             now,
             channel: Some(reservation.channel),
@@ -479,6 +436,59 @@ impl Ledger {
         self.give_back_holds(shard.resolve(id, ReservationState::Committed, now));
         self.reservation_view(&shard, id)
             .ok_or(Refusal::ReservationNotFound(id))
+    }
+
+    /// What to ship from each held line: all of it, or the request's lines
+    /// (each at most what its line holds; unlisted lines ship nothing).
+    #[inline]
+    fn units_to_ship(
+        &self,
+        catalog: &Catalog,
+        held: &[HeldLine],
+        request: &CommitRequest,
+    ) -> Result<SmallVec<[Qty; 4]>, Refusal> {
+        let mut ship: SmallVec<[Qty; 4]> = held.iter().map(|l| l.qty).collect();
+        if let Some(lines) = &request.lines {
+            ship.iter_mut().for_each(|q| *q = Qty::ZERO);
+            for (index, line) in lines.iter().enumerate() {
+                let slot = self.find_line(catalog, held, line)?;
+                let held = held[slot].qty;
+                if line.qty > held {
+                    return Err(Invalid::CommitMoreThanHeld {
+                        line: index,
+                        requested: line.qty,
+                        held,
+                    }
+                    .into());
+                }
+                ship[slot] = line.qty;
+            }
+        }
+        Ok(ship)
+    }
+
+    /// Refuses a commit with every line whose position has fewer units on
+    /// hand than it would ship.
+    #[inline]
+    fn check_on_hand(
+        &self,
+        catalog: &Catalog,
+        locked: &mut LockedShards<'_>,
+        held: &[HeldLine],
+        ship: &[Qty],
+    ) -> Result<(), Refusal> {
+        let mut shortfalls = Vec::new();
+        for (line, qty) in held.iter().zip(ship) {
+            let on_hand = locked.get(line.position).map_or(0, |p| p.on_hand);
+            if on_hand < qty.0 {
+                shortfalls.push(self.shortfall(catalog, line.position, *qty, Qty(on_hand)));
+            }
+        }
+        if shortfalls.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::InsufficientOnHand { shortfalls })
+        }
     }
 
     /// Pushes a held reservation's deadline to `now + ttl_ms`.
@@ -577,22 +587,8 @@ impl Ledger {
         let to_loc = to_loc?;
         self.held_reservation(&mut shard, id, now)?;
         let reservation = shard.get_mut(id).ok_or(Refusal::ReservationNotFound(id))?;
-        let from_line = Line {
-            sku: request.sku.clone(),
-            location: request.from.clone(),
-            qty: Qty::ZERO,
-        };
-        let slot = self.find_line(&catalog, &reservation.lines, &from_line)?;
+        let (slot, qty) = self.transfer_source(&catalog, &reservation.lines, request)?;
         let source = reservation.lines[slot];
-        let qty = request.qty.unwrap_or(source.qty);
-        if qty > source.qty {
-            return Err(Invalid::CommitMoreThanHeld {
-                line: 0,
-                requested: qty,
-                held: source.qty,
-            }
-            .into());
-        }
         let destination = PosKey::new(source.position.sku(), to_loc);
 
         let mut locked = self.positions.lock_many([source.position, destination]);
@@ -621,12 +617,60 @@ impl Ledger {
             reservation: Some(id),
             note: MovementNote::shared(None, None, key),
         };
+        self.move_reserved(&mut locked, &ctx, source.position, destination, qty);
+        drop(locked);
+
+        move_held_units(&mut reservation.lines, slot, destination, qty);
+        self.reservation_view(&shard, id)
+            .ok_or(Refusal::ReservationNotFound(id))
+    }
+
+    /// The held line a transfer moves units from (its slot) and how many
+    /// units it moves: the request's quantity (at most what the line holds)
+    /// or all of them.
+    #[inline]
+    fn transfer_source(
+        &self,
+        catalog: &Catalog,
+        held: &[HeldLine],
+        request: &TransferRequest,
+    ) -> Result<(usize, Qty), Refusal> {
+        let from_line = Line {
+            sku: request.sku.clone(),
+            location: request.from.clone(),
+            qty: Qty::ZERO,
+        };
+        let slot = self.find_line(catalog, held, &from_line)?;
+        let source = held[slot];
+        let qty = request.qty.unwrap_or(source.qty);
+        if qty > source.qty {
+            return Err(Invalid::CommitMoreThanHeld {
+                line: 0,
+                requested: qty,
+                held: source.qty,
+            }
+            .into());
+        }
+        Ok((slot, qty))
+    }
+
+    /// Moves `qty` reserved units from `source` to `destination`, journalled
+    /// as a `TransferOut` and a `TransferIn` movement.
+    #[inline]
+    fn move_reserved(
+        &self,
+        locked: &mut LockedShards<'_>,
+        ctx: &OpContext,
+        source: PosKey,
+        destination: PosKey,
+        qty: Qty,
+    ) {
         let first_seq = self.journal.allocate(2);
         self.take_reserved(
-            &mut locked,
-            &ctx,
+            locked,
+            ctx,
             MovementKind::TransferOut,
-            source.position,
+            source,
             qty,
             Qty::ZERO,
             first_seq,
@@ -635,31 +679,13 @@ impl Ledger {
         let before = position.snapshot();
         position.reserved += qty.0;
         self.record(
-            &ctx,
+            ctx,
             MovementKind::TransferIn,
             destination,
             position,
             before,
             Seq(first_seq.0 + 1),
         );
-        drop(locked);
-
-        reservation.lines[slot].qty = Qty(source.qty.0 - qty.0);
-        match reservation
-            .lines
-            .iter_mut()
-            .find(|l| l.position == destination)
-        {
-            Some(existing) => existing.qty = Qty(existing.qty.0 + qty.0),
-            None => reservation.lines.push(HeldLine {
-                position: destination,
-                qty,
-                committed: Qty::ZERO,
-            }),
-        }
-        reservation.lines.retain(|l| l.qty.0 > 0);
-        self.reservation_view(&shard, id)
-            .ok_or(Refusal::ReservationNotFound(id))
     }
 
     /// Expires every held reservation whose deadline is at or before `now`,
@@ -774,4 +800,74 @@ impl Ledger {
             available,
         }
     }
+}
+
+/// The holders a new reservation's units are counted against: `None` when
+/// no cap applies (the common case, which allocates nothing).
+#[inline]
+fn counted_holders(caps: &[HoldCap]) -> Option<Box<[Holder]>> {
+    (!caps.is_empty()).then(|| {
+        caps.iter()
+            .map(|cap| cap.holder.clone())
+            .collect::<Box<[Holder]>>()
+    })
+}
+
+/// The view of a reservation just granted: held, one line per position.
+#[inline]
+fn new_reservation_view(
+    request: &ReserveRequest,
+    id: ReservationId,
+    now: TimestampMs,
+    expires_at: TimestampMs,
+    merged: &[MergedLine],
+) -> ReservationView {
+    ReservationView {
+        id,
+        channel: request.channel,
+        state: ReservationState::Held,
+        created_at: now,
+        expires_at,
+        resolved_at: None,
+        lines: merged
+            .iter()
+            .map(
+                |MergedLine {
+                     first_line: line_index,
+                     qty,
+                     ..
+                 }| {
+                    let line = &request.lines[*line_index];
+                    ReservationLineView {
+                        sku: line.sku.clone(),
+                        location: line.location.clone(),
+                        qty: *qty,
+                        committed: Qty::ZERO,
+                    }
+                },
+            )
+            .collect(),
+    }
+}
+
+/// Moves `qty` held units from the line in `slot` to the line on
+/// `destination` (added when the reservation held none there); drops a line
+/// left empty.
+#[inline]
+fn move_held_units(
+    lines: &mut SmallVec<[HeldLine; 2]>,
+    slot: usize,
+    destination: PosKey,
+    qty: Qty,
+) {
+    lines[slot].qty = Qty(lines[slot].qty.0 - qty.0);
+    match lines.iter_mut().find(|l| l.position == destination) {
+        Some(existing) => existing.qty = Qty(existing.qty.0 + qty.0),
+        None => lines.push(HeldLine {
+            position: destination,
+            qty,
+            committed: Qty::ZERO,
+        }),
+    }
+    lines.retain(|l| l.qty.0 > 0);
 }

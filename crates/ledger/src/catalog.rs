@@ -46,6 +46,76 @@ impl PickupSla {
     }
 }
 
+/// The one spelling of each catalog enum, shared by the API, the feeds
+/// and the store: Google's, as the feeds publish them.
+impl LocationKind {
+    pub const ALL: [LocationKind; 2] = [LocationKind::Store, LocationKind::Warehouse];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationKind::Store => "store",
+            LocationKind::Warehouse => "warehouse",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LocationKind> {
+        LocationKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl PickupMethod {
+    pub const ALL: [PickupMethod; 4] = [
+        PickupMethod::Buy,
+        PickupMethod::Reserve,
+        PickupMethod::ShipToStore,
+        PickupMethod::NotSupported,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PickupMethod::Buy => "buy",
+            PickupMethod::Reserve => "reserve",
+            PickupMethod::ShipToStore => "ship to store",
+            PickupMethod::NotSupported => "not supported",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PickupMethod> {
+        PickupMethod::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+impl PickupSla {
+    /// `same day`, `next day`, `2-day` ... `7-day` or `multi-week`
+    /// (`to_string` writes it).
+    pub fn parse(text: &str) -> Option<PickupSla> {
+        match text {
+            "same day" => Some(PickupSla::SameDay),
+            "next day" => Some(PickupSla::NextDay),
+            "multi-week" => Some(PickupSla::MultiWeek),
+            _ => match text
+                .strip_suffix("-day")
+                .and_then(|d| d.parse::<u8>().ok())
+                .and_then(PickupSla::days)
+            {
+                Some(sla @ PickupSla::Days(_)) => Some(sla),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for PickupSla {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PickupSla::SameDay => f.write_str("same day"),
+            PickupSla::NextDay => f.write_str("next day"),
+            PickupSla::Days(days) => write!(f, "{days}-day"),
+            PickupSla::MultiWeek => f.write_str("multi-week"),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pickup {
     pub method: PickupMethod,

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use omnistock::clock::now;
 use omnistock::ledger::{
-    Acting, Changes, CountRequest, Cut, Ledger, LedgerConfig, Line, Location, LocationCode,
-    LocationKind, PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore, Seq, Sku,
+    Acting, Changes, CountRequest, Cut, Fingerprint, Ledger, LedgerConfig, Line, Location,
+    LocationCode, LocationKind, PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore,
+    Seq, Sku,
 };
 use omnistock::server::Running;
 use omnistock::server::config::{Durability, ServeConfig};
 use omnistock::store::redis::{RedisConfig, RedisStore};
-use omnistock::store::{Batch, Store};
+use omnistock::store::{Batch, Store, codec};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use support::engine::start_engine;
@@ -539,7 +540,7 @@ fn count(ledger: &Ledger, sku: &str, on_hand: u32) {
 }
 
 /// The idempotency record (hash, field, value) whose key ends with `suffix`.
-async fn idempotency_record(redis_url: &str, suffix: &str) -> Option<(String, String, String)> {
+async fn idempotency_record(redis_url: &str, suffix: &str) -> Option<(String, String, Vec<u8>)> {
     let client = redis::Client::open(redis_url).expect("client");
     let mut redis = client
         .get_multiplexed_async_connection()
@@ -547,7 +548,7 @@ async fn idempotency_record(redis_url: &str, suffix: &str) -> Option<(String, St
         .expect("connect");
     for bucket in 0..16 {
         let hash = format!("omnistock:{{i{bucket}}}:idem");
-        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
+        let entries: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
             .arg(&hash)
             .query_async(&mut redis)
             .await
@@ -560,9 +561,9 @@ async fn idempotency_record(redis_url: &str, suffix: &str) -> Option<(String, St
 }
 
 /// A store written by an engine before fingerprint version 2 holds legacy
-/// records (`1|<SipHash>|...`): after the upgrade, their retries still
-/// replay, a different request under their key is still refused, and the
-/// records are written back as they were.
+/// records (a version-1 SipHash fingerprint): after the upgrade, their
+/// retries still replay, a different request under their key is still
+/// refused, and the records are written back with their own fingerprint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_idempotency_records_replay_and_refuse_after_an_upgrade() {
     // The version-1 fingerprint of the ledger request `body` makes (web, one
@@ -587,20 +588,19 @@ async fn legacy_idempotency_records_replay_and_refuse_after_an_upgrade() {
     engine.caught_up().await;
     engine.running.shutdown().await.expect("graceful stop");
 
-    // What an engine before version 2 would have stored: the same record
-    // in format 1, with the legacy fingerprint.
+    // What an engine before fingerprint version 2 would have stored: the
+    // same record with the legacy fingerprint.
     let (hash, field, current) = idempotency_record(&redis_server.url(), ":order-legacy")
         .await
         .expect("the record is stored");
-    let [version, fingerprint, rest] = current.splitn(3, '|').collect::<Vec<_>>()[..] else {
-        panic!("a record: {current}");
-    };
-    assert_eq!(version, "2", "new records are version 2: {current}");
+    let mut record = codec::decode_idempotency(&field, &current).expect("a record");
     assert!(
-        fingerprint.len() == 32 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
-        "{current}"
+        matches!(record.fingerprint, Fingerprint::V2(_)),
+        "new records are version 2: {:?}",
+        record.fingerprint
     );
-    let legacy = format!("1|{LEGACY_FINGERPRINT}|{rest}");
+    record.fingerprint = Fingerprint::V1(LEGACY_FINGERPRINT);
+    let legacy = codec::encode_idempotency(&record);
     let client = redis::Client::open(redis_server.url()).expect("client");
     let mut redis = client
         .get_multiplexed_async_connection()
@@ -657,7 +657,12 @@ async fn legacy_idempotency_records_replay_and_refuse_after_an_upgrade() {
         assert!(Instant::now() < deadline, "never rewritten");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(rewritten, legacy);
+    let rewritten = codec::decode_idempotency(&field, &rewritten).expect("a record");
+    assert_eq!(
+        rewritten.fingerprint,
+        Fingerprint::V1(LEGACY_FINGERPRINT),
+        "the legacy fingerprint is written back as it was read"
+    );
     engine.running.shutdown().await.expect("graceful stop");
 }
 

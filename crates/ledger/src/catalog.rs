@@ -38,6 +38,8 @@ pub enum PickupSla {
 // read and write these names (Google's own for pickups).
 
 impl LocationKind {
+    pub const ALL: [LocationKind; 2] = [LocationKind::Store, LocationKind::Warehouse];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             LocationKind::Store => "store",
@@ -46,7 +48,7 @@ impl LocationKind {
     }
 
     pub fn parse(text: &str) -> Option<LocationKind> {
-        [LocationKind::Store, LocationKind::Warehouse]
+        LocationKind::ALL
             .into_iter()
             .find(|kind| kind.as_str() == text)
     }

@@ -7,9 +7,13 @@
 //!   from the ledger, writes their latest absolute state in batches, retries
 //!   with backoff while the store is down, and tells sync-mode writers when
 //!   their change is durable.
-//! - [`codec`] is the text form of stored values.
+//! - [`codec`] is the form of stored values: [`records`], serde mirrors of
+//!   the ledger's records, in postcard behind a format byte; `legacy` reads
+//!   the text form stores held before it (a load migrates them).
 
 pub mod codec;
+mod legacy;
+pub mod records;
 pub mod redis;
 
 use std::future::Future;

@@ -2,7 +2,7 @@
 //!
 //! Key schema (every key carries a hash tag, so the same schema works on
 //! Redis Cluster, where the flusher would send one transaction per slot;
-//! `ARCHITECTURE.md` has the value layouts):
+//! the values are records of `records.rs` in the format of `codec.rs`):
 //!
 //! | key                         | type   | holds                                        |
 //! |-----------------------------|--------|----------------------------------------------|
@@ -31,11 +31,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Script};
 use tokio::sync::Mutex;
 
+use super::KeysRecord;
 use super::codec::{self, EngineState};
 use super::{Batch, Loaded, Store, StoreError};
 use omnistock_ledger::{
-    IdempotencyRecord, LedgerConfig, MovementRecord, PositionRecord, ReservationRecord, Restore,
-    Sku, TimestampMs,
+    CatalogRecord, Cut, IdempotencyRecord, LedgerConfig, MovementRecord, PositionRecord,
+    ReservationRecord, Restore, Sku, TimestampMs,
 };
 
 /// Positions are spread over this many hashes by SKU; one field holds all
@@ -57,7 +58,11 @@ const LOAD_BUCKETS_PER_TRIP: usize = 4;
 const LOAD_TRIPS_IN_FLIGHT: usize = 4;
 
 /// Hashes as read: key, then its fields and values.
-type Fetched = Vec<(String, Vec<(String, String)>)>;
+type Fetched = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// A value a load found in the text form written before format 1: hash,
+/// field, the value as read, the value in the current format.
+type Migration = (String, String, Vec<u8>, Vec<u8>);
 
 /// HGETALL of `keys` in one round trip, each reply with its key.
 async fn hgetall_chunk(
@@ -68,33 +73,83 @@ async fn hgetall_chunk(
     for key in &keys {
         pipe.cmd("HGETALL").arg(key);
     }
-    let replies: Vec<Vec<(String, String)>> = pipe
+    let replies: Vec<Vec<(String, Vec<u8>)>> = pipe
         .query_async(&mut connection)
         .await
         .map_err(unavailable)?;
     Ok(keys.into_iter().zip(replies).collect())
 }
 
-/// Decodes position hashes; location codes are shared, not copied per position.
-fn decode_positions(fetched: Fetched) -> Result<Vec<PositionRecord>, StoreError> {
+/// Decodes position hashes; location codes are shared, not copied per
+/// position. Legacy values are re-encoded into the migrations returned.
+fn decode_positions(fetched: Fetched) -> Result<(Vec<PositionRecord>, Vec<Migration>), StoreError> {
     let mut locations = rustc_hash::FxHashMap::default();
     let mut positions = Vec::with_capacity(fetched.iter().map(|(_, e)| e.len()).sum::<usize>() * 4);
+    let mut migrations = Vec::new();
     for (key, entries) in fetched {
         for (field, value) in entries {
             if field == VERSION_FIELD {
                 continue;
             }
-            positions.extend(
-                codec::decode_sku_positions_with(&field, &value, &mut locations)
-                    .map_err(|e| corrupt(&key, &field, e))?,
-            );
+            let decoded = codec::decode_sku_positions_with(&field, &value, &mut locations)
+                .map_err(|e| corrupt(&key, &field, e))?;
+            if codec::is_legacy(&value) {
+                let current = codec::encode_sku_positions(&decoded);
+                migrations.push((key.clone(), field, value, current));
+            }
+            positions.extend(decoded);
         }
     }
-    Ok(positions)
+    Ok((positions, migrations))
 }
 
-/// Writes `field -> value` into a hash unless the stored value's leading
-/// version is newer; indexes entries that expire; purges what is due.
+/// Decodes the records of `fetched` hashes, keeping those `keep` says are
+/// still live; legacy values are re-encoded into `migrations`.
+fn decode_records<T>(
+    fetched: Fetched,
+    decode: fn(&str, &[u8]) -> Result<T, codec::CodecError>,
+    encode: fn(&T) -> Vec<u8>,
+    keep: impl Fn(&T) -> bool,
+    migrations: &mut Vec<Migration>,
+) -> Result<Vec<T>, StoreError> {
+    let mut records = Vec::new();
+    for (key, entries) in fetched {
+        for (field, value) in entries {
+            if field == VERSION_FIELD {
+                continue;
+            }
+            let record = decode(&field, &value).map_err(|e| corrupt(&key, &field, e))?;
+            if codec::is_legacy(&value) {
+                let current = encode(&record);
+                migrations.push((key.clone(), field, value, current));
+            }
+            if keep(&record) {
+                records.push(record);
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Replaces legacy values by their current form, each only if the field
+/// still holds the value as read (a store read by a snapshot may be written
+/// meanwhile by its engine, whose newer values must stay).
+const MIGRATE: &str = r#"
+-- KEYS[1]: hash; ARGV: field, value as read, value in the current format,
+-- repeated.
+local n = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// Writes `field -> value` pairs into a hash unless the hash has applied a
+/// newer batch (its `~v` field; stored values are opaque to it); indexes
+/// entries that expire; purges what is due.
 const VERSIONED_WRITE: &str = r#"
 -- KEYS[1]: hash, KEYS[2]: expiry index (sorted set)
 -- ARGV[1]: the batch's version (decimal), ARGV[2]: "1" to write whatever
@@ -168,6 +223,7 @@ pub struct RedisStore {
     config: RedisConfig,
     connection: ConnectionManager,
     versioned_write: Script,
+    migrate: Script,
     /// `None` until loaded or first written; a write that finds another
     /// identity fails with `Replaced`.
     identity: Mutex<Option<Identity>>,
@@ -206,6 +262,7 @@ impl RedisStore {
             config,
             connection,
             versioned_write: Script::new(VERSIONED_WRITE),
+            migrate: Script::new(MIGRATE),
             identity: Mutex::new(None),
         })
     }
@@ -289,18 +346,6 @@ impl RedisStore {
                 "--wait-aof needs WAITAOF (Redis >= 7.2); this Redis does not have it".into(),
             )),
         }
-    }
-
-    async fn hgetall_many(
-        &self,
-        keys: &[String],
-    ) -> Result<Vec<Vec<(String, String)>>, StoreError> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(LOAD_BUCKETS_PER_TRIP) {
-            let fetched = hgetall_chunk(self.conn(), chunk.to_vec()).await?;
-            out.extend(fetched.into_iter().map(|(_, entries)| entries));
-        }
-        Ok(out)
     }
 
     fn versioned(
@@ -395,24 +440,43 @@ impl RedisStore {
     }
 }
 
-impl Store for RedisStore {
-    async fn load(&self, now: TimestampMs) -> Result<Option<Loaded>, StoreError> {
-        self.check_capabilities().await?;
+/// The store's single values, as read: engine state, catalog, keys.
+struct Meta {
+    marker: String,
+    run_id: String,
+    state: EngineState,
+    catalog: Option<CatalogRecord>,
+    keys: KeysRecord,
+}
+
+/// Loading.
+impl RedisStore {
+    async fn hgetall_many(&self, keys: &[String]) -> Result<Fetched, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(LOAD_BUCKETS_PER_TRIP) {
+            out.extend(hgetall_chunk(self.conn(), chunk.to_vec()).await?);
+        }
+        Ok(out)
+    }
+
+    /// The identity, engine state, catalog and keys; `None`: the store is
+    /// empty. Legacy values are re-encoded into `migrations`.
+    async fn load_meta(&self, migrations: &mut Vec<Migration>) -> Result<Option<Meta>, StoreError> {
         let (run_id, marker) = self.identity_now().await?;
-        let (state, catalog, keys): (Option<String>, Option<String>, Option<String>) =
-            redis::pipe()
-                .cmd("HGET")
-                .arg(self.key("meta", "state"))
-                .arg("state")
-                .cmd("HGET")
-                .arg(self.key("meta", "catalog"))
-                .arg("catalog")
-                .cmd("HGET")
-                .arg(self.key("meta", "keys"))
-                .arg("keys")
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
+        type Value = Option<Vec<u8>>;
+        let (state, catalog, keys): (Value, Value, Value) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.key("meta", "state"))
+            .arg("state")
+            .cmd("HGET")
+            .arg(self.key("meta", "catalog"))
+            .arg("catalog")
+            .cmd("HGET")
+            .arg(self.key("meta", "keys"))
+            .arg("keys")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         let marker = match (marker, &catalog) {
             (Some(marker), _) => marker,
             (None, None) => return Ok(None),
@@ -425,26 +489,66 @@ impl Store for RedisStore {
                 String::new()
             }
         };
-        let state = match state {
-            Some(text) => codec::decode_state(&text).map_err(|e| corrupt("state", "state", e))?,
-            None => EngineState::default(),
-        };
-        let catalog = catalog
-            .map(|text| codec::decode_catalog(&text))
-            .transpose()
-            .map_err(|e| corrupt("catalog", "catalog", e))?;
-        let keys = keys
-            .map(|text| codec::decode_keys(&text))
-            .transpose()
-            .map_err(|e| corrupt("keys", "keys", e))?
-            .unwrap_or_default();
+        Ok(Some(Meta {
+            marker,
+            run_id,
+            state: self
+                .decode_meta(
+                    "state",
+                    state,
+                    codec::decode_state,
+                    codec::encode_state,
+                    migrations,
+                )?
+                .unwrap_or_default(),
+            catalog: self.decode_meta(
+                "catalog",
+                catalog,
+                codec::decode_catalog,
+                codec::encode_catalog,
+                migrations,
+            )?,
+            keys: self
+                .decode_meta(
+                    "keys",
+                    keys,
+                    codec::decode_keys,
+                    codec::encode_keys,
+                    migrations,
+                )?
+                .unwrap_or_default(),
+        }))
+    }
 
-        let position_keys: Vec<String> = (0..POSITION_BUCKETS)
+    /// The single value `name` of the hash `meta:name`.
+    fn decode_meta<T>(
+        &self,
+        name: &str,
+        value: Option<Vec<u8>>,
+        decode: fn(&[u8]) -> Result<T, codec::CodecError>,
+        encode: fn(&T) -> Vec<u8>,
+        migrations: &mut Vec<Migration>,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let record = decode(&value).map_err(|e| corrupt(name, name, e))?;
+        if codec::is_legacy(&value) {
+            let current = encode(&record);
+            migrations.push((self.key("meta", name), name.to_owned(), value, current));
+        }
+        Ok(Some(record))
+    }
+
+    /// Every position. Fetching and decoding overlap: Redis serialises the
+    /// next buckets while a blocking thread decodes the ones already here.
+    async fn load_positions(
+        &self,
+        migrations: &mut Vec<Migration>,
+    ) -> Result<Vec<PositionRecord>, StoreError> {
+        let chunks: Vec<Vec<String>> = (0..POSITION_BUCKETS)
             .map(|b| self.position_hash(b).0)
-            .collect();
-        // Fetching and decoding overlap: Redis serialises the next buckets
-        // while a blocking thread decodes the ones already here.
-        let chunks: Vec<Vec<String>> = position_keys
+            .collect::<Vec<_>>()
             .chunks(LOAD_BUCKETS_PER_TRIP)
             .map(<[String]>::to_vec)
             .collect();
@@ -461,62 +565,109 @@ impl Store for RedisStore {
         }
         let mut positions: Vec<PositionRecord> = Vec::with_capacity(0);
         for decode in decodes {
-            let decoded = decode
+            let (decoded, migrated) = decode
                 .await
                 .map_err(|e| StoreError::Corrupt(format!("decoding positions: {e}")))??;
+            migrations.extend(migrated);
             if positions.is_empty() {
                 positions = decoded;
             } else {
                 positions.extend(decoded);
             }
         }
+        Ok(positions)
+    }
 
+    /// Reservations, less resolved ones past their retention.
+    async fn load_reservations(
+        &self,
+        now: TimestampMs,
+        migrations: &mut Vec<Migration>,
+    ) -> Result<Vec<ReservationRecord>, StoreError> {
         let retention = i64::try_from(self.config.resolved_retention_ms).unwrap_or(i64::MAX);
-        let reservation_keys: Vec<String> = (0..RESERVATION_BUCKETS)
+        let keys: Vec<String> = (0..RESERVATION_BUCKETS)
             .map(|b| self.reservation_hash(b).0)
             .collect();
-        let mut reservations: Vec<ReservationRecord> = Vec::new();
-        for (key, entries) in reservation_keys
-            .iter()
-            .zip(self.hgetall_many(&reservation_keys).await?)
-        {
-            for (field, value) in entries {
-                if field == VERSION_FIELD {
-                    continue;
-                }
-                let record = codec::decode_reservation(&field, &value)
-                    .map_err(|e| corrupt(key, &field, e))?;
-                let forgotten = record
-                    .resolved_at
-                    .is_some_and(|at| at.0.saturating_add(retention) <= now.0);
-                if !forgotten {
-                    reservations.push(record);
-                }
-            }
-        }
+        decode_records(
+            self.hgetall_many(&keys).await?,
+            codec::decode_reservation,
+            codec::encode_reservation,
+            |r: &ReservationRecord| {
+                r.resolved_at
+                    .is_none_or(|at| at.0.saturating_add(retention) > now.0)
+            },
+            migrations,
+        )
+    }
 
-        let idempotency_keys: Vec<String> = (0..IDEMPOTENCY_BUCKETS)
+    /// Idempotency records, less expired ones.
+    async fn load_idempotency(
+        &self,
+        now: TimestampMs,
+        migrations: &mut Vec<Migration>,
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        let keys: Vec<String> = (0..IDEMPOTENCY_BUCKETS)
             .map(|b| self.idempotency_hash(b).0)
             .collect();
-        let mut idempotency: Vec<IdempotencyRecord> = Vec::new();
-        for (key, entries) in idempotency_keys
-            .iter()
-            .zip(self.hgetall_many(&idempotency_keys).await?)
-        {
-            for (field, value) in entries {
-                if field == VERSION_FIELD {
-                    continue;
+        decode_records(
+            self.hgetall_many(&keys).await?,
+            codec::decode_idempotency,
+            codec::encode_idempotency,
+            |r: &IdempotencyRecord| r.expires_at > now,
+            migrations,
+        )
+    }
+
+    /// Writes the legacy values a load found back in the current format
+    /// (see [`MIGRATE`]), so that the store holds format 1 only.
+    async fn migrate(&self, mut migrations: Vec<Migration>) -> Result<(), StoreError> {
+        if migrations.is_empty() {
+            return Ok(());
+        }
+        migrations.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut migrated = 0u64;
+        for hash in migrations.chunk_by(|a, b| a.0 == b.0) {
+            for chunk in hash.chunks(MAX_ITEMS_PER_CALL) {
+                let mut call = self.migrate.key(&chunk[0].0);
+                for (_, field, read, current) in chunk {
+                    call.arg(field).arg(read).arg(current);
                 }
-                let record = codec::decode_idempotency(&field, &value)
-                    .map_err(|e| corrupt(key, &field, e))?;
-                if record.expires_at > now {
-                    idempotency.push(record);
-                }
+                let written: u64 = call
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                migrated += written;
             }
         }
+        tracing::info!(
+            values = migrations.len(),
+            migrated,
+            format = codec::FORMAT,
+            "store values migrated from the legacy text form"
+        );
+        Ok(())
+    }
+}
 
+impl Store for RedisStore {
+    /// Reads everything; values still in the legacy text form are written
+    /// back in the current format before this returns.
+    async fn load(&self, now: TimestampMs) -> Result<Option<Loaded>, StoreError> {
+        self.check_capabilities().await?;
+        let mut migrations = Vec::new();
+        let Some(meta) = self.load_meta(&mut migrations).await? else {
+            return Ok(None);
+        };
+        let positions = self.load_positions(&mut migrations).await?;
+        let reservations = self.load_reservations(now, &mut migrations).await?;
+        let idempotency = self.load_idempotency(now, &mut migrations).await?;
+        self.migrate(migrations).await?;
         self.load_scripts().await?;
-        *self.identity.lock().await = Some(Identity { marker, run_id });
+        let state = meta.state;
+        *self.identity.lock().await = Some(Identity {
+            marker: meta.marker,
+            run_id: meta.run_id,
+        });
         Ok(Some(Loaded {
             restore: Restore {
                 head: state.head,
@@ -525,158 +676,39 @@ impl Store for RedisStore {
                 clean: state.clean,
                 reservation_shards: state.reservation_shards,
                 reservation_next_local: state.reservation_next_local,
-                catalog,
+                catalog: meta.catalog,
                 positions,
                 reservations,
                 idempotency,
             },
-            keys,
+            keys: meta.keys,
         }))
     }
 
+    /// Dependency order: the catalog (positions name its locations), the
+    /// positions, the reservations (a committed reservation never lands
+    /// before its position), idempotency records, then the engine state
+    /// and marker. A batch within one transaction is atomic; a larger one
+    /// (a full rewrite, a catch-up) is cut into transactions in this order,
+    /// and every item is versioned, so a partial write never rolls anything
+    /// back.
     async fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError> {
         let cut = batch.cut;
         let identity = self.identity_for_write(cut.everything).await?;
-        let now = batch.now.0;
-        // Dependency order: the catalog (positions name its locations), the
-        // positions, the reservations (a committed reservation never lands
-        // before its position), idempotency records, then the engine state
-        // and marker. A batch within one transaction is atomic; a larger one
-        // (a full rewrite, a catch-up) is cut into transactions in this
-        // order, and every item is versioned, so a partial write never rolls
-        // anything back.
         let mut txs = Transactions::default();
         if let WriteIdentity::Known(known) = &identity {
-            // Checked in the same round trip as the first transaction.
-            let mut marker = redis::cmd("GET");
-            marker.arg(self.key("meta", "marker"));
-            txs.push(marker, Kind::Marker);
-            let mut info = redis::cmd("INFO");
-            info.arg("server");
-            txs.push(info, Kind::RunId);
-            txs.expected = Some(known.clone());
+            self.expect_identity(&mut txs, known);
         }
-        let full = cut.everything;
-        let batch_version: Version = (cut.head.0.saturating_sub(1).to_string(), full);
-        let meta = |name: &str| {
-            (
-                self.key("meta", name),
-                self.key("meta", &format!("{name}:exp")),
-            )
-        };
-        txs.versioned(
-            self,
-            &meta("catalog"),
-            &(cut.catalog.generation.to_string(), full),
-            0,
-            vec![("catalog".into(), codec::encode_catalog(&cut.catalog), 0)],
-        );
-        if let Some(keys) = batch.keys {
-            txs.versioned(
-                self,
-                &meta("keys"),
-                &(keys.generation.to_string(), full),
-                0,
-                vec![("keys".into(), codec::encode_keys(keys), 0)],
-            );
-        }
-
-        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
-        // The cut groups positions by SKU, all of a SKU's positions together.
-        for sku_positions in cut.positions.chunk_by(|a, b| a.sku == b.sku) {
-            let sku = &sku_positions[0].sku;
-            by_bucket
-                .entry(Self::position_bucket(sku))
-                .or_default()
-                .push((
-                    codec::sku_field(sku).into_owned(),
-                    codec::encode_sku_positions(sku_positions),
-                    0,
-                ));
-        }
-        for (bucket, entries) in by_bucket {
-            txs.versioned(
-                self,
-                &self.position_hash(bucket),
-                &batch_version,
-                0,
-                entries,
-            );
-        }
-
-        let retention = i64::try_from(self.config.resolved_retention_ms).unwrap_or(i64::MAX);
-        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
-        for r in &cut.reservations {
-            by_bucket
-                .entry(r.id.0 % RESERVATION_BUCKETS)
-                .or_default()
-                .push((
-                    r.id.0.to_string(),
-                    codec::encode_reservation(r),
-                    r.resolved_at
-                        .map_or(0, |at| at.0.saturating_add(retention).max(1)),
-                ));
-        }
-        // Buckets without changes are visited in turn (1 in 16 per second),
-        // so resolved reservations past their retention are purged anyway.
-        let purge_turn = (now.max(0) as u64 / 1000) % 16;
-        for bucket in 0..RESERVATION_BUCKETS {
-            let entries = by_bucket.remove(&bucket).unwrap_or_default();
-            if !entries.is_empty() || bucket % 16 == purge_turn {
-                txs.versioned(
-                    self,
-                    &self.reservation_hash(bucket),
-                    &batch_version,
-                    now,
-                    entries,
-                );
-            }
-        }
-
-        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
-        for r in &cut.idempotency {
-            by_bucket
-                .entry(stable_hash(r.key.as_str()) % IDEMPOTENCY_BUCKETS)
-                .or_default()
-                .push((
-                    codec::escape(r.key.as_str()).into_owned(),
-                    codec::encode_idempotency(r),
-                    r.expires_at.0.max(1),
-                ));
-        }
-        for bucket in 0..IDEMPOTENCY_BUCKETS {
-            let entries = by_bucket.remove(&bucket).unwrap_or_default();
-            if !entries.is_empty() || bucket % 16 == purge_turn {
-                txs.versioned(
-                    self,
-                    &self.idempotency_hash(bucket),
-                    &batch_version,
-                    now,
-                    entries,
-                );
-            }
-        }
-
+        let version: Version = (cut.head.0.saturating_sub(1).to_string(), cut.everything);
+        self.plan_catalog_and_keys(&mut txs, batch);
+        self.plan_positions(&mut txs, cut, &version);
+        self.plan_reservations(&mut txs, batch, &version);
+        self.plan_idempotency(&mut txs, batch, &version);
         for movement in &cut.movements {
             txs.reserve(1);
             txs.push(self.xadd(movement), Kind::Stream);
         }
-        let state = EngineState {
-            head: cut.head,
-            reservation_shards: batch.reservation_shards,
-            reservation_next_local: cut.reservation_next_local.clone(),
-            written_at: batch.now,
-            cursor_lineage: Some(cut.cursor_lineage),
-            cursor_floor: cut.cursor_floor,
-            clean: batch.clean,
-        };
-        txs.versioned(
-            self,
-            &meta("state"),
-            &batch_version,
-            0,
-            vec![("state".into(), codec::encode_state(&state), 0)],
-        );
+        self.plan_state(&mut txs, batch, &version);
         if let WriteIdentity::New(identity) = &identity {
             let mut set = redis::cmd("SET");
             set.arg(self.key("meta", "marker")).arg(&identity.marker);
@@ -699,8 +731,145 @@ impl Store for RedisStore {
     }
 }
 
-/// A stored field: name, version, value, expiry (ms, 0: never).
-type Entry = (String, String, i64);
+/// Writing: what goes into a batch's transactions.
+impl RedisStore {
+    /// The marker and Redis's run id, checked in the same round trip as
+    /// the first transaction.
+    fn expect_identity(&self, txs: &mut Transactions, known: &Identity) {
+        let mut marker = redis::cmd("GET");
+        marker.arg(self.key("meta", "marker"));
+        txs.push(marker, Kind::Marker);
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        txs.push(info, Kind::RunId);
+        txs.expected = Some(known.clone());
+    }
+
+    /// The hash `meta:name` and its (unused) expiry index.
+    fn meta_hash(&self, name: &str) -> (String, String) {
+        (
+            self.key("meta", name),
+            self.key("meta", &format!("{name}:exp")),
+        )
+    }
+
+    fn plan_catalog_and_keys(&self, txs: &mut Transactions, batch: &Batch<'_>) {
+        let (cut, full) = (batch.cut, batch.cut.everything);
+        txs.versioned(
+            self,
+            &self.meta_hash("catalog"),
+            &(cut.catalog.generation.to_string(), full),
+            0,
+            vec![("catalog".into(), codec::encode_catalog(&cut.catalog), 0)],
+        );
+        if let Some(keys) = batch.keys {
+            txs.versioned(
+                self,
+                &self.meta_hash("keys"),
+                &(keys.generation.to_string(), full),
+                0,
+                vec![("keys".into(), codec::encode_keys(keys), 0)],
+            );
+        }
+    }
+
+    fn plan_positions(&self, txs: &mut Transactions, cut: &Cut, version: &Version) {
+        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+        // The cut groups positions by SKU, all of a SKU's positions together.
+        for sku_positions in cut.positions.chunk_by(|a, b| a.sku == b.sku) {
+            let sku = &sku_positions[0].sku;
+            by_bucket
+                .entry(Self::position_bucket(sku))
+                .or_default()
+                .push((
+                    codec::sku_field(sku).into_owned(),
+                    codec::encode_sku_positions(sku_positions),
+                    0,
+                ));
+        }
+        for (bucket, entries) in by_bucket {
+            txs.versioned(self, &self.position_hash(bucket), version, 0, entries);
+        }
+    }
+
+    fn plan_reservations(&self, txs: &mut Transactions, batch: &Batch<'_>, version: &Version) {
+        let retention = i64::try_from(self.config.resolved_retention_ms).unwrap_or(i64::MAX);
+        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+        for r in &batch.cut.reservations {
+            by_bucket
+                .entry(r.id.0 % RESERVATION_BUCKETS)
+                .or_default()
+                .push((
+                    r.id.0.to_string(),
+                    codec::encode_reservation(r),
+                    r.resolved_at
+                        .map_or(0, |at| at.0.saturating_add(retention).max(1)),
+                ));
+        }
+        let hashes = (0..RESERVATION_BUCKETS).map(|b| self.reservation_hash(b));
+        self.plan_buckets(txs, batch.now, version, hashes, by_bucket);
+    }
+
+    fn plan_idempotency(&self, txs: &mut Transactions, batch: &Batch<'_>, version: &Version) {
+        let mut by_bucket: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+        for r in &batch.cut.idempotency {
+            by_bucket
+                .entry(stable_hash(r.key.as_str()) % IDEMPOTENCY_BUCKETS)
+                .or_default()
+                .push((
+                    codec::idempotency_field(&r.key).into_owned(),
+                    codec::encode_idempotency(r),
+                    r.expires_at.0.max(1),
+                ));
+        }
+        let hashes = (0..IDEMPOTENCY_BUCKETS).map(|b| self.idempotency_hash(b));
+        self.plan_buckets(txs, batch.now, version, hashes, by_bucket);
+    }
+
+    /// Writes the changed buckets of hashes whose entries expire. Buckets
+    /// without changes are visited in turn (1 in 16 per second), so what
+    /// is past its retention is purged anyway.
+    fn plan_buckets(
+        &self,
+        txs: &mut Transactions,
+        now: TimestampMs,
+        version: &Version,
+        hashes: impl Iterator<Item = (String, String)>,
+        mut by_bucket: BTreeMap<u64, Vec<Entry>>,
+    ) {
+        let purge_turn = (now.0.max(0) as u64 / 1000) % 16;
+        for (bucket, hash) in (0u64..).zip(hashes) {
+            let entries = by_bucket.remove(&bucket).unwrap_or_default();
+            if !entries.is_empty() || bucket % 16 == purge_turn {
+                txs.versioned(self, &hash, version, now.0, entries);
+            }
+        }
+    }
+
+    fn plan_state(&self, txs: &mut Transactions, batch: &Batch<'_>, version: &Version) {
+        let cut = batch.cut;
+        let state = EngineState {
+            head: cut.head,
+            reservation_shards: batch.reservation_shards,
+            reservation_next_local: cut.reservation_next_local.clone(),
+            written_at: batch.now,
+            cursor_lineage: Some(cut.cursor_lineage),
+            cursor_floor: cut.cursor_floor,
+            clean: batch.clean,
+        };
+        txs.versioned(
+            self,
+            &self.meta_hash("state"),
+            version,
+            0,
+            vec![("state".into(), codec::encode_state(&state), 0)],
+        );
+    }
+}
+
+/// A stored field: name, value, expiry (ms, 0: never).
+type Entry = (String, Vec<u8>, i64);
+
 /// A batch's version (decimal) and whether it is a full rewrite.
 type Version = (String, bool);
 

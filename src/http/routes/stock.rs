@@ -266,11 +266,6 @@ const MAX_IMPORT_LINE_BYTES: usize = 4 * 1024;
 /// Rows between yields to the runtime, so an import never starves other requests.
 const ROWS_PER_YIELD: u64 = 512;
 
-enum Format {
-    Ndjson,
-    Csv { header: Option<Vec<String>> },
-}
-
 /// Bulk absolute counts as a stream of NDJSON (`application/x-ndjson`) or CSV
 /// (`text/csv`, header `sku,location,on_hand[,safety_stock][,as_of][,expected_version][,reference]`).
 /// Rows are applied as they arrive; memory stays flat; each bad row is
@@ -286,87 +281,97 @@ pub async fn import(
     body: Body,
 ) -> ApiResult<Json<ImportReport>> {
     caller.require(Scope::StockWrite)?;
+    let mut format = import_format(&headers)?;
+    let mut import = Import::new(&state);
+    let mut rows = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::new(Code::UnreadableBody, format!("the body stopped: {e}")))?;
+        if chunk.is_empty() {
+            // The end of the body is told by the stream, not by a chunk.
+            continue;
+        }
+        format.rows(&chunk, &mut rows)?;
+        import.apply(&mut rows).await?;
+    }
+    format.rows(&[], &mut rows)?;
+    import.apply(&mut rows).await?;
+    import.finish().await
+}
+
+/// The import's format, from its content type.
+fn import_format(headers: &HeaderMap) -> ApiResult<Format> {
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mut format = match content_type.split(';').next().map(str::trim) {
-        Some("application/x-ndjson" | "application/ndjson") => Format::Ndjson,
-        Some("text/csv") => Format::Csv { header: None },
-        _ => {
-            return Err(ApiError::new(
-                Code::UnsupportedMediaType,
-                "send application/x-ndjson or text/csv",
-            ));
+    match content_type.split(';').next().map(str::trim) {
+        Some("application/x-ndjson" | "application/ndjson") => {
+            Ok(Format::Ndjson(NdjsonRows::default()))
         }
-    };
-    let mut report = ImportReport {
-        rows: 0,
-        applied: 0,
-        failed: 0,
-        errors: Vec::new(),
-        errors_truncated: false,
-    };
-    let max_errors = state.limits.max_import_errors_reported;
-    let mut writes = state.engine.writes();
-    let mut stream = body.into_data_stream();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut line_number: u64 = 0;
-    let mut finished = false;
-    while !finished {
-        match stream.next().await {
-            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-            Some(Err(e)) => {
-                return Err(ApiError::new(
-                    Code::UnreadableBody,
-                    format!("the body stopped: {e}"),
-                ));
-            }
-            None => {
-                finished = true;
-                if !pending.is_empty() && pending.last() != Some(&b'\n') {
-                    pending.push(b'\n');
-                }
-            }
+        Some("text/csv") => Ok(Format::Csv(Box::default())),
+        _ => Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "send application/x-ndjson or text/csv",
+        )),
+    }
+}
+
+/// A data row as read: the row, or why it cannot be.
+type ReadRow = ApiResult<ImportRow>;
+
+/// Reads rows from the body's chunks as they arrive; an empty chunk is the
+/// end of the body.
+enum Format {
+    Ndjson(NdjsonRows),
+    Csv(Box<CsvRows>),
+}
+
+impl Format {
+    /// Appends the rows that `chunk` completes to `rows`.
+    fn rows(&mut self, chunk: &[u8], rows: &mut Vec<ReadRow>) -> ApiResult<()> {
+        match self {
+            Format::Ndjson(lines) => lines.feed(chunk, rows),
+            Format::Csv(csv) => csv.feed(chunk, rows),
         }
-        let mut start = 0;
-        while let Some(offset) = pending[start..].iter().position(|b| *b == b'\n') {
-            let raw = &pending[start..start + offset];
-            start += offset + 1;
-            let text = String::from_utf8_lossy(raw);
-            let line = text.trim_end_matches('\r');
-            if line.trim().is_empty() {
-                continue;
-            }
-            if let Format::Csv {
-                header: header @ None,
-            } = &mut format
-            {
-                *header = Some(
-                    split_csv(line)
-                        .into_iter()
-                        .map(|h| h.trim().to_string())
-                        .collect(),
-                );
-                continue;
-            }
-            line_number += 1;
+    }
+}
+
+/// An import in progress: the writes and what they did.
+struct Import<'s> {
+    writes: Writes<'s>,
+    report: ImportReport,
+    max_errors: usize,
+}
+
+impl<'s> Import<'s> {
+    fn new(state: &'s AppState) -> Import<'s> {
+        Import {
+            writes: state.engine.writes(),
+            report: ImportReport {
+                rows: 0,
+                applied: 0,
+                failed: 0,
+                errors: Vec::new(),
+                errors_truncated: false,
+            },
+            max_errors: state.limits.max_import_errors_reported,
+        }
+    }
+
+    /// Applies `rows` (numbered in order) and empties it.
+    async fn apply(&mut self, rows: &mut Vec<ReadRow>) -> ApiResult<()> {
+        for row in rows.drain(..) {
+            let report = &mut self.report;
             report.rows += 1;
-            let outcome = if raw.len() > MAX_IMPORT_LINE_BYTES {
-                Err(ApiError::new(
-                    Code::RowTooLong,
-                    format!("rows are at most {MAX_IMPORT_LINE_BYTES} bytes"),
-                ))
-            } else {
-                apply_row(&mut writes, &format, line)
-            };
-            match outcome {
+            match row.and_then(|row| apply_row(&mut self.writes, row)) {
                 Ok(()) => report.applied += 1,
                 Err(error) => {
                     report.failed += 1;
-                    if report.errors.len() < max_errors {
+                    if report.errors.len() < self.max_errors {
                         report.errors.push(ImportRowError {
-                            row: line_number,
+                            row: report.rows,
                             code: error.code,
                             detail: error.detail,
                         });
@@ -379,32 +384,174 @@ pub async fn import(
                 tokio::task::yield_now().await;
             }
         }
-        pending.drain(..start);
-        if pending.len() > MAX_IMPORT_LINE_BYTES * 4 {
+        Ok(())
+    }
+
+    async fn finish(self) -> ApiResult<Json<ImportReport>> {
+        metrics::counter!("omnistock_import_rows_total", "outcome" => "applied")
+            .increment(self.report.applied);
+        metrics::counter!("omnistock_import_rows_total", "outcome" => "failed")
+            .increment(self.report.failed);
+        self.writes.durable().await?;
+        Ok(Json(self.report))
+    }
+}
+
+fn row_too_long() -> ApiError {
+    ApiError::new(
+        Code::RowTooLong,
+        format!("rows are at most {MAX_IMPORT_LINE_BYTES} bytes"),
+    )
+}
+
+/// NDJSON: one JSON object a line.
+#[derive(Default)]
+struct NdjsonRows {
+    pending: Vec<u8>,
+    /// Data rows read so far.
+    rows: u64,
+}
+
+impl NdjsonRows {
+    fn feed(&mut self, chunk: &[u8], rows: &mut Vec<ReadRow>) -> ApiResult<()> {
+        self.pending.extend_from_slice(chunk);
+        if chunk.is_empty() && self.pending.last().is_some_and(|b| *b != b'\n') {
+            self.pending.push(b'\n');
+        }
+        let mut start = 0;
+        while let Some(offset) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            let raw = &self.pending[start..start + offset];
+            start += offset + 1;
+            let text = String::from_utf8_lossy(raw);
+            let line = text.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                continue;
+            }
+            self.rows += 1;
+            rows.push(if raw.len() > MAX_IMPORT_LINE_BYTES {
+                Err(row_too_long())
+            } else {
+                serde_json::from_str(line)
+                    .map_err(|e| ApiError::new(Code::InvalidRow, e.to_string()))
+            });
+        }
+        self.pending.drain(..start);
+        if self.pending.len() > MAX_IMPORT_LINE_BYTES * 4 {
             // A row with no end in sight: refuse it rather than buffer without bound.
             return Err(ApiError::new(
                 Code::RowTooLong,
                 format!(
                     "row {} exceeds {MAX_IMPORT_LINE_BYTES} bytes",
-                    line_number + 1
+                    self.rows + 1
                 ),
             ));
         }
+        Ok(())
     }
-    metrics::counter!("omnistock_import_rows_total", "outcome" => "applied")
-        .increment(report.applied);
-    metrics::counter!("omnistock_import_rows_total", "outcome" => "failed")
-        .increment(report.failed);
-    writes.durable().await?;
-    Ok(Json(report))
 }
 
-fn apply_row(writes: &mut Writes<'_>, format: &Format, line: &str) -> ApiResult<()> {
-    let row: ImportRow = match format {
-        Format::Ndjson => serde_json::from_str(line)
-            .map_err(|e| ApiError::new(Code::InvalidRow, e.to_string()))?,
-        Format::Csv { header } => csv_row(header.as_deref().unwrap_or_default(), line)?,
-    };
+/// CSV (RFC 4180: quoted fields, `""` escapes, CRLF or LF) read with the
+/// `csv` crate's push parser, `csv-core`, which takes the body chunk by
+/// chunk (a quoted field may span chunks) into buffers of fixed size: a row
+/// longer than [`MAX_IMPORT_LINE_BYTES`] is read to its end and reported,
+/// never buffered.
+struct CsvRows {
+    reader: csv_core::Reader,
+    header: Option<Vec<String>>,
+    /// The current record's fields, and where each ends in it.
+    fields: [u8; MAX_IMPORT_LINE_BYTES],
+    ends: [usize; MAX_IMPORT_LINE_BYTES + 1],
+    fields_len: usize,
+    ends_len: usize,
+    /// Bytes of the body the current record took so far.
+    raw: usize,
+    /// The current record did not fit: it is read to its end and reported.
+    overflowed: bool,
+}
+
+impl Default for CsvRows {
+    fn default() -> CsvRows {
+        CsvRows {
+            reader: csv_core::Reader::new(),
+            header: None,
+            fields: [0; MAX_IMPORT_LINE_BYTES],
+            ends: [0; MAX_IMPORT_LINE_BYTES + 1],
+            fields_len: 0,
+            ends_len: 0,
+            raw: 0,
+            overflowed: false,
+        }
+    }
+}
+
+impl CsvRows {
+    fn feed(&mut self, mut chunk: &[u8], rows: &mut Vec<ReadRow>) -> ApiResult<()> {
+        use csv_core::ReadRecordResult;
+        loop {
+            let (result, read, written, ended) = self.reader.read_record(
+                chunk,
+                &mut self.fields[self.fields_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            chunk = &chunk[read..];
+            self.raw += read;
+            self.fields_len += written;
+            self.ends_len += ended;
+            match result {
+                // All of `chunk` is read (or, for an empty one, the body ended).
+                ReadRecordResult::InputEmpty | ReadRecordResult::End => return Ok(()),
+                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {
+                    // Too long: read on to its end, keeping nothing.
+                    self.overflowed = true;
+                    self.fields_len = 0;
+                    self.ends_len = 0;
+                }
+                ReadRecordResult::Record => self.record(rows)?,
+            }
+        }
+    }
+
+    /// A complete record: the header, a data row, or a blank line.
+    fn record(&mut self, rows: &mut Vec<ReadRow>) -> ApiResult<()> {
+        // The record's bytes, with its line end.
+        let too_long = self.overflowed || self.raw > MAX_IMPORT_LINE_BYTES + 2;
+        let fields = if too_long {
+            Vec::new()
+        } else {
+            let mut start = 0;
+            self.ends[..self.ends_len]
+                .iter()
+                .map(|&end| {
+                    let field = String::from_utf8_lossy(&self.fields[start..end]).into_owned();
+                    start = end;
+                    field
+                })
+                .collect()
+        };
+        (self.raw, self.fields_len, self.ends_len, self.overflowed) = (0, 0, 0, false);
+        match &self.header {
+            None if too_long => Err(ApiError::new(
+                Code::RowTooLong,
+                format!("the header row exceeds {MAX_IMPORT_LINE_BYTES} bytes"),
+            )),
+            Some(_) if too_long => {
+                rows.push(Err(row_too_long()));
+                Ok(())
+            }
+            _ if matches!(&fields[..], [only] if only.trim().is_empty()) => Ok(()),
+            None => {
+                self.header = Some(fields.iter().map(|h| h.trim().to_owned()).collect());
+                Ok(())
+            }
+            Some(header) => {
+                rows.push(csv_row(header, fields));
+                Ok(())
+            }
+        }
+    }
+}
+
+fn apply_row(writes: &mut Writes<'_>, row: ImportRow) -> ApiResult<()> {
     let count = CountBody {
         on_hand: row.on_hand,
         safety_stock: row.safety_stock,
@@ -421,8 +568,8 @@ fn apply_row(writes: &mut Writes<'_>, format: &Format, line: &str) -> ApiResult<
     Ok(())
 }
 
-fn csv_row(header: &[String], line: &str) -> ApiResult<ImportRow> {
-    let fields = split_csv(line);
+/// A CSV data row, its fields named by the header.
+fn csv_row(header: &[String], fields: Vec<String>) -> ApiResult<ImportRow> {
     if fields.len() != header.len() {
         return Err(ApiError::new(
             Code::InvalidRow,
@@ -454,38 +601,62 @@ fn csv_row(header: &[String], line: &str) -> ApiResult<ImportRow> {
         .map_err(|e| ApiError::new(Code::InvalidRow, e.to_string()))
 }
 
-/// Splits one CSV line: commas, with double-quoted fields and `""` escapes.
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
-}
-
 #[cfg(test)]
 mod tests {
-    use super::split_csv;
+    use super::{CsvRows, MAX_IMPORT_LINE_BYTES};
+
+    /// The rows `body` reads as, fed in chunks of `size` bytes: each row's
+    /// fields (`sku`, `location`, `on_hand` only) or its error code.
+    fn csv(body: &str, size: usize) -> Vec<Result<(String, String, u32), String>> {
+        let mut reader = CsvRows::default();
+        let mut rows = Vec::new();
+        for chunk in body.as_bytes().chunks(size).chain([&[][..]]) {
+            reader.feed(chunk, &mut rows).expect("read");
+        }
+        rows.into_iter()
+            .map(|row| {
+                row.map(|r| (r.sku, r.location, r.on_hand))
+                    .map_err(|e| e.code.as_str().to_owned())
+            })
+            .collect()
+    }
 
     #[test]
-    fn csv_fields_with_quotes() {
-        assert_eq!(
-            split_csv(r#"a,"b,c","say ""hi""",,d"#),
-            vec!["a", "b,c", "say \"hi\"", "", "d"]
-        );
-        assert_eq!(split_csv(""), vec![""]);
+    fn csv_quotes_escapes_and_line_endings_across_chunks() {
+        let body = "sku,location,on_hand,reference\r\n\
+                    \"A,1\",S1,3,\"say \"\"hi\"\"\"\r\n\
+                    \n\
+                    B,S1,4,\"two\nlines\"\n\
+                    C,S1,x,\n\
+                    D,S1\n\
+                    E,S1,5,";
+        let expected = vec![
+            Ok(("A,1".to_owned(), "S1".to_owned(), 3)),
+            Ok(("B".to_owned(), "S1".to_owned(), 4)),
+            Err("invalid_row".to_owned()),
+            Err("invalid_row".to_owned()),
+            Ok(("E".to_owned(), "S1".to_owned(), 5)),
+        ];
+        for size in [1, 2, 7, 4096] {
+            assert_eq!(csv(body, size), expected, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_csv_row_is_reported_and_the_next_one_read() {
+        let long = "x".repeat(MAX_IMPORT_LINE_BYTES * 3);
+        let body = format!("sku,location,on_hand\nA,S1,1\n{long},S1,2\nB,S1,3\n");
+        for size in [5, 1000, 1 << 16] {
+            assert_eq!(
+                csv(&body, size),
+                vec![
+                    Ok(("A".to_owned(), "S1".to_owned(), 1)),
+                    Err("row_too_long".to_owned()),
+                    Ok(("B".to_owned(), "S1".to_owned(), 3)),
+                ],
+                "chunks of {size}"
+            );
+        }
     }
 }
 

@@ -46,8 +46,8 @@ python3 -c "import urllib.request,sys; sys.stdout.buffer.write(urllib.request.ur
 python3 -m openapi_spec_validator --validation-errors all "$document"
 
 # /v1/stock/import takes NDJSON or CSV, which schemathesis cannot generate;
-# tests/http.rs covers it. /v1/streams/availability is an endless event
-# stream (each call would wait for the client's timeout); tests/feeds.rs
+# tests/it/http.rs covers it. /v1/streams/availability is an endless event
+# stream (each call would wait for the client's timeout); tests/it/feeds.rs
 # covers it, bad parameters included. The checks: scripts/schemathesis.toml.
 schemathesis --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/openapi.json" \
     --header "Authorization: Bearer $key" \

@@ -2,8 +2,8 @@
 # The test command (README, second command). Installs what the tests need
 # from Debian's packages when it is missing (redis-server: the store tests
 # start their own on free loopback ports; promtool, from the prometheus
-# package: tests/metrics.rs checks /metrics with it; curl and jq:
-# tests/readme.rs runs the README's examples; node: tests/openapi.rs runs
+# package: tests/it/metrics.rs checks /metrics with it; curl and jq:
+# tests/it/readme.rs runs the README's examples; node: tests/it/openapi.rs runs
 # the /docs page's script), then runs every test of the
 # workspace: unit tests, the model-based property test (PROPTEST_CASES,
 # default 50,000 cases), the threaded stress test, the Redis write-behind
@@ -44,10 +44,10 @@ need() {
 }
 
 need redis-server redis-server redis-server "the store tests need a real Redis"
-need promtool prometheus prometheus "tests/metrics.rs checks /metrics with promtool"
-need curl curl "" "tests/readme.rs runs the README's curl examples"
-need jq jq "" "tests/readme.rs runs the README's examples, which use jq"
-need node nodejs "" "tests/openapi.rs runs the /docs page's script under Node"
+need promtool prometheus prometheus "tests/it/metrics.rs checks /metrics with promtool"
+need curl curl "" "tests/it/readme.rs runs the README's curl examples"
+need jq jq "" "tests/it/readme.rs runs the README's examples, which use jq"
+need node nodejs "" "tests/it/openapi.rs runs the /docs page's script under Node"
 redis-server --version >&2
 promtool --version 2>&1 | sed -n 1p >&2
 

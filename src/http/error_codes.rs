@@ -3,7 +3,7 @@
 //! problem `title`, `type` URI, `Retry-After` and its line in the OpenAPI
 //! document all come from its row here. [`super::error::ApiError`] is built
 //! from a `Code` only, so no code string, status or title is written
-//! anywhere else (`tests/error_codes.rs` holds the table to that, and to the
+//! anywhere else (`tests/it/error_codes.rs` holds the table to that, and to the
 //! Stable contract: a code clients see keeps its spelling and status).
 //!
 //! A row: `Variant: "code", STATUS, "title", "what it means"`, and

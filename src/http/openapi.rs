@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations
 //! (utoipa), and a small self-contained page that renders it: no CDN, so it
-//! works offline. `tests/openapi.rs` holds the document equal to what every
+//! works offline. `tests/it/openapi.rs` holds the document equal to what every
 //! handler of the routing table reads.
 
 use std::sync::OnceLock;

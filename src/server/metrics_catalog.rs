@@ -31,7 +31,7 @@ pub struct Metric {
 
 const NO_LABELS: &[&[(&str, &str)]] = &[&[]];
 
-/// Every metric family of the engine. A test (`tests/metrics.rs`) holds this
+/// Every metric family of the engine. A test (`tests/it/metrics.rs`) holds this
 /// table equal to the names used in `src/`.
 pub const CATALOG: &[Metric] = &[
     // HTTP (src/http/track.rs, src/http/request_metrics.rs, src/server/listen.rs)

@@ -8,7 +8,7 @@
 //! once the outcome is as durable as the configured mode promises
 //! ([`Engine::write`], [`Engine::reserve`], [`writes`]). Reads are the
 //! ledger's own synchronous queries ([`Engine::ledger`]); a transport never
-//! writes to the ledger but through the engine (`tests/architecture.rs`
+//! writes to the ledger but through the engine (`tests/it/architecture.rs`
 //! holds the HTTP crate to it).
 //!
 //! Architecture invariant: the engine knows no transport. No HTTP type

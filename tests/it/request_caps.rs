@@ -3,13 +3,12 @@
 //! caps on lines, TTL, batch size and body size. Over real HTTP; every
 //! refusal is a problem body with a code and changes nothing.
 
-mod support;
+use crate::support;
 
-use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use support::engine::{base_url, send, start_engine};
+use support::engine::{Running, base_url, send, start_engine};
 
 const ADMIN: &str = "request-limits-admin-key-0123";
 

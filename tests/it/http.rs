@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 
-use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use support::engine::{base_url, send, start_engine};
+use support::engine::{Running, base_url, send, start_engine};
 
 const ADMIN: &str = "test-admin-key-0123456789";
 

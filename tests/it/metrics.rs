@@ -5,11 +5,14 @@
 //! stream) is recorded with all of its bytes and its whole duration, not
 //! what it had when its head was sent.
 //!
-//! The recorder is process-wide and this binary's tests run in parallel, so
-//! figures are compared before and after, on routes and keys no other test
-//! of this file touches.
+//! The recorder is process-wide, and every test of this binary runs in this
+//! one process, in parallel. The test that compares exact counter deltas
+//! has the recorder to itself (`support::metrics_gate`): no other test's
+//! in-process engine runs while it does (engines in child processes have
+//! recorders of their own). It still compares figures before and after, on
+//! routes and keys of its own.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -21,7 +24,8 @@ use std::time::{Duration, Instant};
 use omnistock::server::metrics_catalog::CATALOG;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::engine::{Api, start_engine, unlimited};
+use support::engine::{Api, start_engine_alone, unlimited};
+use support::metrics_gate::MetricsAlone;
 
 const ADMIN: &str = "metrics-test-admin-key-0123";
 const FEED_ROUTE: &str = "/v1/feeds/google/local-inventory";
@@ -103,7 +107,8 @@ async fn scrape(api: &Api) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
-    let running = start_engine(unlimited(), ADMIN).await;
+    let alone = MetricsAlone::take();
+    let running = start_engine_alone(unlimited(), ADMIN, &alone).await;
     let state = Arc::clone(&running.state);
     let server = Api::of(&running, ADMIN);
     // Counters that may stay at zero are exported before their first event.
@@ -365,8 +370,8 @@ async fn metrics_pass_promtool_count_replays_apart_and_cover_whole_streams() {
     );
 }
 
-/// Every metric name used in `src/` has its row (and HELP) in the catalog,
-/// and the catalog names nothing that is not used.
+/// Every metric name used in `src/` or `crates/*/src/` has its row (and
+/// HELP) in the catalog, and the catalog names nothing that is not used.
 #[test]
 fn the_catalog_lists_every_metric_the_source_records() {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -379,10 +384,17 @@ fn the_catalog_lists_every_metric_the_source_records() {
             }
         }
     }
-    let mut files = Vec::new();
+    // This crate's `src/` and every workspace crate's (the engine records
+    // the reservation and write-behind metrics).
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
     walk(&root.join("src"), &mut files);
-    walk(&root.join("crates"), &mut files);
+    for entry in std::fs::read_dir(root.join("crates")).expect("read crates") {
+        let src = entry.expect("entry").path().join("src");
+        if src.is_dir() {
+            walk(&src, &mut files);
+        }
+    }
     let mut used = BTreeSet::new();
     for file in files {
         if file.ends_with("metrics_catalog.rs") {
@@ -401,7 +413,7 @@ fn the_catalog_lists_every_metric_the_source_records() {
     assert!(used.len() >= 20, "found only {used:?}");
     assert_eq!(
         used, catalog,
-        "metric names in src/ and crates/ vs server::metrics_catalog"
+        "metric names in src/ and crates/*/src/ vs server::metrics_catalog"
     );
     for metric in CATALOG {
         assert!(metric.help.len() > 10, "{}: HELP too short", metric.name);

@@ -24,7 +24,7 @@
 //! block, except the one 409 of the over-sized hold the README shows on
 //! purpose.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Read;

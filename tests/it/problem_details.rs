@@ -3,7 +3,7 @@
 //! ("store unavailable: store unavailable"). Every refusal's own text, and a
 //! table of refusals served over HTTP.
 
-mod support;
+use crate::support;
 
 use omnistock::http::error_codes::Code;
 use omnistock::ledger::{

@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 
-mod support;
+use crate::support;
 
-use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use support::engine::{base_url, send, start_engine};
+use support::engine::{Running, base_url, send, start_engine};
 
 const ADMIN: &str = "feeds-test-admin-key-0123";
 const THRESHOLD: u32 = 3;

@@ -6,7 +6,7 @@
 //! - async mode: the state after the restart is self-consistent, and what
 //!   was lost was acknowledged within the documented window before the kill.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -142,6 +142,7 @@ async fn audit_ok(http: &Client, base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_mode_kill_9_loses_no_acknowledged_reservation_and_doubles_none() {
+    let _serial = support::serial().await;
     let redis = RedisServer::start_persistent();
     let args = ["--redis-url", &redis.url(), "--durability", "sync"].map(str::to_owned);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -241,6 +242,7 @@ const ASYNC_WINDOW_ALLOWED_MS: u128 = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_mode_kill_9_is_consistent_and_loses_only_the_last_moments() {
+    let _serial = support::serial().await;
     let redis = RedisServer::start_persistent();
     let interval = ASYNC_FLUSH_INTERVAL_MS.to_string();
     let args = [
@@ -375,6 +377,7 @@ async fn hold(http: &Client, base: &str, sku: &str, qty: u32) {
 /// cursor from before is answered in full (what it saw may be lost), once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_cursors_survive_a_graceful_restart_and_the_store_export_but_not_a_crash() {
+    let _serial = support::serial().await;
     let redis = support::RedisServer::start();
     let url = redis.url();
     let port = support::free_port();

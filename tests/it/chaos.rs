@@ -30,10 +30,10 @@
 //! counts; violations must be 0.
 //!
 //! Duration: `CHAOS_SECONDS` (default 20). Longer by hand:
-//! `CHAOS_SECONDS=600 cargo test --release --test chaos -- --nocapture`.
+//! `CHAOS_SECONDS=600 cargo test --release --test it chaos:: -- --nocapture`.
 //! `CHAOS_SEED` fixes the fault schedule and the workload's choices.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -1100,6 +1100,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_keeps_every_promise() {
+    let _serial = support::serial().await;
     let seconds = env_u64("CHAOS_SECONDS").unwrap_or(20);
     let seed = env_u64("CHAOS_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()

@@ -15,7 +15,7 @@
 //! they read headers: which ones is listed here (`HEADER_MAP_READS`), and
 //! `handlers_read_only_the_headers_listed` holds that list to the sources.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -8,13 +8,13 @@
 //! `PROPTEST_CASES` sets the number of cases (default 300; the scheduled
 //! long run in RELIABILITY.md uses 20,000).
 
-mod support;
+use crate::support;
 
-use omnistock::server::Running;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
+use support::engine::Running;
 
 const ADMIN: &str = "fuzz-test-admin-key-0123456";
 

@@ -1,10 +1,13 @@
 //! Shared by the integration tests: a real `redis-server` started on a free
 //! loopback port in its own temp dir and killed on drop, the real
-//! `omnistock` binary as a child process (so it can be `kill -9`ed), and
-//! the engine in-process with a client (`engine`).
+//! `omnistock` binary as a child process (so it can be `kill -9`ed), the
+//! engine in-process with a client (`engine`), and the guards for tests
+//! that cannot share this process freely with the others (`serial`,
+//! `metrics_gate`).
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod metrics_gate;
 pub mod proxy;
 
 use std::io::{Read, Write};
@@ -14,6 +17,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN: &str = "store-test-admin-key-0123";
+
+/// One heavy test at a time. The heavy tests (the chaos soak, `kill -9` of
+/// the engine under load, Redis killed under load, the threaded stress, the
+/// linearizability runs) each load every core for seconds and assert on
+/// what must happen within a time (a write acknowledged within the durability
+/// window, a client answered before its timeout). Each file used to be a
+/// binary of its own, run one after the other; now they share one process,
+/// so each holds this guard for its whole run and never overlaps another
+/// (lighter tests still run beside them). Async tests take it with
+/// `serial().await`, plain ones with `serial_blocking()`. A tokio mutex:
+/// held across awaits, and a failed test does not poison it for the rest.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// `serial` for a test that is not async (must not be called from a runtime).
+pub fn serial_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
+}
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

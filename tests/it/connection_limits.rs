@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-mod support;
+use crate::support;
 
-use omnistock::server::Running;
 use omnistock::server::config::ServeConfig;
+use support::engine::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

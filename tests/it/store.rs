@@ -2,7 +2,7 @@
 //! tests: round trip, Redis killed and restarted under load (empty, and with
 //! its data), and retried or reordered batches.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,13 +13,12 @@ use omnistock::ledger::{
     LocationCode, LocationKind, PositionRecord, Qty, ReservationRecord, ReserveRequest, Restore,
     Seq, Sku,
 };
-use omnistock::server::Running;
 use omnistock::server::config::{Durability, ServeConfig};
 use omnistock::store::redis::{RedisConfig, RedisStore};
 use omnistock::store::{Batch, Store, codec};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use support::engine::start_engine;
+use support::engine::{Running, start_engine};
 use support::{ADMIN, RedisServer};
 
 struct Engine {
@@ -502,11 +501,13 @@ async fn redis_restart_during_load(mut redis: RedisServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_empty_during_load_gets_the_full_state() {
+    let _serial = support::serial().await;
     redis_restart_during_load(RedisServer::start()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_with_its_data_during_load_catches_up() {
+    let _serial = support::serial().await;
     redis_restart_during_load(RedisServer::start_persistent()).await;
 }
 

@@ -20,9 +20,9 @@
 //! `LINEARIZABILITY_SEED` fixes every client's choices (printed at start; a
 //! failing seed reruns the same workload); `LINEARIZABILITY_ROUNDS` (10) and
 //! `LINEARIZABILITY_OPS` (operations per client per round, 200) size it.
-//! `cargo test --release --test linearizability -- --nocapture`.
+//! `cargo test --release --test it linearizability:: -- --nocapture`.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -552,6 +552,7 @@ fn config() -> ServeConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_http_histories_on_hot_positions_are_linearizable() {
+    let _serial = support::serial().await;
     let label = "in memory";
     let (seed, rounds, per_client) = seed_and_sizes(label, 10);
     run(config(), label, seed, rounds, per_client).await;
@@ -561,6 +562,7 @@ async fn concurrent_http_histories_on_hot_positions_are_linearizable() {
 /// its flush to a real Redis): still linearizable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_sync_durability_histories_are_linearizable_too() {
+    let _serial = support::serial().await;
     let label = "sync durability, Redis";
     let (seed, rounds, per_client) = seed_and_sizes(label, 3);
     let redis = RedisServer::start();

@@ -356,12 +356,14 @@ fn run(world: Arc<World>, iterations: usize, max_lines: u64, initial_units: u32)
 
 #[test]
 fn hot_sku_from_many_threads_never_oversells() {
+    let _serial = crate::support::serial_blocking();
     // One position, far more demand than stock.
     run(World::new(1, 1, 500), 50_000, 1, 500);
 }
 
 #[test]
 fn many_skus_multi_line_carts_conserve_units() {
+    let _serial = crate::support::serial_blocking();
     run(World::new(200, 4, 20), 50_000, 5, 20);
 }
 
@@ -432,6 +434,7 @@ impl Drop for StopOnDrop<'_> {
 /// this test fails.
 #[test]
 fn a_pos_caller_never_acts_on_a_line_a_concurrent_transfer_moved_away() {
+    let _serial = crate::support::serial_blocking();
     const EACH: u64 = 2_000;
     const MAX_ROUNDS: u64 = 100_000;
     let budget = Duration::from_secs(5);

@@ -4,8 +4,9 @@
 # Unlike req/s on a shared VM (+-25-50 % run to run), instruction counts
 # repeat to within about 1 %, so they show what a code change saves.
 # They do not count the kernel, cache misses or waits: confirm a change in
-# throughput with bench/http.sh too (BENCHMARKS.md).
-# Needs valgrind and wrk (apt-get install valgrind wrk). Loopback only.
+# throughput with `loadtest paired` too (BENCHMARKS.md). The load is
+# `loadtest fixed` (one fixed request in a closed loop, 16 connections).
+# Needs valgrind (apt-get install valgrind). Loopback only.
 # Usage: bash bench/instructions.sh [seconds]
 #   CACHE_SIM=1 also simulates the caches (valgrind's model of this CPU's
 #   L1 and last level) and prints misses per request: I1mr instruction
@@ -18,19 +19,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-source bench/lib.sh
-require bench/instructions.sh valgrind callgrind_control callgrind_annotate wrk
-cargo build --release --quiet --locked --bin omnistock --example noop_server
-key=$BENCH_KEY
+for tool in valgrind callgrind_control callgrind_annotate curl; do
+    command -v "$tool" >/dev/null || { echo "bench/instructions.sh needs $tool (apt-get install valgrind curl)" >&2; exit 1; }
+done
+cargo build --release --quiet --locked -p omnistock -p loadtest --bins --example noop_server
+key=bench-admin-key-0123456789
 export OMNISTOCK_ADMIN_KEY=$key
 port=18795
 out=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
-# measure NAME SCRIPT PATH COMMAND... -> "NAME: N requests, I instructions/request"
+# load REQUEST SECONDS -> loadtest fixed's line ("N requests in S s ...")
+load() {
+    target/release/loadtest fixed --url "http://127.0.0.1:$port" --request "$1" --connections 16 --duration-s "$2"
+}
+
+# measure NAME REQUEST COMMAND... -> "NAME: N requests, I instructions/request"
 measure() {
-    local name=$1 script=$2 path=$3
-    shift 3
+    local name=$1 request=$2
+    shift 2
     valgrind --tool=callgrind ${CACHE_SIM:+--cache-sim=yes} --callgrind-out-file="$out/$name" "$@" >/dev/null 2>"$out/$name.log" &
     local pid=$!
     # Ready: the engine's /readyz (its demo data loaded), or the no-op answering.
@@ -41,10 +48,10 @@ measure() {
     done
     curl -s -o /dev/null -X PUT -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
         -d '{"on_hand": 4000000000}' "http://127.0.0.1:$port/v1/stock/WH-NORD/HOT" || true
-    wrk -t1 -c16 -d3s ${script:+-s "$script"} "http://127.0.0.1:$port$path" >/dev/null # warm-up
+    load "$request" 3 >/dev/null || true # warm-up
     callgrind_control -z "$pid" >/dev/null 2>&1
     local requests
-    requests=$(wrk -t1 -c16 -d"${seconds}s" ${script:+-s "$script"} "http://127.0.0.1:$port$path" | awk '/requests in/ {print $1}')
+    requests=$({ load "$request" "$seconds" || true; } | awk '/requests in/ {print $1}')
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
     kill -9 "$pid" 2>/dev/null || true
@@ -65,10 +72,10 @@ measure() {
         }'
 }
 
-echo "callgrind, wrk -t1 -c16 -d${seconds}s after a 3 s warm-up"
-measure "noop POST reservation" bench/reserve.lua /v1/reservations target/release/examples/noop_server "127.0.0.1:$port"
-measure "omnistock POST reservation" bench/reserve.lua /v1/reservations \
+echo "callgrind, loadtest fixed --connections 16 --duration-s $seconds after a 3 s warm-up"
+measure "noop POST reservation" reserve target/release/examples/noop_server "127.0.0.1:$port"
+measure "omnistock POST reservation" reserve \
     target/release/omnistock serve --demo --listen "127.0.0.1:$port" --rate-limit-per-second 0
-measure "noop GET position" bench/read.lua /v1/stock/WH-NORD/SKU-00042 target/release/examples/noop_server "127.0.0.1:$port"
-measure "omnistock GET position" bench/read.lua /v1/stock/WH-NORD/SKU-00042 \
+measure "noop GET position" read target/release/examples/noop_server "127.0.0.1:$port"
+measure "omnistock GET position" read \
     target/release/omnistock serve --demo --listen "127.0.0.1:$port" --rate-limit-per-second 0

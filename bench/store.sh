@@ -5,9 +5,10 @@
 # Usage: bash bench/store.sh [SKUS] [LOCATIONS]   (default 100000 x 10 = 1M positions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh
-require bench/store.sh redis-server
-PORT=$(free_port)
+for tool in redis-server redis-cli python3; do
+    command -v "$tool" >/dev/null || { echo "bench/store.sh needs $tool (apt-get install redis-server python3)" >&2; exit 1; }
+done
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DIR=$(mktemp -d)
 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" >/dev/null &
 REDIS=$!

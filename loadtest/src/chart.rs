@@ -73,6 +73,124 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// The plot area of a latency chart and its scales: offered rate (linear)
+/// across, latency (log, ms) up.
+struct Plot {
+    px: f64,
+    py: f64,
+    pw: f64,
+    ph: f64,
+    x_max: f64,
+    log_lo: f64,
+    log_hi: f64,
+}
+
+impl Plot {
+    /// Scales that hold every point, in the box (x, y, width, height).
+    fn new(all: &[(f64, f64)], x: f64, y: f64, width: f64, height: f64) -> Plot {
+        let x_max = all.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
+        let lo = all
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::INFINITY, f64::min)
+            .max(0.001);
+        let hi = all.iter().map(|p| p.1).fold(0.0, f64::max).max(lo * 10.0);
+        Plot {
+            px: x + 60.0,
+            py: y + 30.0,
+            pw: width - 230.0,
+            ph: height - 70.0,
+            x_max,
+            log_lo: lo.log10().floor(),
+            log_hi: hi.log10().ceil(),
+        }
+    }
+
+    fn sx(&self, v: f64) -> f64 {
+        self.px + self.pw * v / self.x_max
+    }
+
+    fn sy(&self, v: f64) -> f64 {
+        let span = (self.log_hi - self.log_lo).max(1e-9);
+        self.py + self.ph - self.ph * (v.max(1e-6).log10() - self.log_lo) / span
+    }
+
+    /// The frame, a grid line per decade of latency, the rate's ticks and its label.
+    fn axes(&self, svg: &mut String, rate_unit: &str) {
+        let Plot { px, py, pw, ph, .. } = *self;
+        let _ = write!(
+            svg,
+            r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
+        );
+        let mut decade = self.log_lo;
+        while decade <= self.log_hi {
+            let v = 10f64.powf(decade);
+            let gy = self.sy(v);
+            let _ = write!(
+                svg,
+                r##"<line x1="{px}" y1="{gy:.1}" x2="{}" y2="{gy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{} ms</text>"##,
+                px + pw,
+                px - 4.0,
+                gy + 4.0,
+                human(v)
+            );
+            decade += 1.0;
+        }
+        for i in 0..=4 {
+            let v = self.x_max * i as f64 / 4.0;
+            let _ = write!(
+                svg,
+                r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+                self.sx(v),
+                py + ph + 16.0,
+                human(v)
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">offered rate ({}/s, open loop)</text>"#,
+            px + pw / 2.0,
+            py + ph + 34.0,
+            escape(rate_unit)
+        );
+    }
+
+    /// The `i`-th series: its line, a dot per point, its legend entry.
+    fn series(&self, svg: &mut String, i: usize, s: &Series) {
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .map(|(vx, vy)| format!("{:.1},{:.1}", self.sx(*vx), self.sy(*vy)))
+            .collect();
+        let stroke = color(s.color);
+        let dash = DASHES[s.dash % DASHES.len()];
+        let _ = write!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{stroke}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
+            points.join(" ")
+        );
+        for (vx, vy) in &s.points {
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{stroke}"/>"#,
+                self.sx(*vx),
+                self.sy(*vy)
+            );
+        }
+        let (px, pw) = (self.px, self.pw);
+        let ly = self.py + 10.0 + i as f64 * 16.0;
+        let _ = write!(
+            svg,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{stroke}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
+            px + pw + 10.0,
+            px + pw + 34.0,
+            px + pw + 38.0,
+            ly + 4.0,
+            escape(&s.label)
+        );
+    }
+}
+
 /// Latency (log scale, ms) against offered rate (linear), in the box;
 /// `rate_unit` names what the rate counts (e.g. "checkouts").
 pub fn latency_lines(
@@ -97,83 +215,10 @@ pub fn latency_lines(
         );
         return svg;
     }
-    let (px, py, pw, ph) = (x + 60.0, y + 30.0, width - 230.0, height - 70.0);
-    let x_max = all.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
-    let lo = all
-        .iter()
-        .map(|p| p.1)
-        .fold(f64::INFINITY, f64::min)
-        .max(0.001);
-    let hi = all.iter().map(|p| p.1).fold(0.0, f64::max).max(lo * 10.0);
-    let (log_lo, log_hi) = (lo.log10().floor(), hi.log10().ceil());
-    let sx = |v: f64| px + pw * v / x_max;
-    let sy = |v: f64| py + ph - ph * (v.max(1e-6).log10() - log_lo) / (log_hi - log_lo).max(1e-9);
-    let _ = write!(
-        svg,
-        r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
-    );
-    let mut decade = log_lo;
-    while decade <= log_hi {
-        let v = 10f64.powf(decade);
-        let gy = sy(v);
-        let _ = write!(
-            svg,
-            r##"<line x1="{px}" y1="{gy:.1}" x2="{}" y2="{gy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{} ms</text>"##,
-            px + pw,
-            px - 4.0,
-            gy + 4.0,
-            human(v)
-        );
-        decade += 1.0;
-    }
-    for i in 0..=4 {
-        let v = x_max * i as f64 / 4.0;
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
-            sx(v),
-            py + ph + 16.0,
-            human(v)
-        );
-    }
-    let _ = write!(
-        svg,
-        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">offered rate ({}/s, open loop)</text>"#,
-        px + pw / 2.0,
-        py + ph + 34.0,
-        escape(rate_unit)
-    );
+    let plot = Plot::new(&all, x, y, width, height);
+    plot.axes(&mut svg, rate_unit);
     for (i, s) in series.iter().enumerate() {
-        let points: Vec<String> = s
-            .points
-            .iter()
-            .map(|(vx, vy)| format!("{:.1},{:.1}", sx(*vx), sy(*vy)))
-            .collect();
-        let stroke = color(s.color);
-        let dash = DASHES[s.dash % DASHES.len()];
-        let _ = write!(
-            svg,
-            r#"<polyline points="{}" fill="none" stroke="{stroke}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
-            points.join(" ")
-        );
-        for (vx, vy) in &s.points {
-            let _ = write!(
-                svg,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{stroke}"/>"#,
-                sx(*vx),
-                sy(*vy)
-            );
-        }
-        let ly = py + 10.0 + i as f64 * 16.0;
-        let _ = write!(
-            svg,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{stroke}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
-            px + pw + 10.0,
-            px + pw + 34.0,
-            px + pw + 38.0,
-            ly + 4.0,
-            escape(&s.label)
-        );
+        plot.series(&mut svg, i, s);
     }
     svg
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::dataset::DataSetConfig;
+use crate::fixed::FixedRequest;
+use crate::paired::{PairedConfig, parse_engine};
 use crate::rng::Skew;
 use crate::run::RunConfig;
 use crate::scenario::{Scenario, Weights};
@@ -27,6 +29,15 @@ pub enum Command {
     Run(RunArgs),
     /// omnistock, the Redis-Lua baseline and the no-op ceiling back to back, with ratios.
     Compare(CompareArgs),
+    /// omnistock binaries next to the no-op ceiling, alternating slices of fixed requests;
+    /// each engine's rate over the no-op's, per round, with a bootstrap interval.
+    Paired(PairedArgs),
+    /// One fixed request (a reservation or a read) in a closed loop against a running
+    /// server, as wrk did: requests, statuses, latency.
+    Fixed(FixedArgs),
+    /// Per-key isolation: a well-behaved client's latency alone, then while another key
+    /// floods the engine with reservations far beyond its rate limit.
+    Flood(FloodArgs),
     /// The no-op HTTP target (the ceiling); started by `run` and `compare`.
     #[command(hide = true)]
     ServeNoop {
@@ -302,4 +313,172 @@ pub struct CompareArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub spawn: SpawnArgs,
+}
+
+/// Seconds as a `Duration`, if in `[min, 86400)`.
+fn seconds(name: &str, s: f64, min: f64) -> Result<Duration, String> {
+    if (min..86_400.0).contains(&s) && s.is_finite() {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!(
+            "{name} must be at least {min} and below 86400 seconds"
+        ))
+    }
+}
+
+fn connections(name: &str, n: usize) -> Result<usize, String> {
+    if (1..=10_000).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{name} must be 1 to 10000"))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PairedArgs {
+    /// An omnistock binary to measure, as LABEL=BINARY (repeat for an A/B of builds); each is
+    /// started with `serve --demo`, rate limiting off. Default: current=the omnistock next to
+    /// this binary (target/release/omnistock).
+    #[arg(long = "engine", value_name = "LABEL=BINARY", value_parser = parse_engine)]
+    pub engines: Vec<(String, PathBuf)>,
+    /// The fixed requests measured, each in its own slices: reserve (a single-line hold of
+    /// HOT at WH-NORD) and read (GET SKU-00042 at WH-NORD).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "reserve,read"
+    )]
+    pub requests: Vec<FixedRequest>,
+    /// Rounds; each loads every server for one slice of each request, in turn.
+    #[arg(long, default_value_t = 8)]
+    pub rounds: usize,
+    /// Length of one slice.
+    #[arg(long, default_value_t = 2.0)]
+    pub slice_s: f64,
+    /// Continuous reservations on each engine before the rounds (65 with the default 60 s
+    /// holds: steady state, holds expire as fast as they are granted). Default: none.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_s: f64,
+    /// Connections of the generator (wrk -c).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// TTL of the reservations' holds.
+    #[arg(long, default_value_t = 60)]
+    pub hold_ttl_s: u64,
+    /// Another no-op build as the ceiling, e.g. target/release/examples/noop_server (it is
+    /// given 127.0.0.1:PORT); default: this binary's built-in no-op.
+    #[arg(long)]
+    pub noop_bin: Option<PathBuf>,
+    /// Bootstrap resamples of the median ratio's interval.
+    #[arg(long, default_value_t = 10_000)]
+    pub resamples: usize,
+    /// Do not pin (default: with 2+ cores and taskset, servers on core 0, the generator on core 1).
+    #[arg(long)]
+    pub no_pin: bool,
+    /// paired.json and the servers' logs (logs/) go here.
+    #[arg(long, default_value = "target/loadtest-reports")]
+    pub out_dir: PathBuf,
+}
+
+impl PairedArgs {
+    /// `default_engine`: the omnistock binary used when no --engine is given.
+    pub fn config(
+        &self,
+        default_engine: impl FnOnce() -> Result<PathBuf, String>,
+    ) -> Result<PairedConfig, String> {
+        if !(1..=100_000).contains(&self.rounds) {
+            return Err("--rounds must be 1 to 100000".into());
+        }
+        if self.requests.is_empty() {
+            return Err("--requests names no request".into());
+        }
+        let mut engines = self.engines.clone();
+        if engines.is_empty() {
+            engines.push(("current".into(), default_engine()?));
+        }
+        for (i, (label, _)) in engines.iter().enumerate() {
+            if engines[..i].iter().any(|(other, _)| other == label) {
+                return Err(format!("the label {label:?} is given twice"));
+            }
+        }
+        Ok(PairedConfig {
+            engines,
+            requests: self.requests.clone(),
+            rounds: self.rounds,
+            slice: seconds("--slice-s", self.slice_s, 0.1)?,
+            warmup: seconds("--warmup-s", self.warmup_s, 0.0)?,
+            connections: connections("--connections", self.connections)?,
+            hold_ttl_s: self.hold_ttl_s.clamp(1, 3_600),
+            noop_bin: self.noop_bin.clone(),
+            pin: !self.no_pin && crate::targets::can_pin(),
+            resamples: self.resamples.clamp(100, 1_000_000),
+            log_dir: self.out_dir.join("logs"),
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FixedArgs {
+    /// The running server (e.g. http://127.0.0.1:8080).
+    #[arg(long)]
+    pub url: String,
+    /// The key sent as `Authorization: Bearer` (none: no header).
+    #[arg(long, env = "OMNISTOCK_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// The request: reserve (POST /v1/reservations, one line of one unit) or read (GET one position).
+    #[arg(long, value_enum, default_value = "reserve")]
+    pub request: FixedRequest,
+    /// The SKU the request names (default: HOT for reserve, SKU-00042 for read).
+    #[arg(long)]
+    pub sku: Option<String>,
+    /// The location the request names (default: WH-NORD).
+    #[arg(long)]
+    pub location: Option<String>,
+    /// TTL of the reservations' holds.
+    #[arg(long, default_value_t = 60)]
+    pub hold_ttl_s: u64,
+    /// How long to send.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Connections, each sending its next request when the last is answered.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Pin this process to this core (taskset).
+    #[arg(long)]
+    pub pin_core: Option<usize>,
+}
+
+impl FixedArgs {
+    pub fn duration(&self) -> Result<Duration, String> {
+        connections("--connections", self.connections)?;
+        seconds("--duration-s", self.duration_s, 0.1)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FloodArgs {
+    /// Length of each of the good client's runs (alone, then flooded).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// The well-behaved client's open-loop rate: storefront page views (browse) per second,
+    /// under the admin key. Every key's limit is twice this, with a burst of 50 ms of it.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub good_iterations_per_s: f64,
+    /// Connections of the flooding key (closed loop, reservations).
+    #[arg(long, default_value_t = 64)]
+    pub flood_connections: usize,
+    /// An extra `omnistock serve` argument (repeat), e.g. --serve-arg=--rate-limited-delay-ms
+    /// --serve-arg=0 to see the flood without the tarpit.
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
+    /// The omnistock binary (default: next to this one, target/release/omnistock).
+    #[arg(long)]
+    pub omnistock_bin: Option<PathBuf>,
+    /// Do not pin (default: with 2+ cores and taskset, the engine on core 0, both clients on core 1).
+    #[arg(long)]
+    pub no_pin: bool,
+    /// The good client's reports and the engine's log (logs/) go here.
+    #[arg(long, default_value = "target/loadtest-reports")]
+    pub out_dir: PathBuf,
 }

@@ -9,11 +9,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::chart::{self, Series};
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, DataArgs};
 use crate::report;
 use crate::run::RunReport;
 use crate::scenario::Scenario;
-use crate::targets::{self, SpawnOptions, Target};
+use crate::targets::{self, SpawnOptions, Spawned, Target};
 
 /// Longest a flash-sale run may take (it normally ends when its rounds do).
 const FLASH_MAX_S: f64 = 120.0;
@@ -102,6 +102,85 @@ fn rounds(args: &CompareArgs) -> Vec<Step> {
     steps
 }
 
+/// The data set's flags, as `run` takes them.
+fn data_flags(d: &DataArgs) -> Vec<String> {
+    [
+        ("--skus", d.skus.to_string()),
+        ("--stores", d.stores.to_string()),
+        ("--warehouses", d.warehouses.to_string()),
+        ("--initial-on-hand", d.initial_on_hand.to_string()),
+        ("--skew", d.skew.to_string()),
+        ("--flash-units", d.flash_units.to_string()),
+        (
+            "--flash-buyers-per-unit",
+            d.flash_buyers_per_unit.to_string(),
+        ),
+        ("--flash-rounds", d.flash_rounds.to_string()),
+        ("--seed", d.seed.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect()
+}
+
+/// How long a step runs: a flash sale ends when every round's buyers were
+/// answered (bounded), without a warm-up.
+fn timing_flags(args: &CompareArgs, scenario: Scenario) -> Vec<String> {
+    let flash = scenario == Scenario::FlashSale;
+    let duration = if flash { FLASH_MAX_S } else { args.duration_s };
+    let warmup = if flash { 0.0 } else { args.warmup_s };
+    vec![
+        "--duration-s".into(),
+        duration.to_string(),
+        "--warmup-s".into(),
+        warmup.to_string(),
+    ]
+}
+
+/// `loadtest run` against the started target, pinned to core 1 if `pin`,
+/// writing its report to `json`.
+fn generator_command(
+    args: &CompareArgs,
+    step: Step,
+    spawned: &Spawned,
+    json: &Path,
+    pin: bool,
+) -> Result<tokio::process::Command, String> {
+    let this = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = if pin {
+        let mut c = tokio::process::Command::new("taskset");
+        c.args(["-c", "1"]).arg(&this);
+        c
+    } else {
+        tokio::process::Command::new(&this)
+    };
+    command
+        .arg("run")
+        .args(["--target", step.target.name()])
+        .args(["--scenario", step.scenario.name(), "--url", &spawned.url])
+        .args(timing_flags(args, step.scenario))
+        .args(["--connections", &args.connections.to_string()])
+        .args(["--batch-lines", &args.batch_lines.to_string()])
+        .args(data_flags(&args.data))
+        .arg("--out-dir")
+        .arg(args.out_dir.join("runs"))
+        .arg("--json-out")
+        .arg(json)
+        .env("OMNISTOCK_ADMIN_KEY", &spawned.admin_key);
+    if let Some(max) = step.sweep_of_max {
+        let sweep: Vec<String> = args.sweep.iter().map(|p| p.to_string()).collect();
+        command.args([
+            "--sweep",
+            &sweep.join(","),
+            "--max-iterations-per-s",
+            &max.to_string(),
+        ]);
+    }
+    Ok(command)
+}
+
+/// One step: a fresh target (pinned to core 0 if `pin`), driven by `run` in
+/// another process; its JSON report.
 async fn one(args: &CompareArgs, step: Step, pin: bool) -> Result<RunReport, String> {
     let Step {
         target,
@@ -116,92 +195,13 @@ async fn one(args: &CompareArgs, step: Step, pin: bool) -> Result<RunReport, Str
         log_dir: args.out_dir.join("runs").join("logs"),
     };
     let spawned = targets::spawn(target, &options).await?;
-    let this = std::env::current_exe().map_err(|e| e.to_string())?;
     let json = args.out_dir.join("runs").join(format!(
         "run-{}-{}{}.json",
         target.name(),
         scenario.name(),
         if sweep_of_max.is_some() { "-sweep" } else { "" }
     ));
-    let mut command = if pin {
-        let mut c = tokio::process::Command::new("taskset");
-        c.args(["-c", "1"]).arg(&this);
-        c
-    } else {
-        tokio::process::Command::new(&this)
-    };
-    let d = &args.data;
-    command
-        .arg("run")
-        .args([
-            "--target",
-            target.name(),
-            "--scenario",
-            scenario.name(),
-            "--url",
-            &spawned.url,
-        ])
-        // A flash sale ends when every round's buyers were answered (bounded).
-        .args([
-            "--duration-s",
-            &if scenario == Scenario::FlashSale {
-                FLASH_MAX_S
-            } else {
-                args.duration_s
-            }
-            .to_string(),
-        ])
-        .args([
-            "--warmup-s",
-            &if scenario == Scenario::FlashSale {
-                0.0
-            } else {
-                args.warmup_s
-            }
-            .to_string(),
-        ])
-        .args(["--connections", &args.connections.to_string()])
-        .args(["--batch-lines", &args.batch_lines.to_string()])
-        .args([
-            "--skus",
-            &d.skus.to_string(),
-            "--stores",
-            &d.stores.to_string(),
-            "--warehouses",
-            &d.warehouses.to_string(),
-        ])
-        .args([
-            "--initial-on-hand",
-            &d.initial_on_hand.to_string(),
-            "--skew",
-            &d.skew.to_string(),
-        ])
-        .args([
-            "--flash-units",
-            &d.flash_units.to_string(),
-            "--flash-buyers-per-unit",
-            &d.flash_buyers_per_unit.to_string(),
-        ])
-        .args([
-            "--flash-rounds",
-            &d.flash_rounds.to_string(),
-            "--seed",
-            &d.seed.to_string(),
-        ])
-        .arg("--out-dir")
-        .arg(args.out_dir.join("runs"))
-        .arg("--json-out")
-        .arg(&json)
-        .env("OMNISTOCK_ADMIN_KEY", &spawned.admin_key);
-    if let Some(max) = sweep_of_max {
-        let sweep: Vec<String> = args.sweep.iter().map(|p| p.to_string()).collect();
-        command.args([
-            "--sweep",
-            &sweep.join(","),
-            "--max-iterations-per-s",
-            &max.to_string(),
-        ]);
-    }
+    let mut command = generator_command(args, step, &spawned, &json, pin)?;
     let _ = std::fs::remove_file(&json);
     let status = command
         .status()
@@ -256,14 +256,20 @@ fn spread(runs: &[RunReport], target: Target, scenario: Scenario, lines: bool) -
     values.join(", ")
 }
 
-pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
-    let mut out = Vec::new();
-    let rate = |t, s| median_closed(runs, t, s, false);
-    let lines = |t, s| median_closed(runs, t, s, true);
-    let single = rate(Target::Omnistock, Scenario::Reserve);
-    let mut push = |name: &str, value: Option<f64>, unit: &str, target: &str, met: Option<bool>| {
+/// The figures being collected: a figure without a value is left out.
+struct Figures(Vec<Ratio>);
+
+impl Figures {
+    fn push(
+        &mut self,
+        name: &str,
+        value: Option<f64>,
+        unit: &str,
+        target: &str,
+        met: Option<bool>,
+    ) {
         if let Some(value) = value {
-            out.push(Ratio {
+            self.0.push(Ratio {
                 name: name.into(),
                 value,
                 unit: unit.into(),
@@ -271,94 +277,95 @@ pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
                 met,
             });
         }
-    };
-    let vs_noop = single
-        .zip(rate(Target::Noop, Scenario::Reserve))
-        .map(|(a, b)| a / b);
-    push(
+    }
+}
+
+fn rate(runs: &[RunReport], target: Target, scenario: Scenario) -> Option<f64> {
+    median_closed(runs, target, scenario, false)
+}
+
+fn lines_rate(runs: &[RunReport], target: Target, scenario: Scenario) -> Option<f64> {
+    median_closed(runs, target, scenario, true)
+}
+
+/// Single-line reservations: the ratios to the ceiling and the baseline, and each rate.
+fn single_line_figures(runs: &[RunReport], out: &mut Figures) {
+    let single = rate(runs, Target::Omnistock, Scenario::Reserve);
+    let noop = rate(runs, Target::Noop, Scenario::Reserve);
+    let lua = rate(runs, Target::RedisLua, Scenario::Reserve);
+    let vs_noop = single.zip(noop).map(|(a, b)| a / b);
+    out.push(
         "single-line reservations: omnistock / no-op ceiling",
         vs_noop.map(|r| r * 100.0),
         "%",
         ">= 90 %",
         vs_noop.map(|r| r >= 0.9),
     );
-    let vs_lua = single
-        .zip(rate(Target::RedisLua, Scenario::Reserve))
-        .map(|(a, b)| a / b);
-    push(
+    let vs_lua = single.zip(lua).map(|(a, b)| a / b);
+    out.push(
         "single-line reservations: omnistock / redis-lua",
         vs_lua,
         "x",
         ">= 1.9x",
         vs_lua.map(|r| r >= 1.9),
     );
-    push(
+    out.push(
         "single-line reservations, omnistock",
         single,
         "req/s",
         "",
         None,
     );
-    push(
+    out.push(
         "single-line reservations, redis-lua",
-        rate(Target::RedisLua, Scenario::Reserve),
+        lua,
         "req/s",
         "",
         None,
     );
-    push(
-        "single-line reservations, no-op",
-        rate(Target::Noop, Scenario::Reserve),
-        "req/s",
-        "",
-        None,
-    );
-    let batch = lines(Target::Omnistock, Scenario::ReserveBatch);
-    push(
+    out.push("single-line reservations, no-op", noop, "req/s", "", None);
+}
+
+/// Batched reservations: lines per second of each target, and omnistock over the baseline.
+fn batch_figures(runs: &[RunReport], out: &mut Figures) {
+    let batch = lines_rate(runs, Target::Omnistock, Scenario::ReserveBatch);
+    let lua = lines_rate(runs, Target::RedisLua, Scenario::ReserveBatch);
+    out.push(
         "batched reservations, omnistock",
         batch,
         "lines/s",
         ">= 1M lines/s",
         batch.map(|l| l >= 1e6),
     );
-    push(
-        "batched reservations, redis-lua",
-        lines(Target::RedisLua, Scenario::ReserveBatch),
-        "lines/s",
-        "",
-        None,
-    );
-    push(
-        "batched reservations, no-op",
-        lines(Target::Noop, Scenario::ReserveBatch),
-        "lines/s",
-        "",
-        None,
-    );
-    let batch_vs_lua = batch
-        .zip(lines(Target::RedisLua, Scenario::ReserveBatch))
-        .map(|(a, b)| a / b);
-    push(
+    out.push("batched reservations, redis-lua", lua, "lines/s", "", None);
+    let noop = lines_rate(runs, Target::Noop, Scenario::ReserveBatch);
+    out.push("batched reservations, no-op", noop, "lines/s", "", None);
+    let batch_vs_lua = batch.zip(lua).map(|(a, b)| a / b);
+    out.push(
         "batched reservations: omnistock / redis-lua",
         batch_vs_lua,
         "x",
         "",
         None,
     );
+}
+
+/// omnistock's tail latency in the open loop at half its maximum.
+fn open_loop_figures(runs: &[RunReport], out: &mut Figures) {
     if let Some(run) = runs.iter().find(|r| {
         r.target == Target::Omnistock
             && r.scenario == Scenario::Reserve
             && r.phases.iter().any(|p| p.mode == "open")
     }) && let Some(half) = run.phases.iter().find(|p| p.label.starts_with("open 50%"))
     {
-        push(
+        out.push(
             "omnistock open loop at 50 % of max: p99",
             Some(half.p99_ms),
             "ms",
             "<= 1 ms",
             Some(half.p99_ms <= 1.0),
         );
-        push(
+        out.push(
             "omnistock open loop at 50 % of max: p99.9",
             Some(half.p999_ms),
             "ms",
@@ -366,6 +373,10 @@ pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
             Some(half.p999_ms <= 5.0),
         );
     }
+}
+
+/// The flash sale's rate, and whether exactly N were granted per round.
+fn flash_figures(runs: &[RunReport], out: &mut Figures) {
     for target in [Target::Omnistock, Target::RedisLua] {
         if let Some(run) = find(runs, target, Scenario::FlashSale) {
             let exact = run.audit.as_ref().map(|a| {
@@ -373,7 +384,7 @@ pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
                     && a.flash_rounds.iter().all(|r| r.ok && r.complete)
                     && !a.flash_rounds.is_empty()
             });
-            push(
+            out.push(
                 &format!("flash sale, {}: buyer attempts/s", target.name()),
                 max_phase(run).map(|p| p.rate_per_s),
                 "req/s",
@@ -382,30 +393,43 @@ pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
             );
         }
     }
-    let async_rate = rate(Target::OmnistockAsync, Scenario::Reserve);
-    let sync_rate = rate(Target::OmnistockSync, Scenario::Reserve);
-    push(
+}
+
+/// omnistock with the Redis store, async and sync.
+fn durability_figures(runs: &[RunReport], out: &mut Figures) {
+    let async_rate = rate(runs, Target::OmnistockAsync, Scenario::Reserve);
+    let sync_rate = rate(runs, Target::OmnistockSync, Scenario::Reserve);
+    out.push(
         "single-line reservations, omnistock + Redis store, async",
         async_rate,
         "req/s",
         "",
         None,
     );
-    push(
+    out.push(
         "single-line reservations, omnistock + Redis store, sync",
         sync_rate,
         "req/s",
         "",
         None,
     );
-    push(
+    out.push(
         "sync / async",
         sync_rate.zip(async_rate).map(|(s, a)| 100.0 * s / a),
         "%",
         "",
         None,
     );
-    out
+}
+
+pub fn figures(runs: &[RunReport]) -> Vec<Ratio> {
+    let mut out = Figures(Vec::new());
+    single_line_figures(runs, &mut out);
+    batch_figures(runs, &mut out);
+    open_loop_figures(runs, &mut out);
+    flash_figures(runs, &mut out);
+    durability_figures(runs, &mut out);
+    out.0
 }
 
 pub fn table(report: &CompareReport) -> String {
@@ -474,23 +498,35 @@ pub fn table(report: &CompareReport) -> String {
     out
 }
 
-pub fn chart(report: &CompareReport) -> String {
+/// The targets of the runs, in order of first appearance (their colours).
+fn chart_targets(report: &CompareReport) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::new();
     for run in &report.runs {
         if !targets.contains(&run.target) {
             targets.push(run.target);
         }
     }
-    let closed = |scenario: Scenario, lines: bool| -> Vec<(String, f64)> {
-        targets
-            .iter()
-            .filter_map(|t| {
-                median_closed(&report.runs, *t, scenario, lines).map(|v| (t.name().to_string(), v))
-            })
-            .collect()
-    };
-    let single = closed(Scenario::Reserve, false);
-    let batch = closed(Scenario::ReserveBatch, true);
+    targets
+}
+
+/// Each target's median closed-loop rate of `scenario` (lines/s if `lines`).
+fn closed_bars(
+    report: &CompareReport,
+    targets: &[Target],
+    scenario: Scenario,
+    lines: bool,
+) -> Vec<(String, f64)> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            median_closed(&report.runs, *t, scenario, lines).map(|v| (t.name().to_string(), v))
+        })
+        .collect()
+}
+
+/// p50, p99 and p99.9 against the offered rate, per target with open-loop
+/// single-line reservation phases (the target's colour, one dash each).
+fn sweep_series(report: &CompareReport, targets: &[Target]) -> Vec<Series> {
     let mut series = Vec::new();
     for run in report
         .runs
@@ -526,33 +562,49 @@ pub fn chart(report: &CompareReport) -> String {
             });
         }
     }
+    series
+}
+
+/// The machine, pinning, connections, load and command under the title.
+fn chart_subtitle(report: &CompareReport) -> String {
+    format!(
+        "{}; {}; {} connections; load average before: {}; `loadtest {}`",
+        report.machine,
+        if report.pinned {
+            "servers on core 0, generator on core 1"
+        } else {
+            "not pinned"
+        },
+        report.connections,
+        report
+            .load_average_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        report.command
+    )
+}
+
+pub fn chart(report: &CompareReport) -> String {
+    let targets = chart_targets(report);
+    let single = closed_bars(report, &targets, Scenario::Reserve, false);
+    let batch = closed_bars(report, &targets, Scenario::ReserveBatch, true);
+    let series = sweep_series(report, &targets);
     let h1 = 40.0 + 30.0 * single.len() as f64;
     let h2 = 40.0 + 30.0 * batch.len() as f64;
+    let single_title = "Single-line reservations, closed loop (max; median of the rounds)";
+    let batch_title = format!(
+        "Reservations of {} lines each, closed loop (max)",
+        report.batch_lines
+    );
+    let latency_title = "Single-line reservations: latency percentiles vs offered rate";
     let body = format!(
         "{}{}{}",
-        chart::bars(
-            "Single-line reservations, closed loop (max; median of the rounds)",
-            "req/s",
-            &single,
-            20.0,
-            70.0,
-            860.0,
-            h1
-        ),
-        chart::bars(
-            &format!(
-                "Reservations of {} lines each, closed loop (max)",
-                report.batch_lines
-            ),
-            "lines/s",
-            &batch,
-            20.0,
-            80.0 + h1,
-            860.0,
-            h2
-        ),
+        chart::bars(single_title, "req/s", &single, 20.0, 70.0, 860.0, h1),
+        chart::bars(&batch_title, "lines/s", &batch, 20.0, 80.0 + h1, 860.0, h2),
         chart::latency_lines(
-            "Single-line reservations: latency percentiles vs offered rate",
+            latency_title,
             Scenario::Reserve.unit(),
             &series,
             20.0,
@@ -563,27 +615,70 @@ pub fn chart(report: &CompareReport) -> String {
     );
     chart::document(
         "omnistock vs Redis-Lua baseline vs no-op HTTP ceiling",
-        &format!(
-            "{}; {}; {} connections; load average before: {}; `loadtest {}`",
-            report.machine,
-            if report.pinned {
-                "servers on core 0, generator on core 1"
-            } else {
-                "not pinned"
-            },
-            report.connections,
-            report
-                .load_average_before
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
-            report.command
-        ),
+        &chart_subtitle(report),
         900.0,
         500.0 + h1 + h2,
         &body,
     )
+}
+
+/// Runs the steps one by one, keeping the reports of those that ran.
+struct Runner<'a> {
+    args: &'a CompareArgs,
+    pin: bool,
+    runs: Vec<RunReport>,
+    planned: usize,
+}
+
+impl Runner<'_> {
+    async fn step(&mut self, step: Step) {
+        self.planned += 1;
+        eprintln!(
+            "\n=== {} / {}{} ===",
+            step.target.name(),
+            step.scenario.name(),
+            if step.sweep_of_max.is_some() {
+                " (sweep)"
+            } else {
+                ""
+            }
+        );
+        match one(self.args, step, self.pin).await {
+            Ok(run) => self.runs.push(run),
+            Err(e) => eprintln!("{} {}: {e}", step.target.name(), step.scenario.name()),
+        }
+    }
+
+    /// The rate sweep at percentages of each target's median maximum, then
+    /// the flash sale (it ends when every buyer was answered).
+    async fn sweeps_and_flash_sales(&mut self) {
+        let args = self.args;
+        for target in &args.targets {
+            if !args.sweep.is_empty()
+                && let Some(max) = median_closed(&self.runs, *target, Scenario::Reserve, false)
+            {
+                let sweep_of_max = Some(max);
+                let scenario = Scenario::Reserve;
+                self.step(Step {
+                    target: *target,
+                    scenario,
+                    sweep_of_max,
+                })
+                .await;
+            }
+        }
+        for target in &args.targets {
+            if Scenario::FlashSale.supported_by(*target) && target.has_state() {
+                let scenario = Scenario::FlashSale;
+                self.step(Step {
+                    target: *target,
+                    scenario,
+                    sweep_of_max: None,
+                })
+                .await;
+            }
+        }
+    }
 }
 
 pub async fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
@@ -598,60 +693,17 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
     eprintln!(
         "load average before the runs: {load_average_before} (anything above ~0.2 on an idle machine skews the figures)"
     );
-    let mut runs = Vec::new();
-    let mut planned = 0usize;
-    let run_step = async |step: Step, runs: &mut Vec<RunReport>| {
-        eprintln!(
-            "\n=== {} / {}{} ===",
-            step.target.name(),
-            step.scenario.name(),
-            if step.sweep_of_max.is_some() {
-                " (sweep)"
-            } else {
-                ""
-            }
-        );
-        match one(args, step, pin).await {
-            Ok(run) => runs.push(run),
-            Err(e) => eprintln!("{} {}: {e}", step.target.name(), step.scenario.name()),
-        }
+    let mut runner = Runner {
+        args,
+        pin,
+        runs: Vec::new(),
+        planned: 0,
     };
     for step in rounds(args) {
-        planned += 1;
-        run_step(step, &mut runs).await;
+        runner.step(step).await;
     }
-    // Then the rate sweep at percentages of each target's median maximum, and
-    // the flash sale (it ends when every buyer was answered).
-    for target in &args.targets {
-        if !args.sweep.is_empty()
-            && let Some(max) = median_closed(&runs, *target, Scenario::Reserve, false)
-        {
-            planned += 1;
-            run_step(
-                Step {
-                    target: *target,
-                    scenario: Scenario::Reserve,
-                    sweep_of_max: Some(max),
-                },
-                &mut runs,
-            )
-            .await;
-        }
-    }
-    for target in &args.targets {
-        if Scenario::FlashSale.supported_by(*target) && target.has_state() {
-            planned += 1;
-            run_step(
-                Step {
-                    target: *target,
-                    scenario: Scenario::FlashSale,
-                    sweep_of_max: None,
-                },
-                &mut runs,
-            )
-            .await;
-        }
-    }
+    runner.sweeps_and_flash_sales().await;
+    let Runner { runs, planned, .. } = runner;
     let passed = runs.iter().all(|r| r.passed) && runs.len() == planned;
     let report = CompareReport {
         machine: machine(),

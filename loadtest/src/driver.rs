@@ -43,6 +43,59 @@ pub fn scheduled_at(rate_per_s: f64, connections: usize, k: usize, j: u64) -> Du
     Duration::from_secs_f64(k as f64 / rate_per_s + j as f64 * interval_s)
 }
 
+/// One connection's task: iterations until the deadline (or a scenario out
+/// of work, which stops every task); returns the worker.
+fn spawn_worker<W: Worker>(
+    mut worker: W,
+    k: usize,
+    connections: usize,
+    mode: Mode,
+    start: Instant,
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<W> {
+    tokio::spawn(async move {
+        let mut j: u64 = 0;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let scheduled = match mode {
+                Mode::Closed => Instant::now(),
+                Mode::Open { rate_per_s } => start + scheduled_at(rate_per_s, connections, k, j),
+            };
+            if scheduled >= deadline || Instant::now() >= deadline {
+                break;
+            }
+            if scheduled > Instant::now() {
+                tokio::time::sleep_until(scheduled).await;
+            }
+            j += 1;
+            if worker.iteration(scheduled).await == Flow::Done {
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+        worker
+    })
+}
+
+/// Ends the progress line: a newline on a terminal, the phase's totals in a log.
+fn end_progress(progress: &Progress, label: &str, elapsed: Duration) {
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    } else {
+        // A log gets the phase's end too, not only its 5 s marks.
+        let requests = progress.requests.load(Ordering::Relaxed);
+        let errors = progress.errors.load(Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        eprintln!(
+            "{label} done: {requests} req in {seconds:.1} s ({:.0} req/s), errors {errors}",
+            requests as f64 / seconds.max(1e-9)
+        );
+    }
+}
+
 /// Runs `workers` (one task each) for `duration`; returns them with their
 /// recorders filled, and the time the phase took.
 pub async fn drive<W: Worker>(
@@ -55,36 +108,14 @@ pub async fn drive<W: Worker>(
     let start = Instant::now();
     let deadline = start + duration;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::with_capacity(connections);
-    for (k, mut worker) in workers.into_iter().enumerate() {
-        let stop = Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            let mut j: u64 = 0;
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let scheduled = match mode {
-                    Mode::Closed => Instant::now(),
-                    Mode::Open { rate_per_s } => {
-                        start + scheduled_at(rate_per_s, connections, k, j)
-                    }
-                };
-                if scheduled >= deadline || Instant::now() >= deadline {
-                    break;
-                }
-                if scheduled > Instant::now() {
-                    tokio::time::sleep_until(scheduled).await;
-                }
-                j += 1;
-                if worker.iteration(scheduled).await == Flow::Done {
-                    stop.store(true, Ordering::Relaxed);
-                    break;
-                }
-            }
-            worker
-        }));
-    }
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(k, worker)| {
+            let stop = Arc::clone(&stop);
+            spawn_worker(worker, k, connections, mode, start, deadline, stop)
+        })
+        .collect();
     let reporter = progress.map(|(progress, label)| {
         let task = tokio::spawn(report_progress(
             Arc::clone(&progress),
@@ -103,18 +134,7 @@ pub async fn drive<W: Worker>(
     let elapsed = start.elapsed();
     if let Some((reporter, progress, label)) = reporter {
         reporter.abort();
-        if std::io::stderr().is_terminal() {
-            eprintln!();
-        } else {
-            // A log gets the phase's end too, not only its 5 s marks.
-            let requests = progress.requests.load(Ordering::Relaxed);
-            let errors = progress.errors.load(Ordering::Relaxed);
-            let seconds = elapsed.as_secs_f64();
-            eprintln!(
-                "{label} done: {requests} req in {seconds:.1} s ({:.0} req/s), errors {errors}",
-                requests as f64 / seconds.max(1e-9)
-            );
-        }
+        end_progress(&progress, &label, elapsed);
     }
     (workers, elapsed)
 }

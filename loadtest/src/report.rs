@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::audit::AuditReport;
 use crate::chart::{self, Series};
 use crate::run::{PhaseReport, RunReport};
 
@@ -77,6 +78,56 @@ pub fn phase_table(phase: &PhaseReport, unit: &str) -> String {
     out
 }
 
+/// The audit's verdict, each flash-sale round and every finding.
+fn audit_text(audit: Option<&AuditReport>) -> String {
+    let mut out = String::new();
+    let Some(audit) = audit else {
+        out.push_str("\naudit: not applicable (the target holds no stock)\n");
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "\naudit: {} - engine audit {}, {} positions read back ({} counted by the import), {} findings{}",
+        if audit.passed { "PASSED" } else { "FAILED" },
+        if audit.server["ok"] == serde_json::Value::Bool(true) {
+            "ok"
+        } else {
+            "NOT ok"
+        },
+        audit.positions_checked,
+        audit.positions_counted_by_import,
+        audit.findings_total,
+        if audit.waited_for_expiry_ms > 0 {
+            format!(
+                ", waited {:.1} s for holds to expire",
+                audit.waited_for_expiry_ms as f64 / 1000.0
+            )
+        } else {
+            String::new()
+        }
+    );
+    for round in &audit.flash_rounds {
+        let _ = writeln!(
+            out,
+            "  flash-sale round {}: {} units, {} of {} buyers answered, {} granted: {}",
+            round.round,
+            round.units,
+            round.answered,
+            round.buyers,
+            round.granted,
+            match (round.ok, round.complete) {
+                (true, true) => "exactly N",
+                (true, false) => "incomplete round, not more than N",
+                (false, _) => "WRONG",
+            }
+        );
+    }
+    for finding in &audit.findings {
+        let _ = writeln!(out, "  finding: {finding}");
+    }
+    out
+}
+
 pub fn run_table(report: &RunReport) -> String {
     let mut out = format!(
         "target {} at {}, scenario {}{}; {} positions ({} SKUs, {} stores, {} warehouses, skew {})",
@@ -97,51 +148,7 @@ pub fn run_table(report: &RunReport) -> String {
     for phase in &report.phases {
         out.push_str(&phase_table(phase, report.scenario.unit()));
     }
-    match &report.audit {
-        None => out.push_str("\naudit: not applicable (the target holds no stock)\n"),
-        Some(audit) => {
-            let _ = writeln!(
-                out,
-                "\naudit: {} - engine audit {}, {} positions read back ({} counted by the import), {} findings{}",
-                if audit.passed { "PASSED" } else { "FAILED" },
-                if audit.server["ok"] == serde_json::Value::Bool(true) {
-                    "ok"
-                } else {
-                    "NOT ok"
-                },
-                audit.positions_checked,
-                audit.positions_counted_by_import,
-                audit.findings_total,
-                if audit.waited_for_expiry_ms > 0 {
-                    format!(
-                        ", waited {:.1} s for holds to expire",
-                        audit.waited_for_expiry_ms as f64 / 1000.0
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            for round in &audit.flash_rounds {
-                let _ = writeln!(
-                    out,
-                    "  flash-sale round {}: {} units, {} of {} buyers answered, {} granted: {}",
-                    round.round,
-                    round.units,
-                    round.answered,
-                    round.buyers,
-                    round.granted,
-                    match (round.ok, round.complete) {
-                        (true, true) => "exactly N",
-                        (true, false) => "incomplete round, not more than N",
-                        (false, _) => "WRONG",
-                    }
-                );
-            }
-            for finding in &audit.findings {
-                let _ = writeln!(out, "  finding: {finding}");
-            }
-        }
-    }
+    out.push_str(&audit_text(report.audit.as_ref()));
     let _ = writeln!(
         out,
         "result: {}",

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, AuditReport};
@@ -193,7 +194,9 @@ async fn phase(
     phase_report(label, mode, config.connections, &merged, elapsed, cpu)
 }
 
-pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
+/// Fails if the target does not implement the scenario (or, for `mixed`,
+/// one of the blend's scenarios with a weight above 0).
+fn check_supported(config: &RunConfig) -> Result<(), String> {
     let target = config.target;
     if !config.scenario.supported_by(target) {
         return Err(format!(
@@ -213,27 +216,44 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
             }
         }
     }
-    let mut spawned = None;
-    let (url, admin_key) = match &config.url {
-        Some(url) => (
+    Ok(())
+}
+
+/// The target's URL and admin key: the running one given, or one started
+/// here (returned too: it stops when dropped).
+async fn reach_target(
+    config: &RunConfig,
+) -> Result<(String, String, Option<targets::Spawned>), String> {
+    match &config.url {
+        Some(url) => Ok((
             url.clone(),
             config
                 .admin_key
                 .clone()
                 .ok_or("--admin-key or OMNISTOCK_ADMIN_KEY is needed with --url")?,
-        ),
+            None,
+        )),
         None => {
-            eprintln!("starting the {} target", target.name());
-            let started = targets::spawn(target, &config.spawn).await?;
-            let pair = (started.url.clone(), started.admin_key.clone());
-            spawned = Some(started);
-            pair
+            eprintln!("starting the {} target", config.target.name());
+            let started = targets::spawn(config.target, &config.spawn).await?;
+            Ok((
+                started.url.clone(),
+                started.admin_key.clone(),
+                Some(started),
+            ))
         }
-    };
-    let endpoint = Endpoint::parse(&url).await?;
-    let admin = bearer(&admin_key)?;
+    }
+}
+
+/// Seeds the data set (where the target keeps stock) and builds what the
+/// workers share, its book "as of" the instant after seeding.
+async fn prepare(
+    config: &RunConfig,
+    conn: &mut Conn,
+    admin: &HeaderValue,
+) -> Result<Arc<Ctx>, String> {
+    let target = config.target;
     let data = DataSet::new(&config.data);
-    let mut conn = Conn::new(endpoint.clone(), Duration::from_secs(60));
     let pos_keys = if target.has_state() {
         eprintln!(
             "seeding {} positions ({} SKUs x {} locations, {} flash-sale rounds) as run {}",
@@ -243,7 +263,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
             data.flash_rounds(),
             data.run_id
         );
-        seed::seed(&mut conn, &data, target, &admin).await?
+        seed::seed(conn, &data, target, admin).await?
     } else {
         Vec::new()
     };
@@ -252,7 +272,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     let as_of_ms = unix_ms();
     tokio::time::sleep(Duration::from_millis(3)).await;
     let book = Book::new(&data, as_of_ms);
-    let ctx = Arc::new(Ctx {
+    Ok(Arc::new(Ctx {
         mix: Mix::new(config.scenario, &config.weights),
         data,
         book,
@@ -263,73 +283,93 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         batch_lines: config.batch_lines,
         import_rows: config.import_rows,
         feed_incremental_per_full: config.feed_incremental_per_full,
-    });
-    let started_unix_ms = unix_ms();
+    }))
+}
+
+/// The rate sweep: the maximum (given, or measured by a closed-loop phase
+/// that is reported too), then an open-loop phase at each percentage of it.
+async fn sweep_phases(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -> Vec<PhaseReport> {
     let mut phases = Vec::new();
-    if !config.warmup.is_zero() {
-        phase(
-            &ctx,
-            &endpoint,
-            config,
-            Mode::Closed,
-            config.warmup,
-            "warm-up".into(),
-            1,
-        )
-        .await;
-    }
-    if !config.sweep_percent.is_empty() {
-        let max = match config.max_rate_per_s {
-            Some(max) => max,
-            None => {
-                let closed = phase(
-                    &ctx,
-                    &endpoint,
-                    config,
-                    Mode::Closed,
-                    config.duration,
-                    "closed (max)".into(),
-                    2,
-                )
-                .await;
-                // In the open loop's unit: iterations, not requests.
-                let max = closed.iterations_per_s;
-                phases.push(closed);
-                max
-            }
-        };
-        for (i, percent) in config.sweep_percent.iter().enumerate() {
-            let rate_per_s = (max * percent / 100.0).max(1.0);
-            let label = format!(
-                "open {percent}% ({rate_per_s:.0} {}/s)",
-                config.scenario.unit()
-            );
-            phases.push(
-                phase(
-                    &ctx,
-                    &endpoint,
-                    config,
-                    Mode::Open { rate_per_s },
-                    config.duration,
-                    label,
-                    3 + i as u64,
-                )
-                .await,
-            );
+    let max = match config.max_rate_per_s {
+        Some(max) => max,
+        None => {
+            let closed = phase(
+                ctx,
+                endpoint,
+                config,
+                Mode::Closed,
+                config.duration,
+                "closed (max)".into(),
+                2,
+            )
+            .await;
+            // In the open loop's unit: iterations, not requests.
+            let max = closed.iterations_per_s;
+            phases.push(closed);
+            max
         }
-    } else {
-        let mode = match config.rate_per_s {
-            Some(rate_per_s) => Mode::Open { rate_per_s },
-            None => Mode::Closed,
-        };
-        let label = match mode {
-            Mode::Closed => "closed".to_string(),
-            Mode::Open { rate_per_s } => {
-                format!("open ({rate_per_s:.0} {}/s)", config.scenario.unit())
-            }
-        };
-        phases.push(phase(&ctx, &endpoint, config, mode, config.duration, label, 2).await);
+    };
+    for (i, percent) in config.sweep_percent.iter().enumerate() {
+        let rate_per_s = (max * percent / 100.0).max(1.0);
+        let label = format!(
+            "open {percent}% ({rate_per_s:.0} {}/s)",
+            config.scenario.unit()
+        );
+        let mode = Mode::Open { rate_per_s };
+        phases.push(
+            phase(
+                ctx,
+                endpoint,
+                config,
+                mode,
+                config.duration,
+                label,
+                3 + i as u64,
+            )
+            .await,
+        );
     }
+    phases
+}
+
+/// One measured phase: closed loop, or open loop at the configured rate.
+async fn single_phase(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -> PhaseReport {
+    let mode = match config.rate_per_s {
+        Some(rate_per_s) => Mode::Open { rate_per_s },
+        None => Mode::Closed,
+    };
+    let label = match mode {
+        Mode::Closed => "closed".to_string(),
+        Mode::Open { rate_per_s } => {
+            format!("open ({rate_per_s:.0} {}/s)", config.scenario.unit())
+        }
+    };
+    phase(ctx, endpoint, config, mode, config.duration, label, 2).await
+}
+
+/// The warm-up (not reported), then the measured phases.
+async fn run_phases(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -> Vec<PhaseReport> {
+    if !config.warmup.is_zero() {
+        let label = "warm-up".to_string();
+        phase(ctx, endpoint, config, Mode::Closed, config.warmup, label, 1).await;
+    }
+    if config.sweep_percent.is_empty() {
+        vec![single_phase(ctx, endpoint, config).await]
+    } else {
+        sweep_phases(ctx, endpoint, config).await
+    }
+}
+
+pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
+    check_supported(config)?;
+    let target = config.target;
+    let (url, admin_key, mut spawned) = reach_target(config).await?;
+    let endpoint = Endpoint::parse(&url).await?;
+    let admin = bearer(&admin_key)?;
+    let mut conn = Conn::new(endpoint.clone(), Duration::from_secs(60));
+    let ctx = prepare(config, &mut conn, &admin).await?;
+    let started_unix_ms = unix_ms();
+    let phases = run_phases(&ctx, &endpoint, config).await;
     if let Some(spawned) = spawned.as_mut() {
         spawned.check_alive()?;
     }

@@ -28,14 +28,12 @@ async fn expect_ok(conn: &mut Conn, call: Call<'_>, what: &str) -> Result<Reply,
     Ok(reply)
 }
 
-/// Seeds `data`; returns the POS keys (one per store; empty unless omnistock).
-pub async fn seed(
+/// Every location (PUT), then the store group.
+async fn seed_locations(
     conn: &mut Conn,
     data: &DataSet,
-    target: Target,
-    admin: &HeaderValue,
-) -> Result<Vec<HeaderValue>, String> {
-    let key = Some(admin);
+    key: Option<&HeaderValue>,
+) -> Result<(), String> {
     for (i, location) in data.locations.iter().enumerate() {
         let body = if location.store {
             format!(
@@ -58,26 +56,42 @@ pub async fn seed(
         let body = format!(r#"{{"locations":[{}]}}"#, stores.join(","));
         expect_ok(conn, Call::json(Method::PUT, &path, key, body), &path).await?;
     }
+    Ok(())
+}
+
+/// One POS key per store, limited to it.
+async fn seed_pos_keys(
+    conn: &mut Conn,
+    data: &DataSet,
+    key: Option<&HeaderValue>,
+) -> Result<Vec<HeaderValue>, String> {
     let mut pos_keys = Vec::new();
-    if target.is_omnistock() {
-        for code in data.store_codes() {
-            let body = format!(
-                r#"{{"name":"loadtest till {code}","scopes":["read","pos"],"locations":["{code}"]}}"#
-            );
-            let reply = expect_ok(
-                conn,
-                Call::json(Method::POST, "/v1/keys", key, body),
-                "a POS key",
-            )
-            .await?;
-            let created: Value = serde_json::from_slice(&reply.body)
-                .map_err(|e| format!("seeding a POS key: {e}"))?;
-            let secret = created["key"]
-                .as_str()
-                .ok_or("seeding a POS key: no key in the answer")?;
-            pos_keys.push(bearer(secret)?);
-        }
+    for code in data.store_codes() {
+        let body = format!(
+            r#"{{"name":"loadtest till {code}","scopes":["read","pos"],"locations":["{code}"]}}"#
+        );
+        let reply = expect_ok(
+            conn,
+            Call::json(Method::POST, "/v1/keys", key, body),
+            "a POS key",
+        )
+        .await?;
+        let created: Value =
+            serde_json::from_slice(&reply.body).map_err(|e| format!("seeding a POS key: {e}"))?;
+        let secret = created["key"]
+            .as_str()
+            .ok_or("seeding a POS key: no key in the answer")?;
+        pos_keys.push(bearer(secret)?);
     }
+    Ok(pos_keys)
+}
+
+/// Every position's initial count, by streamed imports of `IMPORT_CHUNK_ROWS` rows.
+async fn seed_counts(
+    conn: &mut Conn,
+    data: &DataSet,
+    key: Option<&HeaderValue>,
+) -> Result<(), String> {
     let positions: Vec<usize> = (0..data.positions()).collect();
     for chunk in positions.chunks(IMPORT_CHUNK_ROWS) {
         let mut body = String::with_capacity(chunk.len() * 64);
@@ -102,5 +116,23 @@ pub async fn seed(
             return Err(format!("seeding the initial counts: {report}"));
         }
     }
+    Ok(())
+}
+
+/// Seeds `data`; returns the POS keys (one per store; empty unless omnistock).
+pub async fn seed(
+    conn: &mut Conn,
+    data: &DataSet,
+    target: Target,
+    admin: &HeaderValue,
+) -> Result<Vec<HeaderValue>, String> {
+    let key = Some(admin);
+    seed_locations(conn, data, key).await?;
+    let pos_keys = if target.is_omnistock() {
+        seed_pos_keys(conn, data, key).await?
+    } else {
+        Vec::new()
+    };
+    seed_counts(conn, data, key).await?;
     Ok(pos_keys)
 }

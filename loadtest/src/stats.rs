@@ -90,7 +90,8 @@ pub enum Outcome {
 /// Longest latency a histogram holds (beyond: clamped), in microseconds.
 const MAX_LATENCY_US: u64 = 60_000_000;
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram (microseconds, 1 us to 60 s, 3 digits).
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant bounds are valid")
 }
 

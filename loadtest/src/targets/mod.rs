@@ -86,6 +86,11 @@ impl Drop for Spawned {
 }
 
 impl Spawned {
+    /// The process id of the server itself (the last child started).
+    pub fn pid(&self) -> Option<u32> {
+        self.children.last().map(|(_, child)| child.id())
+    }
+
     /// Fails if a child has exited (e.g. crashed under load).
     pub fn check_alive(&mut self) -> Result<(), String> {
         for (name, child) in &mut self.children {
@@ -103,6 +108,29 @@ pub fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Pins this process (every thread it has now, and so every thread it
+/// starts later) to `core` with `taskset`; false if that was not possible.
+pub fn pin_self(core: usize) -> bool {
+    which("taskset")
+        && Command::new("taskset")
+            .args([
+                "-a",
+                "-p",
+                "-c",
+                &core.to_string(),
+                &std::process::id().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Whether targets can be pinned apart from the generator: 2+ cores and taskset.
+pub fn can_pin() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) && which("taskset")
 }
 
 fn pinned(program: &Path, core: Option<usize>) -> Command {
@@ -256,11 +284,50 @@ pub async fn spawn(target: Target, options: &SpawnOptions) -> Result<Spawned, St
         admin_key,
         children,
     };
-    wait_ready(&mut spawned, target).await?;
+    wait_ready(&mut spawned, target.name(), "/readyz").await?;
     Ok(spawned)
 }
 
-async fn wait_ready(spawned: &mut Spawned, target: Target) -> Result<(), String> {
+/// A server the caller describes: `program args...` with `env`, listening on
+/// `port` (pinned, its stderr logged to NAME.log), ready once GET
+/// `ready_path` answers 2xx. `admin_key` is what the caller gave it.
+pub struct ServerSpec<'a> {
+    pub name: &'a str,
+    pub program: &'a Path,
+    pub args: Vec<String>,
+    pub env: Vec<(&'a str, String)>,
+    pub port: u16,
+    pub ready_path: &'a str,
+    pub admin_key: String,
+}
+
+/// Starts a server described by `spec` and waits until it is ready.
+pub async fn spawn_server(spec: ServerSpec<'_>, options: &SpawnOptions) -> Result<Spawned, String> {
+    let mut command = pinned(spec.program, options.pin_core);
+    command.args(&spec.args);
+    for (name, value) in &spec.env {
+        command.env(name, value);
+    }
+    command
+        .stdout(Stdio::null())
+        .stderr(log_file(options, spec.name)?);
+    let child = command.spawn().map_err(|e| {
+        format!(
+            "cannot start {} ({}): {e}",
+            spec.name,
+            spec.program.display()
+        )
+    })?;
+    let mut spawned = Spawned {
+        url: format!("http://127.0.0.1:{}", spec.port),
+        admin_key: spec.admin_key,
+        children: vec![(spec.name.to_string(), child)],
+    };
+    wait_ready(&mut spawned, spec.name, spec.ready_path).await?;
+    Ok(spawned)
+}
+
+async fn wait_ready(spawned: &mut Spawned, name: &str, ready_path: &str) -> Result<(), String> {
     let endpoint = crate::http_client::Endpoint::parse(&spawned.url).await?;
     let addr: SocketAddr = endpoint.addr;
     let mut conn = crate::http_client::Conn::new(endpoint, Duration::from_secs(2));
@@ -269,18 +336,14 @@ async fn wait_ready(spawned: &mut Spawned, target: Target) -> Result<(), String>
         spawned.check_alive()?;
         if tokio::net::TcpStream::connect(addr).await.is_ok()
             && let Ok(reply) = conn
-                .call(crate::http_client::Call::get("/readyz", None))
+                .call(crate::http_client::Call::get(ready_path, None))
                 .await
             && reply.status.is_success()
         {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not become ready at {}",
-                target.name(),
-                spawned.url
-            ));
+            return Err(format!("{name} did not become ready at {}", spawned.url));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

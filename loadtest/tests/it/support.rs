@@ -1,5 +1,5 @@
 //! Shared by the tests: an in-process omnistock on 127.0.0.1:0 and a small,
-//! fast run configuration. (Each test file uses a part of it.)
+//! fast run configuration. (Each module uses a part of it.)
 #![allow(dead_code)]
 
 use std::path::PathBuf;

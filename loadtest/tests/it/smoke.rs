@@ -2,13 +2,11 @@
 //! traffic flows, nothing fails, and the end-of-run audit passes. Closed and
 //! open loop, and a small rate sweep. (Seconds each; no figure is asserted.)
 
-mod support;
-
+use crate::support::{config, engine};
 use loadtest::run::{RunReport, run};
 use loadtest::scenario::Scenario;
 use loadtest::stats::Op;
 use loadtest::targets::Target;
-use support::{config, engine};
 
 fn assert_clean(report: &RunReport, ops: &[Op]) {
     let name = report.scenario.name();
@@ -35,7 +33,7 @@ fn assert_clean(report: &RunReport, ops: &[Op]) {
 }
 
 fn support_positions() -> usize {
-    let d = support::data();
+    let d = crate::support::data();
     d.skus * (d.stores + d.warehouses) + d.flash_rounds
 }
 

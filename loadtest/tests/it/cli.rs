@@ -4,13 +4,11 @@
 //! still work, and a run whose stderr is not a terminal still prints a
 //! progress line every few seconds.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::{ADMIN, engine};
 use loadtest::driver::LOG_PROGRESS_EVERY_S;
-use support::{ADMIN, engine};
 
 /// Each option's help text, by long name, whitespace collapsed.
 fn sections(help: &str) -> Vec<(String, String)> {
@@ -50,10 +48,10 @@ fn help(subcommand: &str) -> String {
 
 #[test]
 fn every_flag_is_described_and_the_rate_names_its_unit() {
-    for subcommand in ["run", "compare"] {
+    for subcommand in ["run", "compare", "paired", "fixed", "flood"] {
         let help = help(subcommand);
         let sections = sections(&help);
-        assert!(sections.len() > 10, "{subcommand}: {help}");
+        assert!(sections.len() >= 8, "{subcommand}: {help}");
         for (name, text) in &sections {
             // The flag, its value name, aliases and default removed: a
             // description must be left.
@@ -106,7 +104,7 @@ fn every_flag_is_described_and_the_rate_names_its_unit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_loop_run_reports_its_unit_and_logs_progress_without_a_terminal() {
     let engine = engine().await;
-    let out_dir = support::log_dir().join("cli-run");
+    let out_dir = crate::support::log_dir().join("cli-run");
     let seconds = LOG_PROGRESS_EVERY_S + 1;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["run", "--url", &format!("http://{}", engine.addr)])

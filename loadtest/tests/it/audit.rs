@@ -2,12 +2,12 @@
 //! checkout run, a sale and a hold the tool does not know about are made
 //! behind its back, and the audit must fail with the right findings.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{ADMIN, engine};
 use hyper::Method;
+use hyper::header::HeaderValue;
 use loadtest::audit::audit;
 use loadtest::book::Book;
 use loadtest::dataset::{DataSet, unix_ms};
@@ -17,22 +17,15 @@ use loadtest::scenario::{Ctx, Mix, Scenario, ScenarioWorker, Weights};
 use loadtest::seed::seed;
 use loadtest::stats::{Progress, Recorder};
 use loadtest::targets::Target;
-use support::{ADMIN, engine};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_audit_fails_on_units_and_holds_the_run_did_not_make() {
-    let engine = engine().await;
-    let endpoint = Endpoint::parse(&format!("http://{}", engine.addr))
-        .await
-        .expect("endpoint");
-    let admin = bearer(ADMIN).expect("key");
-    let data = DataSet::new(&support::data());
-    let mut conn = Conn::new(endpoint.clone(), Duration::from_secs(10));
-    let pos_keys = seed(&mut conn, &data, Target::Omnistock, &admin)
+/// Seeds the data set and builds the shared context of a checkout and POS blend.
+async fn seeded_ctx(conn: &mut Conn, admin: &HeaderValue) -> Arc<Ctx> {
+    let data = DataSet::new(&crate::support::data());
+    let pos_keys = seed(conn, &data, Target::Omnistock, admin)
         .await
         .expect("seeded");
     let book = Book::new(&data, unix_ms());
-    let ctx = Arc::new(Ctx {
+    Arc::new(Ctx {
         mix: Mix::new(
             Scenario::Mixed,
             &"checkout=1,pos=1".parse::<Weights>().expect("weights"),
@@ -46,7 +39,45 @@ async fn the_audit_fails_on_units_and_holds_the_run_did_not_make() {
         batch_lines: 10,
         import_rows: 50,
         feed_incremental_per_full: 3,
-    });
+    })
+}
+
+/// Behind the tool's back: one unit sold at one position, two held at another.
+async fn sell_and_hold_unbooked(conn: &mut Conn, ctx: &Ctx, admin: &HeaderValue) {
+    let (sku, location) = ctx.data.codes(ctx.data.position(0, 0));
+    let sale = format!(
+        r#"{{"channel":"pos","lines":[{{"sku":"{sku}","location":"{location}","qty":1}}]}}"#
+    );
+    let reply = conn
+        .call(Call::json(Method::POST, "/v1/sales", Some(admin), sale))
+        .await
+        .expect("sale");
+    assert!(reply.status.is_success(), "{:?}", reply.status);
+    let (sku, location) = ctx.data.codes(ctx.data.position(1, 0));
+    let hold = format!(
+        r#"{{"channel":"web","lines":[{{"sku":"{sku}","location":"{location}","qty":2}}],"ttl_seconds":600}}"#
+    );
+    let reply = conn
+        .call(Call::json(
+            Method::POST,
+            "/v1/reservations",
+            Some(admin),
+            hold,
+        ))
+        .await
+        .expect("hold");
+    assert_eq!(reply.status.as_u16(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_fails_on_units_and_holds_the_run_did_not_make() {
+    let engine = engine().await;
+    let endpoint = Endpoint::parse(&format!("http://{}", engine.addr))
+        .await
+        .expect("endpoint");
+    let admin = bearer(ADMIN).expect("key");
+    let mut conn = Conn::new(endpoint.clone(), Duration::from_secs(10));
+    let ctx = seeded_ctx(&mut conn, &admin).await;
     let progress = Arc::new(Progress::default());
     let workers: Vec<ScenarioWorker> = (0..4)
         .map(|k| {
@@ -65,52 +96,15 @@ async fn the_audit_fails_on_units_and_holds_the_run_did_not_make() {
         .expect("audit");
     assert!(clean.passed, "a clean run passes: {:?}", clean.findings);
 
-    // Behind the tool's back: one unit sold at one position, two held at another.
-    let (sku, location) = ctx.data.codes(ctx.data.position(0, 0));
-    let sale = format!(
-        r#"{{"channel":"pos","lines":[{{"sku":"{sku}","location":"{location}","qty":1}}]}}"#
-    );
-    let reply = conn
-        .call(Call::json(Method::POST, "/v1/sales", Some(&admin), sale))
-        .await
-        .expect("sale");
-    assert!(reply.status.is_success(), "{:?}", reply.status);
-    let (sku, location) = ctx.data.codes(ctx.data.position(1, 0));
-    let hold = format!(
-        r#"{{"channel":"web","lines":[{{"sku":"{sku}","location":"{location}","qty":2}}],"ttl_seconds":600}}"#
-    );
-    let reply = conn
-        .call(Call::json(
-            Method::POST,
-            "/v1/reservations",
-            Some(&admin),
-            hold,
-        ))
-        .await
-        .expect("hold");
-    assert_eq!(reply.status.as_u16(), 201);
-
+    sell_and_hold_unbooked(&mut conn, &ctx, &admin).await;
     let dirty = audit(&mut conn, &ctx.data, &ctx.book, &admin)
         .await
         .expect("audit");
     assert!(!dirty.passed);
     assert_eq!(dirty.findings_total, 2, "{:?}", dirty.findings);
-    assert!(
-        dirty
-            .findings
-            .iter()
-            .any(|f| f.contains("initial/counted + receipts")),
-        "{:?}",
-        dirty.findings
-    );
-    assert!(
-        dirty
-            .findings
-            .iter()
-            .any(|f| f.contains("reserved 2 but no hold")),
-        "{:?}",
-        dirty.findings
-    );
+    let found = |text: &str| dirty.findings.iter().any(|f| f.contains(text));
+    assert!(found("initial/counted + receipts"), "{:?}", dirty.findings);
+    assert!(found("reserved 2 but no hold"), "{:?}", dirty.findings);
     // The engine itself is consistent: only the tool's book disagrees.
     assert_eq!(dirty.server["ok"], serde_json::Value::Bool(true));
     engine.shutdown().await.expect("shutdown");

@@ -48,11 +48,19 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     (
         "omnistock-store",
-        &["axum", "hyper", "utoipa", "omnistock-engine", "omnistock"],
+        &[
+            "axum",
+            "hyper",
+            "http",
+            "utoipa",
+            "omnistock-engine",
+            "omnistock",
+        ],
     ),
+    // `http` is where status codes live: no engine type can name one.
     (
         "omnistock-engine",
-        &["axum", "hyper", "utoipa", "serde_json", "omnistock"],
+        &["axum", "hyper", "http", "utoipa", "serde_json", "omnistock"],
     ),
 ];
 
@@ -398,4 +406,103 @@ fn the_issue_scan_finds_tracker_references() {
     assert!(names_an_issue("Issue #3 says"));
     assert!(names_an_issue("fixed (#45)"));
     assert!(!names_an_issue("an issue with 2 parts"));
+}
+
+/// Longest a production function may be, from its `fn` line to its closing
+/// brace: a function a reader takes in at once.
+const MAX_FUNCTION_LINES: usize = 70;
+
+/// The functions of `source` longer than `max` lines, as (name, first line,
+/// lines). Stops at the first `#[cfg(test)]` (unit tests may be longer).
+/// Braces are counted as text: a brace inside a string literal that is not
+/// balanced within it would mislead it (none is, today).
+fn long_functions(source: &str, max: usize) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = source
+        .lines()
+        .take_while(|line| !line.starts_with("#[cfg(test)]"))
+        .collect();
+    let mut long = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let Some(name) = function_name(lines[index]) else {
+            index += 1;
+            continue;
+        };
+        let (mut depth, mut opened, mut end) = (0_i64, false, index);
+        for (offset, line) in lines[index..].iter().enumerate() {
+            for c in line.chars() {
+                match c {
+                    '{' => (depth, opened) = (depth + 1, true),
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            end = index + offset;
+            let declaration_only = !opened && line.trim_end().ends_with(';');
+            if (opened && depth <= 0) || declaration_only {
+                break;
+            }
+        }
+        let length = end - index + 1;
+        if opened && length > max {
+            long.push((name, index + 1, length));
+        }
+        index = if opened { end + 1 } else { index + 1 };
+    }
+    long
+}
+
+/// `Some(name)` when `line` starts a function (`pub`, `async`, `const`
+/// qualifiers allowed).
+fn function_name(line: &str) -> Option<String> {
+    let mut rest = line.trim_start();
+    for qualifier in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
+        rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+    }
+    let rest = rest.strip_prefix("fn ")?;
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+#[test]
+fn the_length_scan_measures_functions() {
+    let source = "fn short() {\n    1;\n}\n\npub async fn long(x: u8) {\n    if x > 0 {\n        2;\n    }\n    3;\n}\nfn declared();\n#[cfg(test)]\nfn in_tests() {\n\n\n\n\n\n}\n";
+    assert_eq!(long_functions(source, 5), [("long".to_owned(), 5, 6)]);
+    assert!(long_functions(source, 6).is_empty());
+    assert_eq!(
+        function_name("    pub(crate) const fn as_str(self)"),
+        Some("as_str".into())
+    );
+    assert_eq!(function_name("let f = 1;"), None);
+}
+
+#[test]
+fn no_production_function_is_longer_than_a_reader_takes_in_at_once() {
+    let mut files = product_sources();
+    rust_sources(&root().join("loadtest").join("src"), &mut files);
+    assert!(files.len() > 60, "found only {} files", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter(|file| !file.contains("/tests/") && !file.ends_with("tests.rs"))
+        .flat_map(|file| {
+            let source = std::fs::read_to_string(root().join(file)).expect("source");
+            long_functions(&source, MAX_FUNCTION_LINES)
+                .into_iter()
+                .map(move |(name, line, length)| format!("{file}:{line} {name}: {length} lines"))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (split them): {long:#?}"
+    );
 }

@@ -604,10 +604,11 @@ fn csv_row(header: &[String], fields: Vec<String>) -> ApiResult<ImportRow> {
 #[cfg(test)]
 mod tests {
     use super::{CsvRows, MAX_IMPORT_LINE_BYTES};
+    use crate::http::error_codes::Code;
 
     /// The rows `body` reads as, fed in chunks of `size` bytes: each row's
     /// fields (`sku`, `location`, `on_hand` only) or its error code.
-    fn csv(body: &str, size: usize) -> Vec<Result<(String, String, u32), String>> {
+    fn csv(body: &str, size: usize) -> Vec<Result<(String, String, u32), Code>> {
         let mut reader = CsvRows::default();
         let mut rows = Vec::new();
         for chunk in body.as_bytes().chunks(size).chain([&[][..]]) {
@@ -616,7 +617,7 @@ mod tests {
         rows.into_iter()
             .map(|row| {
                 row.map(|r| (r.sku, r.location, r.on_hand))
-                    .map_err(|e| e.code.as_str().to_owned())
+                    .map_err(|e| e.code)
             })
             .collect()
     }
@@ -633,8 +634,8 @@ mod tests {
         let expected = vec![
             Ok(("A,1".to_owned(), "S1".to_owned(), 3)),
             Ok(("B".to_owned(), "S1".to_owned(), 4)),
-            Err("invalid_row".to_owned()),
-            Err("invalid_row".to_owned()),
+            Err(Code::InvalidRow),
+            Err(Code::InvalidRow),
             Ok(("E".to_owned(), "S1".to_owned(), 5)),
         ];
         for size in [1, 2, 7, 4096] {
@@ -651,7 +652,7 @@ mod tests {
                 csv(&body, size),
                 vec![
                     Ok(("A".to_owned(), "S1".to_owned(), 1)),
-                    Err("row_too_long".to_owned()),
+                    Err(Code::RowTooLong),
                     Ok(("B".to_owned(), "S1".to_owned(), 3)),
                 ],
                 "chunks of {size}"

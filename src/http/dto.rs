@@ -91,10 +91,16 @@ pub struct PositionJson {
 
 /// An id (SKU, location code) as its text.
 fn id_text<S: serde::Serializer>(
-    id: &impl std::fmt::Display,
+    id: &impl std::borrow::Borrow<str>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(id)
+    serializer.serialize_str(id.borrow())
+}
+
+/// A number written as a JSON string (reservation ids: beyond what a
+/// JavaScript number holds exactly).
+fn number_text<S: serde::Serializer>(number: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(itoa::Buffer::new().format(*number))
 }
 
 impl From<&PositionView> for PositionJson {
@@ -248,7 +254,7 @@ pub struct ReservationLineJson {
 /// storage reused, its times written without allocating).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationJson {
-    #[serde(serialize_with = "id_text")]
+    #[serde(serialize_with = "number_text")]
     #[schema(value_type = String)]
     pub id: u64,
     /// `held`, `committed`, `released` or `expired`.

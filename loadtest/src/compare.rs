@@ -137,6 +137,19 @@ fn timing_flags(args: &CompareArgs, scenario: Scenario) -> Vec<String> {
     ]
 }
 
+/// This loadtest binary as a command, pinned to core 1 (the generator's)
+/// if `pin`.
+pub(crate) fn loadtest_command(pin: bool) -> Result<tokio::process::Command, String> {
+    let this = std::env::current_exe().map_err(|e| e.to_string())?;
+    Ok(if pin {
+        let mut command = tokio::process::Command::new("taskset");
+        command.args(["-c", "1"]).arg(&this);
+        command
+    } else {
+        tokio::process::Command::new(&this)
+    })
+}
+
 /// `loadtest run` against the started target, pinned to core 1 if `pin`,
 /// writing its report to `json`.
 fn generator_command(
@@ -146,14 +159,7 @@ fn generator_command(
     json: &Path,
     pin: bool,
 ) -> Result<tokio::process::Command, String> {
-    let this = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut command = if pin {
-        let mut c = tokio::process::Command::new("taskset");
-        c.args(["-c", "1"]).arg(&this);
-        c
-    } else {
-        tokio::process::Command::new(&this)
-    };
+    let mut command = loadtest_command(pin)?;
     command
         .arg("run")
         .args(["--target", step.target.name()])

@@ -128,14 +128,7 @@ fn flood_command(
     key: &str,
     pin: bool,
 ) -> Result<tokio::process::Command, String> {
-    let this = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut command = if pin {
-        let mut c = tokio::process::Command::new("taskset");
-        c.args(["-c", "1"]).arg(&this);
-        c
-    } else {
-        tokio::process::Command::new(&this)
-    };
+    let mut command = crate::compare::loadtest_command(pin)?;
     command
         .args(["fixed", "--url", url, "--request", "reserve"])
         .args(["--sku", "FLOOD", "--location", "FLOOD"])

@@ -87,19 +87,19 @@ impl Engine {
     }
 
     /// Starts an engine without a store: the demo data when asked for, the
-    /// expiry sweeper; ready at once.
-    pub fn start_in_memory(self: &Arc<Self>, stops: Stops) -> Result<EngineTasks, NoRandomness> {
-        self.ledger.set_cursor_lineage(random_lineage()?);
+    /// expiry sweeper; ready at once. Fails when the demo data set does not
+    /// load (an engine that was asked for it does not serve without it).
+    pub fn start_in_memory(self: &Arc<Self>, stops: Stops) -> Result<EngineTasks, String> {
+        self.ledger
+            .set_cursor_lineage(random_lineage().map_err(|e| e.to_string())?);
         if self.config.demo {
-            match demo::load(&self.ledger, self.now()) {
-                Ok(positions) => tracing::info!(
-                    positions,
-                    skus = demo::DEMO_SKUS,
-                    locations = self.ledger.catalog().location_count(),
-                    "demo data loaded"
-                ),
-                Err(error) => tracing::error!(%error, "the demo data set did not load"),
-            }
+            let positions = self.load_demo()?;
+            tracing::info!(
+                positions,
+                skus = demo::DEMO_SKUS,
+                locations = self.ledger.catalog().location_count(),
+                "demo data loaded"
+            );
         }
         let expiry = tokio::spawn(Arc::clone(self).run_expiry(stops.requests));
         self.set_ready();
@@ -118,10 +118,11 @@ impl Engine {
         self: &Arc<Self>,
         store: Arc<S>,
         stops: Stops,
-    ) -> Result<EngineTasks, NoRandomness> {
+    ) -> Result<EngineTasks, String> {
         // This run's feed cursors are its own until the store's lineage
         // replaces this one (restore).
-        self.ledger.set_cursor_lineage(random_lineage()?);
+        self.ledger
+            .set_cursor_lineage(random_lineage().map_err(|e| e.to_string())?);
         let (fatal_sender, fatal) = watch::channel(None);
         let task = tokio::spawn(Arc::clone(self).run_store(store, stops, fatal_sender));
         Ok(EngineTasks {
@@ -225,13 +226,18 @@ impl Engine {
         }
     }
 
+    /// The demo data set, at the engine's time; how many positions it made.
+    fn load_demo(&self) -> Result<usize, String> {
+        demo::load(&self.ledger, self.now())
+    }
+
     /// Restores what the store held into the fresh ledger and key store; an
     /// empty store gets the demo data set when asked for.
     fn fill_ledger(&self, loaded: Option<Loaded>) -> Result<(), String> {
         let started = Instant::now();
         let Some(loaded) = loaded else {
             if self.config.demo {
-                let positions = demo::load(&self.ledger, self.now())?;
+                let positions = self.load_demo()?;
                 tracing::info!(positions, "store is empty: demo data loaded");
             } else {
                 tracing::info!("store is empty: starting with an empty ledger");

@@ -80,6 +80,38 @@ fn single_line(c: &mut Criterion) {
         })
     });
 
+    // The same pair with an `Idempotency-Key` on the reservation: adds the
+    // request's SHA-256 fingerprint and the remembered outcome. The key
+    // limit is raised so that criterion's millions of iterations never hit it.
+    let keyed_ledger = stocked(
+        1,
+        1,
+        u32::MAX / 2,
+        LedgerConfig {
+            max_idempotency_keys: usize::MAX,
+            ..LedgerConfig::default()
+        },
+    );
+    let mut key_number = 0u64;
+    group.bench_function("single_line_keyed", |b| {
+        b.iter_batched(
+            || {
+                key_number += 1;
+                IdempotencyKey::new(&format!("bench-{key_number}")).expect("key")
+            },
+            |key| {
+                now += 1;
+                let held = keyed_ledger
+                    .reserve(black_box(&request), TimestampMs(now), Some(&key))
+                    .expect("granted");
+                keyed_ledger
+                    .release(held.id, Acting::Any, TimestampMs(now), None)
+                    .expect("released");
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
     let cart_ledger = stocked(1_000, 4, u32::MAX / 2, LedgerConfig::default());
     let cart = ReserveRequest {
         caps: Vec::new(),

@@ -12,7 +12,7 @@
 #   L1 and last level) and prints misses per request: I1mr instruction
 #   fetches, D1mr/D1mw data reads/writes missing L1, ILmr/DLmr/DLmw the same
 #   at the last level. Still repeatable; it shows what instruction counts
-#   cannot (BENCHMARKS.md, tenth session).
+#   cannot (BENCHMARKS.md).
 # Caveat: under valgrind, SHA-256 (the API key digest) runs its portable code
 # (valgrind hides the SHA CPU extensions): about 3,500 instructions per
 # request that the native binary does in ~100 ns.

@@ -8,7 +8,8 @@
 # workspace: unit tests, the model-based property test (PROPTEST_CASES,
 # default 50,000 cases), the threaded stress test, the Redis write-behind
 # tests (round trip, kill -9 in sync and async mode, Redis killed under
-# load), the README's examples, each benchmark once in test mode so they
+# load), partition leases and ownership on a real 6-process Redis Cluster,
+# the README's examples, each benchmark once in test mode so they
 # cannot rot, then schemathesis against the running server. Fails loudly;
 # skips nothing.
 set -euo pipefail
@@ -44,6 +45,7 @@ need() {
 }
 
 need redis-server redis-server redis-server "the store tests need a real Redis"
+need redis-cli redis-tools "" "the cluster tests make a Redis Cluster with redis-cli --cluster create"
 need promtool prometheus prometheus "tests/it/metrics.rs checks /metrics with promtool"
 need curl curl "" "tests/it/readme.rs runs the README's curl examples"
 need jq jq "" "tests/it/readme.rs runs the README's examples, which use jq"

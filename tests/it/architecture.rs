@@ -34,6 +34,22 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "omnistock-cluster",
+        &[
+            "tokio",
+            "axum",
+            "hyper",
+            "redis",
+            "serde",
+            "serde_json",
+            "metrics",
+            "omnistock-ledger",
+            "omnistock-feeds",
+            "omnistock-store",
+            "omnistock-engine",
+        ],
+    ),
+    (
         "omnistock-feeds",
         &[
             "tokio",
@@ -69,6 +85,7 @@ const REDIS_OWNER: &str = "omnistock-store";
 const PRODUCT: &[&str] = &[
     "omnistock",
     "omnistock-ledger",
+    "omnistock-cluster",
     "omnistock-feeds",
     "omnistock-store",
     "omnistock-engine",
@@ -180,6 +197,17 @@ fn no_layer_links_what_its_rules_forbid() {
 }
 
 #[test]
+fn the_test_harness_is_never_linked_into_the_product() {
+    let graph = graph();
+    for krate in PRODUCT {
+        assert!(
+            !graph.linked(krate).contains("omnistock-testkit"),
+            "{krate} links omnistock-testkit: it is a dev-dependency only"
+        );
+    }
+}
+
+#[test]
 fn only_the_store_names_redis() {
     let graph = graph();
     for krate in PRODUCT {
@@ -199,10 +227,19 @@ fn the_layers_stack_in_one_direction() {
     let expected: &[(&str, &[&str])] = &[
         ("omnistock-ledger", &[]),
         ("omnistock-feeds", &["omnistock-ledger"]),
-        ("omnistock-store", &["omnistock-ledger"]),
+        ("omnistock-cluster", &[]),
+        (
+            "omnistock-store",
+            &["omnistock-cluster", "omnistock-ledger"],
+        ),
         (
             "omnistock-engine",
-            &["omnistock-feeds", "omnistock-ledger", "omnistock-store"],
+            &[
+                "omnistock-cluster",
+                "omnistock-feeds",
+                "omnistock-ledger",
+                "omnistock-store",
+            ],
         ),
     ];
     for (krate, layers) in expected {

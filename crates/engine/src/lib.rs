@@ -22,6 +22,7 @@ pub mod expiry;
 pub mod keys;
 mod lifecycle;
 mod operations;
+pub mod ownership_driver;
 pub mod write_behind;
 pub mod writes;
 

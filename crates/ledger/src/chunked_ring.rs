@@ -5,7 +5,8 @@
 //! all 64 of them cross a power of two within a few requests of each other:
 //! with a few hundred thousand live holds that is tens of megabytes copied
 //! and freshly faulted in at once, a stall of tens of milliseconds on the
-//! request path (BENCHMARKS.md, open-loop tail). Here a push allocates at
+//! request path (measured before commit 0365b1a: an open-loop p99 of
+//! 37-115 ms at 40 % of the maximum rate; 9-11 ms with chunks). Here a push allocates at
 //! most one chunk of `CHUNK` elements and moves nothing; popping the last
 //! element of the front chunk keeps that chunk as the one spare, which the
 //! next push that needs a chunk takes back: a ring that holds its size (a
@@ -17,7 +18,8 @@ use std::collections::VecDeque;
 /// Elements per chunk: small enough that allocating one is cheap (about
 /// 25 KiB of reservations; the 64 shards still fill theirs in step, so this
 /// is also the size of that burst: 1.6 MiB), large enough that the chunk
-/// index stays short. 1,024 measured a worse open-loop p99.9 (BENCHMARKS.md).
+/// index stays short. 1,024 measured no better (open-loop p99 14.9 and 4.9 ms against 9.0
+/// and 10.8 ms with 256, commit 0365b1a).
 const CHUNK: usize = 256;
 
 pub(crate) struct ChunkedRing<T> {

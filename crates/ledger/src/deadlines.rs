@@ -4,7 +4,7 @@
 //! Why not a `BTreeSet<(deadline, id)>`: every hold paid a tree insert and
 //! every resolve a tree remove, on a tree of tens of thousands of entries
 //! per shard under load (about 1 µs per reservation in the steady-state
-//! profile, BENCHMARKS.md). Here the common case is a push and a pop:
+//! profile before commit f9ba60c). Here the common case is a push and a pop:
 //!
 //! - **Lanes.** Entries are grouped by TTL (`deadline - now` when indexed).
 //!   Time only moves forward, so within one TTL deadlines arrive in order

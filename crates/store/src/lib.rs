@@ -10,7 +10,11 @@
 //! - [`codec`] is the form of stored values: [`records`], serde mirrors of
 //!   the ledger's records, in postcard behind a format byte; `legacy` reads
 //!   the text form stores held before it (a load migrates them).
+//! - [`cluster`] keeps partition ownership in a Redis Cluster: the
+//!   partition count, each partition's lease and epoch, and the fence
+//!   every write of a partition checks.
 
+pub mod cluster;
 pub mod codec;
 mod legacy;
 pub mod records;

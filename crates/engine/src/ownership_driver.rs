@@ -1,0 +1,351 @@
+//! Runs one node's partition ownership: the shell around the pure state
+//! machine [`Ownership`]. It beats the node's heartbeat into the cluster
+//! store, feeds the live members and the answers to lease requests into
+//! the state machine, carries its actions out, and sleeps until its
+//! `poll_timeout` or the next answer.
+//!
+//! Requests run as their own tasks, so a slow partition load never delays
+//! another partition's renewal; their answers come back on a channel
+//! bounded by the number of partitions (each partition has at most one
+//! acquisition or renewal and one load or handover in flight).
+//!
+//! Time is a monotonic clock in milliseconds (a wall-clock step must not
+//! stretch a lease); tests pass their own.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omnistock_cluster::{Action, Epoch, LeaseTiming, NodeId, Ownership, PartitionId, Partitions};
+use omnistock_store::cluster::{Acquired, ClusterStore};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// A monotonic clock in milliseconds.
+pub type MonotonicMs = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The process's monotonic clock: milliseconds since it was first read.
+pub fn monotonic_ms() -> MonotonicMs {
+    let origin = Instant::now();
+    Arc::new(move || u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the engine does when a partition comes or goes. The ownership
+/// driver calls these; a partition is served only between a successful
+/// `load` and the next `hand_over` or `forget`.
+pub trait PartitionHost: Send + Sync + 'static {
+    /// Loads the partition's state from the store, for `epoch`.
+    fn load(
+        &self,
+        partition: PartitionId,
+        epoch: Epoch,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Flushes the partition's last changes under `epoch` before the lease
+    /// is released.
+    fn flush(
+        &self,
+        partition: PartitionId,
+        epoch: Epoch,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Forgets the partition's state in memory.
+    fn forget(&self, partition: PartitionId);
+}
+
+/// How a node takes part in the cluster.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node: NodeId,
+    /// How other nodes reach this node's API.
+    pub advertise_url: String,
+    pub partitions: Partitions,
+    pub timing: LeaseTiming,
+    /// A node whose heartbeat is older than this is dead to the others.
+    pub node_ttl_ms: u64,
+    pub heartbeat_every_ms: u64,
+}
+
+impl NodeConfig {
+    /// A node with the default lease timing: heartbeats every 500 ms, dead
+    /// after 2 s of silence.
+    pub fn new(node: NodeId, advertise_url: String, partitions: Partitions) -> NodeConfig {
+        NodeConfig {
+            node,
+            advertise_url,
+            partitions,
+            timing: LeaseTiming::DEFAULT,
+            node_ttl_ms: 2_000,
+            heartbeat_every_ms: 500,
+        }
+    }
+}
+
+/// The answer to one request, fed back into the state machine.
+enum Answer {
+    Acquired(PartitionId, Epoch, u64),
+    Refused(PartitionId),
+    Renewed(PartitionId, Epoch, u64),
+    Lost(PartitionId, Epoch),
+    RenewFailed(PartitionId),
+    Loaded(PartitionId, Epoch),
+    LoadFailed(PartitionId, Epoch),
+    Released(PartitionId, Epoch),
+    HandOverFailed(PartitionId, Epoch),
+    Members(Vec<NodeId>),
+}
+
+/// A running ownership driver.
+pub struct OwnershipDriver {
+    ownership: Arc<Mutex<Ownership>>,
+    clock: MonotonicMs,
+    leaving: watch::Sender<bool>,
+    /// Longest a graceful leave waits for every handover.
+    leave_within: Duration,
+    task: Option<JoinHandle<()>>,
+}
+
+impl OwnershipDriver {
+    /// Joins the cluster: checks the partition count, then runs until
+    /// [`Self::leave`] or until dropped.
+    pub async fn start<H: PartitionHost>(
+        config: NodeConfig,
+        store: ClusterStore,
+        host: Arc<H>,
+        clock: MonotonicMs,
+    ) -> Result<OwnershipDriver, String> {
+        store
+            .ensure_partitions(config.partitions)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ownership = Arc::new(Mutex::new(Ownership::new(
+            config.node.clone(),
+            config.partitions,
+            config.timing,
+        )));
+        let (leaving, leaving_rx) = watch::channel(false);
+        let leave_within = Duration::from_millis(3 * config.timing.ttl_ms());
+        let run = Run {
+            config,
+            store,
+            host,
+            clock: clock.clone(),
+            ownership: ownership.clone(),
+        };
+        let task = tokio::spawn(run.run(leaving_rx));
+        Ok(OwnershipDriver {
+            ownership,
+            clock,
+            leaving,
+            leave_within,
+            task: Some(task),
+        })
+    }
+
+    /// The epoch to serve `partition` under now, if this node serves it.
+    pub fn serving(&self, partition: PartitionId) -> Option<Epoch> {
+        self.ownership.lock().serving(partition, (self.clock)())
+    }
+
+    /// The partitions this node serves now.
+    pub fn served(&self) -> Vec<PartitionId> {
+        self.ownership.lock().served((self.clock)())
+    }
+
+    /// Graceful leave: hands every partition over (flush, release), leaves
+    /// the heartbeats, and returns once nothing is held, or after three
+    /// lease TTLs (what is still held then lapses by itself). True if every
+    /// partition was handed over.
+    pub async fn leave(mut self) -> bool {
+        let _ = self.leaving.send(true);
+        let Some(mut task) = self.task.take() else {
+            return true;
+        };
+        match tokio::time::timeout(self.leave_within, &mut task).await {
+            Ok(_) => true,
+            Err(_) => {
+                task.abort();
+                false
+            }
+        }
+    }
+}
+
+/// Dropping the driver stops it at once without handing anything over, as
+/// a crash would: its leases lapse and other nodes take the partitions.
+impl Drop for OwnershipDriver {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct Run<H> {
+    config: NodeConfig,
+    store: ClusterStore,
+    host: Arc<H>,
+    clock: MonotonicMs,
+    ownership: Arc<Mutex<Ownership>>,
+}
+
+impl<H: PartitionHost> Run<H> {
+    async fn run(self, mut leaving: watch::Receiver<bool>) {
+        let capacity = 4 * usize::from(self.config.partitions.count()) + 4;
+        let (answers_tx, mut answers) = mpsc::channel(capacity);
+        let mut next_heartbeat = 0;
+        loop {
+            let now = (self.clock)();
+            let is_leaving = *leaving.borrow();
+            if is_leaving && self.ownership.lock().is_empty() {
+                // Again: a heartbeat sent just before leaving may have landed after.
+                let _ = self.store.leave(&self.config.node).await;
+                return;
+            }
+            if now >= next_heartbeat && !is_leaving {
+                next_heartbeat = now + self.config.heartbeat_every_ms;
+                self.spawn_heartbeat(answers_tx.clone());
+            }
+            self.carry_out_actions(now, &answers_tx);
+            let wake_at = self
+                .ownership
+                .lock()
+                .poll_timeout()
+                .map_or(next_heartbeat, |t| t.min(next_heartbeat));
+            let sleep = Duration::from_millis(wake_at.saturating_sub(now).max(1));
+            tokio::select! {
+                answer = answers.recv() => {
+                    if let Some(answer) = answer {
+                        self.apply(answer);
+                    }
+                }
+                changed = leaving.changed() => {
+                    if changed.is_ok() && *leaving.borrow() {
+                        // Leave the heartbeats first, so the others start
+                        // asking for the partitions while they are handed
+                        // over; they get each as soon as it is released.
+                        let _ = self.store.leave(&self.config.node).await;
+                        self.ownership.lock().handle_leaving();
+                    }
+                }
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    fn apply(&self, answer: Answer) {
+        let now = (self.clock)();
+        let mut own = self.ownership.lock();
+        match answer {
+            Answer::Acquired(p, epoch, sent_at) => own.handle_acquired(p, epoch, sent_at),
+            Answer::Refused(p) => own.handle_refused(p, now),
+            Answer::Renewed(p, epoch, sent_at) => own.handle_renewed(p, epoch, sent_at),
+            Answer::Lost(p, epoch) => own.handle_lost(p, epoch),
+            Answer::RenewFailed(p) => own.handle_renew_failed(p),
+            Answer::Loaded(p, epoch) => own.handle_loaded(p, epoch),
+            Answer::LoadFailed(p, epoch) => own.handle_load_failed(p, epoch),
+            Answer::Released(p, epoch) => own.handle_released(p, epoch),
+            Answer::HandOverFailed(p, epoch) => own.handle_handover_failed(p, epoch),
+            Answer::Members(live) => own.handle_members(live),
+        }
+    }
+
+    fn carry_out_actions(&self, now: u64, answers: &mpsc::Sender<Answer>) {
+        loop {
+            let action = self.ownership.lock().poll_action(now);
+            let Some(action) = action else { return };
+            if let Action::Drop { partition } = action {
+                self.host.forget(partition);
+                continue;
+            }
+            let (store, host, node) = (
+                self.store.clone(),
+                self.host.clone(),
+                self.config.node.clone(),
+            );
+            let ttl_ms = self.config.timing.ttl_ms();
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                if let Some(answer) = carry_out(action, &store, &*host, &node, ttl_ms).await {
+                    // Closed only if the driver is gone: nobody to tell.
+                    let _ = answers.send(answer).await;
+                }
+            });
+        }
+    }
+
+    fn spawn_heartbeat(&self, answers: mpsc::Sender<Answer>) {
+        let (store, node, url) = (
+            self.store.clone(),
+            self.config.node.clone(),
+            self.config.advertise_url.clone(),
+        );
+        let ttl_ms = self.config.node_ttl_ms;
+        tokio::spawn(async move {
+            match store.heartbeat(&node, &url, ttl_ms).await {
+                Ok(members) => {
+                    let live = members
+                        .into_iter()
+                        .filter(|m| m.alive)
+                        .filter_map(|m| NodeId::new(&m.id).ok())
+                        .collect();
+                    let _ = answers.send(Answer::Members(live)).await;
+                }
+                Err(error) => tracing::warn!(%error, "cluster heartbeat failed"),
+            }
+        });
+    }
+}
+
+/// Carries out one action against the store or the host; its answer
+/// (none for a drop, which the driver does in place).
+async fn carry_out<H: PartitionHost>(
+    action: Action,
+    store: &ClusterStore,
+    host: &H,
+    node: &NodeId,
+    ttl_ms: u64,
+) -> Option<Answer> {
+    Some(match action {
+        Action::Acquire {
+            partition,
+            sent_at_ms,
+        } => match store.acquire(partition, node, ttl_ms).await {
+            Ok(Acquired::Granted(epoch)) => Answer::Acquired(partition, epoch, sent_at_ms),
+            Ok(Acquired::HeldBy(_)) => Answer::Refused(partition),
+            Err(error) => {
+                tracing::warn!(%error, %partition, "lease acquisition failed");
+                Answer::Refused(partition)
+            }
+        },
+        Action::Renew {
+            partition,
+            epoch,
+            sent_at_ms,
+        } => match store.renew(partition, node, epoch, ttl_ms).await {
+            Ok(true) => Answer::Renewed(partition, epoch, sent_at_ms),
+            Ok(false) => Answer::Lost(partition, epoch),
+            Err(error) => {
+                tracing::warn!(%error, %partition, "lease renewal failed");
+                Answer::RenewFailed(partition)
+            }
+        },
+        Action::Load { partition, epoch } => match host.load(partition, epoch).await {
+            Ok(()) => Answer::Loaded(partition, epoch),
+            Err(error) => {
+                tracing::warn!(%error, %partition, "partition load failed; the lease is given up");
+                Answer::LoadFailed(partition, epoch)
+            }
+        },
+        Action::HandOver { partition, epoch } => {
+            if let Err(error) = host.flush(partition, epoch).await {
+                tracing::warn!(%error, %partition, "flush before handover failed; serving on");
+                return Some(Answer::HandOverFailed(partition, epoch));
+            }
+            if let Err(error) = store.release(partition, node, epoch).await {
+                tracing::warn!(%error, %partition, "lease release failed; it will lapse");
+            }
+            Answer::Released(partition, epoch)
+        }
+        Action::Drop { .. } => return None,
+    })
+}

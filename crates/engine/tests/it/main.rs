@@ -1,0 +1,4 @@
+//! The engine's integration tests, one binary: each module starts the real
+//! Redis it needs.
+
+mod ownership;

@@ -1,0 +1,142 @@
+//! Partition ownership driven against a real Redis Cluster (6 processes):
+//! nodes split the partitions, a crashed node's partitions are taken over
+//! once its leases lapse, a leaving node hands its partitions over at once,
+//! and no partition is ever served by two nodes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omnistock_cluster::{Epoch, NodeId, PartitionId, Partitions};
+use omnistock_engine::ownership_driver::{
+    NodeConfig, OwnershipDriver, PartitionHost, monotonic_ms,
+};
+use omnistock_store::cluster::ClusterStore;
+use omnistock_testkit::RedisCluster;
+use parking_lot::Mutex;
+
+const PARTITIONS: u64 = 16;
+
+/// Records what the driver asked of it.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+}
+
+impl PartitionHost for Recorder {
+    async fn load(&self, partition: PartitionId, epoch: Epoch) -> Result<(), String> {
+        self.events
+            .lock()
+            .push(format!("load {partition} {}", epoch.0));
+        Ok(())
+    }
+
+    async fn flush(&self, partition: PartitionId, epoch: Epoch) -> Result<(), String> {
+        self.events
+            .lock()
+            .push(format!("flush {partition} {}", epoch.0));
+        Ok(())
+    }
+
+    fn forget(&self, partition: PartitionId) {
+        self.events.lock().push(format!("forget {partition}"));
+    }
+}
+
+async fn start_node(cluster: &RedisCluster, name: &str) -> (OwnershipDriver, Arc<Recorder>) {
+    let store = ClusterStore::connect(&cluster.urls())
+        .await
+        .expect("connect");
+    let partitions = Partitions::new(PARTITIONS).expect("count");
+    let config = NodeConfig::new(
+        NodeId::new(name).expect("id"),
+        format!("http://{name}.invalid"),
+        partitions,
+    );
+    let host = Arc::new(Recorder::default());
+    let driver = OwnershipDriver::start(config, store, host.clone(), monotonic_ms())
+        .await
+        .expect("joins");
+    (driver, host)
+}
+
+fn served(nodes: &[&OwnershipDriver]) -> Vec<BTreeSet<u16>> {
+    nodes
+        .iter()
+        .map(|n| n.served().into_iter().map(PartitionId::index).collect())
+        .collect()
+}
+
+/// Waits until `done` holds, checking on every step that no partition is
+/// served twice; how long it took.
+async fn until(
+    nodes: &[&OwnershipDriver],
+    within: Duration,
+    done: impl Fn(&[BTreeSet<u16>]) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = served(nodes);
+        let total: usize = now.iter().map(BTreeSet::len).sum();
+        let distinct: BTreeSet<u16> = now.iter().flatten().copied().collect();
+        assert_eq!(total, distinct.len(), "a partition served twice: {now:?}");
+        if done(&now) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "not settled within {within:?}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn all_served(sets: &[BTreeSet<u16>]) -> bool {
+    sets.iter().map(BTreeSet::len).sum::<usize>() == PARTITIONS as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_split_partitions_take_over_a_crashed_one_and_hand_over_on_leave() {
+    let cluster = RedisCluster::start();
+    let (a, host_a) = start_node(&cluster, "node-a").await;
+    let (b, host_b) = start_node(&cluster, "node-b").await;
+    until(&[&a, &b], Duration::from_secs(10), |s| {
+        all_served(s) && s.iter().all(|n| !n.is_empty())
+    })
+    .await;
+    assert!(host_a.events.lock().iter().any(|e| e.starts_with("load")));
+
+    // A third node joins: it gets its share, handed over by the others
+    // (flushed first), with nothing served twice on the way.
+    let (c, _host_c) = start_node(&cluster, "node-c").await;
+    until(&[&a, &b, &c], Duration::from_secs(10), |s| {
+        all_served(s) && s.iter().all(|n| !n.is_empty())
+    })
+    .await;
+    let flushed = host_a
+        .events
+        .lock()
+        .iter()
+        .chain(host_b.events.lock().iter())
+        .filter(|e| e.starts_with("flush"))
+        .count();
+    assert!(flushed > 0, "handovers flush first");
+
+    // node-c crashes (dropped: no handover, its leases lapse).
+    let c_had = c.served().len();
+    drop(c);
+    let takeover = until(&[&a, &b], Duration::from_secs(10), all_served).await;
+    eprintln!("takeover of {c_had} partitions after a crash: {takeover:?}");
+    assert!(
+        takeover <= Duration::from_secs(5),
+        "takeover took {takeover:?}"
+    );
+
+    // node-b leaves gracefully: node-a serves everything soon after.
+    let b_had = b.served().len();
+    let leave_started = Instant::now();
+    assert!(b.leave().await, "every partition handed over");
+    let handover = until(&[&a], Duration::from_secs(5), all_served).await + leave_started.elapsed();
+    eprintln!("handover of {b_had} partitions on leave: {handover:?}");
+    assert!(host_b.events.lock().iter().any(|e| e.starts_with("flush")));
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnistock_cluster::{Action, Epoch, LeaseTiming, NodeId, Ownership, PartitionId, Partitions};
-use omnistock_store::cluster::{Acquired, ClusterStore};
+use omnistock_store::cluster::{Acquired, ClusterStore, Renewed};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -311,7 +311,7 @@ async fn carry_out<H: PartitionHost>(
             sent_at_ms,
         } => match store.acquire(partition, node, ttl_ms).await {
             Ok(Acquired::Granted(epoch)) => Answer::Acquired(partition, epoch, sent_at_ms),
-            Ok(Acquired::HeldBy(_)) => Answer::Refused(partition),
+            Ok(Acquired::HeldBy(_) | Acquired::NotReplicated) => Answer::Refused(partition),
             Err(error) => {
                 tracing::warn!(%error, %partition, "lease acquisition failed");
                 Answer::Refused(partition)
@@ -322,8 +322,11 @@ async fn carry_out<H: PartitionHost>(
             epoch,
             sent_at_ms,
         } => match store.renew(partition, node, epoch, ttl_ms).await {
-            Ok(true) => Answer::Renewed(partition, epoch, sent_at_ms),
-            Ok(false) => Answer::Lost(partition, epoch),
+            Ok(Renewed::Yes) => Answer::Renewed(partition, epoch, sent_at_ms),
+            Ok(Renewed::Lost) => Answer::Lost(partition, epoch),
+            // Only the master has it: the deadline stays where the last
+            // confirmed renewal put it.
+            Ok(Renewed::Unconfirmed) => Answer::RenewFailed(partition),
             Err(error) => {
                 tracing::warn!(%error, %partition, "lease renewal failed");
                 Answer::RenewFailed(partition)

@@ -1,110 +1,48 @@
 //! Partition ownership in a Redis Cluster: the partition count a cluster
-//! was created with, and each partition's lease and epoch (the fencing
-//! token), kept next to the partition's data.
+//! was created with, the nodes' heartbeats, and each partition's lease and
+//! epoch (the fencing token), kept next to the partition's data.
+//!
+//! Key schema (`omnistock` is the default prefix):
+//!
+//! | key                              | type   | holds                                         |
+//! |----------------------------------|--------|-----------------------------------------------|
+//! | `omnistock:{cluster}:partitions` | string | the partition count, set once                 |
+//! | `omnistock:{cluster}:nodes`      | hash   | node id -> "EXPIRES_AT_MS URL" (Redis's clock) |
+//! | `omnistock:{pN}:lease`           | string | partition N's owner (node id), with a TTL     |
+//! | `omnistock:{pN}:epoch`           | string | partition N's epoch, +1 per acquisition       |
 //!
 //! Every key of partition N carries the hash tag `{pN}`, so its lease, its
 //! epoch and its data share one slot and one script may check the epoch and
 //! write in the same atomic step (a script across slots fails with
-//! CROSSSLOT). Cluster-wide keys carry `{cluster}`.
+//! CROSSSLOT).
 //!
 //! The scripts are safe to run twice: the client may re-send one after an
 //! I/O error. Acquiring twice gives a newer epoch (the first is then fenced
 //! out, which fails closed); renewing or releasing twice changes nothing.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use omnistock_cluster::{Epoch, NodeId, PartitionId, Partitions};
-use redis::Script;
-use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Script, Value};
 
 /// How long a lease or heartbeat request may take before it counts as
 /// failed: well under a lease's renewal interval, so one slow answer never
 /// costs a lease.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A connection to the Redis Cluster that holds the leases and heartbeats:
-/// what the engine's ownership driver talks to. Cheap to clone (one
-/// multiplexed connection per Redis node, shared).
-#[derive(Clone)]
-pub struct ClusterStore {
-    con: ClusterConnection,
-}
+/// How long an acquisition or renewal waits for a replica to confirm it.
+/// Replication is asynchronous: a lease or epoch only the master has would
+/// be lost if the master failed, and a promoted replica could then grant the
+/// partition again under an epoch already handed out.
+pub const REPLICATION_WAIT_MS: u64 = 200;
 
-impl ClusterStore {
-    /// Connects through any of `seeds` (`redis://HOST:PORT`).
-    pub async fn connect(seeds: &[String]) -> Result<ClusterStore, ClusterStoreError> {
-        let client = ClusterClientBuilder::new(seeds.to_vec())
-            .connection_timeout(REQUEST_TIMEOUT)
-            .response_timeout(REQUEST_TIMEOUT)
-            .build()?;
-        let con = client.get_async_connection().await?;
-        Ok(ClusterStore { con })
-    }
-
-    pub async fn ensure_partitions(&self, partitions: Partitions) -> Result<(), ClusterStoreError> {
-        ensure_partitions(&mut self.con.clone(), partitions).await
-    }
-
-    pub async fn acquire(
-        &self,
-        p: PartitionId,
-        node: &NodeId,
-        ttl_ms: u64,
-    ) -> Result<Acquired, ClusterStoreError> {
-        acquire(&mut self.con.clone(), p, node, ttl_ms).await
-    }
-
-    pub async fn renew(
-        &self,
-        p: PartitionId,
-        node: &NodeId,
-        epoch: Epoch,
-        ttl_ms: u64,
-    ) -> Result<bool, ClusterStoreError> {
-        renew(&mut self.con.clone(), p, node, epoch, ttl_ms).await
-    }
-
-    pub async fn release(
-        &self,
-        p: PartitionId,
-        node: &NodeId,
-        epoch: Epoch,
-    ) -> Result<bool, ClusterStoreError> {
-        release(&mut self.con.clone(), p, node, epoch).await
-    }
-
-    pub async fn heartbeat(
-        &self,
-        node: &NodeId,
-        url: &str,
-        ttl_ms: u64,
-    ) -> Result<Vec<Member>, ClusterStoreError> {
-        heartbeat(&mut self.con.clone(), node, url, ttl_ms).await
-    }
-
-    pub async fn members(&self) -> Result<Vec<Member>, ClusterStoreError> {
-        members(&mut self.con.clone()).await
-    }
-
-    pub async fn leave(&self, node: &NodeId) -> Result<(), ClusterStoreError> {
-        leave(&mut self.con.clone(), node).await
-    }
-}
-
-/// The key holding partition `p`'s lease: the owner's node id, with a TTL.
-pub fn lease_key(p: PartitionId) -> String {
-    format!("{}:lease", p.hash_tag())
-}
-
-/// The key holding partition `p`'s epoch, incremented on every acquisition.
-pub fn epoch_key(p: PartitionId) -> String {
-    format!("{}:epoch", p.hash_tag())
-}
-
-/// The key holding the partition count the cluster's store was created with.
-pub const PARTITIONS_KEY: &str = "{cluster}:partitions";
+/// How long a departed node's entry stays (for operators to see it dead)
+/// before a heartbeat prunes it.
+pub const DEAD_NODE_KEPT_MS: u64 = 60_000;
 
 /// Why a node may not use this cluster's store.
 #[derive(Debug, thiserror::Error)]
@@ -113,45 +51,45 @@ pub enum ClusterStoreError {
         "this cluster's store was created with {stored} partitions; a node started with --partitions {requested} cannot join it (start it with --partitions {stored})"
     )]
     PartitionsMismatch { stored: u64, requested: u16 },
-    #[error("the stored partition count {0:?} is not a number")]
-    PartitionsCorrupt(String),
+    #[error("the cluster's store holds {0:?} where a number belongs")]
+    Corrupt(String),
+    #[error("an unexpected answer from Redis: {0}")]
+    Unexpected(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-}
-
-/// Records `partitions` as the cluster's count if it has none yet, and
-/// refuses a node whose count differs from the stored one.
-pub async fn ensure_partitions(
-    con: &mut impl ConnectionLike,
-    partitions: Partitions,
-) -> Result<(), ClusterStoreError> {
-    let requested = partitions.count();
-    let _: Option<String> = redis::cmd("SET")
-        .arg(PARTITIONS_KEY)
-        .arg(requested)
-        .arg("NX")
-        .query_async(con)
-        .await?;
-    let stored: String = redis::cmd("GET")
-        .arg(PARTITIONS_KEY)
-        .query_async(con)
-        .await?;
-    let stored: u64 = stored
-        .parse()
-        .map_err(|_| ClusterStoreError::PartitionsCorrupt(stored.clone()))?;
-    if stored != u64::from(requested) {
-        return Err(ClusterStoreError::PartitionsMismatch { stored, requested });
-    }
-    Ok(())
 }
 
 /// What an acquisition attempt found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Acquired {
-    /// The lease is this node's, under a new epoch.
+    /// The lease is this node's, under a new epoch, and a replica has it.
     Granted(Epoch),
     /// Another node holds it.
     HeldBy(String),
+    /// Taken on the master, but no replica confirmed it in time: not to be
+    /// used (a failover could lose it). Asking again gives a newer epoch.
+    NotReplicated,
+}
+
+/// What a renewal found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewed {
+    /// Extended, and a replica has the new expiry.
+    Yes,
+    /// The lease or the epoch is another's now: stop serving.
+    Lost,
+    /// Extended on the master only: the node may not count on it (its local
+    /// deadline stays where the last confirmed renewal put it).
+    Unconfirmed,
+}
+
+/// A node as the heartbeats show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    pub url: String,
+    /// Whether its last heartbeat is younger than its TTL.
+    pub alive: bool,
 }
 
 // KEYS: lease, epoch. ARGV: node, ttl_ms. A lease this node already holds
@@ -183,88 +121,6 @@ end
 return 0
 ";
 
-/// Tries to take partition `p`'s lease for `ttl_ms`.
-pub async fn acquire(
-    con: &mut impl ConnectionLike,
-    p: PartitionId,
-    node: &NodeId,
-    ttl_ms: u64,
-) -> Result<Acquired, ClusterStoreError> {
-    let (granted, value): (i64, String) = Script::new(ACQUIRE)
-        .key(lease_key(p))
-        .key(epoch_key(p))
-        .arg(node.as_str())
-        .arg(ttl_ms)
-        .invoke_async(con)
-        .await?;
-    if granted != 1 {
-        return Ok(Acquired::HeldBy(value));
-    }
-    let epoch = value
-        .parse()
-        .map_err(|_| ClusterStoreError::PartitionsCorrupt(value.clone()))?;
-    Ok(Acquired::Granted(Epoch(epoch)))
-}
-
-/// Extends this node's lease on `p` by `ttl_ms` from now; false if the
-/// lease or the epoch is no longer this node's (stop serving `p`).
-pub async fn renew(
-    con: &mut impl ConnectionLike,
-    p: PartitionId,
-    node: &NodeId,
-    epoch: Epoch,
-    ttl_ms: u64,
-) -> Result<bool, ClusterStoreError> {
-    let renewed: i64 = Script::new(RENEW)
-        .key(lease_key(p))
-        .key(epoch_key(p))
-        .arg(node.as_str())
-        .arg(epoch.0)
-        .arg(ttl_ms)
-        .invoke_async(con)
-        .await?;
-    Ok(renewed == 1)
-}
-
-/// Gives `p` up at once (a graceful handover), if it is still this node's.
-pub async fn release(
-    con: &mut impl ConnectionLike,
-    p: PartitionId,
-    node: &NodeId,
-    epoch: Epoch,
-) -> Result<bool, ClusterStoreError> {
-    let released: i64 = Script::new(RELEASE)
-        .key(lease_key(p))
-        .key(epoch_key(p))
-        .arg(node.as_str())
-        .arg(epoch.0)
-        .invoke_async(con)
-        .await?;
-    Ok(released == 1)
-}
-
-/// The Lua preamble of every fenced write of partition N: KEYS[1] is the
-/// partition's epoch key and ARGV[1] the epoch the writer holds. A writer
-/// whose epoch is not the current one (its lease passed to another node)
-/// gets the error `FENCED` and writes nothing.
-pub const FENCE_CHECK: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED stale epoch ' .. ARGV[1])
-end
-";
-
-/// Whether a Redis error is the fence refusing a stale owner's write.
-pub fn is_fenced(error: &redis::RedisError) -> bool {
-    error.to_string().contains("FENCED")
-}
-
-/// The hash of live nodes: node id -> "EXPIRES_AT_MS URL", on Redis's clock.
-pub const NODES_KEY: &str = "{cluster}:nodes";
-
-/// How long a departed node's entry stays (for `GET /v1/cluster` to show it
-/// dead) before a heartbeat prunes it.
-pub const DEAD_NODE_KEPT_MS: u64 = 60_000;
-
 // KEYS: nodes. ARGV: node ('' to only read), url, ttl_ms, kept_ms. Liveness
 // is judged on Redis's clock, so the nodes' clocks need not agree.
 const HEARTBEAT: &str = r"
@@ -287,64 +143,262 @@ end
 return nodes
 ";
 
-/// A node as the heartbeats show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub id: String,
-    pub url: String,
-    /// Whether its last heartbeat is younger than its TTL.
-    pub alive: bool,
+// Each script's SHA-1 is computed once; Redis runs it by EVALSHA.
+static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT));
+
+/// The Lua preamble of every fenced write of a partition: KEYS[1] is the
+/// partition's epoch key ([`ClusterStore::epoch_key`]) and ARGV[1] the epoch
+/// the writer holds. A writer whose epoch is not the current one (its lease
+/// passed to another node) gets the error `FENCED` and writes nothing.
+pub const FENCE_CHECK: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED stale epoch ' .. ARGV[1])
+end
+";
+
+/// Whether a Redis error is the fence refusing a stale owner's write.
+pub fn is_fenced(error: &redis::RedisError) -> bool {
+    error.to_string().contains("FENCED")
 }
 
-/// Announces `node` (reachable at `url`) as alive for `ttl_ms`, and returns
-/// every node the heartbeats know, alive or recently dead.
-pub async fn heartbeat(
-    con: &mut impl ConnectionLike,
-    node: &NodeId,
-    url: &str,
-    ttl_ms: u64,
-) -> Result<Vec<Member>, ClusterStoreError> {
-    members_after(con, node.as_str(), url, ttl_ms).await
+/// A connection to the Redis Cluster that holds the leases and heartbeats:
+/// what the engine's ownership driver talks to. Cheap to clone (one
+/// multiplexed connection per Redis node, shared).
+#[derive(Clone)]
+pub struct ClusterStore {
+    con: ClusterConnection,
+    prefix: String,
+    /// Whether the cluster has replicas, so that lease changes must be
+    /// confirmed by one (a cluster of masters alone has nothing to wait for).
+    has_replicas: bool,
 }
 
-/// The nodes the heartbeats know, without announcing anyone.
-pub async fn members(con: &mut impl ConnectionLike) -> Result<Vec<Member>, ClusterStoreError> {
-    members_after(con, "", "", 0).await
-}
-
-/// Removes `node` from the heartbeats at once (a graceful shutdown), so the
-/// others rebalance without waiting for its entry to expire.
-pub async fn leave(con: &mut impl ConnectionLike, node: &NodeId) -> Result<(), ClusterStoreError> {
-    let _: i64 = redis::cmd("HDEL")
-        .arg(NODES_KEY)
-        .arg(node.as_str())
-        .query_async(con)
-        .await?;
-    Ok(())
-}
-
-async fn members_after(
-    con: &mut impl ConnectionLike,
-    node: &str,
-    url: &str,
-    ttl_ms: u64,
-) -> Result<Vec<Member>, ClusterStoreError> {
-    let rows: Vec<(String, String, i64)> = Script::new(HEARTBEAT)
-        .key(NODES_KEY)
-        .arg(node)
-        .arg(url)
-        .arg(ttl_ms)
-        .arg(DEAD_NODE_KEPT_MS)
-        .invoke_async(con)
-        .await?;
-    let mut members: Vec<Member> = rows
-        .into_iter()
-        .map(|(id, url, alive)| Member {
-            id,
-            url,
-            alive: alive == 1,
+impl ClusterStore {
+    /// Connects through any of `seeds` (`redis://HOST:PORT`); every key
+    /// starts with `prefix` (`omnistock` unless several stores share one
+    /// Redis Cluster).
+    pub async fn connect(
+        seeds: &[String],
+        prefix: &str,
+    ) -> Result<ClusterStore, ClusterStoreError> {
+        let client = ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(REQUEST_TIMEOUT)
+            .response_timeout(REQUEST_TIMEOUT)
+            // Few, quick retries: a lease request is repeated by the driver
+            // anyway, and the client's default (16 retries, backing off to
+            // seconds) kept requests failing for up to 17 s after a master
+            // failover here, against 4-7 s with these.
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .build()?;
+        let mut con = client.get_async_connection().await?;
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut con)
+            .await?;
+        let has_replicas = nodes.lines().any(|line| line.contains("slave"));
+        Ok(ClusterStore {
+            con,
+            prefix: prefix.to_owned(),
+            has_replicas,
         })
-        .collect();
-    members.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(members)
+    }
+
+    /// Whether a replica of the master holding `key` has every write this
+    /// connection sent it (WAIT 1, routed to that master). A master with no
+    /// replica connected passes: no replica could be promoted without first
+    /// copying everything from it (after a failover, the promoted master
+    /// serves alone until its peer comes back).
+    async fn replicated(&self, key: &str) -> Result<bool, ClusterStoreError> {
+        if !self.has_replicas {
+            return Ok(true);
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(REPLICATION_WAIT_MS);
+        if matches!(self.on_master_of(key, wait).await?, Value::Int(n) if n >= 1) {
+            return Ok(true);
+        }
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let info: String = redis::from_redis_value(self.on_master_of(key, info).await?)
+            .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
+        Ok(info.lines().any(|line| line.trim() == "connected_slaves:0"))
+    }
+
+    /// Runs `command` on the master serving `key`'s slot.
+    async fn on_master_of(
+        &self,
+        key: &str,
+        command: redis::Cmd,
+    ) -> Result<Value, ClusterStoreError> {
+        let route = Route::with_key(key, SlotAddr::Master);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+        Ok(self.con.clone().route_command(command, routing).await?)
+    }
+
+    /// The key `name` of partition `p`: `PREFIX:{pN}:name`.
+    pub fn partition_key(&self, p: PartitionId, name: &str) -> String {
+        format!("{}:{}:{name}", self.prefix, p.hash_tag())
+    }
+
+    pub fn lease_key(&self, p: PartitionId) -> String {
+        self.partition_key(p, "lease")
+    }
+
+    pub fn epoch_key(&self, p: PartitionId) -> String {
+        self.partition_key(p, "epoch")
+    }
+
+    fn cluster_key(&self, name: &str) -> String {
+        format!("{}:{{cluster}}:{name}", self.prefix)
+    }
+
+    /// Records `partitions` as the cluster's count if it has none yet, and
+    /// refuses a node whose count differs from the stored one.
+    pub async fn ensure_partitions(&self, partitions: Partitions) -> Result<(), ClusterStoreError> {
+        let (mut con, key, requested) = (
+            self.con.clone(),
+            self.cluster_key("partitions"),
+            partitions.count(),
+        );
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(requested)
+            .arg("NX")
+            .query_async(&mut con)
+            .await?;
+        let stored: String = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+        let stored: u64 = stored
+            .parse()
+            .map_err(|_| ClusterStoreError::Corrupt(stored.clone()))?;
+        if stored != u64::from(requested) {
+            return Err(ClusterStoreError::PartitionsMismatch { stored, requested });
+        }
+        Ok(())
+    }
+
+    /// Tries to take partition `p`'s lease for `ttl_ms`.
+    pub async fn acquire(
+        &self,
+        p: PartitionId,
+        node: &NodeId,
+        ttl_ms: u64,
+    ) -> Result<Acquired, ClusterStoreError> {
+        let (granted, value): (i64, String) = ACQUIRE_SCRIPT
+            .key(self.lease_key(p))
+            .key(self.epoch_key(p))
+            .arg(node.as_str())
+            .arg(ttl_ms)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        if granted != 1 {
+            return Ok(Acquired::HeldBy(value));
+        }
+        let epoch = value
+            .parse()
+            .map_err(|_| ClusterStoreError::Corrupt(value.clone()))?;
+        if !self.replicated(&self.lease_key(p)).await? {
+            return Ok(Acquired::NotReplicated);
+        }
+        Ok(Acquired::Granted(Epoch(epoch)))
+    }
+
+    /// Extends this node's lease on `p` by `ttl_ms` from now.
+    pub async fn renew(
+        &self,
+        p: PartitionId,
+        node: &NodeId,
+        epoch: Epoch,
+        ttl_ms: u64,
+    ) -> Result<Renewed, ClusterStoreError> {
+        let renewed: i64 = RENEW_SCRIPT
+            .key(self.lease_key(p))
+            .key(self.epoch_key(p))
+            .arg(node.as_str())
+            .arg(epoch.0)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        if renewed != 1 {
+            return Ok(Renewed::Lost);
+        }
+        if !self.replicated(&self.lease_key(p)).await? {
+            return Ok(Renewed::Unconfirmed);
+        }
+        Ok(Renewed::Yes)
+    }
+
+    /// Gives `p` up at once (a graceful handover), if it is still this node's.
+    pub async fn release(
+        &self,
+        p: PartitionId,
+        node: &NodeId,
+        epoch: Epoch,
+    ) -> Result<bool, ClusterStoreError> {
+        let released: i64 = RELEASE_SCRIPT
+            .key(self.lease_key(p))
+            .key(self.epoch_key(p))
+            .arg(node.as_str())
+            .arg(epoch.0)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Announces `node` (reachable at `url`) as alive for `ttl_ms`, and
+    /// returns every node the heartbeats know, alive or recently dead.
+    pub async fn heartbeat(
+        &self,
+        node: &NodeId,
+        url: &str,
+        ttl_ms: u64,
+    ) -> Result<Vec<Member>, ClusterStoreError> {
+        self.members_after(node.as_str(), url, ttl_ms).await
+    }
+
+    /// The nodes the heartbeats know, without announcing anyone.
+    pub async fn members(&self) -> Result<Vec<Member>, ClusterStoreError> {
+        self.members_after("", "", 0).await
+    }
+
+    /// Removes `node` from the heartbeats at once (a graceful leave), so the
+    /// others rebalance without waiting for its entry to expire.
+    pub async fn leave(&self, node: &NodeId) -> Result<(), ClusterStoreError> {
+        let _: i64 = redis::cmd("HDEL")
+            .arg(self.cluster_key("nodes"))
+            .arg(node.as_str())
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn members_after(
+        &self,
+        node: &str,
+        url: &str,
+        ttl_ms: u64,
+    ) -> Result<Vec<Member>, ClusterStoreError> {
+        let rows: Vec<(String, String, i64)> = HEARTBEAT_SCRIPT
+            .key(self.cluster_key("nodes"))
+            .arg(node)
+            .arg(url)
+            .arg(ttl_ms)
+            .arg(DEAD_NODE_KEPT_MS)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        let mut members: Vec<Member> = rows
+            .into_iter()
+            .map(|(id, url, alive)| Member {
+                id,
+                url,
+                alive: alive == 1,
+            })
+            .collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(members)
+    }
 }

@@ -84,6 +84,55 @@ impl RedisCluster {
         cli(port, args)
     }
 
+    /// The port of the master serving `key`'s slot, as a live node sees it.
+    pub fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key)
+            .unwrap_or_else(|| panic!("no live master serves {key}'s slot"))
+    }
+
+    fn try_master_of(&self, key: &str) -> Option<u16> {
+        let live = self.live_port();
+        let slot: u16 = cli(live, &["CLUSTER", "KEYSLOT", key])?
+            .trim()
+            .parse()
+            .ok()?;
+        let nodes = cli(live, &["CLUSTER", "NODES"])?;
+        nodes
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .find(|line| serves(line, slot))
+            .and_then(node_port)
+    }
+
+    /// `SIGKILL` of the node on `port` (a master crash).
+    pub fn kill(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port);
+        let child = node.and_then(|n| n.child.take());
+        let mut child = child.unwrap_or_else(|| panic!("no running node on port {port}"));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits until another master serves `key`'s slot and the cluster is
+    /// whole again (after [`Self::kill`] of its master); how long it took.
+    pub fn wait_failover(&self, key: &str, dead: u16) -> Duration {
+        let started = Instant::now();
+        wait_until("a failover", || {
+            let live = self.live_port();
+            cli(live, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+                && self.try_master_of(key).is_some_and(|port| port != dead)
+        });
+        started.elapsed()
+    }
+
+    fn live_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .map(|n| n.port)
+            .expect("a live node")
+    }
+
     fn spawn(&self, port: u16) -> Child {
         let node_dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).expect("node dir");
@@ -150,6 +199,25 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether a `CLUSTER NODES` line's slot ranges (fields 9 and on, `a-b`
+/// or `a`) hold `slot`.
+fn serves(line: &str, slot: u16) -> bool {
+    line.split(' ').skip(8).any(|range| {
+        let mut bounds = range.split('-').map(|b| b.parse::<u16>());
+        match (bounds.next(), bounds.next()) {
+            (Some(Ok(low)), Some(Ok(high))) => (low..=high).contains(&slot),
+            (Some(Ok(only)), None) => only == slot,
+            _ => false,
+        }
+    })
+}
+
+/// The client port of a `CLUSTER NODES` line (`ip:port@busport`).
+fn node_port(line: &str) -> Option<u16> {
+    let address = line.split(' ').nth(1)?;
+    address.split('@').next()?.rsplit(':').next()?.parse().ok()
 }
 
 fn cli(port: u16, args: &[&str]) -> Option<String> {

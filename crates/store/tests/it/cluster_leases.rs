@@ -1,22 +1,29 @@
-//! Partition leases and the fence on a real Redis Cluster (6 processes,
-//! 3 masters and 3 replicas): one owner at a time, a newer epoch on every
-//! acquisition, and a stale owner's write refused by Redis itself.
+//! Partition leases, heartbeats and the fence on a real Redis Cluster (6
+//! processes, 3 masters and 3 replicas): one owner at a time, a newer epoch
+//! on every acquisition, and a stale owner's write refused by Redis itself.
 
 use std::time::Duration;
 
 use omnistock_cluster::{Epoch, NodeId, PartitionId, Partitions};
 use omnistock_store::cluster::{
-    self, Acquired, ClusterStoreError, FENCE_CHECK, epoch_key, lease_key,
+    self, Acquired, ClusterStore, ClusterStoreError, FENCE_CHECK, Renewed,
 };
 use omnistock_testkit::RedisCluster;
 use redis::Script;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
+/// A raw connection, for what a test writes and reads around the store.
 async fn connect(cluster: &RedisCluster) -> ClusterConnection {
     ClusterClient::new(cluster.urls())
         .expect("cluster client")
         .get_async_connection()
+        .await
+        .expect("connected to the cluster")
+}
+
+async fn store(cluster: &RedisCluster) -> ClusterStore {
+    ClusterStore::connect(&cluster.urls(), "omnistock")
         .await
         .expect("connected to the cluster")
 }
@@ -29,18 +36,19 @@ fn partition(index: u16) -> PartitionId {
     Partitions::DEFAULT.get(index).expect("partition")
 }
 
-/// A write of partition `p` as every flush makes it: the fence check, then
-/// the write, in one script on the partition's slot.
+/// A write of partition `p` as a partition's writes are made: the fence
+/// check, then the write, in one script on the partition's slot.
 async fn fenced_write(
     con: &mut ClusterConnection,
+    store: &ClusterStore,
     p: PartitionId,
     epoch: Epoch,
     value: &str,
 ) -> redis::RedisResult<()> {
     let script = format!("{FENCE_CHECK}\nredis.call('SET', KEYS[2], ARGV[2])\nreturn 1");
     let _: i64 = Script::new(&script)
-        .key(epoch_key(p))
-        .key(format!("{}:probe", p.hash_tag()))
+        .key(store.epoch_key(p))
+        .key(store.partition_key(p, "probe"))
         .arg(epoch.0)
         .arg(value)
         .invoke_async(con)
@@ -51,30 +59,22 @@ async fn fenced_write(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_owner_at_a_time_and_a_stale_owner_is_fenced_out() {
     let cluster = RedisCluster::start();
-    let mut con = connect(&cluster).await;
+    let (mut con, store) = (connect(&cluster).await, store(&cluster).await);
     let p = partition(17);
     let (a, b) = (node("node-a"), node("node-b"));
 
-    let Acquired::Granted(first) = cluster::acquire(&mut con, p, &a, 400)
-        .await
-        .expect("acquire")
-    else {
+    let Ok(Acquired::Granted(first)) = store.acquire(p, &a, 400).await else {
         panic!("a free partition is granted");
     };
-    assert_eq!(
-        cluster::acquire(&mut con, p, &b, 400)
-            .await
-            .expect("acquire"),
-        Acquired::HeldBy("node-a".into())
-    );
-    fenced_write(&mut con, p, first, "from a")
+    let refused = store.acquire(p, &b, 400).await.expect("acquire");
+    assert_eq!(refused, Acquired::HeldBy("node-a".into()));
+    fenced_write(&mut con, &store, p, first, "from a")
         .await
         .expect("the owner writes");
 
     // node-a stops renewing (a pause); its lease lapses and node-b takes it.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let Acquired::Granted(second) = cluster::acquire(&mut con, p, &b, 5_000).await.expect("b")
-    else {
+    let Ok(Acquired::Granted(second)) = store.acquire(p, &b, 5_000).await else {
         panic!("a lapsed lease is granted to the next node");
     };
     assert!(
@@ -83,66 +83,51 @@ async fn one_owner_at_a_time_and_a_stale_owner_is_fenced_out() {
     );
 
     // node-a wakes up: its late write, renewal and release are all refused.
-    let late = fenced_write(&mut con, p, first, "late from a").await;
+    let late = fenced_write(&mut con, &store, p, first, "late from a").await;
     let error = late.expect_err("a stale epoch's write is refused");
     assert!(cluster::is_fenced(&error), "{error}");
-    assert!(
-        !cluster::renew(&mut con, p, &a, first, 5_000)
-            .await
-            .expect("renew")
-    );
-    assert!(
-        !cluster::release(&mut con, p, &a, first)
-            .await
-            .expect("release")
-    );
+    let renewed = store.renew(p, &a, first, 5_000).await.expect("renew");
+    assert_eq!(renewed, Renewed::Lost);
+    assert!(!store.release(p, &a, first).await.expect("release"));
     let probe: String = redis::cmd("GET")
-        .arg(format!("{}:probe", p.hash_tag()))
+        .arg(store.partition_key(p, "probe"))
         .query_async(&mut con)
         .await
         .expect("GET");
     assert_eq!(probe, "from a", "the fenced write changed nothing");
 
-    // The owner renews, writes and hands over.
-    assert!(
-        cluster::renew(&mut con, p, &b, second, 5_000)
-            .await
-            .expect("renew")
-    );
-    fenced_write(&mut con, p, second, "from b")
+    // The owner renews, writes and hands over; the next owner gets a newer epoch.
+    let renewed = store.renew(p, &b, second, 5_000).await.expect("renew");
+    assert_eq!(renewed, Renewed::Yes, "confirmed by a replica");
+    fenced_write(&mut con, &store, p, second, "from b")
         .await
         .expect("b writes");
+    assert!(store.release(p, &b, second).await.expect("release"));
+    let again = store.acquire(p, &a, 5_000).await.expect("a again");
     assert!(
-        cluster::release(&mut con, p, &b, second)
-            .await
-            .expect("release")
+        matches!(again, Acquired::Granted(third) if third > second),
+        "{again:?}"
     );
-    assert!(matches!(
-        cluster::acquire(&mut con, p, &a, 5_000).await.expect("a again"),
-        Acquired::Granted(third) if third > second
-    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitions_keys_share_one_slot_and_each_partition_has_its_own() {
     let cluster = RedisCluster::start();
+    let store = store(&cluster).await;
     let port = cluster.ports()[0];
     let slot = |key: &str| {
-        cluster
-            .cli(port, &["CLUSTER", "KEYSLOT", key])
-            .expect("KEYSLOT")
-            .trim()
-            .to_owned()
+        let answer = cluster.cli(port, &["CLUSTER", "KEYSLOT", key]);
+        answer.expect("KEYSLOT").trim().to_owned()
     };
     let p = partition(5);
-    assert_eq!(slot(&lease_key(p)), slot(&epoch_key(p)));
+    assert_eq!(slot(&store.lease_key(p)), slot(&store.epoch_key(p)));
     assert_eq!(
-        slot(&lease_key(p)),
-        slot(&format!("{}:positions", p.hash_tag()))
+        slot(&store.lease_key(p)),
+        slot(&store.partition_key(p, "pos"))
     );
     let slots: std::collections::BTreeSet<String> = Partitions::DEFAULT
         .all()
-        .map(|p| slot(&lease_key(p)))
+        .map(|p| slot(&store.lease_key(p)))
         .collect();
     assert_eq!(slots.len(), 64, "each partition has its own slot");
 }
@@ -150,16 +135,18 @@ async fn a_partitions_keys_share_one_slot_and_each_partition_has_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_partition_count_is_refused() {
     let cluster = RedisCluster::start();
-    let mut con = connect(&cluster).await;
+    let store = store(&cluster).await;
     let p64 = Partitions::DEFAULT;
     let p128 = Partitions::new(128).expect("count");
-    cluster::ensure_partitions(&mut con, p64)
+    store
+        .ensure_partitions(p64)
         .await
         .expect("the first node sets 64");
-    cluster::ensure_partitions(&mut con, p64)
+    store
+        .ensure_partitions(p64)
         .await
         .expect("the same count joins");
-    let refused = cluster::ensure_partitions(&mut con, p128).await;
+    let refused = store.ensure_partitions(p128).await;
     let Err(
         error @ ClusterStoreError::PartitionsMismatch {
             stored: 64,
@@ -175,12 +162,14 @@ async fn a_node_with_another_partition_count_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_show_who_is_alive_on_redis_clock() {
     let cluster = RedisCluster::start();
-    let mut con = connect(&cluster).await;
+    let store = store(&cluster).await;
     let (a, b) = (node("node-a"), node("node-b"));
-    cluster::heartbeat(&mut con, &a, "http://127.0.0.1:1001", 300)
+    store
+        .heartbeat(&a, "http://127.0.0.1:1001", 300)
         .await
         .expect("a beats");
-    let seen = cluster::heartbeat(&mut con, &b, "http://127.0.0.1:1002", 10_000)
+    let seen = store
+        .heartbeat(&b, "http://127.0.0.1:1002", 10_000)
         .await
         .expect("b beats");
     let alive: Vec<(&str, &str, bool)> = seen
@@ -197,15 +186,13 @@ async fn heartbeats_show_who_is_alive_on_redis_clock() {
 
     // node-a stops beating: past its TTL it is shown dead, not yet forgotten.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = cluster::members(&mut con).await.expect("members");
+    let seen = store.members().await.expect("members");
     assert_eq!(seen.len(), 2);
     assert!(!seen[0].alive && seen[1].alive, "{seen:?}");
 
     // A graceful leave removes node-b at once.
-    cluster::leave(&mut con, &b).await.expect("leave");
-    let seen = cluster::members(&mut con).await.expect("members");
-    assert_eq!(
-        seen.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["node-a"]
-    );
+    store.leave(&b).await.expect("leave");
+    let seen = store.members().await.expect("members");
+    let ids: Vec<&str> = seen.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["node-a"]);
 }

@@ -21,5 +21,5 @@ pub mod partition;
 
 pub use assignment::{InvalidNodeId, MAX_NODE_ID_CHARS, NodeId, assign, owner_of};
 pub use lease::{Epoch, Lease, LeaseTiming, LeaseTimingError};
-pub use ownership::{ACQUIRE_RETRY_MS, Action, Ownership};
+pub use ownership::{Action, Ownership, RETRY_MS};
 pub use partition::{MAX_PARTITIONS, PartitionId, Partitions, PartitionsOutOfRange};

@@ -17,9 +17,11 @@ use crate::assignment::{NodeId, owner_of};
 use crate::lease::{Epoch, Lease, LeaseTiming};
 use crate::partition::{PartitionId, Partitions};
 
-/// How long to wait before asking again for a lease another node holds
-/// (it is releasing it, or it will lapse).
-pub const ACQUIRE_RETRY_MS: u64 = 200;
+/// How long to wait before trying again: an acquisition of a lease another
+/// node holds (it is releasing it, or it will lapse), a renewal or a
+/// handover that failed. Short against the lease's 1 s renewal interval,
+/// long enough that an error answered at once does not become a busy loop.
+pub const RETRY_MS: u64 = 200;
 
 /// What the node should do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +102,8 @@ pub struct Ownership {
     slots: Vec<Slot>,
     /// Whether a renewal is in flight, per partition: one at a time.
     renewing: Vec<bool>,
+    /// Per partition: no renewal or handover before this (after a failure).
+    retry_after_ms: Vec<u64>,
     live: Vec<NodeId>,
     leaving: bool,
 }
@@ -116,6 +120,7 @@ impl Ownership {
             timing,
             slots: vec![Slot::Free { retry_at_ms: 0 }; count],
             renewing: vec![false; count],
+            retry_after_ms: vec![0; count],
             leaving: false,
         }
     }
@@ -184,7 +189,7 @@ impl Ownership {
         let slot = self.slot(partition);
         if *slot == Slot::Acquiring {
             *slot = Slot::Free {
-                retry_at_ms: now_ms + ACQUIRE_RETRY_MS,
+                retry_at_ms: now_ms + RETRY_MS,
             };
         }
     }
@@ -227,15 +232,17 @@ impl Ownership {
         }
     }
 
-    /// A renewal got no answer (Redis unreachable): nothing is known. The
-    /// next one goes when due; the local deadline ends the lease if none
-    /// gets through.
-    pub fn handle_renew_failed(&mut self, partition: PartitionId) {
-        self.renewing[usize::from(partition.index())] = false;
+    /// A renewal got no answer, or one no replica confirmed: nothing is
+    /// known. The next one goes after [`RETRY_MS`]; the local deadline ends
+    /// the lease if none gets through.
+    pub fn handle_renew_failed(&mut self, partition: PartitionId, now_ms: u64) {
+        let index = usize::from(partition.index());
+        self.renewing[index] = false;
+        self.retry_after_ms[index] = now_ms + RETRY_MS;
     }
 
     /// Loading the partition failed: give the lease up (it is taken again,
-    /// under a new epoch, after [`ACQUIRE_RETRY_MS`]).
+    /// under a new epoch, after [`RETRY_MS`]).
     pub fn handle_load_failed(&mut self, partition: PartitionId, epoch: Epoch) {
         let slot = self.slot(partition);
         if matches!(slot, Slot::Loading(_)) && slot.epoch() == Some(epoch) {
@@ -243,14 +250,17 @@ impl Ownership {
         }
     }
 
-    /// The flush before a handover failed: the node is still the owner and
-    /// serves the partition again; the handover is tried again.
-    pub fn handle_handover_failed(&mut self, partition: PartitionId, epoch: Epoch) {
+    /// The flush before a handover failed (not fenced: a fenced flush is
+    /// [`Self::handle_lost`]): the node is still the owner and serves the
+    /// partition again; the handover is tried again after [`RETRY_MS`].
+    pub fn handle_handover_failed(&mut self, partition: PartitionId, epoch: Epoch, now_ms: u64) {
+        let index = usize::from(partition.index());
         let slot = self.slot(partition);
         if let Slot::HandingOver(lease) = *slot
             && slot.epoch() == Some(epoch)
         {
             *slot = Slot::Serving(lease);
+            self.retry_after_ms[index] = now_ms + RETRY_MS;
         }
     }
 
@@ -277,11 +287,12 @@ impl Ownership {
             // Lapsed locally (Redis may hand it on soon), lost, released or
             // failed to load.
             self.slots[index] = Slot::Free {
-                retry_at_ms: now_ms + ACQUIRE_RETRY_MS,
+                retry_at_ms: now_ms + RETRY_MS,
             };
             return Some(Action::Drop { partition });
         }
         let epoch = slot.epoch();
+        let may_retry = now_ms >= self.retry_after_ms[index];
         match (slot, epoch) {
             (Slot::Free { retry_at_ms }, _) if self.wanted(partition) && now_ms >= retry_at_ms => {
                 self.slots[index] = Slot::Acquiring;
@@ -294,14 +305,14 @@ impl Ownership {
                 self.slots[index] = Slot::Loading(lease);
                 Some(Action::Load { partition, epoch })
             }
-            (Slot::Serving(lease), Some(epoch)) if !self.wanted(partition) => {
+            (Slot::Serving(lease), Some(epoch)) if may_retry && !self.wanted(partition) => {
                 self.slots[index] = Slot::HandingOver(lease);
                 Some(Action::HandOver { partition, epoch })
             }
             (
                 Slot::Loading(lease) | Slot::Serving(lease) | Slot::HandingOver(lease),
                 Some(epoch),
-            ) if !self.renewing[index] && lease.renew_due(now_ms) => {
+            ) if may_retry && !self.renewing[index] && lease.renew_due(now_ms) => {
                 self.renewing[index] = true;
                 Some(Action::Renew {
                     partition,
@@ -314,23 +325,37 @@ impl Ownership {
     }
 
     /// When [`Self::poll_action`] may next have something to do: the
-    /// earliest renewal, local deadline or acquisition retry.
+    /// earliest renewal, handover, local deadline or acquisition retry.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.partitions
-            .all()
-            .zip(self.slots.iter().zip(&self.renewing))
-            .filter_map(|(partition, (slot, &renewing))| match *slot {
-                Slot::Free { retry_at_ms } => self.wanted(partition).then_some(retry_at_ms),
-                Slot::Acquiring => None,
-                Slot::MustDrop | Slot::Granted(_) => Some(0),
-                Slot::Loading(lease) | Slot::Serving(lease) | Slot::HandingOver(lease) => {
-                    match lease {
-                        // A renewal in flight: only the deadline is left to watch.
-                        Lease::Held { serve_until_ms, .. } if renewing => Some(serve_until_ms),
-                        _ => lease.poll_timeout(),
-                    }
-                }
-            })
+        (0..self.slots.len())
+            .filter_map(|index| self.timeout_of(index))
+            .min()
+    }
+
+    fn timeout_of(&self, index: usize) -> Option<u64> {
+        let partition = self.partitions.get(u16::try_from(index).ok()?)?;
+        let lease = match self.slots[index] {
+            Slot::Free { retry_at_ms } => return self.wanted(partition).then_some(retry_at_ms),
+            Slot::Acquiring => return None,
+            Slot::MustDrop | Slot::Granted(_) => return Some(0),
+            Slot::Loading(lease) | Slot::Serving(lease) | Slot::HandingOver(lease) => lease,
+        };
+        let Lease::Held {
+            serve_until_ms,
+            renew_at_ms,
+            ..
+        } = lease
+        else {
+            return None;
+        };
+        let retry_after = self.retry_after_ms[index];
+        // A renewal in flight: only its answer or the deadline is awaited.
+        let renew = (!self.renewing[index]).then_some(renew_at_ms.max(retry_after));
+        let handover = (matches!(self.slots[index], Slot::Serving(_)) && !self.wanted(partition))
+            .then_some(retry_after);
+        [Some(serve_until_ms), renew, handover]
+            .into_iter()
+            .flatten()
             .min()
     }
 }

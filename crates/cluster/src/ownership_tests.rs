@@ -91,7 +91,15 @@ fn a_lease_not_renewed_is_dropped_at_its_local_deadline() {
     serve_all(&mut o, 0);
     drain(&mut o, 1_000);
     for partition in [p(0), p(1), p(2), p(3)] {
-        o.handle_renew_failed(partition);
+        o.handle_renew_failed(partition, 1_000);
+    }
+    // A failed renewal is tried again, not at once (no busy loop on an
+    // error answered immediately), but after the retry pause.
+    assert!(drain(&mut o, 1_199).is_empty());
+    assert_eq!(o.poll_timeout(), Some(1_200));
+    assert_eq!(drain(&mut o, 1_200).len(), 4, "renewals again");
+    for partition in [p(0), p(1), p(2), p(3)] {
+        o.handle_renew_failed(partition, 1_200);
     }
     assert_eq!(o.serving(p(2), 2_499), Some(Epoch(1)));
     assert_eq!(o.serving(p(2), 2_500), None, "fail closed at the deadline");
@@ -159,10 +167,16 @@ fn a_failed_load_gives_the_lease_up_and_a_failed_handover_serves_on() {
     let Some(Action::HandOver { partition, epoch }) = o.poll_action(5) else {
         panic!("a handover")
     };
-    o.handle_handover_failed(partition, epoch);
+    o.handle_handover_failed(partition, epoch, 6);
     assert_eq!(o.serving(partition, 6), Some(epoch), "still the owner");
+    let at_once = drain(&mut o, 6);
+    assert!(
+        !at_once.contains(&Action::HandOver { partition, epoch }),
+        "not retried at once"
+    );
+    assert_eq!(o.poll_timeout(), Some(206));
     assert_eq!(
-        o.poll_action(6),
+        o.poll_action(206),
         Some(Action::HandOver { partition, epoch })
     );
 }
@@ -264,9 +278,15 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-/// Three nodes on a simulated clock: nodes pause (they send nothing, and the
-/// others see them die, then come back); whatever happens, no partition is ever served by two
-/// nodes at once, and every partition ends up served.
+/// Three nodes on a simulated clock, talking to a lease table that behaves
+/// as the Redis scripts do, through a network that delays answers (Redis
+/// runs a request up to 200 ms after it is sent, the answer takes up to
+/// 300 ms more), loses some (the request may have run), and runs some
+/// acquisitions twice (a client re-send). Nodes pause (they send nothing,
+/// and the others see them die) and come back; loads and flushes sometimes
+/// fail. Whatever happens, no partition is ever served by two nodes, a node
+/// serves only under the partition's current epoch, and every partition
+/// ends up served.
 #[test]
 fn no_partition_is_ever_served_twice_in_a_simulated_cluster() {
     for seed in 1..=40u64 {
@@ -274,23 +294,142 @@ fn no_partition_is_ever_served_twice_in_a_simulated_cluster() {
     }
 }
 
-fn simulate(mut rng: u64) {
+/// A request on its way: who sent it, what, when Redis runs it, and when
+/// its answer arrives (`None`: lost; the node sees a failure after 500 ms).
+struct InFlight {
+    node: usize,
+    action: Action,
+    runs_at: u64,
+    answer_at: Option<u64>,
+    ran: Option<Ran>,
+}
+
+/// What the lease table answered.
+#[derive(Clone, Copy)]
+enum Ran {
+    Acquired(Option<Epoch>),
+    Renewed(bool),
+    Done,
+    Failed,
+}
+
+struct Sim {
+    rng: u64,
+    leases: Leases,
+    flight: Vec<InFlight>,
+    /// The last 10 s: no pauses, losses or failures, so everything settles.
+    calm: bool,
+}
+
+impl Sim {
+    fn below(&mut self, n: u64) -> u64 {
+        next(&mut self.rng) % n
+    }
+
+    /// True one time in `n`, never once calm.
+    fn fails(&mut self, n: u64) -> bool {
+        self.below(n) == 0 && !self.calm
+    }
+
+    fn send(&mut self, node: usize, action: Action, now: u64) {
+        let runs_at = now + self.below(200);
+        let answer_at = (!self.fails(10)).then(|| runs_at + self.below(300));
+        self.flight.push(InFlight {
+            node,
+            action,
+            runs_at,
+            answer_at,
+            ran: None,
+        });
+    }
+
+    fn run(&mut self, index: usize, now: u64) {
+        let me = format!("n{}", self.flight[index].node + 1);
+        let ran = match self.flight[index].action.clone() {
+            Action::Acquire { partition, .. } => {
+                let mut epoch = self.leases.acquire(partition, &me, now);
+                if epoch.is_some() && self.below(20) == 0 {
+                    // Re-sent by the client: the answer is the second run's.
+                    epoch = self.leases.acquire(partition, &me, now);
+                }
+                Ran::Acquired(epoch)
+            }
+            Action::Renew {
+                partition, epoch, ..
+            } => Ran::Renewed(self.leases.renew(partition, &me, epoch, now)),
+            Action::HandOver { partition, epoch } => {
+                if self.fails(10) {
+                    Ran::Failed // the flush failed: nothing released
+                } else {
+                    self.leases.release(partition, &me, epoch);
+                    Ran::Done
+                }
+            }
+            Action::Load { .. } if self.fails(10) => Ran::Failed,
+            Action::Load { .. } | Action::Drop { .. } => Ran::Done,
+        };
+        self.flight[index].ran = Some(ran);
+    }
+}
+
+/// Feeds an answer (or, for a lost one, the failure the node would see)
+/// back into the node.
+fn deliver(o: &mut Ownership, action: &Action, ran: Option<Ran>, now: u64) {
+    match (action.clone(), ran) {
+        (
+            Action::Acquire {
+                partition,
+                sent_at_ms,
+            },
+            Some(Ran::Acquired(Some(epoch))),
+        ) => o.handle_acquired(partition, epoch, sent_at_ms),
+        (Action::Acquire { partition, .. }, _) => o.handle_refused(partition, now),
+        (
+            Action::Renew {
+                partition,
+                epoch,
+                sent_at_ms,
+            },
+            Some(Ran::Renewed(true)),
+        ) => o.handle_renewed(partition, epoch, sent_at_ms),
+        (
+            Action::Renew {
+                partition, epoch, ..
+            },
+            Some(Ran::Renewed(false)),
+        ) => o.handle_lost(partition, epoch),
+        (Action::Renew { partition, .. }, _) => o.handle_renew_failed(partition, now),
+        (Action::HandOver { partition, epoch }, Some(Ran::Failed)) => {
+            o.handle_handover_failed(partition, epoch, now)
+        }
+        // Once a release may have run, the node never serves again.
+        (Action::HandOver { partition, epoch }, _) => o.handle_released(partition, epoch),
+        (Action::Load { partition, epoch }, Some(Ran::Done)) => o.handle_loaded(partition, epoch),
+        (Action::Load { partition, epoch }, _) => o.handle_load_failed(partition, epoch),
+        (Action::Drop { .. }, _) => {}
+    }
+}
+
+fn simulate(rng: u64) {
     let names = ["n1", "n2", "n3"];
     let parts = Partitions::new(16).expect("count");
     let mut nodes: Vec<Ownership> = names
         .iter()
         .map(|n| Ownership::new(node(n), parts, T))
         .collect();
-    let mut leases = Leases::default();
-    // A node paused until this time sends nothing and hears nothing; the
-    // others see it dead once its heartbeat is older than 2 s.
+    let mut sim = Sim {
+        rng,
+        leases: Leases::default(),
+        flight: Vec::new(),
+        calm: false,
+    };
     let mut paused_until = [0u64; 3];
     let mut heartbeat_at = [0u64; 3];
-    for now in (0..60_000u64).step_by(50) {
-        // Pauses stop 10 s before the end, so every partition settles.
-        if now < 50_000 && next(&mut rng).is_multiple_of(400) {
-            let victim = (next(&mut rng) % 3) as usize;
-            paused_until[victim] = now + 500 + next(&mut rng) % 4_000;
+    for now in (0..60_000u64).step_by(10) {
+        sim.calm = now >= 50_000;
+        if sim.fails(2_000) {
+            let victim = sim.below(3) as usize;
+            paused_until[victim] = now + 500 + sim.below(4_000);
         }
         for i in 0..3 {
             if paused_until[i] <= now {
@@ -301,62 +440,67 @@ fn simulate(mut rng: u64) {
             .filter(|&i| heartbeat_at[i] + 2_000 > now)
             .map(|i| node(names[i]))
             .collect();
+        for index in 0..sim.flight.len() {
+            if sim.flight[index].ran.is_none() && sim.flight[index].runs_at <= now {
+                sim.run(index, now);
+            }
+        }
+        let mut waiting = Vec::new();
+        for request in std::mem::take(&mut sim.flight) {
+            let due = request.answer_at.unwrap_or(request.runs_at + 500);
+            if due > now || request.ran.is_none() || paused_until[request.node] > now {
+                waiting.push(request);
+                continue;
+            }
+            let ran = request.answer_at.and(request.ran);
+            deliver(&mut nodes[request.node], &request.action, ran, now);
+        }
+        sim.flight = waiting;
         for (i, o) in nodes.iter_mut().enumerate() {
             if paused_until[i] > now {
                 continue;
             }
             o.handle_members(live.clone());
-            step(o, &mut leases, now);
+            while let Some(action) = o.poll_action(now) {
+                if !matches!(action, Action::Drop { .. }) {
+                    sim.send(i, action, now);
+                }
+            }
         }
-        for partition in parts.all() {
-            let servers = nodes
-                .iter()
-                .filter(|o| o.serving(partition, now).is_some())
-                .count();
-            assert!(
-                servers <= 1,
-                "{partition} served by {servers} nodes at {now} ms"
-            );
-        }
+        check(&nodes, &sim.leases, parts, now);
     }
-    let end = 59_950;
     for partition in parts.all() {
         assert!(
-            nodes.iter().any(|o| o.serving(partition, end).is_some()),
-            "{partition} ends up served"
+            nodes.iter().any(|o| o.serving(partition, 59_990).is_some()),
+            "{partition} ends up served: {:?}, lease {:?}",
+            nodes
+                .iter()
+                .map(|o| o.slots[usize::from(partition.index())])
+                .collect::<Vec<_>>(),
+            sim.leases.held.get(&partition.index()),
         );
     }
 }
 
-/// One node's turn: every action it has, answered at once by the table.
-fn step(o: &mut Ownership, leases: &mut Leases, now: u64) {
-    let me = o.me().to_string();
-    while let Some(action) = o.poll_action(now) {
-        match action {
-            Action::Acquire {
-                partition,
-                sent_at_ms,
-            } => match leases.acquire(partition, &me, now) {
-                Some(epoch) => o.handle_acquired(partition, epoch, sent_at_ms),
-                None => o.handle_refused(partition, now),
-            },
-            Action::Renew {
-                partition,
-                epoch,
-                sent_at_ms,
-            } => {
-                if leases.renew(partition, &me, epoch, now) {
-                    o.handle_renewed(partition, epoch, sent_at_ms);
-                } else {
-                    o.handle_lost(partition, epoch);
-                }
-            }
-            Action::Load { partition, epoch } => o.handle_loaded(partition, epoch),
-            Action::HandOver { partition, epoch } => {
-                leases.release(partition, &me, epoch);
-                o.handle_released(partition, epoch);
-            }
-            Action::Drop { .. } => {}
+/// At most one node serves each partition, under its current epoch.
+fn check(nodes: &[Ownership], leases: &Leases, parts: Partitions, now: u64) {
+    for partition in parts.all() {
+        let serving: Vec<Epoch> = nodes
+            .iter()
+            .filter_map(|o| o.serving(partition, now))
+            .collect();
+        assert!(
+            serving.len() <= 1,
+            "{partition} served by {} nodes at {now} ms",
+            serving.len()
+        );
+        let current = leases.epochs.get(&partition.index()).copied();
+        if let Some(epoch) = serving.first() {
+            assert_eq!(
+                Some(epoch.0),
+                current,
+                "{partition} served under a stale epoch at {now} ms"
+            );
         }
     }
 }

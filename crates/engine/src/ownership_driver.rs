@@ -20,7 +20,16 @@ use omnistock_cluster::{Action, Epoch, LeaseTiming, NodeId, Ownership, Partition
 use omnistock_store::cluster::{Acquired, ClusterStore, Renewed};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Longest a partition load may take; the lease is renewed meanwhile. One
+/// that takes longer gives the lease up (it is taken again and reloaded).
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the flush before a handover may take; one that takes longer is
+/// retried, and the node serves on meanwhile.
+pub const HANDOVER_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a leaving node with nothing else to wait for looks again.
+const LEAVING_POLL: Duration = Duration::from_millis(50);
 
 /// A monotonic clock in milliseconds.
 pub type MonotonicMs = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -31,9 +40,25 @@ pub fn monotonic_ms() -> MonotonicMs {
     Arc::new(move || u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Why a flush before a handover did not complete.
+#[derive(Debug)]
+pub enum FlushError {
+    /// The store refused it: the partition's epoch is no longer this node's
+    /// (another node took it). The node stops serving it at once.
+    Fenced,
+    /// Anything else (the store unreachable): the handover is retried.
+    Failed(String),
+}
+
 /// What the engine does when a partition comes or goes. The ownership
 /// driver calls these; a partition is served only between a successful
-/// `load` and the next `hand_over` or `forget`.
+/// `load` and the next `flush` or `forget`.
+///
+/// A load may still be running when its partition is forgotten (its lease
+/// lapsed meanwhile), and a later load of the same partition under a newer
+/// epoch may overlap it: an implementation keys what it builds by
+/// `(partition, epoch)` and never lets an older epoch's load replace a
+/// newer one's.
 pub trait PartitionHost: Send + Sync + 'static {
     /// Loads the partition's state from the store, for `epoch`.
     fn load(
@@ -47,7 +72,7 @@ pub trait PartitionHost: Send + Sync + 'static {
         &self,
         partition: PartitionId,
         epoch: Epoch,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), FlushError>> + Send;
     /// Forgets the partition's state in memory.
     fn forget(&self, partition: PartitionId);
 }
@@ -92,6 +117,7 @@ enum Answer {
     Released(PartitionId, Epoch),
     HandOverFailed(PartitionId, Epoch),
     Members(Vec<NodeId>),
+    HeartbeatFailed,
 }
 
 /// A running ownership driver.
@@ -130,6 +156,8 @@ impl OwnershipDriver {
             host,
             clock: clock.clone(),
             ownership: ownership.clone(),
+            tasks: JoinSet::new(),
+            heartbeat_in_flight: false,
         };
         let task = tokio::spawn(run.run(leaving_rx));
         Ok(OwnershipDriver {
@@ -161,8 +189,9 @@ impl OwnershipDriver {
             return true;
         };
         match tokio::time::timeout(self.leave_within, &mut task).await {
-            Ok(_) => true,
-            Err(_) => {
+            Ok(Ok(())) => true,
+            Ok(Err(_panicked)) => false,
+            Err(_elapsed) => {
                 task.abort();
                 false
             }
@@ -186,31 +215,37 @@ struct Run<H> {
     host: Arc<H>,
     clock: MonotonicMs,
     ownership: Arc<Mutex<Ownership>>,
+    /// Every request the driver started; dropped (so aborted) with it.
+    tasks: JoinSet<()>,
+    /// One heartbeat at a time, so that answers cannot arrive out of order
+    /// and none can land after a leave.
+    heartbeat_in_flight: bool,
 }
 
 impl<H: PartitionHost> Run<H> {
-    async fn run(self, mut leaving: watch::Receiver<bool>) {
+    async fn run(mut self, mut leaving: watch::Receiver<bool>) {
         let capacity = 4 * usize::from(self.config.partitions.count()) + 4;
         let (answers_tx, mut answers) = mpsc::channel(capacity);
         let mut next_heartbeat = 0;
         loop {
             let now = (self.clock)();
             let is_leaving = *leaving.borrow();
-            if is_leaving && self.ownership.lock().is_empty() {
-                // Again: a heartbeat sent just before leaving may have landed after.
+            if is_leaving && self.ownership.lock().is_empty() && !self.heartbeat_in_flight {
                 let _ = self.store.leave(&self.config.node).await;
                 return;
             }
-            if now >= next_heartbeat && !is_leaving {
+            if now >= next_heartbeat && !is_leaving && !self.heartbeat_in_flight {
                 next_heartbeat = now + self.config.heartbeat_every_ms;
                 self.spawn_heartbeat(answers_tx.clone());
             }
             self.carry_out_actions(now, &answers_tx);
-            let wake_at = self
-                .ownership
-                .lock()
-                .poll_timeout()
-                .map_or(next_heartbeat, |t| t.min(next_heartbeat));
+            while self.tasks.try_join_next().is_some() {}
+            let timeout = self.ownership.lock().poll_timeout();
+            let wake_at = if is_leaving {
+                timeout.unwrap_or(now + LEAVING_POLL.as_millis() as u64)
+            } else {
+                timeout.map_or(next_heartbeat, |t| t.min(next_heartbeat))
+            };
             let sleep = Duration::from_millis(wake_at.saturating_sub(now).max(1));
             tokio::select! {
                 answer = answers.recv() => {
@@ -232,24 +267,28 @@ impl<H: PartitionHost> Run<H> {
         }
     }
 
-    fn apply(&self, answer: Answer) {
+    fn apply(&mut self, answer: Answer) {
         let now = (self.clock)();
+        if matches!(answer, Answer::Members(_) | Answer::HeartbeatFailed) {
+            self.heartbeat_in_flight = false;
+        }
         let mut own = self.ownership.lock();
         match answer {
             Answer::Acquired(p, epoch, sent_at) => own.handle_acquired(p, epoch, sent_at),
             Answer::Refused(p) => own.handle_refused(p, now),
             Answer::Renewed(p, epoch, sent_at) => own.handle_renewed(p, epoch, sent_at),
             Answer::Lost(p, epoch) => own.handle_lost(p, epoch),
-            Answer::RenewFailed(p) => own.handle_renew_failed(p),
+            Answer::RenewFailed(p) => own.handle_renew_failed(p, now),
             Answer::Loaded(p, epoch) => own.handle_loaded(p, epoch),
             Answer::LoadFailed(p, epoch) => own.handle_load_failed(p, epoch),
             Answer::Released(p, epoch) => own.handle_released(p, epoch),
-            Answer::HandOverFailed(p, epoch) => own.handle_handover_failed(p, epoch),
+            Answer::HandOverFailed(p, epoch) => own.handle_handover_failed(p, epoch, now),
             Answer::Members(live) => own.handle_members(live),
+            Answer::HeartbeatFailed => {}
         }
     }
 
-    fn carry_out_actions(&self, now: u64, answers: &mpsc::Sender<Answer>) {
+    fn carry_out_actions(&mut self, now: u64, answers: &mpsc::Sender<Answer>) {
         loop {
             let action = self.ownership.lock().poll_action(now);
             let Some(action) = action else { return };
@@ -264,7 +303,7 @@ impl<H: PartitionHost> Run<H> {
             );
             let ttl_ms = self.config.timing.ttl_ms();
             let answers = answers.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 if let Some(answer) = carry_out(action, &store, &*host, &node, ttl_ms).await {
                     // Closed only if the driver is gone: nobody to tell.
                     let _ = answers.send(answer).await;
@@ -273,25 +312,29 @@ impl<H: PartitionHost> Run<H> {
         }
     }
 
-    fn spawn_heartbeat(&self, answers: mpsc::Sender<Answer>) {
+    fn spawn_heartbeat(&mut self, answers: mpsc::Sender<Answer>) {
+        self.heartbeat_in_flight = true;
         let (store, node, url) = (
             self.store.clone(),
             self.config.node.clone(),
             self.config.advertise_url.clone(),
         );
         let ttl_ms = self.config.node_ttl_ms;
-        tokio::spawn(async move {
-            match store.heartbeat(&node, &url, ttl_ms).await {
-                Ok(members) => {
-                    let live = members
+        self.tasks.spawn(async move {
+            let answer = match store.heartbeat(&node, &url, ttl_ms).await {
+                Ok(members) => Answer::Members(
+                    members
                         .into_iter()
                         .filter(|m| m.alive)
                         .filter_map(|m| NodeId::new(&m.id).ok())
-                        .collect();
-                    let _ = answers.send(Answer::Members(live)).await;
+                        .collect(),
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "cluster heartbeat failed");
+                    Answer::HeartbeatFailed
                 }
-                Err(error) => tracing::warn!(%error, "cluster heartbeat failed"),
-            }
+            };
+            let _ = answers.send(answer).await;
         });
     }
 }
@@ -332,23 +375,50 @@ async fn carry_out<H: PartitionHost>(
                 Answer::RenewFailed(partition)
             }
         },
-        Action::Load { partition, epoch } => match host.load(partition, epoch).await {
-            Ok(()) => Answer::Loaded(partition, epoch),
-            Err(error) => {
-                tracing::warn!(%error, %partition, "partition load failed; the lease is given up");
-                Answer::LoadFailed(partition, epoch)
+        Action::Load { partition, epoch } => {
+            match tokio::time::timeout(LOAD_TIMEOUT, host.load(partition, epoch)).await {
+                Ok(Ok(())) => Answer::Loaded(partition, epoch),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, %partition, "partition load failed; the lease is given up");
+                    Answer::LoadFailed(partition, epoch)
+                }
+                Err(_elapsed) => {
+                    tracing::warn!(%partition, "partition load timed out; the lease is given up");
+                    Answer::LoadFailed(partition, epoch)
+                }
             }
-        },
+        }
         Action::HandOver { partition, epoch } => {
-            if let Err(error) = host.flush(partition, epoch).await {
-                tracing::warn!(%error, %partition, "flush before handover failed; serving on");
-                return Some(Answer::HandOverFailed(partition, epoch));
-            }
-            if let Err(error) = store.release(partition, node, epoch).await {
-                tracing::warn!(%error, %partition, "lease release failed; it will lapse");
-            }
-            Answer::Released(partition, epoch)
+            hand_over(partition, epoch, store, host, node).await
         }
         Action::Drop { .. } => return None,
     })
+}
+
+/// The flush before a handover, then the release of the lease.
+async fn hand_over<H: PartitionHost>(
+    partition: PartitionId,
+    epoch: Epoch,
+    store: &ClusterStore,
+    host: &H,
+    node: &NodeId,
+) -> Answer {
+    let flushed = tokio::time::timeout(HANDOVER_FLUSH_TIMEOUT, host.flush(partition, epoch)).await;
+    match flushed {
+        Ok(Ok(())) => {}
+        // Another node has it already: stop serving, release nothing.
+        Ok(Err(FlushError::Fenced)) => return Answer::Lost(partition, epoch),
+        Ok(Err(FlushError::Failed(error))) => {
+            tracing::warn!(%error, %partition, "flush before handover failed; serving on");
+            return Answer::HandOverFailed(partition, epoch);
+        }
+        Err(_elapsed) => {
+            tracing::warn!(%partition, "flush before handover timed out; serving on");
+            return Answer::HandOverFailed(partition, epoch);
+        }
+    }
+    if let Err(error) = store.release(partition, node, epoch).await {
+        tracing::warn!(%error, %partition, "lease release failed; it will lapse");
+    }
+    Answer::Released(partition, epoch)
 }

@@ -8,7 +8,7 @@
 //! |----------------------------------|--------|-----------------------------------------------|
 //! | `omnistock:{cluster}:partitions` | string | the partition count, set once                 |
 //! | `omnistock:{cluster}:nodes`      | hash   | node id -> "EXPIRES_AT_MS URL" (Redis's clock) |
-//! | `omnistock:{pN}:lease`           | string | partition N's owner (node id), with a TTL     |
+//! | `omnistock:{pN}:lease`           | string | partition N's owner (`NODE/PROCESS`), a TTL   |
 //! | `omnistock:{pN}:epoch`           | string | partition N's epoch, +1 per acquisition       |
 //!
 //! Every key of partition N carries the hash tag `{pN}`, so its lease, its
@@ -92,9 +92,11 @@ pub struct Member {
     pub alive: bool,
 }
 
-// KEYS: lease, epoch. ARGV: node, ttl_ms. A lease this node already holds
-// is taken again under a new epoch: a node that asks again has lost track of
-// it (a restart, a lost answer), so whatever it wrote before is fenced out.
+// KEYS: lease, epoch. ARGV: holder (NODE/PROCESS), ttl_ms. A lease this
+// process already holds is taken again under a new epoch: a process that
+// asks again has lost track of it (a lost answer), so whatever it wrote
+// before is fenced out. Another process, even with the same node id, waits
+// for the lease to lapse.
 const ACQUIRE: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0, holder} end
@@ -103,7 +105,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, tostring(epoch)}
 ";
 
-// KEYS: lease, epoch. ARGV: node, epoch, ttl_ms.
+// KEYS: lease, epoch. ARGV: holder, epoch, ttl_ms.
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -112,7 +114,7 @@ end
 return 0
 ";
 
-// KEYS: lease, epoch. ARGV: node, epoch.
+// KEYS: lease, epoch. ARGV: holder, epoch.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
   redis.call('DEL', KEYS[1])
@@ -174,6 +176,10 @@ pub struct ClusterStore {
     /// Whether the cluster has replicas, so that lease changes must be
     /// confirmed by one (a cluster of masters alone has nothing to wait for).
     has_replicas: bool,
+    /// Random per connection: a lease names the node *and* this process, so
+    /// a restarted process with the same node id cannot take its old lease
+    /// while the old process may still be serving under it.
+    process: u64,
 }
 
 impl ClusterStore {
@@ -200,33 +206,32 @@ impl ClusterStore {
             .arg("NODES")
             .query_async(&mut con)
             .await?;
+        // Read once: a cluster that gains replicas later is not waited for
+        // until the node reconnects.
         let has_replicas = nodes.lines().any(|line| line.contains("slave"));
+        let mut token = [0u8; 8];
+        getrandom::fill(&mut token).map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
         Ok(ClusterStore {
             con,
             prefix: prefix.to_owned(),
             has_replicas,
+            process: u64::from_le_bytes(token),
         })
     }
 
     /// Whether a replica of the master holding `key` has every write this
-    /// connection sent it (WAIT 1, routed to that master). A master with no
-    /// replica connected passes: no replica could be promoted without first
-    /// copying everything from it (after a failover, the promoted master
-    /// serves alone until its peer comes back).
+    /// connection sent it (WAIT 1, routed to that master). Fails closed: a
+    /// master without a replica confirms nothing, since a replica that lost
+    /// its link only moments ago may still be promoted without the write. So
+    /// a shard whose master serves alone (after a failover, until its peer
+    /// is back) grants and renews no lease.
     async fn replicated(&self, key: &str) -> Result<bool, ClusterStoreError> {
         if !self.has_replicas {
             return Ok(true);
         }
         let mut wait = redis::cmd("WAIT");
         wait.arg(1).arg(REPLICATION_WAIT_MS);
-        if matches!(self.on_master_of(key, wait).await?, Value::Int(n) if n >= 1) {
-            return Ok(true);
-        }
-        let mut info = redis::cmd("INFO");
-        info.arg("replication");
-        let info: String = redis::from_redis_value(self.on_master_of(key, info).await?)
-            .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
-        Ok(info.lines().any(|line| line.trim() == "connected_slaves:0"))
+        Ok(matches!(self.on_master_of(key, wait).await?, Value::Int(n) if n >= 1))
     }
 
     /// Runs `command` on the master serving `key`'s slot.
@@ -251,6 +256,11 @@ impl ClusterStore {
 
     pub fn epoch_key(&self, p: PartitionId) -> String {
         self.partition_key(p, "epoch")
+    }
+
+    /// What a lease held by this process holds: `NODE/PROCESS`.
+    fn holder(&self, node: &NodeId) -> String {
+        format!("{node}/{:016x}", self.process)
     }
 
     fn cluster_key(&self, name: &str) -> String {
@@ -291,12 +301,13 @@ impl ClusterStore {
         let (granted, value): (i64, String) = ACQUIRE_SCRIPT
             .key(self.lease_key(p))
             .key(self.epoch_key(p))
-            .arg(node.as_str())
+            .arg(self.holder(node))
             .arg(ttl_ms)
             .invoke_async(&mut self.con.clone())
             .await?;
         if granted != 1 {
-            return Ok(Acquired::HeldBy(value));
+            let node = value.split('/').next().unwrap_or_default().to_owned();
+            return Ok(Acquired::HeldBy(node));
         }
         let epoch = value
             .parse()
@@ -318,7 +329,7 @@ impl ClusterStore {
         let renewed: i64 = RENEW_SCRIPT
             .key(self.lease_key(p))
             .key(self.epoch_key(p))
-            .arg(node.as_str())
+            .arg(self.holder(node))
             .arg(epoch.0)
             .arg(ttl_ms)
             .invoke_async(&mut self.con.clone())
@@ -342,7 +353,7 @@ impl ClusterStore {
         let released: i64 = RELEASE_SCRIPT
             .key(self.lease_key(p))
             .key(self.epoch_key(p))
-            .arg(node.as_str())
+            .arg(self.holder(node))
             .arg(epoch.0)
             .invoke_async(&mut self.con.clone())
             .await?;

@@ -113,16 +113,34 @@ impl RedisCluster {
         let _ = child.wait();
     }
 
+    /// Starts the node on `port` again after [`Self::kill`]: with its old
+    /// cluster config it rejoins, as a replica of the master that replaced
+    /// it. Returns once its replication link is up.
+    pub fn restart(&mut self, port: u16) {
+        let child = self.spawn(port);
+        let node = self.nodes.iter_mut().find(|n| n.port == port);
+        node.expect("a node of this cluster").child = Some(child);
+        wait_until("the restarted node's replication link", || {
+            cli(port, &["INFO", "replication"]).is_some_and(|info| {
+                info.contains("role:slave") && info.contains("master_link_status:up")
+            })
+        });
+    }
+
     /// Waits until another master serves `key`'s slot and the cluster is
     /// whole again (after [`Self::kill`] of its master); how long it took.
     pub fn wait_failover(&self, key: &str, dead: u16) -> Duration {
         let started = Instant::now();
-        wait_until("a failover", || {
-            let live = self.live_port();
-            cli(live, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
-                && self.try_master_of(key).is_some_and(|port| port != dead)
-        });
+        wait_until("a failover", || self.has_failed_over(key, dead));
         started.elapsed()
+    }
+
+    /// Whether a master other than `dead` serves `key`'s slot and the
+    /// cluster is whole again.
+    pub fn has_failed_over(&self, key: &str, dead: u16) -> bool {
+        let live = self.live_port();
+        cli(live, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+            && self.try_master_of(key).is_some_and(|port| port != dead)
     }
 
     fn live_port(&self) -> u16 {

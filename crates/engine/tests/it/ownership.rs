@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use omnistock_cluster::{Epoch, NodeId, PartitionId, Partitions};
 use omnistock_engine::ownership_driver::{
-    NodeConfig, OwnershipDriver, PartitionHost, monotonic_ms,
+    FlushError, NodeConfig, OwnershipDriver, PartitionHost, monotonic_ms,
 };
 use omnistock_store::cluster::ClusterStore;
 use omnistock_testkit::RedisCluster;
@@ -17,10 +17,14 @@ use parking_lot::Mutex;
 
 const PARTITIONS: u64 = 16;
 
+/// Every load of every node of a test: (partition, epoch, node).
+type Loads = Arc<Mutex<Vec<(u16, u64, String)>>>;
+
 /// Records what the driver asked of it.
-#[derive(Default)]
 struct Recorder {
+    node: String,
     events: Mutex<Vec<String>>,
+    loads: Loads,
 }
 
 impl PartitionHost for Recorder {
@@ -28,10 +32,13 @@ impl PartitionHost for Recorder {
         self.events
             .lock()
             .push(format!("load {partition} {}", epoch.0));
+        self.loads
+            .lock()
+            .push((partition.index(), epoch.0, self.node.clone()));
         Ok(())
     }
 
-    async fn flush(&self, partition: PartitionId, epoch: Epoch) -> Result<(), String> {
+    async fn flush(&self, partition: PartitionId, epoch: Epoch) -> Result<(), FlushError> {
         self.events
             .lock()
             .push(format!("flush {partition} {}", epoch.0));
@@ -43,7 +50,11 @@ impl PartitionHost for Recorder {
     }
 }
 
-async fn start_node(cluster: &RedisCluster, name: &str) -> (OwnershipDriver, Arc<Recorder>) {
+async fn start_node(
+    cluster: &RedisCluster,
+    name: &str,
+    loads: &Loads,
+) -> (OwnershipDriver, Arc<Recorder>) {
     let store = ClusterStore::connect(&cluster.urls(), "omnistock")
         .await
         .expect("connect");
@@ -53,11 +64,28 @@ async fn start_node(cluster: &RedisCluster, name: &str) -> (OwnershipDriver, Arc
         format!("http://{name}.invalid"),
         partitions,
     );
-    let host = Arc::new(Recorder::default());
+    let host = Arc::new(Recorder {
+        node: name.to_owned(),
+        events: Mutex::default(),
+        loads: loads.clone(),
+    });
     let driver = OwnershipDriver::start(config, store, host.clone(), monotonic_ms())
         .await
         .expect("joins");
     (driver, host)
+}
+
+/// No epoch of a partition was ever granted twice: each load's
+/// (partition, epoch) is unique across every node.
+fn epochs_were_never_reused(loads: &Loads) {
+    let loads = loads.lock();
+    let distinct: BTreeSet<(u16, u64)> = loads.iter().map(|(p, e, _)| (*p, *e)).collect();
+    assert_eq!(
+        distinct.len(),
+        loads.len(),
+        "an epoch granted twice: {loads:?}"
+    );
+    assert!(!loads.is_empty());
 }
 
 fn served(nodes: &[&OwnershipDriver]) -> Vec<BTreeSet<u16>> {
@@ -98,8 +126,9 @@ fn all_served(sets: &[BTreeSet<u16>]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_split_partitions_take_over_a_crashed_one_and_hand_over_on_leave() {
     let cluster = RedisCluster::start();
-    let (a, host_a) = start_node(&cluster, "node-a").await;
-    let (b, host_b) = start_node(&cluster, "node-b").await;
+    let loads = Loads::default();
+    let (a, host_a) = start_node(&cluster, "node-a", &loads).await;
+    let (b, host_b) = start_node(&cluster, "node-b", &loads).await;
     until(&[&a, &b], Duration::from_secs(10), |s| {
         all_served(s) && s.iter().all(|n| !n.is_empty())
     })
@@ -108,7 +137,7 @@ async fn nodes_split_partitions_take_over_a_crashed_one_and_hand_over_on_leave()
 
     // A third node joins: it gets its share, handed over by the others
     // (flushed first), with nothing served twice on the way.
-    let (c, _host_c) = start_node(&cluster, "node-c").await;
+    let (c, _host_c) = start_node(&cluster, "node-c", &loads).await;
     until(&[&a, &b, &c], Duration::from_secs(10), |s| {
         all_served(s) && s.iter().all(|n| !n.is_empty())
     })
@@ -136,34 +165,40 @@ async fn nodes_split_partitions_take_over_a_crashed_one_and_hand_over_on_leave()
     let b_had = b.served().len();
     let leave_started = Instant::now();
     assert!(b.leave().await, "every partition handed over");
-    let handover = until(&[&a], Duration::from_secs(5), all_served).await + leave_started.elapsed();
+    until(&[&a], Duration::from_secs(5), all_served).await;
+    let handover = leave_started.elapsed();
     eprintln!("handover of {b_had} partitions on leave: {handover:?}");
     assert!(host_b.events.lock().iter().any(|e| e.starts_with("flush")));
+    // Leases are released, not left to lapse (3 s).
+    assert!(
+        handover < Duration::from_secs(3),
+        "handover took {handover:?}"
+    );
+    epochs_were_never_reused(&loads);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ownership_survives_a_redis_master_failover() {
     let mut cluster = RedisCluster::start();
-    let (a, host_a) = start_node(&cluster, "node-a").await;
-    let (b, host_b) = start_node(&cluster, "node-b").await;
+    let loads = Loads::default();
+    let (a, host_a) = start_node(&cluster, "node-a", &loads).await;
+    let (b, host_b) = start_node(&cluster, "node-b", &loads).await;
     until(&[&a, &b], Duration::from_secs(10), |s| {
         all_served(s) && s.iter().all(|n| !n.is_empty())
     })
     .await;
     let forgotten = || {
         let count = |h: &Recorder| {
-            h.events
-                .lock()
-                .iter()
-                .filter(|e| e.starts_with("forget"))
-                .count()
+            let events = h.events.lock();
+            events.iter().filter(|e| e.starts_with("forget")).count()
         };
         count(&host_a) + count(&host_b)
     };
     let forgotten_before = forgotten();
 
     // Kill the master holding partition 0's lease: renewals of its
-    // partitions fail until a replica is promoted.
+    // partitions fail until a replica is promoted. Nothing is served twice
+    // meanwhile.
     let store = ClusterStore::connect(&cluster.urls(), "omnistock")
         .await
         .expect("connect");
@@ -171,21 +206,31 @@ async fn ownership_survives_a_redis_master_failover() {
         .expect("count")
         .get(0)
         .expect("p0");
-    let master = cluster.master_of(&store.lease_key(p0));
+    let lease_key = store.lease_key(p0);
+    let master = cluster.master_of(&lease_key);
     cluster.kill(master);
     let killed_at = Instant::now();
-
-    // Whatever lapses on the way, no partition is served twice, and past a
-    // lease TTL and more (so that every lease must have been renewed or
-    // taken again through the promoted master) all are served.
-    let recovered = until(&[&a, &b], Duration::from_secs(30), |s| {
-        killed_at.elapsed() > Duration::from_secs(4) && all_served(s)
+    let failover = until(&[&a, &b], Duration::from_secs(30), |_| {
+        cluster.has_failed_over(&lease_key, master)
     })
     .await;
-    let failover =
-        tokio::task::block_in_place(|| cluster.wait_failover(&store.lease_key(p0), master));
+
+    // The promoted master serves alone: it confirms no lease change until
+    // it has a replica again (fail closed). The killed node comes back as
+    // its replica; past a lease TTL and more (so that every lease must have
+    // been renewed or taken again through the promoted master) all are
+    // served, and no epoch was ever granted twice.
+    tokio::task::block_in_place(|| cluster.restart(master));
+    let restarted = killed_at.elapsed();
+    until(&[&a, &b], Duration::from_secs(30), all_served).await;
+    let served_again = killed_at.elapsed();
+    until(&[&a, &b], Duration::from_secs(30), |s| {
+        killed_at.elapsed() > restarted + Duration::from_secs(4) && all_served(s)
+    })
+    .await;
+    epochs_were_never_reused(&loads);
     eprintln!(
-        "master killed: every partition served again after {recovered:?}, {} dropped on the way; failover confirmed {failover:?} after that",
+        "master killed: failover after {failover:?}, the old master back as a replica after {restarted:?}, every partition served again after {served_again:?}; {} partitions dropped and taken again on the way",
         forgotten() - forgotten_before
     );
 }

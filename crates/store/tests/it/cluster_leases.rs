@@ -63,17 +63,17 @@ async fn one_owner_at_a_time_and_a_stale_owner_is_fenced_out() {
     let p = partition(17);
     let (a, b) = (node("node-a"), node("node-b"));
 
-    let Ok(Acquired::Granted(first)) = store.acquire(p, &a, 400).await else {
+    let Ok(Acquired::Granted(first)) = store.acquire(p, &a, 1_500).await else {
         panic!("a free partition is granted");
     };
-    let refused = store.acquire(p, &b, 400).await.expect("acquire");
+    let refused = store.acquire(p, &b, 1_500).await.expect("acquire");
     assert_eq!(refused, Acquired::HeldBy("node-a".into()));
     fenced_write(&mut con, &store, p, first, "from a")
         .await
         .expect("the owner writes");
 
     // node-a stops renewing (a pause); its lease lapses and node-b takes it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
     let Ok(Acquired::Granted(second)) = store.acquire(p, &b, 5_000).await else {
         panic!("a lapsed lease is granted to the next node");
     };
@@ -165,7 +165,7 @@ async fn heartbeats_show_who_is_alive_on_redis_clock() {
     let store = store(&cluster).await;
     let (a, b) = (node("node-a"), node("node-b"));
     store
-        .heartbeat(&a, "http://127.0.0.1:1001", 300)
+        .heartbeat(&a, "http://127.0.0.1:1001", 1_500)
         .await
         .expect("a beats");
     let seen = store
@@ -185,7 +185,7 @@ async fn heartbeats_show_who_is_alive_on_redis_clock() {
     );
 
     // node-a stops beating: past its TTL it is shown dead, not yet forgotten.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
     let seen = store.members().await.expect("members");
     assert_eq!(seen.len(), 2);
     assert!(!seen[0].alive && seen[1].alive, "{seen:?}");

@@ -26,7 +26,6 @@ use std::time::Duration;
 use omnistock_cluster::{Epoch, NodeId, PartitionId, Partitions};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Script, Value};
 
 /// How long a lease or heartbeat request may take before it counts as
@@ -145,9 +144,8 @@ end
 return nodes
 ";
 
-// Each script's SHA-1 is computed once; Redis runs it by EVALSHA.
-static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
-static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
+// Each script's SHA-1 is computed once; Redis runs it by EVALSHA. ACQUIRE
+// and RENEW go by EVAL instead, in a pipeline with their WAIT.
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT));
 
@@ -219,30 +217,42 @@ impl ClusterStore {
         })
     }
 
-    /// Whether a replica of the master holding `key` has every write this
-    /// connection sent it (WAIT 1, routed to that master). Fails closed: a
-    /// master without a replica confirms nothing, since a replica that lost
-    /// its link only moments ago may still be promoted without the write. So
-    /// a shard whose master serves alone (after a failover, until its peer
-    /// is back) grants and renews no lease.
-    async fn replicated(&self, key: &str) -> Result<bool, ClusterStoreError> {
-        if !self.has_replicas {
-            return Ok(true);
-        }
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(1).arg(REPLICATION_WAIT_MS);
-        Ok(matches!(self.on_master_of(key, wait).await?, Value::Int(n) if n >= 1))
-    }
-
-    /// Runs `command` on the master serving `key`'s slot.
-    async fn on_master_of(
+    /// Runs a lease script on partition `p`'s master, then (when the
+    /// cluster has replicas) `WAIT 1` on the same connection, in one
+    /// pipeline: the WAIT covers exactly this script's write. The script's
+    /// answer, and whether a replica confirmed it. Fails closed: a master
+    /// without a replica confirms nothing, since a replica that lost its
+    /// link only moments ago may still be promoted without the write; so a
+    /// shard whose master serves alone (after a failover, until its peer is
+    /// back) grants and renews no lease.
+    async fn run_confirmed<T: redis::FromRedisValue>(
         &self,
-        key: &str,
-        command: redis::Cmd,
-    ) -> Result<Value, ClusterStoreError> {
-        let route = Route::with_key(key, SlotAddr::Master);
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-        Ok(self.con.clone().route_command(command, routing).await?)
+        script: &str,
+        p: PartitionId,
+        args: &[String],
+    ) -> Result<(T, bool), ClusterStoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(script)
+            .arg(2)
+            .arg(self.lease_key(p))
+            .arg(self.epoch_key(p))
+            .arg(args);
+        if self.has_replicas {
+            pipe.cmd("WAIT").arg(1).arg(REPLICATION_WAIT_MS);
+        }
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.con.clone()).await?;
+        let confirmed = if self.has_replicas {
+            matches!(replies.pop(), Some(Value::Int(acked)) if acked >= 1)
+        } else {
+            true
+        };
+        let answer = replies
+            .pop()
+            .ok_or_else(|| ClusterStoreError::Unexpected("no answer".into()))?;
+        let answer = redis::from_redis_value(answer)
+            .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
+        Ok((answer, confirmed))
     }
 
     /// The key `name` of partition `p`: `PREFIX:{pN}:name`.
@@ -298,13 +308,9 @@ impl ClusterStore {
         node: &NodeId,
         ttl_ms: u64,
     ) -> Result<Acquired, ClusterStoreError> {
-        let (granted, value): (i64, String) = ACQUIRE_SCRIPT
-            .key(self.lease_key(p))
-            .key(self.epoch_key(p))
-            .arg(self.holder(node))
-            .arg(ttl_ms)
-            .invoke_async(&mut self.con.clone())
-            .await?;
+        let args = [self.holder(node), ttl_ms.to_string()];
+        let ((granted, value), confirmed): ((i64, String), bool) =
+            self.run_confirmed(ACQUIRE, p, &args).await?;
         if granted != 1 {
             let node = value.split('/').next().unwrap_or_default().to_owned();
             return Ok(Acquired::HeldBy(node));
@@ -312,7 +318,7 @@ impl ClusterStore {
         let epoch = value
             .parse()
             .map_err(|_| ClusterStoreError::Corrupt(value.clone()))?;
-        if !self.replicated(&self.lease_key(p)).await? {
+        if !confirmed {
             return Ok(Acquired::NotReplicated);
         }
         Ok(Acquired::Granted(Epoch(epoch)))
@@ -326,18 +332,12 @@ impl ClusterStore {
         epoch: Epoch,
         ttl_ms: u64,
     ) -> Result<Renewed, ClusterStoreError> {
-        let renewed: i64 = RENEW_SCRIPT
-            .key(self.lease_key(p))
-            .key(self.epoch_key(p))
-            .arg(self.holder(node))
-            .arg(epoch.0)
-            .arg(ttl_ms)
-            .invoke_async(&mut self.con.clone())
-            .await?;
+        let args = [self.holder(node), epoch.0.to_string(), ttl_ms.to_string()];
+        let (renewed, confirmed): (i64, bool) = self.run_confirmed(RENEW, p, &args).await?;
         if renewed != 1 {
             return Ok(Renewed::Lost);
         }
-        if !self.replicated(&self.lease_key(p)).await? {
+        if !confirmed {
             return Ok(Renewed::Unconfirmed);
         }
         Ok(Renewed::Yes)

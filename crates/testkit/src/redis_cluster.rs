@@ -104,6 +104,22 @@ impl RedisCluster {
             .and_then(node_port)
     }
 
+    /// The ports of the replicas of the master on `master`, as a live node
+    /// sees them.
+    pub fn replicas_of(&self, master: u16) -> Vec<u16> {
+        let nodes = cli(self.live_port(), &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        let master_id = nodes
+            .lines()
+            .find(|line| node_port(line) == Some(master))
+            .and_then(|line| line.split(' ').next())
+            .expect("the master's node id");
+        nodes
+            .lines()
+            .filter(|line| line.contains("slave") && line.split(' ').nth(3) == Some(master_id))
+            .filter_map(node_port)
+            .collect()
+    }
+
     /// `SIGKILL` of the node on `port` (a master crash).
     pub fn kill(&mut self, port: u16) {
         let node = self.nodes.iter_mut().find(|n| n.port == port);

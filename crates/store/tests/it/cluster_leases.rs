@@ -196,3 +196,30 @@ async fn heartbeats_show_who_is_alive_on_redis_clock() {
     let ids: Vec<&str> = seen.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["node-a"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_no_replica_confirmed_is_not_granted() {
+    let mut cluster = RedisCluster::start();
+    let store = store(&cluster).await;
+    let p = partition(9);
+    let master = cluster.master_of(&store.lease_key(p));
+    for replica in cluster.replicas_of(master) {
+        cluster.kill(replica);
+    }
+    // The master alone: a grant it cannot replicate could be lost with it.
+    let answer = store
+        .acquire(p, &node("node-a"), 5_000)
+        .await
+        .expect("acquire");
+    assert_eq!(answer, Acquired::NotReplicated);
+    // Another partition, on a master with its replica, is granted.
+    let other = Partitions::DEFAULT
+        .all()
+        .find(|q| cluster.master_of(&store.lease_key(*q)) != master)
+        .expect("a partition on another master");
+    let answer = store
+        .acquire(other, &node("node-a"), 5_000)
+        .await
+        .expect("acquire");
+    assert!(matches!(answer, Acquired::Granted(_)), "{answer:?}");
+}

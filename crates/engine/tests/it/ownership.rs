@@ -119,6 +119,24 @@ async fn until(
     }
 }
 
+/// node-a and node-b, once they serve every partition between them and
+/// each serves some.
+async fn two_nodes_sharing(
+    cluster: &RedisCluster,
+    loads: &Loads,
+) -> (
+    (OwnershipDriver, Arc<Recorder>),
+    (OwnershipDriver, Arc<Recorder>),
+) {
+    let a = start_node(cluster, "node-a", loads).await;
+    let b = start_node(cluster, "node-b", loads).await;
+    until(&[&a.0, &b.0], Duration::from_secs(10), |s| {
+        all_served(s) && s.iter().all(|n| !n.is_empty())
+    })
+    .await;
+    (a, b)
+}
+
 fn all_served(sets: &[BTreeSet<u16>]) -> bool {
     sets.iter().map(BTreeSet::len).sum::<usize>() == PARTITIONS as usize
 }
@@ -127,12 +145,7 @@ fn all_served(sets: &[BTreeSet<u16>]) -> bool {
 async fn nodes_split_partitions_take_over_a_crashed_one_and_hand_over_on_leave() {
     let cluster = RedisCluster::start();
     let loads = Loads::default();
-    let (a, host_a) = start_node(&cluster, "node-a", &loads).await;
-    let (b, host_b) = start_node(&cluster, "node-b", &loads).await;
-    until(&[&a, &b], Duration::from_secs(10), |s| {
-        all_served(s) && s.iter().all(|n| !n.is_empty())
-    })
-    .await;
+    let ((a, host_a), (b, host_b)) = two_nodes_sharing(&cluster, &loads).await;
     assert!(host_a.events.lock().iter().any(|e| e.starts_with("load")));
 
     // A third node joins: it gets its share, handed over by the others
@@ -181,12 +194,7 @@ async fn nodes_split_partitions_take_over_a_crashed_one_and_hand_over_on_leave()
 async fn ownership_survives_a_redis_master_failover() {
     let mut cluster = RedisCluster::start();
     let loads = Loads::default();
-    let (a, host_a) = start_node(&cluster, "node-a", &loads).await;
-    let (b, host_b) = start_node(&cluster, "node-b", &loads).await;
-    until(&[&a, &b], Duration::from_secs(10), |s| {
-        all_served(s) && s.iter().all(|n| !n.is_empty())
-    })
-    .await;
+    let ((a, host_a), (b, host_b)) = two_nodes_sharing(&cluster, &loads).await;
     let forgotten = || {
         let count = |h: &Recorder| {
             let events = h.events.lock();

@@ -254,7 +254,11 @@ impl<H: PartitionHost> Run<H> {
                     }
                 }
                 changed = leaving.changed() => {
-                    if changed.is_ok() && *leaving.borrow() {
+                    // The handle is gone only while it aborts this task.
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *leaving.borrow() {
                         // Leave the heartbeats first, so the others start
                         // asking for the partitions while they are handed
                         // over; they get each as soon as it is released.

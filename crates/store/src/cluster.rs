@@ -149,15 +149,24 @@ return nodes
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT));
 
-/// The Lua preamble of every fenced write of a partition: KEYS[1] is the
-/// partition's epoch key ([`ClusterStore::epoch_key`]) and ARGV[1] the epoch
-/// the writer holds. A writer whose epoch is not the current one (its lease
-/// passed to another node) gets the error `FENCED` and writes nothing.
+/// The Lua preamble of every fenced write of a partition. The script's last
+/// key is the partition's epoch key ([`ClusterStore::epoch_key`]) and its
+/// first argument the epoch the writer holds; the preamble takes both off,
+/// so the body after it sees its own keys and arguments from index 1. A
+/// writer whose epoch is not the current one (its lease passed to another
+/// node) gets the error `FENCED` and writes nothing.
 pub const FENCE_CHECK: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED stale epoch ' .. ARGV[1])
+local epoch_key = table.remove(KEYS)
+local epoch = table.remove(ARGV, 1)
+if redis.call('GET', epoch_key) ~= epoch then
+  return redis.error_reply('FENCED stale epoch ' .. epoch)
 end
 ";
+
+/// `body` behind [`FENCE_CHECK`].
+pub fn fenced(body: &str) -> String {
+    format!("{FENCE_CHECK}{body}")
+}
 
 /// Whether a Redis error is the fence refusing a stale owner's write.
 pub fn is_fenced(error: &redis::RedisError) -> bool {
@@ -253,6 +262,11 @@ impl ClusterStore {
         let answer = redis::from_redis_value(answer)
             .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
         Ok((answer, confirmed))
+    }
+
+    /// The shared connection, for the partition stores built on this one.
+    pub(crate) fn connection(&self) -> ClusterConnection {
+        self.con.clone()
     }
 
     /// The key `name` of partition `p`: `PREFIX:{pN}:name`.

@@ -13,10 +13,12 @@
 //! - [`cluster`] keeps partition ownership in a Redis Cluster: the
 //!   partition count, each partition's lease and epoch, and the fence
 //!   every write of a partition checks.
+//! - [`partition_store`] writes one partition's data behind that fence.
 
 pub mod cluster;
 pub mod codec;
 mod legacy;
+pub mod partition_store;
 pub mod records;
 pub mod redis;
 

@@ -150,7 +150,7 @@ return n
 /// Writes `field -> value` pairs into a hash unless the hash has applied a
 /// newer batch (its `~v` field; stored values are opaque to it); indexes
 /// entries that expire; purges what is due.
-const VERSIONED_WRITE: &str = r#"
+pub(crate) const VERSIONED_WRITE: &str = r#"
 -- KEYS[1]: hash, KEYS[2]: expiry index (sorted set)
 -- ARGV[1]: the batch's version (decimal), ARGV[2]: "1" to write whatever
 -- the hash holds (a full rewrite), ARGV[3]: purge entries expiring at or

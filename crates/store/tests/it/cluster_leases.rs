@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use omnistock_cluster::{Epoch, NodeId, PartitionId, Partitions};
-use omnistock_store::cluster::{
-    self, Acquired, ClusterStore, ClusterStoreError, FENCE_CHECK, Renewed,
-};
+use omnistock_store::cluster::{self, Acquired, ClusterStore, ClusterStoreError, Renewed};
 use omnistock_testkit::RedisCluster;
 use redis::Script;
 use redis::cluster::ClusterClient;
@@ -45,10 +43,10 @@ async fn fenced_write(
     epoch: Epoch,
     value: &str,
 ) -> redis::RedisResult<()> {
-    let script = format!("{FENCE_CHECK}\nredis.call('SET', KEYS[2], ARGV[2])\nreturn 1");
+    let script = cluster::fenced("redis.call('SET', KEYS[1], ARGV[1])\nreturn 1");
     let _: i64 = Script::new(&script)
-        .key(store.epoch_key(p))
         .key(store.partition_key(p, "probe"))
+        .key(store.epoch_key(p))
         .arg(epoch.0)
         .arg(value)
         .invoke_async(con)

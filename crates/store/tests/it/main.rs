@@ -3,3 +3,4 @@
 
 mod cluster_leases;
 mod legacy_stores;
+mod partition_store;

@@ -23,6 +23,7 @@ pub mod keys;
 mod lifecycle;
 mod operations;
 pub mod ownership_driver;
+pub mod partition_ledgers;
 pub mod write_behind;
 pub mod writes;
 

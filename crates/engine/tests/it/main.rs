@@ -2,3 +2,4 @@
 //! Redis it needs.
 
 mod ownership;
+mod partition_handover;

@@ -10,6 +10,8 @@
 //! reservations, idempotency records and movement stream take the same
 //! shape next to it.
 
+use std::sync::LazyLock;
+
 use omnistock_cluster::{Epoch, PartitionId, Partitions};
 use omnistock_ledger::PositionRecord;
 use redis::Script;
@@ -57,12 +59,16 @@ pub enum Written {
     Older,
 }
 
+/// The store's versioned write behind the fence; its SHA-1 is computed
+/// once for every partition store.
+static FENCED_VERSIONED_WRITE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&fenced(VERSIONED_WRITE)));
+
 /// One partition's keys, written under an epoch.
 pub struct PartitionStore {
     cluster: ClusterStore,
     partitions: Partitions,
     partition: PartitionId,
-    positions_write: Script,
 }
 
 impl PartitionStore {
@@ -71,7 +77,6 @@ impl PartitionStore {
             cluster,
             partitions,
             partition,
-            positions_write: Script::new(&fenced(VERSIONED_WRITE)),
         }
     }
 
@@ -87,7 +92,7 @@ impl PartitionStore {
         version: u64,
         positions: &[PositionRecord],
     ) -> Result<Written, PartitionWriteError> {
-        let mut call = self.positions_write.prepare_invoke();
+        let mut call = FENCED_VERSIONED_WRITE.prepare_invoke();
         call.key(self.positions_key())
             .key(self.cluster.partition_key(self.partition, "pos:exp"))
             .key(self.cluster.epoch_key(self.partition))

@@ -3,5 +3,7 @@
 //! skips because a server is missing: it fails, saying how to install it.
 
 mod redis_cluster;
+mod redis_server;
 
 pub use redis_cluster::RedisCluster;
+pub use redis_server::RedisServer;

@@ -2,9 +2,6 @@
 //! loads, is migrated to the current format by that load, and a restart
 //! after the migration reads the current format: on a real `redis-server`.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use omnistock_ledger::{
     CatalogRecord, Channel, ChannelPolicy, Fingerprint, GeoPoint, GroupName, Holder, HolderId,
     HolderKind, IdempotencyRecord, Incoming, Location, LocationCode, LocationKind, Pickup,
@@ -14,45 +11,7 @@ use omnistock_ledger::{
 use omnistock_store::codec::{self, FORMAT};
 use omnistock_store::redis::{RedisConfig, RedisStore};
 use omnistock_store::{KeyRecord, Loaded, Store};
-
-/// A `redis-server` of the test's own, without persistence, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use omnistock_testkit::RedisServer;
 
 const NOW: TimestampMs = TimestampMs(1_700_000_100_000);
 
@@ -119,7 +78,7 @@ fn legacy_values() -> Vec<(String, String, String)> {
     .collect()
 }
 
-async fn connection(redis: &Redis) -> redis::aio::MultiplexedConnection {
+async fn connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()
@@ -128,7 +87,7 @@ async fn connection(redis: &Redis) -> redis::aio::MultiplexedConnection {
 }
 
 /// Every stored (hash, field, value) but the hashes' batch versions.
-async fn stored(redis: &Redis) -> Vec<(String, String, Vec<u8>)> {
+async fn stored(redis: &RedisServer) -> Vec<(String, String, Vec<u8>)> {
     let mut connection = connection(redis).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("omnistock:*")
@@ -349,7 +308,7 @@ fn check_positions(positions: &[PositionRecord]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_store_loads_migrates_and_restarts_in_the_current_format() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let mut connection = connection(&redis).await;
     let legacy = legacy_values();
     for (hash, field, value) in &legacy {
@@ -395,7 +354,7 @@ async fn a_legacy_store_loads_migrates_and_restarts_in_the_current_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_value_is_refused_not_migrated() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let mut connection = connection(&redis).await;
     for (hash, field, value) in legacy_values() {
         let value = if field == "77" {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use omnistock::server::config::{ServeArgs, flag_defaults};
+use omnistock_testkit::help_sections as sections;
 
 const ADMIN: &str = "cli-test-admin-key-0123456";
 
@@ -39,35 +40,6 @@ fn exit_within(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The help text of each option, by its long name: the option's line and
-/// the lines up to the next option, whitespace collapsed (so wrapping does
-/// not matter).
-fn sections(help: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in help.lines() {
-        let trimmed = line.trim_start();
-        let long = trimmed
-            .strip_prefix("-h, ")
-            .or_else(|| trimmed.strip_prefix("-V, "))
-            .unwrap_or(trimmed);
-        if let Some(rest) = long.strip_prefix("--") {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
-            out.push((name, String::new()));
-        }
-        if let Some((_, text)) = out.last_mut() {
-            text.push(' ');
-            text.push_str(line.trim());
-        }
-    }
-    for (_, text) in &mut out {
-        *text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    }
-    out
 }
 
 #[test]

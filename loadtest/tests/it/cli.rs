@@ -9,33 +9,7 @@ use std::time::Duration;
 
 use crate::support::{ADMIN, engine};
 use loadtest::driver::LOG_PROGRESS_EVERY_S;
-
-/// Each option's help text, by long name, whitespace collapsed.
-fn sections(help: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in help.lines() {
-        let trimmed = line.trim_start();
-        let long = trimmed
-            .strip_prefix("-h, ")
-            .or_else(|| trimmed.strip_prefix("-V, "))
-            .unwrap_or(trimmed);
-        if let Some(rest) = long.strip_prefix("--") {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
-            out.push((name, String::new()));
-        }
-        if let Some((_, text)) = out.last_mut() {
-            text.push(' ');
-            text.push_str(line.trim());
-        }
-    }
-    for (_, text) in &mut out {
-        *text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    }
-    out
-}
+use omnistock_testkit::help_sections as sections;
 
 fn help(subcommand: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))

@@ -47,6 +47,7 @@ use omnistock::store::redis::{RedisConfig, RedisStore};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use support::proxy::{ChaosProxy, ProxyMode};
+use support::rng::Rng;
 use support::{ADMIN, EngineProcess, RedisServer, free_port};
 
 const SKUS: usize = 10;
@@ -60,44 +61,16 @@ const WORKERS: usize = CHECKOUT_WORKERS + POS_WORKERS + 2;
 /// Longest a client keeps retrying one request before calling it a violation.
 const GIVE_UP: Duration = Duration::from_secs(90);
 
-// ---------- small seeded RNG (SplitMix64) ----------
+// ---------- the workload's SKUs ----------
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.below(high - low + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// Hot SKUs (the first three) get most of the traffic.
-    fn sku(&mut self) -> String {
-        let index = if self.chance(60) {
-            self.below(3)
-        } else {
-            self.below(SKUS as u64)
-        };
-        format!("C-{index}")
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
+/// Hot SKUs (the first three) get most of the traffic.
+fn hot_sku(rng: &mut Rng) -> String {
+    let index = if rng.chance(60) {
+        rng.below(3)
+    } else {
+        rng.below(SKUS as u64)
+    };
+    format!("C-{index}")
 }
 
 // ---------- what the clients were told ----------
@@ -379,7 +352,7 @@ async fn checkout(world: Arc<World>, worker: usize, seed: u64) {
         }
         let mut lines: Vec<Line> = Vec::new();
         for _ in 0..if rng.chance(20) { 2 } else { 1 } {
-            let (sku, location) = (rng.sku(), rng.pick(&LOCATIONS).to_owned());
+            let (sku, location) = (hot_sku(&mut rng), rng.pick(&LOCATIONS).to_owned());
             if !lines.iter().any(|(s, l, _)| *s == sku && *l == location) {
                 lines.push((sku, location, rng.range(1, 3) as u32));
             }
@@ -447,7 +420,7 @@ async fn pos(world: Arc<World>, worker: usize, seed: u64) {
         }
         n += 1;
         let key = format!("pos-{seed:x}-{worker}-{n}");
-        let (sku, store) = (rng.sku(), rng.pick(&STORES));
+        let (sku, store) = (hot_sku(&mut rng), rng.pick(&STORES));
         if rng.chance(10) {
             let body = json!({"channel": "pos", "sku": sku, "location": store, "qty": 1, "reason": "customer return"});
             let Some((status, response)) =
@@ -497,7 +470,7 @@ async fn erp(world: Arc<World>, seed: u64) {
         }
         n += 1;
         let key = format!("erp-{seed:x}-{n}");
-        let (sku, location) = (rng.sku(), rng.pick(&LOCATIONS));
+        let (sku, location) = (hot_sku(&mut rng), rng.pick(&LOCATIONS));
         let path = format!("/v1/stock/{location}/{sku}");
         if rng.chance(60) {
             // A count never below what is reserved, and only if nothing
@@ -571,7 +544,7 @@ async fn feed_poller(world: Arc<World>, seed: u64) {
             break;
         }
         if rng.chance(50) {
-            let sku = rng.sku();
+            let sku = hot_sku(&mut rng);
             let path = format!("/v1/availability/{sku}");
             if let Some((status, body)) = world.definitive(Method::GET, &path, None, None).await {
                 world.counters.reads.fetch_add(1, Ordering::Relaxed);

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use omnistock::server::config::{Durability, ServeConfig};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use support::rng::Rng;
 use support::{ADMIN, RedisServer};
 const POSITIONS: usize = 3;
 const CLIENTS: usize = 6;
@@ -347,22 +348,6 @@ fn check_on_big_stack(ops: Vec<Op>, initial: State) -> Result<(Vec<usize>, u64),
 }
 
 // ---------- the workload ----------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn seen(p: &Value) -> Seen {
     let field = |name: &str| {

@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod metrics_gate;
 pub mod proxy;
+pub mod rng;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

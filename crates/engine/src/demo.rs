@@ -54,12 +54,23 @@ fn group(text: &str) -> Result<GroupName, String> {
 
 /// Loads the data set; returns the number of positions created.
 pub fn load(ledger: &Ledger, now: TimestampMs) -> Result<usize, String> {
+    load_where(ledger, now, &|_| true)
+}
+
+/// The demo data set with the stock of the SKUs `keep` accepts only (one
+/// partition's share in a cluster); every SKU's numbers are the same as in
+/// the whole set.
+pub fn load_where(
+    ledger: &Ledger,
+    now: TimestampMs,
+    keep: &dyn Fn(&Sku) -> bool,
+) -> Result<usize, String> {
     let mut network = Network::default();
     put_stores(ledger, &mut network)?;
     put_warehouses(ledger, &mut network)?;
     put_groups(ledger, &network)?;
     put_policies(ledger)?;
-    stock(ledger, &network.stores, now)
+    stock(ledger, &network.stores, now, keep)
 }
 
 fn fail(refusal: Refusal) -> String {
@@ -204,20 +215,31 @@ fn put_policies(ledger: &Ledger) -> Result<(), String> {
 
 /// Counts every SKU in both warehouses and about a third of the stores;
 /// returns the number of positions created.
-fn stock(ledger: &Ledger, stores: &[LocationCode], now: TimestampMs) -> Result<usize, String> {
+/// The SKUs `keep` refuses draw the same random numbers, unused, so that
+/// every SKU gets the same stock whichever others are kept.
+fn stock(
+    ledger: &Ledger,
+    stores: &[LocationCode],
+    now: TimestampMs,
+    keep: &dyn Fn(&Sku) -> bool,
+) -> Result<usize, String> {
     let mut rng = Rng(0x005E_ED0F_0AA1);
     let mut positions = 0;
     for n in 1..=DEMO_SKUS {
         let sku = Sku::new(&format!("SKU-{n:05}")).map_err(|e| e.to_string())?;
+        let kept = keep(&sku);
         for (text, ..) in WAREHOUSES {
             let on_hand = 50 + rng.below(950) as u32;
-            ledger
-                .count(&demo_count(&sku, &code(text)?, on_hand), now, None)
-                .map_err(fail)?;
-            positions += 1;
+            if kept {
+                ledger
+                    .count(&demo_count(&sku, &code(text)?, on_hand), now, None)
+                    .map_err(fail)?;
+                positions += 1;
+            }
         }
-        positions += stock_stores(ledger, &mut rng, n, &sku, stores, now)?;
-        if n % 10 == 0 {
+        let target = kept.then_some(ledger);
+        positions += stock_stores(target, &mut rng, n, &sku, stores, now)?;
+        if kept && n % 10 == 0 {
             expect_purchase_order(ledger, n, &sku, now)?;
         }
     }
@@ -225,9 +247,9 @@ fn stock(ledger: &Ledger, stores: &[LocationCode], now: TimestampMs) -> Result<u
 }
 
 /// Counts SKU number `n` in about a third of the stores; returns the number
-/// of positions created.
+/// of positions created (none without a ledger: the numbers are drawn only).
 fn stock_stores(
-    ledger: &Ledger,
+    ledger: Option<&Ledger>,
     rng: &mut Rng,
     n: u32,
     sku: &Sku,
@@ -237,13 +259,16 @@ fn stock_stores(
     let mut positions = 0;
     for store in stores {
         if rng.below(3) == 0 {
+            let on_hand = rng.below(20) as u32;
+            let display_model = n.is_multiple_of(50) && rng.below(2) == 0;
+            let Some(ledger) = ledger else { continue };
             ledger
-                .count(&demo_count(sku, store, rng.below(20) as u32), now, None)
+                .count(&demo_count(sku, store, on_hand), now, None)
                 .map_err(fail)?;
             positions += 1;
             // Big items (every 50th SKU) are display models in some
             // stores: shown, ordered for delivery, not sold off the shelf.
-            if n.is_multiple_of(50) && rng.below(2) == 0 {
+            if display_model {
                 let display = DisplayRequest {
                     sku: sku.clone(),
                     location: store.clone(),

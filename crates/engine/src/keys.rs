@@ -224,6 +224,32 @@ impl KeyStore {
     /// Puts back keys loaded from the store (the admin key comes from the
     /// environment and is never stored). Refuses records it cannot read.
     pub fn restore(&self, record: KeysRecord) -> Result<usize, String> {
+        let generation = record.generation;
+        let restored = parse_record(record)?;
+        let count = restored.len();
+        self.update(|keys| keys.extend(restored));
+        self.generation.store(generation, Ordering::SeqCst);
+        Ok(count)
+    }
+
+    /// Makes the stored keys exactly `record`'s (a cluster's shared keys):
+    /// a key it lacks is revoked here too; the admin key stays. All or
+    /// nothing, like [`KeyStore::restore`].
+    pub fn adopt(&self, record: KeysRecord) -> Result<usize, String> {
+        let generation = record.generation;
+        let adopted = parse_record(record)?;
+        let count = adopted.len();
+        self.update(|keys| {
+            keys.retain(|_, key| key.id == "admin");
+            keys.extend(adopted);
+        });
+        self.generation.store(generation, Ordering::SeqCst);
+        Ok(count)
+    }
+}
+
+/// The keys of a stored record, or why one of them cannot be read.
+fn parse_record(record: KeysRecord) -> Result<Vec<(Digest256, Arc<ApiKey>)>, String> {
         let mut restored = Vec::with_capacity(record.keys.len());
         for key in record.keys {
             let digest = parse_digest(&key.digest_hex)
@@ -249,12 +275,7 @@ impl KeyStore {
                 }),
             ));
         }
-        // All or nothing: a record with one unreadable key changes nothing.
-        let count = restored.len();
-        self.update(|keys| keys.extend(restored));
-        self.generation.store(record.generation, Ordering::SeqCst);
-        Ok(count)
-    }
+    Ok(restored)
 }
 
 impl KeySource for KeyStore {

@@ -17,19 +17,21 @@
 
 pub mod change_signal;
 pub mod clock;
+pub mod cluster_shared;
 pub mod demo;
 pub mod expiry;
 pub mod keys;
 mod lifecycle;
 mod operations;
 pub mod ownership_driver;
-pub mod partition_ledgers;
+pub mod partition_engines;
 pub mod write_behind;
 pub mod writes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use omnistock_cluster::{PartitionId, Partitions};
 use omnistock_ledger::{Ledger, TimestampMs};
 
 pub use change_signal::ChangeSignal;
@@ -54,12 +56,16 @@ pub struct EngineConfig {
     pub expiry_sweep_interval_ms: u64,
     /// Load the demo data set into an empty engine.
     pub demo: bool,
+    /// Set for the engine of one partition of a cluster: it holds only the
+    /// SKUs of this partition (the demo data set is cut to them).
+    pub partition: Option<(Partitions, PartitionId)>,
 }
 
 pub struct Engine {
     ledger: Arc<Ledger>,
     clock: Clock,
-    keys: KeyStore,
+    /// Shared by every partition engine of a cluster node.
+    keys: Arc<KeyStore>,
     hold_policy: HoldPolicy,
     /// Bumped after every ledger write (the ledger's change listener):
     /// live streams wait on it instead of polling.
@@ -79,6 +85,18 @@ impl Engine {
     }
 
     pub fn with_clock(config: EngineConfig, ledger: Arc<Ledger>, clock: Clock) -> Arc<Engine> {
+        let keys = Arc::new(KeyStore::new(config.admin_key.as_deref()));
+        Engine::with_key_store(config, ledger, clock, keys)
+    }
+
+    /// An engine that authenticates with `keys`, which other engines may
+    /// share (a cluster node's partition engines share the node's).
+    pub fn with_key_store(
+        config: EngineConfig,
+        ledger: Arc<Ledger>,
+        clock: Clock,
+        keys: Arc<KeyStore>,
+    ) -> Arc<Engine> {
         let changes = Arc::new(ChangeSignal::default());
         let publisher = Arc::clone(&changes);
         if !ledger.set_change_listener(Box::new(move |_seq| publisher.publish())) {
@@ -87,7 +105,7 @@ impl Engine {
             );
         }
         Arc::new(Engine {
-            keys: KeyStore::new(config.admin_key.as_deref()),
+            keys,
             hold_policy: config.hold_policy,
             write_behind: config.store.clone().map(WriteBehind::new),
             ledger,
@@ -111,6 +129,11 @@ impl Engine {
     }
 
     pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// The key store, to share with another engine.
+    pub fn key_store(&self) -> &Arc<KeyStore> {
         &self.keys
     }
 

@@ -228,7 +228,12 @@ impl Engine {
 
     /// The demo data set, at the engine's time; how many positions it made.
     fn load_demo(&self) -> Result<usize, String> {
-        demo::load(&self.ledger, self.now())
+        match self.config.partition {
+            None => demo::load(&self.ledger, self.now()),
+            Some((partitions, partition)) => demo::load_where(&self.ledger, self.now(), &|sku| {
+                partitions.of(sku.as_str()) == partition
+            }),
+        }
     }
 
     /// Restores what the store held into the fresh ledger and key store; an
@@ -251,7 +256,12 @@ impl Engine {
             .ledger
             .restore(loaded.restore, self.now())
             .map_err(|e| e.to_string())?;
-        let keys = self.keys.restore(loaded.keys)?;
+        // A partition's engine authenticates with its node's keys, which
+        // follow the cluster's shared record, not the partition's store.
+        let keys = match self.config.partition {
+            None => self.keys.restore(loaded.keys)?,
+            Some(_) => 0,
+        };
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
             positions = report.positions,

@@ -20,7 +20,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -135,6 +135,9 @@ pub struct WriteBehind {
     round: AtomicU64,
     progress: watch::Sender<Progress>,
     wake: Notify,
+    /// Set by [`WriteBehind::flushed_all`]: the next wake-up writes a
+    /// round even in async mode and with nothing changed.
+    flush_requested: AtomicBool,
     health: Mutex<Health>,
 }
 
@@ -145,6 +148,7 @@ impl WriteBehind {
             round: AtomicU64::new(1),
             progress: watch::Sender::new(Progress::default()),
             wake: Notify::new(),
+            flush_requested: AtomicBool::new(false),
             health: Mutex::new(Health {
                 status: StoreStatus::Loading,
                 backlog_items: 0,
@@ -200,15 +204,28 @@ impl WriteBehind {
                 ));
             }
         }
+        self.wait_flushed(target, Duration::from_millis(self.config.sync_wait_timeout_ms))
+            .await
+    }
+
+    /// Returns once every change made before the call is in the store, in
+    /// either mode (a handover waits for it), or with the store's error;
+    /// gives up after `timeout`.
+    pub async fn flushed_all(&self, timeout: Duration) -> Result<(), NotDurable> {
+        let target = self.round.load(Ordering::SeqCst);
+        self.flush_requested.store(true, Ordering::SeqCst);
+        self.wait_flushed(target, timeout).await
+    }
+
+    /// Wakes the flusher and waits until round `target` is written.
+    async fn wait_flushed(&self, target: u64, timeout: Duration) -> Result<(), NotDurable> {
         let mut progress = self.progress.subscribe();
         self.wake.notify_one();
-        let timeout = Duration::from_millis(self.config.sync_wait_timeout_ms);
         let waited = tokio::time::timeout(
             timeout,
             progress.wait_for(|p| p.flushed >= target || p.failed >= target),
         )
         .await;
-        // The progress borrow is released before the health lock is taken.
         let outcome = waited.map(|progress| progress.is_ok_and(|p| p.flushed >= target));
         match outcome {
             Ok(true) => Ok(()),
@@ -219,7 +236,9 @@ impl WriteBehind {
                     .clone()
                     .unwrap_or_else(|| "store unavailable".into()),
             )),
-            Err(_) => Err(NotDurable::Timeout(self.config.sync_wait_timeout_ms)),
+            Err(_) => Err(NotDurable::Timeout(
+                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            )),
         }
     }
 
@@ -316,6 +335,12 @@ pub async fn first_write<S: Store>(
                 changes.written(&cut);
                 handle.record_success(changes, cut.everything, items, started.elapsed());
                 return true;
+            }
+            Err(error @ StoreError::Fenced(_)) => {
+                handle.record_failure(&error, now);
+                handle.set_status(StoreStatus::Failed, Some(error.to_string()));
+                tracing::warn!(%error, "the partition's store is fenced before its first write");
+                return false;
             }
             Err(error) => {
                 changes.unwritten(cut);
@@ -476,6 +501,7 @@ impl<S: Store> Flusher<S> {
             || oldest_due
             || changes.backlog() >= config.flush_max_items
             || (woken && config.sync)
+            || self.handle.flush_requested.swap(false, Ordering::SeqCst)
             || (stopping && pending);
         let backing_off = self.retry_at.is_some_and(|at| Instant::now() < at) && !stopping;
         if !due || backing_off {
@@ -532,6 +558,20 @@ impl<S: Store> Flusher<S> {
                 self.changes.everything = true;
                 // No backoff: the full rewrite follows at once.
                 ControlFlow::Continue(())
+            }
+            Err(error @ StoreError::Fenced(_)) => {
+                // Another node owns the partition now: nothing this flusher
+                // writes can land, so it stops (and the engine with it).
+                self.changes.unwritten(cut);
+                self.handle.record_failure(&error, now);
+                self.handle
+                    .progress
+                    .send_modify(|p| p.failed = p.failed.max(round));
+                self.handle
+                    .set_status(StoreStatus::Failed, Some(error.to_string()));
+                tracing::warn!(%error, backlog = self.changes.backlog(),
+                    "the partition's store is fenced: this node no longer owns it");
+                ControlFlow::Break(())
             }
             Err(error) => {
                 self.changes.unwritten(cut);

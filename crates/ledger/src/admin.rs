@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::Ledger;
+use super::persist::CatalogRecord;
 use super::catalog::{Catalog, ChannelPolicy, Location, PickupMethod, PickupSla, PolicyScope};
 use super::ids::{Channel, GroupName, LocId, LocationCode};
 use super::refusal::{Invalid, Refusal};
@@ -77,4 +78,60 @@ impl Ledger {
             Ok(())
         })
     }
+
+    /// Makes this ledger's catalog hold `record`'s locations, groups and
+    /// policies (a cluster's shared catalog, adopted by each partition's
+    /// ledger): each is created or replaced, and a policy the record does
+    /// not have is removed; locations and groups the record lacks stay
+    /// (they can be neither deleted nor renumbered while stock names them).
+    /// One catalog change, or none when nothing differs (false).
+    pub fn adopt_catalog(&self, record: &CatalogRecord) -> Result<bool, Refusal> {
+        let (current, wanted) = (comparable(CatalogRecord::of(&self.catalog())), comparable(record.clone()));
+        let same = current.locations == wanted.locations
+            && current.groups == wanted.groups
+            && current.policies == wanted.policies;
+        if same {
+            return Ok(false);
+        }
+        self.update_catalog(|catalog| {
+            for location in &record.locations {
+                catalog.put_location(location.clone());
+            }
+            for (name, members) in &record.groups {
+                let ids = members
+                    .iter()
+                    .map(|code| {
+                        catalog
+                            .location_id(code.as_str())
+                            .ok_or_else(|| Refusal::UnknownLocation(code.clone()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                catalog.put_group(name.clone(), ids);
+            }
+            let stale: Vec<_> = catalog
+                .policies()
+                .map(|((channel, scope), _)| (*channel, scope.clone()))
+                .filter(|(channel, scope)| {
+                    !record.policies.iter().any(|(c, s, _)| c == channel && s == scope)
+                })
+                .collect();
+            for (channel, scope) in stale {
+                catalog.put_policy(channel, scope, None);
+            }
+            for (channel, scope, policy) in &record.policies {
+                catalog.put_policy(*channel, scope.clone(), Some(*policy));
+            }
+            Ok(true)
+        })
+    }
+}
+
+/// `record` in an order that does not depend on the ledger's location ids
+/// (which differ between ledgers that learnt the locations in another order).
+fn comparable(mut record: CatalogRecord) -> CatalogRecord {
+    record.locations.sort_by(|a, b| a.code.cmp(&b.code));
+    for (_, members) in &mut record.groups {
+        members.sort();
+    }
+    record
 }

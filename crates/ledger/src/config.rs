@@ -8,6 +8,11 @@ pub struct LedgerConfig {
     pub position_shards: usize,
     /// Reservation shards (rounded up to a power of two).
     pub reservation_shards: usize,
+    /// Carried in the top 16 bits of every reservation id this ledger
+    /// makes, and required of every id it looks up: in a cluster, the
+    /// partition, so any node can tell where a reservation lives from its
+    /// id alone. 0 for a single node (ids as before).
+    pub reservation_id_tag: u16,
     /// Most lines in one reservation or sale.
     pub max_lines_per_request: usize,
     /// Most units on one line.
@@ -50,6 +55,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             position_shards: 64,
             reservation_shards: 64,
+            reservation_id_tag: 0,
             max_lines_per_request: 100,
             max_qty_per_line: 1_000_000,
             min_ttl_ms: 1_000,

@@ -129,7 +129,10 @@ impl Ledger {
             cursor_scope: CursorScope::new(),
             skus: SkuTable::default(),
             positions,
-            reservations: ReservationShards::new(config.reservation_shards),
+            reservations: ReservationShards::tagged(
+                config.reservation_shards,
+                config.reservation_id_tag,
+            ),
             journal: Journal::new(config.journal_capacity),
             idempotency: IdempotencyStore::new(
                 config.idempotency_ttl_ms,

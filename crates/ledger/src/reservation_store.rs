@@ -60,6 +60,9 @@ pub(crate) type ReleasedHold = (Box<[Holder]>, u64);
 pub(crate) struct ReservationShard {
     index: u64,
     shard_bits: u32,
+    /// Ored into every id of this ledger ([`LedgerConfig::reservation_id_tag`],
+    /// already shifted into place).
+    tag: u64,
     /// Reservation with local id `base + i` is `slab[i]`.
     slab: ChunkedRing<Reservation>,
     base: u64,
@@ -79,12 +82,18 @@ pub(crate) struct ReservationShard {
 
 impl ReservationShard {
     fn local(&self, id: ReservationId) -> Option<u64> {
-        (id.0 & ((1 << self.shard_bits) - 1) == self.index).then_some(id.0 >> self.shard_bits)
+        let untagged = id.0 & !TAG_MASK;
+        (id.0 & TAG_MASK == self.tag && untagged & ((1 << self.shard_bits) - 1) == self.index)
+            .then_some(untagged >> self.shard_bits)
+    }
+
+    fn id_of(&self, local: u64) -> ReservationId {
+        ReservationId(self.tag | (local << self.shard_bits) | self.index)
     }
 
     /// The id the next reservation of this shard will get.
     pub fn next_id(&self) -> ReservationId {
-        ReservationId(((self.base + self.slab.len() as u64) << self.shard_bits) | self.index)
+        self.id_of(self.base + self.slab.len() as u64)
     }
 
     /// Stores a new reservation under `next_id()`.
@@ -206,7 +215,7 @@ impl ReservationShard {
 
     /// Every stored reservation with its id (held and still-remembered resolved).
     pub fn iter(&self) -> impl Iterator<Item = (ReservationId, &Reservation)> {
-        let id_of = |local: u64| ReservationId((local << self.shard_bits) | self.index);
+        let id_of = |local: u64| self.id_of(local);
         self.slab
             .iter()
             .enumerate()
@@ -342,16 +351,30 @@ pub(crate) struct ReservationShards {
     shards: Box<[CachePadded<Mutex<ReservationShard>>]>,
 }
 
+/// The bits of an id that hold the ledger's tag (the top 16).
+const TAG_SHIFT: u32 = 48;
+const TAG_MASK: u64 = 0xFFFF << TAG_SHIFT;
+
 impl ReservationShards {
+    #[cfg(test)]
     pub fn new(count: usize) -> ReservationShards {
+        ReservationShards::tagged(count, 0)
+    }
+
+    /// Shards whose ids all carry `tag` in their top 16 bits (below them,
+    /// 48 bits of local id and shard index: 2^36 reservations per shard
+    /// with 4,096 shards).
+    pub fn tagged(count: usize, tag: u16) -> ReservationShards {
         let count = count.clamp(1, 1 << 12).next_power_of_two();
         let shard_bits = count.trailing_zeros().max(1);
+        let tag = u64::from(tag) << TAG_SHIFT;
         ReservationShards {
             shards: (0..count)
                 .map(|index| {
                     CachePadded::new(Mutex::new(ReservationShard {
                         index: index as u64,
                         shard_bits,
+                        tag,
                         slab: ChunkedRing::default(),
                         // Local ids start at 1 so no reservation id is 0.
                         base: 1,
@@ -374,7 +397,7 @@ impl ReservationShards {
     }
 
     pub fn index_of(&self, id: ReservationId) -> usize {
-        (id.0 as usize) & (self.shards.len() - 1)
+        ((id.0 & !TAG_MASK) as usize) & (self.shards.len() - 1)
     }
 
     /// Locks the shard the calling thread puts its next new reservation in.
@@ -429,6 +452,21 @@ mod tests {
             resolved_at: None,
             holders: None,
         }
+    }
+
+    #[test]
+    fn tagged_ids_carry_the_tag_and_refuse_other_tags() {
+        let shards = ReservationShards::tagged(4, 17);
+        let id = shards.lock_for_new().insert(held(10));
+        assert_eq!(id.0 >> 48, 17);
+        let index = shards.index_of(id);
+        assert!(shards.lock_for(id).get(id).is_some());
+        // The same local id and shard under another tag is not this ledger's.
+        let foreign = ReservationId((id.0 & !TAG_MASK) | (18 << 48));
+        assert_eq!(shards.index_of(foreign), index);
+        assert!(shards.lock_for(foreign).get(foreign).is_none());
+        let untagged = ReservationId(id.0 & !TAG_MASK);
+        assert!(shards.lock_for(untagged).get(untagged).is_none());
     }
 
     #[test]

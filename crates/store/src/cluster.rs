@@ -10,6 +10,7 @@
 //! | `omnistock:{cluster}:nodes`      | hash   | node id -> "EXPIRES_AT_MS URL" (Redis's clock) |
 //! | `omnistock:{pN}:lease`           | string | partition N's owner (`NODE/PROCESS`), a TTL   |
 //! | `omnistock:{pN}:epoch`           | string | partition N's epoch, +1 per acquisition       |
+//! | `omnistock:{cluster}:shared`     | hash   | the catalog and the API keys, each versioned (`cluster_shared.rs`) |
 //!
 //! Every key of partition N carries the hash tag `{pN}`, so its lease, its
 //! epoch and its data share one slot and one script may check the epoch and
@@ -264,6 +265,11 @@ impl ClusterStore {
         Ok((answer, confirmed))
     }
 
+    /// Whether the cluster had replicas when this connection was made.
+    pub fn has_replicas(&self) -> bool {
+        self.has_replicas
+    }
+
     /// The shared connection, for the partition stores built on this one.
     pub(crate) fn connection(&self) -> ClusterConnection {
         self.con.clone()
@@ -287,7 +293,7 @@ impl ClusterStore {
         format!("{node}/{:016x}", self.process)
     }
 
-    fn cluster_key(&self, name: &str) -> String {
+    pub(crate) fn cluster_key(&self, name: &str) -> String {
         format!("{}:{{cluster}}:{name}", self.prefix)
     }
 

@@ -12,13 +12,15 @@
 //!   the text form stores held before it (a load migrates them).
 //! - [`cluster`] keeps partition ownership in a Redis Cluster: the
 //!   partition count, each partition's lease and epoch, and the fence
-//!   every write of a partition checks.
-//! - [`partition_store`] writes one partition's data behind that fence.
+//!   every write of a partition checks; [`cluster_shared`] the catalog and
+//!   API keys every node of a cluster follows.
+//! - [`redis::RedisStore::for_partition`] writes one partition's data behind that fence.
 
 pub mod cluster;
+pub mod cluster_shared;
 pub mod codec;
+pub mod connection;
 mod legacy;
-pub mod partition_store;
 pub mod records;
 pub mod redis;
 
@@ -86,6 +88,11 @@ pub enum StoreError {
     /// The store cannot do what the configuration asks.
     #[error("store misconfigured: {0}")]
     Config(String),
+    /// A partition's store refused the write: the partition's epoch is no
+    /// longer the writer's (another node owns it). Nothing was written, and
+    /// nothing this writer sends later will be: stop serving the partition.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// The narrow interface between the write-behind shell and a backend.

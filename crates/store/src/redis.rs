@@ -22,14 +22,25 @@
 //! Every write is one MULTI/EXEC pipeline of Lua calls that write a field
 //! only if its stored version is not newer: a retried or reordered batch can
 //! never roll anything back.
+//!
+//! A partition's store in a cluster ([`RedisStore::for_partition`]) holds
+//! the same records under one hash tag, `P:{pN}:TAG:NAME` (so each of its
+//! transactions is single-slot), and runs every write behind the
+//! partition's fence ([`crate::cluster::FENCE_CHECK`]): a node whose lease
+//! passed to another cannot write a byte, and learns it as
+//! [`StoreError::Fenced`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use omnistock_cluster::{Epoch, PartitionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Script};
 use tokio::sync::Mutex;
+
+use crate::cluster::{ClusterStore, REPLICATION_WAIT_MS, fenced, is_fenced};
+use crate::connection::Connection;
 
 use super::KeysRecord;
 use super::codec::{self, EngineState};
@@ -66,7 +77,7 @@ type Migration = (String, String, Vec<u8>, Vec<u8>);
 
 /// HGETALL of `keys` in one round trip, each reply with its key.
 async fn hgetall_chunk(
-    mut connection: ConnectionManager,
+    mut connection: Connection,
     keys: Vec<String>,
 ) -> Result<Fetched, StoreError> {
     let mut pipe = redis::pipe();
@@ -219,9 +230,31 @@ struct Identity {
     run_id: String,
 }
 
+/// A partition's store: where its keys live and the epoch it writes under.
+struct PartitionScope {
+    partition: PartitionId,
+    epoch: Epoch,
+    epoch_key: String,
+    /// After each write, wait until a replica has it (`WAIT 1`); a write
+    /// no replica confirmed in time fails.
+    wait_replica: bool,
+}
+
+/// Writes a field set behind the fence (a partition's store).
+static FENCED_VERSIONED_WRITE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| fenced(VERSIONED_WRITE));
+
+/// One command on `KEYS[1]` behind the fence: `ARGV[1]` is the command,
+/// the rest its arguments after the key.
+static FENCED_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    fenced("return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))")
+});
+
 pub struct RedisStore {
     config: RedisConfig,
-    connection: ConnectionManager,
+    connection: Connection,
+    /// Set for one partition's store in a cluster.
+    scope: Option<PartitionScope>,
     versioned_write: Script,
     migrate: Script,
     /// `None` until loaded or first written; a write that finds another
@@ -230,6 +263,9 @@ pub struct RedisStore {
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
+    if is_fenced(&error) {
+        return StoreError::Fenced(error.to_string());
+    }
     StoreError::Unavailable(error.to_string())
 }
 
@@ -260,15 +296,48 @@ impl RedisStore {
             .map_err(|e| StoreError::Config(format!("redis connection: {e}")))?;
         Ok(RedisStore {
             config,
-            connection,
+            connection: Connection::Single(connection),
+            scope: None,
             versioned_write: Script::new(VERSIONED_WRITE),
             migrate: Script::new(MIGRATE),
             identity: Mutex::new(None),
         })
     }
 
+    /// The store of one partition of a cluster, written under `epoch`, on
+    /// `cluster`'s connection; `wait_replica`: each write waits for a
+    /// replica (sync durability on a cluster with replicas).
+    pub fn for_partition(
+        config: RedisConfig,
+        cluster: &ClusterStore,
+        partition: PartitionId,
+        epoch: Epoch,
+        wait_replica: bool,
+    ) -> RedisStore {
+        RedisStore {
+            scope: Some(PartitionScope {
+                partition,
+                epoch,
+                epoch_key: cluster.epoch_key(partition),
+                wait_replica,
+            }),
+            config,
+            connection: Connection::Cluster(cluster.connection()),
+            versioned_write: Script::new(VERSIONED_WRITE),
+            migrate: Script::new(MIGRATE),
+            identity: Mutex::new(None),
+        }
+    }
+
     fn key(&self, tag: &str, name: &str) -> String {
-        format!("{}:{{{tag}}}:{name}", self.config.key_prefix)
+        match &self.scope {
+            None => format!("{}:{{{tag}}}:{name}", self.config.key_prefix),
+            Some(scope) => format!(
+                "{}:{}:{tag}:{name}",
+                self.config.key_prefix,
+                scope.partition.hash_tag()
+            ),
+        }
     }
 
     pub fn position_bucket(sku: &Sku) -> u64 {
@@ -294,8 +363,30 @@ impl RedisStore {
         self.key("journal", "movements")
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.connection.clone()
+    }
+
+    /// `command` on `key`, behind the fence in a partition's store; the
+    /// caller appends the arguments after the key.
+    fn command_on(&self, command: &str, key: &str) -> redis::Cmd {
+        match &self.scope {
+            None => {
+                let mut call = redis::cmd(command);
+                call.arg(key);
+                call
+            }
+            Some(scope) => {
+                let mut call = redis::cmd("EVAL");
+                call.arg(FENCED_COMMAND.as_str())
+                    .arg(2)
+                    .arg(key)
+                    .arg(&scope.epoch_key)
+                    .arg(scope.epoch.0)
+                    .arg(command);
+                call
+            }
+        }
     }
 
     /// Redis's run id (changes whenever the server restarts) and the marker,
@@ -318,6 +409,11 @@ impl RedisStore {
     }
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
+        if self.scope.is_some() {
+            // A partition's store sends its scripts whole (EVAL): after a
+            // failover, a promoted replica may not have them cached.
+            return Ok(());
+        }
         for code in [VERSIONED_WRITE] {
             let _: String = redis::cmd("SCRIPT")
                 .arg("LOAD")
@@ -355,12 +451,27 @@ impl RedisStore {
         purge_before: i64,
         entries: &[Entry],
     ) -> redis::Cmd {
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(self.versioned_write.get_hash())
-            .arg(2)
-            .arg(hash)
-            .arg(index)
-            .arg(&version.0)
+        let mut call = match &self.scope {
+            None => {
+                let mut call = redis::cmd("EVALSHA");
+                call.arg(self.versioned_write.get_hash())
+                    .arg(2)
+                    .arg(hash)
+                    .arg(index);
+                call
+            }
+            Some(scope) => {
+                let mut call = redis::cmd("EVAL");
+                call.arg(FENCED_VERSIONED_WRITE.as_str())
+                    .arg(3)
+                    .arg(hash)
+                    .arg(index)
+                    .arg(&scope.epoch_key)
+                    .arg(scope.epoch.0);
+                call
+            }
+        };
+        call.arg(&version.0)
             .arg(if version.1 { "1" } else { "0" })
             .arg(purge_before)
             .arg(entries.len());
@@ -379,9 +490,8 @@ impl RedisStore {
     /// retried batch's XADDs fail with "equal or smaller" and are ignored
     /// (see `Transactions::run`), so each movement is in the stream once.
     fn xadd(&self, m: &MovementRecord) -> redis::Cmd {
-        let mut call = redis::cmd("XADD");
-        call.arg(self.stream_key())
-            .arg("MAXLEN")
+        let mut call = self.command_on("XADD", &self.stream_key());
+        call.arg("MAXLEN")
             .arg("~")
             .arg(self.config.stream_max_len)
             .arg(format!("{}-0", m.seq.0))
@@ -436,6 +546,31 @@ impl RedisStore {
         match self.identity.lock().await.clone() {
             Some(known) => Ok(WriteIdentity::Known(known)),
             None => Err(StoreError::Replaced("never written by this process".into())),
+        }
+    }
+}
+
+impl RedisStore {
+    /// In a partition's store that waits for a replica: `WAIT 1` on the
+    /// master the write went to (same connection, so it covers the write).
+    async fn wait_replica(&self) -> Result<(), StoreError> {
+        let Some(scope) = self.scope.as_ref().filter(|s| s.wait_replica) else {
+            return Ok(());
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(REPLICATION_WAIT_MS);
+        let marker = self.key("meta", "marker");
+        let acked = self
+            .conn()
+            .run_on_master_of(&marker, wait)
+            .await
+            .map_err(unavailable)?;
+        match acked {
+            redis::Value::Int(n) if n >= 1 => Ok(()),
+            _ => Err(StoreError::Unavailable(format!(
+                "partition {}: no replica confirmed the write within {REPLICATION_WAIT_MS} ms",
+                scope.partition
+            ))),
         }
     }
 }
@@ -710,11 +845,12 @@ impl Store for RedisStore {
         }
         self.plan_state(&mut txs, batch, &version);
         if let WriteIdentity::New(identity) = &identity {
-            let mut set = redis::cmd("SET");
-            set.arg(self.key("meta", "marker")).arg(&identity.marker);
+            let mut set = self.command_on("SET", &self.key("meta", "marker"));
+            set.arg(&identity.marker);
             txs.push(set, Kind::Plain);
         }
         txs.run(&mut self.conn()).await?;
+        self.wait_replica().await?;
         if self.config.wait_aof {
             let _: redis::Value = redis::cmd("WAITAOF")
                 .arg(1)
@@ -937,7 +1073,7 @@ impl Transactions {
     /// one finds another store than expected (its writes are versioned and
     /// harmless; a full rewrite follows), and on the first command error
     /// other than a stream entry that is already there.
-    async fn run(mut self, connection: &mut ConnectionManager) -> Result<(), StoreError> {
+    async fn run(mut self, connection: &mut Connection) -> Result<(), StoreError> {
         let expected = self.expected.take();
         for (pipe, kinds) in self.finish() {
             let results: Vec<redis::RedisResult<redis::Value>> =

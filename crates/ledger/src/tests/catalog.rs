@@ -89,3 +89,49 @@ fn a_catalog_change_takes_a_sequence_that_changes_no_item() {
     assert_eq!(pos(&ledger, "X", "A").version, Seq(head.0 - 1));
     ledger.check_invariants().expect("invariants hold");
 }
+
+#[test]
+fn adopting_a_catalog_makes_it_this_ledgers_and_keeps_the_stock() {
+    let source = fixture();
+    // Another ledger that learnt B before A (other location ids), with a
+    // policy the source does not have and stock at A.
+    let ledger = Ledger::new(LedgerConfig::default());
+    ledger.put_location(store("B", 0.0, 0.0, false)).expect("B");
+    ledger.put_location(store("A", 1.0, 1.0, false)).expect("A");
+    ledger
+        .put_policy(
+            Channel::Ads,
+            PolicyScope::Location(loc("B")),
+            Some(ChannelPolicy {
+                held_back: Qty(9),
+                cap: None,
+            }),
+        )
+        .expect("policy");
+    set(&ledger, "S9", "A", 7);
+
+    let record = CatalogRecord::of(&source.catalog());
+    assert_eq!(ledger.adopt_catalog(&record), Ok(true));
+    let adopted = CatalogRecord::of(&ledger.catalog());
+    let codes = |r: &CatalogRecord| {
+        let mut codes: Vec<_> = r.locations.iter().map(|l| l.code.clone()).collect();
+        codes.sort();
+        codes
+    };
+    assert_eq!(codes(&adopted), codes(&record));
+    assert_eq!(adopted.policies, record.policies, "the ads policy at B is gone");
+    let find = |r: &CatalogRecord, code: &str| {
+        r.locations.iter().find(|l| l.code.as_str() == code).cloned()
+    };
+    assert_eq!(find(&adopted, "A"), find(&record, "A"));
+    assert_eq!(pos(&ledger, "S9", "A").on_hand, Qty(7));
+    let web = ledger
+        .position(&sku("S9"), &loc("A"), Some(Channel::Web), t_plus(0))
+        .expect("position");
+    assert_eq!(web.atf, Qty(5), "the web policy at A holds 2 back");
+
+    // Adopting the same catalog again changes nothing, however ordered.
+    let generation = ledger.catalog().generation();
+    assert_eq!(ledger.adopt_catalog(&record), Ok(false));
+    assert_eq!(ledger.catalog().generation(), generation);
+}

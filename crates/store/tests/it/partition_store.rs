@@ -1,55 +1,89 @@
-//! One partition's positions on a real Redis Cluster, written under the
-//! partition's epoch: the owner's writes apply, a stale owner's are refused
-//! by Redis and change nothing, an older batch is skipped, and a record of
-//! another partition is refused before anything is sent.
+//! One partition's store on a real Redis Cluster: a partition's whole state
+//! (catalog, positions, reservations, engine state, movements) is written
+//! under its hash tag and its epoch, loads back into a fresh ledger, and a
+//! stale owner's write is refused by the fence and changes nothing.
 
-use omnistock_cluster::{NodeId, PartitionId, Partitions};
-use omnistock_ledger::{LocationCode, PositionRecord, Qty, Seq, Sku, TimestampMs};
+use std::time::Duration;
+
+use omnistock_cluster::{Epoch, NodeId, PartitionId, Partitions};
+use omnistock_ledger::{
+    Changes, Channel, CountRequest, Ledger, LedgerConfig, Line, Location, LocationCode,
+    LocationKind, Qty, ReserveRequest, Seq, Sku, TimestampMs,
+};
 use omnistock_store::cluster::{Acquired, ClusterStore};
-use omnistock_store::partition_store::{PartitionStore, PartitionWriteError, Written};
+use omnistock_store::redis::{RedisConfig, RedisStore};
+use omnistock_store::{Batch, Store, StoreError};
 use omnistock_testkit::RedisCluster;
 
 const PARTITIONS: u64 = 16;
+const NOW: TimestampMs = TimestampMs(1_800_000_000_000);
 
 /// A SKU of `partition` (the first of SKU-0, SKU-1, ... that hashes there).
-fn sku_of(partitions: Partitions, partition: PartitionId, skip: usize) -> Sku {
+fn sku_of(partitions: Partitions, partition: PartitionId) -> Sku {
     let code = (0..)
         .map(|i| format!("SKU-{i}"))
-        .filter(|code| partitions.of(code) == partition)
-        .nth(skip)
+        .find(|code| partitions.of(code) == partition)
         .expect("a SKU of the partition");
     Sku::new(&code).expect("sku")
 }
 
-fn position(sku: &Sku, location: &str, on_hand: u32) -> PositionRecord {
-    PositionRecord {
-        sku: sku.clone(),
-        location: LocationCode::new(location).expect("location"),
-        on_hand: Qty(on_hand),
-        reserved: Qty(0),
-        safety_stock: Qty(0),
-        non_sellable: Qty(0),
-        version: Seq(1),
-        last_count_as_of: TimestampMs::MIN,
-        incoming: Vec::new(),
-        history: Vec::new(),
-        history_horizon: TimestampMs(0),
-        display_only: false,
-        published_lag: 0,
-    }
+fn store_code() -> LocationCode {
+    LocationCode::new("PAR-01").expect("location")
 }
 
-fn on_hand(positions: &[PositionRecord]) -> Vec<(String, String, u32)> {
-    let mut rows: Vec<_> = positions
-        .iter()
-        .map(|p| (p.sku.to_string(), p.location.to_string(), p.on_hand.0))
-        .collect();
-    rows.sort();
-    rows
+fn ledger(partition: PartitionId) -> Ledger {
+    Ledger::new(LedgerConfig {
+        position_shards: 4,
+        reservation_shards: 4,
+        journal_capacity: 1_024,
+        reservation_id_tag: partition.index(),
+        ..LedgerConfig::default()
+    })
+}
+
+fn count(ledger: &Ledger, sku: &Sku, on_hand: u32) {
+    let request = CountRequest {
+        sku: sku.clone(),
+        location: store_code(),
+        on_hand: Qty(on_hand),
+        safety_stock: None,
+        expected_version: None,
+        as_of: None,
+        reference: None,
+    };
+    ledger.count(&request, NOW, None).expect("count");
+}
+
+/// Writes what changed in `ledger` since `changes` was last written.
+async fn write(
+    store: &RedisStore,
+    ledger: &Ledger,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let cut = ledger.cut(changes, NOW);
+    let batch = Batch {
+        cut: &cut,
+        keys: None,
+        now: NOW,
+        reservation_shards: 4,
+        clean: false,
+    };
+    let written = store.write(&batch).await;
+    match &written {
+        Ok(()) => changes.written(&cut),
+        Err(_) => changes.unwritten(cut),
+    }
+    written
+}
+
+fn partition_store(cluster: &ClusterStore, p: PartitionId, epoch: Epoch) -> RedisStore {
+    // The URL is unused: a partition's store talks through `cluster`.
+    let config = RedisConfig::new("redis://unused");
+    RedisStore::for_partition(config, cluster, p, epoch, true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitions_positions_are_written_only_under_its_current_epoch() {
+async fn a_partitions_state_is_written_only_under_its_current_epoch() {
     let cluster = RedisCluster::start();
     let store = ClusterStore::connect(&cluster.urls(), "omnistock")
         .await
@@ -60,77 +94,105 @@ async fn a_partitions_positions_are_written_only_under_its_current_epoch() {
         NodeId::new("node-a").expect("id"),
         NodeId::new("node-b").expect("id"),
     );
-    let partition = PartitionStore::new(store.clone(), partitions, p);
-    let (one, two) = (sku_of(partitions, p, 0), sku_of(partitions, p, 1));
-
     let Ok(Acquired::Granted(first)) = store.acquire(p, &a, 1_000).await else {
         panic!("granted");
     };
-    let batch = [
-        position(&one, "PAR-01", 10),
-        position(&one, "WH", 4),
-        position(&two, "PAR-01", 7),
-    ];
-    let written = partition
-        .write_positions(first, 1, &batch)
-        .await
-        .expect("the owner writes");
-    assert_eq!(written, Written::Applied(2), "one field per SKU");
 
-    // An older batch, even from the owner, changes nothing.
-    let stale = [position(&one, "PAR-01", 99)];
-    assert_eq!(
-        partition
-            .write_positions(first, 0, &stale)
-            .await
-            .expect("older"),
-        Written::Older
-    );
+    // node-a's ledger of p3: a store, a SKU, a reservation.
+    let ledger = ledger(p);
+    ledger
+        .put_location(Location {
+            code: store_code(),
+            kind: LocationKind::Store,
+            name: "Paris".into(),
+            coords: None,
+            pickup: None,
+            ship_from_store: false,
+        })
+        .expect("location");
+    let sku = sku_of(partitions, p);
+    count(&ledger, &sku, 10);
+    let reserve = ReserveRequest {
+        channel: Channel::Web,
+        lines: vec![Line {
+            sku: sku.clone(),
+            location: store_code(),
+            qty: Qty(2),
+        }],
+        ttl_ms: 600_000,
+        caps: Vec::new(),
+    };
+    let held = ledger.reserve(&reserve, NOW, None).expect("reserve");
+    assert_eq!(held.id.0 >> 48, 3, "the id carries the partition");
+
+    let mut changes = Changes::new(&ledger, 1_000);
+    changes.everything = true;
+    let a_store = partition_store(&store, p, first);
+    write(&a_store, &ledger, &mut changes)
+        .await
+        .expect("the owner writes, and a replica confirms it");
+
+    // Every key written carries the partition's hash tag.
+    let mut keys = Vec::new();
+    for port in cluster.ports() {
+        let found = cluster.cli(port, &["--scan", "--pattern", "omnistock:*"]);
+        keys.extend(found.unwrap_or_default().lines().map(str::to_owned));
+    }
+    keys.sort();
+    keys.dedup();
+    assert!(keys.iter().all(|k| k.starts_with("omnistock:{p3}:")), "{keys:?}");
+    for name in [":meta:state", ":meta:catalog", ":meta:marker", ":pos", ":res"] {
+        assert!(keys.iter().any(|k| k.ends_with(name)), "no {name}: {keys:?}");
+    }
+
+    // Loaded into a fresh ledger of p3: the same stock and reservation.
+    let loaded = partition_store(&store, p, first)
+        .load(NOW)
+        .await
+        .expect("load")
+        .expect("not empty");
+    let head = loaded.restore.head;
+    let restored = self::ledger(p);
+    restored.restore(loaded.restore, NOW).expect("restore");
+    let view = restored
+        .position(&sku, &store_code(), None, NOW)
+        .expect("position");
+    assert_eq!((view.on_hand.0, view.reserved.0), (10, 2));
+    let reservation = restored.reservation(held.id).expect("the reservation");
+    assert_eq!(reservation.lines.len(), 1);
 
     // node-a's lease lapses and node-b takes the partition.
-    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let Ok(Acquired::Granted(second)) = store.acquire(p, &b, 10_000).await else {
         panic!("granted to b");
     };
+    assert!(second > first);
 
-    // node-a's late write is refused by Redis, whatever its version.
-    let late = [position(&one, "PAR-01", 0)];
-    let refused = partition.write_positions(first, 5, &late).await;
-    assert!(
-        matches!(refused, Err(PartitionWriteError::Fenced)),
-        "{refused:?}"
-    );
-    let stored = partition.load_positions().await.expect("load");
-    assert_eq!(
-        on_hand(&stored),
-        [
-            (one.to_string(), "PAR-01".into(), 10),
-            (one.to_string(), "WH".into(), 4),
-            (two.to_string(), "PAR-01".into(), 7)
-        ]
-    );
+    // node-a's late change is refused by Redis, and nothing of it lands.
+    count(&ledger, &sku, 0);
+    let refused = write(&a_store, &ledger, &mut changes).await;
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    let stored = partition_store(&store, p, second)
+        .load(NOW)
+        .await
+        .expect("load")
+        .expect("not empty");
+    let on_hand: Vec<u32> = stored.restore.positions.iter().map(|p| p.on_hand.0).collect();
+    assert_eq!(on_hand, [10]);
+    assert_eq!(stored.restore.head, head, "the refused batch left the state alone");
 
-    // node-b writes under its epoch.
-    let update = [position(&two, "PAR-01", 6)];
-    let written = partition
-        .write_positions(second, 2, &update)
+    // node-b writes under its epoch (its first write after a load).
+    let b_store = partition_store(&store, p, second);
+    let b_loaded = b_store.load(NOW).await.expect("load").expect("not empty");
+    let b_ledger = self::ledger(p);
+    b_ledger.restore(b_loaded.restore, NOW).expect("restore");
+    let mut b_changes = Changes::new(&b_ledger, 1_000);
+    count(&b_ledger, &sku, 7);
+    write(&b_store, &b_ledger, &mut b_changes)
         .await
         .expect("b writes");
-    assert_eq!(written, Written::Applied(1));
-    let stored = partition.load_positions().await.expect("load");
-    assert!(on_hand(&stored).contains(&(two.to_string(), "PAR-01".into(), 6)));
-
-    // A record of another partition is refused, and nothing is written.
-    let elsewhere = sku_of(partitions, partitions.get(4).expect("p4"), 0);
-    let mixed = [
-        position(&one, "PAR-01", 1),
-        position(&elsewhere, "PAR-01", 1),
-    ];
-    let refused = partition.write_positions(second, 3, &mixed).await;
-    assert!(
-        matches!(refused, Err(PartitionWriteError::WrongPartition { .. })),
-        "{refused:?}"
-    );
-    let stored = partition.load_positions().await.expect("load");
-    assert!(on_hand(&stored).contains(&(one.to_string(), "PAR-01".into(), 10)));
+    let stored = b_store.load(NOW).await.expect("load").expect("not empty");
+    let on_hand: Vec<u32> = stored.restore.positions.iter().map(|p| p.on_hand.0).collect();
+    assert_eq!(on_hand, [7]);
+    assert!(stored.restore.positions[0].version > Seq(0));
 }

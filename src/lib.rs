@@ -10,6 +10,7 @@
 
 pub mod flash_sale;
 pub mod http;
+pub mod cluster;
 pub mod server;
 
 pub use omnistock_engine as engine;

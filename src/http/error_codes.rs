@@ -253,6 +253,13 @@ error_codes! {
         "the engine is still loading its state; retry after Retry-After", retry_after 1;
     NotDurable: "not_durable", SERVICE_UNAVAILABLE, "Temporarily unavailable",
         "sync durability: the write is applied in memory but could not be stored; retry with the same Idempotency-Key", retry_after 1;
+    // A cluster of nodes.
+    CrossPartitionNotSupported: "cross_partition_not_supported", NOT_IMPLEMENTED, "Not served by a cluster yet",
+        "cluster mode: the request spans several partitions (lines or items whose SKUs live in different partitions) or the whole stock (journal, feeds, live streams, audit, imports), which a cluster does not serve yet; send one request per partition, or use a single node";
+    PartitionUnavailable: "partition_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable",
+        "cluster mode: the SKU's partition is moving between nodes, or its owner cannot be reached; nothing was applied; retry after Retry-After", retry_after 1;
+    ClusterStoreUnavailable: "cluster_store_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable",
+        "cluster mode: a change to the shared catalog or keys could not be published to the Redis Cluster; retry after Retry-After (the same request is safe to repeat)", retry_after 1;
     Internal: "internal", INTERNAL_SERVER_ERROR, "Internal error",
         "a fault of the server";
 }

@@ -74,7 +74,8 @@ impl Default for HttpLimits {
 /// limits, body limits, metrics rendering, live-stream slots).
 pub struct AppState {
     pub engine: Arc<Engine>,
-    pub rate_limiter: RateLimiter,
+    /// Shared by every partition's state on a cluster node.
+    pub rate_limiter: Arc<RateLimiter>,
     pub limits: HttpLimits,
     pub metrics: Option<PrometheusHandle>,
     pub request_metrics: request_metrics::RequestMetrics,
@@ -91,6 +92,21 @@ impl AppState {
     /// The ledger, for reads (writes go through the engine's operations).
     pub fn ledger(&self) -> &Arc<Ledger> {
         self.engine.ledger()
+    }
+
+    /// The same HTTP settings, rate limits and stream slots around another
+    /// engine (a cluster node's partition engines share them).
+    pub fn for_engine(&self, engine: Arc<Engine>) -> Arc<AppState> {
+        Arc::new(AppState {
+            engine,
+            rate_limiter: Arc::clone(&self.rate_limiter),
+            limits: self.limits.clone(),
+            metrics: self.metrics.clone(),
+            request_metrics: Default::default(),
+            stopping: self.stopping.clone(),
+            stream_slots: Arc::clone(&self.stream_slots),
+            feed_low_stock_threshold: self.feed_low_stock_threshold,
+        })
     }
 }
 

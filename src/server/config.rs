@@ -126,6 +126,23 @@ pub struct ServeArgs {
     /// Most items in one batch request (availability, movements; 422 `too_many_items` beyond).
     #[arg(long)]
     pub max_batch_items: Option<usize>,
+    /// Run as one node of an omnistock cluster: --redis-url names any seed
+    /// node of a Redis Cluster, which holds the stock, partition leases and
+    /// the shared catalog and keys.
+    #[arg(long, env = "OMNISTOCK_CLUSTER")]
+    pub cluster: bool,
+    /// This node's id in the cluster (1 to 64 characters of A-Z a-z 0-9 . _ : -;
+    /// default: derived from --advertise-url).
+    #[arg(long, env = "OMNISTOCK_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How the other nodes reach this node's API (default: http:// and the
+    /// listen address).
+    #[arg(long, env = "OMNISTOCK_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Partitions of the cluster's stock, fixed when the cluster's store is
+    /// created (a node with another number refuses to start).
+    #[arg(long, env = "OMNISTOCK_PARTITIONS")]
+    pub partitions: Option<u16>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -159,6 +176,10 @@ struct FileConfig {
     max_lines_per_request: Option<usize>,
     max_ttl_seconds: Option<u64>,
     max_batch_items: Option<usize>,
+    cluster: Option<bool>,
+    node_id: Option<String>,
+    advertise_url: Option<String>,
+    partitions: Option<u16>,
 }
 
 /// Settings after merging and validation.
@@ -194,6 +215,11 @@ pub struct ServeConfig {
     pub max_lines_per_request: usize,
     pub max_ttl_seconds: u64,
     pub max_batch_items: usize,
+    /// One node of a cluster (`--cluster`).
+    pub cluster: bool,
+    pub node_id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub partitions: u16,
     /// From `OMNISTOCK_ADMIN_KEY` only: secrets do not belong in flags or files.
     pub admin_key: Option<String>,
 }
@@ -240,6 +266,10 @@ impl Default for ServeConfig {
             max_lines_per_request: 100,
             max_ttl_seconds: 604_800,
             max_batch_items: 1_000,
+            cluster: false,
+            node_id: None,
+            advertise_url: None,
+            partitions: 64,
             admin_key: None,
         }
     }
@@ -292,6 +322,10 @@ impl ServeArgs {
             max_lines_per_request: merged!(max_lines_per_request),
             max_ttl_seconds: merged!(max_ttl_seconds),
             max_batch_items: merged!(max_batch_items),
+            cluster: self.cluster || file.cluster.unwrap_or(false),
+            node_id: self.node_id.or(file.node_id).filter(|n| !n.is_empty()),
+            advertise_url: self.advertise_url.or(file.advertise_url).filter(|u| !u.is_empty()),
+            partitions: merged!(partitions),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;
@@ -317,6 +351,7 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), String> {
         listen_addresses(&self.listen)?;
         self.validate_store()?;
+        self.validate_cluster()?;
         self.validate_limits()?;
         self.validate_admin_key()
     }
@@ -365,6 +400,39 @@ impl ServeConfig {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return Err("--redis-key-prefix must be 1 to 64 characters of [A-Za-z0-9._-]".into());
+        }
+        Ok(())
+    }
+
+    /// The cluster flags: only with --cluster, and what a cluster needs.
+    fn validate_cluster(&self) -> Result<(), String> {
+        if !self.cluster {
+            if self.node_id.is_some() || self.advertise_url.is_some() {
+                return Err("--node-id and --advertise-url need --cluster".into());
+            }
+            return Ok(());
+        }
+        match &self.redis_url {
+            Some(url) if url.starts_with("redis://") => {}
+            _ => {
+                return Err(
+                    "--cluster needs --redis-url redis://HOST:PORT naming a node of a Redis Cluster"
+                        .into(),
+                );
+            }
+        }
+        if self.wait_aof {
+            return Err("--wait-aof is not available with --cluster".into());
+        }
+        omnistock_cluster::Partitions::new(u64::from(self.partitions))
+            .map_err(|e| format!("--partitions: {e}"))?;
+        if let Some(id) = &self.node_id {
+            omnistock_cluster::NodeId::new(id).map_err(|e| format!("--node-id: {e}"))?;
+        }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") && url.len() > "http://".len())
+        {
+            return Err(format!("--advertise-url {url:?}: expected http://HOST:PORT"));
         }
         Ok(())
     }

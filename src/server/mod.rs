@@ -63,6 +63,7 @@ pub fn engine_config(config: &ServeConfig) -> EngineConfig {
         }),
         expiry_sweep_interval_ms: config.expiry_sweep_interval_ms,
         demo: config.demo,
+        partition: None,
     }
 }
 
@@ -78,7 +79,10 @@ pub fn state(
     Arc::new(AppState {
         engine,
         stopping,
-        rate_limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
+        rate_limiter: Arc::new(RateLimiter::new(
+            config.rate_limit_per_second,
+            config.rate_limit_burst,
+        )),
         limits: HttpLimits {
             max_body_bytes: config.max_body_bytes,
             max_stream_subscribers: config.max_stream_subscribers,
@@ -94,7 +98,7 @@ pub fn state(
     })
 }
 
-fn redis_config(config: &ServeConfig, url: &str, ledger: &LedgerConfig) -> RedisConfig {
+pub(crate) fn redis_config(config: &ServeConfig, url: &str, ledger: &LedgerConfig) -> RedisConfig {
     RedisConfig {
         key_prefix: config.redis_key_prefix.clone(),
         timeout_ms: config.redis_timeout_ms,
@@ -225,6 +229,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let listener = bind(&config)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    if config.cluster {
+        return serve_cluster_node(listener, &config).await;
+    }
     let ledger = Arc::new(Ledger::new(config.ledger_config()));
     match &config.redis_url {
         None => tracing::info!(
@@ -260,6 +267,24 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     }
     running.fatal = fatal;
     tracing::info!("shutting down: finishing in-flight requests");
+    running
+        .shutdown()
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `serve --cluster`: one node of a cluster until SIGINT or SIGTERM, then
+/// a graceful leave (every partition handed over before the process ends).
+async fn serve_cluster_node(listener: TcpListener, config: &ServeConfig) -> Result<(), String> {
+    if config.admin_key.is_none() {
+        tracing::warn!("OMNISTOCK_ADMIN_KEY is not set (--allow-no-admin-key)");
+    }
+    let running = crate::cluster::start(listener, config).await?;
+    tracing::info!(addr = %running.addr, durability = ?config.durability, "omnistock cluster node serving");
+    shutdown_signal().await;
+    tracing::info!("leaving the cluster: handing every partition over");
     running
         .shutdown()
         .await

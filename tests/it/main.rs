@@ -13,6 +13,7 @@ mod support;
 mod architecture;
 mod chaos;
 mod cli;
+mod cluster_nodes;
 mod connection_limits;
 mod engine_crash;
 mod error_codes;

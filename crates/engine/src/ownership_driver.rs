@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnistock_cluster::{Action, Epoch, LeaseTiming, NodeId, Ownership, PartitionId, Partitions};
-use omnistock_store::cluster::{Acquired, ClusterStore, Renewed};
+use omnistock_store::cluster::{Acquired, ClusterStore, Member, Renewed};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -116,18 +116,31 @@ enum Answer {
     LoadFailed(PartitionId, Epoch),
     Released(PartitionId, Epoch),
     HandOverFailed(PartitionId, Epoch),
-    Members(Vec<NodeId>),
+    Members(Vec<Member>),
     HeartbeatFailed,
+}
+
+/// A live node as the last heartbeat saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveNode {
+    pub id: NodeId,
+    /// How to reach its API (`--advertise-url`).
+    pub url: String,
 }
 
 /// A running ownership driver.
 pub struct OwnershipDriver {
     ownership: Arc<Mutex<Ownership>>,
+    node: NodeId,
+    partitions: Partitions,
+    /// Every node the last heartbeat knew, alive or recently dead (empty
+    /// until the first heartbeat is answered).
+    members: Arc<Mutex<Vec<Member>>>,
     clock: MonotonicMs,
     leaving: watch::Sender<bool>,
     /// Longest a graceful leave waits for every handover.
     leave_within: Duration,
-    task: Option<JoinHandle<()>>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl OwnershipDriver {
@@ -150,7 +163,10 @@ impl OwnershipDriver {
         )));
         let (leaving, leaving_rx) = watch::channel(false);
         let leave_within = Duration::from_millis(3 * config.timing.ttl_ms());
+        let members = Arc::new(Mutex::new(Vec::new()));
+        let (node, partitions) = (config.node.clone(), config.partitions);
         let run = Run {
+            members: members.clone(),
             config,
             store,
             host,
@@ -162,10 +178,13 @@ impl OwnershipDriver {
         let task = tokio::spawn(run.run(leaving_rx));
         Ok(OwnershipDriver {
             ownership,
+            node,
+            partitions,
+            members,
             clock,
             leaving,
             leave_within,
-            task: Some(task),
+            task: Mutex::new(Some(task)),
         })
     }
 
@@ -179,13 +198,72 @@ impl OwnershipDriver {
         self.ownership.lock().served((self.clock)())
     }
 
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    pub fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    /// Every node the last heartbeat knew, alive or recently dead.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.lock().clone()
+    }
+
+    /// The nodes alive at the last heartbeat, by id.
+    pub fn live(&self) -> Vec<LiveNode> {
+        let members = self.members.lock();
+        members
+            .iter()
+            .filter(|m| m.alive)
+            .filter_map(|m| {
+                let id = NodeId::new(&m.id).ok()?;
+                Some(LiveNode { id, url: m.url.clone() })
+            })
+            .collect()
+    }
+
+    /// The node `partition` belongs to among the live ones (the one every
+    /// node computes, so the one that owns it once moves settle). A
+    /// leaving node counts itself out: its partitions go to the others.
+    pub fn owner_of(&self, partition: PartitionId) -> Option<LiveNode> {
+        let mut live = self.live();
+        if *self.leaving.borrow() {
+            live.retain(|n| n.id != self.node);
+        }
+        let ids: Vec<NodeId> = live.iter().map(|n| n.id.clone()).collect();
+        let owner = omnistock_cluster::owner_of(partition, &ids)?.clone();
+        live.into_iter().find(|n| n.id == owner)
+    }
+
+    /// Why this node cannot yet serve or forward every partition (`None`:
+    /// it can): it has not joined, a partition has no live node, or one
+    /// that belongs to this node is not loaded yet.
+    pub fn unready_reason(&self) -> Option<String> {
+        let live = self.live();
+        if !live.iter().any(|n| n.id == self.node) {
+            return Some("not joined: no heartbeat answered yet".into());
+        }
+        let ids: Vec<NodeId> = live.iter().map(|n| n.id.clone()).collect();
+        let now = (self.clock)();
+        let own = self.ownership.lock();
+        let waiting = self
+            .partitions
+            .all()
+            .filter(|p| omnistock_cluster::owner_of(*p, &ids) == Some(&self.node))
+            .filter(|p| own.serving(*p, now).is_none())
+            .count();
+        (waiting > 0).then(|| format!("{waiting} partitions of this node are not loaded yet"))
+    }
+
     /// Graceful leave: hands every partition over (flush, release), leaves
     /// the heartbeats, and returns once nothing is held, or after three
     /// lease TTLs (what is still held then lapses by itself). True if every
     /// partition was handed over.
-    pub async fn leave(mut self) -> bool {
+    pub async fn leave(&self) -> bool {
         let _ = self.leaving.send(true);
-        let Some(mut task) = self.task.take() else {
+        let Some(mut task) = self.task.lock().take() else {
             return true;
         };
         match tokio::time::timeout(self.leave_within, &mut task).await {
@@ -203,13 +281,14 @@ impl OwnershipDriver {
 /// a crash would: its leases lapse and other nodes take the partitions.
 impl Drop for OwnershipDriver {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        if let Some(task) = self.task.lock().take() {
             task.abort();
         }
     }
 }
 
 struct Run<H> {
+    members: Arc<Mutex<Vec<Member>>>,
     config: NodeConfig,
     store: ClusterStore,
     host: Arc<H>,
@@ -287,7 +366,15 @@ impl<H: PartitionHost> Run<H> {
             Answer::LoadFailed(p, epoch) => own.handle_load_failed(p, epoch),
             Answer::Released(p, epoch) => own.handle_released(p, epoch),
             Answer::HandOverFailed(p, epoch) => own.handle_handover_failed(p, epoch, now),
-            Answer::Members(live) => own.handle_members(live),
+            Answer::Members(members) => {
+                let live = members
+                    .iter()
+                    .filter(|m| m.alive)
+                    .filter_map(|m| NodeId::new(&m.id).ok())
+                    .collect();
+                own.handle_members(live);
+                *self.members.lock() = members;
+            }
             Answer::HeartbeatFailed => {}
         }
     }
@@ -326,13 +413,7 @@ impl<H: PartitionHost> Run<H> {
         let ttl_ms = self.config.node_ttl_ms;
         self.tasks.spawn(async move {
             let answer = match store.heartbeat(&node, &url, ttl_ms).await {
-                Ok(members) => Answer::Members(
-                    members
-                        .into_iter()
-                        .filter(|m| m.alive)
-                        .filter_map(|m| NodeId::new(&m.id).ok())
-                        .collect(),
-                ),
+                Ok(members) => Answer::Members(members),
                 Err(error) => {
                     tracing::warn!(%error, "cluster heartbeat failed");
                     Answer::HeartbeatFailed

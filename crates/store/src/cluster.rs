@@ -396,6 +396,24 @@ impl ClusterStore {
         self.members_after("", "", 0).await
     }
 
+    /// Who holds partition `p`'s lease (the node id, `None` when nobody
+    /// does) and its epoch (the last one granted).
+    pub async fn owner(&self, p: PartitionId) -> Result<(Option<String>, Epoch), ClusterStoreError> {
+        let (lease, epoch): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("GET")
+            .arg(self.lease_key(p))
+            .cmd("GET")
+            .arg(self.epoch_key(p))
+            .query_async(&mut self.con.clone())
+            .await?;
+        let epoch = match epoch {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| ClusterStoreError::Corrupt(text))?,
+        };
+        let node = lease.map(|holder| holder.split('/').next().unwrap_or_default().to_owned());
+        Ok((node, Epoch(epoch)))
+    }
+
     /// Removes `node` from the heartbeats at once (a graceful leave), so the
     /// others rebalance without waiting for its entry to expire.
     pub async fn leave(&self, node: &NodeId) -> Result<(), ClusterStoreError> {

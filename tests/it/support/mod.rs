@@ -6,6 +6,7 @@
 //! `metrics_gate`).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod engine;
 pub mod metrics_gate;
 pub mod proxy;
@@ -138,6 +139,17 @@ impl EngineProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = self.child.as_ref() {
+            let sent = Command::new("kill")
+                .args([format!("-{name}"), child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "kill -{name}");
         }
     }
 

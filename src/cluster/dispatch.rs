@@ -1,0 +1,221 @@
+//! A cluster node's front: every request is read (its body bounded by
+//! `--max-body-bytes` and `--body-read-timeout-ms`), given a destination
+//! ([`target`]), and answered by this node, by the partition's engine here,
+//! or by the partition's owner (forwarded once; if the partition moved
+//! meanwhile, once more to the new owner).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use tower_service::Service;
+
+use super::ClusterNode;
+use super::forward::{Envelope, FORWARDED_BY, Forwarded, NOT_OWNER};
+use super::target::{Target, target};
+use crate::engine::cluster_shared::SharedRecord;
+use crate::http::error::ApiError;
+use crate::http::error_codes::Code;
+use crate::store::cluster_shared::Published;
+use omnistock_cluster::{NodeId, PartitionId};
+
+/// Longest a request waits for a moving partition to settle: a lease's
+/// TTL and a heartbeat's, the time a SIGKILLed owner's partitions take to
+/// move (a graceful move settles in a heartbeat).
+const MOVE_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting request looks whether the partition settled.
+const MOVE_POLL: Duration = Duration::from_millis(25);
+/// Attempts at publishing one change of the shared catalog or keys while
+/// other nodes change it too.
+const PUBLISH_ATTEMPTS: usize = 3;
+
+/// The front: one handler for every path.
+pub fn router(node: Arc<ClusterNode>) -> Router {
+    Router::new().fallback(front).with_state(node)
+}
+
+async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Response {
+    let envelope = match read(&node, request).await {
+        Ok(envelope) => envelope,
+        Err(problem) => return problem.into_response(),
+    };
+    let destination = target(
+        node.partitions(),
+        &envelope.method,
+        envelope.uri.path(),
+        envelope.uri.query(),
+        &envelope.body,
+    );
+    match destination {
+        Target::Node => call(&node.node_app, &envelope).await,
+        Target::Ready => super::status::readyz(&node),
+        Target::ClusterStatus => super::status::cluster(&node, &envelope).await,
+        Target::SharedCatalog => shared_change(&node, SharedRecord::Catalog, &envelope).await,
+        Target::SharedKeys => shared_change(&node, SharedRecord::Keys, &envelope).await,
+        Target::Partition(partition) => to_partition(&node, partition, &envelope).await,
+        Target::CrossPartition(detail) => {
+            ApiError::new(Code::CrossPartitionNotSupported, detail).into_response()
+        }
+    }
+}
+
+/// The request with its whole body, within the node's body limits.
+async fn read(node: &ClusterNode, request: Request) -> Result<Envelope, ApiError> {
+    let limits = &node.node_state.limits;
+    let (parts, body) = request.into_parts();
+    let timeout = Duration::from_millis(limits.body_read_timeout_ms);
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limits.max_body_bytes).collect());
+    let body = match collected.await {
+        Err(_) => return Err(ApiError::new(Code::BodyTimeout, "the body did not arrive in time")),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(
+                Code::BodyTooLarge,
+                format!("the body is over {} bytes", limits.max_body_bytes),
+            ));
+        }
+        Ok(Err(error)) => return Err(ApiError::new(Code::UnreadableBody, error.to_string())),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    Ok(Envelope {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Runs `envelope` through one of this node's APIs.
+async fn call(app: &Router, envelope: &Envelope) -> Response {
+    let mut app = app.clone();
+    match app.call(envelope.request()).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// On the partition's engine here if this node serves it; else forwarded
+/// to its owner. When the partition is moving (its owner says it is not
+/// there, cannot be reached, or it is this node's but not loaded yet), the
+/// node waits until the partition's owner changes or it serves it, up to
+/// [`MOVE_WAIT`], and tries once more.
+async fn to_partition(node: &ClusterNode, partition: PartitionId, envelope: &Envelope) -> Response {
+    let mut last = None;
+    for attempt in 0..2 {
+        if attempt == 1 {
+            wait_for_move(node, partition, last.as_ref()).await;
+        }
+        if node.driver.serving(partition).is_some()
+            && let Some(serving) = node.engines.enter(partition).await
+        {
+            let app = node.partition_app(partition, &serving.engine);
+            // The pass is held until the answer is made: a handover waits.
+            let response = call(&app, envelope).await;
+            drop(serving);
+            return response;
+        }
+        if envelope.headers.contains_key(FORWARDED_BY) {
+            // One hop only: the forwarding node looks for the owner again.
+            let mut response = unavailable(partition, "moved away from this node").into_response();
+            response.headers_mut().insert(NOT_OWNER, HeaderValue::from_static("1"));
+            return response;
+        }
+        let owner = node.driver.owner_of(partition).filter(|o| o.id != *node.node_id());
+        last = owner.as_ref().map(|o| o.id.clone());
+        let Some(owner) = owner else { continue };
+        match node.forwarder.forward(&owner.url, envelope, node.node_id().as_str()).await {
+            Forwarded::Answered(response)
+                if attempt == 1 || !response.headers().contains_key(NOT_OWNER) =>
+            {
+                return response;
+            }
+            Forwarded::Answered(_) => {}
+            Forwarded::NotSent(error) if attempt == 1 => {
+                return unavailable(partition, &format!("its owner is unreachable: {error}"))
+                    .into_response();
+            }
+            Forwarded::NotSent(_) => {}
+            Forwarded::Lost(error) => {
+                return unavailable(
+                    partition,
+                    &format!("its owner did not answer ({error}); the request may have been applied there: retry with the same Idempotency-Key"),
+                )
+                .into_response();
+            }
+        }
+    }
+    unavailable(partition, "it is moving between nodes").into_response()
+}
+
+/// Waits until `partition` is served here or its owner is another node
+/// than `previous`, checking every [`MOVE_POLL`], for at most [`MOVE_WAIT`].
+async fn wait_for_move(node: &ClusterNode, partition: PartitionId, previous: Option<&NodeId>) {
+    let deadline = Instant::now() + MOVE_WAIT;
+    loop {
+        tokio::time::sleep(MOVE_POLL).await;
+        if node.driver.serving(partition).is_some() || Instant::now() >= deadline {
+            return;
+        }
+        let owner = node.driver.owner_of(partition).map(|o| o.id);
+        if owner.is_some() && owner.as_ref() != previous && owner.as_ref() != Some(node.node_id()) {
+            return;
+        }
+    }
+}
+
+fn unavailable(partition: PartitionId, why: &str) -> ApiError {
+    ApiError::new(
+        Code::PartitionUnavailable,
+        format!("partition {partition} is not available: {why}"),
+    )
+}
+
+/// A change of the shared catalog or keys: applied to this node's shared
+/// engine (which checks the caller and the request, and answers), then
+/// published; when another node published first, this node adopts that
+/// and applies the change again on top of it.
+async fn shared_change(node: &ClusterNode, record: SharedRecord, envelope: &Envelope) -> Response {
+    let _writing = node.shared.writing().await;
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let response = call(&node.node_app, envelope).await;
+        if !response.status().is_success() {
+            return response;
+        }
+        match node.shared.publish(record).await {
+            Ok(Published::Version(_)) => {
+                if record == SharedRecord::Catalog {
+                    node.engines.adopt_shared_catalog();
+                }
+                return response;
+            }
+            Ok(Published::NotReplicated(version)) => {
+                if record == SharedRecord::Catalog {
+                    node.engines.adopt_shared_catalog();
+                }
+                return ApiError::new(
+                    Code::NotDurable,
+                    format!("the change (version {version}) is on the Redis master, but no replica confirmed it; retry"),
+                )
+                .into_response();
+            }
+            Ok(Published::Conflict(_)) => {
+                if let Err(error) = node.shared.refresh().await {
+                    return store_unavailable(&error.to_string());
+                }
+            }
+            Err(error) => return store_unavailable(&error.to_string()),
+        }
+    }
+    store_unavailable("other nodes kept changing it at the same time")
+}
+
+fn store_unavailable(why: &str) -> Response {
+    ApiError::new(
+        Code::ClusterStoreUnavailable,
+        format!("the change could not be published to the cluster: {why}"),
+    )
+    .into_response()
+}

@@ -1,0 +1,120 @@
+//! Forwarding a request to the node that owns its partition: one hop, over
+//! keep-alive connections kept per node (hyper's pooled client).
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// Set on a forwarded request (the forwarding node's id): the node that
+/// receives it never forwards it again.
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("omnistock-forwarded-by");
+/// Set on the answer of a node asked for a partition it does not serve
+/// (any more): the forwarding node looks for the owner again, once.
+pub const NOT_OWNER: HeaderName = HeaderName::from_static("omnistock-not-owner");
+
+/// Longest a forwarded request may take, answer included (a sync-mode
+/// write waits for Redis up to `--sync-wait-timeout-ms` on the owner).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept per node.
+const IDLE_PER_NODE: usize = 64;
+
+/// What the request a node forwards carries of the original one.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Envelope {
+    /// The request again (for this node's own engine, or a retry).
+    pub fn request(&self) -> Request<Body> {
+        let mut request = Request::new(Body::from(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// How forwarding went.
+pub enum Forwarded {
+    /// The owner answered (whatever it answered).
+    Answered(Response<Body>),
+    /// No connection could be made: nothing reached the owner, so trying
+    /// elsewhere is safe.
+    NotSent(String),
+    /// Sent, but no answer came: the owner may have applied it.
+    Lost(String),
+}
+
+pub struct Forwarder {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(IDLE_PER_NODE)
+            .build(connector);
+        Forwarder { client }
+    }
+}
+
+impl Forwarder {
+    /// Sends `envelope` to the node at `base_url` (`http://HOST:PORT`).
+    pub async fn forward(&self, base_url: &str, envelope: &Envelope, from: &str) -> Forwarded {
+        let path = envelope.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = match format!("{}{path}", base_url.trim_end_matches('/')).parse() {
+            Ok(uri) => uri,
+            Err(error) => return Forwarded::NotSent(format!("owner URL {base_url:?}: {error}")),
+        };
+        let mut request = Request::new(Full::new(envelope.body.clone()));
+        *request.method_mut() = envelope.method.clone();
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        for (name, value) in &envelope.headers {
+            if !is_hop_by_hop(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Ok(from) = HeaderValue::from_str(from) {
+            headers.insert(FORWARDED_BY, from);
+        }
+        match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request)).await {
+            Ok(Ok(response)) => Forwarded::Answered(response.map(Body::new)),
+            Ok(Err(error)) if error.is_connect() => Forwarded::NotSent(error.to_string()),
+            Ok(Err(error)) => Forwarded::Lost(error.to_string()),
+            Err(_) => Forwarded::Lost(format!("no answer within {FORWARD_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// Headers about this connection, not the request (RFC 9110, 7.6.1), and
+/// those the client sets itself.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name == FORWARDED_BY
+}

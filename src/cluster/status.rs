@@ -1,0 +1,112 @@
+//! A cluster node's own routes: `/readyz` (joined, and every partition can
+//! be served here or forwarded) and `GET /v1/cluster` (the nodes and who
+//! owns each partition under which epoch; admin scope).
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde_json::json;
+
+use super::ClusterNode;
+use super::forward::Envelope;
+use crate::engine::Scope;
+use crate::http::error::ApiError;
+use crate::http::error_codes::Code;
+
+/// 200 once the node has joined and every partition that belongs to it
+/// is loaded (the others are forwarded); 503 with the reason otherwise.
+pub fn readyz(node: &ClusterNode) -> Response {
+    let (status, body) = match node.driver.unready_reason() {
+        None => (
+            StatusCode::OK,
+            json!({"status": "ready", "store": "redis-cluster", "node_id": node.node_id().as_str(),
+                   "served": node.driver.served().len()}),
+        ),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "loading", "store": "redis-cluster", "node_id": node.node_id().as_str(),
+                   "reason": reason}),
+        ),
+    };
+    (status, Json(body)).into_response()
+}
+
+#[derive(Serialize)]
+struct NodeJson {
+    id: String,
+    url: String,
+    alive: bool,
+    /// Partitions whose lease this node holds.
+    owned: usize,
+}
+
+#[derive(Serialize)]
+struct OwnerJson {
+    partition: u16,
+    /// `null` while nobody holds the partition's lease.
+    node_id: Option<String>,
+    epoch: u64,
+}
+
+#[derive(Serialize)]
+struct ClusterJson {
+    node_id: String,
+    partitions: u16,
+    nodes: Vec<NodeJson>,
+    owners: Vec<OwnerJson>,
+}
+
+/// `GET /v1/cluster`, for admin keys: the heartbeats' nodes and each
+/// partition's lease as Redis holds it now.
+pub async fn cluster(node: &ClusterNode, envelope: &Envelope) -> Response {
+    let secret = envelope
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(key) = secret.and_then(|s| node.shared.engine().keys().authenticate(s.trim())) else {
+        return ApiError::unauthorized().into_response();
+    };
+    if !key.has(Scope::Admin) {
+        return ApiError::new(Code::Forbidden, "this request needs the `admin` scope").into_response();
+    }
+    let partitions = node.partitions();
+    let leases = join_all(partitions.all().map(|p| node.store.owner(p))).await;
+    let mut owners = Vec::with_capacity(leases.len());
+    for (partition, lease) in partitions.all().zip(leases) {
+        match lease {
+            Ok((node_id, epoch)) => owners.push(OwnerJson {
+                partition: partition.index(),
+                node_id,
+                epoch: epoch.0,
+            }),
+            Err(error) => {
+                return ApiError::new(
+                    Code::ClusterStoreUnavailable,
+                    format!("cannot read partition {partition}'s lease: {error}"),
+                )
+                .into_response();
+            }
+        }
+    }
+    let nodes = node
+        .driver
+        .members()
+        .into_iter()
+        .map(|m| NodeJson {
+            owned: owners.iter().filter(|o| o.node_id.as_deref() == Some(&m.id)).count(),
+            id: m.id,
+            url: m.url,
+            alive: m.alive,
+        })
+        .collect();
+    Json(ClusterJson {
+        node_id: node.node_id().to_string(),
+        partitions: partitions.count(),
+        nodes,
+        owners,
+    })
+    .into_response()
+}

@@ -1,0 +1,224 @@
+//! Where a request goes on a cluster node: to the node itself (probes,
+//! documents, the shared catalog and keys), to the partition that holds its
+//! SKU or reservation, or nowhere yet (it spans partitions). A pure
+//! function of the request's method, path, query and body, so every node
+//! sends a request to the same place.
+
+use axum::http::Method;
+use omnistock_cluster::{PartitionId, Partitions};
+use serde_json::Value;
+
+/// A request's destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Answered by this node: probes, documents, reads of the catalog and
+    /// keys, unknown routes, and bodies too broken to name a SKU (whose
+    /// answer is the same validation problem on any engine).
+    Node,
+    /// This node's cluster view (`GET /v1/cluster`).
+    ClusterStatus,
+    /// This node's readiness (`GET /readyz`).
+    Ready,
+    /// A change of the shared catalog (locations, groups, policies).
+    SharedCatalog,
+    /// A change of the shared API keys.
+    SharedKeys,
+    /// The engine of this partition, wherever it runs.
+    Partition(PartitionId),
+    /// Not served by a cluster yet; the detail says why.
+    CrossPartition(String),
+}
+
+/// A path segment, percent-decoded (a SKU may hold any character).
+fn decoded(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The destination of a request. `body` is the whole request body (empty
+/// for reads).
+pub fn target(
+    partitions: Partitions,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Target {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let write = method != Method::GET && method != Method::HEAD;
+    match segments.as_slice() {
+        ["readyz"] => Target::Ready,
+        ["v1", "cluster"] => Target::ClusterStatus,
+        ["v1", "locations", _] | ["v1", "groups", _] | ["v1", "policies"] if write => {
+            Target::SharedCatalog
+        }
+        ["v1", "keys"] | ["v1", "keys", _] if write => Target::SharedKeys,
+        ["v1", "availability", "batch"] | ["v1", "movements", "batch"] => {
+            by_body(partitions, body)
+        }
+        ["v1", "availability", sku] | ["v1", "stock", _, sku] | ["v1", "stock", _, sku, "display"] => {
+            Target::Partition(partitions.of(&decoded(sku)))
+        }
+        ["v1", "nearby"] => by_query_sku(partitions, query),
+        ["v1", "reservations"]
+        | ["v1", "sales"]
+        | ["v1", "returns"]
+        | ["v1", "receipts"]
+        | ["v1", "incoming"]
+        | ["v1", "adjustments"] => by_body(partitions, body),
+        ["v1", "reservations", id, ..] => by_reservation_id(partitions, id),
+        ["v1", "stock", "import"] => cross("a stock import spans every partition"),
+        ["v1", "journal"] => cross("the journal spans every partition"),
+        ["v1", "feeds", ..] => cross("a feed spans every partition"),
+        ["v1", "streams", ..] => cross("a live stream spans every partition"),
+        ["v1", "admin", "audit"] => cross("the audit spans every partition"),
+        _ => Target::Node,
+    }
+}
+
+fn cross(detail: &str) -> Target {
+    Target::CrossPartition(detail.to_owned())
+}
+
+/// `?sku=` of the nearby query; without one, the node answers the
+/// validation problem.
+fn by_query_sku(partitions: Partitions, query: Option<&str>) -> Target {
+    let sku = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(name, _)| name == "sku")
+            .map(|(_, value)| value.into_owned())
+    });
+    sku.map_or(Target::Node, |sku| Target::Partition(partitions.of(&sku)))
+}
+
+/// A reservation lives in the partition its id names (its top 16 bits);
+/// an id that names none is not found on any engine, the node says so.
+fn by_reservation_id(partitions: Partitions, id: &str) -> Target {
+    let partition = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| u16::try_from(id >> 48).ok())
+        .and_then(|index| partitions.get(index));
+    partition.map_or(Target::Node, Target::Partition)
+}
+
+/// The SKUs a write or batch body names: its own `sku`, and those of its
+/// `lines` and `items`. One partition: there; several: not yet; none (a
+/// body that is not JSON, or has no SKU): the node's validation problem.
+fn by_body(partitions: Partitions, body: &[u8]) -> Target {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Target::Node;
+    };
+    let mut skus = Vec::new();
+    if let Some(sku) = value.get("sku").and_then(Value::as_str) {
+        skus.push(sku);
+    }
+    for list in ["lines", "items"] {
+        if let Some(entries) = value.get(list).and_then(Value::as_array) {
+            skus.extend(entries.iter().filter_map(|e| e.get("sku")?.as_str()));
+        }
+    }
+    let mut found: Vec<PartitionId> = skus.iter().map(|sku| partitions.of(sku)).collect();
+    found.sort_unstable();
+    found.dedup();
+    match found.as_slice() {
+        [] => Target::Node,
+        [one] => Target::Partition(*one),
+        several => Target::CrossPartition(format!(
+            "the SKUs of this request live in {} partitions; send one request per partition",
+            several.len()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partitions() -> Partitions {
+        Partitions::new(64).expect("count")
+    }
+
+    fn post(path: &str, body: &str) -> Target {
+        target(partitions(), &Method::POST, path, None, body.as_bytes())
+    }
+
+    fn get(path: &str, query: Option<&str>) -> Target {
+        target(partitions(), &Method::GET, path, query, b"")
+    }
+
+    /// Two SKUs of different partitions.
+    fn two_partitions() -> (String, String) {
+        let p = partitions();
+        let a = "SKU-00042".to_owned();
+        let b = (0..)
+            .map(|i| format!("SKU-{i}"))
+            .find(|s| p.of(s) != p.of(&a))
+            .expect("another partition");
+        (a, b)
+    }
+
+    #[test]
+    fn a_sku_routes_to_its_partition_however_it_comes() {
+        let p = partitions();
+        let here = Target::Partition(p.of("SKU-00042"));
+        assert_eq!(get("/v1/availability/SKU-00042", None), here);
+        assert_eq!(get("/v1/stock/PAR-01/SKU-00042", None), here);
+        assert_eq!(get("/v1/nearby", Some("lat=1&sku=SKU-00042&lon=2")), here);
+        let line = r#"{"channel":"web","lines":[{"sku":"SKU-00042","location":"A","qty":1}]}"#;
+        assert_eq!(post("/v1/reservations", line), here);
+        assert_eq!(post("/v1/returns", r#"{"sku":"SKU-00042"}"#), here);
+        // Percent-encoded in a path: the SKU as decoded.
+        let odd = "ÉTÉ 2026/x";
+        let encoded = "%C3%89T%C3%89%202026%2Fx";
+        assert_eq!(
+            get(&format!("/v1/availability/{encoded}"), None),
+            Target::Partition(p.of(odd))
+        );
+    }
+
+    #[test]
+    fn several_partitions_or_the_whole_stock_are_not_served_yet() {
+        let (a, b) = two_partitions();
+        let cart = format!(
+            r#"{{"lines":[{{"sku":"{a}","location":"A","qty":1}},{{"sku":"{b}","location":"A","qty":1}}]}}"#
+        );
+        assert!(matches!(post("/v1/reservations", &cart), Target::CrossPartition(_)));
+        let items = format!(r#"{{"items":[{{"sku":"{a}"}},{{"sku":"{b}"}}]}}"#);
+        assert!(matches!(post("/v1/availability/batch", &items), Target::CrossPartition(_)));
+        for path in ["/v1/journal", "/v1/feeds/google/local-inventory", "/v1/streams/availability", "/v1/admin/audit"] {
+            assert!(matches!(get(path, None), Target::CrossPartition(_)), "{path}");
+        }
+        assert!(matches!(post("/v1/stock/import", ""), Target::CrossPartition(_)));
+    }
+
+    #[test]
+    fn reservation_ids_name_their_partition() {
+        let id = (17_u64 << 48) | 12_345;
+        let path = format!("/v1/reservations/{id}/commit");
+        assert_eq!(post(&path, ""), Target::Partition(partitions().get(17).expect("p17")));
+        // Beyond the partitions, or not a number: no engine has it.
+        let beyond = (64_u64 << 48) | 1;
+        assert_eq!(get(&format!("/v1/reservations/{beyond}"), None), Target::Node);
+        assert_eq!(get("/v1/reservations/abc", None), Target::Node);
+    }
+
+    #[test]
+    fn the_shared_catalog_and_keys_and_the_node_routes() {
+        let put = |path: &str| target(partitions(), &Method::PUT, path, None, b"{}");
+        assert_eq!(put("/v1/locations/PAR-01"), Target::SharedCatalog);
+        assert_eq!(put("/v1/groups/paris"), Target::SharedCatalog);
+        assert_eq!(put("/v1/policies"), Target::SharedCatalog);
+        assert_eq!(post("/v1/keys", "{}"), Target::SharedKeys);
+        let delete = target(partitions(), &Method::DELETE, "/v1/keys/key_1", None, b"");
+        assert_eq!(delete, Target::SharedKeys);
+        assert_eq!(get("/v1/locations", None), Target::Node);
+        assert_eq!(get("/v1/keys", None), Target::Node);
+        assert_eq!(get("/readyz", None), Target::Ready);
+        assert_eq!(get("/v1/cluster", None), Target::ClusterStatus);
+        assert_eq!(get("/metrics", None), Target::Node);
+        assert_eq!(post("/v1/reservations", "not json"), Target::Node);
+        assert_eq!(post("/v1/reservations", r#"{"lines":[]}"#), Target::Node);
+    }
+}

@@ -8,9 +8,9 @@
 //! [`engine`] (clock and durability around the ledger). They are re-exported
 //! here under their layer names.
 
+pub mod cluster;
 pub mod flash_sale;
 pub mod http;
-pub mod cluster;
 pub mod server;
 
 pub use omnistock_engine as engine;

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::ClusterNode;
-use super::forward::{Envelope, FORWARDED_BY, Forwarded, NOT_OWNER};
+use super::forward::{Envelope, FORWARDED_BY, Forwarded, NOT_OWNER, shared_versions};
 use super::target::{Target, target};
 use crate::engine::cluster_shared::SharedRecord;
 use crate::http::error::ApiError;
@@ -29,6 +29,8 @@ use omnistock_cluster::{NodeId, PartitionId};
 const MOVE_WAIT: Duration = Duration::from_secs(5);
 /// How often a waiting request looks whether the partition settled.
 const MOVE_POLL: Duration = Duration::from_millis(25);
+/// Longest between two attempts while a partition is moving.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Attempts at publishing one change of the shared catalog or keys while
 /// other nodes change it too.
 const PUBLISH_ATTEMPTS: usize = 3;
@@ -68,9 +70,15 @@ async fn read(node: &ClusterNode, request: Request) -> Result<Envelope, ApiError
     let limits = &node.node_state.limits;
     let (parts, body) = request.into_parts();
     let timeout = Duration::from_millis(limits.body_read_timeout_ms);
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limits.max_body_bytes).collect());
+    let collected =
+        tokio::time::timeout(timeout, Limited::new(body, limits.max_body_bytes).collect());
     let body = match collected.await {
-        Err(_) => return Err(ApiError::new(Code::BodyTimeout, "the body did not arrive in time")),
+        Err(_) => {
+            return Err(ApiError::new(
+                Code::BodyTimeout,
+                "the body did not arrive in time",
+            ));
+        }
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::new(
                 Code::BodyTooLarge,
@@ -98,19 +106,19 @@ async fn call(app: &Router, envelope: &Envelope) -> Response {
 }
 
 /// On the partition's engine here if this node serves it; else forwarded
-/// to its owner. When the partition is moving (its owner says it is not
-/// there, cannot be reached, or it is this node's but not loaded yet), the
-/// node waits until the partition's owner changes or it serves it, up to
-/// [`MOVE_WAIT`], and tries once more.
+/// to its owner (one hop: the owner never forwards it again). While the
+/// partition is moving (its owner says it is not there, cannot be reached,
+/// or it is this node's but not loaded yet), the node tries again each
+/// time the owner changes, or every [`RETRY_PAUSE`], for up to
+/// [`MOVE_WAIT`]: nothing was applied by the attempts that failed so.
 async fn to_partition(node: &ClusterNode, partition: PartitionId, envelope: &Envelope) -> Response {
-    let mut last = None;
-    for attempt in 0..2 {
-        if attempt == 1 {
-            wait_for_move(node, partition, last.as_ref()).await;
-        }
+    let deadline = Instant::now() + MOVE_WAIT;
+    let mut why = String::from("it is moving between nodes");
+    loop {
         if node.driver.serving(partition).is_some()
             && let Some(serving) = node.engines.enter(partition).await
         {
+            catch_up(node, envelope).await;
             let app = node.partition_app(partition, &serving.engine);
             // The pass is held until the answer is made: a handover waits.
             let response = call(&app, envelope).await;
@@ -118,45 +126,78 @@ async fn to_partition(node: &ClusterNode, partition: PartitionId, envelope: &Env
             return response;
         }
         if envelope.headers.contains_key(FORWARDED_BY) {
-            // One hop only: the forwarding node looks for the owner again.
             let mut response = unavailable(partition, "moved away from this node").into_response();
-            response.headers_mut().insert(NOT_OWNER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(NOT_OWNER, HeaderValue::from_static("1"));
             return response;
         }
-        let owner = node.driver.owner_of(partition).filter(|o| o.id != *node.node_id());
-        last = owner.as_ref().map(|o| o.id.clone());
-        let Some(owner) = owner else { continue };
-        match node.forwarder.forward(&owner.url, envelope, node.node_id().as_str()).await {
-            Forwarded::Answered(response)
-                if attempt == 1 || !response.headers().contains_key(NOT_OWNER) =>
+        let owner = node
+            .driver
+            .owner_of(partition)
+            .filter(|o| o.id != *node.node_id());
+        if let Some(owner) = &owner {
+            let (from, shared) = (node.node_id().as_str(), node.shared.versions());
+            match node
+                .forwarder
+                .forward(&owner.url, envelope, from, shared)
+                .await
             {
-                return response;
-            }
-            Forwarded::Answered(_) => {}
-            Forwarded::NotSent(error) if attempt == 1 => {
-                return unavailable(partition, &format!("its owner is unreachable: {error}"))
+                Forwarded::Answered(response) if !response.headers().contains_key(NOT_OWNER) => {
+                    return response;
+                }
+                Forwarded::Answered(_) => why = format!("{} does not serve it yet", owner.id),
+                Forwarded::NotSent(error) => why = format!("{} is unreachable: {error}", owner.id),
+                Forwarded::Lost(error) => {
+                    return unavailable(
+                        partition,
+                        &format!("{} did not answer ({error}); the request may have been applied there: retry with the same Idempotency-Key", owner.id),
+                    )
                     .into_response();
-            }
-            Forwarded::NotSent(_) => {}
-            Forwarded::Lost(error) => {
-                return unavailable(
-                    partition,
-                    &format!("its owner did not answer ({error}); the request may have been applied there: retry with the same Idempotency-Key"),
-                )
-                .into_response();
+                }
             }
         }
+        if Instant::now() >= deadline {
+            return unavailable(partition, &why).into_response();
+        }
+        let previous = owner.map(|o| o.id);
+        wait_for_move(node, partition, previous.as_ref(), deadline).await;
     }
-    unavailable(partition, "it is moving between nodes").into_response()
+}
+
+/// A forwarded request from a node that has newer shared catalog or keys
+/// than this one: this node adopts them first. Should Redis not answer,
+/// the request runs on what this node has (the poll catches up later).
+async fn catch_up(node: &ClusterNode, envelope: &Envelope) {
+    let Some(wanted) = shared_versions(&envelope.headers) else {
+        return;
+    };
+    let known = node.shared.versions();
+    if wanted.catalog <= known.catalog && wanted.keys <= known.keys {
+        return;
+    }
+    if let Err(error) = node.shared.refresh().await {
+        tracing::warn!(%error, "cannot catch up with the shared catalog and keys");
+    }
+    // Also when another task's refresh got there first: it may not have
+    // handed the catalog to the partitions yet.
+    if wanted.catalog > known.catalog {
+        node.engines.adopt_shared_catalog();
+    }
 }
 
 /// Waits until `partition` is served here or its owner is another node
-/// than `previous`, checking every [`MOVE_POLL`], for at most [`MOVE_WAIT`].
-async fn wait_for_move(node: &ClusterNode, partition: PartitionId, previous: Option<&NodeId>) {
-    let deadline = Instant::now() + MOVE_WAIT;
+/// than `previous`, or [`RETRY_PAUSE`] has passed (or `deadline`).
+async fn wait_for_move(
+    node: &ClusterNode,
+    partition: PartitionId,
+    previous: Option<&NodeId>,
+    deadline: Instant,
+) {
+    let until = deadline.min(Instant::now() + RETRY_PAUSE);
     loop {
         tokio::time::sleep(MOVE_POLL).await;
-        if node.driver.serving(partition).is_some() || Instant::now() >= deadline {
+        if node.driver.serving(partition).is_some() || Instant::now() >= until {
             return;
         }
         let owner = node.driver.owner_of(partition).map(|o| o.id);

@@ -10,16 +10,25 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::store::cluster_shared::SharedVersions;
+
 /// Set on a forwarded request (the forwarding node's id): the node that
 /// receives it never forwards it again.
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("omnistock-forwarded-by");
+/// Set on a forwarded request: the versions of the shared catalog and keys
+/// the forwarding node has (`CATALOG,KEYS`). An owner behind them catches
+/// up before it serves the request, so a request never runs against an
+/// older catalog or key set than the node it was sent to has.
+pub const SHARED_VERSIONS: HeaderName = HeaderName::from_static("omnistock-shared-versions");
 /// Set on the answer of a node asked for a partition it does not serve
 /// (any more): the forwarding node looks for the owner again, once.
 pub const NOT_OWNER: HeaderName = HeaderName::from_static("omnistock-not-owner");
 
 /// Longest a forwarded request may take, answer included (a sync-mode
-/// write waits for Redis up to `--sync-wait-timeout-ms` on the owner).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// write waits for Redis up to `--sync-wait-timeout-ms`, 5 s by default,
+/// on the owner). An owner that answers nothing for this long (paused,
+/// or cut off) costs the request a 503.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per node.
 const IDLE_PER_NODE: usize = 64;
 
@@ -74,7 +83,13 @@ impl Default for Forwarder {
 
 impl Forwarder {
     /// Sends `envelope` to the node at `base_url` (`http://HOST:PORT`).
-    pub async fn forward(&self, base_url: &str, envelope: &Envelope, from: &str) -> Forwarded {
+    pub async fn forward(
+        &self,
+        base_url: &str,
+        envelope: &Envelope,
+        from: &str,
+        shared: SharedVersions,
+    ) -> Forwarded {
         let path = envelope.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri: Uri = match format!("{}{path}", base_url.trim_end_matches('/')).parse() {
             Ok(uri) => uri,
@@ -91,6 +106,10 @@ impl Forwarder {
         }
         if let Ok(from) = HeaderValue::from_str(from) {
             headers.insert(FORWARDED_BY, from);
+        }
+        let versions = format!("{},{}", shared.catalog, shared.keys);
+        if let Ok(versions) = HeaderValue::from_str(&versions) {
+            headers.insert(SHARED_VERSIONS, versions);
         }
         match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request)).await {
             Ok(Ok(response)) => Forwarded::Answered(response.map(Body::new)),
@@ -117,4 +136,15 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     .contains(name)
         || name.as_str() == "keep-alive"
         || name == FORWARDED_BY
+        || name == SHARED_VERSIONS
+}
+
+/// The versions a forwarded request carries, if it carries any.
+pub fn shared_versions(headers: &HeaderMap) -> Option<SharedVersions> {
+    let text = headers.get(SHARED_VERSIONS)?.to_str().ok()?;
+    let (catalog, keys) = text.split_once(',')?;
+    Some(SharedVersions {
+        catalog: catalog.parse().ok()?,
+        keys: keys.parse().ok()?,
+    })
 }

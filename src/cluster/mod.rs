@@ -20,16 +20,16 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::engine::Engine;
 use crate::engine::cluster_shared::SharedState;
 use crate::engine::ownership_driver::{NodeConfig, OwnershipDriver, monotonic_ms};
 use crate::engine::partition_engines::{PartitionEngineConfig, PartitionEngines};
-use crate::engine::Engine;
 use crate::http::AppState;
 use crate::server::config::ServeConfig;
 use crate::server::{engine_config, listen, redis_config, state};
 use crate::store::cluster::ClusterStore;
-use omnistock_cluster::{NodeId, PartitionId, Partitions};
 use forward::Forwarder;
+use omnistock_cluster::{NodeId, PartitionId, Partitions};
 
 /// Every partition engine's ledger: a share of the stock, so far smaller
 /// than a single node's (an empty one costs about 0.5 MiB instead of 8).
@@ -136,7 +136,12 @@ pub async fn start(listener: TcpListener, config: &ServeConfig) -> Result<Runnin
     let advertise = advertise_url(config, addr)?;
     let id = node_id(config, &advertise)?;
     let partitions = Partitions::new(u64::from(config.partitions)).map_err(|e| e.to_string())?;
-    let seeds = vec![config.redis_url.clone().ok_or("--cluster needs --redis-url")?];
+    let seeds = vec![
+        config
+            .redis_url
+            .clone()
+            .ok_or("--cluster needs --redis-url")?,
+    ];
     let store = ClusterStore::connect(&seeds, &config.redis_key_prefix)
         .await
         .map_err(|e| format!("cannot reach the Redis Cluster at {}: {e}", seeds[0]))?;
@@ -156,8 +161,8 @@ pub async fn start(listener: TcpListener, config: &ServeConfig) -> Result<Runnin
     ));
     let (stop, stopped) = watch::channel(false);
     let node_config = NodeConfig::new(id.clone(), advertise.clone(), partitions);
-    let driver = OwnershipDriver::start(node_config, store.clone(), engines.clone(), monotonic_ms())
-        .await?;
+    let driver =
+        OwnershipDriver::start(node_config, store.clone(), engines.clone(), monotonic_ms()).await?;
     tokio::spawn(engines.clone().follow_shared(stopped.clone()));
     let node_state = state(config, shared.engine().clone(), stopped.clone());
     let node = Arc::new(ClusterNode {

@@ -70,7 +70,8 @@ pub async fn cluster(node: &ClusterNode, envelope: &Envelope) -> Response {
         return ApiError::unauthorized().into_response();
     };
     if !key.has(Scope::Admin) {
-        return ApiError::new(Code::Forbidden, "this request needs the `admin` scope").into_response();
+        return ApiError::new(Code::Forbidden, "this request needs the `admin` scope")
+            .into_response();
     }
     let partitions = node.partitions();
     let leases = join_all(partitions.all().map(|p| node.store.owner(p))).await;
@@ -96,7 +97,10 @@ pub async fn cluster(node: &ClusterNode, envelope: &Envelope) -> Response {
         .members()
         .into_iter()
         .map(|m| NodeJson {
-            owned: owners.iter().filter(|o| o.node_id.as_deref() == Some(&m.id)).count(),
+            owned: owners
+                .iter()
+                .filter(|o| o.node_id.as_deref() == Some(&m.id))
+                .count(),
             id: m.id,
             url: m.url,
             alive: m.alive,

@@ -54,12 +54,10 @@ pub fn target(
             Target::SharedCatalog
         }
         ["v1", "keys"] | ["v1", "keys", _] if write => Target::SharedKeys,
-        ["v1", "availability", "batch"] | ["v1", "movements", "batch"] => {
-            by_body(partitions, body)
-        }
-        ["v1", "availability", sku] | ["v1", "stock", _, sku] | ["v1", "stock", _, sku, "display"] => {
-            Target::Partition(partitions.of(&decoded(sku)))
-        }
+        ["v1", "availability", "batch"] | ["v1", "movements", "batch"] => by_body(partitions, body),
+        ["v1", "availability", sku]
+        | ["v1", "stock", _, sku]
+        | ["v1", "stock", _, sku, "display"] => Target::Partition(partitions.of(&decoded(sku))),
         ["v1", "nearby"] => by_query_sku(partitions, query),
         ["v1", "reservations"]
         | ["v1", "sales"]
@@ -184,23 +182,46 @@ mod tests {
         let cart = format!(
             r#"{{"lines":[{{"sku":"{a}","location":"A","qty":1}},{{"sku":"{b}","location":"A","qty":1}}]}}"#
         );
-        assert!(matches!(post("/v1/reservations", &cart), Target::CrossPartition(_)));
+        assert!(matches!(
+            post("/v1/reservations", &cart),
+            Target::CrossPartition(_)
+        ));
         let items = format!(r#"{{"items":[{{"sku":"{a}"}},{{"sku":"{b}"}}]}}"#);
-        assert!(matches!(post("/v1/availability/batch", &items), Target::CrossPartition(_)));
-        for path in ["/v1/journal", "/v1/feeds/google/local-inventory", "/v1/streams/availability", "/v1/admin/audit"] {
-            assert!(matches!(get(path, None), Target::CrossPartition(_)), "{path}");
+        assert!(matches!(
+            post("/v1/availability/batch", &items),
+            Target::CrossPartition(_)
+        ));
+        for path in [
+            "/v1/journal",
+            "/v1/feeds/google/local-inventory",
+            "/v1/streams/availability",
+            "/v1/admin/audit",
+        ] {
+            assert!(
+                matches!(get(path, None), Target::CrossPartition(_)),
+                "{path}"
+            );
         }
-        assert!(matches!(post("/v1/stock/import", ""), Target::CrossPartition(_)));
+        assert!(matches!(
+            post("/v1/stock/import", ""),
+            Target::CrossPartition(_)
+        ));
     }
 
     #[test]
     fn reservation_ids_name_their_partition() {
         let id = (17_u64 << 48) | 12_345;
         let path = format!("/v1/reservations/{id}/commit");
-        assert_eq!(post(&path, ""), Target::Partition(partitions().get(17).expect("p17")));
+        assert_eq!(
+            post(&path, ""),
+            Target::Partition(partitions().get(17).expect("p17"))
+        );
         // Beyond the partitions, or not a number: no engine has it.
         let beyond = (64_u64 << 48) | 1;
-        assert_eq!(get(&format!("/v1/reservations/{beyond}"), None), Target::Node);
+        assert_eq!(
+            get(&format!("/v1/reservations/{beyond}"), None),
+            Target::Node
+        );
         assert_eq!(get("/v1/reservations/abc", None), Target::Node);
     }
 

@@ -324,7 +324,10 @@ impl ServeArgs {
             max_batch_items: merged!(max_batch_items),
             cluster: self.cluster || file.cluster.unwrap_or(false),
             node_id: self.node_id.or(file.node_id).filter(|n| !n.is_empty()),
-            advertise_url: self.advertise_url.or(file.advertise_url).filter(|u| !u.is_empty()),
+            advertise_url: self
+                .advertise_url
+                .or(file.advertise_url)
+                .filter(|u| !u.is_empty()),
             partitions: merged!(partitions),
             admin_key: admin_key.filter(|k| !k.is_empty()),
         };
@@ -432,7 +435,9 @@ impl ServeConfig {
         if let Some(url) = &self.advertise_url
             && !(url.starts_with("http://") && url.len() > "http://".len())
         {
-            return Err(format!("--advertise-url {url:?}: expected http://HOST:PORT"));
+            return Err(format!(
+                "--advertise-url {url:?}: expected http://HOST:PORT"
+            ));
         }
         Ok(())
     }

@@ -68,36 +68,65 @@ async fn any_node_answers_for_every_partition() {
     // through the others (its id names its partition).
     let cart = json!({"channel": "web", "ttl_seconds": 600,
         "lines": [{"sku": "SKU-3", "location": "PAR-01", "qty": 2}]});
-    let (status, held) = nodes.call(1, Method::POST, "/v1/reservations", Some(&cart)).await;
+    let (status, held) = nodes
+        .call(1, Method::POST, "/v1/reservations", Some(&cart))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{held}");
     let id = held["id"].as_str().expect("id").to_owned();
-    let (status, read) = nodes.call(2, Method::GET, &format!("/v1/reservations/{id}"), None).await;
-    assert_eq!((status, &read["state"]), (StatusCode::OK, &json!("held")), "{read}");
+    let (status, read) = nodes
+        .call(2, Method::GET, &format!("/v1/reservations/{id}"), None)
+        .await;
+    assert_eq!(
+        (status, &read["state"]),
+        (StatusCode::OK, &json!("held")),
+        "{read}"
+    );
     let path = format!("/v1/reservations/{id}/commit");
     let (status, committed) = nodes.call(0, Method::POST, &path, Some(&json!({}))).await;
-    assert_eq!((status, &committed["state"]), (StatusCode::OK, &json!("committed")), "{committed}");
-    let (_, sku3) = nodes.call(2, Method::GET, "/v1/availability/SKU-3", None).await;
+    assert_eq!(
+        (status, &committed["state"]),
+        (StatusCode::OK, &json!("committed")),
+        "{committed}"
+    );
+    let (_, sku3) = nodes
+        .call(2, Method::GET, "/v1/availability/SKU-3", None)
+        .await;
     assert_eq!(sku3["total_atf"], json!(11), "{sku3}");
 
     // A cart across partitions, and the whole-stock routes: refused clearly.
     let (a, b) = two_partitions();
     let cart = json!({"channel": "web", "ttl_seconds": 600, "lines": [
         {"sku": a, "location": "PAR-01", "qty": 1}, {"sku": b, "location": "PAR-01", "qty": 1}]});
-    let (status, problem) = nodes.call(0, Method::POST, "/v1/reservations", Some(&cart)).await;
+    let (status, problem) = nodes
+        .call(0, Method::POST, "/v1/reservations", Some(&cart))
+        .await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{problem}");
     assert_eq!(problem["code"], json!("cross_partition_not_supported"));
     let (status, problem) = nodes.call(1, Method::GET, "/v1/journal", None).await;
-    assert_eq!(problem["code"], json!("cross_partition_not_supported"), "{status}");
+    assert_eq!(
+        problem["code"],
+        json!("cross_partition_not_supported"),
+        "{status}"
+    );
 
     // The cluster view: three live nodes, every partition owned.
     let view = nodes.view(2).await;
     assert_eq!(view["node_id"], json!("node-2"));
     assert_eq!(view["partitions"], json!(PARTITIONS));
     let alive = view["nodes"].as_array().expect("nodes");
-    assert_eq!(alive.iter().filter(|n| n["alive"] == json!(true)).count(), 3, "{view}");
+    assert_eq!(
+        alive.iter().filter(|n| n["alive"] == json!(true)).count(),
+        3,
+        "{view}"
+    );
     let owners = view["owners"].as_array().expect("owners");
     assert_eq!(owners.len(), usize::from(PARTITIONS));
-    assert!(owners.iter().all(|o| o["node_id"].is_string() && o["epoch"].as_u64() > Some(0)), "{view}");
+    assert!(
+        owners
+            .iter()
+            .all(|o| o["node_id"].is_string() && o["epoch"].as_u64() > Some(0)),
+        "{view}"
+    );
     let owned: u64 = alive.iter().map(|n| n["owned"].as_u64().unwrap_or(0)).sum();
     assert_eq!(owned, u64::from(PARTITIONS));
 }

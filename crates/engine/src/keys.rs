@@ -250,31 +250,31 @@ impl KeyStore {
 
 /// The keys of a stored record, or why one of them cannot be read.
 fn parse_record(record: KeysRecord) -> Result<Vec<(Digest256, Arc<ApiKey>)>, String> {
-        let mut restored = Vec::with_capacity(record.keys.len());
-        for key in record.keys {
-            let digest = parse_digest(&key.digest_hex)
-                .ok_or_else(|| format!("key {}: invalid digest", key.id))?;
-            let scopes = key
-                .scopes
-                .iter()
-                .map(|s| Scope::parse(s).ok_or_else(|| format!("key {}: scope {s:?}", key.id)))
-                .collect::<Result<BTreeSet<_>, _>>()?;
-            let locations = key
-                .locations
-                .iter()
-                .map(|l| LocationCode::new(l).map_err(|e| format!("key {}: {e}", key.id)))
-                .collect::<Result<Vec<_>, _>>()?;
-            restored.push((
-                digest,
-                Arc::new(ApiKey {
-                    id: key.id,
-                    name: key.name,
-                    scopes,
-                    locations,
-                    max_held_units: key.max_held_units,
-                }),
-            ));
-        }
+    let mut restored = Vec::with_capacity(record.keys.len());
+    for key in record.keys {
+        let digest = parse_digest(&key.digest_hex)
+            .ok_or_else(|| format!("key {}: invalid digest", key.id))?;
+        let scopes = key
+            .scopes
+            .iter()
+            .map(|s| Scope::parse(s).ok_or_else(|| format!("key {}: scope {s:?}", key.id)))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let locations = key
+            .locations
+            .iter()
+            .map(|l| LocationCode::new(l).map_err(|e| format!("key {}: {e}", key.id)))
+            .collect::<Result<Vec<_>, _>>()?;
+        restored.push((
+            digest,
+            Arc::new(ApiKey {
+                id: key.id,
+                name: key.name,
+                scopes,
+                locations,
+                max_held_units: key.max_held_units,
+            }),
+        ));
+    }
     Ok(restored)
 }
 

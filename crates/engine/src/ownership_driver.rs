@@ -219,7 +219,10 @@ impl OwnershipDriver {
             .filter(|m| m.alive)
             .filter_map(|m| {
                 let id = NodeId::new(&m.id).ok()?;
-                Some(LiveNode { id, url: m.url.clone() })
+                Some(LiveNode {
+                    id,
+                    url: m.url.clone(),
+                })
             })
             .collect()
     }

@@ -185,8 +185,8 @@ impl PartitionEngines {
             partition: Some((config.partitions, partition)),
             ..config.engine.clone()
         };
-        let wait_replica = engine_config.store.as_ref().is_some_and(|s| s.sync)
-            && self.cluster.has_replicas();
+        let wait_replica =
+            engine_config.store.as_ref().is_some_and(|s| s.sync) && self.cluster.has_replicas();
         let store = RedisStore::for_partition(
             config.redis.clone(),
             &self.cluster,

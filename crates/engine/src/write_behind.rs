@@ -204,8 +204,11 @@ impl WriteBehind {
                 ));
             }
         }
-        self.wait_flushed(target, Duration::from_millis(self.config.sync_wait_timeout_ms))
-            .await
+        self.wait_flushed(
+            target,
+            Duration::from_millis(self.config.sync_wait_timeout_ms),
+        )
+        .await
     }
 
     /// Returns once every change made before the call is in the store, in

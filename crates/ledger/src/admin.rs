@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::Ledger;
-use super::persist::CatalogRecord;
 use super::catalog::{Catalog, ChannelPolicy, Location, PickupMethod, PickupSla, PolicyScope};
 use super::ids::{Channel, GroupName, LocId, LocationCode};
+use super::persist::CatalogRecord;
 use super::refusal::{Invalid, Refusal};
 
 impl Ledger {
@@ -86,7 +86,10 @@ impl Ledger {
     /// (they can be neither deleted nor renumbered while stock names them).
     /// One catalog change, or none when nothing differs (false).
     pub fn adopt_catalog(&self, record: &CatalogRecord) -> Result<bool, Refusal> {
-        let (current, wanted) = (comparable(CatalogRecord::of(&self.catalog())), comparable(record.clone()));
+        let (current, wanted) = (
+            comparable(CatalogRecord::of(&self.catalog())),
+            comparable(record.clone()),
+        );
         let same = current.locations == wanted.locations
             && current.groups == wanted.groups
             && current.policies == wanted.policies;
@@ -112,7 +115,10 @@ impl Ledger {
                 .policies()
                 .map(|((channel, scope), _)| (*channel, scope.clone()))
                 .filter(|(channel, scope)| {
-                    !record.policies.iter().any(|(c, s, _)| c == channel && s == scope)
+                    !record
+                        .policies
+                        .iter()
+                        .any(|(c, s, _)| c == channel && s == scope)
                 })
                 .collect();
             for (channel, scope) in stale {

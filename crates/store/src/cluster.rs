@@ -398,7 +398,10 @@ impl ClusterStore {
 
     /// Who holds partition `p`'s lease (the node id, `None` when nobody
     /// does) and its epoch (the last one granted).
-    pub async fn owner(&self, p: PartitionId) -> Result<(Option<String>, Epoch), ClusterStoreError> {
+    pub async fn owner(
+        &self,
+        p: PartitionId,
+    ) -> Result<(Option<String>, Epoch), ClusterStoreError> {
         let (lease, epoch): (Option<String>, Option<String>) = redis::pipe()
             .cmd("GET")
             .arg(self.lease_key(p))

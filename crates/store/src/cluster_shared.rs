@@ -146,8 +146,8 @@ impl ClusterStore {
             pipe.cmd("WAIT").arg(1).arg(REPLICATION_WAIT_MS);
         }
         let mut replies: Vec<Value> = pipe.query_async(&mut self.connection()).await?;
-        let confirmed = !self.has_replicas()
-            || matches!(replies.pop(), Some(Value::Int(acked)) if acked >= 1);
+        let confirmed =
+            !self.has_replicas() || matches!(replies.pop(), Some(Value::Int(acked)) if acked >= 1);
         let answer = replies
             .pop()
             .ok_or_else(|| ClusterStoreError::Unexpected("no answer".into()))?;

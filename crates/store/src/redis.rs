@@ -246,9 +246,8 @@ static FENCED_VERSIONED_WRITE: std::sync::LazyLock<String> =
 
 /// One command on `KEYS[1]` behind the fence: `ARGV[1]` is the command,
 /// the rest its arguments after the key.
-static FENCED_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    fenced("return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))")
-});
+static FENCED_COMMAND: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| fenced("return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"));
 
 pub struct RedisStore {
     config: RedisConfig,

@@ -2,7 +2,10 @@
 //! omnistock nodes as child processes (the real binary, `serve --cluster`),
 //! each on its own port, started, stopped, killed and paused by the test.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use omnistock_testkit::RedisCluster;
 use reqwest::{Client, Method, StatusCode};
@@ -90,7 +93,16 @@ impl Nodes {
         path: &str,
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
-        send(&self.http, &self.base(index), method, path, Some(ADMIN), body, &[]).await
+        send(
+            &self.http,
+            &self.base(index),
+            method,
+            path,
+            Some(ADMIN),
+            body,
+            &[],
+        )
+        .await
     }
 
     /// `GET /v1/cluster` through node `index`.
@@ -99,4 +111,180 @@ impl Nodes {
         assert_eq!(status, StatusCode::OK, "{view}");
         view
     }
+}
+
+/// What one keyed reservation request got.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// 201: the reservation, as answered.
+    Granted(Value),
+    /// 409 insufficient stock.
+    SoldOut,
+    /// Anything else (a 503 while a partition moved, a connection error):
+    /// the request may or may not have been applied.
+    Failed(String),
+}
+
+/// One request of a [`Load`].
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub key: String,
+    pub sku: String,
+    pub via: String,
+    pub outcome: Outcome,
+}
+
+/// The nodes clients send to (the rest are out of rotation, as a load
+/// balancer takes a node out before it is restarted).
+pub type Rotation = std::sync::Arc<parking_lot::Mutex<Vec<String>>>;
+
+/// A reservation of one unit of `sku` at PAR-01 for 10 minutes.
+pub fn one_unit(sku: &str) -> Value {
+    serde_json::json!({"channel": "web", "ttl_seconds": 600,
+        "lines": [{"sku": sku, "location": "PAR-01", "qty": 1}]})
+}
+
+pub async fn reserve(http: &Client, base: &str, key: &str, sku: &str) -> Outcome {
+    let request = http
+        .post(format!("{base}/v1/reservations"))
+        .bearer_auth(ADMIN)
+        .header("Idempotency-Key", key)
+        .json(&one_unit(sku));
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return Outcome::Failed(error.to_string()),
+    };
+    let status = response.status();
+    let body: Value = match response.json().await {
+        Ok(body) => body,
+        Err(error) => return Outcome::Failed(format!("{status}: {error}")),
+    };
+    match status {
+        StatusCode::CREATED => Outcome::Granted(body),
+        StatusCode::CONFLICT if body["code"] == "insufficient_stock" => Outcome::SoldOut,
+        _ => Outcome::Failed(format!("{status}: {body}")),
+    }
+}
+
+/// `clients` clients reserving one unit of a random one of `skus` at a
+/// time, each through a random node of `rotation`, until `stop`.
+pub async fn load(
+    rotation: Rotation,
+    skus: Vec<String>,
+    clients: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Attempt> {
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (rotation, skus, stop) = (rotation.clone(), skus.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client");
+            let mut rng = super::rng::Rng(0x5EED ^ (client << 17));
+            let mut attempts = Vec::new();
+            for n in 0.. {
+                if *stop.borrow() {
+                    break;
+                }
+                let via = {
+                    let bases = rotation.lock();
+                    bases[rng.below(bases.len() as u64) as usize].clone()
+                };
+                let sku = skus[rng.below(skus.len() as u64) as usize].clone();
+                let key = format!("c{client}-{n}");
+                let outcome = reserve(&http, &via, &key, &sku).await;
+                attempts.push(Attempt {
+                    key,
+                    sku,
+                    via,
+                    outcome,
+                });
+            }
+            attempts
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("client task"));
+    }
+    all
+}
+
+/// Replays sent at once while checking.
+const REPLAYS_IN_FLIGHT: usize = 16;
+
+/// What a fault test found once the cluster settled: every request
+/// replayed with its key through `via`.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub requests: usize,
+    pub granted: usize,
+    pub sold_out: usize,
+    pub failed: usize,
+}
+
+/// Checks, after a fault: every acknowledged reservation replayed with its
+/// key returns the identical answer (none was lost), a request that failed
+/// has one outcome or the other, and each SKU's reserved units are exactly
+/// its granted reservations, never above its stock (`on_hand` each).
+pub async fn check(nodes: &Nodes, via: usize, attempts: &[Attempt], on_hand: u64) -> Tally {
+    let mut tally = Tally {
+        requests: attempts.len(),
+        ..Tally::default()
+    };
+    let mut granted: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let base = nodes.base(via);
+    let replays = futures_util::stream::iter(attempts)
+        .map(|attempt| {
+            let (http, base) = (&nodes.http, &base);
+            async move {
+                let replay = reserve(http, base, &attempt.key, &attempt.sku).await;
+                (attempt, replay)
+            }
+        })
+        .buffered(REPLAYS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    for (attempt, replay) in replays {
+        match (&attempt.outcome, &replay) {
+            (Outcome::Granted(first), Outcome::Granted(again)) => {
+                assert_eq!(first, again, "{} replayed differently", attempt.key);
+            }
+            (Outcome::Granted(first), other) => {
+                panic!("acknowledged {} lost: {first} then {other:?}", attempt.key)
+            }
+            (_, Outcome::Failed(error)) => panic!("replay of {} failed: {error}", attempt.key),
+            _ => {}
+        }
+        match (&attempt.outcome, &replay) {
+            (Outcome::Failed(_), _) => tally.failed += 1,
+            (Outcome::SoldOut, _) => tally.sold_out += 1,
+            (Outcome::Granted(_), _) => tally.granted += 1,
+        }
+        if let Outcome::Granted(body) = replay {
+            let id = body["id"].as_str().expect("id").to_owned();
+            granted.entry(attempt.sku.clone()).or_default().insert(id);
+        }
+    }
+    for (sku, ids) in &granted {
+        let (status, position) = nodes
+            .call(via, Method::GET, &format!("/v1/stock/PAR-01/{sku}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{position}");
+        assert_eq!(
+            position["on_hand"],
+            serde_json::json!(on_hand),
+            "{sku}: {position}"
+        );
+        let reserved = position["reserved"].as_u64().expect("reserved");
+        assert_eq!(
+            reserved,
+            ids.len() as u64,
+            "{sku}: reserved vs granted reservations"
+        );
+        assert!(reserved <= on_hand, "{sku} oversold: {position}");
+    }
+    tally
 }

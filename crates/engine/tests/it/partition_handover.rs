@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnistock_cluster::{NodeId, Partitions};
+use omnistock_engine::cluster_shared::{SharedRecord, SharedState};
 use omnistock_engine::ownership_driver::{NodeConfig, OwnershipDriver, monotonic_ms};
 use omnistock_engine::partition_engines::{PartitionEngineConfig, PartitionEngines};
-use omnistock_engine::cluster_shared::{SharedRecord, SharedState};
 use omnistock_engine::{EngineConfig, WriteBehindConfig};
-use omnistock_store::cluster_shared::Published;
 use omnistock_ledger::{
     Channel, CountRequest, LedgerConfig, Line, Location, LocationCode, LocationKind, Qty,
     ReservationId, ReserveRequest, Sku,
 };
 use omnistock_store::cluster::ClusterStore;
+use omnistock_store::cluster_shared::Published;
 use omnistock_store::redis::RedisConfig;
 use omnistock_testkit::RedisCluster;
 
@@ -94,7 +94,9 @@ async fn state(nodes: &[&Node], held: &[ReservationId]) -> Vec<Option<(u32, u32,
             let now = serving.engine.now();
             let view = ledger.position(&sku(i), &store_code(), None, now);
             let view = view.expect("position");
-            let held = ledger.reservation(*id).is_some_and(|r| r.lines[0].qty == Qty(1));
+            let held = ledger
+                .reservation(*id)
+                .is_some_and(|r| r.lines[0].qty == Qty(1));
             row = Some((view.on_hand.0, view.reserved.0, held));
         }
         rows.push(row);
@@ -117,8 +119,15 @@ async fn fill(node: &Node) -> Vec<ReservationId> {
             pickup: None,
             ship_from_store: false,
         };
-        shared.engine().ledger().put_location(location).expect("location");
-        let published = shared.publish(SharedRecord::Catalog).await.expect("publish");
+        shared
+            .engine()
+            .ledger()
+            .put_location(location)
+            .expect("location");
+        let published = shared
+            .publish(SharedRecord::Catalog)
+            .await
+            .expect("publish");
         assert_eq!(published, Published::Version(1));
         node.1.adopt_shared_catalog();
     }
@@ -148,7 +157,11 @@ async fn fill(node: &Node) -> Vec<ReservationId> {
             caps: Vec::new(),
         };
         let held = ledger.reserve(&reserve, now, None).expect("reserve");
-        assert_eq!(u64::from(p.index()), held.id.0 >> 48, "the id names the partition");
+        assert_eq!(
+            u64::from(p.index()),
+            held.id.0 >> 48,
+            "the id names the partition"
+        );
         ids.push(held.id);
     }
     ids
@@ -158,7 +171,10 @@ async fn fill(node: &Node) -> Vec<ReservationId> {
 async fn stock_and_reservations_move_with_their_partitions_between_nodes() {
     let cluster = RedisCluster::start();
     let a = node(&cluster, "node-a").await;
-    until(Duration::from_secs(10), || a.0.served().len() == PARTITIONS as usize).await;
+    until(Duration::from_secs(10), || {
+        a.0.served().len() == PARTITIONS as usize
+    })
+    .await;
     let held = fill(&a).await;
     let expected: Vec<_> = (0..SKUS).map(|i| Some((100 + i as u32, 1, true))).collect();
     assert_eq!(state(&[&a], &held).await, expected);
@@ -168,7 +184,8 @@ async fn stock_and_reservations_move_with_their_partitions_between_nodes() {
     let b = node(&cluster, "node-b").await;
     let moved = || {
         let served = b.0.served().len();
-        served > 0 && served < PARTITIONS as usize
+        served > 0
+            && served < PARTITIONS as usize
             && a.0.served().len() + served == PARTITIONS as usize
     };
     until(Duration::from_secs(10), moved).await;
@@ -176,6 +193,9 @@ async fn stock_and_reservations_move_with_their_partitions_between_nodes() {
 
     // node-a leaves: node-b takes everything, with the stock and the holds.
     assert!(a.0.leave().await, "handed over");
-    until(Duration::from_secs(10), || b.0.served().len() == PARTITIONS as usize).await;
+    until(Duration::from_secs(10), || {
+        b.0.served().len() == PARTITIONS as usize
+    })
+    .await;
     assert_eq!(state(&[&b], &held).await, expected);
 }

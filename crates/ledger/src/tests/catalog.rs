@@ -119,9 +119,15 @@ fn adopting_a_catalog_makes_it_this_ledgers_and_keeps_the_stock() {
         codes
     };
     assert_eq!(codes(&adopted), codes(&record));
-    assert_eq!(adopted.policies, record.policies, "the ads policy at B is gone");
+    assert_eq!(
+        adopted.policies, record.policies,
+        "the ads policy at B is gone"
+    );
     let find = |r: &CatalogRecord, code: &str| {
-        r.locations.iter().find(|l| l.code.as_str() == code).cloned()
+        r.locations
+            .iter()
+            .find(|l| l.code.as_str() == code)
+            .cloned()
     };
     assert_eq!(find(&adopted, "A"), find(&record, "A"));
     assert_eq!(pos(&ledger, "S9", "A").on_hand, Qty(7));

@@ -140,9 +140,21 @@ async fn a_partitions_state_is_written_only_under_its_current_epoch() {
     }
     keys.sort();
     keys.dedup();
-    assert!(keys.iter().all(|k| k.starts_with("omnistock:{p3}:")), "{keys:?}");
-    for name in [":meta:state", ":meta:catalog", ":meta:marker", ":pos", ":res"] {
-        assert!(keys.iter().any(|k| k.ends_with(name)), "no {name}: {keys:?}");
+    assert!(
+        keys.iter().all(|k| k.starts_with("omnistock:{p3}:")),
+        "{keys:?}"
+    );
+    for name in [
+        ":meta:state",
+        ":meta:catalog",
+        ":meta:marker",
+        ":pos",
+        ":res",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.ends_with(name)),
+            "no {name}: {keys:?}"
+        );
     }
 
     // Loaded into a fresh ledger of p3: the same stock and reservation.
@@ -177,9 +189,17 @@ async fn a_partitions_state_is_written_only_under_its_current_epoch() {
         .await
         .expect("load")
         .expect("not empty");
-    let on_hand: Vec<u32> = stored.restore.positions.iter().map(|p| p.on_hand.0).collect();
+    let on_hand: Vec<u32> = stored
+        .restore
+        .positions
+        .iter()
+        .map(|p| p.on_hand.0)
+        .collect();
     assert_eq!(on_hand, [10]);
-    assert_eq!(stored.restore.head, head, "the refused batch left the state alone");
+    assert_eq!(
+        stored.restore.head, head,
+        "the refused batch left the state alone"
+    );
 
     // node-b writes under its epoch (its first write after a load).
     let b_store = partition_store(&store, p, second);
@@ -192,7 +212,12 @@ async fn a_partitions_state_is_written_only_under_its_current_epoch() {
         .await
         .expect("b writes");
     let stored = b_store.load(NOW).await.expect("load").expect("not empty");
-    let on_hand: Vec<u32> = stored.restore.positions.iter().map(|p| p.on_hand.0).collect();
+    let on_hand: Vec<u32> = stored
+        .restore
+        .positions
+        .iter()
+        .map(|p| p.on_hand.0)
+        .collect();
     assert_eq!(on_hand, [7]);
     assert!(stored.restore.positions[0].version > Seq(0));
 }

@@ -6,12 +6,12 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
-use serde::Serialize;
 use serde_json::json;
 
 use super::ClusterNode;
 use super::forward::Envelope;
 use crate::engine::Scope;
+use crate::http::dto::{ClusterJson, ClusterNodeJson, PartitionOwnerJson};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
 
@@ -31,31 +31,6 @@ pub fn readyz(node: &ClusterNode) -> Response {
         ),
     };
     (status, Json(body)).into_response()
-}
-
-#[derive(Serialize)]
-struct NodeJson {
-    id: String,
-    url: String,
-    alive: bool,
-    /// Partitions whose lease this node holds.
-    owned: usize,
-}
-
-#[derive(Serialize)]
-struct OwnerJson {
-    partition: u16,
-    /// `null` while nobody holds the partition's lease.
-    node_id: Option<String>,
-    epoch: u64,
-}
-
-#[derive(Serialize)]
-struct ClusterJson {
-    node_id: String,
-    partitions: u16,
-    nodes: Vec<NodeJson>,
-    owners: Vec<OwnerJson>,
 }
 
 /// `GET /v1/cluster`, for admin keys: the heartbeats' nodes and each
@@ -78,7 +53,7 @@ pub async fn cluster(node: &ClusterNode, envelope: &Envelope) -> Response {
     let mut owners = Vec::with_capacity(leases.len());
     for (partition, lease) in partitions.all().zip(leases) {
         match lease {
-            Ok((node_id, epoch)) => owners.push(OwnerJson {
+            Ok((node_id, epoch)) => owners.push(PartitionOwnerJson {
                 partition: partition.index(),
                 node_id,
                 epoch: epoch.0,
@@ -96,7 +71,7 @@ pub async fn cluster(node: &ClusterNode, envelope: &Envelope) -> Response {
         .driver
         .members()
         .into_iter()
-        .map(|m| NodeJson {
+        .map(|m| ClusterNodeJson {
             owned: owners
                 .iter()
                 .filter(|o| o.node_id.as_deref() == Some(&m.id))

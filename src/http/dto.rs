@@ -573,6 +573,37 @@ pub struct JournalJson {
     pub lagged: bool,
 }
 
+/// A node of a cluster, as `GET /v1/cluster` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterNodeJson {
+    pub id: String,
+    /// How the other nodes reach it (`--advertise-url`).
+    pub url: String,
+    /// Whether its heartbeat is recent.
+    pub alive: bool,
+    /// How many partitions' leases it holds.
+    pub owned: usize,
+}
+
+/// Who holds a partition's lease, under which epoch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionOwnerJson {
+    pub partition: u16,
+    /// `null` while nobody holds the partition's lease.
+    pub node_id: Option<String>,
+    /// The partition's epoch: the last one granted (0: never owned).
+    pub epoch: u64,
+}
+
+/// `GET /v1/cluster`: the node answering, the nodes and the owners.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterJson {
+    pub node_id: String,
+    pub partitions: u16,
+    pub nodes: Vec<ClusterNodeJson>,
+    pub owners: Vec<PartitionOwnerJson>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -254,6 +254,8 @@ error_codes! {
     NotDurable: "not_durable", SERVICE_UNAVAILABLE, "Temporarily unavailable",
         "sync durability: the write is applied in memory but could not be stored; retry with the same Idempotency-Key", retry_after 1;
     // A cluster of nodes.
+    NotACluster: "not_a_cluster", NOT_FOUND, "Not found",
+        "this engine runs alone (`serve` without `--cluster`): it has no cluster to describe";
     CrossPartitionNotSupported: "cross_partition_not_supported", NOT_IMPLEMENTED, "Not served by a cluster yet",
         "cluster mode: the request spans several partitions (lines or items whose SKUs live in different partitions) or the whole stock (journal, feeds, live streams, audit, imports), which a cluster does not serve yet; send one request per partition, or use a single node";
     PartitionUnavailable: "partition_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable",

@@ -25,7 +25,7 @@ use super::routes::{admin, availability, feeds, reservations, stock, streams, sy
         reservations::create, reservations::get, reservations::commit, reservations::release, reservations::extend, reservations::transfer,
         stock::count, stock::display, stock::sale, stock::return_units, stock::receipt, stock::incoming, stock::adjustment, stock::movement_batch, stock::import,
         admin::put_location, admin::list_locations, admin::put_group, admin::put_policy,
-        admin::create_key, admin::list_keys, admin::revoke_key, admin::journal, admin::audit,
+        admin::create_key, admin::list_keys, admin::revoke_key, admin::journal, admin::audit, admin::cluster,
         feeds::google, feeds::meta, streams::availability,
         system::healthz, system::readyz, system::metrics, system::openapi_json, system::docs,
     ),

@@ -131,12 +131,10 @@ pub struct ServeArgs {
     /// the shared catalog and keys.
     #[arg(long, env = "OMNISTOCK_CLUSTER")]
     pub cluster: bool,
-    /// This node's id in the cluster (1 to 64 characters of A-Z a-z 0-9 . _ : -;
-    /// default: derived from --advertise-url).
+    /// This node's id in the cluster (1 to 64 characters of A-Z a-z 0-9 . _ : -).
     #[arg(long, env = "OMNISTOCK_NODE_ID")]
     pub node_id: Option<String>,
-    /// How the other nodes reach this node's API (default: http:// and the
-    /// listen address).
+    /// How the other nodes reach this node's API (--cluster).
     #[arg(long, env = "OMNISTOCK_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// Partitions of the cluster's stock, fixed when the cluster's store is
@@ -554,6 +552,9 @@ pub fn flag_defaults() -> Vec<(&'static str, String)> {
         ("max_lines_per_request", d.max_lines_per_request.to_string()),
         ("max_ttl_seconds", d.max_ttl_seconds.to_string()),
         ("max_batch_items", d.max_batch_items.to_string()),
+        ("node_id", "derived from --advertise-url".into()),
+        ("advertise_url", "http:// and the listen address".into()),
+        ("partitions", d.partitions.to_string()),
     ]
 }
 

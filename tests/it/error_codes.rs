@@ -92,6 +92,10 @@ const PUBLISHED: &[(&str, u16)] = &[
     ("too_many_subscribers", 503),
     ("not_ready", 503),
     ("not_durable", 503),
+    ("not_a_cluster", 404),
+    ("cross_partition_not_supported", 501),
+    ("partition_unavailable", 503),
+    ("cluster_store_unavailable", 503),
     ("internal", 500),
 ];
 

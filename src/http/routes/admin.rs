@@ -171,6 +171,20 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(key_json(&key, Some(secret)))))
 }
 
+/// The cluster: the nodes and who owns each partition under which epoch.
+/// Answered by a node started with `--cluster` (its front answers this
+/// route itself); an engine running alone answers 404 `not_a_cluster`.
+#[utoipa::path(get, path = "/v1/cluster", tag = "admin",
+    responses((status = 200, description = "cluster mode only", body = crate::http::dto::ClusterJson)),
+    security(("bearer" = [])))]
+pub async fn cluster(caller: Caller) -> ApiResult<Json<crate::http::dto::ClusterJson>> {
+    caller.require(Scope::Admin)?;
+    Err(ApiError::new(
+        Code::NotACluster,
+        "this engine runs alone: start it with --cluster to run it as a node of a cluster",
+    ))
+}
+
 /// Every key (without secrets).
 #[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = Vec<KeyJson>)), security(("bearer" = [])))]
 pub async fn list_keys(

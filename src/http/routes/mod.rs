@@ -70,6 +70,7 @@ fn routes() -> Routes {
         .route("/v1/feeds/meta/local-inventory", get(feeds::meta))
         .route("/v1/streams/availability", get(streams::availability))
         .route("/v1/admin/audit", get(admin::audit))
+        .route("/v1/cluster", get(admin::cluster))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

@@ -122,7 +122,12 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "omnistock")]
     pub target: Target,
     /// A running target (e.g. http://127.0.0.1:8080); without it the tool starts one.
-    #[arg(long)]
+    /// A cluster: its nodes' URLs separated by commas (http://127.0.0.1:8081,http://127.0.0.1:8082);
+    /// connection i goes to URL i % n, so the load splits evenly over the nodes. The catalog is
+    /// written through the first; where the import or the audit spans partitions (501
+    /// cross_partition_not_supported), counts are PUT one by one and the audit reads a sample of
+    /// positions one by one.
+    #[arg(long, value_name = "URL[,URL...]")]
     pub url: Option<String>,
     /// The running target's admin key (needed with --url; a started target gets its own).
     #[arg(long, env = "OMNISTOCK_ADMIN_KEY", hide_env_values = true)]

@@ -6,6 +6,8 @@
 //! unknown, and the audit must know what the tool did).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde_json::Value;
 
 /// Where a target listens: `http://host:port` resolved once.
 #[derive(Clone, Debug)]
@@ -40,6 +43,49 @@ impl Endpoint {
             host,
             base: format!("http://{authority}"),
         })
+    }
+}
+
+/// The base URLs of `--url`: one, or a cluster's nodes separated by commas
+/// (`http://127.0.0.1:8081,http://127.0.0.1:8082`). An empty entry is an
+/// error rather than skipped: a stray comma usually means a node was left out.
+pub fn split_urls(list: &str) -> Result<Vec<&str>, String> {
+    let urls: Vec<&str> = list.split(',').map(str::trim).collect();
+    if urls.iter().any(|url| url.is_empty()) {
+        return Err(format!("--url {list:?} has an empty entry"));
+    }
+    Ok(urls)
+}
+
+/// The servers a run spreads its connections over: one, or every node of a
+/// cluster (any node answers any single-SKU request). Never empty, so
+/// picking one by index cannot fail.
+#[derive(Clone, Debug)]
+pub struct Endpoints(Vec<Endpoint>);
+
+impl Endpoints {
+    /// A comma-separated list of base URLs (see `split_urls`).
+    pub async fn parse(list: &str) -> Result<Endpoints, String> {
+        let mut endpoints = Vec::new();
+        for url in split_urls(list)? {
+            endpoints.push(Endpoint::parse(url).await?);
+        }
+        Ok(Endpoints(endpoints))
+    }
+
+    /// Connection `k`'s server, round-robin: `n` connections split evenly
+    /// over the nodes, so each node takes its share of the load.
+    pub fn for_connection(&self, k: usize) -> &Endpoint {
+        &self.0[k % self.0.len()]
+    }
+
+    /// The first one: where the catalog is written and the audit asks.
+    pub fn first(&self) -> &Endpoint {
+        self.for_connection(0)
+    }
+
+    pub fn all(&self) -> &[Endpoint] {
+        &self.0
     }
 }
 
@@ -214,6 +260,44 @@ impl Conn {
     }
 }
 
+/// A cluster node's refusal of a request that spans partitions (the
+/// whole-stock import, the engine audit, a batch over several partitions):
+/// 501 with the problem code `cross_partition_not_supported`. Any other
+/// failure stays a failure: only this one has a per-position way around.
+pub fn is_cross_partition(reply: &Reply) -> bool {
+    reply.status == StatusCode::NOT_IMPLEMENTED
+        && serde_json::from_slice::<Value>(&reply.body)
+            .is_ok_and(|problem| problem["code"] == "cross_partition_not_supported")
+}
+
+/// Runs `futures` concurrently on the current task and returns their
+/// outputs in order (`futures::future::join_all` without the dependency).
+/// Unlike spawned tasks they may borrow (the data set, a shared cursor).
+/// Every unfinished one is polled on each wake-up: fine for the few dozen
+/// connections of the seeding fallback and the per-position audit.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 /// The reservation id of a 201 body (`"id":"64"` or `"id":64`), without a
 /// full JSON parse: the generator reads thousands of these per second.
 pub fn reservation_id(body: &[u8]) -> Option<u64> {
@@ -229,7 +313,7 @@ pub fn reservation_id(body: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::reservation_id;
+    use super::*;
 
     #[test]
     fn reservation_ids_are_read_from_both_shapes() {
@@ -237,5 +321,74 @@ mod tests {
         assert_eq!(reservation_id(br#"{"id": 7, "state":"held"}"#), Some(7));
         assert_eq!(reservation_id(br#"{"state":"held"}"#), None);
         assert_eq!(reservation_id(br#"{"id":"x"}"#), None);
+    }
+
+    #[test]
+    fn url_lists_split_on_commas() {
+        assert_eq!(
+            split_urls("http://127.0.0.1:8080"),
+            Ok(vec!["http://127.0.0.1:8080"])
+        );
+        assert_eq!(
+            split_urls("http://127.0.0.1:8081, http://127.0.0.1:8082,http://127.0.0.1:8083"),
+            Ok(vec![
+                "http://127.0.0.1:8081",
+                "http://127.0.0.1:8082",
+                "http://127.0.0.1:8083"
+            ])
+        );
+        assert!(split_urls("").is_err());
+        assert!(split_urls("http://127.0.0.1:8081,").is_err());
+        assert!(split_urls("http://127.0.0.1:8081,,http://127.0.0.1:8082").is_err());
+    }
+
+    #[tokio::test]
+    async fn connections_go_round_robin_over_the_nodes() {
+        let nodes =
+            Endpoints::parse("http://127.0.0.1:8081,http://127.0.0.1:8082/,http://127.0.0.1:8083")
+                .await
+                .expect("three nodes");
+        assert_eq!(nodes.all().len(), 3);
+        let ports: Vec<u16> = (0..7)
+            .map(|k| nodes.for_connection(k).addr.port())
+            .collect();
+        assert_eq!(ports, [8081, 8082, 8083, 8081, 8082, 8083, 8081]);
+        assert_eq!(nodes.first().base, "http://127.0.0.1:8081");
+        let one = Endpoints::parse("http://127.0.0.1:8080")
+            .await
+            .expect("one");
+        assert!((0..5).all(|k| one.for_connection(k).addr.port() == 8080));
+        assert!(Endpoints::parse("127.0.0.1:8080").await.is_err());
+    }
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).expect("status"),
+            body: Bytes::from(body.to_owned()),
+            cursor: None,
+        }
+    }
+
+    #[test]
+    fn only_a_501_cross_partition_problem_is_a_cross_partition_refusal() {
+        let problem = r#"{"type":"about:blank","title":"Not served by a cluster yet","status":501,"code":"cross_partition_not_supported","detail":"a stock import spans every partition"}"#;
+        assert!(is_cross_partition(&reply(501, problem)));
+        // The same code with another status, another 501, or no JSON: real failures.
+        assert!(!is_cross_partition(&reply(500, problem)));
+        assert!(!is_cross_partition(&reply(
+            501,
+            r#"{"code":"not_implemented"}"#
+        )));
+        assert!(!is_cross_partition(&reply(501, "Not Implemented")));
+        assert!(!is_cross_partition(&reply(200, r#"{"applied":10}"#)));
+    }
+
+    #[tokio::test]
+    async fn join_all_keeps_the_order_of_its_futures() {
+        let slow_first = (0..4u64).map(|i| async move {
+            tokio::time::sleep(Duration::from_millis(20 - 5 * i)).await;
+            i
+        });
+        assert_eq!(join_all(slow_first.collect()).await, [0, 1, 2, 3]);
     }
 }

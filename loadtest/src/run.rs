@@ -12,7 +12,7 @@ use crate::audit::{self, AuditReport};
 use crate::book::Book;
 use crate::dataset::{DataSet, DataSetConfig, unix_ms};
 use crate::driver::{Mode, drive};
-use crate::http_client::{Conn, Endpoint, bearer};
+use crate::http_client::{Conn, Endpoints, bearer};
 use crate::scenario::{Ctx, Mix, Scenario, ScenarioWorker, Weights};
 use crate::seed;
 use crate::stats::{OpSummary, Progress, Recorder};
@@ -21,7 +21,9 @@ use crate::targets::{self, SpawnOptions, Target};
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub target: Target,
-    /// A running target; `None`: the tool starts one.
+    /// A running target: one base URL, or several separated by commas (the
+    /// nodes of a cluster, connections spread round-robin); `None`: the tool
+    /// starts one.
     pub url: Option<String>,
     pub admin_key: Option<String>,
     pub scenario: Scenario,
@@ -93,6 +95,9 @@ pub struct RunReport {
     pub warehouses: usize,
     pub positions: usize,
     pub skew: String,
+    /// Set when seeding took the cluster fallback (counts PUT one by one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeding_note: Option<String>,
     pub phases: Vec<PhaseReport>,
     /// None where the target holds no stock (noop).
     pub audit: Option<AuditReport>,
@@ -156,7 +161,7 @@ fn phase_report(
 
 async fn phase(
     ctx: &Arc<Ctx>,
-    endpoint: &Endpoint,
+    nodes: &Endpoints,
     config: &RunConfig,
     mode: Mode,
     duration: Duration,
@@ -167,7 +172,8 @@ async fn phase(
     let workers: Vec<ScenarioWorker> = (0..config.connections)
         .map(|k| {
             ScenarioWorker::new(
-                Conn::new(endpoint.clone(), config.request_timeout),
+                // Round-robin over the nodes: each takes an equal share of connections.
+                Conn::new(nodes.for_connection(k).clone(), config.request_timeout),
                 seed.wrapping_mul(1_000_003).wrapping_add(k as u64),
                 Arc::clone(ctx),
                 Recorder::new(Arc::clone(&progress)),
@@ -246,15 +252,17 @@ async fn reach_target(
 }
 
 /// Seeds the data set (where the target keeps stock) and builds what the
-/// workers share, its book "as of" the instant after seeding.
+/// workers share, its book "as of" the instant after seeding; with the
+/// seeding's note when it took the cluster fallback.
 async fn prepare(
     config: &RunConfig,
     conn: &mut Conn,
+    nodes: &Endpoints,
     admin: &HeaderValue,
-) -> Result<Arc<Ctx>, String> {
+) -> Result<(Arc<Ctx>, Option<String>), String> {
     let target = config.target;
     let data = DataSet::new(&config.data);
-    let pos_keys = if target.has_state() {
+    let seeded = if target.has_state() {
         eprintln!(
             "seeding {} positions ({} SKUs x {} locations, {} flash-sale rounds) as run {}",
             data.positions(),
@@ -263,39 +271,43 @@ async fn prepare(
             data.flash_rounds(),
             data.run_id
         );
-        seed::seed(conn, &data, target, admin).await?
+        seed::seed(conn, nodes, &data, target, admin).await?
     } else {
-        Vec::new()
+        seed::Seeded {
+            pos_keys: Vec::new(),
+            note: None,
+        }
     };
     // Every count the run sends is "as of" this instant: after seeding, before any movement.
     tokio::time::sleep(Duration::from_millis(3)).await;
     let as_of_ms = unix_ms();
     tokio::time::sleep(Duration::from_millis(3)).await;
     let book = Book::new(&data, as_of_ms);
-    Ok(Arc::new(Ctx {
+    let ctx = Arc::new(Ctx {
         mix: Mix::new(config.scenario, &config.weights),
         data,
         book,
         target,
         admin: admin.clone(),
-        pos_keys,
+        pos_keys: seeded.pos_keys,
         hold_ttl_s: config.hold_ttl_s,
         batch_lines: config.batch_lines,
         import_rows: config.import_rows,
         feed_incremental_per_full: config.feed_incremental_per_full,
-    }))
+    });
+    Ok((ctx, seeded.note))
 }
 
 /// The rate sweep: the maximum (given, or measured by a closed-loop phase
 /// that is reported too), then an open-loop phase at each percentage of it.
-async fn sweep_phases(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -> Vec<PhaseReport> {
+async fn sweep_phases(ctx: &Arc<Ctx>, nodes: &Endpoints, config: &RunConfig) -> Vec<PhaseReport> {
     let mut phases = Vec::new();
     let max = match config.max_rate_per_s {
         Some(max) => max,
         None => {
             let closed = phase(
                 ctx,
-                endpoint,
+                nodes,
                 config,
                 Mode::Closed,
                 config.duration,
@@ -319,7 +331,7 @@ async fn sweep_phases(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -
         phases.push(
             phase(
                 ctx,
-                endpoint,
+                nodes,
                 config,
                 mode,
                 config.duration,
@@ -333,7 +345,7 @@ async fn sweep_phases(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -
 }
 
 /// One measured phase: closed loop, or open loop at the configured rate.
-async fn single_phase(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -> PhaseReport {
+async fn single_phase(ctx: &Arc<Ctx>, nodes: &Endpoints, config: &RunConfig) -> PhaseReport {
     let mode = match config.rate_per_s {
         Some(rate_per_s) => Mode::Open { rate_per_s },
         None => Mode::Closed,
@@ -344,19 +356,19 @@ async fn single_phase(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -
             format!("open ({rate_per_s:.0} {}/s)", config.scenario.unit())
         }
     };
-    phase(ctx, endpoint, config, mode, config.duration, label, 2).await
+    phase(ctx, nodes, config, mode, config.duration, label, 2).await
 }
 
 /// The warm-up (not reported), then the measured phases.
-async fn run_phases(ctx: &Arc<Ctx>, endpoint: &Endpoint, config: &RunConfig) -> Vec<PhaseReport> {
+async fn run_phases(ctx: &Arc<Ctx>, nodes: &Endpoints, config: &RunConfig) -> Vec<PhaseReport> {
     if !config.warmup.is_zero() {
         let label = "warm-up".to_string();
-        phase(ctx, endpoint, config, Mode::Closed, config.warmup, label, 1).await;
+        phase(ctx, nodes, config, Mode::Closed, config.warmup, label, 1).await;
     }
     if config.sweep_percent.is_empty() {
-        vec![single_phase(ctx, endpoint, config).await]
+        vec![single_phase(ctx, nodes, config).await]
     } else {
-        sweep_phases(ctx, endpoint, config).await
+        sweep_phases(ctx, nodes, config).await
     }
 }
 
@@ -364,17 +376,19 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     check_supported(config)?;
     let target = config.target;
     let (url, admin_key, mut spawned) = reach_target(config).await?;
-    let endpoint = Endpoint::parse(&url).await?;
+    let nodes = Endpoints::parse(&url).await?;
     let admin = bearer(&admin_key)?;
-    let mut conn = Conn::new(endpoint.clone(), Duration::from_secs(60));
-    let ctx = prepare(config, &mut conn, &admin).await?;
+    // Seeding and the audit talk to the first node (on a cluster the
+    // catalog is shared; single-SKU requests are forwarded to their owner).
+    let mut conn = Conn::new(nodes.first().clone(), Duration::from_secs(60));
+    let (ctx, seeding_note) = prepare(config, &mut conn, &nodes, &admin).await?;
     let started_unix_ms = unix_ms();
-    let phases = run_phases(&ctx, &endpoint, config).await;
+    let phases = run_phases(&ctx, &nodes, config).await;
     if let Some(spawned) = spawned.as_mut() {
         spawned.check_alive()?;
     }
     let audit = if target.has_state() {
-        Some(audit::audit(&mut conn, &ctx.data, &ctx.book, &admin).await?)
+        Some(audit::audit(&mut conn, &nodes, &ctx.data, &ctx.book, &admin).await?)
     } else {
         None
     };
@@ -394,6 +408,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         warehouses: config.data.warehouses,
         positions: ctx.data.positions(),
         skew: config.data.skew.to_string(),
+        seeding_note,
         phases,
         audit,
         passed,

@@ -1,6 +1,15 @@
 //! Creates the run's data set through the API, as a retailer's systems would:
 //! locations (PUT), the store group, one POS key per store, then every
 //! position's initial count with the streamed NDJSON import.
+//!
+//! On a cluster (`omnistock serve --cluster`) the import spans partitions and
+//! is refused (501 `cross_partition_not_supported`): the counts then go in
+//! one position at a time (`PUT /v1/stock/{location}/{sku}`, which any node
+//! serves), many in flight. The catalog is written through the first node
+//! and shared; the counts wait until every node lists every location.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Method;
@@ -8,16 +17,28 @@ use hyper::header::HeaderValue;
 use serde_json::Value;
 
 use crate::dataset::{DataSet, STORE_GROUP};
-use crate::http_client::{Call, Conn, Reply, bearer};
+use crate::http_client::{Call, Conn, Endpoints, Reply, bearer, is_cross_partition, join_all};
 use crate::targets::Target;
 
 const IMPORT_CHUNK_ROWS: usize = 10_000;
+/// Count PUTs in flight in the cluster fallback: one per connection, spread
+/// over the nodes. Enough to seed the default 44,000 positions in seconds.
+const PUTS_IN_FLIGHT: usize = 32;
+/// How long the nodes get to list the shared catalog (they poll it every
+/// ~250 ms; the rest is slack for a loaded machine).
+const CATALOG_WAIT: Duration = Duration::from_secs(15);
+/// One poll period of the shared catalog: see `wait_for_catalog`.
+const CATALOG_POLL: Duration = Duration::from_millis(300);
 
 async fn expect_ok(conn: &mut Conn, call: Call<'_>, what: &str) -> Result<Reply, String> {
     let reply = conn
         .call(call)
         .await
         .map_err(|e| format!("seeding {what}: {e}"))?;
+    ok_or_error(reply, what)
+}
+
+fn ok_or_error(reply: Reply, what: &str) -> Result<Reply, String> {
     if !reply.status.is_success() {
         return Err(format!(
             "seeding {what}: {} {}",
@@ -86,12 +107,63 @@ async fn seed_pos_keys(
     Ok(pos_keys)
 }
 
-/// Every position's initial count, by streamed imports of `IMPORT_CHUNK_ROWS` rows.
-async fn seed_counts(
+/// Every node lists every location of the data set (`GET /v1/locations`).
+/// The catalog was written through the first node; the others take it from
+/// the shared store within ~250 ms, and a count sent straight to a node that
+/// has not yet would find an unknown location.
+async fn wait_for_catalog(
+    nodes: &Endpoints,
+    data: &DataSet,
+    key: &HeaderValue,
+) -> Result<(), String> {
+    let started = Instant::now();
+    for endpoint in nodes.all() {
+        let mut conn = Conn::new(endpoint.clone(), Duration::from_secs(10));
+        loop {
+            let reply = expect_ok(
+                &mut conn,
+                Call::get("/v1/locations", Some(key)),
+                "the catalog",
+            )
+            .await?;
+            let listed: Value = serde_json::from_slice(&reply.body)
+                .map_err(|e| format!("seeding: the locations of {}: {e}", endpoint.base))?;
+            let codes: Vec<&str> = listed
+                .as_array()
+                .map(|all| all.iter().filter_map(|l| l["code"].as_str()).collect())
+                .unwrap_or_default();
+            if data
+                .locations
+                .iter()
+                .all(|l| codes.contains(&l.code.as_str()))
+            {
+                break;
+            }
+            if started.elapsed() > CATALOG_WAIT {
+                return Err(format!(
+                    "seeding: {} does not list every location after {} s (is it a node of the same cluster?)",
+                    endpoint.base,
+                    CATALOG_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The store group was written after the last location: a node that read
+    // the shared catalog between the two lists every location but not the
+    // group yet. One more poll period and it has both.
+    tokio::time::sleep(CATALOG_POLL).await;
+    Ok(())
+}
+
+/// Every position's initial count, by streamed imports of `IMPORT_CHUNK_ROWS`
+/// rows. `Ok(false)`: the target refused the import as spanning partitions
+/// (a cluster) before applying any of it.
+async fn import_counts(
     conn: &mut Conn,
     data: &DataSet,
     key: Option<&HeaderValue>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let positions: Vec<usize> = (0..data.positions()).collect();
     for chunk in positions.chunks(IMPORT_CHUNK_ROWS) {
         let mut body = String::with_capacity(chunk.len() * 64);
@@ -109,30 +181,103 @@ async fn seed_counts(
             body: Some(("application/x-ndjson", Bytes::from(body))),
             key,
         };
-        let reply = expect_ok(conn, call, "the initial counts").await?;
+        let reply = conn
+            .call(call)
+            .await
+            .map_err(|e| format!("seeding the initial counts: {e}"))?;
+        if is_cross_partition(&reply) {
+            return Ok(false);
+        }
+        let reply = ok_or_error(reply, "the initial counts")?;
         let report: Value = serde_json::from_slice(&reply.body)
             .map_err(|e| format!("seeding the initial counts: {e}"))?;
         if report["applied"].as_u64() != Some(chunk.len() as u64) {
             return Err(format!("seeding the initial counts: {report}"));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Seeds `data`; returns the POS keys (one per store; empty unless omnistock).
+/// The cluster fallback: every position's count with its own PUT,
+/// `PUTS_IN_FLIGHT` connections spread round-robin over the nodes, each
+/// taking the next position from a shared cursor. Setting a count twice is
+/// harmless, so it simply covers every position.
+async fn put_counts(nodes: &Endpoints, data: &DataSet, key: &HeaderValue) -> Result<(), String> {
+    let next = AtomicUsize::new(0);
+    let workers = (0..PUTS_IN_FLIGHT)
+        .map(|k| {
+            let conn = Conn::new(nodes.for_connection(k).clone(), Duration::from_secs(60));
+            put_worker(conn, &next, data, key)
+        })
+        .collect();
+    join_all(workers).await.into_iter().collect()
+}
+
+async fn put_worker(
+    mut conn: Conn,
+    next: &AtomicUsize,
+    data: &DataSet,
+    key: &HeaderValue,
+) -> Result<(), String> {
+    loop {
+        let position = next.fetch_add(1, Ordering::Relaxed);
+        if position >= data.positions() {
+            return Ok(());
+        }
+        let (sku, location) = data.codes(position);
+        let path = format!("/v1/stock/{location}/{sku}");
+        let body = format!(r#"{{"on_hand":{}}}"#, data.initial[position]);
+        let call = Call::json(Method::PUT, &path, Some(key), body);
+        if let Err(e) = expect_ok(&mut conn, call, &path).await {
+            // The other connections stop at their next position.
+            next.store(data.positions(), Ordering::Relaxed);
+            return Err(e);
+        }
+    }
+}
+
+/// What seeding did.
+pub struct Seeded {
+    /// One per store; empty unless omnistock.
+    pub pos_keys: Vec<HeaderValue>,
+    /// Set when the counts went in one PUT per position (the cluster
+    /// fallback) instead of the streamed import: says so in the report.
+    pub note: Option<String>,
+}
+
+/// Seeds `data`: the catalog and keys through `conn` (the first node), the
+/// counts by import, or by PUTs over every node of `nodes` on a cluster.
 pub async fn seed(
     conn: &mut Conn,
+    nodes: &Endpoints,
     data: &DataSet,
     target: Target,
     admin: &HeaderValue,
-) -> Result<Vec<HeaderValue>, String> {
+) -> Result<Seeded, String> {
     let key = Some(admin);
     seed_locations(conn, data, key).await?;
+    if nodes.all().len() > 1 {
+        wait_for_catalog(nodes, data, admin).await?;
+    }
     let pos_keys = if target.is_omnistock() {
         seed_pos_keys(conn, data, key).await?
     } else {
         Vec::new()
     };
-    seed_counts(conn, data, key).await?;
-    Ok(pos_keys)
+    let mut note = None;
+    if !import_counts(conn, data, key).await? {
+        let started = Instant::now();
+        put_counts(nodes, data, admin).await?;
+        let text = format!(
+            "the streamed import spans partitions (501 cross_partition_not_supported): \
+             {} initial counts set one by one (PUT /v1/stock/{{location}}/{{sku}}, \
+             {PUTS_IN_FLIGHT} in flight over {} node(s)) in {:.1} s",
+            data.positions(),
+            nodes.all().len(),
+            started.elapsed().as_secs_f64()
+        );
+        eprintln!("seeding: {text}");
+        note = Some(text);
+    }
+    Ok(Seeded { pos_keys, note })
 }

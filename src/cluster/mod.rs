@@ -14,6 +14,7 @@ pub mod target;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use parking_lot::Mutex;
@@ -27,7 +28,7 @@ use crate::engine::partition_engines::{PartitionEngineConfig, PartitionEngines};
 use crate::http::AppState;
 use crate::server::config::ServeConfig;
 use crate::server::{engine_config, listen, redis_config, state};
-use crate::store::cluster::ClusterStore;
+use crate::store::cluster::{ClusterStore, ClusterStoreError};
 use forward::Forwarder;
 use omnistock_cluster::{NodeId, PartitionId, Partitions};
 
@@ -129,6 +130,57 @@ fn advertise_url(config: &ServeConfig, addr: SocketAddr) -> Result<String, Strin
     Ok(format!("http://{addr}"))
 }
 
+/// Longest a starting node keeps trying to reach a Redis Cluster that is
+/// not up yet (just created, or failing over).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+const JOIN_RETRY: Duration = Duration::from_millis(500);
+
+/// Connects to the Redis Cluster, checks the partition count and reads the
+/// shared catalog and keys; retries what may pass (the cluster not up
+/// yet) for up to [`JOIN_TIMEOUT`], and fails at once on another
+/// partition count.
+async fn join(
+    config: &ServeConfig,
+    partitions: Partitions,
+    engine: &crate::engine::EngineConfig,
+) -> Result<(ClusterStore, Arc<SharedState>), String> {
+    let seed = config
+        .redis_url
+        .clone()
+        .ok_or("--cluster needs --redis-url")?;
+    let started = Instant::now();
+    loop {
+        let attempt = async {
+            let store =
+                ClusterStore::connect(std::slice::from_ref(&seed), &config.redis_key_prefix)
+                    .await
+                    .map_err(|e| {
+                        (
+                            false,
+                            format!("cannot reach the Redis Cluster at {seed}: {e}"),
+                        )
+                    })?;
+            store.ensure_partitions(partitions).await.map_err(|e| {
+                let fatal = matches!(e, ClusterStoreError::PartitionsMismatch { .. });
+                (fatal, e.to_string())
+            })?;
+            let shared = SharedState::start(store.clone(), engine)
+                .await
+                .map_err(|e| (false, e))?;
+            Ok::<_, (bool, String)>((store, shared))
+        };
+        match attempt.await {
+            Ok(joined) => return Ok(joined),
+            Err((true, error)) => return Err(error),
+            Err((false, error)) if started.elapsed() < JOIN_TIMEOUT => {
+                tracing::warn!(%error, "cannot join the cluster yet; retrying");
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+            Err((false, error)) => return Err(error),
+        }
+    }
+}
+
 /// Joins the cluster and serves on `listener`; returns once the node has
 /// joined (its partitions load in the background: `/readyz` says when).
 pub async fn start(listener: TcpListener, config: &ServeConfig) -> Result<RunningNode, String> {
@@ -136,18 +188,9 @@ pub async fn start(listener: TcpListener, config: &ServeConfig) -> Result<Runnin
     let advertise = advertise_url(config, addr)?;
     let id = node_id(config, &advertise)?;
     let partitions = Partitions::new(u64::from(config.partitions)).map_err(|e| e.to_string())?;
-    let seeds = vec![
-        config
-            .redis_url
-            .clone()
-            .ok_or("--cluster needs --redis-url")?,
-    ];
-    let store = ClusterStore::connect(&seeds, &config.redis_key_prefix)
-        .await
-        .map_err(|e| format!("cannot reach the Redis Cluster at {}: {e}", seeds[0]))?;
     crate::server::metrics_handle();
     let engine = engine_config(config);
-    let shared = SharedState::start(store.clone(), &engine).await?;
+    let (store, shared) = join(config, partitions, &engine).await?;
     let partition_config = PartitionEngineConfig {
         partitions,
         engine,

@@ -706,6 +706,52 @@ mod tests {
                 "max-body-bytes",
             ),
             (
+                ServeArgs {
+                    cluster: true,
+                    ..ServeArgs::default()
+                },
+                None,
+                "--cluster needs --redis-url",
+            ),
+            (
+                ServeArgs {
+                    cluster: true,
+                    redis_url: Some("redis://127.0.0.1:7000".into()),
+                    partitions: Some(0),
+                    ..ServeArgs::default()
+                },
+                None,
+                "--partitions",
+            ),
+            (
+                ServeArgs {
+                    cluster: true,
+                    redis_url: Some("redis://127.0.0.1:7000".into()),
+                    node_id: Some("node one".into()),
+                    ..ServeArgs::default()
+                },
+                None,
+                "--node-id",
+            ),
+            (
+                ServeArgs {
+                    cluster: true,
+                    redis_url: Some("redis://127.0.0.1:7000".into()),
+                    advertise_url: Some("127.0.0.1:8081".into()),
+                    ..ServeArgs::default()
+                },
+                None,
+                "--advertise-url",
+            ),
+            (
+                ServeArgs {
+                    node_id: Some("node-1".into()),
+                    ..ServeArgs::default()
+                },
+                None,
+                "need --cluster",
+            ),
+            (
                 ServeArgs::default(),
                 Some("short".to_string()),
                 "16 characters",

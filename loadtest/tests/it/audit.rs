@@ -12,18 +12,22 @@ use loadtest::audit::audit;
 use loadtest::book::Book;
 use loadtest::dataset::{DataSet, unix_ms};
 use loadtest::driver::{Mode, drive};
-use loadtest::http_client::{Call, Conn, Endpoint, bearer};
+use loadtest::http_client::{Call, Conn, Endpoints, bearer};
 use loadtest::scenario::{Ctx, Mix, Scenario, ScenarioWorker, Weights};
 use loadtest::seed::seed;
 use loadtest::stats::{Progress, Recorder};
 use loadtest::targets::Target;
 
 /// Seeds the data set and builds the shared context of a checkout and POS blend.
-async fn seeded_ctx(conn: &mut Conn, admin: &HeaderValue) -> Arc<Ctx> {
+async fn seeded_ctx(conn: &mut Conn, nodes: &Endpoints, admin: &HeaderValue) -> Arc<Ctx> {
     let data = DataSet::new(&crate::support::data());
-    let pos_keys = seed(conn, &data, Target::Omnistock, admin)
+    let seeded = seed(conn, nodes, &data, Target::Omnistock, admin)
         .await
         .expect("seeded");
+    assert!(
+        seeded.note.is_none(),
+        "one engine takes the streamed import"
+    );
     let book = Book::new(&data, unix_ms());
     Arc::new(Ctx {
         mix: Mix::new(
@@ -34,7 +38,7 @@ async fn seeded_ctx(conn: &mut Conn, admin: &HeaderValue) -> Arc<Ctx> {
         book,
         target: Target::Omnistock,
         admin: admin.clone(),
-        pos_keys,
+        pos_keys: seeded.pos_keys,
         hold_ttl_s: 1,
         batch_lines: 10,
         import_rows: 50,
@@ -72,12 +76,13 @@ async fn sell_and_hold_unbooked(conn: &mut Conn, ctx: &Ctx, admin: &HeaderValue)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_fails_on_units_and_holds_the_run_did_not_make() {
     let engine = engine().await;
-    let endpoint = Endpoint::parse(&format!("http://{}", engine.addr))
+    let nodes = Endpoints::parse(&format!("http://{}", engine.addr))
         .await
         .expect("endpoint");
+    let endpoint = nodes.first().clone();
     let admin = bearer(ADMIN).expect("key");
     let mut conn = Conn::new(endpoint.clone(), Duration::from_secs(10));
-    let ctx = seeded_ctx(&mut conn, &admin).await;
+    let ctx = seeded_ctx(&mut conn, &nodes, &admin).await;
     let progress = Arc::new(Progress::default());
     let workers: Vec<ScenarioWorker> = (0..4)
         .map(|k| {
@@ -91,13 +96,13 @@ async fn the_audit_fails_on_units_and_holds_the_run_did_not_make() {
         .collect();
     drive(workers, Mode::Closed, Duration::from_millis(500), None).await;
 
-    let clean = audit(&mut conn, &ctx.data, &ctx.book, &admin)
+    let clean = audit(&mut conn, &nodes, &ctx.data, &ctx.book, &admin)
         .await
         .expect("audit");
     assert!(clean.passed, "a clean run passes: {:?}", clean.findings);
 
     sell_and_hold_unbooked(&mut conn, &ctx, &admin).await;
-    let dirty = audit(&mut conn, &ctx.data, &ctx.book, &admin)
+    let dirty = audit(&mut conn, &nodes, &ctx.data, &ctx.book, &admin)
         .await
         .expect("audit");
     assert!(!dirty.passed);

@@ -277,16 +277,10 @@ async fn read_worker(
     Ok(states)
 }
 
-pub async fn audit(
-    conn: &mut Conn,
-    nodes: &Endpoints,
-    data: &DataSet,
-    book: &Book,
-    admin: &HeaderValue,
-) -> Result<AuditReport, String> {
+/// Waits until the run's last holds have expired (plus a grace); how long.
+async fn wait_for_expiry(book: &Book) -> u64 {
     let latest = book.latest_hold_deadline_ms();
-    let now = unix_ms();
-    let wait_ms = (latest + EXPIRY_GRACE_MS).saturating_sub(now);
+    let wait_ms = (latest + EXPIRY_GRACE_MS).saturating_sub(unix_ms());
     if wait_ms > 0 {
         eprintln!(
             "audit: waiting {:.1} s for the run's last holds to expire",
@@ -294,6 +288,44 @@ pub async fn audit(
         );
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     }
+    wait_ms
+}
+
+/// A cluster: no consistent cut of the whole stock to audit, and the batch
+/// read spans partitions too. What one position shows on its own is still
+/// checked, for a sample of positions. The positions checked and the note.
+async fn audit_cluster_sample(
+    nodes: &Endpoints,
+    data: &DataSet,
+    book: &Book,
+    admin: &HeaderValue,
+    findings: &mut Vec<String>,
+) -> Result<(usize, String), String> {
+    let sample = sample_positions(data, CLUSTER_SAMPLE, book.as_of_ms);
+    let states = read_sample(nodes, data, admin, &sample).await?;
+    findings.extend(check_sample(data, book, states));
+    let note = format!(
+        "cluster: the engine audit (GET /v1/admin/audit: nothing oversold, reserved = held \
+         lines, on one consistent cut of the whole stock) spans partitions (501 \
+         cross_partition_not_supported) and was skipped; audited per position instead: \
+         {} of {} positions read one by one (GET /v1/stock/{{location}}/{{sku}}) and checked \
+         for non-negative counts, reserved <= on hand, reserved 0 once the run's holds \
+         expired, and on hand as the tool's book says",
+        sample.len(),
+        data.positions()
+    );
+    eprintln!("audit: {note}");
+    Ok((sample.len(), note))
+}
+
+pub async fn audit(
+    conn: &mut Conn,
+    nodes: &Endpoints,
+    data: &DataSet,
+    book: &Book,
+    admin: &HeaderValue,
+) -> Result<AuditReport, String> {
+    let wait_ms = wait_for_expiry(book).await;
     let reply = conn
         .call(Call::get("/v1/admin/audit", Some(admin)))
         .await
@@ -301,24 +333,8 @@ pub async fn audit(
     let server: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
     let mut findings = Vec::new();
     let (positions_checked, cluster_note) = if is_cross_partition(&reply) {
-        // A cluster: no consistent cut of the whole stock to audit, and the
-        // batch read spans partitions too. What one position shows on its
-        // own is still checked, for a sample of positions.
-        let sample = sample_positions(data, CLUSTER_SAMPLE, book.as_of_ms);
-        let states = read_sample(nodes, data, admin, &sample).await?;
-        findings.extend(check_sample(data, book, states));
-        let note = format!(
-            "cluster: the engine audit (GET /v1/admin/audit: nothing oversold, reserved = held \
-             lines, on one consistent cut of the whole stock) spans partitions (501 \
-             cross_partition_not_supported) and was skipped; audited per position instead: \
-             {} of {} positions read one by one (GET /v1/stock/{{location}}/{{sku}}) and checked \
-             for non-negative counts, reserved <= on hand, reserved 0 once the run's holds \
-             expired, and on hand as the tool's book says",
-            sample.len(),
-            data.positions()
-        );
-        eprintln!("audit: {note}");
-        (sample.len(), Some(note))
+        let (checked, note) = audit_cluster_sample(nodes, data, book, admin, &mut findings).await?;
+        (checked, Some(note))
     } else {
         if !reply.status.is_success() || server["ok"] != Value::Bool(true) {
             findings.push(format!("engine audit: {} {server}", reply.status));

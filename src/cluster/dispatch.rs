@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use super::ClusterNode;
 use super::forward::{Envelope, FORWARDED_BY, Forwarded, NOT_OWNER, shared_versions};
-use super::target::{Target, target};
+use super::target::{Target, by_body, by_path};
 use crate::engine::cluster_shared::SharedRecord;
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
@@ -41,17 +41,17 @@ pub fn router(node: Arc<ClusterNode>) -> Router {
 }
 
 async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Response {
+    let (method, uri) = (request.method(), request.uri());
+    let known = by_path(node.partitions(), method, uri.path(), uri.query());
+    if let Some(Target::CrossPartition(detail)) = known {
+        // Refused before its body is read (a streamed import is unbounded).
+        return ApiError::new(Code::CrossPartitionNotSupported, detail).into_response();
+    }
     let envelope = match read(&node, request).await {
         Ok(envelope) => envelope,
         Err(problem) => return problem.into_response(),
     };
-    let destination = target(
-        node.partitions(),
-        &envelope.method,
-        envelope.uri.path(),
-        envelope.uri.query(),
-        &envelope.body,
-    );
+    let destination = known.unwrap_or_else(|| by_body(node.partitions(), &envelope.body));
     match destination {
         Target::Node => call(&node.node_app, &envelope).await,
         Target::Ready => super::status::readyz(&node),

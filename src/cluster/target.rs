@@ -45,16 +45,28 @@ pub fn target(
     query: Option<&str>,
     body: &[u8],
 ) -> Target {
+    by_path(partitions, method, path, query).unwrap_or_else(|| by_body(partitions, body))
+}
+
+/// The destination as far as the method, path and query tell it; `None`
+/// when the body's SKUs decide. What spans partitions is known without the
+/// body, so a streamed import is refused before it is read.
+pub fn by_path(
+    partitions: Partitions,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Target> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let write = method != Method::GET && method != Method::HEAD;
-    match segments.as_slice() {
+    let known = match segments.as_slice() {
         ["readyz"] => Target::Ready,
         ["v1", "cluster"] => Target::ClusterStatus,
         ["v1", "locations", _] | ["v1", "groups", _] | ["v1", "policies"] if write => {
             Target::SharedCatalog
         }
         ["v1", "keys"] | ["v1", "keys", _] if write => Target::SharedKeys,
-        ["v1", "availability", "batch"] | ["v1", "movements", "batch"] => by_body(partitions, body),
+        ["v1", "availability", "batch"] | ["v1", "movements", "batch"] => return None,
         ["v1", "availability", sku]
         | ["v1", "stock", _, sku]
         | ["v1", "stock", _, sku, "display"] => Target::Partition(partitions.of(&decoded(sku))),
@@ -64,7 +76,7 @@ pub fn target(
         | ["v1", "returns"]
         | ["v1", "receipts"]
         | ["v1", "incoming"]
-        | ["v1", "adjustments"] => by_body(partitions, body),
+        | ["v1", "adjustments"] => return None,
         ["v1", "reservations", id, ..] => by_reservation_id(partitions, id),
         ["v1", "stock", "import"] => cross("a stock import spans every partition"),
         ["v1", "journal"] => cross("the journal spans every partition"),
@@ -72,7 +84,8 @@ pub fn target(
         ["v1", "streams", ..] => cross("a live stream spans every partition"),
         ["v1", "admin", "audit"] => cross("the audit spans every partition"),
         _ => Target::Node,
-    }
+    };
+    Some(known)
 }
 
 fn cross(detail: &str) -> Target {
@@ -104,7 +117,7 @@ fn by_reservation_id(partitions: Partitions, id: &str) -> Target {
 /// The SKUs a write or batch body names: its own `sku`, and those of its
 /// `lines` and `items`. One partition: there; several: not yet; none (a
 /// body that is not JSON, or has no SKU): the node's validation problem.
-fn by_body(partitions: Partitions, body: &[u8]) -> Target {
+pub fn by_body(partitions: Partitions, body: &[u8]) -> Target {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return Target::Node;
     };

@@ -15,7 +15,7 @@ DURATION=${2:-10}
 for tool in redis-server redis-cli python3 curl; do
     command -v "$tool" >/dev/null || { echo "bench/cluster.sh needs $tool" >&2; exit 1; }
 done
-cargo build --release --locked -q --bin omnistock -p loadtest
+cargo build --release --locked -q -p omnistock -p loadtest --bins
 export OMNISTOCK_ADMIN_KEY=bench-cluster-admin-key-0123
 DIR=$(mktemp -d)
 PIDS=()

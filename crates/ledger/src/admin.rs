@@ -44,14 +44,7 @@ impl Ledger {
     /// Creates or replaces a group; every member must be a known location.
     pub fn put_group(&self, name: GroupName, members: &[LocationCode]) -> Result<(), Refusal> {
         self.update_catalog(|catalog| {
-            let ids = members
-                .iter()
-                .map(|code| {
-                    catalog
-                        .location_id(code.as_str())
-                        .ok_or_else(|| Refusal::UnknownLocation(code.clone()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let ids = member_ids(catalog, members)?;
             catalog.put_group(name, ids);
             Ok(())
         })
@@ -101,14 +94,7 @@ impl Ledger {
                 catalog.put_location(location.clone());
             }
             for (name, members) in &record.groups {
-                let ids = members
-                    .iter()
-                    .map(|code| {
-                        catalog
-                            .location_id(code.as_str())
-                            .ok_or_else(|| Refusal::UnknownLocation(code.clone()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let ids = member_ids(catalog, members)?;
                 catalog.put_group(name.clone(), ids);
             }
             let stale: Vec<_> = catalog
@@ -140,4 +126,16 @@ fn comparable(mut record: CatalogRecord) -> CatalogRecord {
         members.sort();
     }
     record
+}
+
+/// The ids of a group's members; every one must be a known location.
+fn member_ids(catalog: &Catalog, members: &[LocationCode]) -> Result<Vec<LocId>, Refusal> {
+    members
+        .iter()
+        .map(|code| {
+            catalog
+                .location_id(code.as_str())
+                .ok_or_else(|| Refusal::UnknownLocation(code.clone()))
+        })
+        .collect()
 }

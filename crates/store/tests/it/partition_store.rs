@@ -76,6 +76,12 @@ async fn write(
     written
 }
 
+/// The on hand of every position a load found.
+fn on_hand(loaded: &omnistock_store::Loaded) -> Vec<u32> {
+    let positions = &loaded.restore.positions;
+    positions.iter().map(|p| p.on_hand.0).collect()
+}
+
 fn partition_store(cluster: &ClusterStore, p: PartitionId, epoch: Epoch) -> RedisStore {
     // The URL is unused: a partition's store talks through `cluster`.
     let config = RedisConfig::new("redis://unused");
@@ -189,13 +195,7 @@ async fn a_partitions_state_is_written_only_under_its_current_epoch() {
         .await
         .expect("load")
         .expect("not empty");
-    let on_hand: Vec<u32> = stored
-        .restore
-        .positions
-        .iter()
-        .map(|p| p.on_hand.0)
-        .collect();
-    assert_eq!(on_hand, [10]);
+    assert_eq!(on_hand(&stored), [10]);
     assert_eq!(
         stored.restore.head, head,
         "the refused batch left the state alone"
@@ -212,12 +212,6 @@ async fn a_partitions_state_is_written_only_under_its_current_epoch() {
         .await
         .expect("b writes");
     let stored = b_store.load(NOW).await.expect("load").expect("not empty");
-    let on_hand: Vec<u32> = stored
-        .restore
-        .positions
-        .iter()
-        .map(|p| p.on_hand.0)
-        .collect();
-    assert_eq!(on_hand, [7]);
+    assert_eq!(on_hand(&stored), [7]);
     assert!(stored.restore.positions[0].version > Seq(0));
 }

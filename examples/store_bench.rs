@@ -81,6 +81,7 @@ async fn main() {
             now: now(),
             reservation_shards: shards,
             clean: false,
+            catalog_changed: true,
         })
         .await
         .expect("full write");
@@ -118,6 +119,7 @@ async fn main() {
                     now: now(),
                     reservation_shards: shards,
                     clean: false,
+                    catalog_changed: false,
                 })
                 .await
                 .expect("write");

@@ -682,6 +682,7 @@ async fn retried_and_reordered_batches_never_roll_anything_back() {
             now: now(),
             reservation_shards: shards,
             clean: false,
+            catalog_changed: true,
         };
         store.write(&batch).await.expect("write");
     }

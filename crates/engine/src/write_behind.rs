@@ -330,6 +330,7 @@ pub async fn first_write<S: Store>(
             now,
             reservation_shards: reservation_shards(ledger),
             clean: false,
+            catalog_changed: true,
         };
         let items = cut.positions.len() + cut.reservations.len() + cut.idempotency.len();
         let started = Instant::now();
@@ -531,6 +532,7 @@ impl<S: Store> Flusher<S> {
             now,
             reservation_shards: self.reservation_shards,
             clean: self.stopping,
+            catalog_changed: cut.catalog.generation != self.written_catalog,
         };
         let items = cut.positions.len() + cut.reservations.len() + cut.idempotency.len();
         let started = Instant::now();

@@ -65,6 +65,9 @@ pub struct Batch<'a> {
     /// The last write of a graceful stop: nothing changes after it, so
     /// the next run may honour this run's feed cursors.
     pub clean: bool,
+    /// Whether the cut's catalog may differ from the one the store holds;
+    /// false lets the write skip it (a full rewrite writes it anyway).
+    pub catalog_changed: bool,
 }
 
 /// Everything a store holds.

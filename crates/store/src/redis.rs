@@ -31,6 +31,7 @@
 //! [`StoreError::Fenced`].
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -241,13 +242,21 @@ struct PartitionScope {
 }
 
 /// Writes a field set behind the fence (a partition's store).
-static FENCED_VERSIONED_WRITE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| fenced(VERSIONED_WRITE));
+static FENCED_VERSIONED_WRITE_CODE: LazyLock<String> = LazyLock::new(|| fenced(VERSIONED_WRITE));
+static FENCED_VERSIONED_WRITE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&FENCED_VERSIONED_WRITE_CODE));
 
 /// One command on `KEYS[1]` behind the fence: `ARGV[1]` is the command,
 /// the rest its arguments after the key.
-static FENCED_COMMAND: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| fenced("return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"));
+static FENCED_COMMAND_CODE: LazyLock<String> =
+    LazyLock::new(|| fenced("return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"));
+static FENCED_COMMAND: LazyLock<Script> = LazyLock::new(|| Script::new(&FENCED_COMMAND_CODE));
+
+/// A partition's store checks Redis's run id (a restart or a failover that
+/// may have lost writes: the partition is rewritten in full) at most this
+/// often: `INFO` in every flush of every partition cost Redis more than
+/// the writes. The marker is checked with every write.
+const RUN_ID_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct RedisStore {
     config: RedisConfig,
@@ -259,6 +268,8 @@ pub struct RedisStore {
     /// `None` until loaded or first written; a write that finds another
     /// identity fails with `Replaced`.
     identity: Mutex<Option<Identity>>,
+    /// When a write last checked Redis's run id.
+    run_id_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -300,6 +311,7 @@ impl RedisStore {
             versioned_write: Script::new(VERSIONED_WRITE),
             migrate: Script::new(MIGRATE),
             identity: Mutex::new(None),
+            run_id_checked: std::sync::Mutex::new(None),
         })
     }
 
@@ -325,6 +337,7 @@ impl RedisStore {
             versioned_write: Script::new(VERSIONED_WRITE),
             migrate: Script::new(MIGRATE),
             identity: Mutex::new(None),
+            run_id_checked: std::sync::Mutex::new(None),
         }
     }
 
@@ -376,8 +389,8 @@ impl RedisStore {
                 call
             }
             Some(scope) => {
-                let mut call = redis::cmd("EVAL");
-                call.arg(FENCED_COMMAND.as_str())
+                let mut call = redis::cmd("EVALSHA");
+                call.arg(FENCED_COMMAND.get_hash())
                     .arg(2)
                     .arg(key)
                     .arg(&scope.epoch_key)
@@ -407,13 +420,18 @@ impl RedisStore {
         Ok((run_id, marker))
     }
 
+    /// Loads the write scripts into Redis (on a Redis Cluster, into every
+    /// node, replicas included, so a promoted replica has them too).
     async fn load_scripts(&self) -> Result<(), StoreError> {
-        if self.scope.is_some() {
-            // A partition's store sends its scripts whole (EVAL): after a
-            // failover, a promoted replica may not have them cached.
-            return Ok(());
-        }
-        for code in [VERSIONED_WRITE] {
+        let fenced = [
+            FENCED_VERSIONED_WRITE_CODE.as_str(),
+            FENCED_COMMAND_CODE.as_str(),
+        ];
+        let codes: &[&str] = match self.scope {
+            None => &[VERSIONED_WRITE],
+            Some(_) => &fenced,
+        };
+        for code in codes {
             let _: String = redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(code)
@@ -460,8 +478,8 @@ impl RedisStore {
                 call
             }
             Some(scope) => {
-                let mut call = redis::cmd("EVAL");
-                call.arg(FENCED_VERSIONED_WRITE.as_str())
+                let mut call = redis::cmd("EVALSHA");
+                call.arg(FENCED_VERSIONED_WRITE.get_hash())
                     .arg(3)
                     .arg(hash)
                     .arg(index)
@@ -830,8 +848,9 @@ impl Store for RedisStore {
         let cut = batch.cut;
         let identity = self.identity_for_write(cut.everything).await?;
         let mut txs = Transactions::default();
+        let run_id_due = self.run_id_due();
         if let WriteIdentity::Known(known) = &identity {
-            self.expect_identity(&mut txs, known);
+            self.expect_identity(&mut txs, known, run_id_due);
         }
         let version: Version = (cut.head.0.saturating_sub(1).to_string(), cut.everything);
         self.plan_catalog_and_keys(&mut txs, batch);
@@ -848,7 +867,20 @@ impl Store for RedisStore {
             set.arg(&identity.marker);
             txs.push(set, Kind::Plain);
         }
-        txs.run(&mut self.conn()).await?;
+        if let Err(error) = txs.run(&mut self.conn()).await {
+            if error.to_string().contains("NOSCRIPT") {
+                // A node that never had the scripts (a replica added and
+                // promoted since): load them; the flusher retries.
+                let _ = self.load_scripts().await;
+            }
+            return Err(error);
+        }
+        if run_id_due {
+            *self
+                .run_id_checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        }
         self.wait_replica().await?;
         if self.config.wait_aof {
             let _: redis::Value = redis::cmd("WAITAOF")
@@ -870,14 +902,27 @@ impl Store for RedisStore {
 impl RedisStore {
     /// The marker and Redis's run id, checked in the same round trip as
     /// the first transaction.
-    fn expect_identity(&self, txs: &mut Transactions, known: &Identity) {
+    fn expect_identity(&self, txs: &mut Transactions, known: &Identity, run_id: bool) {
         let mut marker = redis::cmd("GET");
         marker.arg(self.key("meta", "marker"));
         txs.push(marker, Kind::Marker);
-        let mut info = redis::cmd("INFO");
-        info.arg("server");
-        txs.push(info, Kind::RunId);
+        if run_id {
+            let mut info = redis::cmd("INFO");
+            info.arg("server");
+            txs.push(info, Kind::RunId);
+        }
         txs.expected = Some(known.clone());
+    }
+
+    /// Whether this write checks Redis's run id: always on a single
+    /// Redis, at most every [`RUN_ID_CHECK_INTERVAL`] in a partition's store.
+    fn run_id_due(&self) -> bool {
+        self.scope.is_none()
+            || self
+                .run_id_checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none_or(|at| at.elapsed() >= RUN_ID_CHECK_INTERVAL)
     }
 
     /// The hash `meta:name` and its (unused) expiry index.
@@ -890,13 +935,17 @@ impl RedisStore {
 
     fn plan_catalog_and_keys(&self, txs: &mut Transactions, batch: &Batch<'_>) {
         let (cut, full) = (batch.cut, batch.cut.everything);
-        txs.versioned(
-            self,
-            &self.meta_hash("catalog"),
-            &(cut.catalog.generation.to_string(), full),
-            0,
-            vec![("catalog".into(), codec::encode_catalog(&cut.catalog), 0)],
-        );
+        // The whole catalog is one value: written when it changed, not with
+        // every flush (a chain of thousands of stores is a large value).
+        if batch.catalog_changed || full {
+            txs.versioned(
+                self,
+                &self.meta_hash("catalog"),
+                &(cut.catalog.generation.to_string(), full),
+                0,
+                vec![("catalog".into(), codec::encode_catalog(&cut.catalog), 0)],
+            );
+        }
         if let Some(keys) = batch.keys {
             txs.versioned(
                 self,

@@ -175,7 +175,8 @@ pub async fn create_key(
 /// Answered by a node started with `--cluster` (its front answers this
 /// route itself); an engine running alone answers 404 `not_a_cluster`.
 #[utoipa::path(get, path = "/v1/cluster", tag = "admin",
-    responses((status = 200, description = "cluster mode only", body = crate::http::dto::ClusterJson)),
+    responses((status = 200, description = "cluster mode only", body = crate::http::dto::ClusterJson),
+        (status = 404, description = "an engine running alone (`not_a_cluster`)")),
     security(("bearer" = [])))]
 pub async fn cluster(caller: Caller) -> ApiResult<Json<crate::http::dto::ClusterJson>> {
     caller.require(Scope::Admin)?;

@@ -67,6 +67,7 @@ async fn write(
         now: NOW,
         reservation_shards: 4,
         clean: false,
+        catalog_changed: true,
     };
     let written = store.write(&batch).await;
     match &written {

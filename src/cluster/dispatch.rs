@@ -44,7 +44,11 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
     let (method, uri) = (request.method(), request.uri());
     let known = by_path(node.partitions(), method, uri.path(), uri.query());
     if let Some(Target::CrossPartition(detail)) = known {
-        // Refused before its body is read (a streamed import is unbounded).
+        // Refused before its body is read (a streamed import is unbounded),
+        // to a caller with a key (no key: 401, as everywhere).
+        if let Err(unauthorized) = super::status::authenticate(&node, request.headers()) {
+            return unauthorized.into_response();
+        }
         return ApiError::new(Code::CrossPartitionNotSupported, detail).into_response();
     }
     let envelope = match read(&node, request).await {
@@ -60,7 +64,10 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         Target::SharedKeys => shared_change(&node, SharedRecord::Keys, &envelope).await,
         Target::Partition(partition) => to_partition(&node, partition, &envelope).await,
         Target::CrossPartition(detail) => {
-            ApiError::new(Code::CrossPartitionNotSupported, detail).into_response()
+            match super::status::authenticate(&node, &envelope.headers) {
+                Ok(_) => ApiError::new(Code::CrossPartitionNotSupported, detail).into_response(),
+                Err(unauthorized) => unauthorized.into_response(),
+            }
         }
     }
 }

@@ -3,14 +3,16 @@
 //! owns each partition under which epoch; admin scope).
 
 use axum::Json;
-use axum::http::{StatusCode, header};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
 use serde_json::json;
 
 use super::ClusterNode;
 use super::forward::Envelope;
-use crate::engine::Scope;
+use crate::engine::{ApiKey, Scope};
 use crate::http::dto::{ClusterJson, ClusterNodeJson, PartitionOwnerJson};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
@@ -33,16 +35,23 @@ pub fn readyz(node: &ClusterNode) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /v1/cluster`, for admin keys: the heartbeats' nodes and each
-/// partition's lease as Redis holds it now.
-pub async fn cluster(node: &ClusterNode, envelope: &Envelope) -> Response {
-    let secret = envelope
-        .headers
+/// The caller's key, by the node's shared key store; 401 without one.
+pub fn authenticate(node: &ClusterNode, headers: &HeaderMap) -> Result<Arc<ApiKey>, ApiError> {
+    let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(key) = secret.and_then(|s| node.shared.engine().keys().authenticate(s.trim())) else {
-        return ApiError::unauthorized().into_response();
+    secret
+        .and_then(|s| node.shared.engine().keys().authenticate(s.trim()))
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// `GET /v1/cluster`, for admin keys: the heartbeats' nodes and each
+/// partition's lease as Redis holds it now.
+pub async fn cluster(node: &ClusterNode, envelope: &Envelope) -> Response {
+    let key = match authenticate(node, &envelope.headers) {
+        Ok(key) => key,
+        Err(unauthorized) => return unauthorized.into_response(),
     };
     if !key.has(Scope::Admin) {
         return ApiError::new(Code::Forbidden, "this request needs the `admin` scope")

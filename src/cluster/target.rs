@@ -29,6 +29,22 @@ pub enum Target {
     CrossPartition(String),
 }
 
+/// The operations a cluster node may refuse with 501
+/// `cross_partition_not_supported` (by their path, or for a body whose SKUs
+/// span partitions): the OpenAPI document lists the 501 on each.
+pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] = &[
+    ("GET", "/v1/journal"),
+    ("GET", "/v1/admin/audit"),
+    ("GET", "/v1/feeds/google/local-inventory"),
+    ("GET", "/v1/feeds/meta/local-inventory"),
+    ("GET", "/v1/streams/availability"),
+    ("POST", "/v1/stock/import"),
+    ("POST", "/v1/availability/batch"),
+    ("POST", "/v1/movements/batch"),
+    ("POST", "/v1/reservations"),
+    ("POST", "/v1/sales"),
+];
+
 /// A path segment, percent-decoded (a SKU may hold any character).
 fn decoded(segment: &str) -> String {
     percent_encoding::percent_decode_str(segment)
@@ -59,9 +75,11 @@ pub fn by_path(
 ) -> Option<Target> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let write = method != Method::GET && method != Method::HEAD;
+    let get = method == Method::GET;
     let known = match segments.as_slice() {
-        ["readyz"] => Target::Ready,
-        ["v1", "cluster"] => Target::ClusterStatus,
+        // Other methods: the node's API answers 405.
+        ["readyz"] if get => Target::Ready,
+        ["v1", "cluster"] if get => Target::ClusterStatus,
         ["v1", "locations", _] | ["v1", "groups", _] | ["v1", "policies"] if write => {
             Target::SharedCatalog
         }
@@ -78,11 +96,13 @@ pub fn by_path(
         | ["v1", "incoming"]
         | ["v1", "adjustments"] => return None,
         ["v1", "reservations", id, ..] => by_reservation_id(partitions, id),
-        ["v1", "stock", "import"] => cross("a stock import spans every partition"),
-        ["v1", "journal"] => cross("the journal spans every partition"),
-        ["v1", "feeds", ..] => cross("a feed spans every partition"),
-        ["v1", "streams", ..] => cross("a live stream spans every partition"),
-        ["v1", "admin", "audit"] => cross("the audit spans every partition"),
+        ["v1", "stock", "import"] if method == Method::POST => {
+            cross("a stock import spans every partition")
+        }
+        ["v1", "journal"] if get => cross("the journal spans every partition"),
+        ["v1", "feeds", ..] if get => cross("a feed spans every partition"),
+        ["v1", "streams", ..] if get => cross("a live stream spans every partition"),
+        ["v1", "admin", "audit"] if get => cross("the audit spans every partition"),
         _ => Target::Node,
     };
     Some(known)
@@ -219,6 +239,32 @@ mod tests {
             post("/v1/stock/import", ""),
             Target::CrossPartition(_)
         ));
+    }
+
+    #[test]
+    fn the_documented_cross_partition_operations_are_those_refused() {
+        let (a, b) = two_partitions();
+        let body = format!(
+            r#"{{"lines":[{{"sku":"{a}"}},{{"sku":"{b}"}}],"items":[{{"sku":"{a}"}},{{"sku":"{b}"}}]}}"#
+        );
+        for (method, path) in CROSS_PARTITION_OPERATIONS {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            let found = target(partitions(), &method, path, None, body.as_bytes());
+            assert!(
+                matches!(found, Target::CrossPartition(_)),
+                "{method} {path}: {found:?}"
+            );
+        }
+        // Probes answer their own methods only.
+        let trace = Method::from_bytes(b"TRACE").expect("method");
+        assert_eq!(
+            target(partitions(), &trace, "/readyz", None, b""),
+            Target::Node
+        );
+        assert_eq!(
+            target(partitions(), &Method::POST, "/v1/cluster", None, b""),
+            Target::Node
+        );
     }
 
     #[test]

@@ -241,6 +241,13 @@ fn error_statuses(spec: &super::routes::table::RouteSpec) -> Vec<(u16, String)> 
     for extracted in &spec.extracts {
         statuses.extend(extraction_errors(extracted));
     }
+    let operation = (spec.method.as_str(), spec.path);
+    if crate::cluster::target::CROSS_PARTITION_OPERATIONS.contains(&operation) {
+        statuses.push(coded(
+            Code::CrossPartitionNotSupported,
+            "cluster mode: the request spans partitions",
+        ));
+    }
     statuses
 }
 
@@ -378,6 +385,9 @@ pub enum StoreKind {
     /// The embedded in-memory store: state is lost on exit.
     Memory,
     Redis,
+    /// A node of a cluster (`serve --cluster`).
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 #[derive(Serialize, ToSchema)]

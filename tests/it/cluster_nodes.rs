@@ -108,6 +108,10 @@ async fn any_node_answers_for_every_partition() {
         json!("cross_partition_not_supported"),
         "{status}"
     );
+    // Without a key: 401 first, as on every route.
+    let url = format!("{}/v1/journal", nodes.base(1));
+    let anonymous = nodes.http.get(url).send().await.expect("answer");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 
     // The cluster view: three live nodes, every partition owned.
     let view = nodes.view(2).await;

@@ -11,13 +11,13 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::ClusterNode;
 use super::forward::{Envelope, FORWARDED_BY, Forwarded, NOT_OWNER, shared_versions};
 use super::target::{Target, by_body, by_path};
 use crate::engine::cluster_shared::SharedRecord;
+use crate::http::body::read_body;
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
 use crate::store::cluster_shared::Published;
@@ -72,29 +72,12 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
     }
 }
 
-/// The request with its whole body, within the node's body limits.
+/// The request with its whole body, within the node's body limits (the
+/// same reader, and so the same 413 and 408, as every handler's).
 async fn read(node: &ClusterNode, request: Request) -> Result<Envelope, ApiError> {
     let limits = &node.node_state.limits;
     let (parts, body) = request.into_parts();
-    let timeout = Duration::from_millis(limits.body_read_timeout_ms);
-    let collected =
-        tokio::time::timeout(timeout, Limited::new(body, limits.max_body_bytes).collect());
-    let body = match collected.await {
-        Err(_) => {
-            return Err(ApiError::new(
-                Code::BodyTimeout,
-                "the body did not arrive in time",
-            ));
-        }
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                Code::BodyTooLarge,
-                format!("the body is over {} bytes", limits.max_body_bytes),
-            ));
-        }
-        Ok(Err(error)) => return Err(ApiError::new(Code::UnreadableBody, error.to_string())),
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    let body = read_body(body, limits.max_body_bytes, limits.body_read_timeout_ms).await?;
     Ok(Envelope {
         method: parts.method,
         uri: parts.uri,

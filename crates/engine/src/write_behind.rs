@@ -135,8 +135,8 @@ pub struct WriteBehind {
     round: AtomicU64,
     progress: watch::Sender<Progress>,
     wake: Notify,
-    /// Set by [`WriteBehind::flushed_all`]: the next wake-up writes a
-    /// round even in async mode and with nothing changed.
+    /// Set by [`WriteBehind::flushed_all`]: a round is due even in async
+    /// mode and with nothing changed; cleared by the round that is written.
     flush_requested: AtomicBool,
     health: Mutex<Health>,
 }
@@ -505,7 +505,7 @@ impl<S: Store> Flusher<S> {
             || oldest_due
             || changes.backlog() >= config.flush_max_items
             || (woken && config.sync)
-            || self.handle.flush_requested.swap(false, Ordering::SeqCst)
+            || self.handle.flush_requested.load(Ordering::SeqCst)
             || (stopping && pending);
         let backing_off = self.retry_at.is_some_and(|at| Instant::now() < at) && !stopping;
         if !due || backing_off {
@@ -520,6 +520,9 @@ impl<S: Store> Flusher<S> {
 
     /// Writes one round; breaks when stopping and the last attempts failed.
     async fn flush(&mut self, now: TimestampMs, keys_changed: bool) -> ControlFlow<()> {
+        // A requested round is this one (cleared here, not where the step is
+        // decided: a request that arrives while backing off waits for it).
+        self.handle.flush_requested.store(false, Ordering::SeqCst);
         // The round number is taken before the cut (see the module docs).
         let round = self.handle.round.fetch_add(1, Ordering::SeqCst);
         let keys_generation = self.keys.generation();

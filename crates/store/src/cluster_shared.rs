@@ -91,21 +91,24 @@ impl ClusterStore {
 
     /// The shared catalog and its version; `None` before the first write.
     pub async fn shared_catalog(&self) -> Result<Option<(u64, CatalogRecord)>, ClusterStoreError> {
-        let Some((version, value)) = self.shared("catalog").await? else {
-            return Ok(None);
-        };
-        let record = codec::decode_catalog(&value)
-            .map_err(|e| ClusterStoreError::Corrupt(format!("shared catalog: {e}")))?;
-        Ok(Some((version, record)))
+        self.shared_record("catalog", codec::decode_catalog).await
     }
 
     /// The shared API keys and their version; `None` before the first write.
     pub async fn shared_keys(&self) -> Result<Option<(u64, KeysRecord)>, ClusterStoreError> {
-        let Some((version, value)) = self.shared("keys").await? else {
+        self.shared_record("keys", codec::decode_keys).await
+    }
+
+    async fn shared_record<T>(
+        &self,
+        name: &str,
+        decode: fn(&[u8]) -> Result<T, codec::CodecError>,
+    ) -> Result<Option<(u64, T)>, ClusterStoreError> {
+        let Some((version, value)) = self.shared(name).await? else {
             return Ok(None);
         };
-        let record = codec::decode_keys(&value)
-            .map_err(|e| ClusterStoreError::Corrupt(format!("shared keys: {e}")))?;
+        let record = decode(&value)
+            .map_err(|e| ClusterStoreError::Corrupt(format!("shared {name}: {e}")))?;
         Ok(Some((version, record)))
     }
 

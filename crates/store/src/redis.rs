@@ -241,6 +241,22 @@ struct PartitionScope {
     wait_replica: bool,
 }
 
+impl PartitionScope {
+    /// A call of a fenced `script` on `keys`: the epoch key goes last among
+    /// the keys and the epoch first among the arguments, where
+    /// [`crate::cluster::FENCE_CHECK`] takes them; the caller appends the
+    /// script's own arguments.
+    fn fenced(&self, script: &Script, keys: &[&str]) -> redis::Cmd {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(script.get_hash()).arg(keys.len() + 1);
+        for key in keys {
+            call.arg(*key);
+        }
+        call.arg(&self.epoch_key).arg(self.epoch.0);
+        call
+    }
+}
+
 /// Writes a field set behind the fence (a partition's store).
 static FENCED_VERSIONED_WRITE_CODE: LazyLock<String> = LazyLock::new(|| fenced(VERSIONED_WRITE));
 static FENCED_VERSIONED_WRITE: LazyLock<Script> =
@@ -389,13 +405,8 @@ impl RedisStore {
                 call
             }
             Some(scope) => {
-                let mut call = redis::cmd("EVALSHA");
-                call.arg(FENCED_COMMAND.get_hash())
-                    .arg(2)
-                    .arg(key)
-                    .arg(&scope.epoch_key)
-                    .arg(scope.epoch.0)
-                    .arg(command);
+                let mut call = scope.fenced(&FENCED_COMMAND, &[key]);
+                call.arg(command);
                 call
             }
         }
@@ -477,16 +488,7 @@ impl RedisStore {
                     .arg(index);
                 call
             }
-            Some(scope) => {
-                let mut call = redis::cmd("EVALSHA");
-                call.arg(FENCED_VERSIONED_WRITE.get_hash())
-                    .arg(3)
-                    .arg(hash)
-                    .arg(index)
-                    .arg(&scope.epoch_key)
-                    .arg(scope.epoch.0);
-                call
-            }
+            Some(scope) => scope.fenced(&FENCED_VERSIONED_WRITE, &[hash, index]),
         };
         call.arg(&version.0)
             .arg(if version.1 { "1" } else { "0" })

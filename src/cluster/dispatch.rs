@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use tower_service::Service;
 
 use super::ClusterNode;
-use super::forward::{Envelope, FORWARDED_BY, Forwarded, NOT_OWNER, shared_versions};
-use super::target::{Target, by_body, by_path};
+use super::forward::{
+    Envelope, FORWARDED_BY, Forwarded, NOT_OWNER, forwarded_partition, shared_versions,
+};
+use super::target::{Spread, Target, by_body, by_path};
 use crate::engine::cluster_shared::SharedRecord;
 use crate::http::body::read_body;
 use crate::http::error::ApiError;
@@ -63,6 +65,19 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         Target::SharedCatalog => shared_change(&node, SharedRecord::Catalog, &envelope).await,
         Target::SharedKeys => shared_change(&node, SharedRecord::Keys, &envelope).await,
         Target::Partition(partition) => to_partition(&node, partition, &envelope).await,
+        Target::Spread(Spread::AvailabilityBatch) => {
+            super::spread::availability_batch(&node, &envelope).await
+        }
+        Target::Spread(Spread::MovementBatch) => {
+            super::spread::movement_batch(&node, &envelope).await
+        }
+        Target::Spread(Spread::Audit) => {
+            // A share of another node's audit: this partition's.
+            match forwarded_partition(&envelope.headers, node.partitions()) {
+                Some(partition) => to_partition(&node, partition, &envelope).await,
+                None => super::spread::audit(&node, &envelope).await,
+            }
+        }
         Target::CrossPartition(detail) => {
             match super::status::authenticate(&node, &envelope.headers) {
                 Ok(_) => ApiError::new(Code::CrossPartitionNotSupported, detail).into_response(),
@@ -87,7 +102,7 @@ async fn read(node: &ClusterNode, request: Request) -> Result<Envelope, ApiError
 }
 
 /// Runs `envelope` through one of this node's APIs.
-async fn call(app: &Router, envelope: &Envelope) -> Response {
+pub(super) async fn call(app: &Router, envelope: &Envelope) -> Response {
     let mut app = app.clone();
     match app.call(envelope.request()).await {
         Ok(response) => response,
@@ -101,7 +116,11 @@ async fn call(app: &Router, envelope: &Envelope) -> Response {
 /// or it is this node's but not loaded yet), the node tries again each
 /// time the owner changes, or every [`RETRY_PAUSE`], for up to
 /// [`MOVE_WAIT`]: nothing was applied by the attempts that failed so.
-async fn to_partition(node: &ClusterNode, partition: PartitionId, envelope: &Envelope) -> Response {
+pub(super) async fn to_partition(
+    node: &ClusterNode,
+    partition: PartitionId,
+    envelope: &Envelope,
+) -> Response {
     let deadline = Instant::now() + MOVE_WAIT;
     let mut why = String::from("it is moving between nodes");
     loop {
@@ -130,7 +149,7 @@ async fn to_partition(node: &ClusterNode, partition: PartitionId, envelope: &Env
             let (from, shared) = (node.node_id().as_str(), node.shared.versions());
             match node
                 .forwarder
-                .forward(&owner.url, envelope, from, shared)
+                .forward(&owner.url, partition, envelope, from, shared)
                 .await
             {
                 Forwarded::Answered(response) if !response.headers().contains_key(NOT_OWNER) => {

@@ -11,6 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::store::cluster_shared::SharedVersions;
+use omnistock_cluster::{PartitionId, Partitions};
 
 /// Set on a forwarded request (the forwarding node's id): the node that
 /// receives it never forwards it again.
@@ -20,6 +21,10 @@ pub const FORWARDED_BY: HeaderName = HeaderName::from_static("omnistock-forwarde
 /// up before it serves the request, so a request never runs against an
 /// older catalog or key set than the node it was sent to has.
 pub const SHARED_VERSIONS: HeaderName = HeaderName::from_static("omnistock-shared-versions");
+/// Set on a forwarded request: the index of the partition it was sent
+/// for. The owner serves a request that names no single partition of its
+/// own (a share of the audit) on this one.
+pub const PARTITION: HeaderName = HeaderName::from_static("omnistock-partition");
 /// Set on the answer of a node asked for a partition it does not serve
 /// (any more): the forwarding node looks for the owner again, once.
 pub const NOT_OWNER: HeaderName = HeaderName::from_static("omnistock-not-owner");
@@ -86,6 +91,7 @@ impl Forwarder {
     pub async fn forward(
         &self,
         base_url: &str,
+        partition: PartitionId,
         envelope: &Envelope,
         from: &str,
         shared: SharedVersions,
@@ -107,6 +113,7 @@ impl Forwarder {
         if let Ok(from) = HeaderValue::from_str(from) {
             headers.insert(FORWARDED_BY, from);
         }
+        headers.insert(PARTITION, HeaderValue::from(partition.index()));
         let versions = format!("{},{}", shared.catalog, shared.keys);
         if let Ok(versions) = HeaderValue::from_str(&versions) {
             headers.insert(SHARED_VERSIONS, versions);
@@ -137,6 +144,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "keep-alive"
         || name == FORWARDED_BY
         || name == SHARED_VERSIONS
+        || name == PARTITION
+}
+
+/// The partition a forwarded request was sent for, if it names one of
+/// `partitions`.
+pub fn forwarded_partition(headers: &HeaderMap, partitions: Partitions) -> Option<PartitionId> {
+    if !headers.contains_key(FORWARDED_BY) {
+        return None;
+    }
+    let index = headers.get(PARTITION)?.to_str().ok()?.parse().ok()?;
+    partitions.get(index)
 }
 
 /// The versions a forwarded request carries, if it carries any.

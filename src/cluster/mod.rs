@@ -8,6 +8,7 @@
 
 mod dispatch;
 pub mod forward;
+mod spread;
 mod status;
 pub mod target;
 

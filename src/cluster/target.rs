@@ -25,8 +25,21 @@ pub enum Target {
     SharedKeys,
     /// The engine of this partition, wherever it runs.
     Partition(PartitionId),
+    /// Split by its items' partitions, answered together.
+    Spread(Spread),
     /// Not served by a cluster yet; the detail says why.
     CrossPartition(String),
+}
+
+/// The requests a node splits over the partitions they concern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spread {
+    /// `POST /v1/availability/batch`: one batch per partition of its items.
+    AvailabilityBatch,
+    /// `POST /v1/movements/batch`: one batch per partition of its items.
+    MovementBatch,
+    /// `GET /v1/admin/audit`: every partition's audit, added up.
+    Audit,
 }
 
 /// The operations a cluster node may refuse with 501
@@ -34,13 +47,10 @@ pub enum Target {
 /// span partitions): the OpenAPI document lists the 501 on each.
 pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/v1/journal"),
-    ("GET", "/v1/admin/audit"),
     ("GET", "/v1/feeds/google/local-inventory"),
     ("GET", "/v1/feeds/meta/local-inventory"),
     ("GET", "/v1/streams/availability"),
     ("POST", "/v1/stock/import"),
-    ("POST", "/v1/availability/batch"),
-    ("POST", "/v1/movements/batch"),
     ("POST", "/v1/reservations"),
     ("POST", "/v1/sales"),
 ];
@@ -84,7 +94,14 @@ pub fn by_path(
             Target::SharedCatalog
         }
         ["v1", "keys"] | ["v1", "keys", _] if write => Target::SharedKeys,
-        ["v1", "availability", "batch"] | ["v1", "movements", "batch"] => return None,
+        ["v1", "availability", "batch"] if method == Method::POST => {
+            Target::Spread(Spread::AvailabilityBatch)
+        }
+        ["v1", "movements", "batch"] if method == Method::POST => {
+            Target::Spread(Spread::MovementBatch)
+        }
+        ["v1", "availability", "batch"] | ["v1", "movements", "batch"] => Target::Node,
+        ["v1", "admin", "audit"] if get => Target::Spread(Spread::Audit),
         ["v1", "availability", sku]
         | ["v1", "stock", _, sku]
         | ["v1", "stock", _, sku, "display"] => Target::Partition(partitions.of(&decoded(sku))),
@@ -99,10 +116,13 @@ pub fn by_path(
         ["v1", "stock", "import"] if method == Method::POST => {
             cross("a stock import spans every partition")
         }
-        ["v1", "journal"] if get => cross("the journal spans every partition"),
+        // One SKU's movements are all in its partition's journal.
+        ["v1", "journal"] if get => match query_param(query, "sku") {
+            Some(sku) => Target::Partition(partitions.of(&sku)),
+            None => cross("the journal spans every partition: ask for one SKU's (`?sku=`)"),
+        },
         ["v1", "feeds", ..] if get => cross("a feed spans every partition"),
         ["v1", "streams", ..] if get => cross("a live stream spans every partition"),
-        ["v1", "admin", "audit"] if get => cross("the audit spans every partition"),
         _ => Target::Node,
     };
     Some(known)
@@ -115,12 +135,15 @@ fn cross(detail: &str) -> Target {
 /// `?sku=` of the nearby query; without one, the node answers the
 /// validation problem.
 fn by_query_sku(partitions: Partitions, query: Option<&str>) -> Target {
-    let sku = query.and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(name, _)| name == "sku")
-            .map(|(_, value)| value.into_owned())
-    });
+    let sku = query_param(query, "sku");
     sku.map_or(Target::Node, |sku| Target::Partition(partitions.of(&sku)))
+}
+
+/// The first value of `name` in the query, decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(found, _)| found == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 /// A reservation lives in the partition its id names (its top 16 bits);
@@ -219,16 +242,10 @@ mod tests {
             post("/v1/reservations", &cart),
             Target::CrossPartition(_)
         ));
-        let items = format!(r#"{{"items":[{{"sku":"{a}"}},{{"sku":"{b}"}}]}}"#);
-        assert!(matches!(
-            post("/v1/availability/batch", &items),
-            Target::CrossPartition(_)
-        ));
         for path in [
             "/v1/journal",
             "/v1/feeds/google/local-inventory",
             "/v1/streams/availability",
-            "/v1/admin/audit",
         ] {
             assert!(
                 matches!(get(path, None), Target::CrossPartition(_)),
@@ -239,6 +256,28 @@ mod tests {
             post("/v1/stock/import", ""),
             Target::CrossPartition(_)
         ));
+    }
+
+    #[test]
+    fn batches_and_the_audit_are_spread_and_one_skus_journal_is_its_partitions() {
+        let (a, b) = two_partitions();
+        let items = format!(r#"{{"items":[{{"sku":"{a}"}},{{"sku":"{b}"}}]}}"#);
+        let spread = |s| Target::Spread(s);
+        assert_eq!(
+            post("/v1/availability/batch", &items),
+            spread(Spread::AvailabilityBatch)
+        );
+        assert_eq!(
+            post("/v1/movements/batch", &items),
+            spread(Spread::MovementBatch)
+        );
+        assert_eq!(get("/v1/admin/audit", None), spread(Spread::Audit));
+        assert_eq!(
+            get("/v1/journal", Some("limit=5&sku=SKU-1")),
+            Target::Partition(partitions().of("SKU-1"))
+        );
+        // Other methods: the node answers 405.
+        assert_eq!(get("/v1/availability/batch", None), Target::Node);
     }
 
     #[test]

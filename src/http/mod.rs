@@ -16,7 +16,7 @@ pub mod openapi;
 pub mod probe;
 pub mod rate_limit;
 pub mod request_metrics;
-mod routes;
+pub(crate) mod routes;
 mod timestamps;
 mod track;
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::support::ADMIN;
 use crate::support::cluster::Nodes;
+use crate::support::engine::send;
 
 const PARTITIONS: u16 = 16;
 
@@ -93,6 +95,8 @@ async fn any_node_answers_for_every_partition() {
         .await;
     assert_eq!(sku3["total_atf"], json!(11), "{sku3}");
 
+    batches_and_the_audit_span_partitions(&nodes).await;
+
     // A cart across partitions, and the whole-stock routes: refused clearly.
     let (a, b) = two_partitions();
     let cart = json!({"channel": "web", "ttl_seconds": 600, "lines": [
@@ -133,6 +137,109 @@ async fn any_node_answers_for_every_partition() {
     );
     let owned: u64 = alive.iter().map(|n| n["owned"].as_u64().unwrap_or(0)).sum();
     assert_eq!(owned, u64::from(PARTITIONS));
+}
+
+/// Batches are split over the partitions of their items and put back in
+/// order; the audit covers every partition; one SKU's journal is its
+/// partition's. Expects SKU-i at PAR-01 with 10 + i units (SKU-3: 11).
+async fn batches_and_the_audit_span_partitions(nodes: &Nodes) {
+    let partitions = omnistock_cluster::Partitions::new(u64::from(PARTITIONS)).expect("count");
+    let skus: Vec<String> = (0..24).map(|i| format!("SKU-{i}")).collect();
+    let spread: BTreeSet<_> = skus.iter().map(|s| partitions.of(s)).collect();
+    assert!(spread.len() > 4, "the batch spans partitions: {spread:?}");
+
+    let mut items: Vec<Value> = skus
+        .iter()
+        .map(|sku| json!({"sku": sku, "location": "PAR-01"}))
+        .collect();
+    items.insert(5, json!({"sku": "SKU-1", "location": "NOWHERE"}));
+    let (status, batch) = nodes
+        .call(
+            1,
+            Method::POST,
+            "/v1/availability/batch",
+            Some(&json!({ "items": items })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    let results = batch["results"].as_array().expect("results");
+    assert_eq!(results.len(), 25, "{batch}");
+    for (index, result) in results.iter().enumerate() {
+        if index == 5 {
+            assert_eq!(result["code"], json!("unknown_location"), "{result}");
+            assert_eq!(result["location"], json!("NOWHERE"), "{result}");
+            continue;
+        }
+        let i = if index < 5 { index } else { index - 1 };
+        assert_eq!(
+            result["sku"],
+            json!(format!("SKU-{i}")),
+            "item {index}: {result}"
+        );
+        let units = if i == 3 { 11 } else { 10 + i };
+        assert_eq!(result["on_hand"], json!(units), "item {index}: {result}");
+    }
+
+    // Sales of several partitions in one batch, retried with its key:
+    // every item replays, nothing is sold twice.
+    let sales: Vec<Value> = (10..16)
+        .map(|i| {
+            json!({"kind": "sale", "channel": "pos", "sku": format!("SKU-{i}"),
+                        "location": "PAR-01", "qty": 1})
+        })
+        .collect();
+    let batch = json!({ "items": sales });
+    let mut answers = BTreeSet::new();
+    for via in [0, 2] {
+        let (status, report) = send(
+            &nodes.http,
+            &nodes.base(via),
+            Method::POST,
+            "/v1/movements/batch",
+            Some(ADMIN),
+            Some(&batch),
+            &[("idempotency-key", "cluster-batch-1")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(
+            (report["applied"].clone(), report["failed"].clone()),
+            (json!(6), json!(0)),
+            "{report}"
+        );
+        answers.insert(report.to_string());
+    }
+    assert_eq!(answers.len(), 1, "the retry replays: {answers:?}");
+    for i in 10..16 {
+        let (_, sku) = nodes
+            .call(0, Method::GET, &format!("/v1/availability/SKU-{i}"), None)
+            .await;
+        assert_eq!(sku["total_atf"], json!(10 + i - 1), "{sku}");
+    }
+
+    // The whole cluster's audit: every position, each once.
+    let (status, audit) = nodes.call(2, Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    assert_eq!(audit["ok"], json!(true), "{audit}");
+    assert_eq!(audit["positions"], json!(24), "{audit}");
+    let on_hand: u64 = (0..24)
+        .map(|i| if i == 3 { 11 } else { 10 + i })
+        .sum::<u64>()
+        - 6;
+    assert_eq!(audit["on_hand"], json!(on_hand), "{audit}");
+
+    // One SKU's journal, through any node.
+    let (status, journal) = nodes
+        .call(0, Method::GET, "/v1/journal?sku=SKU-12", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{journal}");
+    let kinds: Vec<&Value> = journal["movements"]
+        .as_array()
+        .expect("movements")
+        .iter()
+        .map(|m| &m["kind"])
+        .collect();
+    assert_eq!(kinds.len(), 2, "a count and a sale: {journal}");
 }
 
 /// Two SKUs of different partitions.

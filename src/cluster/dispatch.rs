@@ -17,7 +17,7 @@ use super::ClusterNode;
 use super::forward::{
     Envelope, FORWARDED_BY, Forwarded, NOT_OWNER, forwarded_partition, shared_versions,
 };
-use super::target::{Spread, Target, by_body, by_path};
+use super::target::{Spread, Target, by_path, by_path_and_body};
 use crate::engine::cluster_shared::SharedRecord;
 use crate::http::body::read_body;
 use crate::http::error::ApiError;
@@ -57,7 +57,10 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         Ok(envelope) => envelope,
         Err(problem) => return problem.into_response(),
     };
-    let destination = known.unwrap_or_else(|| by_body(node.partitions(), &envelope.body));
+    let destination = known.unwrap_or_else(|| {
+        let path = envelope.uri.path();
+        by_path_and_body(node.partitions(), &envelope.method, path, &envelope.body)
+    });
     match destination {
         Target::Node => call(&node.node_app, &envelope).await,
         Target::Ready => super::status::readyz(&node),
@@ -71,6 +74,8 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         Target::Spread(Spread::MovementBatch) => {
             super::spread::movement_batch(&node, &envelope).await
         }
+        Target::Spread(Spread::Cart) => super::carts::create(&node, &envelope).await,
+        Target::Cart(home) => super::cart_ops::operate(&node, home, &envelope).await,
         Target::Spread(Spread::Audit) => {
             // A share of another node's audit: this partition's.
             match forwarded_partition(&envelope.headers, node.partitions()) {

@@ -6,6 +6,9 @@
 //! partition's engine (the single node's HTTP API around it, unchanged),
 //! one for a partition another node serves is forwarded there, once.
 
+mod cart_ops;
+mod cart_recovery;
+mod carts;
 mod dispatch;
 pub mod forward;
 mod spread;
@@ -219,6 +222,7 @@ pub async fn start(listener: TcpListener, config: &ServeConfig) -> Result<Runnin
         partition_apps: Mutex::default(),
         forwarder: Forwarder::default(),
     });
+    tokio::spawn(cart_recovery::run(node.clone(), stopped.clone()));
     let router = dispatch::router(node.clone());
     let limits = listen::ConnectionLimits {
         max_connections: config.max_connections,

@@ -30,20 +30,20 @@ struct Part {
     indices: Vec<usize>,
 }
 
-/// What one partition answered: its JSON (200), or the whole problem.
-type PartAnswer = Result<Value, Box<ProblemAnswer>>;
+/// What one partition answered: its JSON (2xx), or the whole problem.
+pub(super) type PartAnswer = Result<Value, Box<ProblemAnswer>>;
 
 /// A partition's answer other than 200: the response, and its problem
 /// body's code, status and detail (for a per-item refusal).
-struct ProblemAnswer {
-    status: StatusCode,
+pub(super) struct ProblemAnswer {
+    pub(super) status: StatusCode,
     headers: HeaderMap,
-    body: Bytes,
-    problem: Value,
+    pub(super) body: Bytes,
+    pub(super) problem: Value,
 }
 
 impl ProblemAnswer {
-    fn to_response(&self) -> Response {
+    pub(super) fn to_response(&self) -> Response {
         (self.status, self.headers.clone(), self.body.clone()).into_response()
     }
 }
@@ -185,7 +185,7 @@ async fn run(
 }
 
 /// A partition's answer read whole.
-async fn answer(response: impl Future<Output = Response>) -> PartAnswer {
+pub(super) async fn answer(response: impl Future<Output = Response>) -> PartAnswer {
     let (head, body) = response.await.into_parts();
     match to_bytes(body, MAX_PART_ANSWER_BYTES).await {
         Ok(bytes) => classify(head.status, head.headers, bytes),
@@ -205,7 +205,7 @@ async fn answer(response: impl Future<Output = Response>) -> PartAnswer {
 
 fn classify(status: StatusCode, headers: HeaderMap, body: Bytes) -> PartAnswer {
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if status == StatusCode::OK {
+    if status.is_success() {
         return Ok(parsed);
     }
     Err(Box::new(ProblemAnswer {

@@ -27,6 +27,9 @@ pub enum Target {
     Partition(PartitionId),
     /// Split by its items' partitions, answered together.
     Spread(Spread),
+    /// An operation on a cart across partitions, whose record lives in
+    /// this partition (its id says so).
+    Cart(PartitionId),
     /// Not served by a cluster yet; the detail says why.
     CrossPartition(String),
 }
@@ -40,6 +43,9 @@ pub enum Spread {
     MovementBatch,
     /// `GET /v1/admin/audit`: every partition's audit, added up.
     Audit,
+    /// `POST /v1/reservations` with lines in several partitions: a cart,
+    /// one part per partition, all or nothing.
+    Cart,
 }
 
 /// The operations a cluster node may refuse with 501
@@ -51,7 +57,6 @@ pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/v1/feeds/meta/local-inventory"),
     ("GET", "/v1/streams/availability"),
     ("POST", "/v1/stock/import"),
-    ("POST", "/v1/reservations"),
     ("POST", "/v1/sales"),
 ];
 
@@ -71,7 +76,8 @@ pub fn target(
     query: Option<&str>,
     body: &[u8],
 ) -> Target {
-    by_path(partitions, method, path, query).unwrap_or_else(|| by_body(partitions, body))
+    by_path(partitions, method, path, query)
+        .unwrap_or_else(|| by_path_and_body(partitions, method, path, body))
 }
 
 /// The destination as far as the method, path and query tell it; `None`
@@ -149,12 +155,30 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// A reservation lives in the partition its id names (its top 16 bits);
 /// an id that names none is not found on any engine, the node says so.
 fn by_reservation_id(partitions: Partitions, id: &str) -> Target {
+    let id = id.parse::<u64>().ok();
+    if let Some(home) = id.and_then(|id| omnistock_cluster::cart_home(partitions, id)) {
+        return Target::Cart(home);
+    }
     let partition = id
-        .parse::<u64>()
-        .ok()
         .and_then(|id| u16::try_from(id >> 48).ok())
         .and_then(|index| partitions.get(index));
     partition.map_or(Target::Node, Target::Partition)
+}
+
+/// The destination of a write whose body decides (`by_path` said `None`):
+/// a reservation with lines in several partitions is a cart.
+pub fn by_path_and_body(
+    partitions: Partitions,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Target {
+    match by_body(partitions, body) {
+        Target::CrossPartition(_) if method == Method::POST && path == "/v1/reservations" => {
+            Target::Spread(Spread::Cart)
+        }
+        other => other,
+    }
 }
 
 /// The SKUs a write or batch body names: its own `sku`, and those of its
@@ -233,15 +257,26 @@ mod tests {
     }
 
     #[test]
-    fn several_partitions_or_the_whole_stock_are_not_served_yet() {
+    fn carts_are_coordinated_and_the_whole_stock_is_not_served_yet() {
         let (a, b) = two_partitions();
         let cart = format!(
             r#"{{"lines":[{{"sku":"{a}","location":"A","qty":1}},{{"sku":"{b}","location":"A","qty":1}}]}}"#
         );
-        assert!(matches!(
+        assert_eq!(
             post("/v1/reservations", &cart),
+            Target::Spread(Spread::Cart)
+        );
+        assert!(matches!(
+            post("/v1/sales", &cart),
             Target::CrossPartition(_)
         ));
+        // A cart's id names its home partition.
+        let home = partitions().get(9).expect("p9");
+        let id = omnistock_cluster::cart_id(home, 77);
+        assert_eq!(
+            post(&format!("/v1/reservations/{id}/commit"), ""),
+            Target::Cart(home)
+        );
         for path in [
             "/v1/journal",
             "/v1/feeds/google/local-inventory",

@@ -233,8 +233,11 @@ fn error_statuses(spec: &super::routes::table::RouteSpec) -> Vec<(u16, String)> 
             Code::NotReady,
             &format!(
                 "the engine is still loading its state; in sync durability mode, \
-                 `{}`: a write could not be stored (retry with the same Idempotency-Key)",
-                Code::NotDurable
+                 `{}`: a write could not be stored (retry with the same Idempotency-Key); \
+                 in a cluster, `{}` (it is moving between nodes) or `{}`",
+                Code::NotDurable,
+                Code::PartitionUnavailable,
+                Code::ClusterStoreUnavailable
             ),
         ));
     }

@@ -97,13 +97,11 @@ async fn any_node_answers_for_every_partition() {
 
     batches_and_the_audit_span_partitions(&nodes).await;
 
-    // A cart across partitions, and the whole-stock routes: refused clearly.
+    // A sale across partitions, and the whole-stock routes: refused clearly.
     let (a, b) = two_partitions();
-    let cart = json!({"channel": "web", "ttl_seconds": 600, "lines": [
+    let sale = json!({"channel": "pos", "lines": [
         {"sku": a, "location": "PAR-01", "qty": 1}, {"sku": b, "location": "PAR-01", "qty": 1}]});
-    let (status, problem) = nodes
-        .call(0, Method::POST, "/v1/reservations", Some(&cart))
-        .await;
+    let (status, problem) = nodes.call(0, Method::POST, "/v1/sales", Some(&sale)).await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{problem}");
     assert_eq!(problem["code"], json!("cross_partition_not_supported"));
     let (status, problem) = nodes.call(1, Method::GET, "/v1/journal", None).await;

@@ -13,6 +13,7 @@ mod support;
 mod architecture;
 mod chaos;
 mod cli;
+mod cluster_carts;
 mod cluster_faults;
 mod cluster_nodes;
 mod connection_limits;

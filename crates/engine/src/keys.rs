@@ -204,6 +204,16 @@ impl KeyStore {
         keys
     }
 
+    /// The key with this id, the admin key included (work a node finishes
+    /// on a client's behalf: a cart's coordinator that stopped).
+    pub fn by_id(&self, id: &str) -> Option<Arc<ApiKey>> {
+        self.by_digest
+            .load()
+            .values()
+            .find(|k| k.id == id)
+            .map(Arc::clone)
+    }
+
     /// Keys held, the admin key included.
     pub fn count(&self) -> usize {
         self.by_digest.load().len()

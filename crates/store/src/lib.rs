@@ -17,6 +17,7 @@
 //! - [`redis::RedisStore::for_partition`] writes one partition's data behind that fence.
 
 pub mod cluster;
+pub mod cluster_carts;
 pub mod cluster_shared;
 pub mod codec;
 pub mod connection;

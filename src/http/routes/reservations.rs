@@ -39,6 +39,16 @@ fn customer(customer_id: Option<&str>) -> ApiResult<Option<HolderId>> {
         .transpose()
 }
 
+/// The engine's order for a reservation body, its lines validated.
+pub fn order(body: &ReserveBody, lines: Vec<crate::ledger::Line>) -> ApiResult<ReserveOrder> {
+    Ok(ReserveOrder {
+        lines,
+        channel: dto::channel(&body.channel)?,
+        ttl_ms: seconds_to_ms(body.ttl_seconds),
+        customer: customer(body.customer_id.as_deref())?,
+    })
+}
+
 /// Hold units for a channel: every line or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveBody,
     params(crate::http::openapi::IdempotencyKeyHeader),
@@ -52,12 +62,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, JsonResponse<ReservationJson>)> {
     let lines = dto::lines(&body.lines, state.ledger().config().max_lines_per_request)?;
     caller.require_at(Scope::Reserve, lines.iter().map(|l| &l.location))?;
-    let order = ReserveOrder {
-        channel: dto::channel(&body.channel)?,
-        lines,
-        ttl_ms: seconds_to_ms(body.ttl_seconds),
-        customer: customer(body.customer_id.as_deref())?,
-    };
+    let order = order(&body, lines)?;
     let key = idempotency_key(&idempotency, &caller)?;
     let held = state.engine.reserve(&caller.0, order, key.as_ref()).await?;
     Ok((

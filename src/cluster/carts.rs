@@ -1,0 +1,461 @@
+//! Carts across partitions, all or nothing. A reservation whose lines live
+//! in several partitions is coordinated by the node that received it:
+//!
+//! 1. Its decision record is started in its home partition (the partition
+//!    of its namespaced `Idempotency-Key`, else of its first line), which
+//!    gives the cart its id; a retry finds the record through the key.
+//! 2. Each partition's share of the lines is listed in that partition
+//!    (`carts:parts`), then placed there as an ordinary reservation (a
+//!    part) under the idempotency key `~cart/ID/ATTEMPT`, all at once.
+//! 3. The decision is recorded by compare-and-set on the pending attempt:
+//!    granted (every part placed: the answer is the cart), refused (a part
+//!    was refused: the answer is that refusal, every short line of every
+//!    part in one 409), or aborted (a partition could not answer: 503, a
+//!    retry with the same key starts the next attempt).
+//! 4. A refused or aborted attempt's placed parts are released.
+//!
+//! A coordinator that stops anywhere leaves a pending or decided record
+//! and listed parts: the owner of each partition undoes, after
+//! [`ATTEMPT_MS`], the parts of an attempt that was not granted
+//! (`cart_recovery.rs`), so nothing stays held longer than that (plus a
+//! scan and, if the partition moves, a takeover). Operations on a granted
+//! cart act on every part (`cart_ops.rs`).
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::ClusterNode;
+use super::dispatch::{call, to_partition};
+use super::forward::Envelope;
+use super::spread::{PartAnswer, answer};
+use crate::engine::ApiKey;
+use crate::http::auth::Caller;
+use crate::http::dto::ReserveBody;
+use crate::http::error::ApiError;
+use crate::http::error_codes::Code;
+use crate::http::{IdempotencyHeader, idempotency_key};
+use crate::store::cluster_carts::{Begun, CartRecord, CartState, Decided, Decision};
+use omnistock_cluster::PartitionId;
+
+/// An attempt that has not decided within this long may be aborted (by a
+/// partition's owner, or by a retry): longer than placing its parts can
+/// take (a moving partition is waited for 5 s, a forward 10 s).
+pub(super) const ATTEMPT_MS: u64 = 20_000;
+/// How long a cart's record and key are kept beyond its hold.
+const RETENTION_MS: u64 = 24 * 3_600_000;
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The idempotency key a part of a cart's attempt is placed under (in the
+/// caller's namespace, as every key).
+pub(super) fn part_key(id: u64, attempt: u32) -> String {
+    format!("~cart/{id}/{attempt}")
+}
+
+/// A cart's request: its body, and its lines grouped by partition.
+pub(super) struct Cart {
+    body: Value,
+    pub(super) parts: Vec<CartPart>,
+    fingerprint: String,
+    ttl_ms: u64,
+}
+
+pub(super) struct CartPart {
+    pub(super) partition: PartitionId,
+    lines: Vec<Value>,
+}
+
+impl Cart {
+    /// The cart in a reservation body; `None` when the body is not a valid
+    /// reservation (the node's API answers its problem, as any engine
+    /// would) or has more lines than a reservation may.
+    pub(super) fn parse(node: &ClusterNode, body: &[u8]) -> Option<Cart> {
+        let typed: ReserveBody = serde_json::from_slice(body).ok()?;
+        let max_lines = node.shared.engine().ledger().config().max_lines_per_request;
+        if typed.lines.len() > max_lines {
+            return None;
+        }
+        let body: Value = serde_json::from_slice(body).ok()?;
+        let mut parts: Vec<CartPart> = Vec::new();
+        for line in body.get("lines")?.as_array()? {
+            let partition = node.partitions().of(line.get("sku")?.as_str()?);
+            match parts.iter_mut().find(|p| p.partition == partition) {
+                Some(part) => part.lines.push(line.clone()),
+                None => parts.push(CartPart {
+                    partition,
+                    lines: vec![line.clone()],
+                }),
+            }
+        }
+        parts.sort_by_key(|p| p.partition);
+        // Parsed again, the body's text no longer depends on its spacing
+        // or its members' order.
+        let digest = Sha256::digest(body.to_string().as_bytes());
+        let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Some(Cart {
+            body,
+            parts,
+            fingerprint,
+            ttl_ms: typed.ttl_seconds.saturating_mul(1_000),
+        })
+    }
+}
+
+/// `POST /v1/reservations` with lines in several partitions.
+pub async fn create(node: &ClusterNode, envelope: &Envelope) -> Response {
+    let caller = match super::status::authenticate(node, &envelope.headers) {
+        Ok(caller) => caller,
+        Err(unauthorized) => return unauthorized.into_response(),
+    };
+    let Some(cart) = Cart::parse(node, &envelope.body) else {
+        return call(&node.node_app, envelope).await;
+    };
+    let key = match namespaced_key(envelope, &caller) {
+        Ok(key) => key,
+        Err(problem) => return problem.into_response(),
+    };
+    let home = match &key {
+        Some(key) => node.partitions().of(key),
+        None => cart.parts[0].partition,
+    };
+    let retain_ms = cart.ttl_ms.saturating_add(RETENTION_MS);
+    let begun = node
+        .store
+        .begin_cart(
+            home,
+            key.as_deref(),
+            &cart.fingerprint,
+            &caller.id,
+            &envelope.body,
+            retain_ms,
+        )
+        .await;
+    match begun {
+        Ok(Begun::New(record)) => run(node, envelope, &cart, home, record.id, 1).await,
+        Ok(Begun::Existing(record)) => again(node, envelope, &cart, home, record).await,
+        Err(error) => store_unavailable(&error.to_string()),
+    }
+}
+
+/// The request's `Idempotency-Key` in the caller's namespace, checked as
+/// every handler checks it.
+fn namespaced_key(
+    envelope: &Envelope,
+    caller: &std::sync::Arc<ApiKey>,
+) -> Result<Option<String>, ApiError> {
+    let header = IdempotencyHeader(envelope.headers.get(IDEMPOTENCY_KEY).cloned());
+    let key = idempotency_key(&header, &Caller(caller.clone()))?;
+    Ok(key.map(|k| k.as_str().to_owned()))
+}
+
+/// A retry of a cart this key started: the same answer once decided; a
+/// new attempt after an aborted one (or one left pending too long).
+async fn again(
+    node: &ClusterNode,
+    envelope: &Envelope,
+    cart: &Cart,
+    home: PartitionId,
+    record: CartRecord,
+) -> Response {
+    if record.fingerprint != cart.fingerprint {
+        return ApiError::new(
+            Code::IdempotencyKeyReused,
+            "this Idempotency-Key was used with another request",
+        )
+        .into_response();
+    }
+    let abandoned = record.state == CartState::Pending
+        && matches!(
+            decide(node, home, &record, CartState::Aborted, ATTEMPT_MS).await,
+            Ok(Decided::Done | Decided::NotReplicated)
+        );
+    match record.state {
+        CartState::Granted | CartState::Refused => return stored_answer(&record),
+        CartState::Pending if !abandoned => return in_flight(),
+        CartState::Pending | CartState::Aborted => {}
+    }
+    match decide(node, home, &record, CartState::Pending, 0).await {
+        Ok(Decided::Done | Decided::NotReplicated) => {
+            run(node, envelope, cart, home, record.id, record.attempt + 1).await
+        }
+        Ok(Decided::Lost(_)) => in_flight(),
+        Err(error) => store_unavailable(&error.to_string()),
+    }
+}
+
+/// Moves `record`'s attempt from its state to `to` (no answer recorded);
+/// to `Pending`: starts the next attempt.
+async fn decide(
+    node: &ClusterNode,
+    home: PartitionId,
+    record: &CartRecord,
+    to: CartState,
+    min_age_ms: u64,
+) -> Result<Decided, crate::store::cluster::ClusterStoreError> {
+    let decision = Decision {
+        attempt: record.attempt,
+        from: if to == CartState::Pending {
+            CartState::Aborted
+        } else {
+            record.state
+        },
+        to,
+        status: 0,
+        answer: b"",
+        parts: &[],
+        min_age_ms,
+    };
+    node.store.decide_cart(home, record.id, decision).await
+}
+
+/// One attempt: list and place every part, decide, tidy up, answer.
+async fn run(
+    node: &ClusterNode,
+    envelope: &Envelope,
+    cart: &Cart,
+    home: PartitionId,
+    id: u64,
+    attempt: u32,
+) -> Response {
+    let listed = join_all(
+        cart.parts
+            .iter()
+            .map(|p| node.store.list_cart_part(p.partition, id, attempt)),
+    )
+    .await;
+    if let Some(Err(error)) = listed.into_iter().find(Result::is_err) {
+        let _ = abort(node, home, id, attempt).await;
+        return store_unavailable(&error.to_string());
+    }
+    let placing = cart.parts.iter().map(|part| {
+        let share = part_request(envelope, cart, part, id, attempt);
+        async move { answer(to_partition(node, part.partition, &share)).await }
+    });
+    let answers = join_all(placing).await;
+    let outcome = Outcome::of(id, &answers);
+    let placed = placed_parts(cart, &answers);
+    let decided = match &outcome {
+        Outcome::Granted(body) => {
+            record(
+                node,
+                home,
+                id,
+                attempt,
+                (StatusCode::CREATED, body),
+                &placed,
+            )
+            .await
+        }
+        Outcome::Refused(status, body) => {
+            record(node, home, id, attempt, (*status, body), &[]).await
+        }
+        Outcome::Failed(_) => abort(node, home, id, attempt).await,
+    };
+    let granted = matches!(outcome, Outcome::Granted(_)) && decided.is_ok();
+    if granted {
+        forget_parts(node, cart, id, attempt).await;
+    } else {
+        super::cart_ops::release_parts(node, envelope, &placed).await;
+    }
+    match (decided, outcome) {
+        (Err(problem), _) => problem.into_response(),
+        (Ok(()), Outcome::Granted(body)) => json_answer(StatusCode::CREATED, body),
+        (Ok(()), Outcome::Refused(status, body)) => json_answer(status, body),
+        (Ok(()), Outcome::Failed(problem)) => problem,
+    }
+}
+
+/// What the parts' answers decide.
+enum Outcome {
+    /// Every part placed: the cart, as its client sees it.
+    Granted(Bytes),
+    /// A part refused: the answer, for good.
+    Refused(StatusCode, Bytes),
+    /// A part could not answer (unavailable, not durable, lost): this
+    /// attempt is aborted; the problem is the answer.
+    Failed(Response),
+}
+
+impl Outcome {
+    fn of(id: u64, answers: &[PartAnswer]) -> Outcome {
+        if let Some(failed) = answers
+            .iter()
+            .find_map(|a| a.as_ref().err().filter(|p| p.status.is_server_error()))
+        {
+            return Outcome::Failed(failed.to_response());
+        }
+        let refusals: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+        if refusals.is_empty() {
+            let parts: Vec<&Value> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+            let cart = super::cart_ops::merge(id, &parts);
+            return Outcome::Granted(Bytes::from(cart.to_string()));
+        }
+        // Another refusal than stock comes first (as on one engine, where
+        // a request is checked before stock is); short lines are reported
+        // together, every part's.
+        let first = refusals
+            .iter()
+            .find(|p| p.problem["code"] != json!("insufficient_stock"))
+            .unwrap_or(&refusals[0]);
+        if first.problem["code"] != json!("insufficient_stock") {
+            return Outcome::Refused(first.status, first.body.clone());
+        }
+        let mut problem = first.problem.clone();
+        let shortfalls: Vec<Value> = refusals
+            .iter()
+            .filter_map(|p| p.problem["shortfalls"].as_array())
+            .flatten()
+            .cloned()
+            .collect();
+        problem["shortfalls"] = Value::Array(shortfalls);
+        Outcome::Refused(first.status, Bytes::from(problem.to_string()))
+    }
+}
+
+/// The parts placed by this attempt: (partition, part id).
+fn placed_parts(cart: &Cart, answers: &[PartAnswer]) -> Vec<(u16, u64)> {
+    cart.parts
+        .iter()
+        .zip(answers)
+        .filter_map(|(part, answer)| {
+            let id = answer.as_ref().ok()?["id"].as_str()?.parse().ok()?;
+            Some((part.partition.index(), id))
+        })
+        .collect()
+}
+
+/// Records the decision with its answer; a problem if it could not be
+/// (a retry with the same key finds out how it ended).
+async fn record(
+    node: &ClusterNode,
+    home: PartitionId,
+    id: u64,
+    attempt: u32,
+    (status, answer): (StatusCode, &Bytes),
+    parts: &[(u16, u64)],
+) -> Result<(), Response> {
+    let to = if status.is_success() {
+        CartState::Granted
+    } else {
+        CartState::Refused
+    };
+    let decision = Decision {
+        attempt,
+        from: CartState::Pending,
+        to,
+        status: status.as_u16(),
+        answer,
+        parts,
+        min_age_ms: 0,
+    };
+    match node.store.decide_cart(home, id, decision).await {
+        Ok(Decided::Done) => Ok(()),
+        Ok(Decided::NotReplicated) => Err(ApiError::new(
+            Code::NotDurable,
+            "the cart's decision is on the Redis master, but no replica confirmed it; retry with the same Idempotency-Key",
+        )
+        .into_response()),
+        Ok(Decided::Lost(_)) => Err(too_late()),
+        Err(error) => Err(store_unavailable(&error.to_string())),
+    }
+}
+
+/// Aborts the attempt (its parts are released by the caller, or later by
+/// their partitions' owners).
+async fn abort(
+    node: &ClusterNode,
+    home: PartitionId,
+    id: u64,
+    attempt: u32,
+) -> Result<(), Response> {
+    let decision = Decision {
+        attempt,
+        from: CartState::Pending,
+        to: CartState::Aborted,
+        status: 0,
+        answer: b"",
+        parts: &[],
+        min_age_ms: 0,
+    };
+    match node.store.decide_cart(home, id, decision).await {
+        Ok(Decided::Done | Decided::NotReplicated) => Ok(()),
+        Ok(Decided::Lost(_)) => Err(too_late()),
+        Err(error) => Err(store_unavailable(&error.to_string())),
+    }
+}
+
+/// A granted attempt's parts need no undoing: no longer listed.
+async fn forget_parts(node: &ClusterNode, cart: &Cart, id: u64, attempt: u32) {
+    let forgetting = cart
+        .parts
+        .iter()
+        .map(|p| node.store.forget_cart_part(p.partition, id, attempt));
+    for result in join_all(forgetting).await {
+        if let Err(error) = result {
+            // Left listed: its partition's owner drops it (the cart is granted).
+            tracing::warn!(%error, cart = id, "cannot unlist a cart's part");
+        }
+    }
+}
+
+/// The reservation of one partition's share of the cart.
+fn part_request(
+    envelope: &Envelope,
+    cart: &Cart,
+    part: &CartPart,
+    id: u64,
+    attempt: u32,
+) -> Envelope {
+    let mut body = cart.body.clone();
+    body["lines"] = Value::Array(part.lines.clone());
+    let mut share = Envelope {
+        body: Bytes::from(body.to_string()),
+        ..envelope.clone()
+    };
+    if let Ok(key) = HeaderValue::from_str(&part_key(id, attempt)) {
+        share.headers.insert(IDEMPOTENCY_KEY, key);
+    }
+    share
+}
+
+/// An answer made here (a cart, or a problem).
+pub(super) fn json_answer(status: StatusCode, body: Bytes) -> Response {
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+fn stored_answer(record: &CartRecord) -> Response {
+    let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_answer(status, Bytes::from(record.answer.clone()))
+}
+
+fn in_flight() -> Response {
+    ApiError::new(
+        Code::IdempotencyInFlight,
+        "a request with this Idempotency-Key is in progress; retry later",
+    )
+    .into_response()
+}
+
+fn too_late() -> Response {
+    ApiError::new(
+        Code::PartitionUnavailable,
+        "the cart's parts took too long to place and were given up; retry with the same Idempotency-Key",
+    )
+    .into_response()
+}
+
+pub(super) fn store_unavailable(why: &str) -> Response {
+    ApiError::new(
+        Code::ClusterStoreUnavailable,
+        format!("the cart's record could not be read or written: {why}"),
+    )
+    .into_response()
+}

@@ -1,0 +1,414 @@
+//! Carts across partitions on a cluster of real nodes on a real Redis
+//! Cluster: all or nothing, one id and one `Idempotency-Key` whichever
+//! node is asked, every operation acting on every part, and the parts of a
+//! coordinator that stopped before deciding undone by the partitions'
+//! owners.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::ADMIN;
+use crate::support::cluster::Nodes;
+use crate::support::engine::send;
+use omnistock::store::cluster::ClusterStore;
+use omnistock::store::cluster_carts::Begun;
+use omnistock_cluster::{CART_BIT, Partitions};
+
+const PARTITIONS: u16 = 16;
+const ON_HAND: u64 = 10;
+
+/// `count` SKUs, each in a partition of its own.
+fn skus_of_distinct_partitions(count: usize) -> Vec<String> {
+    let partitions = Partitions::new(u64::from(PARTITIONS)).expect("count");
+    let mut seen = BTreeSet::new();
+    (0..)
+        .map(|i| format!("CART-{i}"))
+        .filter(|sku| seen.insert(partitions.of(sku)))
+        .take(count)
+        .collect()
+}
+
+fn cart(skus: &[String], qty: u64) -> Value {
+    let lines: Vec<Value> = skus
+        .iter()
+        .map(|sku| json!({"sku": sku, "location": "PAR-01", "qty": qty}))
+        .collect();
+    json!({"channel": "web", "ttl_seconds": 600, "lines": lines})
+}
+
+async fn keyed(
+    nodes: &Nodes,
+    via: usize,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    key: &str,
+) -> (StatusCode, Value) {
+    let headers = [("idempotency-key", key)];
+    send(
+        &nodes.http,
+        &nodes.base(via),
+        method,
+        path,
+        Some(ADMIN),
+        body,
+        &headers,
+    )
+    .await
+}
+
+/// Each SKU's units available to the web, through node 0.
+async fn available(nodes: &Nodes, skus: &[String]) -> Vec<u64> {
+    let mut units = Vec::new();
+    for sku in skus {
+        let (status, body) = nodes
+            .call(0, Method::GET, &format!("/v1/availability/{sku}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        units.push(body["total_atf"].as_u64().expect("total_atf"));
+    }
+    units
+}
+
+async fn stock(nodes: &Nodes, skus: &[String]) {
+    let store = json!({"kind": "store", "name": "Paris Rivoli", "lat": 48.86, "lon": 2.34});
+    let (status, body) = nodes
+        .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store))
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    for (i, sku) in skus.iter().enumerate() {
+        let path = format!("/v1/stock/PAR-01/{sku}");
+        // Through another node than the location's: it must know it first.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = nodes
+                .call(
+                    i % 3,
+                    Method::PUT,
+                    &path,
+                    Some(&json!({"on_hand": ON_HAND})),
+                )
+                .await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path}: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
+    let _serial = crate::support::serial().await;
+    let nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
+    let skus = skus_of_distinct_partitions(4);
+    stock(&nodes, &skus).await;
+
+    // Granted: one id (a cart's), every line held.
+    let three = cart(&skus[..3], 2);
+    let (status, held) = keyed(
+        &nodes,
+        0,
+        Method::POST,
+        "/v1/reservations",
+        Some(&three),
+        "cart-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    let id: u64 = held["id"].as_str().expect("id").parse().expect("number");
+    assert_ne!(id & CART_BIT, 0, "a cart's id: {held}");
+    assert_eq!(held["state"], json!("held"));
+    assert_eq!(held["lines"].as_array().map(Vec::len), Some(3), "{held}");
+    assert_eq!(available(&nodes, &skus).await, [8, 8, 8, 10]);
+
+    // The same key through other nodes: the same answer, nothing held twice.
+    for via in [1, 2] {
+        let (status, again) = keyed(
+            &nodes,
+            via,
+            Method::POST,
+            "/v1/reservations",
+            Some(&three),
+            "cart-1",
+        )
+        .await;
+        assert_eq!(
+            (status, &again),
+            (StatusCode::CREATED, &held),
+            "via node {via}"
+        );
+    }
+    assert_eq!(available(&nodes, &skus).await, [8, 8, 8, 10]);
+    // The same key with another cart: refused, nothing changes.
+    let other = cart(&skus[1..], 1);
+    let (status, problem) = keyed(
+        &nodes,
+        1,
+        Method::POST,
+        "/v1/reservations",
+        Some(&other),
+        "cart-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], json!("idempotency_key_reused"));
+
+    // Read through any node.
+    let path = format!("/v1/reservations/{id}");
+    let (status, read) = nodes.call(2, Method::GET, &path, None).await;
+    assert_eq!(
+        (status, &read["state"]),
+        (StatusCode::OK, &json!("held")),
+        "{read}"
+    );
+    assert_eq!(read["lines"], held["lines"]);
+
+    // Short on two lines of two partitions: 409 with both, nothing held.
+    let mut short = cart(&skus, 1);
+    short["lines"][0]["qty"] = json!(9);
+    short["lines"][3]["qty"] = json!(11);
+    let (status, problem) = keyed(
+        &nodes,
+        2,
+        Method::POST,
+        "/v1/reservations",
+        Some(&short),
+        "cart-2",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], json!("insufficient_stock"));
+    let short_skus: BTreeSet<&str> = problem["shortfalls"]
+        .as_array()
+        .expect("shortfalls")
+        .iter()
+        .filter_map(|s| s["sku"].as_str())
+        .collect();
+    assert_eq!(
+        short_skus,
+        BTreeSet::from([skus[0].as_str(), skus[3].as_str()]),
+        "{problem}"
+    );
+    assert_eq!(available(&nodes, &skus).await, [8, 8, 8, 10]);
+    // Its retry: the same refusal.
+    let (status, again) = keyed(
+        &nodes,
+        0,
+        Method::POST,
+        "/v1/reservations",
+        Some(&short),
+        "cart-2",
+    )
+    .await;
+    assert_eq!((status, again), (StatusCode::CONFLICT, problem));
+
+    // Extend, then commit by lines: the listed lines commit, the part with
+    // none listed is released.
+    let (status, extended) = keyed(
+        &nodes,
+        1,
+        Method::POST,
+        &format!("{path}/extend"),
+        Some(&json!({"ttl_seconds": 900})),
+        "extend-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{extended}");
+    assert!(
+        extended["expires_at"].as_str() > held["expires_at"].as_str(),
+        "{extended}"
+    );
+    let commit = json!({"lines": [
+        {"sku": skus[0], "location": "PAR-01", "qty": 2},
+        {"sku": skus[1], "location": "PAR-01", "qty": 1}]});
+    let commit_path = format!("{path}/commit");
+    let (status, committed) = keyed(
+        &nodes,
+        2,
+        Method::POST,
+        &commit_path,
+        Some(&commit),
+        "commit-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{committed}");
+    assert_eq!(committed["state"], json!("committed"), "{committed}");
+    let (status, again) = keyed(
+        &nodes,
+        0,
+        Method::POST,
+        &commit_path,
+        Some(&commit),
+        "commit-1",
+    )
+    .await;
+    assert_eq!(
+        (status, &again),
+        (StatusCode::OK, &committed),
+        "the retry replays"
+    );
+    // Sold: 2 and 1; the rest back on sale.
+    assert_eq!(available(&nodes, &skus).await, [8, 9, 10, 10]);
+
+    // Another cart, released through another node: everything back.
+    let (status, second) = keyed(
+        &nodes,
+        1,
+        Method::POST,
+        "/v1/reservations",
+        Some(&cart(&skus[2..], 3)),
+        "cart-3",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    assert_eq!(available(&nodes, &skus).await, [8, 9, 7, 7]);
+    let release = format!(
+        "/v1/reservations/{}/release",
+        second["id"].as_str().expect("id")
+    );
+    let (status, released) = nodes.call(0, Method::POST, &release, None).await;
+    assert_eq!(
+        (status, &released["state"]),
+        (StatusCode::OK, &json!("released")),
+        "{released}"
+    );
+    assert_eq!(available(&nodes, &skus).await, [8, 9, 10, 10]);
+
+    // A cart never granted is not found; the audit is clean everywhere.
+    let missing = CART_BIT | 999;
+    let (status, problem) = nodes
+        .call(1, Method::GET, &format!("/v1/reservations/{missing}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, audit) = nodes.call(2, Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(
+        (status, &audit["ok"]),
+        (StatusCode::OK, &json!(true)),
+        "{audit}"
+    );
+}
+
+/// A coordinator that stopped after placing one part and before deciding
+/// (made here by hand: the record started, both parts listed, one placed
+/// under its part key): a retry meanwhile is told the cart is in progress;
+/// once the attempt is too old, the partition's owner aborts it and
+/// releases the part, and the retry then places the cart afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
+    let _serial = crate::support::serial().await;
+    let nodes = Nodes::start(2, PARTITIONS, &["--durability", "sync"]);
+    let skus = skus_of_distinct_partitions(2);
+    stock(&nodes, &skus).await;
+    let partitions = Partitions::new(u64::from(PARTITIONS)).expect("count");
+    // The admin key's id (`OMNISTOCK_ADMIN_KEY`).
+    let caller = "admin".to_owned();
+
+    let request = cart(&skus, 4);
+    let body = request.to_string();
+    let store = ClusterStore::connect(&[nodes.redis.urls()[0].clone()], "omnistock")
+        .await
+        .expect("the cluster store");
+    let key = format!("{caller}:stopped-cart");
+    let home = partitions.of(&key);
+    // The fingerprint the coordinator computes: the body, parsed and written again.
+    let fingerprint = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(request.to_string().as_bytes());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let Begun::New(record) = store
+        .begin_cart(
+            home,
+            Some(&key),
+            &fingerprint,
+            &caller,
+            body.as_bytes(),
+            3_600_000,
+        )
+        .await
+        .expect("begin")
+    else {
+        panic!("a new cart");
+    };
+    for sku in &skus {
+        store
+            .list_cart_part(partitions.of(sku), record.id, 1)
+            .await
+            .expect("listed");
+    }
+    let part = cart(&skus[..1], 4);
+    let part_key = format!("~cart/{}/1", record.id);
+    let (status, placed) = keyed(
+        &nodes,
+        1,
+        Method::POST,
+        "/v1/reservations",
+        Some(&part),
+        &part_key,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(available(&nodes, &skus).await, [6, 10]);
+    let stopped_at = Instant::now();
+
+    // Meanwhile, the client's retry: in progress.
+    let (status, problem) = keyed(
+        &nodes,
+        0,
+        Method::POST,
+        "/v1/reservations",
+        Some(&request),
+        "stopped-cart",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], json!("idempotency_in_flight"));
+
+    // Undone by the part's owner once the attempt is 20 s old.
+    while available(&nodes, &skus).await != [10, 10] {
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(40),
+            "the part is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let undone_after = stopped_at.elapsed();
+    println!("the stopped coordinator's part was released after {undone_after:?}");
+    let (_, part_now) = nodes
+        .call(
+            0,
+            Method::GET,
+            &format!("/v1/reservations/{}", placed["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(part_now["state"], json!("released"), "{part_now}");
+
+    // The retry now runs the next attempt: granted, one cart.
+    let (status, held) = keyed(
+        &nodes,
+        1,
+        Method::POST,
+        "/v1/reservations",
+        Some(&request),
+        "stopped-cart",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    assert_eq!(held["id"], json!(record.id.to_string()));
+    assert_eq!(available(&nodes, &skus).await, [6, 6]);
+    let (status, audit) = nodes.call(0, Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(
+        (status, &audit["reserved"]),
+        (StatusCode::OK, &json!(8)),
+        "{audit}"
+    );
+}

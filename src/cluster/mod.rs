@@ -10,6 +10,7 @@ mod cart_ops;
 mod cart_recovery;
 mod carts;
 mod dispatch;
+mod feeds;
 pub mod forward;
 mod spread;
 mod status;

@@ -43,6 +43,8 @@ pub enum Spread {
     MovementBatch,
     /// `GET /v1/admin/audit`: every partition's audit, added up.
     Audit,
+    /// `GET /v1/feeds/...`: every partition's feed, one after the other.
+    Feed,
     /// `POST /v1/reservations` with lines in several partitions: a cart,
     /// one part per partition, all or nothing.
     Cart,
@@ -53,8 +55,6 @@ pub enum Spread {
 /// span partitions): the OpenAPI document lists the 501 on each.
 pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/v1/journal"),
-    ("GET", "/v1/feeds/google/local-inventory"),
-    ("GET", "/v1/feeds/meta/local-inventory"),
     ("GET", "/v1/streams/availability"),
     ("POST", "/v1/stock/import"),
     ("POST", "/v1/sales"),
@@ -127,7 +127,7 @@ pub fn by_path(
             Some(sku) => Target::Partition(partitions.of(&sku)),
             None => cross("the journal spans every partition: ask for one SKU's (`?sku=`)"),
         },
-        ["v1", "feeds", ..] if get => cross("a feed spans every partition"),
+        ["v1", "feeds", ..] if get => Target::Spread(Spread::Feed),
         ["v1", "streams", ..] if get => cross("a live stream spans every partition"),
         _ => Target::Node,
     };
@@ -277,11 +277,7 @@ mod tests {
             post(&format!("/v1/reservations/{id}/commit"), ""),
             Target::Cart(home)
         );
-        for path in [
-            "/v1/journal",
-            "/v1/feeds/google/local-inventory",
-            "/v1/streams/availability",
-        ] {
+        for path in ["/v1/journal", "/v1/streams/availability"] {
             assert!(
                 matches!(get(path, None), Target::CrossPartition(_)),
                 "{path}"
@@ -307,6 +303,8 @@ mod tests {
             spread(Spread::MovementBatch)
         );
         assert_eq!(get("/v1/admin/audit", None), spread(Spread::Audit));
+        let feed = get("/v1/feeds/meta/local-inventory", Some("since=k1.1.1"));
+        assert_eq!(feed, spread(Spread::Feed));
         assert_eq!(
             get("/v1/journal", Some("limit=5&sku=SKU-1")),
             Target::Partition(partitions().of("SKU-1"))

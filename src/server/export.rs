@@ -239,9 +239,12 @@ fn feed_path(args: &ExportArgs, base: &axum::http::Uri, format: Format) -> Resul
         query.push(format!("group={}", escape_query_value(group)));
     }
     if let Some(since) = &args.since {
-        since
-            .parse::<SentCursor>()
-            .map_err(|e| format!("--since {since:?}: {e}"))?;
+        // A single node's cursor, or a cluster's (any node's feed).
+        if since.parse::<crate::cursor::ClusterCursor>().is_err() {
+            since
+                .parse::<SentCursor>()
+                .map_err(|e| format!("--since {since:?}: {e}"))?;
+        }
         query.push(format!("since={}", escape_query_value(since)));
     }
     let prefix = base.path().trim_end_matches('/');

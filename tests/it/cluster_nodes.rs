@@ -250,3 +250,136 @@ pub fn two_partitions() -> (String, String) {
         .expect("another partition");
     (a, b)
 }
+
+/// A feed through a node: its status, body, `X-Next-Cursor` and
+/// `X-Feed-Snapshot`.
+async fn feed(nodes: &Nodes, via: usize, path: &str) -> (StatusCode, String, String, String) {
+    let response = nodes
+        .http
+        .get(format!("{}{path}", nodes.base(via)))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("feed");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (cursor, snapshot) = (header("x-next-cursor"), header("x-feed-snapshot"));
+    let status = response.status();
+    (
+        status,
+        response.text().await.expect("body"),
+        cursor,
+        snapshot,
+    )
+}
+
+/// The rows of a TSV feed (its header line left out), sorted.
+fn rows(body: &str) -> Vec<String> {
+    let mut rows: Vec<String> = body.lines().skip(1).map(str::to_owned).collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_cover_every_partition_and_their_cursors_survive_a_move() {
+    let _serial = crate::support::serial().await;
+    let mut nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
+    let (status, body) = nodes
+        .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store()))
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    until(Duration::from_secs(5), "the shared catalog", async || {
+        let (_, locations) = nodes.call(2, Method::GET, "/v1/locations", None).await;
+        locations.to_string().contains("PAR-01")
+    })
+    .await;
+    for i in 0..30 {
+        let path = format!("/v1/stock/PAR-01/FEED-{i}");
+        let (status, body) = nodes
+            .call(i % 3, Method::PUT, &path, Some(&json!({"on_hand": 20})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+
+    // The full feed through any node: one header, every SKU once.
+    let google = "/v1/feeds/google/local-inventory";
+    let (status, full, cursor, snapshot) = feed(&nodes, 1, google).await;
+    assert_eq!(
+        (status, snapshot.as_str()),
+        (StatusCode::OK, "full"),
+        "{full}"
+    );
+    assert_eq!(
+        full.lines().filter(|l| l.starts_with("store_code")).count(),
+        1,
+        "{full}"
+    );
+    assert_eq!(rows(&full).len(), 30, "{full}");
+    assert!(cursor.starts_with("k1."), "{cursor}");
+    let (_, again, _, _) = feed(&nodes, 2, google).await;
+    assert_eq!(rows(&again), rows(&full));
+    // XML: one document.
+    let (status, xml, _, _) = feed(&nodes, 0, &format!("{google}?format=xml")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(xml.matches("<?xml").count(), 1, "{xml}");
+    assert_eq!(xml.matches("</rss>").count(), 1, "{xml}");
+    assert_eq!(xml.matches("<item>").count(), 30, "{xml}");
+    let (status, csv, _, _) = feed(&nodes, 2, "/v1/feeds/meta/local-inventory").await;
+    assert_eq!((status, rows(&csv).len()), (StatusCode::OK, 30), "{csv}");
+
+    // An increment lists exactly what changed, wherever it lives.
+    let cart = json!({"channel": "web", "ttl_seconds": 600,
+        "lines": [{"sku": "FEED-4", "location": "PAR-01", "qty": 3}]});
+    let (status, held) = nodes
+        .call(2, Method::POST, "/v1/reservations", Some(&cart))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    let (status, increment, next, snapshot) =
+        feed(&nodes, 0, &format!("{google}?since={cursor}")).await;
+    assert_eq!(
+        (status, snapshot.as_str()),
+        (StatusCode::OK, "incremental"),
+        "{increment}"
+    );
+    let changed = rows(&increment);
+    assert_eq!(changed.len(), 1, "{increment}");
+    assert!(changed[0].contains("FEED-4"), "{increment}");
+
+    // A node leaves: its partitions move, and the cursor still answers
+    // exactly.
+    nodes.stop(2);
+    let (status, body) = nodes
+        .call(
+            0,
+            Method::PUT,
+            "/v1/stock/PAR-01/FEED-7",
+            Some(&json!({"on_hand": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, increment, _, snapshot) = feed(&nodes, 1, &format!("{google}?since={next}")).await;
+    assert_eq!(
+        (status, snapshot.as_str()),
+        (StatusCode::OK, "incremental"),
+        "{increment}"
+    );
+    let changed = rows(&increment);
+    assert_eq!(changed.len(), 1, "{increment}");
+    assert!(changed[0].contains("FEED-7"), "{increment}");
+
+    // Not a cursor: 422; a single node's: answered in full.
+    let (status, _, _, _) = feed(&nodes, 0, &format!("{google}?since=nonsense")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body, _, snapshot) =
+        feed(&nodes, 0, &format!("{google}?since=c1.0000000000000001.5")).await;
+    assert_eq!(
+        (status, snapshot.as_str(), rows(&body).len()),
+        (StatusCode::OK, "full", 30)
+    );
+}

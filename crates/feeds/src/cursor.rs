@@ -71,6 +71,51 @@ impl FromStr for SentCursor {
     }
 }
 
+/// The cursor of a cluster's feed or stream: one cursor per partition, in
+/// partition order (each partition's engine answers its own). Opaque to
+/// clients like [`Cursor`]; its form is `k1.` then every partition's
+/// `<lineage>.<sequence>` (hex) joined by `_`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterCursor(pub Vec<Cursor>);
+
+const CLUSTER_PREFIX: &str = "k1.";
+/// Most partitions a cluster cursor names (a cluster's most partitions).
+pub const MAX_CLUSTER_CURSOR_PARTS: usize = 4_096;
+
+impl fmt::Display for ClusterCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(CLUSTER_PREFIX)?;
+        for (i, cursor) in self.0.iter().enumerate() {
+            let separator = if i == 0 { "" } else { "_" };
+            write!(f, "{separator}{:x}.{:x}", cursor.lineage, cursor.seq.0)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ClusterCursor {
+    type Err = MalformedCursor;
+
+    fn from_str(text: &str) -> Result<ClusterCursor, MalformedCursor> {
+        let rest = text
+            .trim()
+            .strip_prefix(CLUSTER_PREFIX)
+            .ok_or(MalformedCursor)?;
+        let parts: Vec<&str> = rest.split('_').collect();
+        if parts.len() > MAX_CLUSTER_CURSOR_PARTS {
+            return Err(MalformedCursor);
+        }
+        let cursors = parts
+            .iter()
+            .map(|part| match format!("{PREFIX}{part}").parse() {
+                Ok(SentCursor::Cursor(cursor)) => Ok(cursor),
+                _ => Err(MalformedCursor),
+            })
+            .collect::<Result<Vec<Cursor>, MalformedCursor>>()?;
+        Ok(ClusterCursor(cursors))
+    }
+}
+
 /// Why a cursor is not honoured with an increment. In precedence order:
 /// the first that applies is the one reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +201,38 @@ mod tests {
             "c2.1.1",
         ] {
             assert_eq!(bad.parse::<SentCursor>(), Err(MalformedCursor), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_cursor_round_trips() {
+        let cursor = ClusterCursor(vec![
+            Cursor {
+                lineage: 0xab,
+                seq: Seq(7),
+            },
+            Cursor {
+                lineage: u64::MAX,
+                seq: Seq(0),
+            },
+        ]);
+        let text = cursor.to_string();
+        assert_eq!(text, "k1.ab.7_ffffffffffffffff.0");
+        assert_eq!(text.parse(), Ok(cursor));
+        for bad in [
+            "",
+            "k1.",
+            "k1.ab",
+            "k1.ab.7_",
+            "k1.ab.7__1.1",
+            "c1.00ab.7",
+            "k1.ab.7_x.1",
+        ] {
+            assert_eq!(
+                bad.parse::<ClusterCursor>(),
+                Err(MalformedCursor),
+                "{bad:?}"
+            );
         }
     }
 

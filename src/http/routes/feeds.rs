@@ -111,7 +111,7 @@ pub async fn meta(
 }
 
 /// Whether the client takes gzip (`Accept-Encoding: gzip`, not `q=0`).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
@@ -131,8 +131,8 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 /// Compresses a chunk stream as it goes: each chunk is deflated and
 /// flushed, so the first rows leave at once and memory stays flat.
-fn gzipped(
-    chunks: impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+pub(crate) fn gzipped<E: std::error::Error + Send + Sync + 'static>(
+    chunks: impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     use std::io::Write;
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -144,7 +144,7 @@ fn gzipped(
                 .write_all(&chunk)
                 .and_then(|()| active.flush())
                 .map(|()| Bytes::from(std::mem::take(active.get_mut()))),
-            Some(Err(never)) => match never {},
+            Some(Err(error)) => Err(std::io::Error::other(error)),
             None => encoder
                 .take()
                 .map_or(Ok(Vec::new()), flate2::write::GzEncoder::finish)

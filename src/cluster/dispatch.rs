@@ -76,14 +76,15 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         }
         Target::Spread(Spread::Cart) => super::carts::create(&node, &envelope).await,
         Target::Cart(home) => super::cart_ops::operate(&node, home, &envelope).await,
-        Target::Spread(read @ (Spread::Audit | Spread::Feed)) => {
+        Target::Spread(read @ (Spread::Audit | Spread::Feed | Spread::Stream)) => {
             // A share of another node's read of every partition: this
             // partition's. (Only reads: a write is served where its own
             // SKUs say, whatever a client puts in the headers.)
             match forwarded_partition(&envelope.headers, node.partitions()) {
                 Some(partition) => to_partition(&node, partition, &envelope).await,
                 None if read == Spread::Audit => super::spread::audit(&node, &envelope).await,
-                None => super::feeds::feed(&node, &envelope).await,
+                None if read == Spread::Feed => super::feeds::feed(&node, &envelope).await,
+                None => super::streams::availability(node.clone(), &envelope).await,
             }
         }
         Target::CrossPartition(detail) => {

@@ -14,6 +14,7 @@ mod feeds;
 pub mod forward;
 mod spread;
 mod status;
+mod streams;
 pub mod target;
 
 use std::collections::HashMap;

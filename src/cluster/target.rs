@@ -45,6 +45,9 @@ pub enum Spread {
     Audit,
     /// `GET /v1/feeds/...`: every partition's feed, one after the other.
     Feed,
+    /// `GET /v1/streams/availability` without `?sku=`: every partition's
+    /// stream at once.
+    Stream,
     /// `POST /v1/reservations` with lines in several partitions: a cart,
     /// one part per partition, all or nothing.
     Cart,
@@ -55,7 +58,6 @@ pub enum Spread {
 /// span partitions): the OpenAPI document lists the 501 on each.
 pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/v1/journal"),
-    ("GET", "/v1/streams/availability"),
     ("POST", "/v1/stock/import"),
     ("POST", "/v1/sales"),
 ];
@@ -128,7 +130,11 @@ pub fn by_path(
             None => cross("the journal spans every partition: ask for one SKU's (`?sku=`)"),
         },
         ["v1", "feeds", ..] if get => Target::Spread(Spread::Feed),
-        ["v1", "streams", ..] if get => cross("a live stream spans every partition"),
+        // One SKU's stream is its partition's.
+        ["v1", "streams", ..] if get => match query_param(query, "sku") {
+            Some(sku) => Target::Partition(partitions.of(&sku)),
+            None => Target::Spread(Spread::Stream),
+        },
         _ => Target::Node,
     };
     Some(known)
@@ -277,12 +283,10 @@ mod tests {
             post(&format!("/v1/reservations/{id}/commit"), ""),
             Target::Cart(home)
         );
-        for path in ["/v1/journal", "/v1/streams/availability"] {
-            assert!(
-                matches!(get(path, None), Target::CrossPartition(_)),
-                "{path}"
-            );
-        }
+        assert!(matches!(
+            get("/v1/journal", None),
+            Target::CrossPartition(_)
+        ));
         assert!(matches!(
             post("/v1/stock/import", ""),
             Target::CrossPartition(_)

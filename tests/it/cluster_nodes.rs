@@ -28,23 +28,29 @@ fn store() -> Value {
     json!({"kind": "store", "name": "Paris Rivoli", "lat": 48.86, "lon": 2.34})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_node_answers_for_every_partition() {
-    let _serial = crate::support::serial().await;
-    let nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
-
-    // A location added through one node reaches every node's catalog.
+/// Adds the store PAR-01 through node 0 and waits until the first `count`
+/// nodes know it.
+async fn add_store(nodes: &Nodes, count: usize) {
     let (status, body) = nodes
         .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store()))
         .await;
     assert!(status.is_success(), "{status} {body}");
-    for index in 0..3 {
+    for index in 0..count {
         until(Duration::from_secs(5), "the shared catalog", async || {
             let (_, locations) = nodes.call(index, Method::GET, "/v1/locations", None).await;
             locations.to_string().contains("PAR-01")
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_for_every_partition() {
+    let _serial = crate::support::serial().await;
+    let nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
+
+    // A location added through one node reaches every node's catalog.
+    add_store(&nodes, 3).await;
 
     // Counts through every node, each SKU through another one.
     for i in 0..24 {
@@ -290,15 +296,7 @@ fn rows(body: &str) -> Vec<String> {
 async fn feeds_cover_every_partition_and_their_cursors_survive_a_move() {
     let _serial = crate::support::serial().await;
     let mut nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
-    let (status, body) = nodes
-        .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store()))
-        .await;
-    assert!(status.is_success(), "{status} {body}");
-    until(Duration::from_secs(5), "the shared catalog", async || {
-        let (_, locations) = nodes.call(2, Method::GET, "/v1/locations", None).await;
-        locations.to_string().contains("PAR-01")
-    })
-    .await;
+    add_store(&nodes, 3).await;
     for i in 0..30 {
         let path = format!("/v1/stock/PAR-01/FEED-{i}");
         let (status, body) = nodes
@@ -381,5 +379,145 @@ async fn feeds_cover_every_partition_and_their_cursors_survive_a_move() {
     assert_eq!(
         (status, snapshot.as_str(), rows(&body).len()),
         (StatusCode::OK, "full", 30)
+    );
+}
+
+/// Reads SSE events (`event`, `data`, `id`) from `response` until `done`
+/// holds for what was read, or `within` passes.
+async fn sse_events(
+    response: &mut reqwest::Response,
+    within: Duration,
+    done: impl Fn(&[(String, Value, Option<String>)]) -> bool,
+) -> Vec<(String, Value, Option<String>)> {
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut text, mut events) = (String::new(), Vec::new());
+    while !done(&events) {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(std::str::from_utf8(&chunk).expect("utf-8")),
+            _ => break,
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut name, mut data, mut id) = (String::new(), Value::Null, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).expect("JSON data");
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                }
+            }
+            events.push((name, data, id));
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_follow_every_partition_through_any_node() {
+    let _serial = crate::support::serial().await;
+    let nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
+    add_store(&nodes, 3).await;
+    let skus: Vec<String> = (0..12).map(|i| format!("LIVE-{i}")).collect();
+    for sku in &skus {
+        let path = format!("/v1/stock/PAR-01/{sku}");
+        let (status, body) = nodes
+            .call(1, Method::PUT, &path, Some(&json!({"on_hand": 50})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let open = |via: usize, query: &str, last_event_id: Option<String>| {
+        let mut request = nodes
+            .http
+            .get(format!(
+                "{}/v1/streams/availability{query}",
+                nodes.base(via)
+            ))
+            .bearer_auth(ADMIN);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        request.send()
+    };
+    let mut stream = open(0, "?coalesce_ms=10", None).await.expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    // It opens with an id (every partition's position).
+    let opening = sse_events(&mut stream, Duration::from_secs(5), |e| !e.is_empty()).await;
+    let opened_at = opening[0].2.clone().expect("an opening id");
+    assert!(opened_at.starts_with("k1."), "{opening:?}");
+
+    // A change in every SKU's partition, made through the other nodes.
+    for (i, sku) in skus.iter().enumerate() {
+        let cart = json!({"channel": "web", "ttl_seconds": 600,
+            "lines": [{"sku": sku, "location": "PAR-01", "qty": 1}]});
+        let (status, body) = nodes
+            .call(1 + i % 2, Method::POST, "/v1/reservations", Some(&cart))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let seen = |events: &[(String, Value, Option<String>)]| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter(|e| e.0 == "availability")
+            .filter_map(|e| e.1["sku"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let all: BTreeSet<String> = skus.iter().cloned().collect();
+    let events = sse_events(&mut stream, Duration::from_secs(10), |e| seen(e) == all).await;
+    assert_eq!(seen(&events), all, "{events:?}");
+    let last_id = events
+        .iter()
+        .rev()
+        .find_map(|e| e.2.clone())
+        .expect("an id");
+    drop(stream);
+
+    // While disconnected, two SKUs change; resumed through another node,
+    // exactly those come.
+    for sku in &skus[3..5] {
+        let path = format!("/v1/stock/PAR-01/{sku}");
+        let (status, body) = nodes
+            .call(2, Method::PUT, &path, Some(&json!({"on_hand": 40})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mut stream = open(1, "?coalesce_ms=10", Some(last_id))
+        .await
+        .expect("resume");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let wanted: BTreeSet<String> = skus[3..5].iter().cloned().collect();
+    let events = sse_events(&mut stream, Duration::from_secs(10), |e| seen(e) == wanted).await;
+    assert_eq!(seen(&events), wanted, "{events:?}");
+    assert!(events.iter().all(|e| e.0 != "resync"), "{events:?}");
+    let atf: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.0 == "availability")
+        .map(|e| &e.1["atf"])
+        .collect();
+    assert!(atf.iter().all(|a| **a == json!(39)), "{events:?}");
+
+    // One SKU's stream, through any node: its partition's.
+    let mut one = open(2, &format!("?sku={}&coalesce_ms=10", skus[7]), None)
+        .await
+        .expect("stream");
+    assert_eq!(one.status(), StatusCode::OK);
+    let path = format!("/v1/stock/PAR-01/{}", skus[7]);
+    let (status, _) = nodes
+        .call(0, Method::PUT, &path, Some(&json!({"on_hand": 30})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = sse_events(&mut one, Duration::from_secs(10), |e| {
+        e.iter().any(|e| e.0 == "availability")
+    })
+    .await;
+    let update = events
+        .iter()
+        .find(|e| e.0 == "availability")
+        .expect("an update");
+    assert_eq!(
+        (&update.1["sku"], &update.1["atf"]),
+        (&json!(skus[7]), &json!(29)),
+        "{events:?}"
     );
 }

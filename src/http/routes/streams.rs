@@ -6,7 +6,9 @@
 //! by the number of positions), and at most once per `coalesce_ms` sends
 //! each pending position's current published state. The last event of a
 //! flush carries a cursor (`crate::cursor`) as its id, so `Last-Event-ID`
-//! resumes without loss (a flush cut short is sent again). A reader that
+//! resumes without loss (a flush cut short is sent again); the stream
+//! opens with an event that has only an id (where it starts), so a client
+//! that reconnects before any change resumes without loss too. A reader that
 //! falls behind the journal ring, or resumes from an id this server cannot
 //! continue from (another store's, an ended run's, one ahead of the head or
 //! from before a restart), gets a `resync` event (with the reason) and
@@ -105,8 +107,9 @@ pub async fn availability(
         ready: VecDeque::new(),
         last_flush: Instant::now(),
     };
-    if let Some(reason) = unhonoured {
-        subscriber.resync(head, reason);
+    match unhonoured {
+        Some(reason) => subscriber.resync(head, reason),
+        None => subscriber.announce(),
     }
     metrics::gauge!("omnistock_stream_subscribers").increment(1.0);
     let events = stream::unfold(subscriber, |mut subscriber| async move {
@@ -319,6 +322,14 @@ impl Subscriber {
             seq: Seq(next.0.saturating_sub(1)),
         }
         .to_string()
+    }
+
+    /// An event with only an id, where the stream starts: a client that
+    /// reconnects before any change still resumes from here (an
+    /// `EventSource` keeps the id without dispatching an event).
+    fn announce(&mut self) {
+        let id = self.event_id(self.cursor);
+        self.ready.push_back(Event::default().id(id));
     }
 
     /// Drops what is pending and tells the client to refetch, going on

@@ -53,6 +53,10 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         }
         return ApiError::new(Code::CrossPartitionNotSupported, detail).into_response();
     }
+    if known == Some(Target::Spread(Spread::Import)) {
+        // Streamed: an import is unbounded, never read whole.
+        return super::import::import(&node, request).await;
+    }
     let envelope = match read(&node, request).await {
         Ok(envelope) => envelope,
         Err(problem) => return problem.into_response(),
@@ -75,6 +79,7 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
             super::spread::movement_batch(&node, &envelope).await
         }
         Target::Spread(Spread::Cart) => super::carts::create(&node, &envelope).await,
+        Target::Spread(Spread::Import) => super::import::import(&node, envelope.request()).await,
         Target::Cart(home) => super::cart_ops::operate(&node, home, &envelope).await,
         Target::Spread(read @ (Spread::Audit | Spread::Feed | Spread::Stream)) => {
             // A share of another node's read of every partition: this

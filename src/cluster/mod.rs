@@ -12,6 +12,7 @@ mod carts;
 mod dispatch;
 mod feeds;
 pub mod forward;
+mod import;
 mod spread;
 mod status;
 mod streams;

@@ -48,6 +48,8 @@ pub enum Spread {
     /// `GET /v1/streams/availability` without `?sku=`: every partition's
     /// stream at once.
     Stream,
+    /// `POST /v1/stock/import`: each row to its partition, in batches.
+    Import,
     /// `POST /v1/reservations` with lines in several partitions: a cart,
     /// one part per partition, all or nothing.
     Cart,
@@ -56,11 +58,8 @@ pub enum Spread {
 /// The operations a cluster node may refuse with 501
 /// `cross_partition_not_supported` (by their path, or for a body whose SKUs
 /// span partitions): the OpenAPI document lists the 501 on each.
-pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] = &[
-    ("GET", "/v1/journal"),
-    ("POST", "/v1/stock/import"),
-    ("POST", "/v1/sales"),
-];
+pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] =
+    &[("GET", "/v1/journal"), ("POST", "/v1/sales")];
 
 /// A path segment, percent-decoded (a SKU may hold any character).
 fn decoded(segment: &str) -> String {
@@ -121,9 +120,7 @@ pub fn by_path(
         | ["v1", "incoming"]
         | ["v1", "adjustments"] => return None,
         ["v1", "reservations", id, ..] => by_reservation_id(partitions, id),
-        ["v1", "stock", "import"] if method == Method::POST => {
-            cross("a stock import spans every partition")
-        }
+        ["v1", "stock", "import"] if method == Method::POST => Target::Spread(Spread::Import),
         // One SKU's movements are all in its partition's journal.
         ["v1", "journal"] if get => match query_param(query, "sku") {
             Some(sku) => Target::Partition(partitions.of(&sku)),
@@ -287,10 +284,7 @@ mod tests {
             get("/v1/journal", None),
             Target::CrossPartition(_)
         ));
-        assert!(matches!(
-            post("/v1/stock/import", ""),
-            Target::CrossPartition(_)
-        ));
+        assert_eq!(post("/v1/stock/import", ""), Target::Spread(Spread::Import));
     }
 
     #[test]

@@ -521,3 +521,88 @@ async fn live_streams_follow_every_partition_through_any_node() {
         "{events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_route_every_row_to_its_partition() {
+    let _serial = crate::support::serial().await;
+    let nodes = Nodes::start(2, PARTITIONS, &["--durability", "sync"]);
+    add_store(&nodes, 2).await;
+    let import = async |via: usize, content_type: &str, body: String| -> (StatusCode, Value) {
+        let response = nodes
+            .http
+            .post(format!("{}/v1/stock/import", nodes.base(via)))
+            .bearer_auth(ADMIN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("import");
+        let status = response.status();
+        (status, response.json().await.expect("a report"))
+    };
+
+    // 40 rows over every partition, two of them bad (rows 7 and 31).
+    let mut ndjson = String::new();
+    for i in 1..=40 {
+        let row = match i {
+            7 => "{not json".to_owned(),
+            31 => json!({"sku": "IMP-31", "location": "NOWHERE", "on_hand": 1}).to_string(),
+            _ => json!({"sku": format!("IMP-{i}"), "location": "PAR-01", "on_hand": i}).to_string(),
+        };
+        ndjson.push_str(&row);
+        ndjson.push('\n');
+    }
+    let (status, report) = import(1, "application/x-ndjson", ndjson).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (
+            report["rows"].clone(),
+            report["applied"].clone(),
+            report["failed"].clone()
+        ),
+        (json!(40), json!(38), json!(2)),
+        "{report}"
+    );
+    let failed: Vec<(u64, &str)> = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["row"].as_u64().unwrap_or(0),
+                e["code"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [(7, "invalid_row"), (31, "unknown_location")],
+        "{report}"
+    );
+    for i in [1, 12, 40] {
+        let (_, sku) = nodes
+            .call(0, Method::GET, &format!("/v1/availability/IMP-{i}"), None)
+            .await;
+        assert_eq!(sku["total_atf"], json!(i), "{sku}");
+    }
+
+    // CSV, through the other node; counts are absolute: run again, same stock.
+    let csv: String = std::iter::once("sku,location,on_hand\n".to_owned())
+        .chain((1..=20).map(|i| format!("IMP-{i},PAR-01,{}\n", 100 + i)))
+        .collect();
+    for _ in 0..2 {
+        let (status, report) = import(0, "text/csv", csv.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(
+            (report["applied"].clone(), report["failed"].clone()),
+            (json!(20), json!(0)),
+            "{report}"
+        );
+    }
+    let (_, sku) = nodes
+        .call(1, Method::GET, "/v1/availability/IMP-12", None)
+        .await;
+    assert_eq!(sku["total_atf"], json!(112), "{sku}");
+    let (_, audit) = nodes.call(1, Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(audit["positions"], json!(39), "{audit}");
+}

@@ -230,16 +230,21 @@ pub async fn adjustment(
     Ok(Json(PositionJson::from(&view)))
 }
 
-/// One row of a bulk import.
-#[derive(Debug, Deserialize)]
+/// One row of a bulk import (written again as NDJSON by a cluster node
+/// that routes rows to their partitions).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ImportRow {
-    sku: String,
+pub(crate) struct ImportRow {
+    pub(crate) sku: String,
     location: String,
     on_hand: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     safety_stock: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     expected_version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     as_of: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
 }
 
@@ -301,7 +306,7 @@ pub async fn import(
 }
 
 /// The import's format, from its content type.
-fn import_format(headers: &HeaderMap) -> ApiResult<Format> {
+pub(crate) fn import_format(headers: &HeaderMap) -> ApiResult<Format> {
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -319,18 +324,18 @@ fn import_format(headers: &HeaderMap) -> ApiResult<Format> {
 }
 
 /// A data row as read: the row, or why it cannot be.
-type ReadRow = ApiResult<ImportRow>;
+pub(crate) type ReadRow = ApiResult<ImportRow>;
 
 /// Reads rows from the body's chunks as they arrive; an empty chunk is the
 /// end of the body.
-enum Format {
+pub(crate) enum Format {
     Ndjson(NdjsonRows),
     Csv(Box<CsvRows>),
 }
 
 impl Format {
     /// Appends the rows that `chunk` completes to `rows`.
-    fn rows(&mut self, chunk: &[u8], rows: &mut Vec<ReadRow>) -> ApiResult<()> {
+    pub(crate) fn rows(&mut self, chunk: &[u8], rows: &mut Vec<ReadRow>) -> ApiResult<()> {
         match self {
             Format::Ndjson(lines) => lines.feed(chunk, rows),
             Format::Csv(csv) => csv.feed(chunk, rows),
@@ -406,7 +411,7 @@ fn row_too_long() -> ApiError {
 
 /// NDJSON: one JSON object a line.
 #[derive(Default)]
-struct NdjsonRows {
+pub(crate) struct NdjsonRows {
     pending: Vec<u8>,
     /// Data rows read so far.
     rows: u64,
@@ -455,7 +460,7 @@ impl NdjsonRows {
 /// chunk (a quoted field may span chunks) into buffers of fixed size: a row
 /// longer than [`MAX_IMPORT_LINE_BYTES`] is read to its end and reported,
 /// never buffered.
-struct CsvRows {
+pub(crate) struct CsvRows {
     reader: csv_core::Reader,
     header: Option<Vec<String>>,
     /// The current record's fields, and where each ends in it.

@@ -124,6 +124,13 @@ pub async fn import(node: &ClusterNode, request: Request) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
+/// A partition's batch: its rows' numbers in the body, and its request.
+struct Batch {
+    partition: PartitionId,
+    numbers: Vec<u64>,
+    envelope: Envelope,
+}
+
 /// Sends `rows` (with their numbers in the body) to their partitions, all
 /// at once, in batches, and adds what they did to `report`.
 async fn send(
@@ -134,18 +141,57 @@ async fn send(
 ) {
     // A partition lists every failed row of a batch no larger than that.
     let batch_rows = ROWS_PER_BATCH.min(report.max_errors.max(1));
+    let batches = batches(node, template, rows, batch_rows);
+    let sending = batches
+        .iter()
+        .map(|b| answer(to_partition(node, b.partition, &b.envelope)));
+    let answers = join_all(sending).await;
+    for (batch, outcome) in batches.iter().zip(answers) {
+        match outcome {
+            Ok(done) => {
+                report.applied += done["applied"].as_u64().unwrap_or(0);
+                for error in done["errors"].as_array().into_iter().flatten() {
+                    let index = error["row"].as_u64().and_then(|r| usize::try_from(r).ok());
+                    let number = index
+                        .and_then(|i| batch.numbers.get(i.checked_sub(1)?))
+                        .copied()
+                        .unwrap_or(0);
+                    report.fail(number, &error["code"], &error["detail"]);
+                }
+            }
+            Err(problem) => {
+                for number in &batch.numbers {
+                    report.fail(
+                        *number,
+                        &problem.problem["code"],
+                        &problem.problem["detail"],
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `rows` grouped by partition into NDJSON imports of at most
+/// `batch_rows` rows.
+fn batches(
+    node: &ClusterNode,
+    template: &Envelope,
+    rows: Vec<(u64, ImportRow)>,
+    batch_rows: usize,
+) -> Vec<Batch> {
     let mut by_partition: Vec<(PartitionId, Vec<(u64, ImportRow)>)> = Vec::new();
     for (number, row) in rows {
         let partition = node.partitions().of(&row.sku);
-        match by_partition
+        let open = by_partition
             .iter_mut()
-            .find(|(p, rows)| *p == partition && rows.len() < batch_rows)
-        {
+            .find(|(p, rows)| *p == partition && rows.len() < batch_rows);
+        match open {
             Some((_, rows)) => rows.push((number, row)),
             None => by_partition.push((partition, vec![(number, row)])),
         }
     }
-    let batches: Vec<(PartitionId, Vec<u64>, Envelope)> = by_partition
+    by_partition
         .into_iter()
         .map(|(partition, rows)| {
             let mut body = Vec::new();
@@ -159,46 +205,14 @@ async fn send(
                 body: Bytes::from(body),
                 ..template.clone()
             };
-            envelope.headers.insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/x-ndjson"),
-            );
+            let ndjson = header::HeaderValue::from_static("application/x-ndjson");
+            envelope.headers.insert(header::CONTENT_TYPE, ndjson);
             envelope.headers.remove(header::CONTENT_LENGTH);
-            (
+            Batch {
                 partition,
-                rows.into_iter().map(|(n, _)| n).collect(),
+                numbers: rows.into_iter().map(|(n, _)| n).collect(),
                 envelope,
-            )
+            }
         })
-        .collect();
-    let answers = join_all(
-        batches
-            .iter()
-            .map(|(p, _, e)| answer(to_partition(node, *p, e))),
-    )
-    .await;
-    for ((_, numbers, _), outcome) in batches.iter().zip(answers) {
-        match outcome {
-            Ok(batch) => {
-                report.applied += batch["applied"].as_u64().unwrap_or(0);
-                for error in batch["errors"].as_array().into_iter().flatten() {
-                    let index = error["row"].as_u64().and_then(|r| usize::try_from(r).ok());
-                    let number = index
-                        .and_then(|i| numbers.get(i.checked_sub(1)?))
-                        .copied()
-                        .unwrap_or(0);
-                    report.fail(number, &error["code"], &error["detail"]);
-                }
-            }
-            Err(problem) => {
-                for number in numbers {
-                    report.fail(
-                        *number,
-                        &problem.problem["code"],
-                        &problem.problem["detail"],
-                    );
-                }
-            }
-        }
-    }
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! Finishing what a cart's coordinator left: every second, a node looks
 //! at the parts listed in each partition it serves for longer than an
 //! attempt may take (`ATTEMPT_MS`). A part whose attempt was granted is
-//! unlisted; one whose attempt was refused or aborted, or is still pending
+//! unlisted (a granted sale's part is committed first); one whose attempt was refused or aborted, or is still pending
 //! (its coordinator stopped: the node aborts it, by compare-and-set), is
 //! undone on the partition's engine here: placed again under its
 //! idempotency key, which answers with the part if it was placed (or
@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::ClusterNode;
-use super::carts::{ATTEMPT_MS, part_key};
+use super::carts::{ATTEMPT_MS, SALE_HOLD_SECONDS, commit_key, part_key};
 use crate::engine::WriteError;
-use crate::http::dto::{self, ReserveBody};
-use crate::ledger::{Acting, IdempotencyKey};
-use crate::store::cluster_carts::{CartRecord, CartState, Decided, Decision};
+use crate::http::dto::{self, ReserveBody, SaleBody};
+use crate::ledger::{Acting, CommitRequest, IdempotencyKey};
+use crate::store::cluster_carts::{CartKind, CartRecord, CartState, Decided, Decision};
 use omnistock_cluster::{PartitionId, cart_home};
 
 const SCAN_EVERY: Duration = Duration::from_secs(1);
@@ -52,20 +52,24 @@ async fn scan(node: &ClusterNode, partition: PartitionId) -> Result<(), String> 
             Some(home) => store.cart(home, id).await.map_err(|e| e.to_string())?,
             None => None,
         };
-        let undo = match &record {
+        let settle = match &record {
             // Its retention (its hold and a day) has passed: so has the part's hold.
-            None => false,
-            Some(r) if r.attempt == attempt && r.state == CartState::Granted => false,
+            None => None,
+            Some(r) if r.attempt == attempt && r.state == CartState::Granted => {
+                // A granted sale's parts are committed; a cart's stay held.
+                (r.kind == CartKind::Sale).then_some(Settle::Commit)
+            }
             Some(r) if r.attempt == attempt && r.state == CartState::Pending => {
                 match abandon(node, r).await? {
-                    Some(undo) => undo,
-                    None => continue,
+                    Some(true) => Some(Settle::Release),
+                    // Decided meanwhile, or not old enough: next scan.
+                    Some(false) | None => continue,
                 }
             }
-            Some(_) => true,
+            Some(_) => Some(Settle::Release),
         };
-        let done = match (&record, undo) {
-            (Some(r), true) => undo_part(node, partition, r, attempt).await?,
+        let done = match (&record, settle) {
+            (Some(r), Some(settle)) => settle_part(node, partition, r, attempt, settle).await?,
             _ => true,
         };
         if done {
@@ -109,13 +113,23 @@ async fn abandon(node: &ClusterNode, record: &CartRecord) -> Result<Option<bool>
     })
 }
 
-/// Undoes cart `record`'s part of `attempt` in `partition` on this node's
+/// What becomes of a listed part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settle {
+    /// Its attempt was not granted: released.
+    Release,
+    /// Its attempt is a granted sale: committed.
+    Commit,
+}
+
+/// Settles cart `record`'s part of `attempt` in `partition` on this node's
 /// engine; `Ok(false)` when it could not be done now.
-async fn undo_part(
+async fn settle_part(
     node: &ClusterNode,
     partition: PartitionId,
     record: &CartRecord,
     attempt: u32,
+    settle: Settle,
 ) -> Result<bool, String> {
     let Some(serving) = node.engines.enter(partition).await else {
         return Ok(false);
@@ -128,8 +142,7 @@ async fn undo_part(
         );
         return Ok(true);
     };
-    let mut body: ReserveBody =
-        serde_json::from_slice(&record.request).map_err(|e| format!("cart {}: {e}", record.id))?;
+    let mut body = part_body(record).map_err(|e| format!("cart {}: {e}", record.id))?;
     body.lines
         .retain(|line| node.partitions().of(&line.sku) == partition);
     let max_lines = serving.engine.ledger().config().max_lines_per_request;
@@ -146,9 +159,49 @@ async fn undo_part(
         Err(WriteError::Refused(_)) => return Ok(true),
         Err(WriteError::NotDurable(_)) => return Ok(false),
     };
-    let released = serving
-        .engine
-        .write(|writes| writes.release(part.id, Acting::Any, None))
-        .await;
-    Ok(!matches!(released, Err(WriteError::NotDurable(_))))
+    let settled = match settle {
+        Settle::Release => serving
+            .engine
+            .write(|writes| writes.release(part.id, Acting::Any, None))
+            .await
+            .map(drop),
+        Settle::Commit => {
+            let key =
+                IdempotencyKey::new(&format!("{}:{}", caller.id, commit_key(record.id, attempt)))
+                    .map_err(|e| e.to_string())?;
+            let commit = CommitRequest {
+                id: part.id,
+                lines: None,
+            };
+            serving
+                .engine
+                .write(|writes| writes.commit(&commit, Acting::Any, Some(&key)))
+                .await
+                .map(drop)
+        }
+    };
+    match settled {
+        Err(WriteError::NotDurable(_)) => Ok(false),
+        Err(WriteError::Refused(refusal)) if settle == Settle::Commit => {
+            tracing::error!(cart = record.id, %refusal, "a granted sale's part could not be committed");
+            Ok(true)
+        }
+        _ => Ok(true),
+    }
+}
+
+/// The reservation a part was placed as, all lines (a sale's, as held).
+fn part_body(record: &CartRecord) -> Result<ReserveBody, serde_json::Error> {
+    match record.kind {
+        CartKind::Reservation => serde_json::from_slice(&record.request),
+        CartKind::Sale => {
+            let sale: SaleBody = serde_json::from_slice(&record.request)?;
+            Ok(ReserveBody {
+                channel: sale.channel,
+                lines: sale.lines,
+                ttl_seconds: SALE_HOLD_SECONDS,
+                customer_id: None,
+            })
+        }
+    }
 }

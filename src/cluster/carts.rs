@@ -34,11 +34,13 @@ use super::forward::Envelope;
 use super::spread::{PartAnswer, answer};
 use crate::engine::ApiKey;
 use crate::http::auth::Caller;
-use crate::http::dto::ReserveBody;
+use crate::http::dto::{ReserveBody, SaleBody};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
 use crate::http::{IdempotencyHeader, idempotency_key};
-use crate::store::cluster_carts::{Begun, CartRecord, CartState, Decided, Decision};
+use crate::store::cluster_carts::{
+    Begun, CartKind, CartRecord, CartStart, CartState, Decided, Decision,
+};
 use omnistock_cluster::PartitionId;
 
 /// An attempt that has not decided within this long may be aborted (by a
@@ -48,6 +50,10 @@ pub(super) const ATTEMPT_MS: u64 = 20_000;
 /// How long a cart's record and key are kept beyond its hold.
 const RETENTION_MS: u64 = 24 * 3_600_000;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// How long the parts of a sale are held before they are committed: past
+/// an attempt's time, so a partition's owner can still commit the parts
+/// of a granted sale whose coordinator stopped.
+pub(super) const SALE_HOLD_SECONDS: u64 = 120;
 
 /// The idempotency key a part of a cart's attempt is placed under (in the
 /// caller's namespace, as every key).
@@ -55,9 +61,24 @@ pub(super) fn part_key(id: u64, attempt: u32) -> String {
     format!("~cart/{id}/{attempt}")
 }
 
+/// The idempotency key a part of a sale is committed under.
+pub(super) fn commit_key(id: u64, attempt: u32) -> String {
+    format!("~cart/{id}/{attempt}/commit")
+}
+
+/// One attempt of one cart.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Attempt {
+    /// Where the cart's record lives.
+    pub(super) home: PartitionId,
+    pub(super) id: u64,
+    pub(super) number: u32,
+}
+
 /// A cart's request: its body, and its lines grouped by partition.
 pub(super) struct Cart {
-    body: Value,
+    kind: CartKind,
+    pub(super) body: Value,
     pub(super) parts: Vec<CartPart>,
     fingerprint: String,
     ttl_ms: u64,
@@ -72,10 +93,19 @@ impl Cart {
     /// The cart in a reservation body; `None` when the body is not a valid
     /// reservation (the node's API answers its problem, as any engine
     /// would) or has more lines than a reservation may.
-    pub(super) fn parse(node: &ClusterNode, body: &[u8]) -> Option<Cart> {
-        let typed: ReserveBody = serde_json::from_slice(body).ok()?;
+    pub(super) fn parse(node: &ClusterNode, kind: CartKind, body: &[u8]) -> Option<Cart> {
+        let (lines, ttl_seconds) = match kind {
+            CartKind::Reservation => {
+                let typed: ReserveBody = serde_json::from_slice(body).ok()?;
+                (typed.lines.len(), typed.ttl_seconds)
+            }
+            CartKind::Sale => {
+                let typed: SaleBody = serde_json::from_slice(body).ok()?;
+                (typed.lines.len(), SALE_HOLD_SECONDS)
+            }
+        };
         let max_lines = node.shared.engine().ledger().config().max_lines_per_request;
-        if typed.lines.len() > max_lines {
+        if lines > max_lines {
             return None;
         }
         let body: Value = serde_json::from_slice(body).ok()?;
@@ -93,24 +123,26 @@ impl Cart {
         parts.sort_by_key(|p| p.partition);
         // Parsed again, the body's text no longer depends on its spacing
         // or its members' order.
-        let digest = Sha256::digest(body.to_string().as_bytes());
+        let digest = Sha256::digest(format!("{kind:?} {body}").as_bytes());
         let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect();
         Some(Cart {
+            kind,
             body,
             parts,
             fingerprint,
-            ttl_ms: typed.ttl_seconds.saturating_mul(1_000),
+            ttl_ms: ttl_seconds.saturating_mul(1_000),
         })
     }
 }
 
-/// `POST /v1/reservations` with lines in several partitions.
-pub async fn create(node: &ClusterNode, envelope: &Envelope) -> Response {
+/// `POST /v1/reservations` or `POST /v1/sales` with lines in several
+/// partitions.
+pub async fn create(node: &ClusterNode, kind: CartKind, envelope: &Envelope) -> Response {
     let caller = match super::status::authenticate(node, &envelope.headers) {
         Ok(caller) => caller,
         Err(unauthorized) => return unauthorized.into_response(),
     };
-    let Some(cart) = Cart::parse(node, &envelope.body) else {
+    let Some(cart) = Cart::parse(node, kind, &envelope.body) else {
         return call(&node.node_app, envelope).await;
     };
     let key = match namespaced_key(envelope, &caller) {
@@ -121,20 +153,26 @@ pub async fn create(node: &ClusterNode, envelope: &Envelope) -> Response {
         Some(key) => node.partitions().of(key),
         None => cart.parts[0].partition,
     };
+    let start = CartStart {
+        kind,
+        fingerprint: &cart.fingerprint,
+        caller: &caller.id,
+        request: &envelope.body,
+    };
     let retain_ms = cart.ttl_ms.saturating_add(RETENTION_MS);
     let begun = node
         .store
-        .begin_cart(
-            home,
-            key.as_deref(),
-            &cart.fingerprint,
-            &caller.id,
-            &envelope.body,
-            retain_ms,
-        )
+        .begin_cart(home, key.as_deref(), start, retain_ms)
         .await;
     match begun {
-        Ok(Begun::New(record)) => run(node, envelope, &cart, home, record.id, 1).await,
+        Ok(Begun::New(record)) => {
+            let at = Attempt {
+                home,
+                id: record.id,
+                number: 1,
+            };
+            run(node, envelope, &cart, at).await
+        }
         Ok(Begun::Existing(record)) => again(node, envelope, &cart, home, record).await,
         Err(error) => store_unavailable(&error.to_string()),
     }
@@ -151,8 +189,9 @@ fn namespaced_key(
     Ok(key.map(|k| k.as_str().to_owned()))
 }
 
-/// A retry of a cart this key started: the same answer once decided; a
-/// new attempt after an aborted one (or one left pending too long).
+/// A retry of a cart this key started: the same answer once decided (a
+/// granted sale not yet committed is finished first); a new attempt after
+/// an aborted one (or one left pending too long).
 async fn again(
     node: &ClusterNode,
     envelope: &Envelope,
@@ -167,102 +206,125 @@ async fn again(
         )
         .into_response();
     }
+    let at = Attempt {
+        home,
+        id: record.id,
+        number: record.attempt,
+    };
     let abandoned = record.state == CartState::Pending
         && matches!(
-            decide(node, home, &record, CartState::Aborted, ATTEMPT_MS).await,
+            move_on(node, at, CartState::Pending, CartState::Aborted, ATTEMPT_MS).await,
             Ok(Decided::Done | Decided::NotReplicated)
         );
     match record.state {
+        CartState::Granted if record.kind == CartKind::Sale && record.status == 0 => {
+            return super::cart_sale::finish(node, envelope, cart, at, &record.parts).await;
+        }
         CartState::Granted | CartState::Refused => return stored_answer(&record),
         CartState::Pending if !abandoned => return in_flight(),
         CartState::Pending | CartState::Aborted => {}
     }
-    match decide(node, home, &record, CartState::Pending, 0).await {
+    match move_on(node, at, CartState::Aborted, CartState::Pending, 0).await {
         Ok(Decided::Done | Decided::NotReplicated) => {
-            run(node, envelope, cart, home, record.id, record.attempt + 1).await
+            let next = Attempt {
+                number: at.number + 1,
+                ..at
+            };
+            run(node, envelope, cart, next).await
         }
         Ok(Decided::Lost(_)) => in_flight(),
         Err(error) => store_unavailable(&error.to_string()),
     }
 }
 
-/// Moves `record`'s attempt from its state to `to` (no answer recorded);
-/// to `Pending`: starts the next attempt.
-async fn decide(
+/// Moves the attempt from `from` to `to` with no answer (to `Pending`:
+/// starts the next attempt), if it is at least `min_age_ms` old.
+pub(super) async fn move_on(
     node: &ClusterNode,
-    home: PartitionId,
-    record: &CartRecord,
+    at: Attempt,
+    from: CartState,
     to: CartState,
     min_age_ms: u64,
 ) -> Result<Decided, crate::store::cluster::ClusterStoreError> {
     let decision = Decision {
-        attempt: record.attempt,
-        from: if to == CartState::Pending {
-            CartState::Aborted
-        } else {
-            record.state
-        },
+        attempt: at.number,
+        from,
         to,
         status: 0,
         answer: b"",
         parts: &[],
         min_age_ms,
     };
-    node.store.decide_cart(home, record.id, decision).await
+    node.store.decide_cart(at.home, at.id, decision).await
 }
 
 /// One attempt: list and place every part, decide, tidy up, answer.
-async fn run(
-    node: &ClusterNode,
-    envelope: &Envelope,
-    cart: &Cart,
-    home: PartitionId,
-    id: u64,
-    attempt: u32,
-) -> Response {
+async fn run(node: &ClusterNode, envelope: &Envelope, cart: &Cart, at: Attempt) -> Response {
     let listed = join_all(
         cart.parts
             .iter()
-            .map(|p| node.store.list_cart_part(p.partition, id, attempt)),
+            .map(|p| node.store.list_cart_part(p.partition, at.id, at.number)),
     )
     .await;
     if let Some(Err(error)) = listed.into_iter().find(Result::is_err) {
-        let _ = abort(node, home, id, attempt).await;
+        let _ = abort(node, at).await;
         return store_unavailable(&error.to_string());
     }
     let placing = cart.parts.iter().map(|part| {
-        let share = part_request(envelope, cart, part, id, attempt);
+        let share = part_request(envelope, cart, part, at);
         async move { answer(to_partition(node, part.partition, &share)).await }
     });
     let answers = join_all(placing).await;
-    let outcome = Outcome::of(id, &answers);
+    let outcome = Outcome::of(at.id, &answers);
     let placed = placed_parts(cart, &answers);
     let decided = match &outcome {
-        Outcome::Granted(body) => {
+        // A sale's answer is recorded once its parts are committed.
+        Outcome::Granted(body) if cart.kind == CartKind::Sale => {
             record(
                 node,
-                home,
-                id,
-                attempt,
-                (StatusCode::CREATED, body),
+                at,
+                CartState::Pending,
+                (CartState::Granted, 0, body),
+                &placed,
+            )
+            .await
+        }
+        Outcome::Granted(body) => {
+            let created = StatusCode::CREATED.as_u16();
+            record(
+                node,
+                at,
+                CartState::Pending,
+                (CartState::Granted, created, body),
                 &placed,
             )
             .await
         }
         Outcome::Refused(status, body) => {
-            record(node, home, id, attempt, (*status, body), &[]).await
+            record(
+                node,
+                at,
+                CartState::Pending,
+                (CartState::Refused, status.as_u16(), body),
+                &[],
+            )
+            .await
         }
-        Outcome::Failed(_) => abort(node, home, id, attempt).await,
+        Outcome::Failed(_) => abort(node, at).await,
     };
     let granted = matches!(outcome, Outcome::Granted(_)) && decided.is_ok();
-    if granted {
-        forget_parts(node, cart, id, attempt).await;
-    } else {
+    if !granted {
         super::cart_ops::release_parts(node, envelope, &placed).await;
     }
     match (decided, outcome) {
         (Err(problem), _) => problem.into_response(),
-        (Ok(()), Outcome::Granted(body)) => json_answer(StatusCode::CREATED, body),
+        (Ok(()), Outcome::Granted(_)) if cart.kind == CartKind::Sale => {
+            super::cart_sale::finish(node, envelope, cart, at, &placed).await
+        }
+        (Ok(()), Outcome::Granted(body)) => {
+            forget_parts(node, cart, at).await;
+            json_answer(StatusCode::CREATED, body)
+        }
         (Ok(()), Outcome::Refused(status, body)) => json_answer(status, body),
         (Ok(()), Outcome::Failed(problem)) => problem,
     }
@@ -274,16 +336,19 @@ enum Outcome {
     Granted(Bytes),
     /// A part refused: the answer, for good.
     Refused(StatusCode, Bytes),
-    /// A part could not answer (unavailable, not durable, lost): this
-    /// attempt is aborted; the problem is the answer.
+    /// A part could not answer (unavailable, not durable, lost, rate
+    /// limited): this attempt is aborted; the problem is the answer.
     Failed(Response),
 }
 
 impl Outcome {
     fn of(id: u64, answers: &[PartAnswer]) -> Outcome {
+        let passing = |status: StatusCode| {
+            status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+        };
         if let Some(failed) = answers
             .iter()
-            .find_map(|a| a.as_ref().err().filter(|p| p.status.is_server_error()))
+            .find_map(|a| a.as_ref().err().filter(|p| passing(p.status)))
         {
             return Outcome::Failed(failed.to_response());
         }
@@ -296,13 +361,11 @@ impl Outcome {
         // Another refusal than stock comes first (as on one engine, where
         // a request is checked before stock is); short lines are reported
         // together, every part's.
-        let first = refusals
-            .iter()
-            .find(|p| p.problem["code"] != json!("insufficient_stock"))
-            .unwrap_or(&refusals[0]);
-        if first.problem["code"] != json!("insufficient_stock") {
+        let short = |code: &Value| *code == json!("insufficient_stock");
+        if let Some(first) = refusals.iter().find(|p| !short(&p.problem["code"])) {
             return Outcome::Refused(first.status, first.body.clone());
         }
+        let first = refusals[0];
         let mut problem = first.problem.clone();
         let shortfalls: Vec<Value> = refusals
             .iter()
@@ -327,31 +390,27 @@ fn placed_parts(cart: &Cart, answers: &[PartAnswer]) -> Vec<(u16, u64)> {
         .collect()
 }
 
-/// Records the decision with its answer; a problem if it could not be
-/// (a retry with the same key finds out how it ended).
-async fn record(
+/// Records the attempt's move from `from` to `to` with its answer (status
+/// 0: not yet, a sale's; from `Granted` to `Granted`: a sale's answer); a
+/// problem if it could not be (a retry with the same key finds out how it
+/// ended).
+pub(super) async fn record(
     node: &ClusterNode,
-    home: PartitionId,
-    id: u64,
-    attempt: u32,
-    (status, answer): (StatusCode, &Bytes),
+    at: Attempt,
+    from: CartState,
+    (to, status, answer): (CartState, u16, &[u8]),
     parts: &[(u16, u64)],
 ) -> Result<(), Response> {
-    let to = if status.is_success() {
-        CartState::Granted
-    } else {
-        CartState::Refused
-    };
     let decision = Decision {
-        attempt,
-        from: CartState::Pending,
+        attempt: at.number,
+        from,
         to,
-        status: status.as_u16(),
+        status,
         answer,
         parts,
         min_age_ms: 0,
     };
-    match node.store.decide_cart(home, id, decision).await {
+    match node.store.decide_cart(at.home, at.id, decision).await {
         Ok(Decided::Done) => Ok(()),
         Ok(Decided::NotReplicated) => Err(ApiError::new(
             Code::NotDurable,
@@ -365,22 +424,8 @@ async fn record(
 
 /// Aborts the attempt (its parts are released by the caller, or later by
 /// their partitions' owners).
-async fn abort(
-    node: &ClusterNode,
-    home: PartitionId,
-    id: u64,
-    attempt: u32,
-) -> Result<(), Response> {
-    let decision = Decision {
-        attempt,
-        from: CartState::Pending,
-        to: CartState::Aborted,
-        status: 0,
-        answer: b"",
-        parts: &[],
-        min_age_ms: 0,
-    };
-    match node.store.decide_cart(home, id, decision).await {
+async fn abort(node: &ClusterNode, at: Attempt) -> Result<(), Response> {
+    match move_on(node, at, CartState::Pending, CartState::Aborted, 0).await {
         Ok(Decided::Done | Decided::NotReplicated) => Ok(()),
         Ok(Decided::Lost(_)) => Err(too_late()),
         Err(error) => Err(store_unavailable(&error.to_string())),
@@ -388,34 +433,39 @@ async fn abort(
 }
 
 /// A granted attempt's parts need no undoing: no longer listed.
-async fn forget_parts(node: &ClusterNode, cart: &Cart, id: u64, attempt: u32) {
+pub(super) async fn forget_parts(node: &ClusterNode, cart: &Cart, at: Attempt) {
     let forgetting = cart
         .parts
         .iter()
-        .map(|p| node.store.forget_cart_part(p.partition, id, attempt));
+        .map(|p| node.store.forget_cart_part(p.partition, at.id, at.number));
     for result in join_all(forgetting).await {
         if let Err(error) = result {
             // Left listed: its partition's owner drops it (the cart is granted).
-            tracing::warn!(%error, cart = id, "cannot unlist a cart's part");
+            tracing::warn!(%error, cart = at.id, "cannot unlist a cart's part");
         }
     }
 }
 
-/// The reservation of one partition's share of the cart.
-fn part_request(
-    envelope: &Envelope,
-    cart: &Cart,
-    part: &CartPart,
-    id: u64,
-    attempt: u32,
-) -> Envelope {
-    let mut body = cart.body.clone();
-    body["lines"] = Value::Array(part.lines.clone());
+/// The reservation of one partition's share of the cart (for a sale: held
+/// for [`SALE_HOLD_SECONDS`], then committed).
+fn part_request(envelope: &Envelope, cart: &Cart, part: &CartPart, at: Attempt) -> Envelope {
+    let lines = Value::Array(part.lines.clone());
+    let body = match cart.kind {
+        CartKind::Reservation => {
+            let mut body = cart.body.clone();
+            body["lines"] = lines;
+            body
+        }
+        CartKind::Sale => json!({"channel": cart.body["channel"], "lines": lines,
+                                 "ttl_seconds": SALE_HOLD_SECONDS}),
+    };
     let mut share = Envelope {
+        method: axum::http::Method::POST,
+        uri: axum::http::Uri::from_static("/v1/reservations"),
         body: Bytes::from(body.to_string()),
         ..envelope.clone()
     };
-    if let Ok(key) = HeaderValue::from_str(&part_key(id, attempt)) {
+    if let Ok(key) = HeaderValue::from_str(&part_key(at.id, at.number)) {
         share.headers.insert(IDEMPOTENCY_KEY, key);
     }
     share

@@ -22,6 +22,7 @@ use crate::engine::cluster_shared::SharedRecord;
 use crate::http::body::read_body;
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
+use crate::store::cluster_carts::CartKind;
 use crate::store::cluster_shared::Published;
 use omnistock_cluster::{NodeId, PartitionId};
 
@@ -78,7 +79,12 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         Target::Spread(Spread::MovementBatch) => {
             super::spread::movement_batch(&node, &envelope).await
         }
-        Target::Spread(Spread::Cart) => super::carts::create(&node, &envelope).await,
+        Target::Spread(Spread::Cart) => {
+            super::carts::create(&node, CartKind::Reservation, &envelope).await
+        }
+        Target::Spread(Spread::Sale) => {
+            super::carts::create(&node, CartKind::Sale, &envelope).await
+        }
         Target::Spread(Spread::Import) => super::import::import(&node, envelope.request()).await,
         Target::Cart(home) => super::cart_ops::operate(&node, home, &envelope).await,
         Target::Spread(read @ (Spread::Audit | Spread::Feed | Spread::Stream)) => {

@@ -8,6 +8,7 @@
 
 mod cart_ops;
 mod cart_recovery;
+mod cart_sale;
 mod carts;
 mod dispatch;
 mod feeds;

@@ -53,6 +53,9 @@ pub enum Spread {
     /// `POST /v1/reservations` with lines in several partitions: a cart,
     /// one part per partition, all or nothing.
     Cart,
+    /// `POST /v1/sales` with lines in several partitions: a cart whose
+    /// parts are committed once all are placed.
+    Sale,
 }
 
 /// The operations a cluster node may refuse with 501
@@ -179,6 +182,9 @@ pub fn by_path_and_body(
     match by_body(partitions, body) {
         Target::CrossPartition(_) if method == Method::POST && path == "/v1/reservations" => {
             Target::Spread(Spread::Cart)
+        }
+        Target::CrossPartition(_) if method == Method::POST && path == "/v1/sales" => {
+            Target::Spread(Spread::Sale)
         }
         other => other,
     }

@@ -14,7 +14,7 @@ use crate::support::ADMIN;
 use crate::support::cluster::Nodes;
 use crate::support::engine::send;
 use omnistock::store::cluster::ClusterStore;
-use omnistock::store::cluster_carts::Begun;
+use omnistock::store::cluster_carts::{Begun, CartKind, CartStart};
 use omnistock_cluster::{CART_BIT, Partitions};
 
 const PARTITIONS: u16 = 16;
@@ -279,6 +279,38 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     );
     assert_eq!(available(&nodes, &skus).await, [8, 9, 10, 10]);
 
+    // A sale across partitions: all lines or none, once whatever the retries.
+    let sale = json!({"channel": "pos", "lines": [
+        {"sku": skus[0], "location": "PAR-01", "qty": 2},
+        {"sku": skus[3], "location": "PAR-01", "qty": 1}]});
+    let (status, sold) = keyed(&nodes, 2, Method::POST, "/v1/sales", Some(&sale), "sale-1").await;
+    assert_eq!(status, StatusCode::OK, "{sold}");
+    let on_hand: Vec<&Value> = sold["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .map(|p| &p["on_hand"])
+        .collect();
+    assert_eq!(on_hand, [&json!(6), &json!(9)], "{sold}");
+    let (status, again) = keyed(&nodes, 0, Method::POST, "/v1/sales", Some(&sale), "sale-1").await;
+    assert_eq!(
+        (status, &again),
+        (StatusCode::OK, &sold),
+        "the retry replays"
+    );
+    assert_eq!(available(&nodes, &skus).await, [6, 9, 10, 9]);
+    let mut short = sale.clone();
+    short["lines"][1]["qty"] = json!(10);
+    let (status, problem) =
+        keyed(&nodes, 1, Method::POST, "/v1/sales", Some(&short), "sale-2").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["shortfalls"][0]["sku"], json!(skus[3]), "{problem}");
+    assert_eq!(
+        available(&nodes, &skus).await,
+        [6, 9, 10, 9],
+        "nothing sold"
+    );
+
     // A cart never granted is not found; the audit is clean everywhere.
     let missing = CART_BIT | 999;
     let (status, problem) = nodes
@@ -315,10 +347,11 @@ async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
         .expect("the cluster store");
     let key = format!("{caller}:stopped-cart");
     let home = partitions.of(&key);
-    // The fingerprint the coordinator computes: the body, parsed and written again.
+    // The fingerprint the coordinator computes: the kind and the body,
+    // parsed and written again.
     let fingerprint = {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(request.to_string().as_bytes());
+        let digest = sha2::Sha256::digest(format!("Reservation {request}").as_bytes());
         digest
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -328,9 +361,12 @@ async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
         .begin_cart(
             home,
             Some(&key),
-            &fingerprint,
-            &caller,
-            body.as_bytes(),
+            CartStart {
+                kind: CartKind::Reservation,
+                fingerprint: &fingerprint,
+                caller: &caller,
+                request: body.as_bytes(),
+            },
             3_600_000,
         )
         .await

@@ -103,13 +103,7 @@ async fn any_node_answers_for_every_partition() {
 
     batches_and_the_audit_span_partitions(&nodes).await;
 
-    // A sale across partitions, and the whole-stock routes: refused clearly.
-    let (a, b) = two_partitions();
-    let sale = json!({"channel": "pos", "lines": [
-        {"sku": a, "location": "PAR-01", "qty": 1}, {"sku": b, "location": "PAR-01", "qty": 1}]});
-    let (status, problem) = nodes.call(0, Method::POST, "/v1/sales", Some(&sale)).await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{problem}");
-    assert_eq!(problem["code"], json!("cross_partition_not_supported"));
+    // The whole journal: refused clearly.
     let (status, problem) = nodes.call(1, Method::GET, "/v1/journal", None).await;
     assert_eq!(
         problem["code"],
@@ -244,17 +238,6 @@ async fn batches_and_the_audit_span_partitions(nodes: &Nodes) {
         .map(|m| &m["kind"])
         .collect();
     assert_eq!(kinds.len(), 2, "a count and a sale: {journal}");
-}
-
-/// Two SKUs of different partitions.
-pub fn two_partitions() -> (String, String) {
-    let partitions = omnistock_cluster::Partitions::new(u64::from(PARTITIONS)).expect("count");
-    let a = "SKU-0".to_owned();
-    let b = (1..)
-        .map(|i| format!("SKU-{i}"))
-        .find(|s| partitions.of(s) != partitions.of(&a))
-        .expect("another partition");
-    (a, b)
 }
 
 /// A feed through a node: its status, body, `X-Next-Cursor` and

@@ -6,7 +6,8 @@
 //! `Idempotency-Key`, namespaced by the caller's key, points at it from
 //! `PREFIX:{pH}:carts:key:KEY`. Its state only moves forward by
 //! compare-and-set on (state, attempt): `pending` to `granted`, `refused`
-//! or `aborted`; an `aborted` attempt may start again as the next attempt.
+//! or `aborted`; an `aborted` attempt may start again as the next attempt;
+//! a granted sale gets its answer once its parts are committed.
 //!
 //! Every partition a cart places a part on lists it first in its sorted set
 //! `PREFIX:{pP}:carts:parts` (member `ID/ATTEMPT`, scored with Redis's
@@ -57,10 +58,29 @@ impl CartState {
     }
 }
 
+/// What a cart is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CartKind {
+    /// A reservation: its parts are held until the client acts.
+    Reservation,
+    /// A sale: its parts are held, then committed once granted.
+    Sale,
+}
+
+impl CartKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CartKind::Reservation => "reservation",
+            CartKind::Sale => "sale",
+        }
+    }
+}
+
 /// A cart's decision record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CartRecord {
     pub id: u64,
+    pub kind: CartKind,
     pub state: CartState,
     pub attempt: u32,
     /// The request's fingerprint: a retry with the same key and another
@@ -101,7 +121,7 @@ pub enum Decided {
 
 /// A cart's first attempt. KEYS[1]: the record, KEYS[2] (optional): the
 /// idempotency key's pointer. ARGV: id, fingerprint, caller, request,
-/// retention ms. Returns {1, id} or {0, the id the key names}.
+/// retention ms, kind. Returns {1, id} or {0, the id the key names}.
 const BEGIN: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -111,7 +131,7 @@ if KEYS[2] then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[5])
 end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'attempt', 1, 'fingerprint', ARGV[2],
-  'caller', ARGV[3], 'request', ARGV[4], 'started_ms', now)
+  'caller', ARGV[3], 'request', ARGV[4], 'started_ms', now, 'kind', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, ARGV[1]}
 ";
@@ -157,6 +177,17 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, ARGV[2])
 ";
 
+/// What a cart starts with, as [`ClusterStore::begin_cart`] takes it.
+pub struct CartStart<'a> {
+    pub kind: CartKind,
+    /// A retry with the same key and another request is refused.
+    pub fingerprint: &'a str,
+    /// The id of the API key that makes it.
+    pub caller: &'a str,
+    /// The request as received.
+    pub request: &'a [u8],
+}
+
 /// A cart's change of state, as [`ClusterStore::decide_cart`] takes it.
 pub struct Decision<'a> {
     pub attempt: u32,
@@ -184,11 +215,15 @@ impl ClusterStore {
         &self,
         home: PartitionId,
         key: Option<&str>,
-        fingerprint: &str,
-        caller: &str,
-        request: &[u8],
+        start: CartStart<'_>,
         retain_ms: u64,
     ) -> Result<Begun, ClusterStoreError> {
+        let CartStart {
+            kind,
+            fingerprint,
+            caller,
+            request,
+        } = start;
         let seq: u64 = redis::cmd("INCR")
             .arg(self.partition_key(home, "carts:seq"))
             .query_async(&mut self.connection())
@@ -205,11 +240,13 @@ impl ClusterStore {
             .arg(fingerprint)
             .arg(caller)
             .arg(request)
-            .arg(retain_ms);
+            .arg(retain_ms)
+            .arg(kind.as_str());
         let (created, named): (i64, u64) = script.query_async(&mut self.connection()).await?;
         if created == 1 {
             return Ok(Begun::New(CartRecord {
                 id,
+                kind,
                 state: CartState::Pending,
                 attempt: 1,
                 fingerprint: fingerprint.to_owned(),
@@ -245,6 +282,7 @@ impl ClusterStore {
                 "status",
                 "answer",
                 "parts",
+                "kind",
             ])
             .query_async(&mut self.connection())
             .await?;
@@ -257,8 +295,13 @@ impl ClusterStore {
         }
         let bytes = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
         let number = |i: usize| text(i).parse::<u64>().unwrap_or(0);
+        let kind = match text(8).as_str() {
+            "sale" => CartKind::Sale,
+            _ => CartKind::Reservation,
+        };
         Ok(Some(CartRecord {
             id,
+            kind,
             state: CartState::parse(&text(0))?,
             attempt: u32::try_from(number(1)).unwrap_or(u32::MAX),
             fingerprint: text(2),
@@ -272,7 +315,8 @@ impl ClusterStore {
 
     /// Moves cart `id` from `decision.from` (at `decision.attempt`) to
     /// `decision.to`, recording the answer; with `to: Pending`, from
-    /// `Aborted` to the next attempt. Confirmed by a replica when the
+    /// `Aborted` to the next attempt; from `Granted` to `Granted`, the
+    /// answer of a sale once its parts are committed. Confirmed by a replica when the
     /// cluster has replicas.
     pub async fn decide_cart(
         &self,

@@ -361,7 +361,7 @@ impl Outcome {
         // Another refusal than stock comes first (as on one engine, where
         // a request is checked before stock is); short lines are reported
         // together, every part's.
-        let short = |code: &Value| *code == json!("insufficient_stock");
+        let short = |code: &Value| code.as_str() == Some(Code::InsufficientStock.as_str());
         if let Some(first) = refusals.iter().find(|p| !short(&p.problem["code"])) {
             return Outcome::Refused(first.status, first.body.clone());
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tower_service::Service;
 
@@ -24,7 +24,7 @@ use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
 use crate::store::cluster_carts::CartKind;
 use crate::store::cluster_shared::Published;
-use omnistock_cluster::{NodeId, PartitionId};
+use omnistock_cluster::{NodeId, PartitionId, Partitions};
 
 /// Longest a request waits for a moving partition to settle: a lease's
 /// TTL and a heartbeat's, the time a SIGKILLed owner's partitions take to
@@ -46,14 +46,7 @@ pub fn router(node: Arc<ClusterNode>) -> Router {
 async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Response {
     let (method, uri) = (request.method(), request.uri());
     let known = by_path(node.partitions(), method, uri.path(), uri.query());
-    if let Some(Target::CrossPartition(detail)) = known {
-        // Refused before its body is read (a streamed import is unbounded),
-        // to a caller with a key (no key: 401, as everywhere).
-        if let Err(unauthorized) = super::status::authenticate(&node, request.headers()) {
-            return unauthorized.into_response();
-        }
-        return ApiError::new(Code::CrossPartitionNotSupported, detail).into_response();
-    }
+    let known = share_of_read(known.as_ref(), request.headers(), node.partitions()).or(known);
     if known == Some(Target::Spread(Spread::Import)) {
         // Streamed: an import is unbounded, never read whole.
         return super::import::import(&node, request).await;
@@ -73,37 +66,50 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
         Target::SharedCatalog => shared_change(&node, SharedRecord::Catalog, &envelope).await,
         Target::SharedKeys => shared_change(&node, SharedRecord::Keys, &envelope).await,
         Target::Partition(partition) => to_partition(&node, partition, &envelope).await,
-        Target::Spread(Spread::AvailabilityBatch) => {
-            super::spread::availability_batch(&node, &envelope).await
-        }
-        Target::Spread(Spread::MovementBatch) => {
-            super::spread::movement_batch(&node, &envelope).await
-        }
-        Target::Spread(Spread::Cart) => {
-            super::carts::create(&node, CartKind::Reservation, &envelope).await
-        }
-        Target::Spread(Spread::Sale) => {
-            super::carts::create(&node, CartKind::Sale, &envelope).await
-        }
-        Target::Spread(Spread::Import) => super::import::import(&node, envelope.request()).await,
+        Target::Spread(spread) => spread_over_partitions(node, spread, &envelope).await,
         Target::Cart(home) => super::cart_ops::operate(&node, home, &envelope).await,
-        Target::Spread(read @ (Spread::Audit | Spread::Feed | Spread::Stream)) => {
-            // A share of another node's read of every partition: this
-            // partition's. (Only reads: a write is served where its own
-            // SKUs say, whatever a client puts in the headers.)
-            match forwarded_partition(&envelope.headers, node.partitions()) {
-                Some(partition) => to_partition(&node, partition, &envelope).await,
-                None if read == Spread::Audit => super::spread::audit(&node, &envelope).await,
-                None if read == Spread::Feed => super::feeds::feed(&node, &envelope).await,
-                None => super::streams::availability(node.clone(), &envelope).await,
-            }
-        }
         Target::CrossPartition(detail) => {
             match super::status::authenticate(&node, &envelope.headers) {
                 Ok(_) => ApiError::new(Code::CrossPartitionNotSupported, detail).into_response(),
                 Err(unauthorized) => unauthorized.into_response(),
             }
         }
+    }
+}
+
+/// A share of another node's read of every partition (forwarded, naming
+/// its partition) is that partition's. Only reads: a write is served
+/// where its own SKUs say, whatever a client puts in the headers.
+fn share_of_read(
+    known: Option<&Target>,
+    headers: &HeaderMap,
+    partitions: Partitions,
+) -> Option<Target> {
+    let read = matches!(
+        known?,
+        Target::Spread(Spread::Audit | Spread::Feed | Spread::Stream | Spread::Journal)
+            | Target::CrossPartition(_)
+    );
+    let partition = forwarded_partition(headers, partitions)?;
+    read.then_some(Target::Partition(partition))
+}
+
+/// A request that concerns several partitions, by what it is.
+async fn spread_over_partitions(
+    node: Arc<ClusterNode>,
+    spread: Spread,
+    envelope: &Envelope,
+) -> Response {
+    match spread {
+        Spread::AvailabilityBatch => super::spread::availability_batch(&node, envelope).await,
+        Spread::MovementBatch => super::spread::movement_batch(&node, envelope).await,
+        Spread::Audit => super::spread::audit(&node, envelope).await,
+        Spread::Feed => super::feeds::feed(&node, envelope).await,
+        Spread::Stream => super::streams::availability(node.clone(), envelope).await,
+        Spread::Import => super::import::import(&node, envelope.request()).await,
+        Spread::Journal => super::journal::journal(&node, envelope).await,
+        Spread::Cart => super::carts::create(&node, CartKind::Reservation, envelope).await,
+        Spread::Sale => super::carts::create(&node, CartKind::Sale, envelope).await,
     }
 }
 

@@ -14,6 +14,7 @@ mod dispatch;
 mod feeds;
 pub mod forward;
 mod import;
+mod journal;
 mod spread;
 mod status;
 mod streams;

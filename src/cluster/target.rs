@@ -30,7 +30,7 @@ pub enum Target {
     /// An operation on a cart across partitions, whose record lives in
     /// this partition (its id says so).
     Cart(PartitionId),
-    /// Not served by a cluster yet; the detail says why.
+    /// A form a cluster cannot answer; the detail says what to send.
     CrossPartition(String),
 }
 
@@ -50,6 +50,8 @@ pub enum Spread {
     Stream,
     /// `POST /v1/stock/import`: each row to its partition, in batches.
     Import,
+    /// `GET /v1/journal` without `?sku=`: every partition's, merged.
+    Journal,
     /// `POST /v1/reservations` with lines in several partitions: a cart,
     /// one part per partition, all or nothing.
     Cart,
@@ -59,10 +61,9 @@ pub enum Spread {
 }
 
 /// The operations a cluster node may refuse with 501
-/// `cross_partition_not_supported` (by their path, or for a body whose SKUs
-/// span partitions): the OpenAPI document lists the 501 on each.
-pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] =
-    &[("GET", "/v1/journal"), ("POST", "/v1/sales")];
+/// `cross_partition_not_supported` (a form only one engine can answer: the
+/// journal's `since`): the OpenAPI document lists the 501 on each.
+pub const CROSS_PARTITION_OPERATIONS: &[(&str, &str)] = &[("GET", "/v1/journal")];
 
 /// A path segment, percent-decoded (a SKU may hold any character).
 fn decoded(segment: &str) -> String {
@@ -124,11 +125,18 @@ pub fn by_path(
         | ["v1", "adjustments"] => return None,
         ["v1", "reservations", id, ..] => by_reservation_id(partitions, id),
         ["v1", "stock", "import"] if method == Method::POST => Target::Spread(Spread::Import),
-        // One SKU's movements are all in its partition's journal.
-        ["v1", "journal"] if get => match query_param(query, "sku") {
-            Some(sku) => Target::Partition(partitions.of(&sku)),
-            None => cross("the journal spans every partition: ask for one SKU's (`?sku=`)"),
-        },
+        // One SKU's movements are all in its partition's journal; every
+        // SKU's are every partition's, continued with `cursor`.
+        ["v1", "journal"] if get => {
+            match (query_param(query, "sku"), query_param(query, "since")) {
+                (Some(sku), _) => Target::Partition(partitions.of(&sku)),
+                (None, Some(_)) => cross(
+                    "`since` is a sequence of one partition's journal: a cluster's journal of every \
+                 SKU continues with `cursor` (from `next_cursor`), or ask for one SKU's (`?sku=`)",
+                ),
+                (None, None) => Target::Spread(Spread::Journal),
+            }
+        }
         ["v1", "feeds", ..] if get => Target::Spread(Spread::Feed),
         // One SKU's stream is its partition's.
         ["v1", "streams", ..] if get => match query_param(query, "sku") {
@@ -186,6 +194,9 @@ pub fn by_path_and_body(
         Target::CrossPartition(_) if method == Method::POST && path == "/v1/sales" => {
             Target::Spread(Spread::Sale)
         }
+        // No other body names several SKUs: the node's API answers its
+        // validation problem, as any engine would.
+        Target::CrossPartition(_) => Target::Node,
         other => other,
     }
 }
@@ -266,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn carts_are_coordinated_and_the_whole_stock_is_not_served_yet() {
+    fn carts_and_sales_across_partitions_are_coordinated() {
         let (a, b) = two_partitions();
         let cart = format!(
             r#"{{"lines":[{{"sku":"{a}","location":"A","qty":1}},{{"sku":"{b}","location":"A","qty":1}}]}}"#
@@ -275,10 +286,10 @@ mod tests {
             post("/v1/reservations", &cart),
             Target::Spread(Spread::Cart)
         );
-        assert!(matches!(
-            post("/v1/sales", &cart),
-            Target::CrossPartition(_)
-        ));
+        assert_eq!(post("/v1/sales", &cart), Target::Spread(Spread::Sale));
+        // No other body names SKUs of several partitions: the node's API
+        // answers its validation problem.
+        assert_eq!(post("/v1/returns", &cart), Target::Node);
         // A cart's id names its home partition.
         let home = partitions().get(9).expect("p9");
         let id = omnistock_cluster::cart_id(home, 77);
@@ -286,8 +297,9 @@ mod tests {
             post(&format!("/v1/reservations/{id}/commit"), ""),
             Target::Cart(home)
         );
+        assert_eq!(get("/v1/journal", None), Target::Spread(Spread::Journal));
         assert!(matches!(
-            get("/v1/journal", None),
+            get("/v1/journal", Some("since=5")),
             Target::CrossPartition(_)
         ));
         assert_eq!(post("/v1/stock/import", ""), Target::Spread(Spread::Import));
@@ -325,7 +337,13 @@ mod tests {
         );
         for (method, path) in CROSS_PARTITION_OPERATIONS {
             let method = Method::from_bytes(method.as_bytes()).expect("method");
-            let found = target(partitions(), &method, path, None, body.as_bytes());
+            let found = target(
+                partitions(),
+                &method,
+                path,
+                Some("since=1"),
+                body.as_bytes(),
+            );
             assert!(
                 matches!(found, Target::CrossPartition(_)),
                 "{method} {path}: {found:?}"

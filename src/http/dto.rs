@@ -567,10 +567,15 @@ pub struct MovementJson {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JournalJson {
     pub movements: Vec<MovementJson>,
-    /// Pass as `since` to continue.
+    /// Pass as `since` to continue (a cluster: 0, see `next_cursor`).
     pub next: u64,
     /// Set when `since` is older than the journal keeps: movements were skipped.
     pub lagged: bool,
+    /// A cluster's journal of every SKU: the position to pass as `cursor`
+    /// to continue (every partition's next sequence; opaque). Absent on a
+    /// single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A node of a cluster, as `GET /v1/cluster` lists it.

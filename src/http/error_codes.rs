@@ -256,8 +256,8 @@ error_codes! {
     // A cluster of nodes.
     NotACluster: "not_a_cluster", NOT_FOUND, "Not found",
         "this engine runs alone (`serve` without `--cluster`): it has no cluster to describe";
-    CrossPartitionNotSupported: "cross_partition_not_supported", NOT_IMPLEMENTED, "Not served by a cluster yet",
-        "cluster mode: the request spans several partitions (lines or items whose SKUs live in different partitions) or the whole stock (journal, feeds, live streams, audit, imports), which a cluster does not serve yet; send one request per partition, or use a single node";
+    CrossPartitionNotSupported: "cross_partition_not_supported", NOT_IMPLEMENTED, "Not served by a cluster",
+        "cluster mode: the request names a position that only one engine has, where a cluster has one per partition (`GET /v1/journal?since=` without `sku`: continue with `cursor`, from `next_cursor`)";
     PartitionUnavailable: "partition_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable",
         "cluster mode: the SKU's partition is moving between nodes, or its owner cannot be reached; nothing was applied; retry after Retry-After", retry_after 1;
     ClusterStoreUnavailable: "cluster_store_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable",

@@ -248,7 +248,7 @@ fn error_statuses(spec: &super::routes::table::RouteSpec) -> Vec<(u16, String)> 
     if crate::cluster::target::CROSS_PARTITION_OPERATIONS.contains(&operation) {
         statuses.push(coded(
             Code::CrossPartitionNotSupported,
-            "cluster mode: the request spans partitions",
+            "cluster mode: `since` names one partition's sequence; continue the journal of every SKU with `cursor`",
         ));
     }
     statuses

@@ -227,6 +227,10 @@ pub async fn revoke_key(
 pub struct JournalParams {
     /// First sequence to return (default: the oldest kept).
     pub since: Option<u64>,
+    /// A cluster's journal of every SKU: where to continue, as
+    /// `next_cursor` gave it (instead of `since`). A single node answers
+    /// 422: it takes `since`.
+    pub cursor: Option<String>,
     /// Only this SKU's movements.
     #[param(value_type = Option<crate::http::openapi::Sku>)]
     pub sku: Option<String>,
@@ -247,6 +251,12 @@ pub async fn journal(
     ApiQuery(params): ApiQuery<JournalParams>,
 ) -> ApiResult<Json<JournalJson>> {
     caller.require(Scope::Admin)?;
+    if params.cursor.is_some() {
+        return Err(ApiError::new(
+            Code::InvalidCursor,
+            "`cursor` continues a cluster's journal; this node runs alone: pass `since`",
+        ));
+    }
     let filter = JournalFilter::of(&params)?;
     let from = Seq(params.since.unwrap_or(1).max(1));
     let head = state.ledger().journal_head();
@@ -327,6 +337,7 @@ impl JournalFilter {
             movements,
             next: from.0,
             lagged,
+            next_cursor: None,
         }
     }
 

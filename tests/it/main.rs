@@ -15,6 +15,7 @@ mod chaos;
 mod cli;
 mod cluster_carts;
 mod cluster_faults;
+mod cluster_flash_sale;
 mod cluster_nodes;
 mod connection_limits;
 mod engine_crash;

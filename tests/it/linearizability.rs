@@ -2,7 +2,11 @@
 //!
 //! Concurrent clients run reserve (1-3 units), commit, release, POS sale,
 //! receipt, shrinkage (a negative adjustment) and reads against a few hot
-//! positions with little stock, over real HTTP against an in-process engine.
+//! positions with little stock, over real HTTP against an in-process engine
+//! (in memory, then with sync durability on a real Redis), and against a
+//! cluster: three nodes (the real binary) on a real Redis Cluster, each
+//! request sent to a node its client picks, so one owner serves a position
+//! while the other two forward to it, and each history mixes all three.
 //! Every operation is recorded with its invocation and completion instants
 //! (taken by the client, so the real effect happened in between) and its
 //! result. Each position's history is then checked against a sequential
@@ -18,8 +22,9 @@
 //! alone (the model-based test covers counts).
 //!
 //! `LINEARIZABILITY_SEED` fixes every client's choices (printed at start; a
-//! failing seed reruns the same workload); `LINEARIZABILITY_ROUNDS` (10) and
-//! `LINEARIZABILITY_OPS` (operations per client per round, 200) size it.
+//! failing seed reruns the same workload); `LINEARIZABILITY_ROUNDS` (10 in
+//! memory, 3 with Redis or a cluster) and `LINEARIZABILITY_OPS` (operations
+//! per client per round, 200) size it.
 //! `cargo test --release --test it linearizability:: -- --nocapture`.
 
 use crate::support;
@@ -31,6 +36,7 @@ use std::time::{Duration, Instant};
 use omnistock::server::config::{Durability, ServeConfig};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use support::cluster::Nodes;
 use support::rng::Rng;
 use support::{ADMIN, RedisServer};
 const POSITIONS: usize = 3;
@@ -99,6 +105,8 @@ enum Ret {
 #[derive(Clone, Debug)]
 struct Op {
     client: usize,
+    /// The node it was sent to (an index into the bases).
+    node: usize,
     call: Call,
     ret: Ret,
     invoked: Instant,
@@ -248,8 +256,9 @@ impl std::fmt::Display for NotLinearizable {
             let offset = |t: Instant| origin.map_or(0, |o| t.duration_since(o).as_micros());
             writeln!(
                 f,
-                "  client {} [{} us .. {} us] {:?} -> {:?}",
+                "  client {} via node {} [{} us .. {} us] {:?} -> {:?}",
                 op.client,
+                op.node,
                 offset(op.invoked),
                 offset(op.completed),
                 op.call,
@@ -397,16 +406,23 @@ fn parse(call: Call, status: StatusCode, body: &Value) -> Ret {
     }
 }
 
+/// Where the clients send: one engine, or every node of a cluster.
 struct Target {
-    base: String,
+    bases: Vec<String>,
     http: Client,
 }
 
 impl Target {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn send(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.bases[node]))
             .bearer_auth(ADMIN);
         if let Some(body) = body {
             request = request.json(&body);
@@ -417,8 +433,8 @@ impl Target {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Performs `call` on `sku` at S1 and records it.
-    async fn perform(&self, client: usize, sku: &str, call: Call) -> Op {
+    /// Performs `call` on `sku` at S1 through `node` and records it.
+    async fn perform(&self, node: usize, client: usize, sku: &str, call: Call) -> Op {
         let (method, path, body) = match call {
             Call::Reserve(qty) => (
                 Method::POST,
@@ -459,10 +475,11 @@ impl Target {
             Call::Read => (Method::GET, format!("/v1/stock/S1/{sku}"), None),
         };
         let invoked = Instant::now();
-        let (status, answer) = self.send(method, &path, body).await;
+        let (status, answer) = self.send(node, method, &path, body).await;
         let completed = Instant::now();
         Op {
             client,
+            node,
             call,
             ret: parse(call, status, &answer),
             invoked,
@@ -471,8 +488,9 @@ impl Target {
     }
 }
 
-/// One client: `ops` operations on random hot positions. Commit and release
-/// pick any reservation of that position that any client got back.
+/// One client: `ops` operations on random hot positions, each through a
+/// random node. Commit and release pick any reservation of that position
+/// that any client got back.
 async fn client(
     target: Arc<Target>,
     skus: Arc<Vec<String>>,
@@ -482,6 +500,11 @@ async fn client(
     ops: usize,
 ) -> Vec<(usize, Op)> {
     let mut rng = Rng(seed);
+    // The nodes come from a stream of their own: which node each request
+    // goes to is fixed by the seed alone (the calls also depend on which
+    // reservations other clients got back by then), and one engine's
+    // workloads are those of the same seed before there were clusters.
+    let mut nodes = Rng(!seed);
     let mut history = Vec::with_capacity(ops);
     for _ in 0..ops {
         let position = rng.below(skus.len() as u64) as usize;
@@ -504,7 +527,8 @@ async fn client(
             (80..=83, _) => Call::Shrink(qty),
             _ => Call::Read,
         };
-        let op = target.perform(client, &skus[position], call).await;
+        let node = nodes.below(target.bases.len() as u64) as usize;
+        let op = target.perform(node, client, &skus[position], call).await;
         if let Ret::Reserved(id) = op.ret {
             ids.lock().expect("ids")[position].push(id);
         }
@@ -559,143 +583,142 @@ async fn with_sync_durability_histories_are_linearizable_too() {
     run(config, label, seed, rounds, per_client).await;
 }
 
+/// The same through the three nodes of a cluster on a real Redis Cluster,
+/// with sync durability: every client sends each request to a node of its
+/// own seeded choosing, so each position's history mixes the node that owns
+/// its partition (which serves) and the other two (which forward to it).
+/// Still linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_taken_through_different_cluster_nodes_are_linearizable() {
+    let _serial = support::serial().await;
+    let label = "cluster of 3 nodes, sync durability";
+    let (seed, rounds, per_client) = seed_and_sizes(label, 3);
+    let nodes = Nodes::start(3, 16, &["--durability", "sync"]);
+    let bases = (0..3).map(|i| nodes.base(i)).collect();
+    drive(
+        bases,
+        add_location_on_every_node,
+        label,
+        seed,
+        rounds,
+        per_client,
+    )
+    .await;
+}
+
+/// One in-process engine with `config`, driven through its one address.
 async fn run(config: ServeConfig, label: &str, seed: u64, rounds: usize, per_client: usize) {
     let mut running = support::engine::start_engine(config, ADMIN).await;
     running
         .wait_ready(Duration::from_secs(30))
         .await
         .expect("ready");
-    let target = Arc::new(Target {
-        base: format!("http://{}", running.addr),
-        http: Client::new(),
-    });
+    let bases = vec![format!("http://{}", running.addr)];
+    drive(bases, add_location, label, seed, rounds, per_client).await;
+    running.shutdown().await.expect("stop");
+}
+
+/// Adds the store S1 through the first node.
+async fn add_location(target: &Target) {
     let (status, body) = target
         .send(
+            0,
             Method::PUT,
             "/v1/locations/S1",
             Some(json!({"kind": "store", "name": "S1"})),
         )
         .await;
     assert!(status.is_success(), "{status} {body}");
+}
+
+/// Adds the store S1 through the first node of a cluster, then waits until
+/// every node's copy of the shared catalog has it (the others poll it every
+/// 250 ms): until then, a count through another node could be refused.
+async fn add_location_on_every_node(target: &Target) {
+    add_location(target).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for node in 0..target.bases.len() {
+        loop {
+            let (status, locations) = target.send(node, Method::GET, "/v1/locations", None).await;
+            if status == StatusCode::OK && locations.to_string().contains("\"S1\"") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {node} never learnt S1");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What the checked histories add up to.
+#[derive(Default)]
+struct Tally {
+    histories: usize,
+    operations: usize,
+    /// Histories that went through more than one node.
+    mixed: usize,
+    /// Operations sent through each node.
+    via: Vec<usize>,
+    outcomes: BTreeMap<&'static str, usize>,
+    /// Pairs of concurrent operations on the same position.
+    overlapping: usize,
+    explored: u64,
+    check_time: Duration,
+}
+
+/// After `setup` (the location S1, known to every node), `rounds` rounds:
+/// fresh hot positions counted, `CLIENTS` clients sending `per_client`
+/// operations each through the nodes at `bases`, every position's history
+/// checked. Then the audit through the first node, and what it all added
+/// up to.
+async fn drive(
+    bases: Vec<String>,
+    setup: impl AsyncFnOnce(&Target),
+    label: &str,
+    seed: u64,
+    rounds: usize,
+    per_client: usize,
+) {
+    let target = Arc::new(Target {
+        bases,
+        http: Client::new(),
+    });
+    setup(&target).await;
 
     let mut rng = Rng(seed);
-    let (mut histories, mut total_ops, mut explored, mut overlapping) = (0, 0, 0u64, 0);
-    let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut tally = Tally {
+        via: vec![0; target.bases.len()],
+        ..Tally::default()
+    };
     let started = Instant::now();
-    let mut check_time = Duration::ZERO;
     for round in 0..rounds {
-        // Fresh hot positions per round: small stock, a safety stock of 1.
-        let skus: Vec<String> = (0..POSITIONS).map(|p| format!("HOT-{round}-{p}")).collect();
-        let mut initial = Vec::new();
-        for sku in &skus {
-            let (status, position) = target
-                .send(
-                    Method::PUT,
-                    &format!("/v1/stock/S1/{sku}"),
-                    Some(json!({"on_hand": START_ON_HAND, "safety_stock": SAFETY_STOCK})),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{position}");
-            let seen = seen(&position);
-            initial.push(State {
-                on_hand: seen.on_hand,
-                reserved: seen.reserved,
-                safety: SAFETY_STOCK,
-                version: seen.version,
-                exact: true,
-                holds: BTreeMap::new(),
-            });
-        }
-        let skus = Arc::new(skus);
-        let ids = Arc::new(Mutex::new(vec![Vec::new(); POSITIONS]));
-        let mut tasks = Vec::new();
-        for c in 0..CLIENTS {
-            tasks.push(tokio::spawn(client(
-                Arc::clone(&target),
-                Arc::clone(&skus),
-                Arc::clone(&ids),
-                c,
-                rng.next(),
-                per_client,
-            )));
-        }
-        let mut by_position: Vec<Vec<Op>> = vec![Vec::new(); POSITIONS];
-        for task in tasks {
-            for (position, op) in task.await.expect("client") {
-                *outcomes
-                    .entry(match op.ret {
-                        Ret::Reserved(_) => "reserved",
-                        Ret::Refused { .. } => "refused (insufficient stock)",
-                        Ret::OnHandShort { .. } => "refused (insufficient on hand)",
-                        Ret::NotHeld(_) => "refused (not held)",
-                        Ret::Resolved(_) => "committed or released",
-                        Ret::Position(_) => "position",
-                    })
-                    .or_default() += 1;
-                by_position[position].push(op);
-            }
-        }
-        // The recorder itself: each client's operations are sequential.
-        let mut last: BTreeMap<usize, Instant> = BTreeMap::new();
-        let mut all: Vec<&Op> = by_position.iter().flatten().collect();
-        all.sort_by_key(|op| op.invoked);
-        for op in all {
-            if let Some(previous) = last.insert(op.client, op.completed) {
-                assert!(
-                    previous <= op.invoked,
-                    "client {} overlaps itself",
-                    op.client
-                );
-            }
-        }
-        for (position, mut ops) in by_position.into_iter().enumerate() {
-            ops.sort_by_key(|op| op.invoked);
-            let len = ops.len();
-            let checking = Instant::now();
-            let result = check_on_big_stack(ops.clone(), initial[position].clone());
-            check_time += checking.elapsed();
-            match result {
-                Ok((order, configurations)) => {
-                    assert_eq!(order.len(), len);
-                    explored += configurations;
-                }
-                Err(why) => panic!(
+        let (skus, initial) = count_hot_positions(&target, round).await;
+        let histories = take_histories(&target, &skus, &mut rng, per_client).await;
+        for (position, ops) in histories.into_iter().enumerate() {
+            if let Err(why) = check_history(ops, &initial[position], &mut tally) {
+                panic!(
                     "{label}, round {round}, position {}: not linearizable (LINEARIZABILITY_SEED={seed}):\n{why}",
                     skus[position]
-                ),
-            }
-            histories += 1;
-            total_ops += len;
-            overlapping += ops
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    ops[i + 1..]
-                        .iter()
-                        .take_while(|b| b.invoked < a.completed)
-                        .count()
-                })
-                .sum::<usize>();
-
-            // The same history with one read's answer falsified must be
-            // refused: the check has teeth on real data too.
-            if let Some(index) = ops.iter().position(|op| matches!(op.ret, Ret::Position(_))) {
-                if let Ret::Position(seen) = &mut ops[index].ret {
-                    seen.on_hand += 1_000;
-                }
-                assert!(
-                    check_on_big_stack(ops, initial[position].clone()).is_err(),
-                    "a falsified history was accepted"
                 );
             }
         }
     }
-    let (status, audit) = target.send(Method::GET, "/v1/admin/audit", None).await;
+    let (status, audit) = target.send(0, Method::GET, "/v1/admin/audit", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(audit["ok"], true, "{audit}");
+    let Tally {
+        histories,
+        operations,
+        mixed,
+        via,
+        outcomes,
+        overlapping,
+        explored,
+        check_time,
+    } = tally;
     println!(
-        "linearizability ({label}): {histories} histories, {total_ops} operations linearizable ({outcomes:?}); \
+        "linearizability ({label}): {histories} histories, {operations} operations linearizable ({outcomes:?}); \
          {overlapping} pairs of concurrent operations on the same position; \
+         operations through each node {via:?}, {mixed} histories through more than one node; \
          {explored} configurations explored, check {} ms, whole run {} ms",
         check_time.as_millis(),
         started.elapsed().as_millis()
@@ -710,10 +733,141 @@ async fn run(config: ServeConfig, label: &str, seed: u64, rounds: usize, per_cli
         "the workload must run out of stock: {outcomes:?}"
     );
     assert!(
-        overlapping > total_ops / 10,
+        overlapping > operations / 10,
         "too little concurrency to test anything: {overlapping} overlapping pairs"
     );
-    running.shutdown().await.expect("stop");
+    assert!(
+        via.len() == 1 || mixed > 0,
+        "no history went through several nodes: {via:?}"
+    );
+}
+
+/// Fresh hot positions for `round` (small stock, a safety stock of 1),
+/// each counted through another node: their SKUs and the model's states.
+async fn count_hot_positions(target: &Target, round: usize) -> (Vec<String>, Vec<State>) {
+    let skus: Vec<String> = (0..POSITIONS).map(|p| format!("HOT-{round}-{p}")).collect();
+    let mut initial = Vec::new();
+    for (p, sku) in skus.iter().enumerate() {
+        let (status, position) = target
+            .send(
+                (round + p) % target.bases.len(),
+                Method::PUT,
+                &format!("/v1/stock/S1/{sku}"),
+                Some(json!({"on_hand": START_ON_HAND, "safety_stock": SAFETY_STOCK})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{position}");
+        let seen = seen(&position);
+        initial.push(State {
+            on_hand: seen.on_hand,
+            reserved: seen.reserved,
+            safety: SAFETY_STOCK,
+            version: seen.version,
+            exact: true,
+            holds: BTreeMap::new(),
+        });
+    }
+    (skus, initial)
+}
+
+/// Runs the clients of one round (their seeds drawn from `rng`) on
+/// `skus`: each position's history, in invocation order.
+async fn take_histories(
+    target: &Arc<Target>,
+    skus: &[String],
+    rng: &mut Rng,
+    per_client: usize,
+) -> Vec<Vec<Op>> {
+    let skus = Arc::new(skus.to_vec());
+    let ids = Arc::new(Mutex::new(vec![Vec::new(); skus.len()]));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        tasks.push(tokio::spawn(client(
+            Arc::clone(target),
+            Arc::clone(&skus),
+            Arc::clone(&ids),
+            c,
+            rng.next(),
+            per_client,
+        )));
+    }
+    let mut by_position: Vec<Vec<Op>> = vec![Vec::new(); skus.len()];
+    for task in tasks {
+        for (position, op) in task.await.expect("client") {
+            by_position[position].push(op);
+        }
+    }
+    // The recorder itself: each client's operations are sequential.
+    let mut last: BTreeMap<usize, Instant> = BTreeMap::new();
+    let mut all: Vec<&Op> = by_position.iter().flatten().collect();
+    all.sort_by_key(|op| op.invoked);
+    for op in all {
+        if let Some(previous) = last.insert(op.client, op.completed) {
+            assert!(
+                previous <= op.invoked,
+                "client {} overlaps itself",
+                op.client
+            );
+        }
+    }
+    for ops in &mut by_position {
+        ops.sort_by_key(|op| op.invoked);
+    }
+    by_position
+}
+
+/// Checks one position's history (in invocation order) from `initial`,
+/// and that the check refuses it with one read's answer falsified; adds
+/// it to `tally`. Why it is not linearizable, if it is not.
+fn check_history(mut ops: Vec<Op>, initial: &State, tally: &mut Tally) -> Result<(), String> {
+    let mut nodes = HashSet::new();
+    for op in &ops {
+        *tally
+            .outcomes
+            .entry(match op.ret {
+                Ret::Reserved(_) => "reserved",
+                Ret::Refused { .. } => "refused (insufficient stock)",
+                Ret::OnHandShort { .. } => "refused (insufficient on hand)",
+                Ret::NotHeld(_) => "refused (not held)",
+                Ret::Resolved(_) => "committed or released",
+                Ret::Position(_) => "position",
+            })
+            .or_default() += 1;
+        tally.via[op.node] += 1;
+        nodes.insert(op.node);
+    }
+    let checking = Instant::now();
+    let result = check_on_big_stack(ops.clone(), initial.clone());
+    tally.check_time += checking.elapsed();
+    let (order, configurations) = result?;
+    assert_eq!(order.len(), ops.len());
+    tally.explored += configurations;
+    tally.histories += 1;
+    tally.operations += ops.len();
+    tally.mixed += usize::from(nodes.len() > 1);
+    tally.overlapping += ops
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            ops[i + 1..]
+                .iter()
+                .take_while(|b| b.invoked < a.completed)
+                .count()
+        })
+        .sum::<usize>();
+
+    // The same history with one read's answer falsified must be refused:
+    // the check has teeth on real data too.
+    if let Some(index) = ops.iter().position(|op| matches!(op.ret, Ret::Position(_))) {
+        if let Ret::Position(seen) = &mut ops[index].ret {
+            seen.on_hand += 1_000;
+        }
+        assert!(
+            check_on_big_stack(ops, initial.clone()).is_err(),
+            "a falsified history was accepted"
+        );
+    }
+    Ok(())
 }
 
 // ---------- the checker itself ----------
@@ -725,6 +879,7 @@ fn at(base: Instant, ms: u64) -> Instant {
 fn op(base: Instant, from: u64, to: u64, call: Call, ret: Ret) -> Op {
     Op {
         client: 0,
+        node: 0,
         call,
         ret,
         invoked: at(base, from),

@@ -14,6 +14,7 @@ mod architecture;
 mod chaos;
 mod cli;
 mod cluster_carts;
+mod cluster_chaos;
 mod cluster_faults;
 mod cluster_flash_sale;
 mod cluster_nodes;

@@ -18,46 +18,19 @@ done
 cargo build --release --locked -q -p omnistock -p loadtest --bins
 export OMNISTOCK_ADMIN_KEY=bench-cluster-admin-key-0123
 DIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    for port in 7100 7101 7102 7103 7104 7105; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
-    rm -rf "$DIR"
-}
+source bench/redis_cluster.sh
 trap cleanup EXIT
-
-# The Redis Cluster (bus ports 17100-17105).
-for port in 7100 7101 7102 7103 7104 7105; do
-    mkdir -p "$DIR/$port"
-    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
-        --cluster-node-timeout 1000 --save '' --appendonly no --repl-diskless-sync-delay 0 \
-        --dir "$DIR/$port" --daemonize yes >/dev/null
-done
-for port in 7100 7101 7102 7103 7104 7105; do
-    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
-done
-redis-cli --cluster create 127.0.0.1:7100 127.0.0.1:7101 127.0.0.1:7102 127.0.0.1:7103 \
-    127.0.0.1:7104 127.0.0.1:7105 --cluster-replicas 1 --cluster-yes >/dev/null
+start_redis_cluster
 
 # run_cluster NODES DURABILITY LABEL: starts NODES nodes under a fresh key
 # prefix, drives them, stops them; appends "LABEL req/s p50 p99" to results.
 run_cluster() {
-    local count=$1 durability=$2 label=$3 urls="" node_pids=()
-    for n in $(seq 1 "$count"); do
-        target/release/omnistock serve --cluster --redis-url redis://127.0.0.1:7100 \
-            --listen "127.0.0.1:809$n" --node-id "node-$n" --durability "$durability" \
-            --redis-key-prefix "$label" >"$DIR/$label-$n.log" 2>&1 &
-        node_pids+=($!); PIDS+=($!)
-        urls="${urls:+$urls,}http://127.0.0.1:809$n"
-    done
-    for n in $(seq 1 "$count"); do
-        until curl -sf "127.0.0.1:809$n/readyz" >/dev/null; do sleep 0.1; done
-    done
-    target/release/loadtest run --url "$urls" --scenario reserve --duration-s "$DURATION" \
+    local count=$1 durability=$2 label=$3
+    start_nodes "$count" "$label" --durability "$durability"
+    target/release/loadtest run --url "$URLS" --scenario reserve --duration-s "$DURATION" \
         --no-progress --json-out "$DIR/$label.json" >"$DIR/$label.out" 2>&1 \
         || { echo "loadtest failed for $label:" >&2; tail -5 "$DIR/$label.out" >&2; }
-    kill -TERM "${node_pids[@]}" 2>/dev/null || true
-    wait "${node_pids[@]}" 2>/dev/null || true
+    stop_nodes
     record "$label"
 }
 

@@ -12,6 +12,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 
 use super::engine::send;
+use super::proxy::{ChaosProxy, ProxyMode};
 use super::{ADMIN, EngineProcess, free_port};
 
 pub struct Nodes {
@@ -19,6 +20,10 @@ pub struct Nodes {
     nodes: Vec<Option<EngineProcess>>,
     ports: Vec<u16>,
     args: Vec<String>,
+    /// With `linked`: the proxy each node is reached through by the others
+    /// (its `--advertise-url`); clients still reach it directly.
+    links: Vec<ChaosProxy>,
+    linked: bool,
     pub http: Client,
 }
 
@@ -27,6 +32,16 @@ impl Nodes {
     /// after the other, each waited for until ready; `args` are given to
     /// every node after the cluster flags.
     pub fn start(count: usize, partitions: u16, args: &[&str]) -> Nodes {
+        Nodes::start_with(count, partitions, args, false)
+    }
+
+    /// As `start`, each node reached by the others through a proxy of its
+    /// own, so the links between nodes can be cut ([`Nodes::links`]).
+    pub fn start_linked(count: usize, partitions: u16, args: &[&str]) -> Nodes {
+        Nodes::start_with(count, partitions, args, true)
+    }
+
+    fn start_with(count: usize, partitions: u16, args: &[&str], linked: bool) -> Nodes {
         let redis = RedisCluster::start();
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         args.extend(["--partitions".into(), partitions.to_string()]);
@@ -35,6 +50,8 @@ impl Nodes {
             nodes: Vec::new(),
             ports: Vec::new(),
             args,
+            links: Vec::new(),
+            linked,
             http: Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -51,6 +68,9 @@ impl Nodes {
         let index = self.ports.len();
         self.ports.push(free_port());
         self.nodes.push(None);
+        if self.linked {
+            self.links.push(ChaosProxy::start(self.ports[index]));
+        }
         self.restart(index);
         index
     }
@@ -60,9 +80,23 @@ impl Nodes {
         let seed = self.redis.urls()[index % 6].clone();
         let id = format!("node-{index}");
         let mut args = vec!["--cluster", "--redis-url", &seed, "--node-id", &id];
+        let advertise = self
+            .links
+            .get(index)
+            .map(|link| format!("http://127.0.0.1:{}", link.port));
+        if let Some(url) = &advertise {
+            args.extend(["--advertise-url", url.as_str()]);
+        }
         args.extend(self.args.iter().map(String::as_str));
         let process = EngineProcess::start_on(self.ports[index], &args, None);
         self.nodes[index] = Some(process);
+    }
+
+    /// Sets what every link between nodes does (`start_linked`).
+    pub fn links(&self, mode: ProxyMode) {
+        for link in &self.links {
+            link.set_mode(mode);
+        }
     }
 
     pub fn base(&self, index: usize) -> String {

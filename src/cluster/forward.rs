@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -118,13 +118,40 @@ impl Forwarder {
         if let Ok(versions) = HeaderValue::from_str(&versions) {
             headers.insert(SHARED_VERSIONS, versions);
         }
-        match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request)).await {
-            Ok(Ok(response)) => Forwarded::Answered(response.map(Body::new)),
-            Ok(Err(error)) if error.is_connect() => Forwarded::NotSent(error.to_string()),
-            Ok(Err(error)) => Forwarded::Lost(error.to_string()),
-            Err(_) => Forwarded::Lost(format!("no answer within {FORWARD_TIMEOUT:?}")),
+        let started = tokio::time::Instant::now();
+        let response = match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request))
+            .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) if error.is_connect() => return Forwarded::NotSent(error.to_string()),
+            Ok(Err(error)) => return Forwarded::Lost(error.to_string()),
+            Err(_) => return Forwarded::Lost(format!("no answer within {FORWARD_TIMEOUT:?}")),
+        };
+        if is_streamed(response.headers()) {
+            return Forwarded::Answered(response.map(Body::new));
+        }
+        // A JSON answer is read whole here, so a link cut in its middle is
+        // an answer lost (503, retry with the same key), never half a 201.
+        let (head, body) = response.into_parts();
+        let left = FORWARD_TIMEOUT.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, body.collect()).await {
+            Ok(Ok(whole)) => {
+                Forwarded::Answered(Response::from_parts(head, Body::from(whole.to_bytes())))
+            }
+            Ok(Err(error)) => Forwarded::Lost(format!("the answer was cut: {error}")),
+            Err(_) => Forwarded::Lost(format!("no whole answer within {FORWARD_TIMEOUT:?}")),
         }
     }
+}
+
+/// Whether an answer is a stream passed on as it comes (a feed, a live
+/// stream), rather than one JSON document.
+fn is_streamed(headers: &HeaderMap) -> bool {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !content_type.contains("json")
 }
 
 /// Headers about this connection, not the request (RFC 9110, 7.6.1), and

@@ -73,7 +73,11 @@ async fn send(
         .json(body);
     let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
-    let body = response.json().await.unwrap_or(Value::Null);
+    // An answer whose body did not come whole is no answer.
+    let body = response
+        .json()
+        .await
+        .map_err(|e| format!("{status}, cut: {e}"))?;
     Ok((status, body))
 }
 

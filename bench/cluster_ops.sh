@@ -7,7 +7,8 @@
 #     its decision record, its parts placed at once); and through a 3-node
 #     cluster of 1 partition, where every cart is within one partition;
 #   - the full Google feed (`--scenario feed`: full and incremental polls of
-#     40,000 store rows): rows per second of a full feed;
+#     40,000 store rows), by one poller (rows per second of a full feed)
+#     and by 64;
 #   - fan-out reads (`--scenario browse`: a batch of 20 positions of random
 #     SKUs next to single-position reads).
 # Rounds interleaved so the host's swings hit every configuration alike;
@@ -53,6 +54,7 @@ scenarios() {
     for lines in 1 3 5; do
         drive "$label-cart$lines" reserve-batch --batch-lines "$lines" --hold-ttl-s 5
     done
+    drive "$label-feed1" feed --connections 1
     drive "$label-feed" feed
     drive "$label-browse" browse
 }

@@ -18,15 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
 DURATION=${2:-10}
-for tool in redis-server redis-cli python3 curl; do
-    command -v "$tool" >/dev/null || { echo "bench/cluster_ops.sh needs $tool" >&2; exit 1; }
-done
-cargo build --release --locked -q -p omnistock -p loadtest --bins
-export OMNISTOCK_ADMIN_KEY=bench-cluster-admin-key-0123
-DIR=$(mktemp -d)
 source bench/redis_cluster.sh
-trap cleanup EXIT
-start_redis_cluster
 
 # drive LABEL SCENARIO [ARGS...]: loadtest against $TARGET_ARGS; records
 # every operation's rate and latency.

@@ -1,9 +1,16 @@
-# Sourced by the cluster benchmarks: a loopback Redis Cluster of 3 masters
-# and 3 replicas on ports 7100-7105 (bus ports 17100-17105) in $DIR, and
-# `start_nodes COUNT PREFIX [ARGS...]`, which starts omnistock nodes on
-# ports 8091.. (`serve --cluster`, key prefix PREFIX), waits until they are
-# ready and sets NODE_PIDS and URLS (comma-separated). `cleanup` stops
-# everything (set as the EXIT trap by the caller).
+# Sourced by the cluster benchmarks (from the repository's root): checks
+# the tools, builds the release binaries, and starts a loopback Redis
+# Cluster of 3 masters and 3 replicas on ports 7100-7105 (bus ports
+# 17100-17105) in a temporary $DIR, stopped with everything else on exit.
+# Then `start_nodes COUNT PREFIX [ARGS...]` starts omnistock nodes on ports
+# 8091.. (`serve --cluster`, key prefix PREFIX), waits until they are ready
+# and sets NODE_PIDS and URLS (comma-separated); `stop_nodes` stops them.
+for tool in redis-server redis-cli python3 curl; do
+    command -v "$tool" >/dev/null || { echo "$0 needs $tool" >&2; exit 1; }
+done
+cargo build --release --locked -q -p omnistock -p loadtest --bins
+export OMNISTOCK_ADMIN_KEY=bench-cluster-admin-key-0123
+DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
@@ -46,3 +53,6 @@ stop_nodes() {
     kill -TERM "${NODE_PIDS[@]}" 2>/dev/null || true
     wait "${NODE_PIDS[@]}" 2>/dev/null || true
 }
+
+trap cleanup EXIT
+start_redis_cluster

@@ -76,17 +76,13 @@ fn cluster_cursor(
     text: &str,
     partitions: usize,
 ) -> Result<(Option<ClusterCursor>, Option<&'static str>), ApiError> {
-    match text.parse::<ClusterCursor>() {
-        Ok(cursor) if cursor.0.len() == partitions => Ok((Some(cursor), None)),
-        Ok(_) => Ok((None, Some("other_lineage"))),
-        Err(_) => match text.parse::<SentCursor>() {
-            Ok(SentCursor::Legacy(_)) => Ok((None, Some("legacy_cursor"))),
-            Ok(SentCursor::Cursor(_)) => Ok((None, Some("other_lineage"))),
-            Err(error) => Err(ApiError::new(
-                Code::InvalidCursor,
-                format!("since: {error}"),
-            )),
-        },
+    match ClusterCursor::check(text, partitions) {
+        Ok(Ok(cursor)) => Ok((Some(cursor), None)),
+        Ok(Err(why)) => Ok((None, Some(why.as_str()))),
+        Err(error) => Err(ApiError::new(
+            Code::InvalidCursor,
+            format!("since: {error}"),
+        )),
     }
 }
 

@@ -116,18 +116,13 @@ fn resume_point(
     let Some(value) = envelope.headers.get(LAST_EVENT_ID) else {
         return Ok((None, None));
     };
-    let text = value.to_str().unwrap_or("");
-    match text.parse::<ClusterCursor>() {
-        Ok(cursor) if cursor.0.len() == partitions => Ok((Some(cursor), None)),
-        Ok(_) => Ok((None, Some("other_lineage"))),
-        Err(_) => match text.parse::<SentCursor>() {
-            Ok(SentCursor::Legacy(_)) => Ok((None, Some("legacy_cursor"))),
-            Ok(SentCursor::Cursor(_)) => Ok((None, Some("other_lineage"))),
-            Err(_) => Err(ApiError::new(
-                Code::InvalidLastEventId,
-                "Last-Event-ID must be the id of an event this stream sent",
-            )),
-        },
+    match ClusterCursor::check(value.to_str().unwrap_or(""), partitions) {
+        Ok(Ok(cursor)) => Ok((Some(cursor), None)),
+        Ok(Err(why)) => Ok((None, Some(why.as_str()))),
+        Err(_) => Err(ApiError::new(
+            Code::InvalidLastEventId,
+            "Last-Event-ID must be the id of an event this stream sent",
+        )),
     }
 }
 

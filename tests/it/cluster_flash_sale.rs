@@ -25,25 +25,7 @@ async fn a_flash_sale_through_every_node_grants_exactly_the_stock() {
         16,
         &["--durability", "sync", "--rate-limit-per-second", "0"],
     );
-    let store = json!({"kind": "store", "name": "Paris Rivoli", "lat": 48.86, "lon": 2.34});
-    let (status, body) = nodes
-        .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store))
-        .await;
-    assert!(status.is_success(), "{status} {body}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for index in 0..3 {
-        loop {
-            let (_, locations) = nodes.call(index, Method::GET, "/v1/locations", None).await;
-            if locations.to_string().contains("PAR-01") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {index} never learnt PAR-01"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    nodes.add_store().await;
     let (status, body) = nodes
         .call(
             1,

@@ -4,7 +4,7 @@
 //! clearly, and `GET /v1/cluster` shows who owns what.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -15,42 +15,13 @@ use crate::support::engine::send;
 
 const PARTITIONS: u16 = 16;
 
-/// Waits until `done` holds, checking every 50 ms.
-async fn until<F: AsyncFn() -> bool>(within: Duration, what: &str, done: F) {
-    let started = Instant::now();
-    while !done().await {
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn store() -> Value {
-    json!({"kind": "store", "name": "Paris Rivoli", "lat": 48.86, "lon": 2.34})
-}
-
-/// Adds the store PAR-01 through node 0 and waits until the first `count`
-/// nodes know it.
-async fn add_store(nodes: &Nodes, count: usize) {
-    let (status, body) = nodes
-        .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store()))
-        .await;
-    assert!(status.is_success(), "{status} {body}");
-    for index in 0..count {
-        until(Duration::from_secs(5), "the shared catalog", async || {
-            let (_, locations) = nodes.call(index, Method::GET, "/v1/locations", None).await;
-            locations.to_string().contains("PAR-01")
-        })
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_answers_for_every_partition() {
     let _serial = crate::support::serial().await;
     let nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
 
     // A location added through one node reaches every node's catalog.
-    add_store(&nodes, 3).await;
+    nodes.add_store().await;
 
     // Counts through every node, each SKU through another one.
     for i in 0..24 {
@@ -316,7 +287,7 @@ fn rows(body: &str) -> Vec<String> {
 async fn feeds_cover_every_partition_and_their_cursors_survive_a_move() {
     let _serial = crate::support::serial().await;
     let mut nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
-    add_store(&nodes, 3).await;
+    nodes.add_store().await;
     for i in 0..30 {
         let path = format!("/v1/stock/PAR-01/FEED-{i}");
         let (status, body) = nodes
@@ -402,43 +373,11 @@ async fn feeds_cover_every_partition_and_their_cursors_survive_a_move() {
     );
 }
 
-/// Reads SSE events (`event`, `data`, `id`) from `response` until `done`
-/// holds for what was read, or `within` passes.
-async fn sse_events(
-    response: &mut reqwest::Response,
-    within: Duration,
-    done: impl Fn(&[(String, Value, Option<String>)]) -> bool,
-) -> Vec<(String, Value, Option<String>)> {
-    let deadline = tokio::time::Instant::now() + within;
-    let (mut text, mut events) = (String::new(), Vec::new());
-    while !done(&events) {
-        match tokio::time::timeout_at(deadline, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => text.push_str(std::str::from_utf8(&chunk).expect("utf-8")),
-            _ => break,
-        }
-        while let Some(end) = text.find("\n\n") {
-            let block: String = text.drain(..end + 2).collect();
-            let (mut name, mut data, mut id) = (String::new(), Value::Null, None);
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_owned();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(v).expect("JSON data");
-                } else if let Some(v) = line.strip_prefix("id: ") {
-                    id = Some(v.to_owned());
-                }
-            }
-            events.push((name, data, id));
-        }
-    }
-    events
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_streams_follow_every_partition_through_any_node() {
     let _serial = crate::support::serial().await;
     let nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
-    add_store(&nodes, 3).await;
+    nodes.add_store().await;
     let skus: Vec<String> = (0..12).map(|i| format!("LIVE-{i}")).collect();
     for sku in &skus {
         let path = format!("/v1/stock/PAR-01/{sku}");
@@ -463,7 +402,11 @@ async fn live_streams_follow_every_partition_through_any_node() {
     let mut stream = open(0, "?coalesce_ms=10", None).await.expect("stream");
     assert_eq!(stream.status(), StatusCode::OK);
     // It opens with an id (every partition's position).
-    let opening = sse_events(&mut stream, Duration::from_secs(5), |e| !e.is_empty()).await;
+    let mut text = String::new();
+    let opening = crate::support::sse::read(&mut stream, &mut text, Duration::from_secs(5), |e| {
+        !e.is_empty()
+    })
+    .await;
     let opened_at = opening[0].2.clone().expect("an opening id");
     assert!(opened_at.starts_with("k1."), "{opening:?}");
 
@@ -484,7 +427,10 @@ async fn live_streams_follow_every_partition_through_any_node() {
             .collect()
     };
     let all: BTreeSet<String> = skus.iter().cloned().collect();
-    let events = sse_events(&mut stream, Duration::from_secs(10), |e| seen(e) == all).await;
+    let events = crate::support::sse::read(&mut stream, &mut text, Duration::from_secs(10), |e| {
+        seen(e) == all
+    })
+    .await;
     assert_eq!(seen(&events), all, "{events:?}");
     let last_id = events
         .iter()
@@ -507,7 +453,13 @@ async fn live_streams_follow_every_partition_through_any_node() {
         .expect("resume");
     assert_eq!(stream.status(), StatusCode::OK);
     let wanted: BTreeSet<String> = skus[3..5].iter().cloned().collect();
-    let events = sse_events(&mut stream, Duration::from_secs(10), |e| seen(e) == wanted).await;
+    let events = crate::support::sse::read(
+        &mut stream,
+        &mut String::new(),
+        Duration::from_secs(10),
+        |e| seen(e) == wanted,
+    )
+    .await;
     assert_eq!(seen(&events), wanted, "{events:?}");
     assert!(events.iter().all(|e| e.0 != "resync"), "{events:?}");
     let atf: Vec<&Value> = events
@@ -527,10 +479,11 @@ async fn live_streams_follow_every_partition_through_any_node() {
         .call(0, Method::PUT, &path, Some(&json!({"on_hand": 30})))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let events = sse_events(&mut one, Duration::from_secs(10), |e| {
-        e.iter().any(|e| e.0 == "availability")
-    })
-    .await;
+    let events =
+        crate::support::sse::read(&mut one, &mut String::new(), Duration::from_secs(10), |e| {
+            e.iter().any(|e| e.0 == "availability")
+        })
+        .await;
     let update = events
         .iter()
         .find(|e| e.0 == "availability")
@@ -546,7 +499,7 @@ async fn live_streams_follow_every_partition_through_any_node() {
 async fn imports_route_every_row_to_its_partition() {
     let _serial = crate::support::serial().await;
     let nodes = Nodes::start(2, PARTITIONS, &["--durability", "sync"]);
-    add_store(&nodes, 2).await;
+    nodes.add_store().await;
     let import = async |via: usize, content_type: &str, body: String| -> (StatusCode, Value) {
         let response = nodes
             .http

@@ -626,7 +626,7 @@ async fn gzip_when_the_client_accepts_it() {
     server.running.shutdown().await.expect("stop");
 }
 
-/// Reads SSE events until `count` have arrived or `timeout` passes:
+/// Reads named SSE events until `count` have arrived or `timeout` passes:
 /// (event name, data JSON, id).
 async fn read_events(
     response: &mut reqwest::Response,
@@ -634,34 +634,10 @@ async fn read_events(
     count: usize,
     timeout: std::time::Duration,
 ) -> Vec<(String, Value, Option<String>)> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut events = Vec::new();
-    while events.len() < count {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut name, mut data, mut id) = (String::new(), Value::Null, None);
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_owned();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(v).expect("JSON data");
-                } else if let Some(v) = line.strip_prefix("id: ") {
-                    id = Some(v.to_owned());
-                }
-            }
-            if !name.is_empty() {
-                events.push((name, data, id));
-            }
-        }
-        if events.len() >= count {
-            break;
-        }
-        match tokio::time::timeout_at(deadline, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8")),
-            _ => break,
-        }
-    }
-    events
+    let named =
+        |events: &[support::sse::SseEvent]| events.iter().filter(|e| !e.0.is_empty()).count();
+    let events = support::sse::read(response, buffer, timeout, |e| named(e) >= count).await;
+    events.into_iter().filter(|e| !e.0.is_empty()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

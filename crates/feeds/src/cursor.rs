@@ -116,6 +116,26 @@ impl FromStr for ClusterCursor {
     }
 }
 
+impl ClusterCursor {
+    /// What a client sent to a cluster of `partitions` partitions: its
+    /// cursor, or why it cannot be continued from (another cluster's,
+    /// another partition count's, a single node's); `MalformedCursor` for
+    /// text that is no cursor at all.
+    pub fn check(
+        text: &str,
+        partitions: usize,
+    ) -> Result<Result<ClusterCursor, Unhonoured>, MalformedCursor> {
+        match text.parse::<ClusterCursor>() {
+            Ok(cursor) if cursor.0.len() == partitions => Ok(Ok(cursor)),
+            Ok(_) => Ok(Err(Unhonoured::OtherLineage)),
+            Err(_) => match text.parse::<SentCursor>()? {
+                SentCursor::Legacy(_) => Ok(Err(Unhonoured::Legacy)),
+                SentCursor::Cursor(_) => Ok(Err(Unhonoured::OtherLineage)),
+            },
+        }
+    }
+}
+
 /// Why a cursor is not honoured with an increment. In precedence order:
 /// the first that applies is the one reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -241,25 +241,13 @@ impl ClusterStore {
         p: PartitionId,
         args: &[String],
     ) -> Result<(T, bool), ClusterStoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(script)
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(script)
             .arg(2)
             .arg(self.lease_key(p))
             .arg(self.epoch_key(p))
             .arg(args);
-        if self.has_replicas {
-            pipe.cmd("WAIT").arg(1).arg(REPLICATION_WAIT_MS);
-        }
-        let mut replies: Vec<Value> = pipe.query_async(&mut self.con.clone()).await?;
-        let confirmed = if self.has_replicas {
-            matches!(replies.pop(), Some(Value::Int(acked)) if acked >= 1)
-        } else {
-            true
-        };
-        let answer = replies
-            .pop()
-            .ok_or_else(|| ClusterStoreError::Unexpected("no answer".into()))?;
+        let (answer, confirmed) = self.eval_replicated(eval).await?;
         let answer = redis::from_redis_value(answer)
             .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
         Ok((answer, confirmed))
@@ -268,6 +256,27 @@ impl ClusterStore {
     /// Whether the cluster had replicas when this connection was made.
     pub fn has_replicas(&self) -> bool {
         self.has_replicas
+    }
+
+    /// Runs `script` (an `EVAL`) and, when the cluster has replicas, `WAIT 1`
+    /// on the same connection: its answer, and whether a replica has what
+    /// it wrote.
+    pub(crate) async fn eval_replicated(
+        &self,
+        script: redis::Cmd,
+    ) -> Result<(Value, bool), ClusterStoreError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(script);
+        if self.has_replicas() {
+            pipe.cmd("WAIT").arg(1).arg(REPLICATION_WAIT_MS);
+        }
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.connection()).await?;
+        let confirmed =
+            !self.has_replicas() || matches!(replies.pop(), Some(Value::Int(acked)) if acked >= 1);
+        let answer = replies
+            .pop()
+            .ok_or_else(|| ClusterStoreError::Unexpected("no answer".into()))?;
+        Ok((answer, confirmed))
     }
 
     /// The shared connection, for the partition stores built on this one.

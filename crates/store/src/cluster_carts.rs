@@ -17,9 +17,8 @@
 //! Ages are measured on Redis's clock (`TIME`), never a node's.
 
 use omnistock_cluster::{PartitionId, cart_id};
-use redis::Value;
 
-use crate::cluster::{ClusterStore, ClusterStoreError, REPLICATION_WAIT_MS};
+use crate::cluster::{ClusterStore, ClusterStoreError};
 
 /// Where a cart's decision stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,8 +329,8 @@ impl ClusterStore {
             .map(|(partition, id)| format!("{partition}:{id}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
+        let mut script = redis::cmd("EVAL");
+        script
             .arg(DECIDE)
             .arg(1)
             .arg(self.cart_record_key(home, id))
@@ -343,15 +342,7 @@ impl ClusterStore {
             .arg(parts)
             .arg(decision.min_age_ms)
             .arg(u8::from(decision.to == CartState::Pending));
-        if self.has_replicas() {
-            pipe.cmd("WAIT").arg(1).arg(REPLICATION_WAIT_MS);
-        }
-        let mut replies: Vec<Value> = pipe.query_async(&mut self.connection()).await?;
-        let confirmed =
-            !self.has_replicas() || matches!(replies.pop(), Some(Value::Int(acked)) if acked >= 1);
-        let answer = replies
-            .pop()
-            .ok_or_else(|| ClusterStoreError::Unexpected("no answer".into()))?;
+        let (answer, confirmed) = self.eval_replicated(script).await?;
         let (moved, state): (i64, String) = redis::from_redis_value(answer)
             .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
         Ok(match (moved == 1, confirmed) {

@@ -11,10 +11,9 @@
 //! Nodes follow the versions by polling them (one `HMGET`).
 
 use omnistock_ledger::CatalogRecord;
-use redis::Value;
 
 use crate::KeysRecord;
-use crate::cluster::{ClusterStore, ClusterStoreError, REPLICATION_WAIT_MS};
+use crate::cluster::{ClusterStore, ClusterStoreError};
 use crate::codec;
 
 /// The versions of the shared records (0: never written).
@@ -137,23 +136,15 @@ impl ClusterStore {
         read: u64,
         value: Vec<u8>,
     ) -> Result<Published, ClusterStoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
+        let mut script = redis::cmd("EVAL");
+        script
             .arg(COMPARE_AND_SET)
             .arg(1)
             .arg(self.shared_key())
             .arg(name)
             .arg(read)
             .arg(value);
-        if self.has_replicas() {
-            pipe.cmd("WAIT").arg(1).arg(REPLICATION_WAIT_MS);
-        }
-        let mut replies: Vec<Value> = pipe.query_async(&mut self.connection()).await?;
-        let confirmed =
-            !self.has_replicas() || matches!(replies.pop(), Some(Value::Int(acked)) if acked >= 1);
-        let answer = replies
-            .pop()
-            .ok_or_else(|| ClusterStoreError::Unexpected("no answer".into()))?;
+        let (answer, confirmed) = self.eval_replicated(script).await?;
         let (written, version): (i64, u64) = redis::from_redis_value(answer)
             .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
         Ok(match (written == 1, confirmed) {

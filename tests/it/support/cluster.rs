@@ -139,6 +139,31 @@ impl Nodes {
         .await
     }
 
+    /// Adds the store PAR-01 through node 0 and waits until every running
+    /// node knows it (they poll the shared catalog every 250 ms).
+    pub async fn add_store(&self) {
+        let store = serde_json::json!({"kind": "store", "name": "Paris Rivoli",
+            "lat": 48.86, "lon": 2.34});
+        let (status, body) = self
+            .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store))
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        let started = std::time::Instant::now();
+        for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()) {
+            loop {
+                let (_, locations) = self.call(index, Method::GET, "/v1/locations", None).await;
+                if locations.to_string().contains("PAR-01") {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "node {index} never learnt PAR-01"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
     /// `GET /v1/cluster` through node `index`.
     pub async fn view(&self, index: usize) -> Value {
         let (status, view) = self.call(index, Method::GET, "/v1/cluster", None).await;

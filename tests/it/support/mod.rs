@@ -11,6 +11,7 @@ pub mod engine;
 pub mod metrics_gate;
 pub mod proxy;
 pub mod rng;
+pub mod sse;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -249,6 +249,31 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
     assert_eq!(available(&nodes, &skus).await, [8, 9, 7, 7]);
+    // A line moves to another store (the part of its SKU's partition).
+    nodes.add_location("PAR-02").await;
+    let path = format!("/v1/stock/PAR-02/{}", skus[3]);
+    let (status, body) = nodes
+        .call(1, Method::PUT, &path, Some(&json!({"on_hand": 5})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let transfer = json!({"sku": skus[3], "from": "PAR-01", "to": "PAR-02"});
+    let transfer_path = format!(
+        "/v1/reservations/{}/transfer",
+        second["id"].as_str().expect("id")
+    );
+    let (status, moved) = nodes
+        .call(2, Method::POST, &transfer_path, Some(&transfer))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    let at: Vec<(&Value, &Value)> = moved["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| (&l["sku"], &l["location"]))
+        .collect();
+    assert!(at.contains(&(&json!(skus[3]), &json!("PAR-02"))), "{moved}");
+    assert!(at.contains(&(&json!(skus[2]), &json!("PAR-01"))), "{moved}");
+    assert_eq!(available(&nodes, &skus).await, [8, 9, 7, 12]);
     let release = format!(
         "/v1/reservations/{}/release",
         second["id"].as_str().expect("id")
@@ -259,7 +284,7 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
         (StatusCode::OK, &json!("released")),
         "{released}"
     );
-    assert_eq!(available(&nodes, &skus).await, [8, 9, 10, 10]);
+    assert_eq!(available(&nodes, &skus).await, [8, 9, 10, 15]);
 
     // A sale across partitions: all lines or none, once whatever the retries.
     let sale = json!({"channel": "pos", "lines": [
@@ -280,7 +305,7 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
         (StatusCode::OK, &sold),
         "the retry replays"
     );
-    assert_eq!(available(&nodes, &skus).await, [6, 9, 10, 9]);
+    assert_eq!(available(&nodes, &skus).await, [6, 9, 10, 14]);
     let mut short = sale.clone();
     short["lines"][1]["qty"] = json!(10);
     let (status, problem) =
@@ -289,9 +314,34 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     assert_eq!(problem["shortfalls"][0]["sku"], json!(skus[3]), "{problem}");
     assert_eq!(
         available(&nodes, &skus).await,
-        [6, 9, 10, 9],
+        [6, 9, 10, 14],
         "nothing sold"
     );
+
+    // A cart's parts expire by themselves at its deadline.
+    let (status, brief) = keyed(
+        &nodes,
+        0,
+        Method::POST,
+        "/v1/reservations",
+        Some(&json!({"channel": "web", "ttl_seconds": 1, "lines": [
+            {"sku": skus[1], "location": "PAR-01", "qty": 1},
+            {"sku": skus[2], "location": "PAR-01", "qty": 1}]})),
+        "brief",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{brief}");
+    let brief_path = format!("/v1/reservations/{}", brief["id"].as_str().expect("id"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, read) = nodes.call(1, Method::GET, &brief_path, None).await;
+        if read["state"] == json!("expired") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expired: {read}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(available(&nodes, &skus).await[1..3], [9, 10]);
 
     // A cart never granted is not found; the audit is clean everywhere.
     let missing = CART_BIT | 999;

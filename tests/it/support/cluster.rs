@@ -142,22 +142,27 @@ impl Nodes {
     /// Adds the store PAR-01 through node 0 and waits until every running
     /// node knows it (they poll the shared catalog every 250 ms).
     pub async fn add_store(&self) {
+        self.add_location("PAR-01").await;
+    }
+
+    /// Adds the store `code` through node 0 and waits until every running
+    /// node knows it.
+    pub async fn add_location(&self, code: &str) {
         let store = serde_json::json!({"kind": "store", "name": "Paris Rivoli",
             "lat": 48.86, "lon": 2.34});
-        let (status, body) = self
-            .call(0, Method::PUT, "/v1/locations/PAR-01", Some(&store))
-            .await;
+        let path = format!("/v1/locations/{code}");
+        let (status, body) = self.call(0, Method::PUT, &path, Some(&store)).await;
         assert!(status.is_success(), "{status} {body}");
         let started = std::time::Instant::now();
         for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()) {
             loop {
                 let (_, locations) = self.call(index, Method::GET, "/v1/locations", None).await;
-                if locations.to_string().contains("PAR-01") {
+                if locations.to_string().contains(code) {
                     break;
                 }
                 assert!(
                     started.elapsed() < Duration::from_secs(5),
-                    "node {index} never learnt PAR-01"
+                    "node {index} never learnt {code}"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

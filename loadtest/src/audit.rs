@@ -7,13 +7,11 @@
 //! receipts + returns - sales - commits); and every completed flash-sale
 //! round granted exactly its N units.
 //!
-//! On a cluster the engine audit and the batch read-back span partitions
-//! (501 `cross_partition_not_supported`). The audit then checks what one
-//! position shows on its own: a sample of positions, each read with
-//! `GET /v1/stock/{location}/{sku}` through the nodes, against the same
-//! per-position rules and the book; the report says what was skipped.
+//! A cluster is audited like a single node, through its first node: the
+//! engine audit is every partition's, added up, and the batch read-back asks
+//! each item's partition, so every position is checked.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::Method;
@@ -23,18 +21,13 @@ use serde_json::Value;
 
 use crate::book::Book;
 use crate::dataset::{DataSet, unix_ms};
-use crate::http_client::{Call, Conn, Endpoints, is_cross_partition, join_all};
-use crate::rng::Rng;
+use crate::http_client::{Call, Conn};
 
 /// How long after the last hold's deadline the audit waits (the engine's
 /// expiry sweep runs every 10 ms; the rest is slack for a loaded machine).
 const EXPIRY_GRACE_MS: u64 = 1_500;
 const READ_CHUNK: usize = 1_000;
 const FINDINGS_KEPT: usize = 20;
-/// Positions the cluster audit reads one by one (all of them below this).
-const CLUSTER_SAMPLE: usize = 5_000;
-/// Reads in flight in the cluster audit, spread over the nodes.
-const READS_IN_FLIGHT: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PositionState {
@@ -66,30 +59,17 @@ pub struct AuditReport {
     /// The first findings.
     pub findings: Vec<String>,
     pub flash_rounds: Vec<FlashCheck>,
-    /// On a cluster: what was audited per position instead of the whole
-    /// stock, and what was skipped. `None`: the full audit ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_note: Option<String>,
 }
 
-/// Compares the positions read back with the book. Pure, so tests can hand
-/// it a deliberately inconsistent state.
+/// Compares the positions read back (`states[position]`) with the book.
+/// Pure, so tests can hand it a deliberately inconsistent state.
 pub fn check_positions(
     data: &DataSet,
     book: &Book,
     states: &[Option<PositionState>],
 ) -> Vec<String> {
-    check_sample(data, book, states.iter().copied().enumerate())
-}
-
-/// `check_positions` for some positions only: (position, state read back).
-pub fn check_sample(
-    data: &DataSet,
-    book: &Book,
-    states: impl IntoIterator<Item = (usize, Option<PositionState>)>,
-) -> Vec<String> {
     let mut findings = Vec::new();
-    for (position, state) in states {
+    for (position, state) in states.iter().copied().enumerate() {
         let (sku, location) = data.codes(position);
         let Some(state) = state else {
             findings.push(format!("{location}/{sku}: missing"));
@@ -178,7 +158,11 @@ pub async fn read_positions(
             .await
             .map_err(|e| format!("audit read: {e}"))?;
         if !reply.status.is_success() {
-            return Err(format!("audit read: {}", reply.status));
+            return Err(format!(
+                "audit read: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
+            ));
         }
         let answer: Value =
             serde_json::from_slice(&reply.body).map_err(|e| format!("audit read: {e}"))?;
@@ -198,85 +182,6 @@ pub async fn read_positions(
     Ok(states)
 }
 
-/// The positions the cluster audit reads: every one up to `max`; beyond,
-/// every flash-sale position (where an oversell would show first) and one
-/// random position in each of the equal slices the regular ones are cut
-/// into (random within its slice, so a stride that is a multiple of the
-/// location count cannot land on one location only). Sorted, distinct.
-pub fn sample_positions(data: &DataSet, max: usize, seed: u64) -> Vec<usize> {
-    let total = data.positions();
-    if total <= max {
-        return (0..total).collect();
-    }
-    let regular = data.regular_skus * data.locations.len();
-    let slices = max.saturating_sub(total - regular).clamp(1, regular.max(1));
-    let mut rng = Rng::new(seed);
-    let mut sample: Vec<usize> = (0..slices)
-        .filter_map(|i| {
-            let (start, end) = (i * regular / slices, (i + 1) * regular / slices);
-            (end > start).then(|| start + rng.below(end - start))
-        })
-        .collect();
-    sample.extend(regular..total);
-    sample
-}
-
-/// Reads `sample` one position at a time (`GET /v1/stock/{location}/{sku}`,
-/// a single-SKU request any node serves), `READS_IN_FLIGHT` connections
-/// spread over the nodes. A position not found is `None` (a finding).
-async fn read_sample(
-    nodes: &Endpoints,
-    data: &DataSet,
-    admin: &HeaderValue,
-    sample: &[usize],
-) -> Result<Vec<(usize, Option<PositionState>)>, String> {
-    let next = AtomicUsize::new(0);
-    let workers = (0..READS_IN_FLIGHT)
-        .map(|k| {
-            let conn = Conn::new(nodes.for_connection(k).clone(), Duration::from_secs(30));
-            read_worker(conn, &next, data, admin, sample)
-        })
-        .collect();
-    let mut states = Vec::with_capacity(sample.len());
-    for read in join_all(workers).await {
-        states.extend(read?);
-    }
-    states.sort_unstable_by_key(|(position, _)| *position);
-    Ok(states)
-}
-
-async fn read_worker(
-    mut conn: Conn,
-    next: &AtomicUsize,
-    data: &DataSet,
-    admin: &HeaderValue,
-    sample: &[usize],
-) -> Result<Vec<(usize, Option<PositionState>)>, String> {
-    let mut states = Vec::new();
-    while let Some(&position) = sample.get(next.fetch_add(1, Ordering::Relaxed)) {
-        let (sku, location) = data.codes(position);
-        let path = format!("/v1/stock/{location}/{sku}");
-        let reply = conn
-            .call(Call::get(&path, Some(admin)))
-            .await
-            .map_err(|e| format!("audit read {path}: {e}"))?;
-        let state = if reply.status == hyper::StatusCode::NOT_FOUND {
-            None
-        } else if reply.status.is_success() {
-            let answer: Value = serde_json::from_slice(&reply.body)
-                .map_err(|e| format!("audit read {path}: {e}"))?;
-            answer["on_hand"]
-                .as_i64()
-                .zip(answer["reserved"].as_i64())
-                .map(|(on_hand, reserved)| PositionState { on_hand, reserved })
-        } else {
-            return Err(format!("audit read {path}: {}", reply.status));
-        };
-        states.push((position, state));
-    }
-    Ok(states)
-}
-
 /// Waits until the run's last holds have expired (plus a grace); how long.
 async fn wait_for_expiry(book: &Book) -> u64 {
     let latest = book.latest_hold_deadline_ms();
@@ -291,36 +196,11 @@ async fn wait_for_expiry(book: &Book) -> u64 {
     wait_ms
 }
 
-/// A cluster: no consistent cut of the whole stock to audit, and the batch
-/// read spans partitions too. What one position shows on its own is still
-/// checked, for a sample of positions. The positions checked and the note.
-async fn audit_cluster_sample(
-    nodes: &Endpoints,
-    data: &DataSet,
-    book: &Book,
-    admin: &HeaderValue,
-    findings: &mut Vec<String>,
-) -> Result<(usize, String), String> {
-    let sample = sample_positions(data, CLUSTER_SAMPLE, book.as_of_ms);
-    let states = read_sample(nodes, data, admin, &sample).await?;
-    findings.extend(check_sample(data, book, states));
-    let note = format!(
-        "cluster: the engine audit (GET /v1/admin/audit: nothing oversold, reserved = held \
-         lines, on one consistent cut of the whole stock) spans partitions (501 \
-         cross_partition_not_supported) and was skipped; audited per position instead: \
-         {} of {} positions read one by one (GET /v1/stock/{{location}}/{{sku}}) and checked \
-         for non-negative counts, reserved <= on hand, reserved 0 once the run's holds \
-         expired, and on hand as the tool's book says",
-        sample.len(),
-        data.positions()
-    );
-    eprintln!("audit: {note}");
-    Ok((sample.len(), note))
-}
-
+/// The audit, through `conn` (the first node on a cluster). Nothing is
+/// skipped: an engine audit that is not `ok` (whatever its status) is a
+/// finding, and a read-back that fails is an error; either fails the run.
 pub async fn audit(
     conn: &mut Conn,
-    nodes: &Endpoints,
     data: &DataSet,
     book: &Book,
     admin: &HeaderValue,
@@ -332,17 +212,11 @@ pub async fn audit(
         .map_err(|e| format!("audit: {e}"))?;
     let server: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
     let mut findings = Vec::new();
-    let (positions_checked, cluster_note) = if is_cross_partition(&reply) {
-        let (checked, note) = audit_cluster_sample(nodes, data, book, admin, &mut findings).await?;
-        (checked, Some(note))
-    } else {
-        if !reply.status.is_success() || server["ok"] != Value::Bool(true) {
-            findings.push(format!("engine audit: {} {server}", reply.status));
-        }
-        let states = read_positions(conn, data, admin).await?;
-        findings.extend(check_positions(data, book, &states));
-        (states.len(), None)
-    };
+    if !reply.status.is_success() || server["ok"] != Value::Bool(true) {
+        findings.push(format!("engine audit: {} {server}", reply.status));
+    }
+    let states = read_positions(conn, data, admin).await?;
+    findings.extend(check_positions(data, book, &states));
     let flash_rounds = check_flash(data, book);
     for round in flash_rounds.iter().filter(|r| !r.ok) {
         findings.push(format!(
@@ -355,7 +229,7 @@ pub async fn audit(
     Ok(AuditReport {
         passed: findings_total == 0,
         server,
-        positions_checked,
+        positions_checked: states.len(),
         positions_counted_by_import: (0..data.positions())
             .filter(|p| book.was_counted(*p))
             .count(),
@@ -363,7 +237,6 @@ pub async fn audit(
         findings_total,
         findings,
         flash_rounds,
-        cluster_note,
     })
 }
 
@@ -455,43 +328,16 @@ mod tests {
     fn negative_counts_are_found() {
         let data = data();
         let book = Book::new(&data, 0);
-        let bad = PositionState {
+        let mut states = consistent(&data, &book);
+        states[2] = Some(PositionState {
             on_hand: -1,
             reserved: 0,
-        };
-        let findings = check_sample(&data, &book, [(2, Some(bad))]);
+        });
+        let findings = check_positions(&data, &book, &states);
         assert!(
             findings.iter().any(|f| f.contains("negative")),
             "{findings:?}"
         );
-    }
-
-    #[test]
-    fn the_cluster_sample_spreads_over_skus_and_locations() {
-        let small = data();
-        assert_eq!(
-            sample_positions(&small, 1_000, 1),
-            (0..small.positions()).collect::<Vec<_>>()
-        );
-        // 2,000 SKUs at 22 locations: a stride of 44 would always pick the same location.
-        let data = DataSet::new(&DataSetConfig {
-            skus: 2_000,
-            stores: 20,
-            warehouses: 2,
-            initial_on_hand: 10,
-            skew: Skew::Uniform,
-            flash_units: 5,
-            flash_rounds: 3,
-            flash_buyers_per_unit: 4,
-            seed: 9,
-        });
-        let sample = sample_positions(&data, 1_003, 7);
-        assert_eq!(sample.len(), 1_003);
-        assert!(sample.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
-        assert!((0..3).all(|r| sample.contains(&data.flash_position(r))));
-        let locations: std::collections::BTreeSet<_> =
-            sample.iter().map(|p| data.codes(*p).1).collect();
-        assert!(locations.len() > 10, "{locations:?}");
     }
 
     #[test]

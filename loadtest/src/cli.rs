@@ -123,10 +123,8 @@ pub struct RunArgs {
     pub target: Target,
     /// A running target (e.g. http://127.0.0.1:8080); without it the tool starts one.
     /// A cluster: its nodes' URLs separated by commas (http://127.0.0.1:8081,http://127.0.0.1:8082);
-    /// connection i goes to URL i % n, so the load splits evenly over the nodes. The catalog is
-    /// written through the first; where the import or the audit spans partitions (501
-    /// cross_partition_not_supported), counts are PUT one by one and the audit reads a sample of
-    /// positions one by one.
+    /// connection i goes to URL i % n, so the load splits evenly over the nodes. Seeding (the
+    /// catalog, then the counts by import) and the audit (of every position) go through the first.
     #[arg(long, value_name = "URL[,URL...]")]
     pub url: Option<String>,
     /// The running target's admin key (needed with --url; a started target gets its own).

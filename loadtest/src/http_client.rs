@@ -6,8 +6,6 @@
 //! unknown, and the audit must know what the tool did).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +14,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 
 /// Where a target listens: `http://host:port` resolved once.
 #[derive(Clone, Debug)]
@@ -260,44 +257,6 @@ impl Conn {
     }
 }
 
-/// A cluster node's refusal of a request that spans partitions (the
-/// whole-stock import, the engine audit, a batch over several partitions):
-/// 501 with the problem code `cross_partition_not_supported`. Any other
-/// failure stays a failure: only this one has a per-position way around.
-pub fn is_cross_partition(reply: &Reply) -> bool {
-    reply.status == StatusCode::NOT_IMPLEMENTED
-        && serde_json::from_slice::<Value>(&reply.body)
-            .is_ok_and(|problem| problem["code"] == "cross_partition_not_supported")
-}
-
-/// Runs `futures` concurrently on the current task and returns their
-/// outputs in order (`futures::future::join_all` without the dependency).
-/// Unlike spawned tasks they may borrow (the data set, a shared cursor).
-/// Every unfinished one is polled on each wake-up: fine for the few dozen
-/// connections of the seeding fallback and the per-position audit.
-pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => all_done = false,
-                }
-            }
-        }
-        if all_done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
 /// The reservation id of a 201 body (`"id":"64"` or `"id":64`), without a
 /// full JSON parse: the generator reads thousands of these per second.
 pub fn reservation_id(body: &[u8]) -> Option<u64> {
@@ -359,36 +318,5 @@ mod tests {
             .expect("one");
         assert!((0..5).all(|k| one.for_connection(k).addr.port() == 8080));
         assert!(Endpoints::parse("127.0.0.1:8080").await.is_err());
-    }
-
-    fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status: StatusCode::from_u16(status).expect("status"),
-            body: Bytes::from(body.to_owned()),
-            cursor: None,
-        }
-    }
-
-    #[test]
-    fn only_a_501_cross_partition_problem_is_a_cross_partition_refusal() {
-        let problem = r#"{"type":"about:blank","title":"Not served by a cluster yet","status":501,"code":"cross_partition_not_supported","detail":"a stock import spans every partition"}"#;
-        assert!(is_cross_partition(&reply(501, problem)));
-        // The same code with another status, another 501, or no JSON: real failures.
-        assert!(!is_cross_partition(&reply(500, problem)));
-        assert!(!is_cross_partition(&reply(
-            501,
-            r#"{"code":"not_implemented"}"#
-        )));
-        assert!(!is_cross_partition(&reply(501, "Not Implemented")));
-        assert!(!is_cross_partition(&reply(200, r#"{"applied":10}"#)));
-    }
-
-    #[tokio::test]
-    async fn join_all_keeps_the_order_of_its_futures() {
-        let slow_first = (0..4u64).map(|i| async move {
-            tokio::time::sleep(Duration::from_millis(20 - 5 * i)).await;
-            i
-        });
-        assert_eq!(join_all(slow_first.collect()).await, [0, 1, 2, 3]);
     }
 }

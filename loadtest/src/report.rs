@@ -89,9 +89,7 @@ fn audit_text(audit: Option<&AuditReport>) -> String {
         out,
         "\naudit: {} - engine audit {}, {} positions read back ({} counted by the import), {} findings{}",
         if audit.passed { "PASSED" } else { "FAILED" },
-        if audit.cluster_note.is_some() {
-            "skipped (cluster; audited per position)"
-        } else if audit.server["ok"] == serde_json::Value::Bool(true) {
+        if audit.server["ok"] == serde_json::Value::Bool(true) {
             "ok"
         } else {
             "NOT ok"
@@ -108,9 +106,6 @@ fn audit_text(audit: Option<&AuditReport>) -> String {
             String::new()
         }
     );
-    if let Some(note) = &audit.cluster_note {
-        let _ = writeln!(out, "  {note}");
-    }
     for round in &audit.flash_rounds {
         let _ = writeln!(
             out,
@@ -150,9 +145,6 @@ pub fn run_table(report: &RunReport) -> String {
         report.warehouses,
         report.skew
     );
-    if let Some(note) = &report.seeding_note {
-        let _ = write!(out, "\nseeding: {note}");
-    }
     for phase in &report.phases {
         out.push_str(&phase_table(phase, report.scenario.unit()));
     }

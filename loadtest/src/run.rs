@@ -95,9 +95,6 @@ pub struct RunReport {
     pub warehouses: usize,
     pub positions: usize,
     pub skew: String,
-    /// Set when seeding took the cluster fallback (counts PUT one by one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seeding_note: Option<String>,
     pub phases: Vec<PhaseReport>,
     /// None where the target holds no stock (noop).
     pub audit: Option<AuditReport>,
@@ -252,14 +249,13 @@ async fn reach_target(
 }
 
 /// Seeds the data set (where the target keeps stock) and builds what the
-/// workers share, its book "as of" the instant after seeding; with the
-/// seeding's note when it took the cluster fallback.
+/// workers share, its book "as of" the instant after seeding.
 async fn prepare(
     config: &RunConfig,
     conn: &mut Conn,
     nodes: &Endpoints,
     admin: &HeaderValue,
-) -> Result<(Arc<Ctx>, Option<String>), String> {
+) -> Result<Arc<Ctx>, String> {
     let target = config.target;
     let data = DataSet::new(&config.data);
     let seeded = if target.has_state() {
@@ -275,7 +271,6 @@ async fn prepare(
     } else {
         seed::Seeded {
             pos_keys: Vec::new(),
-            note: None,
         }
     };
     // Every count the run sends is "as of" this instant: after seeding, before any movement.
@@ -295,7 +290,7 @@ async fn prepare(
         import_rows: config.import_rows,
         feed_incremental_per_full: config.feed_incremental_per_full,
     });
-    Ok((ctx, seeded.note))
+    Ok(ctx)
 }
 
 /// The rate sweep: the maximum (given, or measured by a closed-loop phase
@@ -378,17 +373,18 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     let (url, admin_key, mut spawned) = reach_target(config).await?;
     let nodes = Endpoints::parse(&url).await?;
     let admin = bearer(&admin_key)?;
-    // Seeding and the audit talk to the first node (on a cluster the
-    // catalog is shared; single-SKU requests are forwarded to their owner).
+    // Seeding and the audit talk to the first node. On a cluster it serves
+    // them as a single node would: the catalog is shared, the import sends
+    // each row to its partition, and the audit adds up every partition's.
     let mut conn = Conn::new(nodes.first().clone(), Duration::from_secs(60));
-    let (ctx, seeding_note) = prepare(config, &mut conn, &nodes, &admin).await?;
+    let ctx = prepare(config, &mut conn, &nodes, &admin).await?;
     let started_unix_ms = unix_ms();
     let phases = run_phases(&ctx, &nodes, config).await;
     if let Some(spawned) = spawned.as_mut() {
         spawned.check_alive()?;
     }
     let audit = if target.has_state() {
-        Some(audit::audit(&mut conn, &nodes, &ctx.data, &ctx.book, &admin).await?)
+        Some(audit::audit(&mut conn, &ctx.data, &ctx.book, &admin).await?)
     } else {
         None
     };
@@ -408,7 +404,6 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         warehouses: config.data.warehouses,
         positions: ctx.data.positions(),
         skew: config.data.skew.to_string(),
-        seeding_note,
         phases,
         audit,
         passed,

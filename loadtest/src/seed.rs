@@ -2,13 +2,11 @@
 //! locations (PUT), the store group, one POS key per store, then every
 //! position's initial count with the streamed NDJSON import.
 //!
-//! On a cluster (`omnistock serve --cluster`) the import spans partitions and
-//! is refused (501 `cross_partition_not_supported`): the counts then go in
-//! one position at a time (`PUT /v1/stock/{location}/{sku}`, which any node
-//! serves), many in flight. The catalog is written through the first node
-//! and shared; the counts wait until every node lists every location.
+//! On a cluster (`omnistock serve --cluster`) seeding goes through the first
+//! node as on a single one: the catalog and keys are shared, and the import
+//! sends each row to its SKU's partition. The counts wait until every node
+//! lists every location (see `wait_for_catalog`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,13 +15,10 @@ use hyper::header::HeaderValue;
 use serde_json::Value;
 
 use crate::dataset::{DataSet, STORE_GROUP};
-use crate::http_client::{Call, Conn, Endpoints, Reply, bearer, is_cross_partition, join_all};
+use crate::http_client::{Call, Conn, Endpoints, Reply, bearer};
 use crate::targets::Target;
 
 const IMPORT_CHUNK_ROWS: usize = 10_000;
-/// Count PUTs in flight in the cluster fallback: one per connection, spread
-/// over the nodes. Enough to seed the default 44,000 positions in seconds.
-const PUTS_IN_FLIGHT: usize = 32;
 /// How long the nodes get to list the shared catalog (they poll it every
 /// ~250 ms; the rest is slack for a loaded machine).
 const CATALOG_WAIT: Duration = Duration::from_secs(15);
@@ -109,8 +104,9 @@ async fn seed_pos_keys(
 
 /// Every node lists every location of the data set (`GET /v1/locations`).
 /// The catalog was written through the first node; the others take it from
-/// the shared store within ~250 ms, and a count sent straight to a node that
-/// has not yet would find an unknown location.
+/// the shared store within ~250 ms, and a count that reaches a node that has
+/// not yet (an import row sent on to its partition's node, a request of the
+/// run) would find an unknown location.
 async fn wait_for_catalog(
     nodes: &Endpoints,
     data: &DataSet,
@@ -157,13 +153,12 @@ async fn wait_for_catalog(
 }
 
 /// Every position's initial count, by streamed imports of `IMPORT_CHUNK_ROWS`
-/// rows. `Ok(false)`: the target refused the import as spanning partitions
-/// (a cluster) before applying any of it.
+/// rows. Any failure (a refused request, a row not applied) is an error.
 async fn import_counts(
     conn: &mut Conn,
     data: &DataSet,
     key: Option<&HeaderValue>,
-) -> Result<bool, String> {
+) -> Result<(), String> {
     let positions: Vec<usize> = (0..data.positions()).collect();
     for chunk in positions.chunks(IMPORT_CHUNK_ROWS) {
         let mut body = String::with_capacity(chunk.len() * 64);
@@ -185,9 +180,6 @@ async fn import_counts(
             .call(call)
             .await
             .map_err(|e| format!("seeding the initial counts: {e}"))?;
-        if is_cross_partition(&reply) {
-            return Ok(false);
-        }
         let reply = ok_or_error(reply, "the initial counts")?;
         let report: Value = serde_json::from_slice(&reply.body)
             .map_err(|e| format!("seeding the initial counts: {e}"))?;
@@ -195,58 +187,18 @@ async fn import_counts(
             return Err(format!("seeding the initial counts: {report}"));
         }
     }
-    Ok(true)
-}
-
-/// The cluster fallback: every position's count with its own PUT,
-/// `PUTS_IN_FLIGHT` connections spread round-robin over the nodes, each
-/// taking the next position from a shared cursor. Setting a count twice is
-/// harmless, so it simply covers every position.
-async fn put_counts(nodes: &Endpoints, data: &DataSet, key: &HeaderValue) -> Result<(), String> {
-    let next = AtomicUsize::new(0);
-    let workers = (0..PUTS_IN_FLIGHT)
-        .map(|k| {
-            let conn = Conn::new(nodes.for_connection(k).clone(), Duration::from_secs(60));
-            put_worker(conn, &next, data, key)
-        })
-        .collect();
-    join_all(workers).await.into_iter().collect()
-}
-
-async fn put_worker(
-    mut conn: Conn,
-    next: &AtomicUsize,
-    data: &DataSet,
-    key: &HeaderValue,
-) -> Result<(), String> {
-    loop {
-        let position = next.fetch_add(1, Ordering::Relaxed);
-        if position >= data.positions() {
-            return Ok(());
-        }
-        let (sku, location) = data.codes(position);
-        let path = format!("/v1/stock/{location}/{sku}");
-        let body = format!(r#"{{"on_hand":{}}}"#, data.initial[position]);
-        let call = Call::json(Method::PUT, &path, Some(key), body);
-        if let Err(e) = expect_ok(&mut conn, call, &path).await {
-            // The other connections stop at their next position.
-            next.store(data.positions(), Ordering::Relaxed);
-            return Err(e);
-        }
-    }
+    Ok(())
 }
 
 /// What seeding did.
 pub struct Seeded {
     /// One per store; empty unless omnistock.
     pub pos_keys: Vec<HeaderValue>,
-    /// Set when the counts went in one PUT per position (the cluster
-    /// fallback) instead of the streamed import: says so in the report.
-    pub note: Option<String>,
 }
 
-/// Seeds `data`: the catalog and keys through `conn` (the first node), the
-/// counts by import, or by PUTs over every node of `nodes` on a cluster.
+/// Seeds `data` through `conn` (the first node): the catalog, the keys, then
+/// the counts by import. On a cluster (more than one node in `nodes`), the
+/// counts wait until every node lists the catalog.
 pub async fn seed(
     conn: &mut Conn,
     nodes: &Endpoints,
@@ -264,20 +216,6 @@ pub async fn seed(
     } else {
         Vec::new()
     };
-    let mut note = None;
-    if !import_counts(conn, data, key).await? {
-        let started = Instant::now();
-        put_counts(nodes, data, admin).await?;
-        let text = format!(
-            "the streamed import spans partitions (501 cross_partition_not_supported): \
-             {} initial counts set one by one (PUT /v1/stock/{{location}}/{{sku}}, \
-             {PUTS_IN_FLIGHT} in flight over {} node(s)) in {:.1} s",
-            data.positions(),
-            nodes.all().len(),
-            started.elapsed().as_secs_f64()
-        );
-        eprintln!("seeding: {text}");
-        note = Some(text);
-    }
-    Ok(Seeded { pos_keys, note })
+    import_counts(conn, data, key).await?;
+    Ok(Seeded { pos_keys })
 }

@@ -24,10 +24,6 @@ async fn seeded_ctx(conn: &mut Conn, nodes: &Endpoints, admin: &HeaderValue) -> 
     let seeded = seed(conn, nodes, &data, Target::Omnistock, admin)
         .await
         .expect("seeded");
-    assert!(
-        seeded.note.is_none(),
-        "one engine takes the streamed import"
-    );
     let book = Book::new(&data, unix_ms());
     Arc::new(Ctx {
         mix: Mix::new(
@@ -96,13 +92,13 @@ async fn the_audit_fails_on_units_and_holds_the_run_did_not_make() {
         .collect();
     drive(workers, Mode::Closed, Duration::from_millis(500), None).await;
 
-    let clean = audit(&mut conn, &nodes, &ctx.data, &ctx.book, &admin)
+    let clean = audit(&mut conn, &ctx.data, &ctx.book, &admin)
         .await
         .expect("audit");
     assert!(clean.passed, "a clean run passes: {:?}", clean.findings);
 
     sell_and_hold_unbooked(&mut conn, &ctx, &admin).await;
-    let dirty = audit(&mut conn, &nodes, &ctx.data, &ctx.book, &admin)
+    let dirty = audit(&mut conn, &ctx.data, &ctx.book, &admin)
         .await
         .expect("audit");
     assert!(!dirty.passed);

@@ -17,6 +17,7 @@ use super::carts::json_answer;
 use super::dispatch::{call, to_partition};
 use super::forward::Envelope;
 use super::spread::{PartAnswer, answer};
+use crate::http::dto::{self, CommitBody, ExtendBody};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
 use crate::store::cluster_carts::CartState;
@@ -106,21 +107,37 @@ pub async fn operate(node: &ClusterNode, home: PartitionId, envelope: &Envelope)
         Ok(parts) => parts,
         Err(problem) => return problem,
     };
+    if op == Some("commit") {
+        return commit(node, envelope, id, &parts).await;
+    }
     let shares = match op {
-        Some("commit") => commit_shares(node, envelope, &parts),
         Some("transfer") => transfer_shares(node, envelope, &parts),
         _ => parts
             .iter()
             .map(|part| (part.0, share(envelope, part.1, op, envelope.body.clone())))
             .collect(),
     };
-    let answers = join_all(
-        shares
-            .iter()
-            .map(|(partition, share)| answer(to_partition(node, *partition, share))),
-    )
-    .await;
+    let answers = send(node, shares).await;
+    if op == Some("extend") && answers.iter().all(Result::is_ok) {
+        retain(node, home, id, &envelope.body).await;
+    }
     together(id, answers)
+}
+
+/// After an extend: the cart's record is kept as long beyond its new
+/// deadline as it was beyond its first (else it could lapse first).
+async fn retain(node: &ClusterNode, home: PartitionId, id: u64, body: &[u8]) {
+    let Ok(extend) = serde_json::from_slice::<ExtendBody>(body) else {
+        return;
+    };
+    let retain_ms = extend
+        .ttl_seconds
+        .saturating_mul(1_000)
+        .saturating_add(super::carts::RETENTION_MS);
+    if let Err(error) = node.store.retain_cart(home, id, retain_ms).await {
+        // Kept a day beyond its first deadline regardless.
+        tracing::warn!(%error, cart = id, "cannot keep an extended cart's record longer");
+    }
 }
 
 /// The parts of cart `id`, if it was granted; else the cart is not found
@@ -166,48 +183,108 @@ fn share(envelope: &Envelope, part: u64, op: Option<&str>, body: Bytes) -> Envel
     }
 }
 
-/// A commit: in full, the same on every part; by lines, each part commits
-/// its own lines, and a part with none listed is released (as the lines
-/// not listed are on one reservation). A line of no part goes to the
-/// first part, whose engine refuses it as for any reservation.
-fn commit_shares(
+/// A commit of cart `id`. In full: the same on every part. By lines:
+/// every line must be one of the cart's (checked on its parts as they are,
+/// before anything changes); the parts with lines listed commit them, then
+/// the parts with none are released (as the lines not listed on one
+/// reservation are). A retry with the same key finishes what a failure
+/// left undone.
+async fn commit(
     node: &ClusterNode,
     envelope: &Envelope,
+    id: u64,
     parts: &[(PartitionId, u64)],
-) -> Vec<(PartitionId, Envelope)> {
-    let body: Value = serde_json::from_slice(&envelope.body).unwrap_or(Value::Null);
-    let Some(lines) = body["lines"].as_array().filter(|l| !l.is_empty()) else {
-        let same = |part: &(PartitionId, u64)| {
-            (
-                part.0,
-                share(envelope, part.1, Some("commit"), envelope.body.clone()),
-            )
-        };
-        return parts.iter().map(same).collect();
+) -> Response {
+    let on_part = |part: &(PartitionId, u64), op: &str, body: Bytes| {
+        (part.0, share(envelope, part.1, Some(op), body))
     };
-    let mut own: Vec<Vec<Value>> = vec![Vec::new(); parts.len()];
-    for line in lines {
-        let partition = line["sku"].as_str().map(|sku| node.partitions().of(sku));
-        let at = parts
-            .iter()
-            .position(|p| Some(p.0) == partition)
-            .unwrap_or(0);
-        own[at].push(line.clone());
-    }
-    parts
+    let listed = match listed_lines(node, envelope, id, parts).await {
+        Ok(Some(listed)) => listed,
+        Ok(None) => {
+            let same = parts
+                .iter()
+                .map(|p| on_part(p, "commit", envelope.body.clone()));
+            return together(id, send(node, same.collect()).await);
+        }
+        Err(problem) => return problem,
+    };
+    let (committing, releasing): (Vec<_>, Vec<_>) = parts
         .iter()
-        .zip(own)
-        .map(|(part, lines)| {
-            if lines.is_empty() {
-                return (
-                    part.0,
-                    share(envelope, part.1, Some("release"), Bytes::new()),
-                );
-            }
-            let body = Bytes::from(serde_json::json!({ "lines": lines }).to_string());
-            (part.0, share(envelope, part.1, Some("commit"), body))
+        .zip(listed)
+        .partition(|(_, lines)| !lines.is_empty());
+    let commits = committing.iter().map(|(part, lines)| {
+        let body = serde_json::json!({ "lines": lines }).to_string();
+        on_part(part, "commit", Bytes::from(body))
+    });
+    let mut answers = send(node, commits.collect()).await;
+    if answers.iter().all(Result::is_ok) {
+        let releases = releasing
+            .iter()
+            .map(|(part, _)| on_part(part, "release", Bytes::new()));
+        answers.extend(send(node, releases.collect()).await);
+    }
+    together(id, answers)
+}
+
+/// The lines of a commit by lines, grouped as `parts` (each part's own);
+/// `None` for a commit in full (or a body no engine takes); a problem if a
+/// line is not the cart's.
+async fn listed_lines(
+    node: &ClusterNode,
+    envelope: &Envelope,
+    id: u64,
+    parts: &[(PartitionId, u64)],
+) -> Result<Option<Vec<Vec<Value>>>, Response> {
+    // Without a body, or with one that is not a commit's (each part's
+    // engine refuses it, as one engine would), the same to every part.
+    let body: Option<CommitBody> = serde_json::from_slice(&envelope.body).ok();
+    let Some(lines) = body.and_then(|b| b.lines) else {
+        return Ok(None);
+    };
+    let max_lines = node.shared.engine().ledger().config().max_lines_per_request;
+    let checked = dto::lines(&lines, max_lines).map_err(IntoResponse::into_response)?;
+    let reads = parts
+        .iter()
+        .map(|part| {
+            let read = Envelope {
+                method: Method::GET,
+                ..share(envelope, part.1, None, Bytes::new())
+            };
+            (part.0, read)
         })
-        .collect()
+        .collect();
+    let mut held: Vec<Value> = Vec::with_capacity(parts.len());
+    for read in send(node, reads).await {
+        held.push(read.map_err(|problem| problem.to_response())?);
+    }
+    let mut own: Vec<Vec<Value>> = vec![Vec::new(); parts.len()];
+    for (line, body) in checked.iter().zip(&lines) {
+        let (sku, location) = (line.sku.as_str(), line.location.as_str());
+        let holds = |part: &Value| {
+            let held = part["lines"].as_array().map_or(&[][..], Vec::as_slice);
+            held.iter()
+                .any(|h| h["sku"] == sku && h["location"] == location)
+        };
+        let Some(at) = held.iter().position(holds) else {
+            return Err(ApiError::new(
+                Code::LineNotInReservation,
+                format!("reservation {id} has no line for {sku} at {location}"),
+            )
+            .into_response());
+        };
+        own[at].push(serde_json::json!(body));
+    }
+    Ok(Some(own))
+}
+
+/// Sends each request to its partition, all at once; the answers in order.
+async fn send(node: &ClusterNode, shares: Vec<(PartitionId, Envelope)>) -> Vec<PartAnswer> {
+    join_all(
+        shares
+            .iter()
+            .map(|(partition, share)| answer(to_partition(node, *partition, share))),
+    )
+    .await
 }
 
 /// A transfer moves a line of one SKU: on the part in that SKU's

@@ -9,7 +9,7 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
@@ -69,8 +69,8 @@ pub(super) async fn finish(
         parts,
     )
     .await;
-    if let Err(problem) = recorded {
-        return problem;
+    if let Err(unrecorded) = recorded {
+        return unrecorded.into_response();
     }
     forget_parts(node, cart, at).await;
     json_answer(StatusCode::OK, body)

@@ -32,11 +32,12 @@ use super::ClusterNode;
 use super::dispatch::{call, to_partition};
 use super::forward::Envelope;
 use super::spread::{PartAnswer, answer};
-use crate::engine::ApiKey;
+use crate::engine::Scope;
 use crate::http::auth::Caller;
-use crate::http::dto::{ReserveBody, SaleBody};
+use crate::http::dto::{self, ReserveBody, SaleBody};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
+use crate::http::routes::reservations::order;
 use crate::http::{IdempotencyHeader, idempotency_key};
 use crate::store::cluster_carts::{
     Begun, CartKind, CartRecord, CartStart, CartState, Decided, Decision,
@@ -48,7 +49,7 @@ use omnistock_cluster::PartitionId;
 /// take (a moving partition is waited for 5 s, a forward 10 s).
 pub(super) const ATTEMPT_MS: u64 = 20_000;
 /// How long a cart's record and key are kept beyond its hold.
-const RETENTION_MS: u64 = 24 * 3_600_000;
+pub(super) const RETENTION_MS: u64 = 24 * 3_600_000;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// How long the parts of a sale are held before they are committed: past
 /// an attempt's time, so a partition's owner can still commit the parts
@@ -90,24 +91,35 @@ pub(super) struct CartPart {
 }
 
 impl Cart {
-    /// The cart in a reservation body; `None` when the body is not a valid
-    /// reservation (the node's API answers its problem, as any engine
-    /// would) or has more lines than a reservation may.
-    pub(super) fn parse(node: &ClusterNode, kind: CartKind, body: &[u8]) -> Option<Cart> {
-        let (lines, ttl_seconds) = match kind {
+    /// The cart in a reservation (or sale) body, checked as the single
+    /// node checks it before anything is written: its lines, channel,
+    /// customer or reference, and the caller's scope at every location.
+    /// `None` when the body is not valid JSON of that shape (the node's API
+    /// answers its problem, as any engine would).
+    pub(super) fn parse(
+        node: &ClusterNode,
+        kind: CartKind,
+        body: &[u8],
+        caller: &Caller,
+    ) -> Option<Result<Cart, ApiError>> {
+        let max_lines = node.shared.engine().ledger().config().max_lines_per_request;
+        let admitted = match kind {
             CartKind::Reservation => {
                 let typed: ReserveBody = serde_json::from_slice(body).ok()?;
-                (typed.lines.len(), typed.ttl_seconds)
+                admit_reservation(&typed, max_lines, caller).map(|()| typed.ttl_seconds)
             }
             CartKind::Sale => {
                 let typed: SaleBody = serde_json::from_slice(body).ok()?;
-                (typed.lines.len(), SALE_HOLD_SECONDS)
+                admit_sale(&typed, max_lines, caller).map(|()| SALE_HOLD_SECONDS)
             }
         };
-        let max_lines = node.shared.engine().ledger().config().max_lines_per_request;
-        if lines > max_lines {
-            return None;
-        }
+        Some(admitted.and_then(|ttl_seconds| {
+            Cart::grouped(node, kind, body, ttl_seconds)
+                .ok_or_else(|| ApiError::new(Code::InvalidBody, "every line needs a `sku`"))
+        }))
+    }
+
+    fn grouped(node: &ClusterNode, kind: CartKind, body: &[u8], ttl_seconds: u64) -> Option<Cart> {
         let body: Value = serde_json::from_slice(body).ok()?;
         let mut parts: Vec<CartPart> = Vec::new();
         for line in body.get("lines")?.as_array()? {
@@ -135,6 +147,35 @@ impl Cart {
     }
 }
 
+/// A reservation's checks on a single node (`routes::reservations::create`).
+fn admit_reservation(
+    body: &ReserveBody,
+    max_lines: usize,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let lines = dto::lines(&body.lines, max_lines)?;
+    caller.require_at(Scope::Reserve, lines.iter().map(|l| &l.location))?;
+    order(body, lines).map(|_| ())
+}
+
+/// A sale's checks on a single node (`routes::stock::sale`); and, as its
+/// lines are first held in their partitions, the scope to hold them.
+fn admit_sale(body: &SaleBody, max_lines: usize, caller: &Caller) -> Result<(), ApiError> {
+    let lines = dto::lines(&body.lines, max_lines)?;
+    caller.require_at(Scope::StockWrite, lines.iter().map(|l| &l.location))?;
+    dto::channel(&body.channel)?;
+    dto::free_text("reference", body.reference.as_ref())?;
+    caller
+        .require_at(Scope::Reserve, lines.iter().map(|l| &l.location))
+        .map_err(|_| {
+            ApiError::new(
+                Code::Forbidden,
+                "a sale whose lines live in several partitions holds them before it sells them: \
+                 it needs the `pos` scope at its locations, or `reserve` with `stock_write`",
+            )
+        })
+}
+
 /// `POST /v1/reservations` or `POST /v1/sales` with lines in several
 /// partitions.
 pub async fn create(node: &ClusterNode, kind: CartKind, envelope: &Envelope) -> Response {
@@ -142,8 +183,11 @@ pub async fn create(node: &ClusterNode, kind: CartKind, envelope: &Envelope) -> 
         Ok(caller) => caller,
         Err(unauthorized) => return unauthorized.into_response(),
     };
-    let Some(cart) = Cart::parse(node, kind, &envelope.body) else {
-        return call(&node.node_app, envelope).await;
+    let caller = Caller(caller);
+    let cart = match Cart::parse(node, kind, &envelope.body, &caller) {
+        Some(Ok(cart)) => cart,
+        Some(Err(problem)) => return problem.into_response(),
+        None => return call(&node.node_app, envelope).await,
     };
     let key = match namespaced_key(envelope, &caller) {
         Ok(key) => key,
@@ -156,7 +200,7 @@ pub async fn create(node: &ClusterNode, kind: CartKind, envelope: &Envelope) -> 
     let start = CartStart {
         kind,
         fingerprint: &cart.fingerprint,
-        caller: &caller.id,
+        caller: &caller.0.id,
         request: &envelope.body,
     };
     let retain_ms = cart.ttl_ms.saturating_add(RETENTION_MS);
@@ -180,12 +224,9 @@ pub async fn create(node: &ClusterNode, kind: CartKind, envelope: &Envelope) -> 
 
 /// The request's `Idempotency-Key` in the caller's namespace, checked as
 /// every handler checks it.
-fn namespaced_key(
-    envelope: &Envelope,
-    caller: &std::sync::Arc<ApiKey>,
-) -> Result<Option<String>, ApiError> {
+fn namespaced_key(envelope: &Envelope, caller: &Caller) -> Result<Option<String>, ApiError> {
     let header = IdempotencyHeader(envelope.headers.get(IDEMPOTENCY_KEY).cloned());
-    let key = idempotency_key(&header, &Caller(caller.clone()))?;
+    let key = idempotency_key(&header, caller)?;
     Ok(key.map(|k| k.as_str().to_owned()))
 }
 
@@ -226,6 +267,7 @@ async fn again(
     }
     match move_on(node, at, CartState::Aborted, CartState::Pending, 0).await {
         Ok(Decided::Done | Decided::NotReplicated) => {
+            undo_parts(node, envelope, cart, at).await;
             let next = Attempt {
                 number: at.number + 1,
                 ..at
@@ -235,6 +277,21 @@ async fn again(
         Ok(Decided::Lost(_)) => in_flight(),
         Err(error) => store_unavailable(&error.to_string()),
     }
+}
+
+/// Undoes aborted attempt `at`'s parts before the next attempt places its
+/// own (which would otherwise find their units still held): each part is
+/// placed again under its key, which answers the part if it was placed
+/// (or places it, if its coordinator never got that far), and released.
+/// A part that cannot be undone now is undone by its partition's owner.
+async fn undo_parts(node: &ClusterNode, envelope: &Envelope, cart: &Cart, at: Attempt) {
+    let placing = cart.parts.iter().map(|part| {
+        let share = part_request(envelope, cart, part, at);
+        async move { answer(to_partition(node, part.partition, &share)).await }
+    });
+    let answers = join_all(placing).await;
+    let placed = placed_parts(cart, &answers);
+    super::cart_ops::release_parts(node, envelope, &placed).await;
 }
 
 /// Moves the attempt from `from` to `to` with no answer (to `Pending`:
@@ -312,12 +369,15 @@ async fn run(node: &ClusterNode, envelope: &Envelope, cart: &Cart, at: Attempt) 
         }
         Outcome::Failed(_) => abort(node, at).await,
     };
-    let granted = matches!(outcome, Outcome::Granted(_)) && decided.is_ok();
-    if !granted {
+    // A grant not known to be recorded may yet stand: its parts stay (if
+    // the attempt is aborted instead, the partitions' owners release them).
+    let may_stand = matches!(outcome, Outcome::Granted(_))
+        && matches!(decided, Ok(()) | Err(Unrecorded::Unsure(_)));
+    if !may_stand {
         super::cart_ops::release_parts(node, envelope, &placed).await;
     }
     match (decided, outcome) {
-        (Err(problem), _) => problem.into_response(),
+        (Err(unrecorded), _) => unrecorded.into_response(),
         (Ok(()), Outcome::Granted(_)) if cart.kind == CartKind::Sale => {
             super::cart_sale::finish(node, envelope, cart, at, &placed).await
         }
@@ -390,17 +450,34 @@ fn placed_parts(cart: &Cart, answers: &[PartAnswer]) -> Vec<(u16, u64)> {
         .collect()
 }
 
+/// Why a decision was not recorded.
+pub(super) enum Unrecorded {
+    /// Another decision came first (the attempt was aborted).
+    Lost,
+    /// Not known to be recorded (no replica confirmed it, or the store
+    /// could not be reached): it may yet stand. The problem to answer.
+    Unsure(Response),
+}
+
+impl IntoResponse for Unrecorded {
+    fn into_response(self) -> Response {
+        match self {
+            Unrecorded::Lost => too_late(),
+            Unrecorded::Unsure(problem) => problem,
+        }
+    }
+}
+
 /// Records the attempt's move from `from` to `to` with its answer (status
-/// 0: not yet, a sale's; from `Granted` to `Granted`: a sale's answer); a
-/// problem if it could not be (a retry with the same key finds out how it
-/// ended).
+/// 0: not yet, a sale's; from `Granted` to `Granted`: a sale's answer);
+/// else why not (a retry with the same key finds out how it ended).
 pub(super) async fn record(
     node: &ClusterNode,
     at: Attempt,
     from: CartState,
     (to, status, answer): (CartState, u16, &[u8]),
     parts: &[(u16, u64)],
-) -> Result<(), Response> {
+) -> Result<(), Unrecorded> {
     let decision = Decision {
         attempt: at.number,
         from,
@@ -412,23 +489,25 @@ pub(super) async fn record(
     };
     match node.store.decide_cart(at.home, at.id, decision).await {
         Ok(Decided::Done) => Ok(()),
-        Ok(Decided::NotReplicated) => Err(ApiError::new(
-            Code::NotDurable,
-            "the cart's decision is on the Redis master, but no replica confirmed it; retry with the same Idempotency-Key",
-        )
-        .into_response()),
-        Ok(Decided::Lost(_)) => Err(too_late()),
-        Err(error) => Err(store_unavailable(&error.to_string())),
+        Ok(Decided::NotReplicated) => Err(Unrecorded::Unsure(
+            ApiError::new(
+                Code::NotDurable,
+                "the cart's decision is on the Redis master, but no replica confirmed it; retry with the same Idempotency-Key",
+            )
+            .into_response(),
+        )),
+        Ok(Decided::Lost(_)) => Err(Unrecorded::Lost),
+        Err(error) => Err(Unrecorded::Unsure(store_unavailable(&error.to_string()))),
     }
 }
 
 /// Aborts the attempt (its parts are released by the caller, or later by
 /// their partitions' owners).
-async fn abort(node: &ClusterNode, at: Attempt) -> Result<(), Response> {
+async fn abort(node: &ClusterNode, at: Attempt) -> Result<(), Unrecorded> {
     match move_on(node, at, CartState::Pending, CartState::Aborted, 0).await {
         Ok(Decided::Done | Decided::NotReplicated) => Ok(()),
-        Ok(Decided::Lost(_)) => Err(too_late()),
-        Err(error) => Err(store_unavailable(&error.to_string())),
+        Ok(Decided::Lost(_)) => Err(Unrecorded::Lost),
+        Err(error) => Err(Unrecorded::Unsure(store_unavailable(&error.to_string()))),
     }
 }
 

@@ -1,8 +1,8 @@
 //! A streamed stock import into any node of a cluster: the body is read as
 //! it arrives with the single node's row readers (NDJSON or CSV), each row
 //! goes to its SKU's partition in batches (NDJSON imports of that
-//! partition's rows, sent at once per round), and the report is the single
-//! node's: every row counted, each failed row listed with its number in
+//! partition's rows; partitions at once, a partition's batches in order),
+//! and the report is the single node's: every row counted, each failed row listed with its number in
 //! the body. A batch whose partition cannot take it (a node failed, the
 //! partition is moving) fails each of its rows with that problem; counts
 //! are absolute, so running the import again converges (with `as_of`, a
@@ -131,8 +131,10 @@ struct Batch {
     envelope: Envelope,
 }
 
-/// Sends `rows` (with their numbers in the body) to their partitions, all
-/// at once, in batches, and adds what they did to `report`.
+/// Sends `rows` (with their numbers in the body) to their partitions in
+/// batches, and adds what they did to `report`. Partitions take theirs at
+/// once; a partition's batches go one after the other, in the body's order,
+/// so two counts of one position apply as a single node applies them.
 async fn send(
     node: &ClusterNode,
     template: &Envelope,
@@ -142,11 +144,26 @@ async fn send(
     // A partition lists every failed row of a batch no larger than that.
     let batch_rows = ROWS_PER_BATCH.min(report.max_errors.max(1));
     let batches = batches(node, template, rows, batch_rows);
-    let sending = batches
-        .iter()
-        .map(|b| answer(to_partition(node, b.partition, &b.envelope)));
+    let mut lanes: Vec<Vec<&Batch>> = Vec::new();
+    for batch in &batches {
+        match lanes
+            .iter_mut()
+            .find(|lane| lane[0].partition == batch.partition)
+        {
+            Some(lane) => lane.push(batch),
+            None => lanes.push(vec![batch]),
+        }
+    }
+    let sending = lanes.iter().map(|lane| async move {
+        let mut answers = Vec::with_capacity(lane.len());
+        for batch in lane {
+            answers.push(answer(to_partition(node, batch.partition, &batch.envelope)).await);
+        }
+        answers
+    });
     let answers = join_all(sending).await;
-    for (batch, outcome) in batches.iter().zip(answers) {
+    let sent = lanes.iter().flatten().zip(answers.into_iter().flatten());
+    for (batch, outcome) in sent {
         match outcome {
             Ok(done) => {
                 report.applied += done["applied"].as_u64().unwrap_or(0);

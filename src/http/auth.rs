@@ -53,11 +53,16 @@ impl Caller {
         if self.has(scope) {
             Ok(())
         } else {
-            Err(ApiError::new(
-                Code::Forbidden,
-                format!("this request needs the `{}` scope", scope.as_str()),
-            ))
+            Err(Self::forbidden(scope))
         }
+    }
+
+    /// The refusal of a request that needs `scope`.
+    pub fn forbidden(scope: Scope) -> ApiError {
+        ApiError::new(
+            Code::Forbidden,
+            format!("this request needs the `{}` scope", scope.as_str()),
+        )
     }
 
     /// Writes at `locations` need `broad` (any location) or `pos` limited to

@@ -73,6 +73,16 @@ async fn available(nodes: &Nodes, skus: &[String]) -> Vec<u64> {
     units
 }
 
+/// A new API key's secret, made through node 0 (keys apply cluster-wide).
+async fn scoped_key(nodes: &Nodes, scopes: &[&str], locations: &[&str]) -> String {
+    let body = json!({"name": "test", "scopes": scopes, "locations": locations});
+    let (status, made) = nodes.call(0, Method::POST, "/v1/keys", Some(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    // Every node takes the catalog from the shared store within ~250 ms.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    made["key"].as_str().expect("secret").to_owned()
+}
+
 async fn stock(nodes: &Nodes, skus: &[String]) {
     nodes.add_store().await;
     for (i, sku) in skus.iter().enumerate() {
@@ -188,6 +198,26 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     )
     .await;
     assert_eq!((status, again), (StatusCode::CONFLICT, problem));
+
+    // A commit that names a line the cart does not hold: refused before
+    // any part changes.
+    let stranger = json!({"lines": [
+        {"sku": skus[0], "location": "PAR-01", "qty": 2},
+        {"sku": skus[3], "location": "PAR-01", "qty": 1}]});
+    let (status, problem) = keyed(
+        &nodes,
+        1,
+        Method::POST,
+        &format!("{path}/commit"),
+        Some(&stranger),
+        "commit-0",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], json!("line_not_in_reservation"));
+    let (_, read) = nodes.call(0, Method::GET, &path, None).await;
+    assert_eq!(read["state"], json!("held"), "{read}");
+    assert_eq!(available(&nodes, &skus).await, [8, 8, 8, 10]);
 
     // Extend, then commit by lines: the listed lines commit, the part with
     // none listed is released.
@@ -317,6 +347,53 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
         [6, 9, 10, 14],
         "nothing sold"
     );
+
+    // A POS terminal's sale across partitions at its store: sold, and
+    // answered the positions (its key may read them there, not elsewhere).
+    let pos = scoped_key(&nodes, &["pos"], &["PAR-01"]).await;
+    let headers = [("idempotency-key", "pos-sale-1")];
+    let one_each = json!({"channel": "pos", "lines": [
+        {"sku": skus[0], "location": "PAR-01", "qty": 1},
+        {"sku": skus[3], "location": "PAR-01", "qty": 1}]});
+    let (status, sold) = send(
+        &nodes.http,
+        &nodes.base(1),
+        Method::POST,
+        "/v1/sales",
+        Some(&pos),
+        Some(&one_each),
+        &headers,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{sold}");
+    assert_eq!(sold["positions"][0]["on_hand"], json!(5), "{sold}");
+    assert_eq!(available(&nodes, &skus).await, [5, 9, 10, 13]);
+    let elsewhere = format!("/v1/stock/PAR-02/{}", skus[3]);
+    let (status, _) = send(
+        &nodes.http,
+        &nodes.base(0),
+        Method::GET,
+        &elsewhere,
+        Some(&pos),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A key that may only read: refused before anything is written.
+    let reader = scoped_key(&nodes, &["read"], &[]).await;
+    let (status, problem) = send(
+        &nodes.http,
+        &nodes.base(2),
+        Method::POST,
+        "/v1/reservations",
+        Some(&reader),
+        Some(&cart(&skus, 1)),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(available(&nodes, &skus).await, [5, 9, 10, 13]);
 
     // A cart's parts expire by themselves at its deadline.
     let (status, brief) = keyed(

@@ -576,6 +576,26 @@ async fn imports_route_every_row_to_its_partition() {
         .call(1, Method::GET, "/v1/availability/IMP-12", None)
         .await;
     assert_eq!(sku["total_atf"], json!(112), "{sku}");
+
+    // One position counted 2,500 times: its partition takes the rows in
+    // several batches, one after the other, so the last count stands.
+    let recounts: String = (1..=2_500)
+        .map(|n| json!({"sku": "IMP-1", "location": "PAR-01", "on_hand": n}).to_string() + "\n")
+        .collect();
+    let (status, report) = import(1, "application/x-ndjson", recounts).await;
+    assert_eq!(
+        (status, &report["applied"]),
+        (StatusCode::OK, &json!(2_500)),
+        "{report}"
+    );
+    let (_, sku) = nodes
+        .call(0, Method::GET, "/v1/availability/IMP-1", None)
+        .await;
+    assert_eq!(
+        sku["total_atf"],
+        json!(2_500),
+        "the last row's count: {sku}"
+    );
     let (_, audit) = nodes.call(1, Method::GET, "/v1/admin/audit", None).await;
     assert_eq!(audit["positions"], json!(39), "{audit}");
 }

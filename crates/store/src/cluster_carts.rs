@@ -353,6 +353,23 @@ impl ClusterStore {
         })
     }
 
+    /// Keeps cart `id`'s record at least `retain_ms` from now (an extended
+    /// cart is kept beyond its new deadline as it was beyond its first).
+    pub async fn retain_cart(
+        &self,
+        home: PartitionId,
+        id: u64,
+        retain_ms: u64,
+    ) -> Result<(), ClusterStoreError> {
+        redis::cmd("PEXPIRE")
+            .arg(self.cart_record_key(home, id))
+            .arg(retain_ms)
+            .arg("GT")
+            .query_async::<i64>(&mut self.connection())
+            .await?;
+        Ok(())
+    }
+
     /// Lists a part of cart `id`'s `attempt` in `partition`, before it is
     /// placed there.
     pub async fn list_cart_part(

@@ -218,6 +218,20 @@ pub async fn create(node: &ClusterNode, kind: CartKind, envelope: &Envelope) -> 
             run(node, envelope, &cart, at).await
         }
         Ok(Begun::Existing(record)) => again(node, envelope, &cart, home, record).await,
+        Ok(Begun::NotReplicated(id)) => {
+            // Nothing placed: aborted at once, so a retry starts afresh.
+            let at = Attempt {
+                home,
+                id,
+                number: 1,
+            };
+            let _ = abort(node, at).await;
+            ApiError::new(
+                Code::NotDurable,
+                "the cart's record is on the Redis master, but no replica confirmed it; retry with the same Idempotency-Key",
+            )
+            .into_response()
+        }
         Err(error) => store_unavailable(&error.to_string()),
     }
 }

@@ -7,6 +7,8 @@
 //! when any partition had dropped what was asked (a partition's journal
 //! is kept in memory by the engine serving it: a move starts it afresh).
 
+use std::collections::VecDeque;
+
 use axum::body::Bytes;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
@@ -91,41 +93,88 @@ pub async fn journal(node: &ClusterNode, envelope: &Envelope) -> Response {
 }
 
 /// The first `limit` movements of every partition's page, in time order,
-/// and where each partition goes on.
+/// and where each partition goes on. A k-way merge of the pages as they
+/// come (each in its partition's sequence order), taking the earliest head
+/// each time: what is taken of a partition is always a prefix of its page,
+/// so its cursor (the first movement not taken) repeats nothing, even where
+/// a partition's times are not in its sequence order.
 fn merge(pages: Vec<Value>, from: &[Option<u64>], limit: usize) -> Value {
     let lagged = pages.iter().any(|p| p["lagged"] == json!(true));
-    let mut all: Vec<(usize, Value)> = Vec::new();
-    for (index, mut page) in pages.iter().cloned().enumerate() {
-        if let Some(Value::Array(movements)) = page.get_mut("movements").map(Value::take) {
-            all.extend(movements.into_iter().map(|m| (index, m)));
-        }
+    let next_of: Vec<Option<u64>> = pages.iter().map(|p| p["next"].as_u64()).collect();
+    let mut queues: Vec<VecDeque<Value>> = pages
+        .into_iter()
+        .map(
+            |mut page| match page.get_mut("movements").map(Value::take) {
+                Some(Value::Array(movements)) => movements.into(),
+                _ => VecDeque::new(),
+            },
+        )
+        .collect();
+    let mut movements = Vec::with_capacity(limit);
+    while movements.len() < limit {
+        let earliest = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(index, queue)| Some((queue.front()?["at"].as_str().unwrap_or(""), index)))
+            .min()
+            .map(|(_, index)| index);
+        let Some(movement) = earliest.and_then(|index| queues[index].pop_front()) else {
+            break;
+        };
+        movements.push(movement);
     }
-    all.sort_by(|(a_index, a), (b_index, b)| {
-        let key = |m: &Value| m["at"].as_str().unwrap_or("").to_owned();
-        key(a)
-            .cmp(&key(b))
-            .then(a_index.cmp(b_index))
-            .then(a["seq"].as_u64().cmp(&b["seq"].as_u64()))
-    });
-    let left = all.split_off(all.len().min(limit));
-    let next: Vec<Cursor> = pages
+    let next: Vec<Cursor> = queues
         .iter()
         .enumerate()
-        .map(|(index, page)| {
+        .map(|(index, queue)| {
             // The first movement of this partition not taken, else where
             // its page said to go on.
-            let first_left = left
-                .iter()
-                .find(|(i, _)| *i == index)
-                .and_then(|(_, m)| m["seq"].as_u64());
-            let goes_on = page["next"].as_u64().or(from[index]).unwrap_or(1);
+            let first_left = queue.front().and_then(|m| m["seq"].as_u64());
+            let goes_on = next_of[index].or(from[index]).unwrap_or(1);
             Cursor {
                 lineage: 0,
                 seq: Seq(first_left.unwrap_or(goes_on)),
             }
         })
         .collect();
-    let movements: Vec<Value> = all.into_iter().map(|(_, m)| m).collect();
     json!({"movements": movements, "next": 0, "lagged": lagged,
            "next_cursor": ClusterCursor(next).to_string()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn movement(seq: u64, at: &str) -> Value {
+        json!({"seq": seq, "at": at})
+    }
+
+    #[test]
+    fn a_page_takes_a_prefix_of_each_partition_so_the_next_repeats_nothing() {
+        // Partition 0's times are not in its sequence order (seq 6 is
+        // stamped before seq 5).
+        let pages = vec![
+            json!({"movements": [movement(5, "2026-01-01T00:00:02Z"),
+                                 movement(6, "2026-01-01T00:00:01Z")], "next": 7}),
+            json!({"movements": [movement(3, "2026-01-01T00:00:00Z")], "next": 4}),
+        ];
+        let page = merge(pages, &[Some(5), Some(3)], 2);
+        let seqs: Vec<u64> = page["movements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["seq"].as_u64())
+            .collect();
+        assert_eq!(seqs, [3, 5], "{page}");
+        let cursor: ClusterCursor = page["next_cursor"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("a cursor: {page}"));
+        let next: Vec<u64> = cursor.0.iter().map(|c| c.seq.0).collect();
+        assert_eq!(
+            next,
+            [6, 4],
+            "partition 0 goes on at 6, partition 1 after its page"
+        );
+    }
 }

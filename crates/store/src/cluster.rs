@@ -57,6 +57,8 @@ pub enum ClusterStoreError {
     Unexpected(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("{0} is on the Redis master, but no replica confirmed it in time")]
+    NotReplicated(&'static str),
 }
 
 /// What an acquisition attempt found.

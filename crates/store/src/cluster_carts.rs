@@ -104,6 +104,10 @@ pub enum Begun {
     New(CartRecord),
     /// The record this idempotency key already names.
     Existing(CartRecord),
+    /// A new record (this id), on the Redis master, but no replica
+    /// confirmed it in time: nothing may be placed under its id (a
+    /// failover could lose the record and hand the id out again).
+    NotReplicated(u64),
 }
 
 /// What a compare-and-set of a cart's state found.
@@ -241,7 +245,13 @@ impl ClusterStore {
             .arg(request)
             .arg(retain_ms)
             .arg(kind.as_str());
-        let (created, named): (i64, u64) = script.query_async(&mut self.connection()).await?;
+        // The WAIT covers the INCR too: same slot, same connection, before.
+        let (answer, confirmed) = self.eval_replicated(script).await?;
+        let (created, named): (i64, u64) = redis::from_redis_value(answer)
+            .map_err(|e| ClusterStoreError::Unexpected(e.to_string()))?;
+        if created == 1 && !confirmed {
+            return Ok(Begun::NotReplicated(id));
+        }
         if created == 1 {
             return Ok(Begun::New(CartRecord {
                 id,
@@ -371,21 +381,24 @@ impl ClusterStore {
     }
 
     /// Lists a part of cart `id`'s `attempt` in `partition`, before it is
-    /// placed there.
+    /// placed there; an error unless a replica has the listing (else a
+    /// failover could lose it, and with it the part's undoing).
     pub async fn list_cart_part(
         &self,
         partition: PartitionId,
         id: u64,
         attempt: u32,
     ) -> Result<(), ClusterStoreError> {
-        let _: i64 = redis::cmd("EVAL")
+        let mut script = redis::cmd("EVAL");
+        script
             .arg(LIST_PART)
             .arg(1)
             .arg(self.cart_parts_key(partition))
-            .arg(format!("{id}/{attempt}"))
-            .query_async(&mut self.connection())
-            .await?;
-        Ok(())
+            .arg(format!("{id}/{attempt}"));
+        match self.eval_replicated(script).await? {
+            (_, true) => Ok(()),
+            (_, false) => Err(ClusterStoreError::NotReplicated("a cart's part listing")),
+        }
     }
 
     /// Up to `most` parts listed in `partition` at least `min_age_ms` ago:

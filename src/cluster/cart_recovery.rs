@@ -1,8 +1,9 @@
 //! Finishing what a cart's coordinator left: every second, a node looks
 //! at the parts listed in each partition it serves for longer than an
 //! attempt may take (`ATTEMPT_MS`). A part whose attempt was granted is
-//! unlisted (a granted sale's part is committed first); one whose attempt was refused or aborted, or is still pending
-//! (its coordinator stopped: the node aborts it, by compare-and-set), is
+//! unlisted (a granted sale's part is committed first); one whose attempt
+//! was refused or aborted, or is still pending (its coordinator stopped:
+//! the node aborts it, by compare-and-set), is
 //! undone on the partition's engine here: placed again under its
 //! idempotency key, which answers with the part if it was placed (or
 //! places it, if its coordinator never got that far), and released. So no

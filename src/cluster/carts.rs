@@ -1,18 +1,24 @@
 //! Carts across partitions, all or nothing. A reservation whose lines live
 //! in several partitions is coordinated by the node that received it:
 //!
-//! 1. Its decision record is started in its home partition (the partition
+//! 1. Its request is checked as the single node checks it (lines, scope
+//!    at every location) before anything is written.
+//! 2. Its decision record is started in its home partition (the partition
 //!    of its namespaced `Idempotency-Key`, else of its first line), which
 //!    gives the cart its id; a retry finds the record through the key.
-//! 2. Each partition's share of the lines is listed in that partition
-//!    (`carts:parts`), then placed there as an ordinary reservation (a
-//!    part) under the idempotency key `~cart/ID/ATTEMPT`, all at once.
-//! 3. The decision is recorded by compare-and-set on the pending attempt:
+//!    Nothing is placed under an id no replica has confirmed.
+//! 3. Each partition's share of the lines is listed in that partition
+//!    (`carts:parts`, confirmed by a replica), then placed there as an
+//!    ordinary reservation (a part) under the idempotency key
+//!    `~cart/ID/ATTEMPT`, all at once.
+//! 4. The decision is recorded by compare-and-set on the pending attempt:
 //!    granted (every part placed: the answer is the cart), refused (a part
 //!    was refused: the answer is that refusal, every short line of every
 //!    part in one 409), or aborted (a partition could not answer: 503, a
-//!    retry with the same key starts the next attempt).
-//! 4. A refused or aborted attempt's placed parts are released.
+//!    retry with the same key undoes this attempt's parts and starts the
+//!    next).
+//! 5. A refused or aborted attempt's placed parts are released; a grant
+//!    not known to be recorded keeps them (it may stand).
 //!
 //! A coordinator that stops anywhere leaves a pending or decided record
 //! and listed parts: the owner of each partition undoes, after

@@ -179,7 +179,7 @@ pub(super) async fn to_partition(
                 .await
             {
                 Forwarded::Answered(response) if !response.headers().contains_key(NOT_OWNER) => {
-                    return response;
+                    return until_stopped(node, response);
                 }
                 Forwarded::Answered(_) => why = format!("{} does not serve it yet", owner.id),
                 Forwarded::NotSent(error) => why = format!("{} is unreachable: {error}", owner.id),
@@ -294,4 +294,28 @@ fn store_unavailable(why: &str) -> Response {
         format!("the change could not be published to the cluster: {why}"),
     )
     .into_response()
+}
+
+/// A live stream passed on from another node ends when this node stops:
+/// it never ends by itself, and this node's shutdown waits for every
+/// answer in progress. Its client reconnects, with `Last-Event-ID`,
+/// through another node. (A feed passed on is finite: it is let finish.)
+fn until_stopped(node: &ClusterNode, response: Response) -> Response {
+    let live = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !live {
+        return response;
+    }
+    let mut stopping = node.node_state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    response.map(|body| {
+        axum::body::Body::from_stream(futures_util::StreamExt::take_until(
+            body.into_data_stream(),
+            Box::pin(stopped),
+        ))
+    })
 }

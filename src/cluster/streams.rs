@@ -41,6 +41,14 @@ const LAST_EVENT_ID: &str = "last-event-id";
 /// How often a partition's stream checks that its partition has not moved.
 const MOVE_CHECK: Duration = Duration::from_secs(1);
 
+/// What a partition's stream passes on: an event, or that the partition
+/// refused to open again (a 4xx: the key was revoked, say), which ends the
+/// client's stream (its reconnection gets the refusal itself).
+enum Part {
+    Event(PartEvent),
+    Refused,
+}
+
 /// One event of a partition's stream.
 struct PartEvent {
     index: usize,
@@ -70,10 +78,14 @@ pub async fn availability(node: Arc<ClusterNode>, envelope: &Envelope) -> Respon
     }
     let (sender, receiver) = mpsc::channel(QUEUED_EVENTS);
     for (index, (partition, response)) in partitions.iter().zip(opened).enumerate() {
+        let following = Following {
+            partition: *partition,
+            index,
+            start: resume.as_ref().map(|r| r.0[index]),
+        };
         let follow = follow(
             node.clone(),
-            *partition,
-            index,
+            following,
             envelope.clone(),
             response,
             sender.clone(),
@@ -91,8 +103,10 @@ pub async fn availability(node: Arc<ClusterNode>, envelope: &Envelope) -> Respon
             .data(json!({"cursor": null, "reason": reason}).to_string())
     });
     let events = stream::unfold(receiver, |mut receiver| async move {
-        let event = receiver.recv().await?;
-        Some((event, receiver))
+        match receiver.recv().await? {
+            Part::Event(event) => Some((event, receiver)),
+            Part::Refused => None,
+        }
     })
     .filter_map(move |event| {
         let out = merge(&mut cursors, event);
@@ -157,18 +171,31 @@ fn merge(cursors: &mut [Option<Cursor>], event: PartEvent) -> Option<Event> {
     }
 }
 
+/// Which partition's stream a follower passes on.
+struct Following {
+    partition: PartitionId,
+    /// Its place in the cluster cursor.
+    index: usize,
+    /// Where the client resumed it, if it did.
+    start: Option<Cursor>,
+}
+
 /// Passes a partition's events on until the client is gone or the node
 /// stops; opens the stream again, from the partition's last position,
 /// when it ends.
 async fn follow(
     node: Arc<ClusterNode>,
-    partition: PartitionId,
-    index: usize,
+    following: Following,
     envelope: Envelope,
     mut response: Response,
-    sender: mpsc::Sender<PartEvent>,
+    sender: mpsc::Sender<Part>,
 ) {
-    let mut last: Option<Cursor> = None;
+    let Following {
+        partition,
+        index,
+        start,
+    } = following;
+    let mut last: Option<Cursor> = start;
     let mut stopping = node.node_state.stopping.clone();
     loop {
         let opened_at = placement(&node, partition);
@@ -198,7 +225,7 @@ async fn follow(
                     continue;
                 };
                 last = event.id.or(last);
-                if sender.send(event).await.is_err() {
+                if sender.send(Part::Event(event)).await.is_err() {
                     return;
                 }
             }
@@ -209,6 +236,11 @@ async fn follow(
         }
         let share = with_last_event_id(&envelope, last);
         response = to_partition(&node, partition, &share).await;
+        if response.status().is_client_error() {
+            tracing::warn!(%partition, status = %response.status(), "a partition's stream refused to open again: the stream ends");
+            let _ = sender.send(Part::Refused).await;
+            return;
+        }
     }
 }
 

@@ -376,7 +376,7 @@ async fn feeds_cover_every_partition_and_their_cursors_survive_a_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_streams_follow_every_partition_through_any_node() {
     let _serial = crate::support::serial().await;
-    let nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
+    let mut nodes = Nodes::start(3, PARTITIONS, &["--durability", "sync"]);
     nodes.add_store().await;
     let skus: Vec<String> = (0..12).map(|i| format!("LIVE-{i}")).collect();
     for sku in &skus {
@@ -493,6 +493,40 @@ async fn live_streams_follow_every_partition_through_any_node() {
         (&json!(skus[7]), &json!(29)),
         "{events:?}"
     );
+
+    // A stream whose key is revoked, when a partition moves and its stream
+    // is refused on the new owner (401): the whole stream ends (the
+    // client's reconnection is told why), it does not retry forever.
+    let body = json!({"name": "reader", "scopes": ["read"]});
+    let (status, made) = nodes.call(0, Method::POST, "/v1/keys", Some(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let secret = made["key"].as_str().expect("secret");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut revoked = nodes
+        .http
+        .get(format!("{}/v1/streams/availability", nodes.base(0)))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let path = format!("/v1/keys/{}", made["id"].as_str().expect("id"));
+    let (status, _) = nodes.call(1, Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nodes.stop(2);
+    // (Within the client's own 30 s timeout, which would cut it with an error.)
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match revoked.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "the stream of a revoked key went on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,11 +13,13 @@
 #     SKUs next to single-position reads).
 # Rounds interleaved so the host's swings hit every configuration alike;
 # nothing is pinned: every process shares the machine's cores.
-# Usage: bash bench/cluster_ops.sh [ROUNDS] [DURATION_S]   (default 2 rounds of 10 s)
+# Usage: bash bench/cluster_ops.sh [ROUNDS] [DURATION_S] [all|carts]
+#   (default 2 rounds of 10 s, every figure; `carts`: the cart rows only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
 DURATION=${2:-10}
+WHAT=${3:-all}
 source bench/redis_cluster.sh
 
 # drive LABEL SCENARIO [ARGS...]: loadtest against $TARGET_ARGS; records
@@ -46,6 +48,7 @@ scenarios() {
     for lines in 1 3 5; do
         drive "$label-cart$lines" reserve-batch --batch-lines "$lines" --hold-ttl-s 5
     done
+    [ "$WHAT" = carts ] && return
     drive "$label-feed1" feed --connections 1
     drive "$label-feed" feed
     drive "$label-browse" browse

@@ -60,6 +60,19 @@ async fn keyed(
     .await
 }
 
+/// `POST /v1/reservations` of `body` through node `via`, under `key`.
+async fn reserve(nodes: &Nodes, via: usize, body: &Value, key: &str) -> (StatusCode, Value) {
+    keyed(
+        nodes,
+        via,
+        Method::POST,
+        "/v1/reservations",
+        Some(body),
+        key,
+    )
+    .await
+}
+
 /// Each SKU's units available to the web, through node 0.
 async fn available(nodes: &Nodes, skus: &[String]) -> Vec<u64> {
     let mut units = Vec::new();
@@ -102,15 +115,7 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
 
     // Granted: one id (a cart's), every line held.
     let three = cart(&skus[..3], 2);
-    let (status, held) = keyed(
-        &nodes,
-        0,
-        Method::POST,
-        "/v1/reservations",
-        Some(&three),
-        "cart-1",
-    )
-    .await;
+    let (status, held) = reserve(&nodes, 0, &three, "cart-1").await;
     assert_eq!(status, StatusCode::CREATED, "{held}");
     let id: u64 = held["id"].as_str().expect("id").parse().expect("number");
     assert_ne!(id & CART_BIT, 0, "a cart's id: {held}");
@@ -138,15 +143,7 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     assert_eq!(available(&nodes, &skus).await, [8, 8, 8, 10]);
     // The same key with another cart: refused, nothing changes.
     let other = cart(&skus[1..], 1);
-    let (status, problem) = keyed(
-        &nodes,
-        1,
-        Method::POST,
-        "/v1/reservations",
-        Some(&other),
-        "cart-1",
-    )
-    .await;
+    let (status, problem) = reserve(&nodes, 1, &other, "cart-1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["code"], json!("idempotency_key_reused"));
 
@@ -164,15 +161,7 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     let mut short = cart(&skus, 1);
     short["lines"][0]["qty"] = json!(9);
     short["lines"][3]["qty"] = json!(11);
-    let (status, problem) = keyed(
-        &nodes,
-        2,
-        Method::POST,
-        "/v1/reservations",
-        Some(&short),
-        "cart-2",
-    )
-    .await;
+    let (status, problem) = reserve(&nodes, 2, &short, "cart-2").await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], json!("insufficient_stock"));
     let short_skus: BTreeSet<&str> = problem["shortfalls"]
@@ -188,15 +177,7 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     );
     assert_eq!(available(&nodes, &skus).await, [8, 8, 8, 10]);
     // Its retry: the same refusal.
-    let (status, again) = keyed(
-        &nodes,
-        0,
-        Method::POST,
-        "/v1/reservations",
-        Some(&short),
-        "cart-2",
-    )
-    .await;
+    let (status, again) = reserve(&nodes, 0, &short, "cart-2").await;
     assert_eq!((status, again), (StatusCode::CONFLICT, problem));
 
     // A commit that names a line the cart does not hold: refused before
@@ -268,15 +249,7 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     assert_eq!(available(&nodes, &skus).await, [8, 9, 10, 10]);
 
     // Another cart, released through another node: everything back.
-    let (status, second) = keyed(
-        &nodes,
-        1,
-        Method::POST,
-        "/v1/reservations",
-        Some(&cart(&skus[2..], 3)),
-        "cart-3",
-    )
-    .await;
+    let (status, second) = reserve(&nodes, 1, &cart(&skus[2..], 3), "cart-3").await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
     assert_eq!(available(&nodes, &skus).await, [8, 9, 7, 7]);
     // A line moves to another store (the part of its SKU's partition).
@@ -396,14 +369,12 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
     assert_eq!(available(&nodes, &skus).await, [5, 9, 10, 13]);
 
     // A cart's parts expire by themselves at its deadline.
-    let (status, brief) = keyed(
+    let (status, brief) = reserve(
         &nodes,
         0,
-        Method::POST,
-        "/v1/reservations",
-        Some(&json!({"channel": "web", "ttl_seconds": 1, "lines": [
+        &json!({"channel": "web", "ttl_seconds": 1, "lines": [
             {"sku": skus[1], "location": "PAR-01", "qty": 1},
-            {"sku": skus[2], "location": "PAR-01", "qty": 1}]})),
+            {"sku": skus[2], "location": "PAR-01", "qty": 1}]}),
         "brief",
     )
     .await;
@@ -505,15 +476,7 @@ async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
     let stopped_at = Instant::now();
 
     // Meanwhile, the client's retry: in progress.
-    let (status, problem) = keyed(
-        &nodes,
-        0,
-        Method::POST,
-        "/v1/reservations",
-        Some(&request),
-        "stopped-cart",
-    )
-    .await;
+    let (status, problem) = reserve(&nodes, 0, &request, "stopped-cart").await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], json!("idempotency_in_flight"));
 
@@ -538,15 +501,7 @@ async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
     assert_eq!(part_now["state"], json!("released"), "{part_now}");
 
     // The retry now runs the next attempt: granted, one cart.
-    let (status, held) = keyed(
-        &nodes,
-        1,
-        Method::POST,
-        "/v1/reservations",
-        Some(&request),
-        "stopped-cart",
-    )
-    .await;
+    let (status, held) = reserve(&nodes, 1, &request, "stopped-cart").await;
     assert_eq!(status, StatusCode::CREATED, "{held}");
     assert_eq!(held["id"], json!(record.id.to_string()));
     assert_eq!(available(&nodes, &skus).await, [6, 6]);

@@ -305,11 +305,7 @@ async fn again(
 /// (or places it, if its coordinator never got that far), and released.
 /// A part that cannot be undone now is undone by its partition's owner.
 async fn undo_parts(node: &ClusterNode, envelope: &Envelope, cart: &Cart, at: Attempt) {
-    let placing = cart.parts.iter().map(|part| {
-        let share = part_request(envelope, cart, part, at);
-        async move { answer(to_partition(node, part.partition, &share)).await }
-    });
-    let answers = join_all(placing).await;
+    let answers = place_parts(node, envelope, cart, at).await;
     let placed = placed_parts(cart, &answers);
     super::cart_ops::release_parts(node, envelope, &placed).await;
 }
@@ -347,48 +343,10 @@ async fn run(node: &ClusterNode, envelope: &Envelope, cart: &Cart, at: Attempt) 
         let _ = abort(node, at).await;
         return store_unavailable(&error.to_string());
     }
-    let placing = cart.parts.iter().map(|part| {
-        let share = part_request(envelope, cart, part, at);
-        async move { answer(to_partition(node, part.partition, &share)).await }
-    });
-    let answers = join_all(placing).await;
+    let answers = place_parts(node, envelope, cart, at).await;
     let outcome = Outcome::of(at.id, &answers);
     let placed = placed_parts(cart, &answers);
-    let decided = match &outcome {
-        // A sale's answer is recorded once its parts are committed.
-        Outcome::Granted(body) if cart.kind == CartKind::Sale => {
-            record(
-                node,
-                at,
-                CartState::Pending,
-                (CartState::Granted, 0, body),
-                &placed,
-            )
-            .await
-        }
-        Outcome::Granted(body) => {
-            let created = StatusCode::CREATED.as_u16();
-            record(
-                node,
-                at,
-                CartState::Pending,
-                (CartState::Granted, created, body),
-                &placed,
-            )
-            .await
-        }
-        Outcome::Refused(status, body) => {
-            record(
-                node,
-                at,
-                CartState::Pending,
-                (CartState::Refused, status.as_u16(), body),
-                &[],
-            )
-            .await
-        }
-        Outcome::Failed(_) => abort(node, at).await,
-    };
+    let decided = decide(node, at, outcome.decision(cart.kind), &placed).await;
     // A grant not known to be recorded may yet stand: its parts stay (if
     // the attempt is aborted instead, the partitions' owners release them).
     let may_stand = matches!(outcome, Outcome::Granted(_))
@@ -410,6 +368,39 @@ async fn run(node: &ClusterNode, envelope: &Envelope, cart: &Cart, at: Attempt) 
     }
 }
 
+/// Places every part of attempt `at` at once; their answers, in order.
+async fn place_parts(
+    node: &ClusterNode,
+    envelope: &Envelope,
+    cart: &Cart,
+    at: Attempt,
+) -> Vec<PartAnswer> {
+    let placing = cart.parts.iter().map(|part| {
+        let share = part_request(envelope, cart, part, at);
+        async move { answer(to_partition(node, part.partition, &share)).await }
+    });
+    join_all(placing).await
+}
+
+/// Records `decision` (the record's new state, status and answer; `None`:
+/// aborted) for attempt `at`, with the parts `placed` if granted.
+async fn decide(
+    node: &ClusterNode,
+    at: Attempt,
+    decision: Option<(CartState, u16, Bytes)>,
+    placed: &[(u16, u64)],
+) -> Result<(), Unrecorded> {
+    let Some((to, status, body)) = decision else {
+        return abort(node, at).await;
+    };
+    let parts = if to == CartState::Granted {
+        placed
+    } else {
+        &[]
+    };
+    record(node, at, CartState::Pending, (to, status, &body), parts).await
+}
+
 /// What the parts' answers decide.
 enum Outcome {
     /// Every part placed: the cart, as its client sees it.
@@ -422,6 +413,26 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// The record's move this outcome makes: its state, status and answer
+    /// (a sale's status is 0 until its parts are committed); `None`: the
+    /// attempt is aborted.
+    fn decision(&self, kind: CartKind) -> Option<(CartState, u16, Bytes)> {
+        match self {
+            Outcome::Granted(body) if kind == CartKind::Sale => {
+                Some((CartState::Granted, 0, body.clone()))
+            }
+            Outcome::Granted(body) => Some((
+                CartState::Granted,
+                StatusCode::CREATED.as_u16(),
+                body.clone(),
+            )),
+            Outcome::Refused(status, body) => {
+                Some((CartState::Refused, status.as_u16(), body.clone()))
+            }
+            Outcome::Failed(_) => None,
+        }
+    }
+
     fn of(id: u64, answers: &[PartAnswer]) -> Outcome {
         let passing = |status: StatusCode| {
             status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS

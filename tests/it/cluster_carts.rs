@@ -14,7 +14,7 @@ use crate::support::ADMIN;
 use crate::support::cluster::Nodes;
 use crate::support::engine::send;
 use omnistock::store::cluster::ClusterStore;
-use omnistock::store::cluster_carts::{Begun, CartKind, CartStart};
+use omnistock::store::cluster_carts::{Begun, CartKind, CartStart, CartState, Decided, Decision};
 use omnistock_cluster::{CART_BIT, Partitions};
 
 const PARTITIONS: u16 = 16;
@@ -409,9 +409,10 @@ async fn a_cart_across_partitions_is_all_or_nothing_through_any_node() {
 /// (made here by hand: the record started, both parts listed, one placed
 /// under its part key): a retry meanwhile is told the cart is in progress;
 /// once the attempt is too old, the partition's owner aborts it and
-/// releases the part, and the retry then places the cart afresh.
+/// releases the part, and the retry then places the cart afresh. Then an
+/// attempt aborted with a part placed: the retry undoes the part first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
+async fn the_parts_of_a_stopped_or_aborted_attempt_are_undone() {
     let _serial = crate::support::serial().await;
     let nodes = Nodes::start(2, PARTITIONS, &["--durability", "sync"]);
     let skus = skus_of_distinct_partitions(2);
@@ -421,39 +422,10 @@ async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
     let caller = "admin".to_owned();
 
     let request = cart(&skus, 4);
-    let body = request.to_string();
     let store = ClusterStore::connect(&[nodes.redis.urls()[0].clone()], "omnistock")
         .await
         .expect("the cluster store");
-    let key = format!("{caller}:stopped-cart");
-    let home = partitions.of(&key);
-    // The fingerprint the coordinator computes: the kind and the body,
-    // parsed and written again.
-    let fingerprint = {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(format!("Reservation {request}").as_bytes());
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let Begun::New(record) = store
-        .begin_cart(
-            home,
-            Some(&key),
-            CartStart {
-                kind: CartKind::Reservation,
-                fingerprint: &fingerprint,
-                caller: &caller,
-                request: body.as_bytes(),
-            },
-            3_600_000,
-        )
-        .await
-        .expect("begin")
-    else {
-        panic!("a new cart");
-    };
+    let record = begin_by_hand(&store, &caller, &request, "stopped-cart").await;
     for sku in &skus {
         store
             .list_cart_part(partitions.of(sku), record.id, 1)
@@ -511,4 +483,83 @@ async fn the_parts_of_a_coordinator_that_stopped_are_undone() {
         (StatusCode::OK, &json!(8)),
         "{audit}"
     );
+
+    // An attempt aborted with a part still placed (by hand again: every
+    // unit left of the first SKU held under the part key): the retry undoes
+    // that part before it places the next attempt, which would otherwise
+    // find those units held and answer 409 for good.
+    let request = cart(&skus, 6);
+    let record = begin_by_hand(&store, &caller, &request, "aborted-cart").await;
+    let part_key = format!("~cart/{}/1", record.id);
+    let (status, placed) = reserve(&nodes, 0, &cart(&skus[..1], 6), &part_key).await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(available(&nodes, &skus).await, [0, 6]);
+    let home = partitions.of(&format!("{caller}:aborted-cart"));
+    let abort = Decision {
+        attempt: 1,
+        from: CartState::Pending,
+        to: CartState::Aborted,
+        status: 0,
+        answer: b"",
+        parts: &[],
+        min_age_ms: 0,
+    };
+    let decided = store.decide_cart(home, record.id, abort).await;
+    assert!(
+        matches!(decided, Ok(Decided::Done | Decided::NotReplicated)),
+        "{decided:?}"
+    );
+    let (status, held) = reserve(&nodes, 1, &request, "aborted-cart").await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    assert_eq!(available(&nodes, &skus).await, [0, 0]);
+    let (_, part_now) = nodes
+        .call(
+            0,
+            Method::GET,
+            &format!("/v1/reservations/{}", placed["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(part_now["state"], json!("released"), "{part_now}");
+}
+
+/// A cart's record started by hand, as the coordinator starts it for the
+/// admin key's request `request` under `key`.
+async fn begin_by_hand(
+    store: &ClusterStore,
+    caller: &str,
+    request: &Value,
+    key: &str,
+) -> omnistock::store::cluster_carts::CartRecord {
+    let partitions = Partitions::new(u64::from(PARTITIONS)).expect("count");
+    let key = format!("{caller}:{key}");
+    // The fingerprint the coordinator computes: the kind and the body,
+    // parsed and written again.
+    let fingerprint = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("Reservation {request}").as_bytes());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let body = request.to_string();
+    let begun = store
+        .begin_cart(
+            partitions.of(&key),
+            Some(&key),
+            CartStart {
+                kind: CartKind::Reservation,
+                fingerprint: &fingerprint,
+                caller,
+                request: body.as_bytes(),
+            },
+            3_600_000,
+        )
+        .await
+        .expect("begin");
+    match begun {
+        Begun::New(record) => record,
+        other => panic!("a new cart: {other:?}"),
+    }
 }

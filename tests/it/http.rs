@@ -615,12 +615,20 @@ async fn auth_matrix() {
             None,
             &["read", "admin"],
         ),
+        // Without `read`, a key reads a position where it writes stock.
         (
             "position",
             Method::GET,
             "/v1/stock/S1/SKU-1",
             None,
-            &["read", "admin"],
+            &["read", "pos_s1", "stock_write", "admin"],
+        ),
+        (
+            "position at another store",
+            Method::GET,
+            "/v1/stock/S2/SKU-1",
+            None,
+            &["read", "stock_write", "admin"],
         ),
         (
             "batch availability",

@@ -40,7 +40,12 @@ const PUBLISH_ATTEMPTS: usize = 3;
 
 /// The front: one handler for every path.
 pub fn router(node: Arc<ClusterNode>) -> Router {
-    Router::new().fallback(front).with_state(node)
+    Router::new()
+        .fallback(front)
+        .layer(axum::middleware::from_fn(
+            crate::http::conditional::conditional,
+        ))
+        .with_state(node)
 }
 
 async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Response {

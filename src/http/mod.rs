@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod conditional;
 pub mod dto;
 pub mod error;
 pub mod error_codes;
@@ -157,6 +158,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     // No `DefaultBodyLimit` layer: `body::ApiBody` applies the body limit
     // where a body is read (one layer less around every route).
     routes::router()
+        .layer(axum::middleware::from_fn(conditional::conditional))
         .layer(track::TrackLayer {
             state: Arc::clone(&state),
         })

@@ -15,6 +15,26 @@ use crate::support::engine::send;
 
 const PARTITIONS: u16 = 16;
 
+/// A GET through node `index`, with `If-None-Match` if given: its status
+/// and `ETag`.
+async fn conditional_get(
+    nodes: &Nodes,
+    index: usize,
+    path: &str,
+    if_none_match: Option<&str>,
+) -> (StatusCode, Option<String>) {
+    let mut request = nodes
+        .http
+        .get(format!("{}{path}", nodes.base(index)))
+        .bearer_auth(ADMIN);
+    if let Some(tag) = if_none_match {
+        request = request.header("if-none-match", tag);
+    }
+    let response = request.send().await.expect("read");
+    let tag = response.headers().get("etag").and_then(|v| v.to_str().ok());
+    (response.status(), tag.map(str::to_owned))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_answers_for_every_partition() {
     let _serial = crate::support::serial().await;
@@ -41,6 +61,19 @@ async fn any_node_answers_for_every_partition() {
             answers.insert(body.to_string());
         }
         assert_eq!(answers.len(), 1, "{path}: {answers:?}");
+    }
+    // Every node gives the same ETag, and a 304 for it.
+    let mut tags = BTreeSet::new();
+    for index in 0..3 {
+        let (status, tag) = conditional_get(&nodes, index, "/v1/availability/SKU-5", None).await;
+        assert_eq!(status, StatusCode::OK);
+        tags.insert(tag.expect("an ETag"));
+    }
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    let tag = tags.first().expect("a tag");
+    for index in 0..3 {
+        let (status, _) = conditional_get(&nodes, index, "/v1/availability/SKU-5", Some(tag)).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "via node {index}");
     }
 
     // A reservation made through one node is read, extended and committed

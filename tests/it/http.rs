@@ -1630,3 +1630,100 @@ async fn rate_limit_answers_429_with_retry_after() {
     let problem: Value = response.json().await.expect("problem");
     assert_eq!(problem["code"], "rate_limited");
 }
+
+/// Availability answers carry an `ETag`; the same read with
+/// `If-None-Match` is a 304 without a body until the answer changes, by a
+/// movement or by a policy (which changes no position's version). Every
+/// `/v1` answer is `Cache-Control: private, no-store`.
+#[tokio::test]
+async fn availability_reads_are_tagged_and_answered_304_while_unchanged() {
+    let server = Server::start().await;
+    server.seed().await;
+    let get = async |path: &str, if_none_match: Option<&str>| {
+        let mut request = server
+            .http
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(ADMIN);
+        if let Some(tag) = if_none_match {
+            request = request.header("if-none-match", tag);
+        }
+        let response = request.send().await.expect("read");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (status, tag, cache) = (response.status(), header("etag"), header("cache-control"));
+        let body = response.bytes().await.expect("body");
+        (status, tag, cache, body)
+    };
+    for path in [
+        "/v1/availability/SKU-1",
+        "/v1/stock/S1/SKU-1",
+        "/v1/nearby?sku=SKU-1&lat=48.85&lon=2.35&radius_km=1000",
+    ] {
+        let (status, tag, cache, body) = get(path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(cache.as_deref(), Some("private, no-store"), "{path}");
+        let tag = tag.unwrap_or_else(|| panic!("{path}: an ETag"));
+        assert!(!body.is_empty());
+        let (status, again, _, body) = get(path, Some(&tag)).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.as_deref(), Some(tag.as_str()), "{path}");
+        assert!(body.is_empty(), "{path}: a 304 has no body");
+        let (status, _, _, _) = get(path, Some("\"another\"")).await;
+        assert_eq!(status, StatusCode::OK, "{path}: another tag");
+    }
+
+    let (_, tag, _, _) = get("/v1/availability/SKU-1", None).await;
+    let tag = tag.expect("an ETag");
+    // A movement changes the answer: a new tag, a 200.
+    let (status, _) = server
+        .admin(
+            Method::PUT,
+            "/v1/stock/S2/SKU-1",
+            Some(json!({"on_hand": 6})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, moved, _, _) = get("/v1/availability/SKU-1", Some(&tag)).await;
+    assert_eq!(status, StatusCode::OK);
+    let moved = moved.expect("an ETag");
+    assert_ne!(moved, tag);
+    // So does a channel policy, which changes no position's version.
+    let path = "/v1/availability/SKU-1?channel=web";
+    let (_, before, _, _) = get(path, None).await;
+    let before = before.expect("an ETag");
+    let (status, _) = server
+        .admin(
+            Method::PUT,
+            "/v1/policies",
+            Some(json!({"channel": "web", "location": "S2", "held_back": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, after, _, _) = get(path, Some(&before)).await;
+    assert_eq!(status, StatusCode::OK, "the web sees 2 units fewer at S2");
+    assert_ne!(after.as_deref(), Some(before.as_str()));
+
+    // A write's answer is private too.
+    let response = server
+        .http
+        .post(format!("{}/v1/reservations", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"channel": "web", "ttl_seconds": 60,
+            "lines": [{"sku": "SKU-1", "location": "S1", "qty": 1}]}))
+        .send()
+        .await
+        .expect("reserve");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response
+            .headers()
+            .get("cache-control")
+            .map(|v| v.as_bytes()),
+        Some(&b"private, no-store"[..])
+    );
+}

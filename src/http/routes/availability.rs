@@ -53,7 +53,7 @@ fn channel(param: Option<&String>) -> ApiResult<Option<crate::ledger::Channel>> 
 /// Availability of one SKU at every location stocking it, at listed locations, or in a group.
 #[utoipa::path(get, path = "/v1/availability/{sku}", tag = "availability",
     params(("sku" = crate::http::openapi::Sku, Path), AvailabilityParams),
-    responses((status = 200, body = AvailabilityJson), (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
+    responses((status = 200, body = AvailabilityJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn sku_availability(
     State(state): State<Arc<AppState>>,
@@ -117,7 +117,7 @@ fn readable_location(caller: &Caller, location: &str) -> ApiResult<crate::ledger
 /// One position.
 #[utoipa::path(get, path = "/v1/stock/{location}/{sku}", tag = "availability",
     params(("location" = crate::http::openapi::LocationCode, Path), ("sku" = crate::http::openapi::Sku, Path), ChannelParam),
-    responses((status = 200, body = PositionJson), (status = 404, description = "unknown location")),
+    responses((status = 200, body = PositionJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 404, description = "unknown location")),
     security(("bearer" = [])))]
 pub async fn position(
     State(state): State<Arc<AppState>>,
@@ -215,7 +215,7 @@ pub struct NearbyParams {
 
 /// Stores near a point that can supply a quantity, nearest first (BOPIS "find in store").
 #[utoipa::path(get, path = "/v1/nearby", tag = "availability", params(NearbyParams),
-    responses((status = 200, body = NearbyJson), (status = 422, description = "invalid parameters")), security(("bearer" = [])))]
+    responses((status = 200, body = NearbyJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 422, description = "invalid parameters")), security(("bearer" = [])))]
 pub async fn nearby(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -244,7 +244,8 @@ pub struct JournalParams {
 
 /// The movement journal from a sequence on, optionally for one SKU and/or location.
 #[utoipa::path(get, path = "/v1/journal", tag = "admin", params(JournalParams), responses((status = 200, body = JournalJson),
-        (status = 409, description = "`since` is ahead of the journal (`cursor_ahead`): never handed out by this server, or by a run before its restart")), security(("bearer" = [])))]
+        (status = 409, description = "`since` is ahead of the journal (`cursor_ahead`): never handed out by this server, or by a run before its restart"),
+        (status = 422, description = "invalid parameters; or a `cursor` sent to a single node, which takes `since` (`invalid_cursor`)")), security(("bearer" = [])))]
 pub async fn journal(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -40,23 +40,29 @@ const PUBLISH_ATTEMPTS: usize = 3;
 
 /// The front: one handler for every path.
 pub fn router(node: Arc<ClusterNode>) -> Router {
-    Router::new()
-        .fallback(front)
-        .layer(axum::middleware::from_fn(
-            crate::http::conditional::conditional,
-        ))
-        .with_state(node)
+    Router::new().fallback(front).with_state(node)
 }
 
 async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Response {
+    let api = request.uri().path().starts_with("/v1/");
+    let mut response = route(&node, request).await;
+    if api {
+        // As a node's own answers are (a forwarded one is already).
+        crate::http::track::private_unless_said(&mut response);
+    }
+    response
+}
+
+/// Where the request goes, and its answer.
+async fn route(node: &Arc<ClusterNode>, request: Request) -> Response {
     let (method, uri) = (request.method(), request.uri());
     let known = by_path(node.partitions(), method, uri.path(), uri.query());
     let known = share_of_read(known.as_ref(), request.headers(), node.partitions()).or(known);
     if known == Some(Target::Spread(Spread::Import)) {
         // Streamed: an import is unbounded, never read whole.
-        return super::import::import(&node, request).await;
+        return super::import::import(node, request).await;
     }
-    let envelope = match read(&node, request).await {
+    let envelope = match read(node, request).await {
         Ok(envelope) => envelope,
         Err(problem) => return problem.into_response(),
     };
@@ -66,15 +72,15 @@ async fn front(State(node): State<Arc<ClusterNode>>, request: Request) -> Respon
     });
     match destination {
         Target::Node => call(&node.node_app, &envelope).await,
-        Target::Ready => super::status::readyz(&node),
-        Target::ClusterStatus => super::status::cluster(&node, &envelope).await,
-        Target::SharedCatalog => shared_change(&node, SharedRecord::Catalog, &envelope).await,
-        Target::SharedKeys => shared_change(&node, SharedRecord::Keys, &envelope).await,
-        Target::Partition(partition) => to_partition(&node, partition, &envelope).await,
-        Target::Spread(spread) => spread_over_partitions(node, spread, &envelope).await,
-        Target::Cart(home) => super::cart_ops::operate(&node, home, &envelope).await,
+        Target::Ready => super::status::readyz(node),
+        Target::ClusterStatus => super::status::cluster(node, &envelope).await,
+        Target::SharedCatalog => shared_change(node, SharedRecord::Catalog, &envelope).await,
+        Target::SharedKeys => shared_change(node, SharedRecord::Keys, &envelope).await,
+        Target::Partition(partition) => to_partition(node, partition, &envelope).await,
+        Target::Spread(spread) => spread_over_partitions(node.clone(), spread, &envelope).await,
+        Target::Cart(home) => super::cart_ops::operate(node, home, &envelope).await,
         Target::CrossPartition(detail) => {
-            match super::status::authenticate(&node, &envelope.headers) {
+            match super::status::authenticate(node, &envelope.headers) {
                 Ok(_) => ApiError::new(Code::CrossPartitionNotSupported, detail).into_response(),
                 Err(unauthorized) => unauthorized.into_response(),
             }

@@ -123,13 +123,20 @@ pub struct JsonResponse<T>(pub T);
 /// Room for a typical single-reservation or position body.
 const JSON_RESPONSE_CAPACITY_BYTES: usize = 512;
 
+/// `value` as JSON, in one buffer sized for a typical answer up front.
+pub fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::with_capacity(JSON_RESPONSE_CAPACITY_BYTES);
+    serde_json::to_writer(&mut body, value)
+        .map_err(|error| ApiError::new(Code::Internal, format!("rendering JSON: {error}")))?;
+    Ok(body)
+}
+
 impl<T: Serialize> IntoResponse for JsonResponse<T> {
     fn into_response(self) -> Response {
-        let mut body = Vec::with_capacity(JSON_RESPONSE_CAPACITY_BYTES);
-        if let Err(error) = serde_json::to_writer(&mut body, &self.0) {
-            return ApiError::new(Code::Internal, format!("rendering JSON: {error}"))
-                .into_response();
-        }
+        let body = match json_bytes(&self.0) {
+            Ok(body) => body,
+            Err(problem) => return problem.into_response(),
+        };
         let mut response = Response::new(axum::body::Body::from(body));
         response.headers_mut().insert(
             CONTENT_TYPE,

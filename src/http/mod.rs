@@ -19,7 +19,7 @@ pub mod rate_limit;
 pub mod request_metrics;
 pub(crate) mod routes;
 mod timestamps;
-mod track;
+pub(crate) mod track;
 
 use std::sync::Arc;
 
@@ -158,7 +158,6 @@ pub fn app(state: Arc<AppState>) -> Router {
     // No `DefaultBodyLimit` layer: `body::ApiBody` applies the body limit
     // where a body is read (one layer less around every route).
     routes::router()
-        .layer(axum::middleware::from_fn(conditional::conditional))
         .layer(track::TrackLayer {
             state: Arc::clone(&state),
         })

@@ -347,6 +347,18 @@ pub struct IdempotencyKeyHeader {
     pub idempotency_key: Option<String>,
 }
 
+/// The `If-None-Match` header the availability reads document
+/// (`params(crate::http::openapi::IfNoneMatchHeader)`); read by
+/// [`super::conditional::IfNoneMatch`].
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfNoneMatchHeader {
+    /// The `ETag` of an answer the client has: while the answer is the
+    /// same, 304 with no body.
+    #[param(rename = "If-None-Match", nullable = false)]
+    pub if_none_match: Option<String>,
+}
+
 /// `/healthz`: the process answers.
 #[derive(Serialize, ToSchema)]
 pub struct Health {

@@ -1,6 +1,7 @@
 //! The one middleware around every route: request metrics (count and latency
 //! by route, method and status) around one gate: nothing under `/v1` is
-//! served until the engine has loaded its state (503 `not_ready`).
+//! served until the engine has loaded its state (503 `not_ready`). A `/v1`
+//! answer that sets no `Cache-Control` leaves as `private, no-store`.
 //! Durability is not decided here: every engine write returns once it is
 //! as durable as the mode promises, and its handler renders `not_durable`.
 //!
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -62,6 +63,8 @@ pub struct Measure {
     started: Instant,
     route: Option<MatchedPath>,
     method: Method,
+    /// Under `/v1`: the answer is private unless it says otherwise.
+    api: bool,
 }
 
 impl Measure {
@@ -78,7 +81,10 @@ impl Measure {
 
     /// Records a response whose body is in memory now; wraps a streamed one
     /// to record when its body ends (or is dropped: the client went away).
-    fn finish(self, response: Response) -> Response {
+    fn finish(self, mut response: Response) -> Response {
+        if self.api {
+            private_unless_said(&mut response);
+        }
         let status = response.status().as_u16();
         if let Some(bytes) = response.body().size_hint().exact() {
             self.record(status, bytes);
@@ -92,6 +98,17 @@ impl Measure {
                 bytes: 0,
             })
         })
+    }
+}
+
+/// `Cache-Control: private, no-store` on an API answer that sets none:
+/// what a secret key reads must not sit in a shared cache.
+pub(crate) fn private_unless_said(response: &mut Response) {
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
     }
 }
 
@@ -167,13 +184,14 @@ where
     }
 
     fn call(&mut self, request: Request) -> TrackFuture<S::Future> {
+        let api = request.uri().path().starts_with("/v1/");
         let measure = Measure {
             state: Arc::clone(&self.state),
             started: Instant::now(),
             route: request.extensions().get::<MatchedPath>().cloned(),
             method: request.method().clone(),
+            api,
         };
-        let api = request.uri().path().starts_with("/v1/");
         if api && !self.state.engine.is_ready() {
             let response = ApiError::new(
                 Code::NotReady,

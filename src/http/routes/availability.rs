@@ -10,13 +10,14 @@ use utoipa::IntoParams;
 
 use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
+use crate::http::conditional::{IfNoneMatch, TaggedJson};
 use crate::http::dto::{
     self, AvailabilityJson, BatchAvailabilityBody, BatchAvailabilityJson, BatchResult, NearbyJson,
     NearbyStoreJson, PositionJson,
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
-use crate::http::json::{self, ApiJson, ApiPath, ApiQuery, JsonResponse};
+use crate::http::json::{self, ApiJson, ApiPath, ApiQuery};
 use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -52,7 +53,7 @@ fn channel(param: Option<&String>) -> ApiResult<Option<crate::ledger::Channel>> 
 
 /// Availability of one SKU at every location stocking it, at listed locations, or in a group.
 #[utoipa::path(get, path = "/v1/availability/{sku}", tag = "availability",
-    params(("sku" = crate::http::openapi::Sku, Path), AvailabilityParams),
+    params(("sku" = crate::http::openapi::Sku, Path), AvailabilityParams, crate::http::openapi::IfNoneMatchHeader),
     responses((status = 200, body = AvailabilityJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
     security(("bearer" = [])))]
 pub async fn sku_availability(
@@ -60,7 +61,8 @@ pub async fn sku_availability(
     caller: Caller,
     ApiPath(sku): ApiPath<String>,
     ApiQuery(params): ApiQuery<AvailabilityParams>,
-) -> ApiResult<Json<AvailabilityJson>> {
+    if_none_match: IfNoneMatch,
+) -> ApiResult<TaggedJson<AvailabilityJson>> {
     caller.require(Scope::Read)?;
     let sku = json::sku("sku", &sku)?;
     let coverage = match (&params.locations, &params.group) {
@@ -94,7 +96,7 @@ pub async fn sku_availability(
     let view = state
         .ledger()
         .availability(&sku, &coverage, channel, state.engine.now())?;
-    Ok(Json(AvailabilityJson::from(&view)))
+    Ok(TaggedJson(if_none_match, AvailabilityJson::from(&view)))
 }
 
 /// The location of a position read: any with `read`; without it, where
@@ -116,7 +118,7 @@ fn readable_location(caller: &Caller, location: &str) -> ApiResult<crate::ledger
 
 /// One position.
 #[utoipa::path(get, path = "/v1/stock/{location}/{sku}", tag = "availability",
-    params(("location" = crate::http::openapi::LocationCode, Path), ("sku" = crate::http::openapi::Sku, Path), ChannelParam),
+    params(("location" = crate::http::openapi::LocationCode, Path), ("sku" = crate::http::openapi::Sku, Path), ChannelParam, crate::http::openapi::IfNoneMatchHeader),
     responses((status = 200, body = PositionJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 404, description = "unknown location")),
     security(("bearer" = [])))]
 pub async fn position(
@@ -124,7 +126,8 @@ pub async fn position(
     caller: Caller,
     ApiPath((location, sku)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<ChannelParam>,
-) -> ApiResult<JsonResponse<PositionJson>> {
+    if_none_match: IfNoneMatch,
+) -> ApiResult<TaggedJson<PositionJson>> {
     let location = readable_location(&caller, &location)?;
     let view = state.ledger().position(
         &json::sku("sku", &sku)?,
@@ -132,7 +135,7 @@ pub async fn position(
         channel(params.channel.as_ref())?,
         state.engine.now(),
     )?;
-    Ok(JsonResponse(PositionJson::from(&view)))
+    Ok(TaggedJson(if_none_match, PositionJson::from(&view)))
 }
 
 /// Many positions in one request; each item answers on its own.
@@ -214,13 +217,14 @@ pub struct NearbyParams {
 }
 
 /// Stores near a point that can supply a quantity, nearest first (BOPIS "find in store").
-#[utoipa::path(get, path = "/v1/nearby", tag = "availability", params(NearbyParams),
+#[utoipa::path(get, path = "/v1/nearby", tag = "availability", params(NearbyParams, crate::http::openapi::IfNoneMatchHeader),
     responses((status = 200, body = NearbyJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 422, description = "invalid parameters")), security(("bearer" = [])))]
 pub async fn nearby(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiQuery(params): ApiQuery<NearbyParams>,
-) -> ApiResult<Json<NearbyJson>> {
+    if_none_match: IfNoneMatch,
+) -> ApiResult<TaggedJson<NearbyJson>> {
     caller.require(Scope::Read)?;
     let sku = json::sku("sku", &params.sku)?;
     let point = GeoPoint::new(params.lat, params.lon).ok_or_else(|| {
@@ -260,8 +264,9 @@ pub async fn nearby(
         limit,
     };
     let stores = state.ledger().nearby(&query);
-    Ok(Json(NearbyJson {
+    let answer = NearbyJson {
         sku: sku.to_string(),
         stores: stores.iter().map(NearbyStoreJson::from).collect(),
-    }))
+    };
+    Ok(TaggedJson(if_none_match, answer))
 }

@@ -94,6 +94,15 @@ impl DescribeExtractor for IdempotencyHeader {
     }
 }
 
+impl DescribeExtractor for crate::http::conditional::IfNoneMatch {
+    fn describe() -> Option<Extracted> {
+        Some(Extracted::Header {
+            name: "If-None-Match",
+            required: false,
+        })
+    }
+}
+
 impl DescribeExtractor for HeaderMap {
     fn describe() -> Option<Extracted> {
         Some(Extracted::HeaderMap)

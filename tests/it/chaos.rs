@@ -569,13 +569,7 @@ async fn feed_poller(world: Arc<World>, seed: u64) {
                 continue;
             };
             let status = response.status();
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
+            let header = |name: &str| crate::support::header(&response, name);
             let next = header("x-next-cursor");
             let snapshot = header("x-feed-snapshot");
             let Ok(text) = response.text().await else {

@@ -73,6 +73,17 @@ async fn reserve(nodes: &Nodes, via: usize, body: &Value, key: &str) -> (StatusC
     .await
 }
 
+/// The state of reservation `reservation` (an answer with its `id`), read
+/// through node 0.
+async fn state_of(nodes: &Nodes, reservation: &Value) -> Value {
+    let id = reservation["id"].as_str().expect("id");
+    let (status, read) = nodes
+        .call(0, Method::GET, &format!("/v1/reservations/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    read["state"].clone()
+}
+
 /// Each SKU's units available to the web, through node 0.
 async fn available(nodes: &Nodes, skus: &[String]) -> Vec<u64> {
     let mut units = Vec::new();
@@ -462,15 +473,7 @@ async fn the_parts_of_a_stopped_or_aborted_attempt_are_undone() {
     }
     let undone_after = stopped_at.elapsed();
     println!("the stopped coordinator's part was released after {undone_after:?}");
-    let (_, part_now) = nodes
-        .call(
-            0,
-            Method::GET,
-            &format!("/v1/reservations/{}", placed["id"].as_str().expect("id")),
-            None,
-        )
-        .await;
-    assert_eq!(part_now["state"], json!("released"), "{part_now}");
+    assert_eq!(state_of(&nodes, &placed).await, json!("released"));
 
     // The retry now runs the next attempt: granted, one cart.
     let (status, held) = reserve(&nodes, 1, &request, "stopped-cart").await;
@@ -512,15 +515,7 @@ async fn the_parts_of_a_stopped_or_aborted_attempt_are_undone() {
     let (status, held) = reserve(&nodes, 1, &request, "aborted-cart").await;
     assert_eq!(status, StatusCode::CREATED, "{held}");
     assert_eq!(available(&nodes, &skus).await, [0, 0]);
-    let (_, part_now) = nodes
-        .call(
-            0,
-            Method::GET,
-            &format!("/v1/reservations/{}", placed["id"].as_str().expect("id")),
-            None,
-        )
-        .await;
-    assert_eq!(part_now["state"], json!("released"), "{part_now}");
+    assert_eq!(state_of(&nodes, &placed).await, json!("released"));
 }
 
 /// A cart's record started by hand, as the coordinator starts it for the

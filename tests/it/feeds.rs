@@ -1024,13 +1024,7 @@ async fn cursors_this_server_cannot_answer_get_everything_and_the_reason() {
             .send()
             .await
             .expect("feed");
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| crate::support::header(&response, name);
         assert_eq!(
             (header("x-feed-snapshot"), header("x-feed-snapshot-reason")),
             (Some("full".into()), Some(reason.into())),

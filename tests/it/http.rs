@@ -1648,13 +1648,7 @@ async fn availability_reads_are_tagged_and_answered_304_while_unchanged() {
             request = request.header("if-none-match", tag);
         }
         let response = request.send().await.expect("read");
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| crate::support::header(&response, name);
         let (status, tag, cache) = (response.status(), header("etag"), header("cache-control"));
         let body = response.bytes().await.expect("body");
         (status, tag, cache, body)

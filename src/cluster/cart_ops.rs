@@ -16,7 +16,7 @@ use super::ClusterNode;
 use super::carts::json_answer;
 use super::dispatch::{call, to_partition};
 use super::forward::Envelope;
-use super::spread::{PartAnswer, answer};
+use super::spread::{PartAnswer, answer, ask_each};
 use crate::http::dto::{self, CommitBody, ExtendBody};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
@@ -117,7 +117,7 @@ pub async fn operate(node: &ClusterNode, home: PartitionId, envelope: &Envelope)
             .map(|part| (part.0, share(envelope, part.1, op, envelope.body.clone())))
             .collect(),
     };
-    let answers = send(node, shares).await;
+    let answers = ask_each(node, &shares).await;
     if op == Some("extend") && answers.iter().all(Result::is_ok) {
         retain(node, home, id, &envelope.body).await;
     }
@@ -204,7 +204,7 @@ async fn commit(
             let same = parts
                 .iter()
                 .map(|p| on_part(p, "commit", envelope.body.clone()));
-            return together(id, send(node, same.collect()).await);
+            return together(id, ask_each(node, &same.collect::<Vec<_>>()).await);
         }
         Err(problem) => return problem,
     };
@@ -216,12 +216,12 @@ async fn commit(
         let body = serde_json::json!({ "lines": lines }).to_string();
         on_part(part, "commit", Bytes::from(body))
     });
-    let mut answers = send(node, commits.collect()).await;
+    let mut answers = ask_each(node, &commits.collect::<Vec<_>>()).await;
     if answers.iter().all(Result::is_ok) {
         let releases = releasing
             .iter()
             .map(|(part, _)| on_part(part, "release", Bytes::new()));
-        answers.extend(send(node, releases.collect()).await);
+        answers.extend(ask_each(node, &releases.collect::<Vec<_>>()).await);
     }
     together(id, answers)
 }
@@ -243,7 +243,7 @@ async fn listed_lines(
     };
     let max_lines = node.shared.engine().ledger().config().max_lines_per_request;
     let checked = dto::lines(&lines, max_lines).map_err(IntoResponse::into_response)?;
-    let reads = parts
+    let reads: Vec<(PartitionId, Envelope)> = parts
         .iter()
         .map(|part| {
             let read = Envelope {
@@ -254,7 +254,7 @@ async fn listed_lines(
         })
         .collect();
     let mut held: Vec<Value> = Vec::with_capacity(parts.len());
-    for read in send(node, reads).await {
+    for read in ask_each(node, &reads).await {
         held.push(read.map_err(|problem| problem.to_response())?);
     }
     let mut own: Vec<Vec<Value>> = vec![Vec::new(); parts.len()];
@@ -275,16 +275,6 @@ async fn listed_lines(
         own[at].push(serde_json::json!(body));
     }
     Ok(Some(own))
-}
-
-/// Sends each request to its partition, all at once; the answers in order.
-async fn send(node: &ClusterNode, shares: Vec<(PartitionId, Envelope)>) -> Vec<PartAnswer> {
-    join_all(
-        shares
-            .iter()
-            .map(|(partition, share)| answer(to_partition(node, *partition, share))),
-    )
-    .await
 }
 
 /// A transfer moves a line of one SKU: on the part in that SKU's

@@ -10,15 +10,13 @@
 use axum::body::Bytes;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::join_all;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::ClusterNode;
 use super::carts::{Attempt, Cart, commit_key, forget_parts, json_answer, record};
-use super::dispatch::to_partition;
 use super::forward::Envelope;
-use super::spread::answer;
+use super::spread::ask_each;
 use crate::store::cluster_carts::CartState;
 use omnistock_cluster::PartitionId;
 
@@ -46,10 +44,7 @@ pub(super) async fn finish(
             Some((node.partitions().get(*p)?, share))
         })
         .collect();
-    let committing = commits
-        .iter()
-        .map(|(p, e)| answer(to_partition(node, *p, e)));
-    for committed in join_all(committing).await {
+    for committed in ask_each(node, &commits).await {
         if let Err(problem) = committed {
             // A retry with the same key commits the rest.
             return problem.to_response();
@@ -101,9 +96,8 @@ async fn positions(
             Some((node.partitions().of(sku), read))
         })
         .collect();
-    let reading = reads.iter().map(|(p, e)| answer(to_partition(node, *p, e)));
     let mut positions = Vec::with_capacity(reads.len());
-    for read in join_all(reading).await {
+    for read in ask_each(node, &reads).await {
         match read {
             Ok(position) => positions.push(position),
             Err(problem) => return Err(problem.to_response()),

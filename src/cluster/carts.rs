@@ -35,9 +35,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::ClusterNode;
-use super::dispatch::{call, to_partition};
+use super::dispatch::call;
 use super::forward::Envelope;
-use super::spread::{PartAnswer, answer};
+use super::spread::{PartAnswer, ask_each};
 use crate::engine::Scope;
 use crate::http::auth::Caller;
 use crate::http::dto::{self, ReserveBody, SaleBody};
@@ -375,11 +375,12 @@ async fn place_parts(
     cart: &Cart,
     at: Attempt,
 ) -> Vec<PartAnswer> {
-    let placing = cart.parts.iter().map(|part| {
-        let share = part_request(envelope, cart, part, at);
-        async move { answer(to_partition(node, part.partition, &share)).await }
-    });
-    join_all(placing).await
+    let shares: Vec<(PartitionId, Envelope)> = cart
+        .parts
+        .iter()
+        .map(|part| (part.partition, part_request(envelope, cart, part, at)))
+        .collect();
+    ask_each(node, &shares).await
 }
 
 /// Records `decision` (the record's new state, status and answer; `None`:

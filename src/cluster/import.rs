@@ -2,8 +2,8 @@
 //! it arrives with the single node's row readers (NDJSON or CSV), each row
 //! goes to its SKU's partition in batches (NDJSON imports of that
 //! partition's rows; partitions at once, a partition's batches in order),
-//! and the report is the single node's: every row counted, each failed row listed with its number in
-//! the body. A batch whose partition cannot take it (a node failed, the
+//! and the report is the single node's: every row counted, each failed
+//! row listed with its number in the body. A batch whose partition cannot take it (a node failed, the
 //! partition is moving) fails each of its rows with that problem; counts
 //! are absolute, so running the import again converges (with `as_of`, a
 //! count older than the one applied is refused, never applied twice).
@@ -143,17 +143,7 @@ async fn send(
 ) {
     // A partition lists every failed row of a batch no larger than that.
     let batch_rows = ROWS_PER_BATCH.min(report.max_errors.max(1));
-    let batches = batches(node, template, rows, batch_rows);
-    let mut lanes: Vec<Vec<&Batch>> = Vec::new();
-    for batch in &batches {
-        match lanes
-            .iter_mut()
-            .find(|lane| lane[0].partition == batch.partition)
-        {
-            Some(lane) => lane.push(batch),
-            None => lanes.push(vec![batch]),
-        }
-    }
+    let lanes = lanes(node, template, rows, batch_rows);
     let sending = lanes.iter().map(|lane| async move {
         let mut answers = Vec::with_capacity(lane.len());
         for batch in lane {
@@ -189,47 +179,53 @@ async fn send(
     }
 }
 
-/// `rows` grouped by partition into NDJSON imports of at most
-/// `batch_rows` rows.
-fn batches(
+/// `rows` grouped by partition, in the body's order, each partition's cut
+/// into NDJSON imports of at most `batch_rows` rows: one lane of batches
+/// per partition.
+fn lanes(
     node: &ClusterNode,
     template: &Envelope,
     rows: Vec<(u64, ImportRow)>,
     batch_rows: usize,
-) -> Vec<Batch> {
+) -> Vec<Vec<Batch>> {
     let mut by_partition: Vec<(PartitionId, Vec<(u64, ImportRow)>)> = Vec::new();
     for (number, row) in rows {
         let partition = node.partitions().of(&row.sku);
-        let open = by_partition
-            .iter_mut()
-            .find(|(p, rows)| *p == partition && rows.len() < batch_rows);
-        match open {
+        match by_partition.iter_mut().find(|(p, _)| *p == partition) {
             Some((_, rows)) => rows.push((number, row)),
             None => by_partition.push((partition, vec![(number, row)])),
         }
     }
     by_partition
-        .into_iter()
+        .iter()
         .map(|(partition, rows)| {
-            let mut body = Vec::new();
-            for (_, row) in &rows {
-                // A row read from the body is always valid JSON again.
-                if serde_json::to_writer(&mut body, row).is_ok() {
-                    body.push(b'\n');
-                }
-            }
-            let mut envelope = Envelope {
-                body: Bytes::from(body),
-                ..template.clone()
-            };
-            let ndjson = header::HeaderValue::from_static("application/x-ndjson");
-            envelope.headers.insert(header::CONTENT_TYPE, ndjson);
-            envelope.headers.remove(header::CONTENT_LENGTH);
-            Batch {
-                partition,
-                numbers: rows.into_iter().map(|(n, _)| n).collect(),
-                envelope,
-            }
+            let batches = rows.chunks(batch_rows.max(1));
+            batches
+                .map(|rows| batch(template, *partition, rows))
+                .collect()
         })
         .collect()
+}
+
+/// One partition's NDJSON import of `rows`.
+fn batch(template: &Envelope, partition: PartitionId, rows: &[(u64, ImportRow)]) -> Batch {
+    let mut body = Vec::new();
+    for (_, row) in rows {
+        // A row read from the body is always valid JSON again.
+        if serde_json::to_writer(&mut body, row).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    let mut envelope = Envelope {
+        body: Bytes::from(body),
+        ..template.clone()
+    };
+    let ndjson = header::HeaderValue::from_static("application/x-ndjson");
+    envelope.headers.insert(header::CONTENT_TYPE, ndjson);
+    envelope.headers.remove(header::CONTENT_LENGTH);
+    Batch {
+        partition,
+        numbers: rows.iter().map(|(n, _)| *n).collect(),
+        envelope,
+    }
 }

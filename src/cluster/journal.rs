@@ -12,13 +12,11 @@ use std::collections::VecDeque;
 use axum::body::Bytes;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
-use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::ClusterNode;
-use super::dispatch::to_partition;
 use super::forward::Envelope;
-use super::spread::answer;
+use super::spread::ask_each;
 use crate::cursor::{ClusterCursor, Cursor};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
@@ -60,30 +58,28 @@ pub async fn journal(node: &ClusterNode, envelope: &Envelope) -> Response {
         }
     };
     let others: Vec<&(String, String)> = query.iter().filter(|(n, _)| n != "cursor").collect();
-    let reads: Vec<Envelope> = from
+    let reads: Vec<(PartitionId, Envelope)> = partitions
         .iter()
-        .map(|since| {
+        .zip(&from)
+        .map(|(partition, since)| {
             let mut params = form_urlencoded::Serializer::new(String::new());
             params.extend_pairs(others.iter().map(|(n, v)| (n, v)));
             if let Some(since) = since {
                 params.append_pair("since", &since.to_string());
             }
             let uri = format!("/v1/journal?{}", params.finish());
-            Envelope {
+            let read = Envelope {
                 uri: uri
                     .parse()
                     .unwrap_or_else(|_| Uri::from_static("/v1/journal")),
                 body: Bytes::new(),
                 ..envelope.clone()
-            }
+            };
+            (*partition, read)
         })
         .collect();
-    let reading = partitions
-        .iter()
-        .zip(&reads)
-        .map(|(p, e)| answer(to_partition(node, *p, e)));
     let mut pages = Vec::with_capacity(partitions.len());
-    for page in join_all(reading).await {
+    for page in ask_each(node, &reads).await {
         match page {
             Ok(page) => pages.push(page),
             Err(problem) => return problem.to_response(),

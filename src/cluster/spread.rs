@@ -177,11 +177,24 @@ async fn run(
             }
         })
         .collect();
-    let calls = parts
+    let shares: Vec<(PartitionId, Envelope)> = parts
         .iter()
-        .zip(&envelopes)
-        .map(|(part, envelope)| answer(to_partition(node, part.partition, envelope)));
-    join_all(calls).await
+        .map(|part| part.partition)
+        .zip(envelopes)
+        .collect();
+    ask_each(node, &shares).await
+}
+
+/// Sends each request to its partition, all at once; the answers, each
+/// read whole, in order.
+pub(super) async fn ask_each(
+    node: &ClusterNode,
+    shares: &[(PartitionId, Envelope)],
+) -> Vec<PartAnswer> {
+    let asking = shares
+        .iter()
+        .map(|(partition, share)| answer(to_partition(node, *partition, share)));
+    join_all(asking).await
 }
 
 /// A partition's answer read whole.

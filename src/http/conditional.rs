@@ -58,16 +58,8 @@ impl<T: Serialize> IntoResponse for TaggedJson<T> {
 /// A strong tag: the answer's XXH3-128, in hex, quoted.
 fn entity_tag(bytes: &[u8]) -> HeaderValue {
     let hash = xxhash_rust::xxh3::xxh3_128(bytes);
-    let mut text = [0u8; 34];
-    text[0] = b'"';
-    text[33] = b'"';
-    for (i, byte) in hash.to_be_bytes().iter().enumerate() {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        text[1 + 2 * i] = HEX[usize::from(byte >> 4)];
-        text[2 + 2 * i] = HEX[usize::from(byte & 0xf)];
-    }
     // Quotes and hex digits: always a valid header value.
-    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("\"\""))
+    HeaderValue::from_str(&format!("\"{hash:032x}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
 /// Whether `If-None-Match` names `tag` (RFC 9110, 13.1.2: `*`, or a list

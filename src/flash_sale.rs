@@ -25,6 +25,7 @@ fn buyer_key() -> ApiKey {
         scopes: BTreeSet::from([crate::engine::Scope::Reserve]),
         locations: Vec::new(),
         max_held_units: None,
+        publishable: None,
     }
 }
 

@@ -128,14 +128,36 @@ async fn spread_over_partitions(
 /// same reader, and so the same 413 and 408, as every handler's).
 async fn read(node: &ClusterNode, request: Request) -> Result<Envelope, ApiError> {
     let limits = &node.node_state.limits;
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let body = read_body(body, limits.max_body_bytes, limits.body_read_timeout_ms).await?;
+    name_the_client(&mut parts);
     Ok(Envelope {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
         body,
     })
+}
+
+/// A request from a client (not from another node) carries, wherever it
+/// is served, the `Host` it was sent to and the client's address (the
+/// engine that serves it sees neither: it gets the request from this node).
+/// Whatever a client sent in these headers is replaced.
+fn name_the_client(parts: &mut axum::http::request::Parts) {
+    use crate::http::publishable::{ClientAddr, FORWARDED_CLIENT, FORWARDED_HOST};
+    if parts.headers.contains_key(super::forward::FORWARDED_BY) {
+        return;
+    }
+    parts.headers.remove(FORWARDED_HOST);
+    parts.headers.remove(FORWARDED_CLIENT);
+    if let Some(host) = parts.headers.get(axum::http::header::HOST).cloned() {
+        parts.headers.insert(FORWARDED_HOST, host);
+    }
+    if let Some(ClientAddr(address)) = parts.extensions.get::<ClientAddr>().copied()
+        && let Ok(value) = axum::http::HeaderValue::from_str(&address.to_string())
+    {
+        parts.headers.insert(FORWARDED_CLIENT, value);
+    }
 }
 
 /// Runs `envelope` through one of this node's APIs.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
 use super::error_codes::Code;
+use super::publishable;
 pub use crate::engine::keys::{ApiKey, KeyStore, Scope};
 use crate::ledger::{Acting, LocationCode};
 
@@ -97,6 +97,47 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Admits an authenticated secret key: not from another site's page,
+    /// and within its rate.
+    pub(crate) async fn admit(
+        parts: &Parts,
+        state: &AppState,
+        key: Arc<ApiKey>,
+    ) -> Result<Caller, ApiError> {
+        publishable::refuse_secret_from_page(parts)?;
+        Caller::check_rate(state, &key).await?;
+        Ok(Caller(key))
+    }
+
+    /// Takes one request of the key's rate, or refuses it (after a delay).
+    pub(crate) async fn check_rate(state: &AppState, key: &ApiKey) -> Result<(), ApiError> {
+        let Err(retry_after_s) = state.rate_limiter.check(&key.id, Instant::now) else {
+            return Ok(());
+        };
+        // Tarpit: a flooding client on keep-alive connections can only
+        // send as fast as these answers come back, so its refused
+        // requests stop competing with other keys' for the CPU.
+        // Jittered (half to all of the delay) so a flood's connections
+        // do not wake, and come back, in lockstep bursts.
+        let delay_ms = state
+            .limits
+            .rate_limited_delay_ms
+            .min(retry_after_s.saturating_mul(1_000));
+        if delay_ms > 0 {
+            let jitter_ms = u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos()),
+            ) % (delay_ms / 2 + 1);
+            tokio::time::sleep(Duration::from_millis(delay_ms / 2 + jitter_ms)).await;
+        }
+        Err(ApiError::rate_limited(retry_after_s))
+    }
+}
+
+/// A secret key's caller. A publishable key is refused here (it reads only
+/// through a [`publishable::Reader`]), and so is a secret key in the URL.
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -104,37 +145,24 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let secret = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthorized)?;
-        let key = state
-            .engine
-            .keys()
-            .authenticate(secret.trim())
-            .ok_or_else(ApiError::unauthorized)?;
-        if let Err(retry_after_s) = state.rate_limiter.check(&key.id, Instant::now) {
-            // Tarpit: a flooding client on keep-alive connections can only
-            // send as fast as these answers come back, so its refused
-            // requests stop competing with other keys' for the CPU.
-            // Jittered (half to all of the delay) so a flood's connections
-            // do not wake, and come back, in lockstep bursts.
-            let delay_ms = state
-                .limits
-                .rate_limited_delay_ms
-                .min(retry_after_s.saturating_mul(1_000));
-            if delay_ms > 0 {
-                let jitter_ms = u64::from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos()),
-                ) % (delay_ms / 2 + 1);
-                tokio::time::sleep(Duration::from_millis(delay_ms / 2 + jitter_ms)).await;
-            }
-            return Err(ApiError::rate_limited(retry_after_s));
+        let keys = state.engine.keys();
+        if let Some(in_url) = publishable::key_param(parts.uri.query())
+            && keys
+                .authenticate(&in_url)
+                .is_some_and(|k| k.publishable.is_none())
+        {
+            return Err(publishable::key_in_url());
         }
-        Ok(Caller(key))
+        let secret = publishable::bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let key = keys
+            .authenticate(secret)
+            .ok_or_else(ApiError::unauthorized)?;
+        if key.publishable.is_some() {
+            return Err(ApiError::new(
+                Code::PublishableKeyNotAllowed,
+                "a publishable key reads availability, nearby stores and the live stream only",
+            ));
+        }
+        Caller::admit(parts, state, key).await
     }
 }

@@ -516,14 +516,65 @@ pub struct PolicyBody {
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
     pub name: String,
+    /// `secret` (default): a server's key, with scopes. `publishable`: a
+    /// key for web pages, bound to a `channel` and its `origins`, that
+    /// reads availability, nearby stores and the live stream only.
+    pub kind: Option<KeyKind>,
+    /// A secret key's scopes (at least one); none for a publishable key.
+    #[serde(default)]
     #[schema(value_type = Vec<super::auth::ScopeSchema>)]
     pub scopes: Vec<super::auth::Scope>,
+    /// Publishable: the channel whose availability (after its policy) the
+    /// key's pages see.
+    pub channel: Option<String>,
+    /// Publishable: the web origins (`https://shop.example`, lower case,
+    /// no path) whose pages may use the key; at most 50.
+    pub origins: Option<Vec<String>>,
+    /// Publishable: quantities shown `exact` (default), `banded` (only
+    /// in_stock / limited / out_of_stock), or at or below the threshold
+    /// only (`threshold`: "only 3 left").
+    pub quantities: Option<QuantitiesBody>,
+    /// Publishable: units at or below which stock is `limited` (default 5).
+    #[schema(maximum = 1000000)]
+    pub quantity_threshold: Option<u32>,
+    /// Publishable: the `Cache-Control` of the key's answers (default
+    /// `no-cache`: shared caches revalidate by `ETag`), e.g.
+    /// `public, max-age=1, stale-while-revalidate=5`.
+    pub cache_control: Option<String>,
     /// Required for `pos` keys: the stores the key may act on.
     pub locations: Option<Vec<String>>,
     /// Most units this key may hold at once across its held reservations
     /// (anti-hoarding; 0: no cap). Default: the server's
     /// `--max-held-units-per-key`.
     pub max_held_units: Option<u64>,
+}
+
+/// What a key is for.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    Secret,
+    Publishable,
+}
+
+/// How a publishable key's pages are shown quantities.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantitiesBody {
+    Exact,
+    Banded,
+    Threshold,
+}
+
+/// A publishable key's limits, as listed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PublishableJson {
+    pub channel: String,
+    pub origins: Vec<String>,
+    pub quantities: QuantitiesBody,
+    pub quantity_threshold: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -536,6 +587,10 @@ pub struct KeyJson {
     /// The key's own hold cap, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_held_units: Option<u64>,
+    pub kind: KeyKind,
+    /// A publishable key's channel, origins and quantity option.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishable: Option<PublishableJson>,
     /// The secret, shown only in the creation response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,

@@ -103,6 +103,20 @@ error_codes! {
         "the key lacks the scope the request needs, or a pos key acts at a location not its own (`location` names it)";
     RateLimited: "rate_limited", TOO_MANY_REQUESTS, "Too many requests",
         "the key is over its request rate; retry after Retry-After", retry_after 1;
+    AddressRateLimited: "address_rate_limited", TOO_MANY_REQUESTS, "Too many requests",
+        "a publishable key's requests from this client address are over the per-address rate; retry after Retry-After", retry_after 1;
+    KeyInUrl: "key_in_url", UNAUTHORIZED, "Secret key in a URL",
+        "a secret key was sent as the `key` query parameter; URLs end up in logs, histories and caches: send it as `Authorization: Bearer` (only publishable keys go in URLs)";
+    SecretKeyFromBrowser: "secret_key_from_browser", FORBIDDEN, "Secret key sent from a web page",
+        "a secret key came with the `Origin` of another site's page: anyone who opens the page can read it; give pages a publishable key";
+    PublishableKeyNotAllowed: "publishable_key_not_allowed", FORBIDDEN, "Publishable keys cannot do this",
+        "a publishable key reads availability, nearby stores and the live stream; everything else needs a secret key";
+    OriginNotAllowed: "origin_not_allowed", FORBIDDEN, "Origin not allowed for this key",
+        "the page's `Origin` is not one of the publishable key's origins";
+    ChannelNotAllowed: "channel_not_allowed", FORBIDDEN, "Channel not allowed for this key",
+        "a publishable key sees its own channel only; omit `channel` or name the key's";
+    TooManyStreams: "too_many_streams", TOO_MANY_REQUESTS, "Too many live streams",
+        "this publishable key, or this client address, has as many live streams open as it may; close one or retry after Retry-After", retry_after 5;
 
     // Routes.
     NoRoute: "no_route", NOT_FOUND, "Not found",
@@ -229,6 +243,12 @@ error_codes! {
         "a key needs at least one scope";
     PosNeedsLocations: "pos_needs_locations", UNPROCESSABLE_ENTITY, "Invalid request",
         "a pos key needs the locations it may act on";
+    InvalidPublishableKey: "invalid_publishable_key", UNPROCESSABLE_ENTITY, "Invalid request",
+        "a publishable key needs a `channel` and its `origins`, and holds no scopes, locations or hold cap; a secret key takes none of the publishable fields";
+    InvalidOrigin: "invalid_origin", UNPROCESSABLE_ENTITY, "Invalid request",
+        "an origin is not `http(s)://host[:port]` in lower case, without a path";
+    InvalidCacheControl: "invalid_cache_control", UNPROCESSABLE_ENTITY, "Invalid request",
+        "`cache_control` is not a header value of visible ASCII, at most 200 characters";
     TooManyKeys: "too_many_keys", UNPROCESSABLE_ENTITY, "Invalid request",
         "the server holds as many API keys as it may; revoke unused ones";
     KeyNotFound: "key_not_found", NOT_FOUND, "Not found",

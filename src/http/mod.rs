@@ -14,10 +14,13 @@ pub mod error;
 pub mod error_codes;
 pub mod json;
 pub mod openapi;
+pub mod page_json;
 pub mod probe;
+pub mod publishable;
 pub mod rate_limit;
 pub mod request_metrics;
 pub(crate) mod routes;
+pub mod stream_quota;
 mod timestamps;
 pub(crate) mod track;
 
@@ -56,6 +59,13 @@ pub struct HttpLimits {
     /// ignores Retry-After waits instead of re-sending at once. Each waiting
     /// request holds its connection, so `--max-connections` bounds them.
     pub rate_limited_delay_ms: u64,
+    /// A publishable key's requests per second from one client address
+    /// (burst: twice as many); 0: no limit.
+    pub rate_limit_per_address: u32,
+    /// Live streams one publishable key may hold open at once.
+    pub max_streams_per_key: usize,
+    /// Live streams of publishable keys one client address may hold open.
+    pub max_streams_per_address: usize,
 }
 
 impl Default for HttpLimits {
@@ -67,6 +77,9 @@ impl Default for HttpLimits {
             max_stream_subscribers: 10_000,
             body_read_timeout_ms: 10_000,
             rate_limited_delay_ms: 200,
+            rate_limit_per_address: 50,
+            max_streams_per_key: 5_000,
+            max_streams_per_address: 10,
         }
     }
 }
@@ -87,7 +100,41 @@ pub struct AppState {
     /// Ad feeds: at most this many units (after the ads policy) is
     /// `limited_availability`.
     pub feed_low_stock_threshold: u32,
+    /// What pages (publishable keys) are held to.
+    pub pages: Arc<Pages>,
 }
+
+/// Limits of publishable keys' readers, and whether the console offers
+/// the demo's flash sale.
+pub struct Pages {
+    /// Requests per publishable key and client address.
+    pub address_rate_limiter: RateLimiter,
+    /// Live streams per publishable key and per client address.
+    pub stream_quota: stream_quota::StreamQuota,
+    /// `serve --demo`: the console offers its flash-sale button.
+    pub demo: bool,
+}
+
+impl Pages {
+    pub fn new(limits: &HttpLimits, demo: bool) -> Pages {
+        Pages {
+            address_rate_limiter: RateLimiter::bounded(
+                limits.rate_limit_per_address,
+                limits.rate_limit_per_address.saturating_mul(2),
+                MAX_ADDRESS_BUCKETS,
+            ),
+            stream_quota: stream_quota::StreamQuota::new(
+                limits.max_streams_per_key,
+                limits.max_streams_per_address,
+            ),
+            demo,
+        }
+    }
+}
+
+/// Client addresses (with their key) whose request rate is tracked at
+/// once; beyond, idle ones are dropped first (see [`RateLimiter::bounded`]).
+const MAX_ADDRESS_BUCKETS: usize = 100_000;
 
 impl AppState {
     /// The ledger, for reads (writes go through the engine's operations).
@@ -107,6 +154,7 @@ impl AppState {
             stopping: self.stopping.clone(),
             stream_slots: Arc::clone(&self.stream_slots),
             feed_low_stock_threshold: self.feed_low_stock_threshold,
+            pages: Arc::clone(&self.pages),
         })
     }
 }

@@ -15,7 +15,9 @@ use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToSchema};
 use crate::ledger::MAX_ID_CHARS;
 
 use super::error_codes::Code;
-use super::routes::{admin, availability, feeds, reservations, stock, streams, system};
+use super::routes::{
+    admin, availability, feeds, keys, pages, reservations, stock, streams, system,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,9 +27,10 @@ use super::routes::{admin, availability, feeds, reservations, stock, streams, sy
         reservations::create, reservations::get, reservations::commit, reservations::release, reservations::extend, reservations::transfer,
         stock::count, stock::display, stock::sale, stock::return_units, stock::receipt, stock::incoming, stock::adjustment, stock::movement_batch, stock::import,
         admin::put_location, admin::list_locations, admin::put_group, admin::put_policy,
-        admin::create_key, admin::list_keys, admin::revoke_key, admin::journal, admin::audit, admin::cluster,
+        keys::create_key, keys::list_keys, keys::revoke_key, admin::journal, admin::audit, admin::cluster,
         feeds::google, feeds::meta, streams::availability,
         system::healthz, system::readyz, system::metrics, system::openapi_json, system::docs,
+        pages::preflight_availability, pages::preflight_nearby, pages::preflight_stream, pages::sdk, pages::console,
     ),
     components(schemas(Problem, Code, Sku, LocationCode, GroupName, ChannelName, FeedFormat)),
     modifiers(&BearerAuth, &OptionalBodies, &ErrorResponses),
@@ -42,6 +45,17 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // Pages' reads (availability, nearby, the live stream) also take a
+        // publishable key in the URL: an EventSource cannot set headers.
+        components.add_security_scheme(
+            "publishable_key",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Query(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "key",
+                    "a publishable key (`opk_...`); a secret key here is refused (`key_in_url`)",
+                ),
+            )),
         );
     }
 }
@@ -210,6 +224,7 @@ fn operation_for<'a>(
         Method::POST => item.post.as_mut(),
         Method::DELETE => item.delete.as_mut(),
         Method::PATCH => item.patch.as_mut(),
+        Method::OPTIONS => item.options.as_mut(),
         _ => None,
     }
 }
@@ -296,6 +311,10 @@ fn extraction_errors(extracted: &super::routes::table::Extracted) -> Vec<(u16, S
             invalid("invalid request"),
         ],
         Extracted::HeaderMap => Vec::new(),
+        Extracted::Origin => vec![coded(
+            Code::OriginNotAllowed,
+            "no publishable key allows the page's origin",
+        )],
     }
 }
 

@@ -10,6 +10,8 @@ pub struct RateLimiter {
     per_second: f64,
     burst: f64,
     buckets: DashMap<String, Bucket>,
+    /// Most buckets kept (see [`RateLimiter::bounded`]).
+    max_buckets: usize,
 }
 
 struct Bucket {
@@ -24,6 +26,19 @@ impl RateLimiter {
             per_second: f64::from(per_second),
             burst: f64::from(burst.max(1)),
             buckets: DashMap::new(),
+            max_buckets: usize::MAX,
+        }
+    }
+
+    /// At most `max_buckets` buckets (keyed by something clients choose,
+    /// such as their address). When a new one would be one too many, the
+    /// buckets idle long enough to be full again are dropped (nothing is
+    /// lost: a full bucket is what a new one starts as); if every bucket
+    /// is in use, the new caller is refused for a second.
+    pub fn bounded(per_second: u32, burst: u32, max_buckets: usize) -> RateLimiter {
+        RateLimiter {
+            max_buckets,
+            ..RateLimiter::new(per_second, burst)
         }
     }
 
@@ -42,6 +57,9 @@ impl RateLimiter {
         // Look up before inserting: no key allocation on the hot path.
         let mut bucket = match self.buckets.get_mut(key) {
             Some(bucket) => bucket,
+            None if self.buckets.len() >= self.max_buckets && !self.drop_idle(now) => {
+                return Err(1);
+            }
             None => self
                 .buckets
                 .entry(key.to_string())
@@ -61,6 +79,17 @@ impl RateLimiter {
         } else {
             Err(((1.0 - bucket.tokens) / self.per_second).ceil() as u64)
         }
+    }
+
+    /// Drops the buckets full again; whether that made room.
+    fn drop_idle(&self, now: Instant) -> bool {
+        let refill_s = self.burst / self.per_second;
+        self.buckets.retain(|_, bucket| {
+            now.saturating_duration_since(bucket.refilled_at)
+                .as_secs_f64()
+                < refill_s
+        });
+        self.buckets.len() < self.max_buckets
     }
 
     /// Forgets a revoked key's bucket.
@@ -96,5 +125,17 @@ mod tests {
             off.check("a", || panic!("no clock read when off")).is_ok(),
             "0 disables"
         );
+    }
+
+    #[test]
+    fn a_bounded_limiter_drops_idle_buckets_and_refuses_when_all_are_busy() {
+        let limiter = RateLimiter::bounded(10, 2, 2);
+        let t0 = Instant::now();
+        assert!(limiter.check("a", || t0).is_ok());
+        assert!(limiter.check("b", || t0).is_ok());
+        assert_eq!(limiter.check("c", || t0), Err(1), "both buckets in use");
+        let later = t0 + Duration::from_millis(300);
+        assert!(limiter.check("c", || later).is_ok(), "idle buckets dropped");
+        assert!(limiter.buckets.len() <= 2);
     }
 }

@@ -113,6 +113,16 @@ pub struct ServeArgs {
     /// across its held reservations (0: no cap).
     #[arg(long)]
     pub max_held_units_per_customer: Option<u64>,
+    /// A publishable key's requests per second from one client address
+    /// (burst: twice as many; 0: no per-address limit).
+    #[arg(long)]
+    pub rate_limit_per_address: Option<u32>,
+    /// Live streams one publishable key may hold open at once.
+    #[arg(long)]
+    pub max_streams_per_key: Option<usize>,
+    /// Live streams of publishable keys one client address may hold open.
+    #[arg(long)]
+    pub max_streams_per_address: Option<usize>,
     /// Most units one API key may hold across its held reservations, for keys
     /// created without their own `max_held_units` (0: no cap).
     #[arg(long)]
@@ -171,6 +181,9 @@ struct FileConfig {
     max_held_units_per_customer: Option<u64>,
     max_held_units_per_key: Option<u64>,
     rate_limited_delay_ms: Option<u64>,
+    rate_limit_per_address: Option<u32>,
+    max_streams_per_key: Option<usize>,
+    max_streams_per_address: Option<usize>,
     max_lines_per_request: Option<usize>,
     max_ttl_seconds: Option<u64>,
     max_batch_items: Option<usize>,
@@ -210,6 +223,9 @@ pub struct ServeConfig {
     pub max_held_units_per_customer: u64,
     pub max_held_units_per_key: u64,
     pub rate_limited_delay_ms: u64,
+    pub rate_limit_per_address: u32,
+    pub max_streams_per_key: usize,
+    pub max_streams_per_address: usize,
     pub max_lines_per_request: usize,
     pub max_ttl_seconds: u64,
     pub max_batch_items: usize,
@@ -261,6 +277,9 @@ impl Default for ServeConfig {
             max_held_units_per_customer: 500,
             max_held_units_per_key: 0,
             rate_limited_delay_ms: 200,
+            rate_limit_per_address: 50,
+            max_streams_per_key: 5_000,
+            max_streams_per_address: 10,
             max_lines_per_request: 100,
             max_ttl_seconds: 604_800,
             max_batch_items: 1_000,
@@ -317,6 +336,9 @@ impl ServeArgs {
             max_held_units_per_customer: merged!(max_held_units_per_customer),
             max_held_units_per_key: merged!(max_held_units_per_key),
             rate_limited_delay_ms: merged!(rate_limited_delay_ms),
+            rate_limit_per_address: merged!(rate_limit_per_address),
+            max_streams_per_key: merged!(max_streams_per_key),
+            max_streams_per_address: merged!(max_streams_per_address),
             max_lines_per_request: merged!(max_lines_per_request),
             max_ttl_seconds: merged!(max_ttl_seconds),
             max_batch_items: merged!(max_batch_items),
@@ -457,6 +479,14 @@ impl ServeConfig {
         if !(1..=1_000_000).contains(&self.max_stream_subscribers) {
             return Err("--max-stream-subscribers must be between 1 and 1000000".into());
         }
+        if !(1..=1_000_000).contains(&self.max_streams_per_key)
+            || !(1..=1_000_000).contains(&self.max_streams_per_address)
+        {
+            return Err(
+                "--max-streams-per-key and --max-streams-per-address must be between 1 and 1000000"
+                    .into(),
+            );
+        }
         if self.rate_limited_delay_ms > 10_000 {
             return Err("--rate-limited-delay-ms must be at most 10000".into());
         }
@@ -541,6 +571,15 @@ pub fn flag_defaults() -> Vec<(&'static str, String)> {
         ),
         ("body_read_timeout_ms", d.body_read_timeout_ms.to_string()),
         ("rate_limited_delay_ms", d.rate_limited_delay_ms.to_string()),
+        (
+            "rate_limit_per_address",
+            d.rate_limit_per_address.to_string(),
+        ),
+        ("max_streams_per_key", d.max_streams_per_key.to_string()),
+        (
+            "max_streams_per_address",
+            d.max_streams_per_address.to_string(),
+        ),
         (
             "max_held_units_per_customer",
             d.max_held_units_per_customer.to_string(),

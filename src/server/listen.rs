@@ -42,6 +42,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower_service::Service;
 
+use crate::http::publishable::ClientAddr;
+
 /// Limits of the accept loop.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -116,8 +118,8 @@ pub async fn serve(
         };
         metrics::gauge!("omnistock_http_connections")
             .set((limits.max_connections - slots.available_permits()) as f64);
-        let stream = match accept(&listener, &mut stop).await {
-            Accepted::Stream(stream) => stream,
+        let (stream, peer) = match accept(&listener, &mut stop).await {
+            Accepted::Stream(stream, peer) => (stream, peer),
             Accepted::Failed => continue,
             Accepted::Stopping => break,
         };
@@ -130,6 +132,7 @@ pub async fn serve(
             ConnectionService {
                 router: router.clone(),
                 activity: Arc::clone(&activity),
+                peer: ClientAddr(peer),
             },
         );
         let registry = Arc::clone(&registry);
@@ -146,7 +149,7 @@ pub async fn serve(
 }
 
 enum Accepted {
-    Stream(TcpStream),
+    Stream(TcpStream, std::net::IpAddr),
     /// The accept failed (and was waited out): try again.
     Failed,
     Stopping,
@@ -155,7 +158,7 @@ enum Accepted {
 async fn accept(listener: &TcpListener, stop: &mut watch::Receiver<bool>) -> Accepted {
     tokio::select! {
         accepted = listener.accept() => match accepted {
-            Ok((stream, _)) => Accepted::Stream(stream),
+            Ok((stream, peer)) => Accepted::Stream(stream, peer.ip()),
             Err(error) => {
                 // Per-connection errors (reset before accept) are the
                 // client's; running out of descriptors is ours: back off.
@@ -247,6 +250,8 @@ async fn reap(registry: Arc<Registry>, timeout: Duration) {
 struct ConnectionService {
     router: Router,
     activity: Arc<Activity>,
+    /// Set on every request (publishable keys are limited per address).
+    peer: ClientAddr,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
@@ -259,7 +264,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(Arc::clone(&self.activity));
         // `Router` is always ready (axum documents it), so no poll_ready.
-        let inner = self.router.clone().call(request.map(Body::new));
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(self.peer);
+        let inner = self.router.clone().call(request);
         CountedResponse {
             inner,
             guard: Some(guard),

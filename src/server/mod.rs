@@ -4,6 +4,7 @@
 //! last batch, exit).
 
 pub mod config;
+pub mod demo_key;
 pub mod export;
 pub mod listen;
 pub mod metrics_catalog;
@@ -76,6 +77,17 @@ pub fn state(
     engine: Arc<Engine>,
     stopping: watch::Receiver<bool>,
 ) -> Arc<AppState> {
+    let limits = HttpLimits {
+        max_body_bytes: config.max_body_bytes,
+        max_stream_subscribers: config.max_stream_subscribers,
+        body_read_timeout_ms: config.body_read_timeout_ms,
+        max_batch_items: config.max_batch_items,
+        rate_limited_delay_ms: config.rate_limited_delay_ms,
+        rate_limit_per_address: config.rate_limit_per_address,
+        max_streams_per_key: config.max_streams_per_key,
+        max_streams_per_address: config.max_streams_per_address,
+        ..HttpLimits::default()
+    };
     Arc::new(AppState {
         engine,
         stopping,
@@ -83,18 +95,12 @@ pub fn state(
             config.rate_limit_per_second,
             config.rate_limit_burst,
         )),
-        limits: HttpLimits {
-            max_body_bytes: config.max_body_bytes,
-            max_stream_subscribers: config.max_stream_subscribers,
-            body_read_timeout_ms: config.body_read_timeout_ms,
-            max_batch_items: config.max_batch_items,
-            rate_limited_delay_ms: config.rate_limited_delay_ms,
-            ..HttpLimits::default()
-        },
+        limits: limits.clone(),
         stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_subscribers)),
         metrics: metrics_handle(),
         request_metrics: Default::default(),
         feed_low_stock_threshold: config.feed_low_stock_threshold,
+        pages: Arc::new(crate::http::Pages::new(&limits, config.demo)),
     })
 }
 
@@ -254,6 +260,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let mut running = start_on(listener, &config, ledger)
         .map_err(|e| format!("cannot start on {}: {e}", config.listen))?;
     tracing::info!(addr = %running.addr, durability = ?config.durability, "omnistock serving");
+    if config.demo {
+        let welcome = demo_key::announce(&running.state.engine, running.addr).await?;
+        println!("{welcome}");
+    }
     let mut fatal = running.fatal.clone();
     // A fatal store error ends the process; without a store there is none
     // (the sender is gone, and that branch is disabled).

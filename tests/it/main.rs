@@ -28,6 +28,7 @@ mod linearizability;
 mod metrics;
 mod model;
 mod openapi;
+mod pages;
 mod problem_details;
 mod readme;
 mod request_caps;

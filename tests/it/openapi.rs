@@ -215,6 +215,15 @@ fn reads(spec: &RouteSpec, errors: &mut Vec<String>) -> Reads {
                     },
                 );
             }
+            Extracted::Origin => {
+                reads.params.insert(
+                    key("header", "Origin"),
+                    ParamUse {
+                        required: false,
+                        types: vec!["string".into()],
+                    },
+                );
+            }
             Extracted::HeaderMap => match header_map_reads(spec.handler) {
                 None => errors.push(format!(
                     "{} takes the whole HeaderMap: list the headers it reads in HEADER_MAP_READS",
@@ -673,6 +682,7 @@ fn error_responses_follow_what_handlers_extract() {
                 Extracted::JsonBody { .. } => &["400", "408", "413", "415", "422"][..],
                 Extracted::RawBody => &["400", "415", "422"][..],
                 Extracted::HeaderMap => &[][..],
+                Extracted::Origin => &["403"][..],
             });
         }
         for status in expected {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use omnistock_ledger::{Acting, LocationCode};
-use omnistock_store::{KeyRecord, KeySource, KeysRecord};
+use omnistock_ledger::{Acting, Channel, LocationCode};
+use omnistock_store::{KeyRecord, KeySource, KeysRecord, PublishableRecord};
 use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,107 @@ pub struct ApiKey {
     /// Most units this key may hold at once across its held reservations
     /// (overrides `--max-held-units-per-key`; 0: no cap).
     pub max_held_units: Option<u64>,
+    /// A publishable key (made to be embedded in web pages): what it may
+    /// see. Such a key holds no scope, so every operation that checks one
+    /// refuses it; only the reads made for pages accept it.
+    pub publishable: Option<Arc<Publishable>>,
+}
+
+/// What the key's pages are shown of a quantity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantities {
+    /// The units available to promise, always.
+    Exact,
+    /// Only a band: in stock, limited, out of stock.
+    Banded,
+    /// The band, and the units only at or below the threshold ("only 3 left").
+    Threshold,
+}
+
+impl Quantities {
+    pub const ALL: [Quantities; 3] = [Quantities::Exact, Quantities::Banded, Quantities::Threshold];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Quantities::Exact => "exact",
+            Quantities::Banded => "banded",
+            Quantities::Threshold => "threshold",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Quantities> {
+        Quantities::ALL.into_iter().find(|q| q.as_str() == text)
+    }
+}
+
+/// The band a page shows for a quantity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Band {
+    InStock,
+    /// At or below the key's threshold, above zero.
+    Limited,
+    OutOfStock,
+}
+
+impl Band {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Band::InStock => "in_stock",
+            Band::Limited => "limited",
+            Band::OutOfStock => "out_of_stock",
+        }
+    }
+}
+
+/// What a publishable key may see, and where from: one channel's
+/// availability (after its policy), to pages of its origins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publishable {
+    pub channel: Channel,
+    /// Web origins (`https://shop.example`) whose pages may use the key.
+    pub origins: Vec<String>,
+    pub quantities: Quantities,
+    /// Units at or below which a quantity is `limited` (and, with
+    /// [`Quantities::Threshold`], shown).
+    pub quantity_threshold: u32,
+    /// The `Cache-Control` of the key's answers (default `no-cache`:
+    /// shared caches may keep them but must revalidate, by `ETag`).
+    pub cache_control: Option<String>,
+}
+
+impl Publishable {
+    /// Whether a page of `origin` may use the key (exact match: scheme,
+    /// host and port, as the browser sends it).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.origins.iter().any(|allowed| allowed == origin)
+    }
+
+    /// What a page is shown of `atf` units: the band, and the units when
+    /// the key shows them.
+    pub fn show(&self, atf: u64) -> (Band, Option<u64>) {
+        let threshold = u64::from(self.quantity_threshold);
+        let band = match atf {
+            0 => Band::OutOfStock,
+            units if units <= threshold => Band::Limited,
+            _ => Band::InStock,
+        };
+        let units = match self.quantities {
+            Quantities::Exact => Some(atf),
+            Quantities::Banded => None,
+            Quantities::Threshold => (atf <= threshold).then_some(atf),
+        };
+        (band, units)
+    }
+}
+
+/// A key to create: what it is allowed.
+#[derive(Clone, Debug)]
+pub struct KeySpec {
+    pub name: String,
+    pub scopes: BTreeSet<Scope>,
+    pub locations: Vec<LocationCode>,
+    pub max_held_units: Option<u64>,
+    pub publishable: Option<Publishable>,
 }
 
 impl Scope {
@@ -120,6 +221,11 @@ fn digest(secret: &str) -> Digest256 {
     Digest256(Sha256::digest(secret.as_bytes()).into())
 }
 
+/// How a created secret key's text starts.
+pub const SECRET_PREFIX: &str = "osk_";
+/// How a created publishable key's text starts.
+pub const PUBLISHABLE_PREFIX: &str = "opk_";
+
 type KeyMap = HashMap<Digest256, Arc<ApiKey>, FxBuildHasher>;
 
 /// Every request reads the keys and almost none change them, so the map is
@@ -145,6 +251,7 @@ impl KeyStore {
                 scopes: [Scope::Admin].into(),
                 locations: Vec::new(),
                 max_held_units: None,
+                publishable: None,
             };
             keys.insert(digest(secret), Arc::new(admin));
         }
@@ -168,24 +275,25 @@ impl KeyStore {
         outcome
     }
 
-    /// Creates a key; returns it with its secret (shown once).
-    pub fn create(
-        &self,
-        name: String,
-        scopes: BTreeSet<Scope>,
-        locations: Vec<LocationCode>,
-        max_held_units: Option<u64>,
-    ) -> Result<(Arc<ApiKey>, String), NoRandomness> {
+    /// Creates a key; returns it with its secret (shown once): `opk_` for
+    /// a publishable key, `osk_` for a secret one, so either is told apart
+    /// at a glance (and a secret one refused where it does not belong).
+    pub fn create(&self, spec: KeySpec) -> Result<(Arc<ApiKey>, String), NoRandomness> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| NoRandomness(e.to_string()))?;
-        let secret = format!("osk_{}", hex(&bytes));
+        let prefix = match spec.publishable {
+            Some(_) => PUBLISHABLE_PREFIX,
+            None => SECRET_PREFIX,
+        };
+        let secret = format!("{prefix}{}", hex(&bytes));
         let id = format!("key_{}", &hex(&digest(&secret).0)[..16]);
         let key = Arc::new(ApiKey {
             id,
-            name,
-            scopes,
-            locations,
-            max_held_units,
+            name: spec.name,
+            scopes: spec.scopes,
+            locations: spec.locations,
+            max_held_units: spec.max_held_units,
+            publishable: spec.publishable.map(Arc::new),
         });
         self.update(|keys| keys.insert(digest(&secret), Arc::clone(&key)));
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -274,6 +382,11 @@ fn parse_record(record: KeysRecord) -> Result<Vec<(Digest256, Arc<ApiKey>)>, Str
             .iter()
             .map(|l| LocationCode::new(l).map_err(|e| format!("key {}: {e}", key.id)))
             .collect::<Result<Vec<_>, _>>()?;
+        let publishable = key
+            .publishable
+            .map(|record| parse_publishable(record).map_err(|e| format!("key {}: {e}", key.id)))
+            .transpose()?
+            .map(Arc::new);
         restored.push((
             digest,
             Arc::new(ApiKey {
@@ -282,10 +395,33 @@ fn parse_record(record: KeysRecord) -> Result<Vec<(Digest256, Arc<ApiKey>)>, Str
                 scopes,
                 locations,
                 max_held_units: key.max_held_units,
+                publishable,
             }),
         ));
     }
     Ok(restored)
+}
+
+fn parse_publishable(record: PublishableRecord) -> Result<Publishable, String> {
+    Ok(Publishable {
+        channel: Channel::parse(&record.channel)
+            .ok_or_else(|| format!("channel {:?}", record.channel))?,
+        origins: record.origins,
+        quantities: Quantities::parse(&record.quantities)
+            .ok_or_else(|| format!("quantities {:?}", record.quantities))?,
+        quantity_threshold: record.quantity_threshold,
+        cache_control: record.cache_control,
+    })
+}
+
+fn publishable_record(publishable: &Publishable) -> PublishableRecord {
+    PublishableRecord {
+        channel: publishable.channel.as_str().to_owned(),
+        origins: publishable.origins.clone(),
+        quantities: publishable.quantities.as_str().to_owned(),
+        quantity_threshold: publishable.quantity_threshold,
+        cache_control: publishable.cache_control.clone(),
+    }
 }
 
 impl KeySource for KeyStore {
@@ -313,6 +449,7 @@ impl KeySource for KeyStore {
                     .collect(),
                 digest_hex: hex(&digest.0),
                 max_held_units: key.max_held_units,
+                publishable: key.publishable.as_deref().map(publishable_record),
             })
             .collect();
         keys.sort_by(|a, b| a.id.cmp(&b.id));
@@ -354,7 +491,13 @@ mod tests {
 
     fn reserve_key(store: &KeyStore, name: &str) -> (Arc<ApiKey>, String) {
         store
-            .create(name.into(), [Scope::Reserve].into(), Vec::new(), Some(5))
+            .create(KeySpec {
+                name: name.into(),
+                scopes: [Scope::Reserve].into(),
+                locations: Vec::new(),
+                max_held_units: Some(5),
+                publishable: None,
+            })
             .expect("a key is created")
     }
 
@@ -405,5 +548,56 @@ mod tests {
         assert!(empty.restore(bad).is_err());
         assert_eq!(empty.count(), 0, "no key of a bad record is restored");
         assert!(empty.authenticate(&first_secret).is_none());
+    }
+
+    fn publishable(quantities: Quantities) -> Publishable {
+        Publishable {
+            channel: Channel::Web,
+            origins: vec!["https://shop.example".into()],
+            quantities,
+            quantity_threshold: 3,
+            cache_control: Some("max-age=1".into()),
+        }
+    }
+
+    #[test]
+    fn a_publishable_key_shows_bands_and_units_as_its_option_says() {
+        let exact = publishable(Quantities::Exact);
+        assert_eq!(exact.show(0), (Band::OutOfStock, Some(0)));
+        assert_eq!(exact.show(3), (Band::Limited, Some(3)));
+        assert_eq!(exact.show(4), (Band::InStock, Some(4)));
+        let banded = publishable(Quantities::Banded);
+        assert_eq!(banded.show(2), (Band::Limited, None));
+        assert_eq!(banded.show(40), (Band::InStock, None));
+        let threshold = publishable(Quantities::Threshold);
+        assert_eq!(threshold.show(3), (Band::Limited, Some(3)));
+        assert_eq!(threshold.show(4), (Band::InStock, None));
+        assert!(exact.allows_origin("https://shop.example"));
+        assert!(!exact.allows_origin("https://shop.example:8443"));
+        assert!(!exact.allows_origin("http://shop.example"));
+    }
+
+    #[test]
+    fn a_publishable_key_holds_no_scope_and_survives_export() {
+        let source = KeyStore::new(None);
+        let (key, secret) = source
+            .create(KeySpec {
+                name: "storefront".into(),
+                scopes: BTreeSet::new(),
+                locations: Vec::new(),
+                max_held_units: None,
+                publishable: Some(publishable(Quantities::Threshold)),
+            })
+            .expect("created");
+        assert!(secret.starts_with(PUBLISHABLE_PREFIX));
+        assert!(Scope::ALL.iter().all(|scope| !key.has(*scope)));
+        assert!(key.acting(Scope::Reserve).is_none());
+        let target = KeyStore::new(None);
+        assert_eq!(target.restore(source.export()), Ok(1));
+        let restored = target.authenticate(&secret).expect("restored");
+        assert_eq!(
+            restored.publishable.as_deref(),
+            Some(&publishable(Quantities::Threshold))
+        );
     }
 }

@@ -35,7 +35,7 @@ use omnistock_cluster::{PartitionId, Partitions};
 use omnistock_ledger::{Ledger, TimestampMs};
 
 pub use change_signal::ChangeSignal;
-pub use keys::{ApiKey, KeyStore, NoRandomness, Scope};
+pub use keys::{ApiKey, Band, KeySpec, KeyStore, NoRandomness, Publishable, Quantities, Scope};
 pub use lifecycle::{EngineTasks, Stops, StoreSnapshot};
 pub use operations::{HoldPolicy, KeyWriteError, MAX_KEYS, Outcomes, ReserveOrder};
 pub use write_behind::{NotDurable, WriteBehind, WriteBehindConfig};

@@ -3,7 +3,6 @@
 //! counted; catalog and key changes are writes without a ledger clock. Each
 //! returns once its outcome is as durable as the durability mode promises.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use metrics::Counter;
@@ -13,7 +12,7 @@ use omnistock_ledger::{
     ReserveRequest,
 };
 
-use crate::keys::{ApiKey, NoRandomness, Scope};
+use crate::keys::{ApiKey, KeySpec, NoRandomness};
 use crate::writes::WriteError;
 use crate::{Engine, NotDurable};
 
@@ -177,18 +176,12 @@ impl Engine {
 
     /// Creates an API key; returns it with its secret (shown once), once
     /// the key is as durable as the mode promises.
-    pub async fn create_key(
-        &self,
-        name: String,
-        scopes: BTreeSet<Scope>,
-        locations: Vec<LocationCode>,
-        max_held_units: Option<u64>,
-    ) -> Result<(Arc<ApiKey>, String), KeyWriteError> {
+    pub async fn create_key(&self, spec: KeySpec) -> Result<(Arc<ApiKey>, String), KeyWriteError> {
         if self.keys.count() >= MAX_KEYS {
             return Err(KeyWriteError::TooManyKeys { max: MAX_KEYS });
         }
         let mut writes = self.writes();
-        let created = self.keys.create(name, scopes, locations, max_held_units)?;
+        let created = self.keys.create(spec)?;
         writes.wrote();
         writes.durable().await?;
         Ok(created)

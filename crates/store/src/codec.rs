@@ -21,7 +21,7 @@ use omnistock_ledger::{
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::records::{self, Catalog, Idempotency, Keys, Position, Reservation, State};
+use super::records::{self, Catalog, Idempotency, Keys, KeysV2, Position, Reservation, State};
 use super::{KeysRecord, legacy};
 
 /// The format of every value written: postcard records, version 1.
@@ -204,13 +204,27 @@ pub fn decode_catalog(value: &[u8]) -> Result<CatalogRecord, CodecError> {
     decode::<Catalog<'_>>(value, "catalog")?.to_record()
 }
 
+/// Keys are written in their own second format: format 1's key has no
+/// publishable limits, and postcard has no optional trailing fields.
+const KEYS_FORMAT_2: u8 = 2;
+
 pub fn encode_keys(k: &KeysRecord) -> Vec<u8> {
-    encode(&Keys::of(k))
+    postcard::to_extend(&KeysV2::of(k), vec![KEYS_FORMAT_2]).unwrap_or_default()
 }
 
 pub fn decode_keys(value: &[u8]) -> Result<KeysRecord, CodecError> {
     if is_legacy(value) {
         return legacy::decode_keys(text(value, "keys")?);
+    }
+    if let Some((&KEYS_FORMAT_2, bytes)) = value.split_first() {
+        return match postcard::take_from_bytes::<KeysV2<'_>>(bytes) {
+            Ok((record, [])) => Ok(record.to_record()),
+            Ok((_, rest)) => Err(bad(
+                "keys",
+                format!("{} bytes after the record", rest.len()),
+            )),
+            Err(error) => Err(bad("keys", error.to_string())),
+        };
     }
     Ok(decode::<Keys<'_>>(value, "keys")?.to_record())
 }
@@ -819,6 +833,7 @@ mod tests {
             locations: vec!["PAR-01".into()],
             digest_hex: "ab".repeat(32),
             max_held_units: None,
+            publishable: None,
         };
         let capped = KeyRecord {
             id: "key_2".into(),
@@ -830,7 +845,33 @@ mod tests {
             keys: vec![till, capped],
         };
         assert_eq!(decode_keys(&encode_keys(&keys)), Ok(keys.clone()));
-        assert_eq!(decode_keys(LEGACY_KEYS.as_bytes()), Ok(keys));
+        assert_eq!(
+            decode_keys(&encode(&Keys::of(&keys))),
+            Ok(keys.clone()),
+            "keys format 1 is still read"
+        );
+        assert_eq!(decode_keys(LEGACY_KEYS.as_bytes()), Ok(keys.clone()));
+        let storefront = KeyRecord {
+            id: "key_3".into(),
+            scopes: Vec::new(),
+            locations: Vec::new(),
+            publishable: Some(crate::PublishableRecord {
+                channel: "web".into(),
+                origins: vec!["https://shop.example".into()],
+                quantities: "threshold".into(),
+                quantity_threshold: 3,
+                cache_control: Some("max-age=1".into()),
+            }),
+            ..keys.keys[0].clone()
+        };
+        let with_publishable = KeysRecord {
+            generation: 4,
+            keys: vec![keys.keys[0].clone(), storefront],
+        };
+        assert_eq!(
+            decode_keys(&encode_keys(&with_publishable)),
+            Ok(with_publishable)
+        );
         let state = EngineState {
             head: Seq(100),
             reservation_shards: 4,

@@ -447,6 +447,7 @@ pub fn decode_keys(value: &str) -> Result<KeysRecord, CodecError> {
                     locations: list(locations)?,
                     digest_hex: digest.to_owned(),
                     max_held_units,
+                    publishable: None,
                 })
             })
             .collect::<Result<_, CodecError>>()?,

@@ -39,6 +39,18 @@ pub struct KeyRecord {
     pub digest_hex: String,
     /// The key's own hold cap (units held at once), when it has one.
     pub max_held_units: Option<u64>,
+    /// What a publishable key may see; `None` for a secret key.
+    pub publishable: Option<PublishableRecord>,
+}
+
+/// A publishable key's limits, as text the engine parses back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishableRecord {
+    pub channel: String,
+    pub origins: Vec<String>,
+    pub quantities: String,
+    pub quantity_threshold: u32,
+    pub cache_control: Option<String>,
 }
 
 /// Every created (not revoked) key, ordered by `generation`.

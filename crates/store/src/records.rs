@@ -21,7 +21,7 @@ use omnistock_ledger::{
 use serde::{Deserialize, Serialize};
 
 use super::codec::{CodecError, EngineState, bad};
-use super::{KeyRecord, KeysRecord};
+use super::{KeyRecord, KeysRecord, PublishableRecord};
 
 // ---- enums and ids, in the ledger's spelling --------------------------------
 
@@ -593,7 +593,7 @@ impl<'a> Catalog<'a> {
 
 // ---- API keys and engine state -----------------------------------------------------
 
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, Debug, PartialEq)]
 pub struct Key<'a> {
     pub id: &'a str,
     pub name: &'a str,
@@ -646,9 +646,81 @@ impl<'a> Keys<'a> {
                     locations: texts(&key.locations),
                     digest_hex: key.digest_hex.to_owned(),
                     max_held_units: key.max_held_units,
+                    publishable: None,
                 })
                 .collect(),
         }
+    }
+}
+
+/// A publishable key's limits (keys format 2).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct Publishable<'a> {
+    pub channel: &'a str,
+    #[serde(borrow)]
+    pub origins: Vec<&'a str>,
+    pub quantities: &'a str,
+    pub quantity_threshold: u32,
+    pub cache_control: Option<&'a str>,
+}
+
+/// A key in keys format 2: format 1's, and a publishable key's limits.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct KeyV2<'a> {
+    #[serde(borrow)]
+    pub key: Key<'a>,
+    #[serde(borrow)]
+    pub publishable: Option<Publishable<'a>>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct KeysV2<'a> {
+    pub generation: u64,
+    #[serde(borrow)]
+    pub keys: Vec<KeyV2<'a>>,
+}
+
+impl<'a> KeysV2<'a> {
+    pub fn of(k: &'a KeysRecord) -> KeysV2<'a> {
+        let format_1 = Keys::of(k);
+        KeysV2 {
+            generation: k.generation,
+            keys: format_1
+                .keys
+                .into_iter()
+                .zip(&k.keys)
+                .map(|(key, record)| KeyV2 {
+                    key,
+                    publishable: record.publishable.as_ref().map(|p| Publishable {
+                        channel: &p.channel,
+                        origins: p.origins.iter().map(String::as_str).collect(),
+                        quantities: &p.quantities,
+                        quantity_threshold: p.quantity_threshold,
+                        cache_control: p.cache_control.as_deref(),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_record(&self) -> KeysRecord {
+        let (keys, publishable): (Vec<_>, Vec<_>) =
+            self.keys.iter().map(|k| (&k.key, &k.publishable)).unzip();
+        let mut record = Keys {
+            generation: self.generation,
+            keys: keys.into_iter().cloned().collect(),
+        }
+        .to_record();
+        for (key, publishable) in record.keys.iter_mut().zip(publishable) {
+            key.publishable = publishable.as_ref().map(|p| PublishableRecord {
+                channel: p.channel.to_owned(),
+                origins: p.origins.iter().map(|o| (*o).to_owned()).collect(),
+                quantities: p.quantities.to_owned(),
+                quantity_threshold: p.quantity_threshold,
+                cache_control: p.cache_control.map(str::to_owned),
+            });
+        }
+        record
     }
 }
 

@@ -1,6 +1,5 @@
 //! Admin: locations, groups, channel policies, API keys, the movement journal.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,8 +11,7 @@ use utoipa::IntoParams;
 use crate::http::AppState;
 use crate::http::auth::{Caller, Scope};
 use crate::http::dto::{
-    self, GroupBody, JournalJson, KeyBody, KeyJson, LocationBody, LocationJson, MovementJson,
-    PolicyBody,
+    self, GroupBody, JournalJson, LocationBody, LocationJson, MovementJson, PolicyBody,
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
@@ -116,61 +114,6 @@ pub async fn put_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn key_json(key: &crate::http::auth::ApiKey, secret: Option<String>) -> KeyJson {
-    KeyJson {
-        id: key.id.clone(),
-        name: key.name.clone(),
-        scopes: key.scopes.iter().copied().collect(),
-        locations: key.locations.iter().map(|l| l.to_string()).collect(),
-        max_held_units: key.max_held_units,
-        key: secret,
-    }
-}
-
-/// Create a scoped API key. The secret is in this response only.
-#[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyBody, responses((status = 201, body = KeyJson)), security(("bearer" = [])))]
-pub async fn create_key(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    ApiJson(body): ApiJson<KeyBody>,
-) -> ApiResult<(StatusCode, Json<KeyJson>)> {
-    caller.require(Scope::Admin)?;
-    let name = dto::free_text("name", Some(&body.name))?.unwrap_or_default();
-    if name.is_empty() {
-        return Err(ApiError::new(Code::InvalidText, "name must not be empty"));
-    }
-    let scopes: BTreeSet<Scope> = body.scopes.iter().copied().collect();
-    if scopes.is_empty() {
-        return Err(ApiError::new(
-            Code::NoScopes,
-            "a key needs at least one scope",
-        ));
-    }
-    let locations = body
-        .locations
-        .unwrap_or_default()
-        .iter()
-        .map(|c| json::location("locations", c))
-        .collect::<Result<Vec<_>, _>>()?;
-    if scopes.contains(&Scope::Pos) && locations.is_empty() {
-        return Err(ApiError::new(
-            Code::PosNeedsLocations,
-            "a pos key needs the list of locations it may act on",
-        ));
-    }
-    if locations.len() > 1_000 {
-        return Err(ApiError::new(
-            Code::TooManyItems,
-            "at most 1,000 locations per key",
-        ));
-    }
-    let (key, secret) = state
-        .engine
-        .create_key(name, scopes, locations, body.max_held_units)
-        .await?;
-    Ok((StatusCode::CREATED, Json(key_json(&key, Some(secret)))))
-}
-
 /// The cluster: the nodes and who owns each partition under which epoch.
 /// Answered by a node started with `--cluster` (its front answers this
 /// route itself); an engine running alone answers 404 `not_a_cluster`.
@@ -184,41 +127,6 @@ pub async fn cluster(caller: Caller) -> ApiResult<Json<crate::http::dto::Cluster
         Code::NotACluster,
         "this engine runs alone: start it with --cluster to run it as a node of a cluster",
     ))
-}
-
-/// Every key (without secrets).
-#[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = Vec<KeyJson>)), security(("bearer" = [])))]
-pub async fn list_keys(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-) -> ApiResult<Json<Vec<KeyJson>>> {
-    caller.require(Scope::Admin)?;
-    Ok(Json(
-        state
-            .engine
-            .keys()
-            .list()
-            .iter()
-            .map(|k| key_json(k, None))
-            .collect(),
-    ))
-}
-
-/// Revoke a key: it stops working at once.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "admin", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "no such key")), security(("bearer" = [])))]
-pub async fn revoke_key(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<StatusCode> {
-    caller.require(Scope::Admin)?;
-    if state.engine.revoke_key(&id).await? {
-        state.rate_limiter.forget(&id);
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(Code::KeyNotFound, "no key has this id"))
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

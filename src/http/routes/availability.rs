@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -18,6 +19,8 @@ use crate::http::dto::{
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiJson, ApiPath, ApiQuery};
+use crate::http::page_json::{PageAvailabilityJson, PageNearbyJson, PageStoreJson};
+use crate::http::publishable::Reader;
 use crate::ledger::{GeoPoint, GroupName, NearbyQuery, Qty, Scope as Coverage};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -33,9 +36,18 @@ pub struct AvailabilityParams {
     /// A location group name; not together with `locations`.
     #[param(value_type = Option<crate::http::openapi::GroupName>)]
     pub group: Option<String>,
-    /// See availability after this channel's policy.
+    /// See availability after this channel's policy (a publishable key:
+    /// its own channel only).
     #[param(value_type = Option<crate::http::openapi::ChannelName>)]
     pub channel: Option<String>,
+    /// A publishable key, for pages that cannot set `Authorization`
+    /// (a secret key here is refused: `key_in_url`).
+    #[param(pattern = "^opk_[0-9a-f]{64}$")]
+    #[expect(
+        dead_code,
+        reason = "listed for the document; `Reader` reads it from the URL"
+    )]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -52,20 +64,46 @@ fn channel(param: Option<&String>) -> ApiResult<Option<crate::ledger::Channel>> 
 }
 
 /// Availability of one SKU at every location stocking it, at listed locations, or in a group.
+/// A publishable key (as `Authorization: Bearer` or `?key=`) is answered as a page sees it
+/// (`PageAvailabilityJson`: bands, and units as the key shows them), with CORS for its origins.
 #[utoipa::path(get, path = "/v1/availability/{sku}", tag = "availability",
     params(("sku" = crate::http::openapi::Sku, Path), AvailabilityParams, crate::http::openapi::IfNoneMatchHeader),
-    responses((status = 200, body = AvailabilityJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "a secret key's answer (`AvailabilityJson`), or a publishable key's (`PageAvailabilityJson`)", body = crate::http::page_json::AvailabilityAnswer, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters")),
+    security(("bearer" = []), ("publishable_key" = [])))]
 pub async fn sku_availability(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    reader: Reader,
     ApiPath(sku): ApiPath<String>,
     ApiQuery(params): ApiQuery<AvailabilityParams>,
     if_none_match: IfNoneMatch,
-) -> ApiResult<TaggedJson<AvailabilityJson>> {
-    caller.require(Scope::Read)?;
+) -> ApiResult<Response> {
+    let channel = match &reader {
+        Reader::Secret(caller) => {
+            caller.require(Scope::Read)?;
+            channel(params.channel.as_ref())?
+        }
+        Reader::Page(page) => Some(page.channel(params.channel.as_deref())?),
+    };
     let sku = json::sku("sku", &sku)?;
-    let coverage = match (&params.locations, &params.group) {
+    let coverage = coverage(&state, &params)?;
+    let view = state
+        .ledger()
+        .availability(&sku, &coverage, channel, state.engine.now())?;
+    Ok(match reader {
+        Reader::Secret(_) => {
+            TaggedJson(if_none_match, AvailabilityJson::from(&view)).into_response()
+        }
+        Reader::Page(page) => {
+            let catalog = state.ledger().catalog();
+            let answer = PageAvailabilityJson::of(&page.publishable, &view, &catalog);
+            (page.answer_headers(), TaggedJson(if_none_match, answer)).into_response()
+        }
+    })
+}
+
+/// The locations `?locations=` or `?group=` names (every one without either).
+fn coverage(state: &AppState, params: &AvailabilityParams) -> ApiResult<Coverage> {
+    Ok(match (&params.locations, &params.group) {
         (Some(_), Some(_)) => {
             return Err(ApiError::new(
                 Code::InvalidQuery,
@@ -91,12 +129,7 @@ pub async fn sku_availability(
                 .map_err(|e| ApiError::new(Code::InvalidId, format!("group: {e}")))?,
         ),
         (None, None) => Coverage::All,
-    };
-    let channel = channel(params.channel.as_ref())?;
-    let view = state
-        .ledger()
-        .availability(&sku, &coverage, channel, state.engine.now())?;
-    Ok(TaggedJson(if_none_match, AvailabilityJson::from(&view)))
+    })
 }
 
 /// The location of a position read: any with `read`; without it, where
@@ -214,18 +247,57 @@ pub struct NearbyParams {
     /// Default 10, at most 100.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
+    /// A publishable key, for pages that cannot set `Authorization`.
+    #[param(pattern = "^opk_[0-9a-f]{64}$")]
+    #[expect(
+        dead_code,
+        reason = "listed for the document; `Reader` reads it from the URL"
+    )]
+    pub key: Option<String>,
 }
 
 /// Stores near a point that can supply a quantity, nearest first (BOPIS "find in store").
+/// A publishable key sees its own channel, as bands (`PageNearbyJson`).
 #[utoipa::path(get, path = "/v1/nearby", tag = "availability", params(NearbyParams, crate::http::openapi::IfNoneMatchHeader),
-    responses((status = 200, body = NearbyJson, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 422, description = "invalid parameters")), security(("bearer" = [])))]
+    responses((status = 200, description = "a secret key's answer (`NearbyJson`), or a publishable key's (`PageNearbyJson`)", body = crate::http::page_json::NearbyAnswer, headers(("ETag" = String, description = "the answer's tag, for `If-None-Match`"))), (status = 304, description = "not modified: `If-None-Match` names this answer's `ETag`; no body"), (status = 422, description = "invalid parameters")),
+    security(("bearer" = []), ("publishable_key" = [])))]
 pub async fn nearby(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    reader: Reader,
     ApiQuery(params): ApiQuery<NearbyParams>,
     if_none_match: IfNoneMatch,
-) -> ApiResult<TaggedJson<NearbyJson>> {
-    caller.require(Scope::Read)?;
+) -> ApiResult<Response> {
+    let channel = match &reader {
+        Reader::Secret(caller) => {
+            caller.require(Scope::Read)?;
+            dto::channel(params.channel.as_deref().unwrap_or("web"))?
+        }
+        Reader::Page(page) => page.channel(params.channel.as_deref())?,
+    };
+    let query = nearby_query(&state, &params, channel)?;
+    let stores = state.ledger().nearby(&query);
+    let sku = query.sku.to_string();
+    Ok(match reader {
+        Reader::Secret(_) => {
+            let stores = stores.iter().map(NearbyStoreJson::from).collect();
+            TaggedJson(if_none_match, NearbyJson { sku, stores }).into_response()
+        }
+        Reader::Page(page) => {
+            let stores = stores
+                .iter()
+                .map(|store| PageStoreJson::of(&page.publishable, store))
+                .collect();
+            let answer = PageNearbyJson { sku, stores };
+            (page.answer_headers(), TaggedJson(if_none_match, answer)).into_response()
+        }
+    })
+}
+
+fn nearby_query(
+    state: &AppState,
+    params: &NearbyParams,
+    channel: crate::ledger::Channel,
+) -> ApiResult<NearbyQuery> {
     let sku = json::sku("sku", &params.sku)?;
     let point = GeoPoint::new(params.lat, params.lon).ok_or_else(|| {
         ApiError::new(
@@ -241,32 +313,24 @@ pub async fn nearby(
         ));
     }
     let qty = params.qty.unwrap_or(1);
-    if qty == 0 || qty > state.ledger().config().max_qty_per_line {
+    let max_qty = state.ledger().config().max_qty_per_line;
+    if qty == 0 || qty > max_qty {
         return Err(ApiError::new(
             Code::InvalidQuantity,
-            format!(
-                "qty must be 1 to {}",
-                state.ledger().config().max_qty_per_line
-            ),
+            format!("qty must be 1 to {max_qty}"),
         ));
     }
     let limit = params.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::new(Code::InvalidLimit, "limit must be 1 to 100"));
     }
-    let query = NearbyQuery {
-        sku: sku.clone(),
+    Ok(NearbyQuery {
+        sku,
         point,
         radius_km,
         qty: Qty(qty),
-        channel: dto::channel(params.channel.as_deref().unwrap_or("web"))?,
+        channel,
         pickup_only: params.pickup_only.unwrap_or(false),
         limit,
-    };
-    let stores = state.ledger().nearby(&query);
-    let answer = NearbyJson {
-        sku: sku.to_string(),
-        stores: stores.iter().map(NearbyStoreJson::from).collect(),
-    };
-    Ok(TaggedJson(if_none_match, answer))
+    })
 }

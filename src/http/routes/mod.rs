@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod availability;
 pub mod feeds;
+pub mod keys;
+pub mod pages;
 pub mod reservations;
 pub mod stock;
 pub mod streams;
@@ -35,9 +37,12 @@ fn routes() -> Routes {
         .route("/v1/availability/batch", post(availability::batch))
         .route(
             "/v1/availability/{sku}",
-            get(availability::sku_availability),
+            get(availability::sku_availability).options(pages::preflight_availability),
         )
-        .route("/v1/nearby", get(availability::nearby))
+        .route(
+            "/v1/nearby",
+            get(availability::nearby).options(pages::preflight_nearby),
+        )
         .route("/v1/stock/import", post(stock::import))
         .route(
             "/v1/stock/{location}/{sku}",
@@ -63,12 +68,15 @@ fn routes() -> Routes {
         .route("/v1/locations/{location}", put(admin::put_location))
         .route("/v1/groups/{group}", put(admin::put_group))
         .route("/v1/policies", put(admin::put_policy))
-        .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
-        .route("/v1/keys/{id}", delete(admin::revoke_key))
+        .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/journal", get(admin::journal))
         .route("/v1/feeds/google/local-inventory", get(feeds::google))
         .route("/v1/feeds/meta/local-inventory", get(feeds::meta))
-        .route("/v1/streams/availability", get(streams::availability))
+        .route(
+            "/v1/streams/availability",
+            get(streams::availability).options(pages::preflight_stream),
+        )
         .route("/v1/admin/audit", get(admin::audit))
         .route("/v1/cluster", get(admin::cluster))
         .route("/healthz", get(system::healthz))
@@ -76,6 +84,8 @@ fn routes() -> Routes {
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi_json))
         .route("/docs", get(system::docs))
+        .route("/sdk/omnistock.js", get(pages::sdk))
+        .route("/console", get(pages::console))
         .fallback(|| async { ApiError::new(Code::NoRoute, "no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

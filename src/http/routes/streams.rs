@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
@@ -32,14 +32,19 @@ use utoipa::IntoParams;
 
 use crate::cursor::{Cursor, SentCursor};
 use crate::engine::Engine;
+use crate::engine::Publishable;
 use crate::feeds::FeedAvailability;
 use crate::http::AppState;
-use crate::http::auth::{Caller, Scope};
+use crate::http::auth::Scope;
 use crate::http::dto;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiQuery};
-use crate::ledger::{Channel, JournalRead, Movement, PosKey, Seq, Sku};
+use crate::http::publishable::{Page, Reader};
+use crate::http::stream_quota::{QuotaFull, QuotaShare};
+use crate::ledger::{
+    Channel, JournalRead, Movement, PosKey, PositionView, Scope as Coverage, Seq, Sku,
+};
 
 /// Longest coalescing interval a client may ask for.
 const MAX_COALESCE_MS: u64 = 10_000;
@@ -64,35 +69,49 @@ pub struct StreamParams {
     /// At most one event per position per this many ms (default 50, max 10000).
     #[param(maximum = 10000)]
     pub coalesce_ms: Option<u64>,
+    /// A publishable key (an `EventSource` cannot set `Authorization`);
+    /// a secret key here is refused (`key_in_url`).
+    #[param(pattern = "^opk_[0-9a-f]{64}$")]
+    #[expect(
+        dead_code,
+        reason = "listed for the document; `Reader` reads it from the URL"
+    )]
+    pub key: Option<String>,
 }
 
 /// Availability changes as Server-Sent Events (`Last-Event-ID` resumes).
+/// With `sku` (and no `Last-Event-ID`), the current state of every matching
+/// position first, so a page shows stock at once. A publishable key (as
+/// `?key=`, since an `EventSource` cannot set headers) sees its channel as
+/// bands, names a `sku`, and holds at most `--max-streams-per-key` streams,
+/// and `--max-streams-per-address` per client address.
 #[utoipa::path(get, path = "/v1/streams/availability", tag = "availability",
     params(StreamParams, ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "resume after this event id (the journal sequence of the last event received); a browser's EventSource sends it when it reconnects")),
-    responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version}; `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version} (a publishable key's: {sku, location, availability: in_stock|limited|out_of_stock, atf if the key shows it, version}); `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
         (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters, or a Last-Event-ID that is not a number"),
+        (status = 429, description = "the publishable key, or the client address, has as many streams open as it may (`too_many_streams`)"),
         (status = 503, description = "too many live streams open (`too_many_subscribers`, with Retry-After)")),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("publishable_key" = [])))]
 pub async fn availability(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    reader: Reader,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<StreamParams>,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    caller.require(Scope::Read)?;
+) -> ApiResult<Response> {
     let sku = params
         .sku
         .as_deref()
         .map(|s| json::sku("sku", s))
         .transpose()?;
-    let channel = params.channel.as_deref().map(dto::channel).transpose()?;
+    let (channel, page, quota) = reader_terms(&state, &reader, sku.as_ref(), &params)?;
     let coalesce_ms = coalesce_ms(&params)?;
     let locations = selected_locations(&state, &params)?;
     let head = state.ledger().journal_head();
-    let (cursor, unhonoured) = resume_point(&state, &headers, head)?;
+    let (cursor, resumed) = resume_point(&state, &headers, head)?;
     let slot = stream_slot(&state)?;
     let mut subscriber = Subscriber {
         _slot: slot,
+        _quota: quota,
         lineage: state.ledger().cursor_lineage(),
         engine: Arc::clone(&state.engine),
         seen: state.engine.changes().version(),
@@ -101,22 +120,82 @@ pub async fn availability(
         sku,
         locations,
         channel,
+        page,
         coalesce: Duration::from_millis(coalesce_ms),
         threshold: state.feed_low_stock_threshold,
         pending: FxHashMap::default(),
         ready: VecDeque::new(),
         last_flush: Instant::now(),
     };
-    match unhonoured {
-        Some(reason) => subscriber.resync(head, reason),
-        None => subscriber.announce(),
+    match resumed {
+        Resumed::No => subscriber.announce(),
+        Resumed::Yes => subscriber.announce_resumed(),
+        Resumed::Unhonoured(reason) => subscriber.resync(head, reason),
     }
     metrics::gauge!("omnistock_stream_subscribers").increment(1.0);
     let events = stream::unfold(subscriber, |mut subscriber| async move {
         let event = subscriber.next_event().await?;
-        Some((Ok(event), subscriber))
+        Some((Ok::<_, Infallible>(event), subscriber))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(match reader {
+        Reader::Secret(_) => sse.into_response(),
+        Reader::Page(page) => (page.answer_headers().for_stream(), sse).into_response(),
+    })
+}
+
+/// What the reader may see (its channel; a page: its key's limits) and,
+/// for a page, its share of the stream quotas.
+#[allow(clippy::type_complexity)]
+fn reader_terms(
+    state: &AppState,
+    reader: &Reader,
+    sku: Option<&Sku>,
+    params: &StreamParams,
+) -> ApiResult<(
+    Option<Channel>,
+    Option<Arc<Publishable>>,
+    Option<QuotaShare>,
+)> {
+    match reader {
+        Reader::Secret(caller) => {
+            caller.require(Scope::Read)?;
+            let channel = params.channel.as_deref().map(dto::channel).transpose()?;
+            Ok((channel, None, None))
+        }
+        Reader::Page(page) => {
+            if sku.is_none() {
+                return Err(ApiError::new(
+                    Code::InvalidQuery,
+                    "a publishable key's stream names its `sku`",
+                ));
+            }
+            let channel = page.channel(params.channel.as_deref())?;
+            let quota = stream_quota(state, page)?;
+            Ok((
+                Some(channel),
+                Some(Arc::clone(&page.publishable)),
+                Some(quota),
+            ))
+        }
+    }
+}
+
+/// A page's share of its key's and address's streams, or 429.
+fn stream_quota(state: &AppState, page: &Page) -> ApiResult<QuotaShare> {
+    state
+        .pages
+        .stream_quota
+        .take(&page.key.id, page.address)
+        .map_err(|full| {
+            let detail = match full {
+                QuotaFull::Key(max) => format!("this key has {max} live streams open, its most"),
+                QuotaFull::Address(max) => {
+                    format!("this address has {max} live streams of this kind open, its most")
+                }
+            };
+            ApiError::new(Code::TooManyStreams, detail)
+        })
 }
 
 fn coalesce_ms(params: &StreamParams) -> ApiResult<u64> {
@@ -146,15 +225,20 @@ fn selected_locations(state: &AppState, params: &StreamParams) -> ApiResult<Opti
     Ok(Some(selected))
 }
 
+/// Whether a stream goes on from a client's `Last-Event-ID`.
+enum Resumed {
+    /// A new stream (no `Last-Event-ID`).
+    No,
+    Yes,
+    /// This server cannot continue from it (a `resync`, with the reason).
+    Unhonoured(&'static str),
+}
+
 /// Where the stream starts: after the `Last-Event-ID` when this server can
-/// continue from it, else at `head` with the reason it cannot (a `resync`).
-fn resume_point(
-    state: &AppState,
-    headers: &HeaderMap,
-    head: Seq,
-) -> ApiResult<(Seq, Option<&'static str>)> {
+/// continue from it, else at `head`.
+fn resume_point(state: &AppState, headers: &HeaderMap, head: Seq) -> ApiResult<(Seq, Resumed)> {
     let Some(value) = headers.get("last-event-id") else {
-        return Ok((head, None));
+        return Ok((head, Resumed::No));
     };
     let sent = value
         .to_str()
@@ -167,8 +251,8 @@ fn resume_point(
             )
         })?;
     Ok(match Cursor::check(sent, state.ledger(), head) {
-        Ok(cursor) => (Seq(cursor.seq.0 + 1), None),
-        Err(why) => (head, Some(why.as_str())),
+        Ok(cursor) => (Seq(cursor.seq.0 + 1), Resumed::Yes),
+        Err(why) => (head, Resumed::Unhonoured(why.as_str())),
     })
 }
 
@@ -190,6 +274,8 @@ fn stream_slot(state: &Arc<AppState>) -> ApiResult<tokio::sync::OwnedSemaphorePe
 struct Subscriber {
     /// Given back when the stream ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// A page's share of its key's and address's streams, given back too.
+    _quota: Option<QuotaShare>,
     /// The ledger's cursor lineage (event ids carry it).
     lineage: u64,
     /// Reads the journal and positions through the engine's ledger, waits
@@ -204,6 +290,8 @@ struct Subscriber {
     /// Indexed by location id; `None`: every location.
     locations: Option<Vec<bool>>,
     channel: Option<Channel>,
+    /// A page's key: events show bands, and units as the key says.
+    page: Option<Arc<Publishable>>,
     coalesce: Duration,
     threshold: u32,
     /// Positions changed since the last flush, with what was published
@@ -256,10 +344,7 @@ impl Subscriber {
     }
 
     fn matches(&self, movement: &Movement) -> bool {
-        let loc = movement.position.loc().0 as usize;
-        if let Some(locations) = &self.locations
-            && !locations.get(loc).copied().unwrap_or(false)
-        {
+        if !self.selects(movement.position.loc().0 as usize) {
             return false;
         }
         match &self.sku {
@@ -327,9 +412,80 @@ impl Subscriber {
     /// An event with only an id, where the stream starts: a client that
     /// reconnects before any change still resumes from here (an
     /// `EventSource` keeps the id without dispatching an event).
-    fn announce(&mut self) {
+    fn announce_resumed(&mut self) {
         let id = self.event_id(self.cursor);
         self.ready.push_back(Event::default().id(id));
+    }
+
+    /// A new stream: where it starts, then, for one SKU, the current state
+    /// of every matching position (read after the start, so no change is
+    /// missed; one made meanwhile is sent again, as its state then).
+    fn announce(&mut self) {
+        self.announce_resumed();
+        let Some(sku) = self.sku.clone() else {
+            return;
+        };
+        let at = self.engine.now();
+        let ledger = self.engine.ledger();
+        let Ok(view) = ledger.availability(&sku, &Coverage::All, self.channel, at) else {
+            return;
+        };
+        let catalog = ledger.catalog();
+        for position in &view.locations {
+            let selected = catalog
+                .location_id(position.location.as_str())
+                .is_some_and(|id| self.selects(id.0 as usize));
+            if selected {
+                let event = self.position_event(position, None);
+                self.ready.push_back(event);
+            }
+        }
+    }
+
+    /// Whether the stream's location filter takes location `index`.
+    fn selects(&self, index: usize) -> bool {
+        match &self.locations {
+            Some(locations) => locations.get(index).copied().unwrap_or(false),
+            None => true,
+        }
+    }
+
+    /// The `availability` event of a position's state; `before`: what the
+    /// channel saw before the change (a threshold crossing), if a change.
+    fn position_event(&self, view: &PositionView, before: Option<u32>) -> Event {
+        let atf = view.atf.0;
+        let data = match &self.page {
+            Some(page) => {
+                let (band, units) = page.show(u64::from(atf));
+                json!({
+                    "sku": view.sku.as_str(),
+                    "location": view.location.as_str(),
+                    "availability": band.as_str(),
+                    "atf": units,
+                    "version": view.version.0,
+                })
+            }
+            None => {
+                let crossing = before.and_then(|before| match (before, atf) {
+                    (b, 0) if b > 0 => Some("out_of_stock"),
+                    (0, a) if a > 0 => Some("back_in_stock"),
+                    (b, a) if b > self.threshold && a <= self.threshold => Some("low_stock"),
+                    _ => None,
+                });
+                json!({
+                    "sku": view.sku.as_str(),
+                    "location": view.location.as_str(),
+                    "channel": self.channel.map(Channel::as_str),
+                    "atf": atf,
+                    "availability": FeedAvailability::of(atf, view.display_only, self.threshold).google(),
+                    "crossing": crossing,
+                    "version": view.version.0,
+                })
+            }
+        };
+        Event::default()
+            .event("availability")
+            .data(data.to_string())
     }
 
     /// Drops what is pending and tells the client to refetch, going on
@@ -366,27 +522,8 @@ impl Subscriber {
             else {
                 continue;
             };
-            let atf = view.atf.0;
-            let crossing = match (before, atf) {
-                (b, 0) if b > 0 => Some("out_of_stock"),
-                (0, a) if a > 0 => Some("back_in_stock"),
-                (b, a) if b > self.threshold && a <= self.threshold => Some("low_stock"),
-                _ => None,
-            };
-            let data = json!({
-                "sku": sku.as_str(),
-                "location": location.as_str(),
-                "channel": self.channel.map(Channel::as_str),
-                "atf": atf,
-                "availability": FeedAvailability::of(atf, view.display_only, self.threshold).google(),
-                "crossing": crossing,
-                "version": view.version.0,
-            });
-            self.ready.push_back(
-                Event::default()
-                    .event("availability")
-                    .data(data.to_string()),
-            );
+            let event = self.position_event(&view, Some(before));
+            self.ready.push_back(event);
         }
         // Only the last event of the flush moves the client's Last-Event-ID.
         if let Some(last) = self.ready.back_mut() {

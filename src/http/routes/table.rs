@@ -65,6 +65,9 @@ pub enum Extracted {
     },
     /// The raw body stream (the handler reads the content type itself).
     RawBody,
+    /// A CORS preflight: the page's `Origin` header (and the key in the
+    /// URL, when there is one).
+    Origin,
 }
 
 /// What an extractor reads; `None` for one that reads nothing from the
@@ -82,6 +85,20 @@ impl<S> DescribeExtractor for State<S> {
 impl DescribeExtractor for Caller {
     fn describe() -> Option<Extracted> {
         Some(Extracted::Caller)
+    }
+}
+
+/// A reader takes a secret key (bearer) or a publishable one (bearer, or
+/// the `key` query parameter its handler's query type lists).
+impl DescribeExtractor for crate::http::publishable::Reader {
+    fn describe() -> Option<Extracted> {
+        Some(Extracted::Caller)
+    }
+}
+
+impl DescribeExtractor for crate::http::publishable::Preflight {
+    fn describe() -> Option<Extracted> {
+        Some(Extracted::Origin)
     }
 }
 
@@ -210,6 +227,7 @@ macro_rules! methods {
     ($($name:ident => $method:ident),*) => {
         $(
             #[doc = concat!("Routes `", stringify!($method), "` to `handler` (as `axum::routing::", stringify!($name), "`).")]
+            #[allow(dead_code)] // every method can start a route, used yet or not
             pub fn $name<H, T, A>(handler: H) -> Methods
             where
                 H: Handler<T, S> + HandlerExtracts<A>,
@@ -241,7 +259,7 @@ macro_rules! methods {
     };
 }
 
-methods!(get => GET, post => POST, put => PUT, delete => DELETE);
+methods!(get => GET, post => POST, put => PUT, delete => DELETE, options => OPTIONS);
 
 /// The router being built, and the operations it serves.
 pub struct Routes {

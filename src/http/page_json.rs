@@ -1,0 +1,145 @@
+//! What pages (publishable keys) are answered: availability as a band
+//! (`in_stock`, `limited`, `out_of_stock`) and, as the key's quantity
+//! option says, the units; never on-hand, reserved or safety stock.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::engine::{Band, Publishable};
+use crate::http::dto::{AvailabilityJson, NearbyJson};
+use crate::ledger::{Catalog, NearbyStore, PositionView, SkuAvailability};
+
+/// The band's name, for the OpenAPI document.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BandJson {
+    InStock,
+    Limited,
+    OutOfStock,
+}
+
+impl From<Band> for BandJson {
+    fn from(band: Band) -> BandJson {
+        match band {
+            Band::InStock => BandJson::InStock,
+            Band::Limited => BandJson::Limited,
+            Band::OutOfStock => BandJson::OutOfStock,
+        }
+    }
+}
+
+/// One SKU's availability as a page sees it (publishable keys).
+#[derive(Serialize, ToSchema)]
+pub struct PageAvailabilityJson {
+    pub sku: String,
+    /// The key's channel, whose policy the figures are after.
+    pub channel: &'static str,
+    pub availability: BandJson,
+    /// Units available to promise over the locations, when the key shows them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_atf: Option<u64>,
+    pub locations: Vec<PageLocationJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageLocationJson {
+    pub location: String,
+    pub name: String,
+    pub availability: BandJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub atf: Option<u64>,
+}
+
+impl PageAvailabilityJson {
+    pub fn of(
+        publishable: &Publishable,
+        view: &SkuAvailability,
+        catalog: &Catalog,
+    ) -> PageAvailabilityJson {
+        let (band, total_atf) = publishable.show(view.total_atf);
+        PageAvailabilityJson {
+            sku: view.sku.to_string(),
+            channel: publishable.channel.as_str(),
+            availability: band.into(),
+            total_atf,
+            locations: view
+                .locations
+                .iter()
+                .map(|position| PageLocationJson::of(publishable, position, catalog))
+                .collect(),
+        }
+    }
+}
+
+impl PageLocationJson {
+    pub fn of(
+        publishable: &Publishable,
+        position: &PositionView,
+        catalog: &Catalog,
+    ) -> PageLocationJson {
+        let (band, atf) = publishable.show(u64::from(position.atf.0));
+        let name = catalog
+            .location_id(position.location.as_str())
+            .and_then(|id| catalog.location(id))
+            .map(|location| location.name.clone())
+            .unwrap_or_default();
+        PageLocationJson {
+            location: position.location.to_string(),
+            name,
+            availability: band.into(),
+            atf,
+        }
+    }
+}
+
+/// Stores near a point, as a page sees them.
+#[derive(Serialize, ToSchema)]
+pub struct PageNearbyJson {
+    pub sku: String,
+    pub stores: Vec<PageStoreJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageStoreJson {
+    pub location: String,
+    pub name: String,
+    pub distance_km: f64,
+    pub availability: BandJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub atf: Option<u64>,
+    pub pickup_method: Option<&'static str>,
+    pub pickup_sla: Option<String>,
+}
+
+impl PageStoreJson {
+    pub fn of(publishable: &Publishable, store: &NearbyStore) -> PageStoreJson {
+        let (band, atf) = publishable.show(u64::from(store.atf.0));
+        PageStoreJson {
+            location: store.location.to_string(),
+            name: store.name.clone(),
+            distance_km: (store.distance_km * 1000.0).round() / 1000.0,
+            availability: band.into(),
+            atf,
+            pickup_method: store.pickup.map(|p| p.method.as_str()),
+            pickup_sla: store.pickup.and_then(|p| p.sla).map(|sla| sla.to_string()),
+        }
+    }
+}
+
+/// The OpenAPI document's answer of an availability read: a secret key's,
+/// or a page's.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AvailabilityAnswer {
+    Secret(AvailabilityJson),
+    Page(PageAvailabilityJson),
+}
+
+/// The OpenAPI document's answer of a nearby read: a secret key's, or a
+/// page's.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum NearbyAnswer {
+    Secret(NearbyJson),
+    Page(PageNearbyJson),
+}

@@ -1,0 +1,287 @@
+//! Readers in web pages: publishable keys, where they come from, and what
+//! their answers carry for browsers and caches.
+//!
+//! A publishable key (`opk_…`) is made to sit in a page's source: it holds
+//! no scope, so every handler that checks one refuses it; the three reads
+//! made for pages (availability, nearby stores, the live stream) take a
+//! [`Reader`] instead, which accepts it as `Authorization: Bearer` or as
+//! the `key` query parameter (an `EventSource` cannot set headers). Its
+//! page's `Origin` must be on the key's list; its requests count against
+//! the key's rate and, per client address, against
+//! `--rate-limit-per-address`. A secret key is refused in a URL (URLs end
+//! up in logs, histories and caches) and from another site's page
+//! ([`refuse_secret_from_page`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, AUTHORIZATION, CACHE_CONTROL, HOST,
+    ORIGIN, VARY,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponseParts, ResponseParts};
+
+use super::AppState;
+use super::auth::{ApiKey, Caller};
+use super::error::{ApiError, ApiResult};
+use super::error_codes::Code;
+use crate::engine::Publishable;
+use crate::ledger::Channel;
+
+/// The client's address, as the connection's peer (set by the accept
+/// loop on every request it serves).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Set by a cluster node's front on a client's request: the `Host` it was
+/// sent to (so the engine serving it tells a same-origin page from
+/// another site's).
+pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("omnistock-forwarded-host");
+/// Set by a cluster node's front on a client's request: its address.
+pub const FORWARDED_CLIENT: HeaderName = HeaderName::from_static("omnistock-forwarded-client");
+
+/// Who reads: a secret key's caller, or a page's publishable key.
+pub enum Reader {
+    Secret(Caller),
+    Page(Page),
+}
+
+/// A publishable key read from a page (or any client holding the key).
+pub struct Page {
+    pub key: Arc<ApiKey>,
+    pub publishable: Arc<Publishable>,
+    /// The page's `Origin`, when the browser sent one (on the key's list).
+    origin: Option<HeaderValue>,
+    /// The client's address, for the per-address stream quota.
+    pub address: Option<IpAddr>,
+}
+
+impl Page {
+    /// The channel the page sees: the key's. Naming another is refused.
+    pub fn channel(&self, asked: Option<&str>) -> ApiResult<Channel> {
+        match asked {
+            Some(name) if name != self.publishable.channel.as_str() => Err(ApiError::new(
+                Code::ChannelNotAllowed,
+                format!(
+                    "this key sees the `{}` channel only",
+                    self.publishable.channel.as_str()
+                ),
+            )),
+            _ => Ok(self.publishable.channel),
+        }
+    }
+
+    /// What the page's answers carry: CORS for its origin, and the key's
+    /// caching policy (shared caches revalidate by `ETag` unless the key
+    /// says otherwise).
+    pub fn answer_headers(&self) -> PageHeaders {
+        let cache_control = self
+            .publishable
+            .cache_control
+            .as_deref()
+            .and_then(|value| HeaderValue::from_str(value).ok())
+            .unwrap_or(HeaderValue::from_static("no-cache"));
+        PageHeaders {
+            origin: self.origin.clone(),
+            cache_control,
+        }
+    }
+}
+
+/// Headers of an answer to a page (see [`Page::answer_headers`]).
+pub struct PageHeaders {
+    origin: Option<HeaderValue>,
+    cache_control: HeaderValue,
+}
+
+impl PageHeaders {
+    /// For a live stream: never cached, whatever the key says.
+    pub fn for_stream(self) -> PageHeaders {
+        PageHeaders {
+            cache_control: HeaderValue::from_static("no-cache"),
+            ..self
+        }
+    }
+}
+
+impl IntoResponseParts for PageHeaders {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(self, mut parts: ResponseParts) -> Result<ResponseParts, Self::Error> {
+        let headers = parts.headers_mut();
+        // The answer depends on the Origin (CORS), so caches key on it.
+        headers.insert(VARY, HeaderValue::from_static("Origin"));
+        headers.insert(CACHE_CONTROL, self.cache_control);
+        if let Some(origin) = self.origin {
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("ETag, Retry-After"),
+            );
+        }
+        Ok(parts)
+    }
+}
+
+/// The `key` query parameter, when the URL has one.
+pub fn key_param(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    if !query.contains("key=") {
+        return None;
+    }
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "key")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The bearer key of `Authorization`, when there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// A secret key sent by another site's page is refused: whoever opens the
+/// page can read it. A page of the engine's own origin (the console) may
+/// send one: `Origin` then names the `Host` the request was sent to.
+/// `direct`: the request came from the client's connection (else from a
+/// cluster node's front, which names the `Host` in [`FORWARDED_HOST`]).
+pub fn refuse_secret_from_page(parts: &Parts) -> ApiResult<()> {
+    let direct = parts.extensions.get::<ClientAddr>().is_some();
+    let headers = &parts.headers;
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    let host = match direct {
+        true => headers.get(HOST),
+        false => headers.get(FORWARDED_HOST).or_else(|| headers.get(HOST)),
+    };
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority);
+    match (authority, host.and_then(|h| h.to_str().ok())) {
+        (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(ApiError::new(
+            Code::SecretKeyFromBrowser,
+            "a secret key came from another site's page; give pages a publishable key (`kind: publishable`)",
+        )),
+    }
+}
+
+/// The client's address: the connection's peer, or the one a forwarding
+/// node names.
+fn client_address(parts: &Parts) -> Option<IpAddr> {
+    if parts
+        .headers
+        .contains_key(crate::cluster::forward::FORWARDED_BY)
+    {
+        return parts
+            .headers
+            .get(FORWARDED_CLIENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+    }
+    parts.extensions.get::<ClientAddr>().map(|addr| addr.0)
+}
+
+impl FromRequestParts<Arc<AppState>> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let in_url = key_param(parts.uri.query());
+        let secret = match (&in_url, bearer(&parts.headers)) {
+            (Some(from_url), _) => from_url.as_str(),
+            (None, Some(from_header)) => from_header,
+            (None, None) => return Err(ApiError::unauthorized()),
+        };
+        let key = state
+            .engine
+            .keys()
+            .authenticate(secret)
+            .ok_or_else(ApiError::unauthorized)?;
+        let Some(publishable) = key.publishable.clone() else {
+            if in_url.is_some() {
+                return Err(key_in_url());
+            }
+            return Caller::admit(parts, state, key).await.map(Reader::Secret);
+        };
+        let origin = parts.headers.get(ORIGIN).cloned();
+        if let Some(origin) = &origin
+            && !origin
+                .to_str()
+                .is_ok_and(|origin| publishable.allows_origin(origin))
+        {
+            return Err(ApiError::new(
+                Code::OriginNotAllowed,
+                "this page's origin is not one of the key's `origins`",
+            ));
+        }
+        let address = client_address(parts);
+        check_address_rate(state, &key, address)?;
+        Caller::check_rate(state, &key).await?;
+        Ok(Reader::Page(Page {
+            key,
+            publishable,
+            origin,
+            address,
+        }))
+    }
+}
+
+/// A publishable key's requests from one address, against
+/// `--rate-limit-per-address` (one page in a loop, or one scraper, cannot
+/// spend the whole key's rate).
+fn check_address_rate(state: &AppState, key: &ApiKey, address: Option<IpAddr>) -> ApiResult<()> {
+    let Some(address) = address else {
+        return Ok(());
+    };
+    let bucket = format!("{}|{address}", key.id);
+    state
+        .pages
+        .address_rate_limiter
+        .check(&bucket, Instant::now)
+        .map_err(|retry_after_s| {
+            ApiError::new(
+                Code::AddressRateLimited,
+                "requests from this address with this key are over the per-address rate; retry after Retry-After",
+            )
+            .retry_after(retry_after_s)
+        })
+}
+
+/// The refusal of a secret key sent in a URL.
+pub fn key_in_url() -> ApiError {
+    ApiError::new(
+        Code::KeyInUrl,
+        "a secret key was sent in the URL; send it as `Authorization: Bearer` (only publishable keys go in URLs), and consider it leaked",
+    )
+}
+
+/// What a preflight asks about: the page's origin, and the key when the
+/// URL carries one.
+pub struct Preflight {
+    pub origin: Option<HeaderValue>,
+    pub key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Preflight {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Preflight {
+            origin: parts.headers.get(ORIGIN).cloned(),
+            key: key_param(parts.uri.query()),
+        })
+    }
+}

@@ -18,6 +18,7 @@ mod cluster_chaos;
 mod cluster_faults;
 mod cluster_flash_sale;
 mod cluster_nodes;
+mod cluster_pages;
 mod connection_limits;
 mod engine_crash;
 mod error_codes;

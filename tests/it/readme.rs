@@ -16,6 +16,9 @@
 //! - `sh manual`: not run (load tests of minutes, which the load-test
 //!   tool's own tests cover).
 //! - `rust`: must be `examples/quickstart.rs`, from its `use` line on.
+//! - `html`: markup for pages; must load the SDK the engine serves and use
+//!   only attributes its element observes (`tests/it/browser.rs` drives the
+//!   same element in a real browser).
 //!
 //! What the test changes, and only that: the engine listens on a free port
 //! (`OMNISTOCK_LISTEN`; `localhost:8080` in the blocks becomes that port),
@@ -381,6 +384,7 @@ fn every_readme_block_runs_as_written() {
             "sh stream" => "stream",
             "sh manual" => "manual",
             "rust" => "rust",
+            "html" => "html",
             other => panic!("README line {}: unknown block kind {other:?}", block.line),
         };
         *ran.entry(kind).or_default() += 1;
@@ -414,6 +418,7 @@ fn every_readme_block_runs_as_written() {
                     block.line
                 );
             }
+            "html" => check_markup(block, &root),
             _ => {}
         }
     }
@@ -437,6 +442,9 @@ fn every_readme_block_runs_as_written() {
         "id,store_code,availability,quantity",
         "on_display_to_order",
         "event: availability",
+        "access-control-allow-origin: https://shop.example",
+        "\"availability\":\"in_stock\"",
+        "204\n",
         "\"status\": \"ready\"",
     ] {
         assert!(
@@ -445,4 +453,37 @@ fn every_readme_block_runs_as_written() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An `html` block loads `/sdk/omnistock.js` and uses the element's
+/// observed attributes only.
+fn check_markup(block: &Block, root: &Path) {
+    let sdk = std::fs::read_to_string(root.join("web/sdk/omnistock.js")).expect("the SDK");
+    assert!(
+        block.text.contains("/sdk/omnistock.js") && block.text.contains("<omnistock-availability"),
+        "README line {}: the markup loads the SDK and uses its element",
+        block.line
+    );
+    let observed = sdk
+        .split("observedAttributes = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .expect("the element's observed attributes");
+    for attribute in [
+        "sku",
+        "group",
+        "location",
+        "key",
+        "api",
+        "channel",
+        "quantities",
+    ] {
+        if block.text.contains(&format!(" {attribute}=\"")) {
+            assert!(
+                observed.contains(&format!("'{attribute}'")),
+                "README line {}: the element does not observe `{attribute}`",
+                block.line
+            );
+        }
+    }
 }

@@ -418,7 +418,7 @@ fn every_readme_block_runs_as_written() {
                     block.line
                 );
             }
-            "html" => check_markup(block, &root),
+            "html" => check_markup(block, root),
             _ => {}
         }
     }

@@ -243,3 +243,67 @@ fn demo_on_a_taken_port_fails_before_loading_anything() {
     );
     println!("--demo on a taken port failed after {elapsed:?}");
 }
+
+/// `serve --demo` ends its start by printing the console's URL and a
+/// publishable key for the example storefront: both work as printed.
+#[test]
+fn demo_prints_the_console_and_a_publishable_key_that_work() {
+    let mut child = omnistock()
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .env("OMNISTOCK_ADMIN_KEY", ADMIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut console, mut key) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (console.is_none() || key.is_none()) && Instant::now() < deadline {
+        let Ok(line) = receiver.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let word = |prefix: &str| {
+            line.split_whitespace()
+                .find(|w| w.starts_with(prefix))
+                .map(str::to_owned)
+        };
+        if line.trim_start().starts_with("console:") {
+            console = word("http://");
+        }
+        if line.trim_start().starts_with("publishable key:") {
+            key = word("opk_");
+        }
+    }
+    let (console, key) = match (console, key) {
+        (Some(console), Some(key)) => (console, key),
+        other => {
+            let _ = child.kill();
+            panic!("serve --demo printed no console URL and key: {other:?}");
+        }
+    };
+    let url: reqwest::Url = console.parse().expect("a URL");
+    let addr: SocketAddr = format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().expect("port")
+    )
+    .parse()
+    .expect("an address");
+    let page = get(addr, url.path());
+    let read = get(addr, &format!("/v1/availability/SKU-00002?group=paris&key={key}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("content=\"true\""), "the console knows it is a demo");
+    assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+    assert!(read.contains("\"availability\""), "{read}");
+    assert!(!read.contains("on_hand"), "{read}");
+}

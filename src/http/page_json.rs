@@ -3,7 +3,9 @@
 //! option says, the units; never on-hand, reserved or safety stock.
 
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::AnyOfBuilder;
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::engine::{Band, Publishable};
 use crate::http::dto::{AvailabilityJson, NearbyJson};
@@ -126,20 +128,53 @@ impl PageStoreJson {
     }
 }
 
-/// The OpenAPI document's answer of an availability read: a secret key's,
-/// or a page's.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum AvailabilityAnswer {
-    Secret(AvailabilityJson),
-    Page(PageAvailabilityJson),
+/// The OpenAPI document's answer of an availability read: a secret key's
+/// or a page's (`anyOf`: an answer with no location fits both).
+pub struct AvailabilityAnswer;
+
+/// The OpenAPI document's answer of a nearby read: a secret key's or a
+/// page's (`anyOf`: an answer with no store fits both).
+pub struct NearbyAnswer;
+
+fn any_of<A: ToSchema, B: ToSchema>(description: &str) -> RefOr<Schema> {
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name(A::name()))
+        .item(Ref::from_schema_name(B::name()))
+        .description(Some(description))
+        .into()
 }
 
-/// The OpenAPI document's answer of a nearby read: a secret key's, or a
-/// page's.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum NearbyAnswer {
-    Secret(NearbyJson),
-    Page(PageNearbyJson),
+impl PartialSchema for AvailabilityAnswer {
+    fn schema() -> RefOr<Schema> {
+        any_of::<AvailabilityJson, PageAvailabilityJson>(
+            "a secret key's answer, or a publishable key's",
+        )
+    }
+}
+
+impl ToSchema for AvailabilityAnswer {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((AvailabilityJson::name().into(), AvailabilityJson::schema()));
+        schemas.push((
+            PageAvailabilityJson::name().into(),
+            PageAvailabilityJson::schema(),
+        ));
+        <AvailabilityJson as ToSchema>::schemas(schemas);
+        <PageAvailabilityJson as ToSchema>::schemas(schemas);
+    }
+}
+
+impl PartialSchema for NearbyAnswer {
+    fn schema() -> RefOr<Schema> {
+        any_of::<NearbyJson, PageNearbyJson>("a secret key's answer, or a publishable key's")
+    }
+}
+
+impl ToSchema for NearbyAnswer {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((NearbyJson::name().into(), NearbyJson::schema()));
+        schemas.push((PageNearbyJson::name().into(), PageNearbyJson::schema()));
+        <NearbyJson as ToSchema>::schemas(schemas);
+        <PageNearbyJson as ToSchema>::schemas(schemas);
+    }
 }

@@ -513,6 +513,11 @@ async fn the_sdk_and_the_console_are_served_to_browsers() {
     assert!(text.contains("omnistock-availability"));
     let console = get(&format!("{base}/console"), &[]).await;
     assert_eq!(console.status(), StatusCode::OK);
+    let policy = header(&console, "content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("connect-src 'self'") && policy.contains("frame-ancestors 'none'"),
+        "the console talks only to its engine and is never framed: {policy}"
+    );
     let page = console.text().await.expect("text");
     assert!(
         page.contains("<meta name=\"omnistock-demo\" content=\"false\">"),

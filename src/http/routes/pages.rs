@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, VARY,
+    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    VARY,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -134,7 +135,23 @@ pub async fn sdk() -> Response {
 /// kept in the tab's `sessionStorage` only.
 #[utoipa::path(get, path = "/console", tag = "pages",
     responses((status = 200, description = "an HTML page", content_type = "text/html", body = String)))]
-pub async fn console(State(state): State<Arc<AppState>>) -> Html<String> {
+pub async fn console(State(state): State<Arc<AppState>>) -> Response {
     let demo = if state.pages.demo { "true" } else { "false" };
-    Html(CONSOLE.replace(DEMO_MARKER, demo))
+    (
+        [
+            // The page loads nothing from elsewhere and talks only to this
+            // engine: the browser holds it to that (and it is never framed,
+            // since it holds an admin key).
+            (CONTENT_SECURITY_POLICY, CONSOLE_POLICY),
+            (REFERRER_POLICY, "no-referrer"),
+            (CACHE_CONTROL, "no-store"),
+        ],
+        Html(CONSOLE.replace(DEMO_MARKER, demo)),
+    )
+        .into_response()
 }
+
+/// What the console may load and talk to: itself.
+const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; img-src data:; connect-src 'self'; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";

@@ -457,13 +457,17 @@ impl Subscriber {
         let data = match &self.page {
             Some(page) => {
                 let (band, units) = page.show(u64::from(atf));
-                json!({
+                let mut data = json!({
                     "sku": view.sku.as_str(),
                     "location": view.location.as_str(),
                     "availability": band.as_str(),
-                    "atf": units,
                     "version": view.version.0,
-                })
+                });
+                // Units only where the key shows them, as in its reads.
+                if let (Some(units), Some(fields)) = (units, data.as_object_mut()) {
+                    fields.insert("atf".into(), units.into());
+                }
+                data
             }
             None => {
                 let crossing = before.and_then(|before| match (before, atf) {

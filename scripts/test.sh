@@ -4,7 +4,8 @@
 # start their own on free loopback ports; promtool, from the prometheus
 # package: tests/it/metrics.rs checks /metrics with it; curl and jq:
 # tests/it/readme.rs runs the README's examples; node: tests/it/openapi.rs runs
-# the /docs page's script), then runs every test of the
+# the /docs page's script; chromium: tests/it/browser.rs loads the example
+# storefront and the console in a headless Chromium), then runs every test of the
 # workspace: unit tests, the model-based property test (PROPTEST_CASES,
 # default 50,000 cases), the threaded stress test, the Redis write-behind
 # tests (round trip, kill -9 in sync and async mode, Redis killed under
@@ -50,6 +51,7 @@ need promtool prometheus prometheus "tests/it/metrics.rs checks /metrics with pr
 need curl curl "" "tests/it/readme.rs runs the README's curl examples"
 need jq jq "" "tests/it/readme.rs runs the README's examples, which use jq"
 need node nodejs "" "tests/it/openapi.rs runs the /docs page's script under Node"
+need chromium chromium "" "tests/it/browser.rs drives a headless Chromium"
 redis-server --version >&2
 promtool --version 2>&1 | sed -n 1p >&2
 

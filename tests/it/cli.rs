@@ -298,11 +298,17 @@ fn demo_prints_the_console_and_a_publishable_key_that_work() {
     .parse()
     .expect("an address");
     let page = get(addr, url.path());
-    let read = get(addr, &format!("/v1/availability/SKU-00002?group=paris&key={key}"));
+    let read = get(
+        addr,
+        &format!("/v1/availability/SKU-00002?group=paris&key={key}"),
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    assert!(page.contains("content=\"true\""), "the console knows it is a demo");
+    assert!(
+        page.contains("content=\"true\""),
+        "the console knows it is a demo"
+    );
     assert!(read.starts_with("HTTP/1.1 200"), "{read}");
     assert!(read.contains("\"availability\""), "{read}");
     assert!(!read.contains("on_hand"), "{read}");

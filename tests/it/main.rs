@@ -11,6 +11,7 @@
 mod support;
 
 mod architecture;
+mod browser;
 mod chaos;
 mod cli;
 mod cluster_carts;

@@ -6,6 +6,7 @@
 //! `metrics_gate`).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod engine;
 pub mod metrics_gate;

@@ -302,8 +302,29 @@ fn demo_prints_the_console_and_a_publishable_key_that_work() {
         addr,
         &format!("/v1/availability/SKU-00002?group=paris&key={key}"),
     );
+    // The example storefront's origin (python3 -m http.server ... 8000).
+    let from_storefront = {
+        let mut stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /v1/availability/SKU-00002?key={key} HTTP/1.1\r\nHost: localhost\r\n\
+             Origin: http://localhost:8000\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        response
+    };
     let _ = child.kill();
     let _ = child.wait();
+    assert!(
+        from_storefront.contains("access-control-allow-origin: http://localhost:8000"),
+        "{from_storefront}"
+    );
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(
         page.contains("content=\"true\""),

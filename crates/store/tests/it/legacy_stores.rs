@@ -127,6 +127,7 @@ fn check_loaded(loaded: &Loaded) {
             locations: vec!["PAR-01".into()],
             digest_hex: "abab".into(),
             max_held_units: Some(250),
+            publishable: None,
         }]
     );
     check_positions(&restore.positions);

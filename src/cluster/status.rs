@@ -16,6 +16,7 @@ use crate::engine::{ApiKey, Scope};
 use crate::http::dto::{ClusterJson, ClusterNodeJson, PartitionOwnerJson};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
+use crate::http::publishable::{FORWARDED_HOST, refuse_secret_from_other_site};
 
 /// 200 once the node has joined and every partition that belongs to it
 /// is loaded (the others are forwarded); 503 with the reason otherwise.
@@ -35,15 +36,30 @@ pub fn readyz(node: &ClusterNode) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// The caller's key, by the node's shared key store; 401 without one.
+/// The caller's secret key, by the node's shared key store; 401 without
+/// one. As an engine's `Caller`: a publishable key is refused (the reads
+/// pages make are each one partition's, served by its engine), and so is a
+/// secret key from another site's page.
 pub fn authenticate(node: &ClusterNode, headers: &HeaderMap) -> Result<Arc<ApiKey>, ApiError> {
     let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    secret
+    let key = secret
         .and_then(|s| node.shared.engine().keys().authenticate(s.trim()))
-        .ok_or_else(ApiError::unauthorized)
+        .ok_or_else(ApiError::unauthorized)?;
+    if key.publishable.is_some() {
+        return Err(ApiError::new(
+            Code::PublishableKeyNotAllowed,
+            "a publishable key reads one SKU's availability, nearby stores and live stream only",
+        ));
+    }
+    // The front named the Host the client sent its request to.
+    let host = headers
+        .get(FORWARDED_HOST)
+        .or_else(|| headers.get(header::HOST));
+    refuse_secret_from_other_site(headers, host)?;
+    Ok(key)
 }
 
 /// `GET /v1/cluster`, for admin keys: the heartbeats' nodes and each

@@ -47,6 +47,8 @@ pub struct PageAvailabilityJson {
 pub struct PageLocationJson {
     pub location: String,
     pub name: String,
+    /// `store` or `warehouse` ("in stock at 3 stores near you" counts stores).
+    pub kind: &'static str,
     pub availability: BandJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub atf: Option<u64>,
@@ -80,14 +82,13 @@ impl PageLocationJson {
         catalog: &Catalog,
     ) -> PageLocationJson {
         let (band, atf) = publishable.show(u64::from(position.atf.0));
-        let name = catalog
+        let location = catalog
             .location_id(position.location.as_str())
-            .and_then(|id| catalog.location(id))
-            .map(|location| location.name.clone())
-            .unwrap_or_default();
+            .and_then(|id| catalog.location(id));
         PageLocationJson {
             location: position.location.to_string(),
-            name,
+            name: location.map(|l| l.name.clone()).unwrap_or_default(),
+            kind: location.map_or("store", |l| l.kind.as_str()),
             availability: band.into(),
             atf,
         }

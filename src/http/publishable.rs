@@ -50,6 +50,16 @@ pub enum Reader {
     Page(Page),
 }
 
+impl Reader {
+    /// The reader's key, whichever kind.
+    pub fn key(&self) -> &ApiKey {
+        match self {
+            Reader::Secret(caller) => &caller.0,
+            Reader::Page(page) => &page.key,
+        }
+    }
+}
+
 /// A publishable key read from a page (or any client holding the key).
 pub struct Page {
     pub key: Arc<ApiKey>,
@@ -58,6 +68,9 @@ pub struct Page {
     origin: Option<HeaderValue>,
     /// The client's address, for the per-address stream quota.
     pub address: Option<IpAddr>,
+    /// The key came in `Authorization` (not in the URL): shared caches
+    /// must then key answers on it too.
+    from_header: bool,
 }
 
 impl Page {
@@ -88,6 +101,11 @@ impl Page {
         PageHeaders {
             origin: self.origin.clone(),
             cache_control,
+            vary: if self.from_header {
+                HeaderValue::from_static("Origin, Authorization")
+            } else {
+                HeaderValue::from_static("Origin")
+            },
         }
     }
 }
@@ -96,6 +114,7 @@ impl Page {
 pub struct PageHeaders {
     origin: Option<HeaderValue>,
     cache_control: HeaderValue,
+    vary: HeaderValue,
 }
 
 impl PageHeaders {
@@ -113,8 +132,9 @@ impl IntoResponseParts for PageHeaders {
 
     fn into_response_parts(self, mut parts: ResponseParts) -> Result<ResponseParts, Self::Error> {
         let headers = parts.headers_mut();
-        // The answer depends on the Origin (CORS), so caches key on it.
-        headers.insert(VARY, HeaderValue::from_static("Origin"));
+        // The answer depends on the Origin (CORS), and on the key when it
+        // is not in the URL: caches key on them.
+        headers.insert(VARY, self.vary);
         headers.insert(CACHE_CONTROL, self.cache_control);
         if let Some(origin) = self.origin {
             headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -150,17 +170,25 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// A secret key sent by another site's page is refused: whoever opens the
 /// page can read it. A page of the engine's own origin (the console) may
 /// send one: `Origin` then names the `Host` the request was sent to.
-/// `direct`: the request came from the client's connection (else from a
-/// cluster node's front, which names the `Host` in [`FORWARDED_HOST`]).
+/// On a direct connection the request's `Host`; from a cluster node's
+/// front, the `Host` it names.
 pub fn refuse_secret_from_page(parts: &Parts) -> ApiResult<()> {
-    let direct = parts.extensions.get::<ClientAddr>().is_some();
     let headers = &parts.headers;
+    let host = match parts.extensions.get::<ClientAddr>() {
+        Some(_) => headers.get(HOST),
+        None => headers.get(FORWARDED_HOST).or_else(|| headers.get(HOST)),
+    };
+    refuse_secret_from_other_site(headers, host)
+}
+
+/// The check of [`refuse_secret_from_page`], given the `Host` the request
+/// was sent to (a cluster front's own requests name it).
+pub fn refuse_secret_from_other_site(
+    headers: &HeaderMap,
+    host: Option<&HeaderValue>,
+) -> ApiResult<()> {
     let Some(origin) = headers.get(ORIGIN) else {
         return Ok(());
-    };
-    let host = match direct {
-        true => headers.get(HOST),
-        false => headers.get(FORWARDED_HOST).or_else(|| headers.get(HOST)),
     };
     let authority = origin
         .to_str()
@@ -176,20 +204,28 @@ pub fn refuse_secret_from_page(parts: &Parts) -> ApiResult<()> {
     }
 }
 
-/// The client's address: the connection's peer, or the one a forwarding
-/// node names.
+/// The client's address: the connection's peer; for a request a cluster
+/// node's front passes to its engine (no connection of its own), the one
+/// the front names. A client's own header is never read on a direct
+/// connection, where the peer wins (and a front replaces the header).
+/// IPv6 clients are counted by their /64: one host commonly holds a whole
+/// /64, and would otherwise have 2^64 addresses to spread over.
 fn client_address(parts: &Parts) -> Option<IpAddr> {
-    if parts
-        .headers
-        .contains_key(crate::cluster::forward::FORWARDED_BY)
-    {
-        return parts
+    let address = match parts.extensions.get::<ClientAddr>() {
+        Some(ClientAddr(address)) => *address,
+        None => parts
             .headers
             .get(FORWARDED_CLIENT)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-    }
-    parts.extensions.get::<ClientAddr>().map(|addr| addr.0)
+            .and_then(|v| v.parse().ok())?,
+    };
+    Some(match address {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    })
 }
 
 impl FromRequestParts<Arc<AppState>> for Reader {
@@ -227,6 +263,7 @@ impl FromRequestParts<Arc<AppState>> for Reader {
                 "this page's origin is not one of the key's `origins`",
             ));
         }
+        refuse_no_cors(parts)?;
         let address = client_address(parts);
         check_address_rate(state, &key, address)?;
         Caller::check_rate(state, &key).await?;
@@ -235,8 +272,27 @@ impl FromRequestParts<Arc<AppState>> for Reader {
             publishable,
             origin,
             address,
+            from_header: in_url.is_none(),
         }))
     }
+}
+
+/// A page reads with `fetch` or an `EventSource`. A request an `<img>`,
+/// `<script>` or other tag makes (`Sec-Fetch-Mode: no-cors`) carries no
+/// `Origin`, so another site could make its visitors' browsers hold a key's
+/// streams or spend its rate; it is refused.
+fn refuse_no_cors(parts: &Parts) -> ApiResult<()> {
+    let no_cors = parts
+        .headers
+        .get("sec-fetch-mode")
+        .is_some_and(|mode| mode.as_bytes() == b"no-cors");
+    if no_cors {
+        return Err(ApiError::new(
+            Code::OriginNotAllowed,
+            "a page reads with fetch or an EventSource, not through an <img>, <script> or other tag",
+        ));
+    }
+    Ok(())
 }
 
 /// A publishable key's requests from one address, against

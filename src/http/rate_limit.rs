@@ -12,6 +12,9 @@ pub struct RateLimiter {
     buckets: DashMap<String, Bucket>,
     /// Most buckets kept (see [`RateLimiter::bounded`]).
     max_buckets: usize,
+    /// When the buckets were last swept for idle ones (one sweep per
+    /// refill time at most: a sweep walks every bucket).
+    swept_at: parking_lot::Mutex<Option<Instant>>,
 }
 
 struct Bucket {
@@ -27,14 +30,18 @@ impl RateLimiter {
             burst: f64::from(burst.max(1)),
             buckets: DashMap::new(),
             max_buckets: usize::MAX,
+            swept_at: parking_lot::Mutex::new(None),
         }
     }
 
     /// At most `max_buckets` buckets (keyed by something clients choose,
     /// such as their address). When a new one would be one too many, the
     /// buckets idle long enough to be full again are dropped (nothing is
-    /// lost: a full bucket is what a new one starts as); if every bucket
-    /// is in use, the new caller is refused for a second.
+    /// lost: a full bucket is what a new one starts as), once per refill
+    /// time at most; while every bucket is in use, a new caller is let
+    /// through untracked (failing open: it is still held to its key's own
+    /// rate, and refusing every newcomer would turn a flood of addresses
+    /// into an outage for all new shoppers).
     pub fn bounded(per_second: u32, burst: u32, max_buckets: usize) -> RateLimiter {
         RateLimiter {
             max_buckets,
@@ -58,7 +65,7 @@ impl RateLimiter {
         let mut bucket = match self.buckets.get_mut(key) {
             Some(bucket) => bucket,
             None if self.buckets.len() >= self.max_buckets && !self.drop_idle(now) => {
-                return Err(1);
+                return Ok(());
             }
             None => self
                 .buckets
@@ -81,9 +88,19 @@ impl RateLimiter {
         }
     }
 
-    /// Drops the buckets full again; whether that made room.
+    /// Drops the buckets full again (unless a sweep ran within the refill
+    /// time); whether there is room.
     fn drop_idle(&self, now: Instant) -> bool {
         let refill_s = self.burst / self.per_second;
+        {
+            let mut swept_at = self.swept_at.lock();
+            let recent = swept_at
+                .is_some_and(|at| now.saturating_duration_since(at).as_secs_f64() < refill_s);
+            if recent {
+                return self.buckets.len() < self.max_buckets;
+            }
+            *swept_at = Some(now);
+        }
         self.buckets.retain(|_, bucket| {
             now.saturating_duration_since(bucket.refilled_at)
                 .as_secs_f64()
@@ -128,14 +145,24 @@ mod tests {
     }
 
     #[test]
-    fn a_bounded_limiter_drops_idle_buckets_and_refuses_when_all_are_busy() {
+    fn a_bounded_limiter_drops_idle_buckets_and_lets_newcomers_through_when_all_are_busy() {
         let limiter = RateLimiter::bounded(10, 2, 2);
         let t0 = Instant::now();
         assert!(limiter.check("a", || t0).is_ok());
         assert!(limiter.check("b", || t0).is_ok());
-        assert_eq!(limiter.check("c", || t0), Err(1), "both buckets in use");
+        // Both buckets busy: a newcomer is let through, untracked.
+        assert!((0..5).all(|_| limiter.check("c", || t0).is_ok()));
+        assert!(!limiter.buckets.contains_key("c"));
+        assert!(limiter.check("a", || t0).is_ok());
+        assert_eq!(
+            limiter.check("a", || t0),
+            Err(1),
+            "tracked ones still limited"
+        );
+        // Once the refill time (0.2 s) has passed, idle buckets go.
         let later = t0 + Duration::from_millis(300);
-        assert!(limiter.check("c", || later).is_ok(), "idle buckets dropped");
+        assert!(limiter.check("c", || later).is_ok());
+        assert!(limiter.buckets.contains_key("c"), "tracked now");
         assert!(limiter.buckets.len() <= 2);
     }
 }

@@ -12,10 +12,25 @@ use crate::ledger::Channel;
 /// as `python3 -m http.server -d examples/storefront 8000` serves it.
 pub const DEMO_ORIGINS: [&str; 2] = ["http://localhost:8000", "http://127.0.0.1:8000"];
 
-/// Creates the demo's publishable key; returns what to print.
+/// The name of the demo's key.
+const DEMO_KEY_NAME: &str = "demo storefront";
+
+/// Creates the demo's publishable key (revoking the one a previous start
+/// made, which a store kept: its secret was printed then and is not kept,
+/// and keys must not pile up start after start); returns what to print.
 pub async fn announce(engine: &Engine, addr: SocketAddr) -> Result<String, String> {
+    let earlier = engine.keys().list();
+    for key in earlier
+        .iter()
+        .filter(|k| k.name == DEMO_KEY_NAME && k.publishable.is_some())
+    {
+        engine
+            .revoke_key(&key.id)
+            .await
+            .map_err(|e| format!("cannot revoke the previous demo key: {e}"))?;
+    }
     let spec = KeySpec {
-        name: "demo storefront".into(),
+        name: DEMO_KEY_NAME.into(),
         scopes: BTreeSet::new(),
         locations: Vec::new(),
         max_held_units: None,

@@ -661,6 +661,13 @@ async fn live_stream_sends_coalesced_updates_and_resumes_without_loss() {
     let mut stream = subscribe(None).await.expect("subscribe");
     assert_eq!(stream.status(), StatusCode::OK);
     let mut buffer = String::new();
+    // First the position as it is (one SKU's stream starts with its state).
+    let now = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        (now[0].1["atf"].clone(), now[0].1["crossing"].clone()),
+        (json!(10), Value::Null)
+    );
     // A hold on another SKU and another store: not for this subscriber.
     server
         .ok(Method::POST, "/v1/reservations", reserve("B", "S1", 1))

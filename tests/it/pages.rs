@@ -381,10 +381,19 @@ async fn a_pages_stream_starts_with_the_current_state_and_resumes() {
         events.iter().filter(|e| e.0 == "availability").count() >= 2
     })
     .await;
-    let start_id = snapshot[0]
+    assert_eq!(
+        snapshot.len(),
+        2,
+        "the snapshot, and nothing before it: {snapshot:?}"
+    );
+    assert!(
+        snapshot[0].2.is_none(),
+        "only the snapshot's last event has the id"
+    );
+    let start_id = snapshot[1]
         .2
         .clone()
-        .expect("the stream starts with its id");
+        .expect("the snapshot's last event carries where the stream goes on");
     let states: Vec<(&str, &Value)> = snapshot
         .iter()
         .filter(|e| e.0 == "availability")
@@ -435,36 +444,59 @@ async fn a_pages_stream_starts_with_the_current_state_and_resumes() {
     assert_eq!(no_sku.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// Opens a page's stream (status only; the stream stays open while held).
+async fn open_stream(url: &str) -> reqwest::Response {
+    get(url, &[]).await
+}
+
 #[tokio::test]
-async fn streams_and_requests_are_bounded_per_key_and_address() {
+async fn streams_are_bounded_per_key_and_address() {
     let config = ServeConfig {
         max_streams_per_address: 2,
-        rate_limit_per_address: 5,
+        max_streams_per_key: 3,
+        rate_limit_per_address: 0,
         ..unlimited()
     };
     let (running, admin) = engine(config).await;
     let base = base_url(&running);
     let key = publishable(&admin, json!({})).await;
     let url = format!("{base}/v1/streams/availability?sku=SKU-1&key={key}");
-    let first = get(&url, &[]).await;
-    let second = get(&url, &[]).await;
+    let first = open_stream(&url).await;
+    let second = open_stream(&url).await;
     assert_eq!(
         (first.status(), second.status()),
         (StatusCode::OK, StatusCode::OK)
     );
-    let third = get(&url, &[]).await;
+    let third = open_stream(&url).await;
     assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(header(&third, "retry-after").is_some());
     let body: Value = third.json().await.expect("problem");
     assert_eq!(body["code"], "too_many_streams");
+    // From another address (a cluster front names it; here the same
+    // header from a client is ignored: the connection's peer wins).
+    let spoofed = get(
+        &url,
+        &[
+            ("omnistock-forwarded-client", "192.0.2.7"),
+            ("omnistock-forwarded-by", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        spoofed.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a client cannot name its own address"
+    );
     drop(first);
     // The closed stream's share comes back (once the server sees it end).
     let mut reopened = StatusCode::TOO_MANY_REQUESTS;
+    let mut kept = Vec::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let response = get(&url, &[]).await;
+        let response = open_stream(&url).await;
         reopened = response.status();
         if reopened == StatusCode::OK {
+            kept.push(response);
             break;
         }
     }
@@ -473,17 +505,42 @@ async fn streams_and_requests_are_bounded_per_key_and_address() {
         StatusCode::OK,
         "a closed stream's share is given back"
     );
-    // Requests: 10 at once (the burst), then 429 address_rate_limited.
+    // An <img> on another site cannot hold the key's streams.
+    let tag = get(&url, &[("Sec-Fetch-Mode", "no-cors")]).await;
+    assert_eq!(tag.status(), StatusCode::FORBIDDEN);
+    // A secret key's stream in a URL is refused.
+    let secret = get(
+        &format!("{base}/v1/streams/availability?sku=SKU-1&key={ADMIN}"),
+        &[],
+    )
+    .await;
+    let body: Value = secret.json().await.expect("problem");
+    assert_eq!(body["code"], "key_in_url");
+}
+
+#[tokio::test]
+async fn a_pages_requests_are_limited_per_address_and_its_streams_end_with_its_key() {
+    let config = ServeConfig {
+        rate_limit_per_address: 2,
+        ..unlimited()
+    };
+    let (running, admin) = engine(config).await;
+    let base = base_url(&running);
+    let key = publishable(&admin, json!({})).await;
+    let stream_url = format!("{base}/v1/streams/availability?sku=SKU-1&key={key}");
+    let mut stream = open_stream(&stream_url).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    // A burst of 4 (twice the rate), then 429 address_rate_limited.
     let read = format!("{base}/v1/availability/SKU-1?key={key}");
     let mut statuses = Vec::new();
-    for _ in 0..14 {
+    for _ in 0..8 {
         statuses.push(get(&read, &[]).await.status());
     }
     let limited = statuses
         .iter()
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
-    assert!(limited >= 1, "{statuses:?}");
+    assert!(limited >= 2, "{statuses:?}");
     let response = get(&read, &[]).await;
     let body: Value = response.json().await.expect("problem");
     assert_eq!(body["code"], "address_rate_limited");
@@ -492,6 +549,75 @@ async fn streams_and_requests_are_bounded_per_key_and_address() {
         .call(Method::GET, "/v1/availability/SKU-1", None, None)
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Revoked: its open stream ends (at the next change or within 15 s).
+    let (_, keys) = admin.call(Method::GET, "/v1/keys", None, None).await;
+    let id = keys[0]["id"].as_str().expect("id");
+    admin
+        .call(Method::DELETE, &format!("/v1/keys/{id}"), None, None)
+        .await;
+    admin
+        .ok(Method::PUT, "/v1/stock/PAR-2/SKU-1", json!({"on_hand": 11}))
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "a revoked key's stream ends");
+}
+
+#[tokio::test]
+async fn a_banded_pages_stream_shows_only_band_changes() {
+    let (running, admin) = engine(unlimited()).await;
+    let base = base_url(&running);
+    let key = publishable(&admin, json!({"quantities": "banded"})).await;
+    let url =
+        format!("{base}/v1/streams/availability?sku=SKU-1&location=PAR-2&coalesce_ms=10&key={key}");
+    let mut stream = get(&url, &[("Authorization", "ignored")]).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut buffer = String::new();
+    let within = Duration::from_secs(5);
+    let has = |events: &[sse::SseEvent]| events.iter().any(|e| e.0 == "availability");
+    let snapshot = sse::read(&mut stream, &mut buffer, within, has).await;
+    let state = &snapshot
+        .iter()
+        .find(|e| e.0 == "availability")
+        .expect("the state")
+        .1;
+    assert_eq!(
+        state,
+        &json!({"sku": "SKU-1", "location": "PAR-2", "kind": "store", "availability": "in_stock"})
+    );
+    // 10 -> 8 units: still in stock, nothing sent; 8 -> 4: limited.
+    let hold = |qty: u32| json!({"channel": "web", "lines": [{"sku": "SKU-1", "location": "PAR-2", "qty": qty}], "ttl_seconds": 60});
+    admin
+        .call(
+            Method::POST,
+            "/v1/reservations",
+            Some(hold(2)),
+            Some("band-1"),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin
+        .call(
+            Method::POST,
+            "/v1/reservations",
+            Some(hold(4)),
+            Some("band-2"),
+        )
+        .await;
+    let change = sse::read(&mut stream, &mut buffer, within, has).await;
+    let events: Vec<&Value> = change
+        .iter()
+        .filter(|e| e.0 == "availability")
+        .map(|e| &e.1)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            &json!({"sku": "SKU-1", "location": "PAR-2", "kind": "store", "availability": "limited"})
+        ]
+    );
 }
 
 #[tokio::test]

@@ -28,6 +28,9 @@ const failure = (message, props) => Object.assign(new Error('omnistock: ' + mess
 function settings(options) {
   const o = { ...options };
   if (!o.key) throw new TypeError('omnistock: options.key (a publishable opk_ key) is required');
+  // A secret key in a page is readable by every visitor, and in a URL it
+  // ends up in logs: refuse it here, before it is ever sent.
+  if (!String(o.key).startsWith('opk_')) throw new TypeError('omnistock: options.key must be a publishable key (opk_...), never a secret one');
   // Trim instead of new URL(path, api): an engine behind a path prefix keeps it.
   o.api = String(o.api || DEFAULT_API).replace(/\/+$/, '');
   return o;
@@ -44,6 +47,8 @@ function position(data, previous) {
   const entry = { location: data.location, availability: level(data.availability), atf: quantity(data.atf) };
   const name = data.name || previous?.name;
   if (name) entry.name = name;
+  const kind = data.kind || previous?.kind;
+  if (kind) entry.kind = kind;
   return entry;
 }
 
@@ -55,12 +60,14 @@ function summarize(sku, positions, threshold) {
   const locations = [...positions.values()].map((e) => ({ ...e })) // the caller owns its copy
     .sort((a, b) => (a.location < b.location ? -1 : a.location > b.location ? 1 : 0));
   const inStock = locations.filter((l) => l.availability !== 'out_of_stock');
+  // "Stores near you" counts stores, not the warehouses that ship.
+  const storesInStock = inStock.filter((l) => l.kind !== 'warehouse').length;
   // A partial sum would understate stock, so one hidden quantity hides the total.
   const totalAtf = locations.every((l) => l.atf !== null) ? locations.reduce((sum, l) => sum + l.atf, 0) : null;
   const limited = inStock.every((l) => l.availability === 'limited') ||
     (totalAtf !== null && threshold !== null && totalAtf <= threshold);
   const availability = inStock.length === 0 ? 'out_of_stock' : limited ? 'limited' : 'in_stock';
-  return { sku, availability, totalAtf, storesInStock: inStock.length, locations };
+  return { sku, availability, totalAtf, storesInStock, locations };
 }
 
 async function requestSnapshot(o, sku, cache) {
@@ -173,7 +180,9 @@ export function watchAvailability(sku, options, onChange) {
       refresh().then(() => report(failure('live stream refused (busy or rate limited?); retrying', { code: 'stream_closed' })), report)
         .finally(() => {
           if (closed) return;
-          retryTimer = setTimeout(connect, retryMs);
+          // Jittered (half to all of the delay): pages refused together,
+          // e.g. by an engine restart, do not all come back at once.
+          retryTimer = setTimeout(connect, retryMs / 2 + Math.random() * retryMs / 2);
           retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
         });
     });

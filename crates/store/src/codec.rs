@@ -204,11 +204,17 @@ pub fn decode_catalog(value: &[u8]) -> Result<CatalogRecord, CodecError> {
     decode::<Catalog<'_>>(value, "catalog")?.to_record()
 }
 
-/// Keys are written in their own second format: format 1's key has no
-/// publishable limits, and postcard has no optional trailing fields.
+/// Keys with a publishable key are written in a second format of their
+/// own: format 1's key has no publishable limits, and postcard has no
+/// optional trailing fields. Without one, format 1 as before, so a build
+/// from before publishable keys can still read them (a rollback, or an
+/// older node of a cluster); creating a publishable key is the one-way step.
 const KEYS_FORMAT_2: u8 = 2;
 
 pub fn encode_keys(k: &KeysRecord) -> Vec<u8> {
+    if k.keys.iter().all(|key| key.publishable.is_none()) {
+        return encode(&Keys::of(k));
+    }
     postcard::to_extend(&KeysV2::of(k), vec![KEYS_FORMAT_2]).unwrap_or_default()
 }
 
@@ -846,9 +852,9 @@ mod tests {
         };
         assert_eq!(decode_keys(&encode_keys(&keys)), Ok(keys.clone()));
         assert_eq!(
-            decode_keys(&encode(&Keys::of(&keys))),
-            Ok(keys.clone()),
-            "keys format 1 is still read"
+            encode_keys(&keys),
+            encode(&Keys::of(&keys)),
+            "without a publishable key, format 1 (an older build reads it)"
         );
         assert_eq!(decode_keys(LEGACY_KEYS.as_bytes()), Ok(keys.clone()));
         let storefront = KeyRecord {
@@ -868,10 +874,9 @@ mod tests {
             generation: 4,
             keys: vec![keys.keys[0].clone(), storefront],
         };
-        assert_eq!(
-            decode_keys(&encode_keys(&with_publishable)),
-            Ok(with_publishable)
-        );
+        let written = encode_keys(&with_publishable);
+        assert_eq!(written.first(), Some(&KEYS_FORMAT_2));
+        assert_eq!(decode_keys(&written), Ok(with_publishable));
         let state = EngineState {
             head: Seq(100),
             reservation_shards: 4,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::uri::Authority;
 use axum::http::{HeaderValue, StatusCode};
 
 use crate::engine::{KeySpec, Publishable, Quantities};
@@ -171,34 +172,46 @@ fn publishable_spec(name: String, body: KeyBody) -> ApiResult<KeySpec> {
 }
 
 /// An origin as a browser sends it: `http(s)://host[:port]`, lower case,
-/// no path, no trailing slash (anything else would never match one).
+/// no path, no trailing slash, no default port (a browser leaves `:443` of
+/// `https` out): anything else would never match one.
 fn check_origin(origin: &str) -> ApiResult<()> {
     let invalid = || {
         ApiError::new(
             Code::InvalidOrigin,
             format!(
-                "origin {:?} is not `http(s)://host[:port]` in lower case, without a path",
+                "origin {:?} is not `http(s)://host[:port]` in lower case, without a path or a default port",
                 origin.chars().take(60).collect::<String>()
             ),
         )
     };
-    let authority = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .ok_or_else(invalid)?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            (host, Some(port))
-        }
-        _ => (authority, None),
+    let (scheme, rest) = origin.split_once("://").ok_or_else(invalid)?;
+    let default_port = match scheme {
+        "https" => 443,
+        "http" => 80,
+        _ => return Err(invalid()),
     };
-    let host_ok = !host.is_empty()
-        && origin.len() <= MAX_ORIGIN_CHARS
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.[]:".contains(&b));
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    if host_ok && port_ok {
+    let authority: Authority = rest.parse().map_err(|_| invalid())?;
+    let host = authority.host();
+    let host_ok = if host.starts_with('[') {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+    } else {
+        !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+    };
+    let port_ok = match authority.port_u16() {
+        Some(port) => port != 0 && port != default_port,
+        None => !rest.contains(':') || host.starts_with('['),
+    };
+    let exact = authority.as_str() == rest && !rest.contains('@');
+    if host_ok && port_ok && exact && origin.len() <= MAX_ORIGIN_CHARS {
         Ok(())
     } else {
         Err(invalid())
@@ -268,6 +281,8 @@ mod tests {
             "http://localhost:8000",
             "http://127.0.0.1:8000",
             "https://xn--bcher-kva.example",
+            "https://[::1]:8443",
+            "https://[::1]",
         ] {
             assert!(check_origin(good).is_ok(), "{good}");
         }
@@ -281,6 +296,13 @@ mod tests {
             "ftp://shop.example",
             "https://",
             "*",
+            "https://a:b:80",
+            "https://.",
+            "https://a..b",
+            "https://shop.example:443",
+            "http://shop.example:80",
+            "https://user@shop.example",
+            "https://shop.example?x",
         ] {
             assert!(check_origin(bad).is_err(), "{bad}");
         }

@@ -3,13 +3,17 @@
 //! The SDK and the console are files of `web/`, built into the binary so
 //! the engine serves them with no file system and no CDN.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use sha2::{Digest, Sha256};
 
 use axum::extract::State;
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
-    VARY,
+    VARY, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -142,8 +146,9 @@ pub async fn console(State(state): State<Arc<AppState>>) -> Response {
             // The page loads nothing from elsewhere and talks only to this
             // engine: the browser holds it to that (and it is never framed,
             // since it holds an admin key).
-            (CONTENT_SECURITY_POLICY, CONSOLE_POLICY),
+            (CONTENT_SECURITY_POLICY, console_policy()),
             (REFERRER_POLICY, "no-referrer"),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (CACHE_CONTROL, "no-store"),
         ],
         Html(CONSOLE.replace(DEMO_MARKER, demo)),
@@ -151,7 +156,21 @@ pub async fn console(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// What the console may load and talk to: itself.
-const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
-    style-src 'unsafe-inline'; img-src data:; connect-src 'self'; \
-    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// What the console may load and talk to: itself. Its one script runs by
+/// its hash, so nothing injected into the page (the page holds an admin
+/// key) could run.
+fn console_policy() -> &'static str {
+    static POLICY: OnceLock<String> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let script = CONSOLE
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map_or("", |(script, _)| script);
+        let hash = BASE64_STANDARD.encode(Sha256::digest(script.as_bytes()));
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+             img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+             form-action 'none'"
+        )
+    })
+}

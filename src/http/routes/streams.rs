@@ -32,7 +32,7 @@ use utoipa::IntoParams;
 
 use crate::cursor::{Cursor, SentCursor};
 use crate::engine::Engine;
-use crate::engine::Publishable;
+use crate::engine::{Band, Publishable};
 use crate::feeds::FeedAvailability;
 use crate::http::AppState;
 use crate::http::auth::Scope;
@@ -43,12 +43,16 @@ use crate::http::json::{self, ApiQuery};
 use crate::http::publishable::{Page, Reader};
 use crate::http::stream_quota::{QuotaFull, QuotaShare};
 use crate::ledger::{
-    Channel, JournalRead, Movement, PosKey, PositionView, Scope as Coverage, Seq, Sku,
+    Channel, JournalRead, LocationCode, Movement, PosKey, PositionView, Scope as Coverage, Seq, Sku,
 };
+use crate::store::KeySource;
 
 /// Longest coalescing interval a client may ask for.
 const MAX_COALESCE_MS: u64 = 10_000;
 const DEFAULT_COALESCE_MS: u64 = 50;
+/// A stream with nothing to send wakes at least this often, to end itself
+/// if its key was revoked meanwhile.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -121,6 +125,9 @@ pub async fn availability(
         locations,
         channel,
         page,
+        shown: FxHashMap::default(),
+        key_id: reader.key().id.clone(),
+        keys_generation: state.engine.keys().generation(),
         coalesce: Duration::from_millis(coalesce_ms),
         threshold: state.feed_low_stock_threshold,
         pending: FxHashMap::default(),
@@ -292,6 +299,13 @@ struct Subscriber {
     channel: Option<Channel>,
     /// A page's key: events show bands, and units as the key says.
     page: Option<Arc<Publishable>>,
+    /// For a page: what it was last shown of each location (one SKU's
+    /// locations at most).
+    shown: FxHashMap<LocationCode, (Band, Option<u64>)>,
+    /// The reader's key (its streams end once it is revoked), and the key
+    /// store's generation it was last checked at.
+    key_id: String,
+    keys_generation: u64,
     coalesce: Duration,
     threshold: u32,
     /// Positions changed since the last flush, with what was published
@@ -311,7 +325,7 @@ impl Subscriber {
     /// The next event; `None` ends the stream (the server is stopping).
     async fn next_event(&mut self) -> Option<Event> {
         loop {
-            if *self.stopping.borrow() {
+            if *self.stopping.borrow() || self.key_revoked() {
                 return None;
             }
             if let Some(event) = self.ready.pop_front() {
@@ -327,7 +341,7 @@ impl Subscriber {
                 continue;
             }
             let wait = if self.pending.is_empty() {
-                Duration::from_secs(3600)
+                KEY_CHECK_INTERVAL
             } else {
                 self.coalesce - since_flush
             };
@@ -341,6 +355,18 @@ impl Subscriber {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Whether the reader's key was revoked since the stream opened
+    /// (checked when the key store changed).
+    fn key_revoked(&mut self) -> bool {
+        let keys = self.engine.keys();
+        let generation = keys.generation();
+        if generation == self.keys_generation {
+            return false;
+        }
+        self.keys_generation = generation;
+        keys.by_id(&self.key_id).is_none()
     }
 
     fn matches(&self, movement: &Movement) -> bool {
@@ -421,25 +447,46 @@ impl Subscriber {
     /// of every matching position (read after the start, so no change is
     /// missed; one made meanwhile is sent again, as its state then).
     fn announce(&mut self) {
-        self.announce_resumed();
+        let snapshot = self.snapshot();
+        if snapshot.is_empty() {
+            return self.announce_resumed();
+        }
+        self.ready.extend(snapshot);
+        // The id on the snapshot's last event: a client cut off before it
+        // reconnects without one and gets the whole snapshot again.
+        let id = self.event_id(self.cursor);
+        if let Some(last) = self.ready.back_mut() {
+            *last = std::mem::take(last).id(id);
+        }
+    }
+
+    /// For one SKU, an event per matching position: its state now.
+    fn snapshot(&mut self) -> Vec<Event> {
         let Some(sku) = self.sku.clone() else {
-            return;
+            return Vec::new();
         };
         let at = self.engine.now();
-        let ledger = self.engine.ledger();
-        let Ok(view) = ledger.availability(&sku, &Coverage::All, self.channel, at) else {
-            return;
+        let engine = Arc::clone(&self.engine);
+        let Ok(view) = engine
+            .ledger()
+            .availability(&sku, &Coverage::All, self.channel, at)
+        else {
+            return Vec::new();
         };
-        let catalog = ledger.catalog();
-        for position in &view.locations {
-            let selected = catalog
-                .location_id(position.location.as_str())
-                .is_some_and(|id| self.selects(id.0 as usize));
-            if selected {
-                let event = self.position_event(position, None);
-                self.ready.push_back(event);
-            }
-        }
+        let catalog = engine.ledger().catalog();
+        let selected: Vec<&PositionView> = view
+            .locations
+            .iter()
+            .filter(|position| {
+                catalog
+                    .location_id(position.location.as_str())
+                    .is_some_and(|id| self.selects(id.0 as usize))
+            })
+            .collect();
+        selected
+            .into_iter()
+            .filter_map(|position| self.position_event(position, None))
+            .collect()
     }
 
     /// Whether the stream's location filter takes location `index`.
@@ -452,16 +499,29 @@ impl Subscriber {
 
     /// The `availability` event of a position's state; `before`: what the
     /// channel saw before the change (a threshold crossing), if a change.
-    fn position_event(&self, view: &PositionView, before: Option<u32>) -> Event {
+    fn position_event(&mut self, view: &PositionView, before: Option<u32>) -> Option<Event> {
         let atf = view.atf.0;
         let data = match &self.page {
             Some(page) => {
-                let (band, units) = page.show(u64::from(atf));
+                let shown = page.show(u64::from(atf));
+                // A page sees its band and units change, nothing else: no
+                // version, and no event when what it shows is the same (so
+                // a banded key's stream does not count the movements).
+                if self.shown.get(&view.location) == Some(&shown) {
+                    return None;
+                }
+                self.shown.insert(view.location.clone(), shown);
+                let (band, units) = shown;
+                let catalog = self.engine.ledger().catalog();
+                let kind = catalog
+                    .location_id(view.location.as_str())
+                    .and_then(|id| catalog.location(id))
+                    .map_or("store", |location| location.kind.as_str());
                 let mut data = json!({
                     "sku": view.sku.as_str(),
                     "location": view.location.as_str(),
+                    "kind": kind,
                     "availability": band.as_str(),
-                    "version": view.version.0,
                 });
                 // Units only where the key shows them, as in its reads.
                 if let (Some(units), Some(fields)) = (units, data.as_object_mut()) {
@@ -487,9 +547,11 @@ impl Subscriber {
                 })
             }
         };
-        Event::default()
-            .event("availability")
-            .data(data.to_string())
+        Some(
+            Event::default()
+                .event("availability")
+                .data(data.to_string()),
+        )
     }
 
     /// Drops what is pending and tells the client to refetch, going on
@@ -526,8 +588,9 @@ impl Subscriber {
             else {
                 continue;
             };
-            let event = self.position_event(&view, Some(before));
-            self.ready.push_back(event);
+            if let Some(event) = self.position_event(&view, Some(before)) {
+                self.ready.push_back(event);
+            }
         }
         // Only the last event of the flush moves the client's Last-Event-ID.
         if let Some(last) = self.ready.back_mut() {

@@ -130,7 +130,7 @@ async fn read(node: &ClusterNode, request: Request) -> Result<Envelope, ApiError
     let limits = &node.node_state.limits;
     let (mut parts, body) = request.into_parts();
     let body = read_body(body, limits.max_body_bytes, limits.body_read_timeout_ms).await?;
-    name_the_client(&mut parts);
+    name_the_client(&mut parts, &limits.trusted_proxies);
     Ok(Envelope {
         method: parts.method,
         uri: parts.uri,
@@ -143,8 +143,8 @@ async fn read(node: &ClusterNode, request: Request) -> Result<Envelope, ApiError
 /// is served, the `Host` it was sent to and the client's address (the
 /// engine that serves it sees neither: it gets the request from this node).
 /// Whatever a client sent in these headers is replaced.
-fn name_the_client(parts: &mut axum::http::request::Parts) {
-    use crate::http::publishable::{ClientAddr, FORWARDED_CLIENT, FORWARDED_HOST};
+fn name_the_client(parts: &mut axum::http::request::Parts, trusted: &[ipnet::IpNet]) {
+    use crate::http::publishable::{ClientAddr, FORWARDED_CLIENT, FORWARDED_HOST, resolve_client};
     if parts.headers.contains_key(super::forward::FORWARDED_BY) {
         return;
     }
@@ -153,7 +153,8 @@ fn name_the_client(parts: &mut axum::http::request::Parts) {
     if let Some(host) = parts.headers.get(axum::http::header::HOST).cloned() {
         parts.headers.insert(FORWARDED_HOST, host);
     }
-    if let Some(ClientAddr(address)) = parts.extensions.get::<ClientAddr>().copied()
+    if let Some(ClientAddr(peer)) = parts.extensions.get::<ClientAddr>().copied()
+        && let address = resolve_client(peer, &parts.headers, trusted)
         && let Ok(value) = axum::http::HeaderValue::from_str(&address.to_string())
     {
         parts.headers.insert(FORWARDED_CLIENT, value);

@@ -25,6 +25,10 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// `Retry-After`: the code's own unless set with [`ApiError::retry_after`].
     pub retry_after_seconds: Option<u64>,
+    /// A refusal of a page's request, once its origin is known to be one
+    /// of its key's: answered with CORS for it, so the page can read why
+    /// (and when to retry).
+    pub page_origin: Option<HeaderValue>,
 }
 
 impl ApiError {
@@ -34,6 +38,7 @@ impl ApiError {
             detail: detail.into(),
             extra: Map::new(),
             retry_after_seconds: code.retry_after_seconds(),
+            page_origin: None,
         }
     }
 
@@ -47,6 +52,12 @@ impl ApiError {
     }
 
     /// Overrides the code's `Retry-After` (at least one second).
+    /// Answered with CORS for `origin` (see [`ApiError::page_origin`]).
+    pub fn for_page(mut self, origin: Option<&HeaderValue>) -> ApiError {
+        self.page_origin = origin.cloned();
+        self
+    }
+
     pub fn retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after_seconds = Some(seconds.max(1));
         self
@@ -254,6 +265,14 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             headers.insert(header::RETRY_AFTER, value);
+        }
+        if let Some(origin) = self.page_origin {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("ETag, Retry-After"),
+            );
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
         response
     }

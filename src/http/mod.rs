@@ -66,6 +66,8 @@ pub struct HttpLimits {
     pub max_streams_per_key: usize,
     /// Live streams of publishable keys one client address may hold open.
     pub max_streams_per_address: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpLimits {
@@ -80,6 +82,7 @@ impl Default for HttpLimits {
             rate_limit_per_address: 50,
             max_streams_per_key: 5_000,
             max_streams_per_address: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -25,6 +25,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponseParts, ResponseParts};
 
+use ipnet::IpNet;
+
 use super::AppState;
 use super::auth::{ApiKey, Caller};
 use super::error::{ApiError, ApiResult};
@@ -51,6 +53,14 @@ pub enum Reader {
 }
 
 impl Reader {
+    /// A page's origin (one of its key's), to answer its refusals with CORS.
+    pub fn page_origin(&self) -> Option<HeaderValue> {
+        match self {
+            Reader::Secret(_) => None,
+            Reader::Page(page) => page.origin.clone(),
+        }
+    }
+
     /// The reader's key, whichever kind.
     pub fn key(&self) -> &ApiKey {
         match self {
@@ -204,15 +214,16 @@ pub fn refuse_secret_from_other_site(
     }
 }
 
-/// The client's address: the connection's peer; for a request a cluster
+/// The client's address: the connection's peer (or, from a trusted proxy,
+/// the client it names: [`resolve_client`]); for a request a cluster
 /// node's front passes to its engine (no connection of its own), the one
 /// the front names. A client's own header is never read on a direct
-/// connection, where the peer wins (and a front replaces the header).
-/// IPv6 clients are counted by their /64: one host commonly holds a whole
-/// /64, and would otherwise have 2^64 addresses to spread over.
-fn client_address(parts: &Parts) -> Option<IpAddr> {
+/// connection (and a front replaces it). IPv6 clients are counted by their
+/// /64: one host commonly holds a whole /64, and would otherwise have 2^64
+/// addresses to spread over.
+fn client_address(parts: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
     let address = match parts.extensions.get::<ClientAddr>() {
-        Some(ClientAddr(address)) => *address,
+        Some(ClientAddr(peer)) => resolve_client(*peer, &parts.headers, trusted),
         None => parts
             .headers
             .get(FORWARDED_CLIENT)
@@ -227,6 +238,37 @@ fn client_address(parts: &Parts) -> Option<IpAddr> {
         v4 => v4,
     })
 }
+
+/// The client of a request from `peer`: the peer, unless it is a trusted
+/// proxy; then the last address of `X-Forwarded-For` that is not one (each
+/// proxy appends the address it saw, so the addresses before a client's
+/// are the client's own to write, and never believed).
+pub fn resolve_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let mut client = peer;
+    for hop in hops.iter().rev().take(MAX_FORWARDED_HOPS) {
+        match hop.parse::<IpAddr>() {
+            Ok(address) if is_trusted(&address) => client = address,
+            Ok(address) => return address,
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// Most `X-Forwarded-For` entries read from the right (proxies in a chain).
+const MAX_FORWARDED_HOPS: usize = 16;
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 impl FromRequestParts<Arc<AppState>> for Reader {
     type Rejection = ApiError;
@@ -264,9 +306,10 @@ impl FromRequestParts<Arc<AppState>> for Reader {
             ));
         }
         refuse_no_cors(parts)?;
-        let address = client_address(parts);
-        check_address_rate(state, &key, address)?;
-        Caller::check_rate(state, &key).await?;
+        let address = client_address(parts, &state.limits.trusted_proxies);
+        let for_page = |error: ApiError| error.for_page(origin.as_ref());
+        check_address_rate(state, &key, address).map_err(for_page)?;
+        Caller::check_rate(state, &key).await.map_err(for_page)?;
         Ok(Reader::Page(Page {
             key,
             publishable,
@@ -339,5 +382,40 @@ impl<S: Send + Sync> FromRequestParts<S> for Preflight {
             origin: parts.headers.get(ORIGIN).cloned(),
             key: key_param(parts.uri.query()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_nothing_else_does() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.1.2.3"),
+        );
+        let proxy: IpAddr = [10, 0, 0, 1].into();
+        let client: IpAddr = [203, 0, 113, 9].into();
+        assert_eq!(
+            resolve_client(proxy, &headers, &proxies),
+            client,
+            "the last untrusted hop"
+        );
+        let stranger: IpAddr = [198, 51, 100, 4].into();
+        assert_eq!(
+            resolve_client(stranger, &headers, &proxies),
+            stranger,
+            "only proxies are believed"
+        );
+        assert_eq!(
+            resolve_client(proxy, &headers, &[]),
+            proxy,
+            "no proxy trusted"
+        );
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("garbage"));
+        assert_eq!(resolve_client(proxy, &headers, &proxies), proxy);
     }
 }

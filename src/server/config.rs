@@ -123,6 +123,13 @@ pub struct ServeArgs {
     /// Live streams of publishable keys one client address may hold open.
     #[arg(long)]
     pub max_streams_per_address: Option<usize>,
+    /// Proxies in front of the engine (TLS terminators, load balancers,
+    /// CDNs), as addresses or CIDR blocks, comma-separated: for a request
+    /// from one of them, the client is the last address of
+    /// `X-Forwarded-For` that is not one of them (the per-address limits of
+    /// publishable keys count it). Empty: every peer is the client.
+    #[arg(long, env = "OMNISTOCK_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// Most units one API key may hold across its held reservations, for keys
     /// created without their own `max_held_units` (0: no cap).
     #[arg(long)]
@@ -184,6 +191,7 @@ struct FileConfig {
     rate_limit_per_address: Option<u32>,
     max_streams_per_key: Option<usize>,
     max_streams_per_address: Option<usize>,
+    trusted_proxies: Option<String>,
     max_lines_per_request: Option<usize>,
     max_ttl_seconds: Option<u64>,
     max_batch_items: Option<usize>,
@@ -226,6 +234,7 @@ pub struct ServeConfig {
     pub rate_limit_per_address: u32,
     pub max_streams_per_key: usize,
     pub max_streams_per_address: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub max_lines_per_request: usize,
     pub max_ttl_seconds: u64,
     pub max_batch_items: usize,
@@ -280,6 +289,7 @@ impl Default for ServeConfig {
             rate_limit_per_address: 50,
             max_streams_per_key: 5_000,
             max_streams_per_address: 10,
+            trusted_proxies: Vec::new(),
             max_lines_per_request: 100,
             max_ttl_seconds: 604_800,
             max_batch_items: 1_000,
@@ -339,6 +349,7 @@ impl ServeArgs {
             rate_limit_per_address: merged!(rate_limit_per_address),
             max_streams_per_key: merged!(max_streams_per_key),
             max_streams_per_address: merged!(max_streams_per_address),
+            trusted_proxies: parse_proxies(self.trusted_proxies.or(file.trusted_proxies))?,
             max_lines_per_request: merged!(max_lines_per_request),
             max_ttl_seconds: merged!(max_ttl_seconds),
             max_batch_items: merged!(max_batch_items),
@@ -530,6 +541,25 @@ impl ServeConfig {
 /// The default of every `serve` flag that takes a value, by argument id, as
 /// `--help` shows it (taken from [`ServeConfig::default`], so the help
 /// cannot drift from the behaviour).
+/// `--trusted-proxies`: addresses (a single host) or CIDR blocks.
+fn parse_proxies(text: Option<String>) -> Result<Vec<ipnet::IpNet>, String> {
+    let text = text.unwrap_or_default();
+    let proxies = text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("--trusted-proxies: {item:?} is not an address or CIDR block"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if proxies.len() > 1_000 {
+        return Err("--trusted-proxies: at most 1000 entries".into());
+    }
+    Ok(proxies)
+}
+
 pub fn flag_defaults() -> Vec<(&'static str, String)> {
     let d = ServeConfig::default();
     let name = |value: Option<clap::builder::PossibleValue>| {
@@ -580,6 +610,7 @@ pub fn flag_defaults() -> Vec<(&'static str, String)> {
             "max_streams_per_address",
             d.max_streams_per_address.to_string(),
         ),
+        ("trusted_proxies", "none".into()),
         (
             "max_held_units_per_customer",
             d.max_held_units_per_customer.to_string(),

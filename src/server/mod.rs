@@ -86,6 +86,7 @@ pub fn state(
         rate_limit_per_address: config.rate_limit_per_address,
         max_streams_per_key: config.max_streams_per_key,
         max_streams_per_address: config.max_streams_per_address,
+        trusted_proxies: config.trusted_proxies.clone(),
         ..HttpLimits::default()
     };
     Arc::new(AppState {

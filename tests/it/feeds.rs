@@ -943,8 +943,10 @@ async fn every_cursor_a_client_can_obtain_lists_the_next_change() {
         .ok(Method::POST, "/v1/reservations", reserve("A", "S1", 1))
         .await;
     let mut buffer = String::new();
-    let events = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(5)).await;
-    let event_id = events[0].2.clone().expect("an event id");
+    // The position as it was (the stream's first event), then the change.
+    let events = read_events(&mut stream, &mut buffer, 2, Duration::from_secs(5)).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let event_id = events[1].2.clone().expect("the change's event id");
     drop(stream);
 
     let mut google = Vec::new();

@@ -541,9 +541,18 @@ async fn a_pages_requests_are_limited_per_address_and_its_streams_end_with_its_k
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert!(limited >= 2, "{statuses:?}");
-    let response = get(&read, &[]).await;
+    // The page can read why, and when to retry: its refusal carries CORS.
+    let response = get(&read, &[("Origin", SHOP)]).await;
+    assert_eq!(
+        header(&response, "access-control-allow-origin").as_deref(),
+        Some(SHOP)
+    );
+    let exposed = header(&response, "access-control-expose-headers").unwrap_or_default();
+    assert!(exposed.contains("Retry-After"), "{exposed}");
     let body: Value = response.json().await.expect("problem");
     assert_eq!(body["code"], "address_rate_limited");
+    let unknown_group = get(&format!("{read}&group=nope"), &[("Origin", SHOP)]).await;
+    assert!(unknown_group.status().is_client_error());
     // The admin's reads are not limited per address.
     let (status, _) = admin
         .call(Method::GET, "/v1/availability/SKU-1", None, None)
@@ -654,4 +663,36 @@ async fn the_sdk_and_the_console_are_served_to_browsers() {
         !page.contains("https://") || !page.contains("<script src=\"http"),
         "no external script"
     );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_shopper_is_counted_on_their_own() {
+    let config = ServeConfig {
+        max_streams_per_address: 1,
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("a CIDR block")],
+        ..unlimited()
+    };
+    let (running, admin) = engine(config).await;
+    let base = base_url(&running);
+    let key = publishable(&admin, json!({})).await;
+    let url = format!("{base}/v1/streams/availability?sku=SKU-1&key={key}");
+    let via_proxy = |client: &'static str| {
+        let url = url.clone();
+        async move { get(&url, &[("X-Forwarded-For", client)]).await }
+    };
+    let first = via_proxy("203.0.113.1").await;
+    let second = via_proxy("203.0.113.2").await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let again = via_proxy("203.0.113.1").await;
+    assert_eq!(
+        again.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same shopper's second stream"
+    );
+    // A shopper cannot name someone else: only the last hop counts.
+    let forged = via_proxy("203.0.113.7, 203.0.113.1").await;
+    assert_eq!(forged.status(), StatusCode::TOO_MANY_REQUESTS);
 }

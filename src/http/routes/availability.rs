@@ -76,6 +76,18 @@ pub async fn sku_availability(
     ApiPath(sku): ApiPath<String>,
     ApiQuery(params): ApiQuery<AvailabilityParams>,
     if_none_match: IfNoneMatch,
+) -> Response {
+    let origin = reader.page_origin();
+    read_availability(&state, reader, &sku, &params, if_none_match)
+        .unwrap_or_else(|error| error.for_page(origin.as_ref()).into_response())
+}
+
+fn read_availability(
+    state: &AppState,
+    reader: Reader,
+    sku: &str,
+    params: &AvailabilityParams,
+    if_none_match: IfNoneMatch,
 ) -> ApiResult<Response> {
     let channel = match &reader {
         Reader::Secret(caller) => {
@@ -84,8 +96,8 @@ pub async fn sku_availability(
         }
         Reader::Page(page) => Some(page.channel(params.channel.as_deref())?),
     };
-    let sku = json::sku("sku", &sku)?;
-    let coverage = coverage(&state, &params)?;
+    let sku = json::sku("sku", sku)?;
+    let coverage = coverage(state, params)?;
     let view = state
         .ledger()
         .availability(&sku, &coverage, channel, state.engine.now())?;
@@ -266,6 +278,17 @@ pub async fn nearby(
     reader: Reader,
     ApiQuery(params): ApiQuery<NearbyParams>,
     if_none_match: IfNoneMatch,
+) -> Response {
+    let origin = reader.page_origin();
+    read_nearby(&state, reader, &params, if_none_match)
+        .unwrap_or_else(|error| error.for_page(origin.as_ref()).into_response())
+}
+
+fn read_nearby(
+    state: &AppState,
+    reader: Reader,
+    params: &NearbyParams,
+    if_none_match: IfNoneMatch,
 ) -> ApiResult<Response> {
     let channel = match &reader {
         Reader::Secret(caller) => {
@@ -274,7 +297,7 @@ pub async fn nearby(
         }
         Reader::Page(page) => page.channel(params.channel.as_deref())?,
     };
-    let query = nearby_query(&state, &params, channel)?;
+    let query = nearby_query(state, params, channel)?;
     let stores = state.ledger().nearby(&query);
     let sku = query.sku.to_string();
     Ok(match reader {

@@ -101,18 +101,30 @@ pub async fn availability(
     reader: Reader,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<StreamParams>,
+) -> Response {
+    let origin = reader.page_origin();
+    open(&state, reader, &headers, &params)
+        .unwrap_or_else(|error| error.for_page(origin.as_ref()).into_response())
+}
+
+/// The stream `reader` asks for, or why not.
+fn open(
+    state: &Arc<AppState>,
+    reader: Reader,
+    headers: &HeaderMap,
+    params: &StreamParams,
 ) -> ApiResult<Response> {
     let sku = params
         .sku
         .as_deref()
         .map(|s| json::sku("sku", s))
         .transpose()?;
-    let (channel, page, quota) = reader_terms(&state, &reader, sku.as_ref(), &params)?;
-    let coalesce_ms = coalesce_ms(&params)?;
-    let locations = selected_locations(&state, &params)?;
+    let (channel, page, quota) = reader_terms(state, &reader, sku.as_ref(), params)?;
+    let coalesce_ms = coalesce_ms(params)?;
+    let locations = selected_locations(state, params)?;
     let head = state.ledger().journal_head();
-    let (cursor, resumed) = resume_point(&state, &headers, head)?;
-    let slot = stream_slot(&state)?;
+    let (cursor, resumed) = resume_point(state, headers, head)?;
+    let slot = stream_slot(state)?;
     let mut subscriber = Subscriber {
         _slot: slot,
         _quota: quota,

@@ -46,72 +46,84 @@ async fn pages_read_and_stream_through_any_node() {
     let key = created["key"].as_str().expect("key").to_owned();
     for index in 0..3 {
         until_known(&nodes, index, &key).await;
-        let url = format!("{}/v1/availability/SKU-1?key={key}", nodes.base(index));
-        let answer = nodes
-            .http
-            .get(&url)
-            .header("Origin", SHOP)
-            .send()
-            .await
-            .expect("read");
-        assert_eq!(answer.status(), StatusCode::OK, "via node {index}");
-        assert_eq!(
-            header(&answer, "access-control-allow-origin").as_deref(),
-            Some(SHOP)
-        );
-        let page: Value = answer.json().await.expect("JSON");
-        assert_eq!(page["availability"], "limited", "{page}");
-        assert_eq!(page["total_atf"], 4, "{page}");
-        let foreign = nodes
-            .http
-            .get(&url)
-            .header("Origin", "https://evil.example")
-            .send()
-            .await
-            .expect("read");
-        assert_eq!(foreign.status(), StatusCode::FORBIDDEN, "via node {index}");
-        let preflight = nodes
-            .http
-            .request(Method::OPTIONS, &url)
-            .header("Origin", SHOP)
-            .header("Access-Control-Request-Method", "GET")
-            .send()
-            .await
-            .expect("preflight");
-        assert_eq!(
-            preflight.status(),
-            StatusCode::NO_CONTENT,
-            "via node {index}"
-        );
-        // The console's own origin may send the admin key, another's not,
-        // whichever node serves the partition.
-        let admin_read = |origin: String| {
-            let url = format!("{}/v1/stock/PAR-01/SKU-1", nodes.base(index));
-            let request = nodes
-                .http
-                .get(url)
-                .bearer_auth(ADMIN)
-                .header("Origin", origin);
-            async move { request.send().await.expect("read").status() }
-        };
-        assert_eq!(
-            admin_read(nodes.base(index)).await,
-            StatusCode::OK,
-            "via node {index}"
-        );
-        assert_eq!(
-            admin_read(SHOP.to_owned()).await,
-            StatusCode::FORBIDDEN,
-            "via node {index}"
-        );
-        let console = nodes
-            .http
-            .get(format!("{}/console", nodes.base(index)))
-            .send()
-            .await
-            .expect("console");
-        assert_eq!(console.status(), StatusCode::OK);
+        reads_through(&nodes, index, &key).await;
     }
+    stream_follows_a_hold(&nodes, &key).await;
+}
+
+/// Through node `index`: a page's read (CORS for its origin, refused for
+/// another), its preflight, the console's own origin told apart from
+/// another site's, the console itself.
+async fn reads_through(nodes: &Nodes, index: usize, key: &str) {
+    let url = format!("{}/v1/availability/SKU-1?key={key}", nodes.base(index));
+    let answer = nodes
+        .http
+        .get(&url)
+        .header("Origin", SHOP)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(answer.status(), StatusCode::OK, "via node {index}");
+    assert_eq!(
+        header(&answer, "access-control-allow-origin").as_deref(),
+        Some(SHOP)
+    );
+    let page: Value = answer.json().await.expect("JSON");
+    assert_eq!(page["availability"], "limited", "{page}");
+    assert_eq!(page["total_atf"], 4, "{page}");
+    let foreign = nodes
+        .http
+        .get(&url)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN, "via node {index}");
+    let preflight = nodes
+        .http
+        .request(Method::OPTIONS, &url)
+        .header("Origin", SHOP)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(
+        preflight.status(),
+        StatusCode::NO_CONTENT,
+        "via node {index}"
+    );
+    // The console's own origin may send the admin key, another's not,
+    // whichever node serves the partition.
+    let admin_read = |origin: String| {
+        let url = format!("{}/v1/stock/PAR-01/SKU-1", nodes.base(index));
+        let request = nodes
+            .http
+            .get(url)
+            .bearer_auth(ADMIN)
+            .header("Origin", origin);
+        async move { request.send().await.expect("read").status() }
+    };
+    assert_eq!(
+        admin_read(nodes.base(index)).await,
+        StatusCode::OK,
+        "via node {index}"
+    );
+    assert_eq!(
+        admin_read(SHOP.to_owned()).await,
+        StatusCode::FORBIDDEN,
+        "via node {index}"
+    );
+    let console = nodes
+        .http
+        .get(format!("{}/console", nodes.base(index)))
+        .send()
+        .await
+        .expect("console");
+    assert_eq!(console.status(), StatusCode::OK);
+}
+
+/// A page's stream through one node follows a hold made through another.
+async fn stream_follows_a_hold(nodes: &Nodes, key: &str) {
     // A page's stream through one node follows a reservation through another.
     let url = format!(
         "{}/v1/streams/availability?sku=SKU-1&coalesce_ms=10&key={key}",

@@ -5,7 +5,7 @@
 //! the key to the operations it may call; the write-behind store persists it
 //! through [`KeySource`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -234,6 +234,8 @@ type KeyMap = HashMap<Digest256, Arc<ApiKey>, FxBuildHasher>;
 /// and swaps the copy in, one writer at a time.
 pub struct KeyStore {
     by_digest: ArcSwap<KeyMap>,
+    /// Every publishable key's origins (at most `MAX_KEYS` x 50).
+    page_origins: ArcSwap<HashSet<String>>,
     /// Serialises writers, so no change is lost between copy and swap.
     writer: Mutex<()>,
     /// Bumped by every create and revoke, so the write-behind store knows
@@ -257,6 +259,7 @@ impl KeyStore {
         }
         KeyStore {
             by_digest: ArcSwap::from_pointee(keys),
+            page_origins: ArcSwap::default(),
             writer: Mutex::new(()),
             generation: AtomicU64::new(0),
         }
@@ -266,11 +269,24 @@ impl KeyStore {
         self.by_digest.load().get(&digest(secret)).map(Arc::clone)
     }
 
-    /// Applies `change` to a copy of the keys and publishes the copy.
+    /// Whether any publishable key's pages may come from `origin` (a CORS
+    /// preflight that names no key): one set lookup, not a walk of the keys.
+    pub fn any_page_origin(&self, origin: &str) -> bool {
+        self.page_origins.load().contains(origin)
+    }
+
+    /// Applies `change` to a copy of the keys and publishes the copy (and
+    /// the publishable keys' origins with it).
     fn update<T>(&self, change: impl FnOnce(&mut KeyMap) -> T) -> T {
         let _writer = self.writer.lock();
         let mut keys = KeyMap::clone(&self.by_digest.load());
         let outcome = change(&mut keys);
+        let origins: HashSet<String> = keys
+            .values()
+            .filter_map(|key| key.publishable.as_deref())
+            .flat_map(|p| p.origins.iter().cloned())
+            .collect();
+        self.page_origins.store(Arc::new(origins));
         self.by_digest.store(Arc::new(keys));
         outcome
     }
@@ -590,6 +606,8 @@ mod tests {
             })
             .expect("created");
         assert!(secret.starts_with(PUBLISHABLE_PREFIX));
+        assert!(source.any_page_origin("https://shop.example"));
+        assert!(!source.any_page_origin("https://evil.example"));
         assert!(Scope::ALL.iter().all(|scope| !key.has(*scope)));
         assert!(key.acting(Scope::Reserve).is_none());
         let target = KeyStore::new(None);
@@ -598,6 +616,15 @@ mod tests {
         assert_eq!(
             restored.publishable.as_deref(),
             Some(&publishable(Quantities::Threshold))
+        );
+        assert!(
+            target.any_page_origin("https://shop.example"),
+            "restored too"
+        );
+        assert!(source.revoke(&key.id));
+        assert!(
+            !source.any_page_origin("https://shop.example"),
+            "revoked with its key"
         );
     }
 }

@@ -80,11 +80,7 @@ fn preflight_answer(state: &AppState, preflight: Preflight) -> ApiResult<Respons
             .authenticate(&key)
             .and_then(|key| key.publishable.clone())
             .is_some_and(|p| p.allows_origin(text)),
-        None => keys
-            .list()
-            .iter()
-            .filter_map(|key| key.publishable.as_deref())
-            .any(|p| p.allows_origin(text)),
+        None => keys.any_page_origin(text),
     };
     if !allowed {
         return Err(ApiError::new(
@@ -140,7 +136,14 @@ pub async fn sdk() -> Response {
 #[utoipa::path(get, path = "/console", tag = "pages",
     responses((status = 200, description = "an HTML page", content_type = "text/html", body = String)))]
 pub async fn console(State(state): State<Arc<AppState>>) -> Response {
-    let demo = if state.pages.demo { "true" } else { "false" };
+    static PAGES: OnceLock<[String; 2]> = OnceLock::new();
+    let [demo, plain] = PAGES.get_or_init(|| {
+        [
+            CONSOLE.replace(DEMO_MARKER, "true"),
+            CONSOLE.replace(DEMO_MARKER, "false"),
+        ]
+    });
+    let page = if state.pages.demo { demo } else { plain };
     (
         [
             // The page loads nothing from elsewhere and talks only to this
@@ -151,7 +154,7 @@ pub async fn console(State(state): State<Arc<AppState>>) -> Response {
             (X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (CACHE_CONTROL, "no-store"),
         ],
-        Html(CONSOLE.replace(DEMO_MARKER, demo)),
+        Html(page.as_str()),
     )
         .into_response()
 }

@@ -696,3 +696,20 @@ async fn behind_a_trusted_proxy_each_shopper_is_counted_on_their_own() {
     let forged = via_proxy("203.0.113.7, 203.0.113.1").await;
     assert_eq!(forged.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// The SDK itself, under Node (`tests/sdk/sharing.mjs`): one stream per
+/// query however many elements watch it, closed with the last; a secret
+/// key refused before it is sent.
+#[test]
+fn the_sdk_shares_one_stream_per_query_and_refuses_secret_keys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("node")
+        .arg(root.join("tests/sdk/sharing.mjs"))
+        .arg(root.join("web/sdk/omnistock.js"))
+        .output()
+        .expect("node runs (scripts/test.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("sdk sharing ok"), "{stdout}");
+}

@@ -104,6 +104,11 @@ export async function fetchAvailability(sku, options) {
   return summarize(sku, positions, threshold);
 }
 
+// Watches of the same query share one stream: a browser keeps at most 6
+// connections per host over HTTP/1.1, and the engine limits streams per
+// address, so a page showing one SKU in several places opens one.
+const shared = new Map();
+
 /**
  * Live availability: onChange(state) after the opening snapshot, then after each
  * batch of changes. options: {key, api?, group?, location?, coalesceMs?, onError?}.
@@ -111,6 +116,35 @@ export async function fetchAvailability(sku, options) {
 export function watchAvailability(sku, options, onChange) {
   const o = settings(options);
   if (typeof onChange !== 'function') throw new TypeError('omnistock: onChange must be a function');
+  const id = JSON.stringify([o.api, o.key, sku, o.group, o.location, o.coalesceMs]);
+  let watch = shared.get(id);
+  if (!watch) {
+    watch = { watchers: new Set(), state: null };
+    const all = (call) => { for (const w of [...watch.watchers]) call(w); };
+    watch.stream = openWatch(sku, { ...o, onError: (err) => all((w) => w.onError?.(err)) }, (state) => {
+      watch.state = state;
+      all((w) => w.onChange(structuredClone(state))); // each caller owns its copy
+    });
+    shared.set(id, watch);
+  }
+  const watcher = { onChange, onError: options?.onError };
+  watch.watchers.add(watcher);
+  // A late joiner sees the state the others already have (after this call returns).
+  if (watch.state) {
+    const state = structuredClone(watch.state);
+    setTimeout(() => { if (watch.watchers.has(watcher)) onChange(state); }, 0);
+  }
+  return {
+    close() {
+      if (!watch.watchers.delete(watcher) || watch.watchers.size > 0) return;
+      watch.stream.close();
+      shared.delete(id);
+    },
+  };
+}
+
+/** One stream of one query (see watchAvailability, which shares them). */
+function openWatch(sku, o, onChange) {
   let positions = new Map(), threshold = null, source = null, closed = false;
   let heard = false, batchTimer = 0, silentTimer = 0, retryTimer = 0, retryMs = RETRY_MIN_MS;
   let refreshes = 0; // only the latest refresh may replace the map

@@ -509,36 +509,34 @@ async fn live_streams_follow_every_partition_through_any_node() {
     assert_eq!(one.status(), StatusCode::OK);
     // It starts with the position as it is, then follows the change.
     let mut buffer = String::new();
-    let now = crate::support::sse::read(&mut one, &mut buffer, Duration::from_secs(10), |e| {
-        e.iter().any(|e| e.0 == "availability")
-    })
+    let state = crate::support::sse::next_availability(
+        &mut one,
+        &mut buffer,
+        Duration::from_secs(10),
+        "the state",
+    )
     .await;
-    let state = now
-        .iter()
-        .find(|e| e.0 == "availability")
-        .expect("the state");
     assert_eq!(
-        (&state.1["sku"], &state.1["atf"]),
+        (&state["sku"], &state["atf"]),
         (&json!(skus[7]), &json!(49)),
-        "{now:?}"
+        "{state}"
     );
     let path = format!("/v1/stock/PAR-01/{}", skus[7]);
     let (status, _) = nodes
         .call(0, Method::PUT, &path, Some(&json!({"on_hand": 30})))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let events = crate::support::sse::read(&mut one, &mut buffer, Duration::from_secs(10), |e| {
-        e.iter().any(|e| e.0 == "availability")
-    })
+    let update = crate::support::sse::next_availability(
+        &mut one,
+        &mut buffer,
+        Duration::from_secs(10),
+        "an update",
+    )
     .await;
-    let update = events
-        .iter()
-        .find(|e| e.0 == "availability")
-        .expect("an update");
     assert_eq!(
-        (&update.1["sku"], &update.1["atf"]),
+        (&update["sku"], &update["atf"]),
         (&json!(skus[7]), &json!(29)),
-        "{events:?}"
+        "{update}"
     );
 
     // A stream whose key is revoked, when a partition moves and its stream

@@ -143,15 +143,8 @@ async fn stream_follows_a_hold(nodes: &Nodes, key: &str) {
     );
     let mut buffer = String::new();
     let within = Duration::from_secs(10);
-    let snapshot = sse::read(&mut stream, &mut buffer, within, |events| {
-        events.iter().any(|e| e.0 == "availability")
-    })
-    .await;
-    let first = snapshot
-        .iter()
-        .find(|e| e.0 == "availability")
-        .expect("the current state");
-    assert_eq!(first.1["atf"], 4, "{snapshot:?}");
+    let first = sse::next_availability(&mut stream, &mut buffer, within, "the current state").await;
+    assert_eq!(first["atf"], 4, "{first}");
     let hold = json!({"channel": "web", "lines": [{"sku": "SKU-1", "location": "PAR-01", "qty": 2}], "ttl_seconds": 60});
     let (status, body) = crate::support::engine::send(
         &nodes.http,
@@ -164,14 +157,7 @@ async fn stream_follows_a_hold(nodes: &Nodes, key: &str) {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let change = sse::read(&mut stream, &mut buffer, within, |events| {
-        events.iter().any(|e| e.0 == "availability")
-    })
-    .await;
-    let changed = change
-        .iter()
-        .find(|e| e.0 == "availability")
-        .expect("the change");
-    assert_eq!(changed.1["atf"], 2, "{change:?}");
-    assert_eq!(changed.1["availability"], "limited");
+    let changed = sse::next_availability(&mut stream, &mut buffer, within, "the change").await;
+    assert_eq!(changed["atf"], 2, "{changed}");
+    assert_eq!(changed["availability"], "limited");
 }

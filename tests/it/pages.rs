@@ -410,35 +410,21 @@ async fn a_pages_stream_starts_with_the_current_state_and_resumes() {
             Some("page-1"),
         )
         .await;
-    let change = sse::read(&mut stream, &mut buffer, within, |events| {
-        events.iter().any(|e| e.0 == "availability")
-    })
-    .await;
-    let changed = change
-        .iter()
-        .find(|e| e.0 == "availability")
-        .expect("the change");
+    let changed = sse::next_availability(&mut stream, &mut buffer, within, "the change").await;
     assert_eq!(
-        (changed.1["atf"].clone(), changed.1["availability"].clone()),
+        (changed["atf"].clone(), changed["availability"].clone()),
         (json!(1), json!("limited"))
     );
     drop(stream);
     // Resumed from where it started: the change again, no snapshot.
     let mut resumed = get(&url, &[("Last-Event-ID", &start_id)]).await;
     let mut buffer = String::new();
-    let again = sse::read(&mut resumed, &mut buffer, within, |events| {
-        events.iter().any(|e| e.0 == "availability")
-    })
-    .await;
-    let first = again
-        .iter()
-        .find(|e| e.0 == "availability")
-        .expect("an event");
+    let first = sse::next_availability(&mut resumed, &mut buffer, within, "an event").await;
     assert_eq!(
-        first.1["location"], "PAR-1",
-        "the change, not a snapshot: {again:?}"
+        first["location"], "PAR-1",
+        "the change, not a snapshot: {first}"
     );
-    assert_eq!(first.1["atf"], 1);
+    assert_eq!(first["atf"], 1);
     // A page's stream names its SKU.
     let no_sku = get(&format!("{base}/v1/streams/availability?key={key}"), &[]).await;
     assert_eq!(no_sku.status(), StatusCode::UNPROCESSABLE_ENTITY);

@@ -44,3 +44,22 @@ pub async fn read(
         }
     }
 }
+
+/// The data of the next `availability` event of `response` (within
+/// `within`); fails the test, saying `what` was awaited, without one.
+pub async fn next_availability(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    within: Duration,
+    what: &str,
+) -> Value {
+    let is_availability = |e: &SseEvent| e.0 == "availability";
+    let events = read(response, buffer, within, |events| {
+        events.iter().any(is_availability)
+    })
+    .await;
+    let found = events.iter().find(|e| is_availability(e));
+    found
+        .map(|e| e.1.clone())
+        .unwrap_or_else(|| panic!("{what}: no availability event in {events:?}"))
+}

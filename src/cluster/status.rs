@@ -16,7 +16,7 @@ use crate::engine::{ApiKey, Scope};
 use crate::http::dto::{ClusterJson, ClusterNodeJson, PartitionOwnerJson};
 use crate::http::error::ApiError;
 use crate::http::error_codes::Code;
-use crate::http::publishable::{FORWARDED_HOST, refuse_secret_from_other_site};
+use crate::http::publishable::{FORWARDED_HOST, refuse_secret_from_other_site, secret_key};
 
 /// 200 once the node has joined and every partition that belongs to it
 /// is loaded (the others are forwarded); 503 with the reason otherwise.
@@ -41,19 +41,7 @@ pub fn readyz(node: &ClusterNode) -> Response {
 /// pages make are each one partition's, served by its engine), and so is a
 /// secret key from another site's page.
 pub fn authenticate(node: &ClusterNode, headers: &HeaderMap) -> Result<Arc<ApiKey>, ApiError> {
-    let secret = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let key = secret
-        .and_then(|s| node.shared.engine().keys().authenticate(s.trim()))
-        .ok_or_else(ApiError::unauthorized)?;
-    if key.publishable.is_some() {
-        return Err(ApiError::new(
-            Code::PublishableKeyNotAllowed,
-            "a publishable key reads one SKU's availability, nearby stores and live stream only",
-        ));
-    }
+    let key = secret_key(node.shared.engine().keys(), headers)?;
     // The front named the Host the client sent its request to.
     let host = headers
         .get(FORWARDED_HOST)

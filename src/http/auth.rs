@@ -153,16 +153,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         {
             return Err(publishable::key_in_url());
         }
-        let secret = publishable::bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        let key = keys
-            .authenticate(secret)
-            .ok_or_else(ApiError::unauthorized)?;
-        if key.publishable.is_some() {
-            return Err(ApiError::new(
-                Code::PublishableKeyNotAllowed,
-                "a publishable key reads availability, nearby stores and the live stream only",
-            ));
-        }
+        let key = publishable::secret_key(keys, &parts.headers)?;
         Caller::admit(parts, state, key).await
     }
 }

@@ -267,11 +267,7 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, value);
         }
         if let Some(origin) = self.page_origin {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("ETag, Retry-After"),
-            );
+            super::publishable::allow_page(headers, origin);
             headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
         response

@@ -9,7 +9,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::engine::{Band, Publishable};
 use crate::http::dto::{AvailabilityJson, NearbyJson};
-use crate::ledger::{Catalog, NearbyStore, PositionView, SkuAvailability};
+use crate::ledger::{Catalog, Location, LocationCode, NearbyStore, PositionView, SkuAvailability};
 
 /// The band's name, for the OpenAPI document.
 #[derive(Serialize, ToSchema)]
@@ -82,15 +82,55 @@ impl PageLocationJson {
         catalog: &Catalog,
     ) -> PageLocationJson {
         let (band, atf) = publishable.show(u64::from(position.atf.0));
-        let location = catalog
-            .location_id(position.location.as_str())
-            .and_then(|id| catalog.location(id));
+        let location = located(catalog, &position.location);
         PageLocationJson {
             location: position.location.to_string(),
             name: location.map(|l| l.name.clone()).unwrap_or_default(),
-            kind: location.map_or("store", |l| l.kind.as_str()),
+            kind: kind(location),
             availability: band.into(),
             atf,
+        }
+    }
+}
+
+/// The catalog's location of `code`.
+fn located<'c>(catalog: &'c Catalog, code: &LocationCode) -> Option<&'c Location> {
+    catalog
+        .location_id(code.as_str())
+        .and_then(|id| catalog.location(id))
+}
+
+/// A location's kind as pages name it (a location gone from the catalog
+/// since is shown as a store).
+fn kind(location: Option<&Location>) -> &'static str {
+    location.map_or("store", |l| l.kind.as_str())
+}
+
+/// One event of a page's live stream: a location's band and, as the key
+/// shows them, its units (a page's read of the location, without the name).
+#[derive(Serialize)]
+pub struct PageEventJson<'a> {
+    pub sku: &'a str,
+    pub location: &'a str,
+    pub kind: &'static str,
+    pub availability: BandJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub atf: Option<u64>,
+}
+
+impl<'a> PageEventJson<'a> {
+    /// `shown`: the band and units the key shows of the position.
+    pub fn of(
+        position: &'a PositionView,
+        shown: (Band, Option<u64>),
+        catalog: &Catalog,
+    ) -> PageEventJson<'a> {
+        PageEventJson {
+            sku: position.sku.as_str(),
+            location: position.location.as_str(),
+            kind: kind(located(catalog, &position.location)),
+            availability: shown.0.into(),
+            atf: shown.1,
         }
     }
 }

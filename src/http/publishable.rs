@@ -28,7 +28,7 @@ use axum::response::{IntoResponseParts, ResponseParts};
 use ipnet::IpNet;
 
 use super::AppState;
-use super::auth::{ApiKey, Caller};
+use super::auth::{ApiKey, Caller, KeyStore};
 use super::error::{ApiError, ApiResult};
 use super::error_codes::Code;
 use crate::engine::Publishable;
@@ -147,11 +147,7 @@ impl IntoResponseParts for PageHeaders {
         headers.insert(VARY, self.vary);
         headers.insert(CACHE_CONTROL, self.cache_control);
         if let Some(origin) = self.origin {
-            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(
-                ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("ETag, Retry-After"),
-            );
+            allow_page(headers, origin);
         }
         Ok(parts)
     }
@@ -175,6 +171,32 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
+}
+
+/// The secret key of `Authorization`: 401 without a known one, 403 for a
+/// publishable key (it reads only through a [`Reader`]). What an engine's
+/// `Caller` and a cluster node's front both authenticate with.
+pub fn secret_key(keys: &KeyStore, headers: &HeaderMap) -> ApiResult<Arc<ApiKey>> {
+    let key = bearer(headers)
+        .and_then(|secret| keys.authenticate(secret))
+        .ok_or_else(ApiError::unauthorized)?;
+    if key.publishable.is_some() {
+        return Err(ApiError::new(
+            Code::PublishableKeyNotAllowed,
+            "a publishable key reads availability, nearby stores and the live stream only",
+        ));
+    }
+    Ok(key)
+}
+
+/// Lets a page of `origin` read an answer (and its `ETag` and
+/// `Retry-After`): what a page's answers and refusals both carry.
+pub fn allow_page(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ETag, Retry-After"),
+    );
 }
 
 /// A secret key sent by another site's page is refused: whoever opens the

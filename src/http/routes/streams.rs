@@ -40,6 +40,7 @@ use crate::http::dto;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_codes::Code;
 use crate::http::json::{self, ApiQuery};
+use crate::http::page_json::PageEventJson;
 use crate::http::publishable::{Page, Reader};
 use crate::http::stream_quota::{QuotaFull, QuotaShare};
 use crate::ledger::{
@@ -91,7 +92,7 @@ pub struct StreamParams {
 /// and `--max-streams-per-address` per client address.
 #[utoipa::path(get, path = "/v1/streams/availability", tag = "availability",
     params(StreamParams, ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "resume after this event id (the journal sequence of the last event received); a browser's EventSource sends it when it reconnects")),
-    responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version} (a publishable key's: {sku, location, availability: in_stock|limited|out_of_stock, atf if the key shows it, version}); `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "text/event-stream of `availability` events: {sku, location, channel, atf, availability, crossing, version} (a publishable key's: {sku, location, kind, availability: in_stock|limited|out_of_stock, atf if the key shows it}, sent only when what it shows changes); `resync` when the stream fell behind", content_type = "text/event-stream", body = String),
         (status = 404, description = "unknown location or group"), (status = 422, description = "invalid parameters, or a Last-Event-ID that is not a number"),
         (status = 429, description = "the publishable key, or the client address, has as many streams open as it may (`too_many_streams`)"),
         (status = 503, description = "too many live streams open (`too_many_subscribers`, with Retry-After)")),
@@ -148,7 +149,7 @@ fn open(
     };
     match resumed {
         Resumed::No => subscriber.announce(),
-        Resumed::Yes => subscriber.announce_resumed(),
+        Resumed::Yes => subscriber.announce_cursor(),
         Resumed::Unhonoured(reason) => subscriber.resync(head, reason),
     }
     metrics::gauge!("omnistock_stream_subscribers").increment(1.0);
@@ -450,7 +451,7 @@ impl Subscriber {
     /// An event with only an id, where the stream starts: a client that
     /// reconnects before any change still resumes from here (an
     /// `EventSource` keeps the id without dispatching an event).
-    fn announce_resumed(&mut self) {
+    fn announce_cursor(&mut self) {
         let id = self.event_id(self.cursor);
         self.ready.push_back(Event::default().id(id));
     }
@@ -461,7 +462,7 @@ impl Subscriber {
     fn announce(&mut self) {
         let snapshot = self.snapshot();
         if snapshot.is_empty() {
-            return self.announce_resumed();
+            return self.announce_cursor();
         }
         self.ready.extend(snapshot);
         // The id on the snapshot's last event: a client cut off before it
@@ -523,23 +524,9 @@ impl Subscriber {
                     return None;
                 }
                 self.shown.insert(view.location.clone(), shown);
-                let (band, units) = shown;
                 let catalog = self.engine.ledger().catalog();
-                let kind = catalog
-                    .location_id(view.location.as_str())
-                    .and_then(|id| catalog.location(id))
-                    .map_or("store", |location| location.kind.as_str());
-                let mut data = json!({
-                    "sku": view.sku.as_str(),
-                    "location": view.location.as_str(),
-                    "kind": kind,
-                    "availability": band.as_str(),
-                });
-                // Units only where the key shows them, as in its reads.
-                if let (Some(units), Some(fields)) = (units, data.as_object_mut()) {
-                    fields.insert("atf".into(), units.into());
-                }
-                data
+                // A struct of strings and numbers: serializing it cannot fail.
+                serde_json::to_value(PageEventJson::of(view, shown, &catalog)).unwrap_or_default()
             }
             None => {
                 let crossing = before.and_then(|before| match (before, atf) {
